@@ -1,0 +1,209 @@
+//! pkt-line framing: four lowercase hex digits giving the total length, then the payload.
+//!
+//! [`decode`] is incremental: it returns [`Decoded::NeedMore`] until a whole packet is in the
+//! buffer, and never reads past it. `0004` (an empty data packet, which git itself tolerates)
+//! is returned as `Pkt::Data(&[])`; callers decide whether an empty line is meaningful.
+
+/// Largest packet including its 4-byte length prefix (git's `LARGE_PACKET_MAX`).
+pub const MAX_PKT_LEN: usize = 65520;
+/// Largest payload of a data packet.
+pub const MAX_PAYLOAD_LEN: usize = MAX_PKT_LEN - 4;
+
+/// One packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pkt<'a> {
+    /// `0000`: end of a list or message.
+    Flush,
+    /// `0001`: protocol v2 section separator.
+    Delim,
+    /// `0002`: protocol v2 end of a stateless response.
+    ResponseEnd,
+    /// A data packet's payload.
+    Data(&'a [u8]),
+}
+
+/// The result of [`decode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A whole packet, taking `consumed` bytes of the buffer.
+    Complete {
+        /// The packet.
+        pkt: Pkt<'a>,
+        /// Bytes it occupies, length prefix included.
+        consumed: usize,
+    },
+    /// The buffer holds only part of a packet.
+    NeedMore,
+}
+
+/// A framing error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PktError {
+    /// The length prefix is not four hex digits.
+    #[error("bad pkt-line length {0:?}")]
+    BadLength(String),
+    /// `0003`, which no protocol defines.
+    #[error("invalid pkt-line length 0003")]
+    Reserved,
+    /// A length above [`MAX_PKT_LEN`].
+    #[error("pkt-line length {0} exceeds 65520")]
+    TooLong(usize),
+    /// A payload above [`MAX_PAYLOAD_LEN`] given to [`encode`].
+    #[error("pkt-line payload of {0} bytes exceeds 65516")]
+    PayloadTooLong(usize),
+}
+
+/// Decodes the packet at the start of `buf`.
+pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, PktError> {
+    let Some(prefix) = buf.get(..4) else {
+        return Ok(Decoded::NeedMore);
+    };
+    let len = prefix.iter().try_fold(0usize, |acc, &b| {
+        char::from(b)
+            .to_digit(16)
+            .map(|digit| acc * 16 + digit as usize)
+    });
+    let len = len.ok_or_else(|| PktError::BadLength(crate::text::printable(prefix, 4)))?;
+    let pkt = match len {
+        0 => Pkt::Flush,
+        1 => Pkt::Delim,
+        2 => Pkt::ResponseEnd,
+        3 => return Err(PktError::Reserved),
+        len if len > MAX_PKT_LEN => return Err(PktError::TooLong(len)),
+        len => match buf.get(4..len) {
+            Some(payload) => Pkt::Data(payload),
+            None => return Ok(Decoded::NeedMore),
+        },
+    };
+    Ok(Decoded::Complete {
+        pkt,
+        consumed: len.max(4),
+    })
+}
+
+/// Appends `payload` as one data packet.
+pub fn encode(payload: &[u8], out: &mut Vec<u8>) -> Result<(), PktError> {
+    if payload.len() > MAX_PAYLOAD_LEN {
+        return Err(PktError::PayloadTooLong(payload.len()));
+    }
+    write_len(payload.len() + 4, out);
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+/// Appends a length prefix (`len` includes the prefix itself; at most [`MAX_PKT_LEN`]).
+pub(crate) fn write_len(len: usize, out: &mut Vec<u8>) {
+    debug_assert!(len <= MAX_PKT_LEN);
+    out.extend_from_slice(format!("{len:04x}").as_bytes());
+}
+
+/// Appends a flush packet (`0000`).
+pub fn flush(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"0000");
+}
+
+/// Strips one trailing LF, which pkt-line text may or may not carry.
+pub fn chomp(payload: &[u8]) -> &[u8] {
+    payload.strip_suffix(b"\n").unwrap_or(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn complete(pkt: Pkt<'_>, consumed: usize) -> Result<Decoded<'_>, PktError> {
+        Ok(Decoded::Complete { pkt, consumed })
+    }
+
+    #[test]
+    fn decodes() {
+        for (input, want) in [
+            (&b""[..], Ok(Decoded::NeedMore)),
+            (b"00", Ok(Decoded::NeedMore)),
+            (b"0000", complete(Pkt::Flush, 4)),
+            (b"0000rest", complete(Pkt::Flush, 4)),
+            (b"0001", complete(Pkt::Delim, 4)),
+            (b"0002", complete(Pkt::ResponseEnd, 4)),
+            (b"0003", Err(PktError::Reserved)),
+            (b"0004", complete(Pkt::Data(b""), 4)),
+            (b"0006a\n", complete(Pkt::Data(b"a\n"), 6)),
+            (b"0006a\nxx", complete(Pkt::Data(b"a\n"), 6)),
+            (b"0006a", Ok(Decoded::NeedMore)),
+            (b"000A123456", complete(Pkt::Data(b"123456"), 10)),
+            (b"fff0", Ok(Decoded::NeedMore)),
+            (b"fff1", Err(PktError::TooLong(65521))),
+            (b"ffff", Err(PktError::TooLong(65535))),
+            (b"00g0", Err(PktError::BadLength("00g0".into()))),
+            (b"+001", Err(PktError::BadLength("+001".into()))),
+            (b" 001", Err(PktError::BadLength(" 001".into()))),
+            (b"PACK", Err(PktError::BadLength("PACK".into()))),
+        ] {
+            assert_eq!(decode(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn encodes() {
+        let mut out = Vec::new();
+        encode(b"unpack ok\n", &mut out).unwrap();
+        flush(&mut out);
+        encode(b"", &mut out).unwrap();
+        assert_eq!(out, b"000eunpack ok\n00000004");
+        let mut out = Vec::new();
+        encode(&[b'x'; MAX_PAYLOAD_LEN], &mut out).unwrap();
+        assert_eq!(&out[..4], b"fff0");
+        assert_eq!(
+            encode(&[0; MAX_PAYLOAD_LEN + 1], &mut out),
+            Err(PktError::PayloadTooLong(65517))
+        );
+        assert_eq!(chomp(b"a\n"), b"a");
+        assert_eq!(chomp(b"a\n\n"), b"a\n");
+        assert_eq!(chomp(b"a"), b"a");
+    }
+
+    /// Every prefix of every captured push decodes to a prefix of the same packets.
+    #[test]
+    fn every_prefix_of_the_captures() {
+        fn packets(mut buf: &[u8]) -> Vec<Pkt<'_>> {
+            let mut out = Vec::new();
+            // Stop at the pack, which is not pkt-line framed.
+            while let Ok(Decoded::Complete { pkt, consumed }) = decode(buf) {
+                out.push(pkt);
+                buf = &buf[consumed..];
+            }
+            out
+        }
+        for (name, body) in crate::git::receive_pack::tests::CAPTURES {
+            let all = packets(body);
+            assert!(all.contains(&Pkt::Flush), "{name}");
+            for cut in 0..=body.len() {
+                let some = packets(&body[..cut]);
+                assert_eq!(some[..], all[..some.len()], "{name} at {cut}");
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn roundtrip(payload in proptest::collection::vec(any::<u8>(), 0..2000), tail in proptest::collection::vec(any::<u8>(), 0..8)) {
+            let mut buf = Vec::new();
+            encode(&payload, &mut buf).unwrap();
+            let len = buf.len();
+            for cut in 0..len {
+                prop_assert_eq!(decode(&buf[..cut]), Ok(Decoded::NeedMore));
+            }
+            buf.extend_from_slice(&tail);
+            prop_assert_eq!(decode(&buf), Ok(Decoded::Complete { pkt: Pkt::Data(&payload), consumed: len }));
+        }
+
+        #[test]
+        fn decode_never_panics_and_stays_in_bounds(buf in proptest::collection::vec(any::<u8>(), 0..70)) {
+            if let Ok(Decoded::Complete { consumed, .. }) = decode(&buf) {
+                prop_assert!(consumed <= buf.len());
+                prop_assert!(consumed >= 4);
+            }
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! gitgate's pure core: the egress policy (repositories, refs, hosts), its decisions, GitHub
+//! App token scopes, request-path canonicalisation and the git wire-format parsers and
+//! builders the proxy needs.
+//!
+//! Nothing in this crate performs I/O or reads a clock: every parser is incremental and
+//! bounded, every decision is a function of the compiled [`Policy`] and its input.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod git;
+
+mod decide;
+mod decision;
+mod host;
+mod host_pattern;
+mod object_id;
+mod pattern;
+mod policy;
+mod raw;
+mod ref_pattern;
+mod ref_update;
+mod refname;
+mod repo;
+mod repo_pattern;
+mod text;
+mod token_scope;
+
+pub use decision::{ConnectDecision, Decision, PushVerdict};
+pub use host::{HostError, HostName, parse_authority};
+pub use host_pattern::HostPattern;
+pub use object_id::{ObjectFormat, ObjectId, ObjectIdError};
+pub use pattern::{PatternError, PatternKind};
+pub use policy::{ConfigError, Policy};
+pub use raw::RawPolicy;
+pub use ref_pattern::RefPattern;
+pub use ref_update::RefUpdate;
+pub use refname::{RefName, RefNameError, RefNameProblem};
+pub use repo::{RepoPath, RepoPathError};
+pub use repo_pattern::RepoPattern;
+pub use token_scope::{Access, TokenScope};

@@ -1,0 +1,239 @@
+//! The compiled policy: built once from a [`RawPolicy`], shared by every connection.
+
+use std::fmt;
+
+use crate::host::{HostError, HostName};
+use crate::host_pattern::HostPattern;
+use crate::raw::RawPolicy;
+use crate::ref_pattern::RefPattern;
+use crate::repo_pattern::RepoPattern;
+
+/// Lists in denial reasons are cut near this many characters.
+const MAX_LIST_LEN: usize = 400;
+
+/// A compiled policy, cheap to share (`Send + Sync`). Ask it with the `decide_*` methods
+/// and [`Policy::token_scope`]; `Display` gives a readable summary.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub(crate) repos: Vec<RepoPattern>,
+    pub(crate) refs: Vec<RefPattern>,
+    pub(crate) allow_deletes: bool,
+    pub(crate) hosts: Vec<HostPattern>,
+    pub(crate) github_hosts: Vec<HostName>,
+    /// `[acme/app, acme/lib-*]`, rendered once for denial reasons.
+    pub(crate) repo_list: String,
+    pub(crate) ref_list: String,
+    pub(crate) host_list: String,
+}
+
+/// Why a policy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The YAML is malformed or an entry is invalid; the message carries line and column.
+    #[error("invalid policy: {0}")]
+    Yaml(serde_yaml::Error),
+    /// One of the intercepted GitHub host names is not a valid host.
+    #[error("invalid GitHub host \"{host}\"")]
+    GithubHost {
+        /// The offending host.
+        host: String,
+        /// Why it is invalid.
+        #[source]
+        source: HostError,
+    },
+    /// An `allowHosts` entry names a GitHub host exactly: port 443 is intercepted anyway and
+    /// other ports are always denied, so the entry would be redundant or dead.
+    #[error(
+        "allowHosts entry \"{pattern}\" names the GitHub host {host}, which gitgate intercepts on port 443 and denies on other ports; remove the entry"
+    )]
+    GithubHostInAllowHosts {
+        /// The entry as written.
+        pattern: String,
+        /// The GitHub host it names.
+        host: String,
+    },
+}
+
+impl Policy {
+    /// Compiles a raw policy. `github_hosts` are the host names gitgate intercepts (e.g.
+    /// `["github.com", "api.github.com"]`).
+    pub fn compile(raw: &RawPolicy, github_hosts: &[String]) -> Result<Policy, ConfigError> {
+        let github_hosts = github_hosts
+            .iter()
+            .map(|host| {
+                HostName::parse(host).map_err(|source| ConfigError::GithubHost {
+                    host: host.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(pattern) = raw
+            .allow_hosts
+            .iter()
+            .find(|p| !p.is_wildcard() && github_hosts.contains(p.host()))
+        {
+            return Err(ConfigError::GithubHostInAllowHosts {
+                pattern: pattern.to_string(),
+                host: pattern.host().to_string(),
+            });
+        }
+        Ok(Policy {
+            repo_list: render_list(&raw.allowed_repos),
+            ref_list: render_list(&raw.allowed_refs),
+            host_list: render_list(&raw.allow_hosts),
+            repos: raw.allowed_repos.clone(),
+            refs: raw.allowed_refs.clone(),
+            allow_deletes: raw.allow_deletes,
+            hosts: raw.allow_hosts.clone(),
+            github_hosts,
+        })
+    }
+
+    /// Parses a YAML document holding the policy mapping itself and compiles it.
+    pub fn from_yaml(yaml: &str, github_hosts: &[String]) -> Result<Policy, ConfigError> {
+        let raw: RawPolicy = serde_yaml::from_str(yaml).map_err(ConfigError::Yaml)?;
+        Policy::compile(&raw, github_hosts)
+    }
+
+    /// Whether `host` is one of the intercepted GitHub hosts.
+    pub fn is_github_host(&self, host: &HostName) -> bool {
+        self.github_hosts.contains(host)
+    }
+}
+
+/// `[a, b, c]`, cut with `, …` once longer than [`MAX_LIST_LEN`].
+fn render_list<T: fmt::Display>(items: &[T]) -> String {
+    let mut out = String::from("[");
+    for (i, item) in items.iter().enumerate() {
+        let item = item.to_string();
+        let sep = if i == 0 { "" } else { ", " };
+        if out.len() + sep.len() + item.len() > MAX_LIST_LEN {
+            out.push_str(if i == 0 { "…" } else { ", …" });
+            break;
+        }
+        out.push_str(sep);
+        out.push_str(&item);
+    }
+    out.push(']');
+    out
+}
+
+/// A readable summary for `gitgate check`.
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_list(f, "allowedRepos", &self.repos, "no repository is reachable")?;
+        write_list(
+            f,
+            "allowedRefs",
+            &self.refs,
+            "read-only: every push is denied",
+        )?;
+        writeln!(f, "allowDeletes: {}", self.allow_deletes)?;
+        write_list(f, "allowHosts", &self.hosts, "no other host is reachable")?;
+        write_list(
+            f,
+            "intercepted GitHub hosts (port 443)",
+            &self.github_hosts,
+            "none",
+        )
+    }
+}
+
+fn write_list<T: fmt::Display>(
+    f: &mut fmt::Formatter<'_>,
+    name: &str,
+    items: &[T],
+    if_empty: &str,
+) -> fmt::Result {
+    if items.is_empty() {
+        return writeln!(f, "{name}: none ({if_empty})");
+    }
+    writeln!(f, "{name}:")?;
+    items.iter().try_for_each(|item| writeln!(f, "  - {item}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts() -> Vec<String> {
+        vec!["github.com".to_owned(), "api.github.com".to_owned()]
+    }
+
+    #[test]
+    fn is_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Policy>();
+    }
+
+    #[test]
+    fn renders_lists() {
+        let repos: Vec<RepoPattern> = ["acme/app", "acme/lib-*"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(render_list(&repos), "[acme/app, acme/lib-*]");
+        assert_eq!(render_list::<RepoPattern>(&[]), "[]");
+        let many: Vec<RepoPattern> = (0..100)
+            .map(|i| format!("acme/repository-{i:03}").parse().unwrap())
+            .collect();
+        let list = render_list(&many);
+        assert!(list.ends_with(", …]"), "{list}");
+        assert!(list.len() <= MAX_LIST_LEN + ", …]".len(), "{}", list.len());
+        assert!(list.starts_with("[acme/repository-000, acme/repository-001, "));
+        let huge: Vec<String> = vec!["x".repeat(500)];
+        assert_eq!(render_list(&huge), "[…]");
+    }
+
+    #[test]
+    fn compile_errors() {
+        for (yaml, github, want) in [
+            (
+                "allowHosts: [github.com]",
+                hosts(),
+                "allowHosts entry \"github.com\" names the GitHub host github.com",
+            ),
+            (
+                "allowHosts: ['API.github.com:22']",
+                hosts(),
+                "names the GitHub host api.github.com",
+            ),
+            (
+                "{}",
+                vec!["github.com:443".to_owned()],
+                "invalid GitHub host \"github.com:443\"",
+            ),
+            (
+                "allowedRepos: [acme]",
+                hosts(),
+                "invalid policy: allowedRepos[0]: invalid repo pattern \"acme\"",
+            ),
+            ("allowedRepos: [acme]", hosts(), "line 1 column 16"),
+            ("nope: 1", hosts(), "unknown field `nope`"),
+        ] {
+            let err = Policy::from_yaml(yaml, &github).expect_err(yaml);
+            let msg = err.to_string();
+            assert!(msg.contains(want), "{yaml}: {msg}");
+        }
+        // A wildcard may cover GitHub subdomains that are not intercepted.
+        assert!(Policy::from_yaml("allowHosts: ['*.github.com']", &hosts()).is_ok());
+    }
+
+    #[test]
+    fn summary() {
+        let policy = Policy::from_yaml(
+            "allowedRepos: [acme/app, 'acme/lib-*']\nallowHosts: [crates.io]\n",
+            &hosts(),
+        )
+        .unwrap();
+        assert_eq!(
+            policy.to_string(),
+            "allowedRepos:\n  - acme/app\n  - acme/lib-*\n\
+             allowedRefs: none (read-only: every push is denied)\n\
+             allowDeletes: false\n\
+             allowHosts:\n  - crates.io\n\
+             intercepted GitHub hosts (port 443):\n  - github.com\n  - api.github.com\n"
+        );
+    }
+}

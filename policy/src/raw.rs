@@ -1,0 +1,63 @@
+//! The `policy:` section as written in the configuration file.
+
+use serde::Deserialize;
+
+use crate::host_pattern::HostPattern;
+use crate::ref_pattern::RefPattern;
+use crate::repo_pattern::RepoPattern;
+
+/// The raw `policy:` mapping. Every pattern is validated while it is deserialized, so the
+/// YAML library reports the line and column of a bad entry. Compile with
+/// [`Policy::compile`](crate::Policy::compile).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawPolicy {
+    /// Repositories git may fetch from (and push to, see `allowed_refs`).
+    pub allowed_repos: Vec<RepoPattern>,
+    /// Refs a push may update; empty means read-only.
+    pub allowed_refs: Vec<RefPattern>,
+    /// Whether a push may delete a ref that matches `allowed_refs`.
+    pub allow_deletes: bool,
+    /// Non-GitHub hosts the sandbox may reach (tunnelled, not intercepted).
+    pub allow_hosts: Vec<HostPattern>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_fields() {
+        let raw: RawPolicy = serde_yaml::from_str("{}").unwrap();
+        assert_eq!(raw, RawPolicy::default());
+        let raw: RawPolicy = serde_yaml::from_str(
+            "allowedRepos: [acme/app]\nallowedRefs: [main]\nallowDeletes: true\nallowHosts: [crates.io]\n",
+        )
+        .unwrap();
+        assert_eq!(raw.allowed_repos[0].as_str(), "acme/app");
+        assert_eq!(raw.allowed_refs[0].as_str(), "main");
+        assert!(raw.allow_deletes);
+        assert_eq!(raw.allow_hosts[0].as_str(), "crates.io");
+    }
+
+    #[test]
+    fn errors_name_the_place() {
+        for (yaml, want) in [
+            ("allowedRepo: []", "unknown field `allowedRepo`"),
+            ("allowed_repos: []", "unknown field `allowed_repos`"),
+            ("allowedRepos:\n  - acme/app\n  - acme\n", "line 3"),
+            (
+                "allowedRefs: [main, 'a..b']",
+                "invalid ref pattern \"a..b\"",
+            ),
+            ("allowHosts: ['*']", "invalid host pattern \"*\""),
+            ("allowDeletes: maybe", "allowDeletes"),
+            ("allowedRepos: acme/app", "invalid type"),
+        ] {
+            let err = serde_yaml::from_str::<RawPolicy>(yaml)
+                .expect_err(yaml)
+                .to_string();
+            assert!(err.contains(want), "{yaml}: {err}");
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The narrowest GitHub App installation token that serves an owner's allowed repositories.
+
+use crate::policy::Policy;
+use crate::repo::{RepoPath, is_owner};
+
+/// A permission level of an installation token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Access {
+    /// `read`.
+    Read,
+    /// `write`.
+    Write,
+}
+
+impl Access {
+    /// The value GitHub expects (`read`, `write`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+        }
+    }
+}
+
+/// What to request in `POST /app/installations/{id}/access_tokens`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenScope {
+    /// Lowercase repository names without owner, sorted and deduplicated; `None` means the
+    /// whole installation. Never `Some` of an empty list (GitHub reads `[]` as "all").
+    pub repositories: Option<Vec<String>>,
+    /// Permission name and level, sorted by name.
+    pub permissions: Vec<(String, Access)>,
+}
+
+impl Policy {
+    /// The token scope for `owner`: `None` if no `allowedRepos` pattern can match the owner.
+    /// Repositories are the literal names of the matching patterns, or the whole
+    /// installation if any matching pattern has a glob repo part. `contents` is `write` when
+    /// `allowedRefs` is not empty, else `read`; `metadata` is always `read`.
+    pub fn token_scope(&self, owner: &str) -> Option<TokenScope> {
+        let owner = owner.to_ascii_lowercase();
+        if !is_owner(&owner) {
+            return None;
+        }
+        let mut matching = self
+            .repos
+            .iter()
+            .filter(|p| p.matches_owner(&owner))
+            .peekable();
+        matching.peek()?;
+        let repositories = matching
+            .map(|p| p.literal_name().map(str::to_owned))
+            .collect::<Option<Vec<String>>>()
+            .map(|mut names| {
+                names.sort();
+                names.dedup();
+                names
+            });
+        let contents = if self.refs.is_empty() {
+            Access::Read
+        } else {
+            Access::Write
+        };
+        Some(TokenScope {
+            repositories,
+            permissions: vec![
+                ("contents".to_owned(), contents),
+                ("metadata".to_owned(), Access::Read),
+            ],
+        })
+    }
+
+    /// The accounts `allowedRepos` names literally, each with one repository of it to
+    /// look its installation up by (a literal one when the policy has it), for
+    /// `gitgate doctor`. Accounts matched only by owner globs cannot be listed.
+    pub fn named_repos(&self) -> Vec<RepoPath> {
+        let mut owners: Vec<(&str, Option<&str>)> = Vec::new();
+        for pattern in &self.repos {
+            let Some(owner) = pattern.literal_owner() else {
+                continue;
+            };
+            match owners.iter_mut().find(|(o, _)| *o == owner) {
+                Some((_, repo)) => *repo = repo.or(pattern.literal_name()),
+                None => owners.push((owner, pattern.literal_name())),
+            }
+        }
+        owners
+            .into_iter()
+            .filter_map(|(owner, repo)| RepoPath::from_parts(owner, repo.unwrap_or(owner)).ok())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(yaml: &str, owner: &str) -> Option<TokenScope> {
+        Policy::from_yaml(yaml, &["github.com".to_owned()])
+            .unwrap()
+            .token_scope(owner)
+    }
+
+    #[test]
+    fn named_repos_lists_each_literal_owner_once_preferring_a_literal_repo() {
+        let policy = Policy::from_yaml(
+            "allowedRepos: [\"acme/lib-*\", acme/app, acme/other, \"bob/*\", \"*/tools\"]",
+            &["github.com".to_owned()],
+        )
+        .unwrap();
+        let repos: Vec<String> = policy
+            .named_repos()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(repos, ["acme/app", "bob/bob"]);
+    }
+
+    fn names(list: &[&str]) -> Option<Vec<String>> {
+        Some(list.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn repositories() {
+        for (yaml, owner, want) in [
+            ("allowedRepos: [acme/app]", "acme", Some(names(&["app"]))),
+            ("allowedRepos: [acme/app]", "ACME", Some(names(&["app"]))),
+            (
+                "allowedRepos: [Acme/Web, acme/app, acme/app.git, other/x]",
+                "acme",
+                Some(names(&["app", "web"])),
+            ),
+            ("allowedRepos: [acme/app, 'acme/*']", "acme", Some(None)),
+            ("allowedRepos: [acme/app, 'acme/lib-*']", "acme", Some(None)),
+            ("allowedRepos: ['*/*']", "anyone", Some(None)),
+            (
+                "allowedRepos: ['acme-*/app', acme-eu/web]",
+                "acme-eu",
+                Some(names(&["app", "web"])),
+            ),
+            ("allowedRepos: [acme/app]", "other", None),
+            ("allowedRepos: ['*/*']", "not an owner", None),
+            ("allowedRepos: []", "acme", None),
+        ] {
+            let got = scope(yaml, owner).map(|s| s.repositories);
+            assert_eq!(got, want, "{yaml} / {owner}");
+        }
+    }
+
+    #[test]
+    fn permissions() {
+        for (yaml, contents) in [
+            ("allowedRepos: [acme/app]", Access::Read),
+            (
+                "allowedRepos: [acme/app]\nallowedRefs: [main]",
+                Access::Write,
+            ),
+        ] {
+            let got = scope(yaml, "acme").unwrap().permissions;
+            assert_eq!(
+                got,
+                vec![
+                    ("contents".to_owned(), contents),
+                    ("metadata".to_owned(), Access::Read)
+                ]
+            );
+        }
+        assert_eq!(
+            (Access::Read.as_str(), Access::Write.as_str()),
+            ("read", "write")
+        );
+    }
+}
