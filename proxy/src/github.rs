@@ -1,0 +1,98 @@
+//! Requests decrypted from an intercepted GitHub host: checked against the CONNECT
+//! authority, then routed to git handling or the API.
+
+use http::{Request, Response, header};
+use hyper::body::Incoming;
+
+use crate::body::ProxyBody;
+use crate::connect::Target;
+use crate::reply::{self, Failure, Shape};
+use crate::state::{ConnCtx, State};
+use crate::{api, git};
+
+/// One intercepted connection.
+pub(crate) struct Session {
+    pub(crate) target: Target,
+    /// The TLS SNI, when it named another host than the CONNECT authority.
+    pub(crate) sni_mismatch: Option<String>,
+    pub(crate) ctx: ConnCtx,
+}
+
+pub(crate) async fn handle(
+    state: &State,
+    session: &Session,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    if let Err(message) = check_request(session, &req) {
+        tracing::info!(method = %req.method(), target = %req.uri(), reason = %message, "refused request");
+        return reply::failure(Shape::Text, &Failure::Client(message));
+    }
+    let host = session.target.host.to_string();
+    let path = req.uri().path();
+    let settings = &state.settings;
+    let for_api =
+        host == settings.api_host && (host != settings.github_host || path.starts_with("/api/"));
+    if for_api {
+        api::handle(req).await
+    } else {
+        git::handle(state, &session.ctx, req).await
+    }
+}
+
+/// The request must be for exactly the host the tunnel was opened to, and framed
+/// unambiguously.
+fn check_request(session: &Session, req: &Request<Incoming>) -> Result<(), String> {
+    let target = &session.target;
+    if let Some(sni) = &session.sni_mismatch {
+        return Err(format!(
+            "TLS server name {sni} does not match the CONNECT target {}; requests are only forwarded to the host the tunnel was opened to",
+            target.host
+        ));
+    }
+    let headers = req.headers();
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        && headers.contains_key(header::CONTENT_LENGTH)
+    {
+        return Err("request has both Content-Length and Transfer-Encoding".into());
+    }
+    if headers.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+        return Err("request has more than one Content-Length".into());
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (Some(value), None) = (hosts.next(), hosts.next()) else {
+        return Err("request must carry exactly one Host header".into());
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| "Host header is not ASCII".to_owned())?;
+    if !same_authority(value, target) {
+        return Err(format!(
+            "Host header {value:?} does not match the CONNECT target {}:{}",
+            target.host, target.port
+        ));
+    }
+    if let Some(authority) = req.uri().authority() {
+        if !same_authority(authority.as_str(), target) {
+            return Err(format!(
+                "request URI authority {authority} does not match the CONNECT target {}",
+                target.host
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `host[:port]` names the target (case-insensitive, port 443 implied).
+fn same_authority(value: &str, target: &Target) -> bool {
+    let (host, port) = match value.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+            match port.parse::<u16>() {
+                Ok(port) => (host, port),
+                Err(_) => return false,
+            }
+        }
+        _ => (value, 443),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    gitgate_policy::HostName::parse(host).is_ok_and(|h| h == target.host) && port == target.port
+}

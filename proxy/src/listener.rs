@@ -1,0 +1,97 @@
+//! The proxy port: accept, serve the proxy protocol, drain on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use crate::body::ProxyBody;
+use crate::state::{ConnCtx, Lifecycle, State};
+use crate::{connect, forward, reply, serve};
+
+/// Accepts clients until `shutdown` resolves, then waits up to the grace period for
+/// in-flight requests and tunnels.
+pub(crate) async fn run(
+    state: Arc<State>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, client)) => {
+                    let ctx = ConnCtx {
+                        id: state.next_connection_id(),
+                        client,
+                        lifecycle: Lifecycle::new(stop_rx.clone(), alive_tx.clone()),
+                    };
+                    let span = tracing::info_span!("conn", id = ctx.id, client = %client);
+                    tokio::spawn(connection(state.clone(), ctx, tcp).instrument(span));
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let grace = state.settings.limits.shutdown_grace;
+    tracing::info!(
+        grace_s = grace.as_secs(),
+        "shutting down: no new connections; waiting for in-flight requests"
+    );
+    let _ = stop_tx.send(true);
+    drop(alive_tx);
+    if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {
+        tracing::warn!("grace period over; closing the remaining connections");
+    }
+}
+
+async fn connection(state: Arc<State>, ctx: ConnCtx, tcp: TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let lifecycle = ctx.lifecycle.clone();
+    let service = {
+        let state = state.clone();
+        service_fn(move |req| {
+            let (state, ctx) = (state.clone(), ctx.clone());
+            async move { Ok::<_, Infallible>(route(state, ctx, req).await) }
+        })
+    };
+    let conn = serve::builder(&state.settings.limits)
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades();
+    if let Err(error) = serve::until_shutdown(conn, lifecycle).await {
+        tracing::debug!(%error, "client connection ended with an error");
+    }
+}
+
+/// The proxy protocol: CONNECT, absolute-form plain HTTP, or a request meant for a server.
+async fn route(state: Arc<State>, ctx: ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
+    if req.method() == Method::CONNECT {
+        return connect::handle(state, ctx, req).await;
+    }
+    if req.uri().scheme().is_some() && req.uri().authority().is_some() {
+        return forward::plain(&state, req).await;
+    }
+    reply::text(
+        StatusCode::BAD_REQUEST,
+        &format!(
+            "gitgate: this is a forward proxy, not a web server; set HTTPS_PROXY=http://{} in the sandbox and use https:// URLs",
+            state.settings.listen
+        ),
+    )
+}

@@ -1,0 +1,242 @@
+//! Receive-pack POSTs: read the command list (bounded, gzip decoded), decide every ref
+//! update, then either stream the untouched body upstream or answer git's own way.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use gitgate_policy::Policy;
+use gitgate_policy::git::receive_pack::{CommandReader, Limits, PushHeader};
+use gitgate_policy::git::report;
+use gitgate_policy::git::request::{GitRequest, Service};
+use http::{HeaderMap, HeaderValue, Response, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::body::{BoxError, ProxyBody, stream};
+use crate::reply::{self, Failure, Shape};
+use crate::state::State;
+
+/// Compressed input is fed to the decoder in pieces this small, so one piece can
+/// inflate to at most about a megabyte (deflate's ratio is bounded near 1:1032).
+const GZIP_STEP: usize = 1024;
+
+/// What to do with a push.
+pub(crate) enum Inspected {
+    /// Every ref update is allowed: send this body (the bytes read so far, then the rest).
+    Forward(ProxyBody),
+    /// Answer the client without contacting upstream.
+    Reply(Response<ProxyBody>),
+}
+
+pub(crate) async fn inspect(
+    state: &State,
+    policy: &Policy,
+    git: &GitRequest,
+    headers: &HeaderMap,
+    mut body: Incoming,
+) -> Inspected {
+    let shape = Shape::RpcResult(Service::ReceivePack);
+    let limits = &state.settings.limits;
+    let mut decoder = match content_encoding(headers) {
+        Ok(decoder) => decoder,
+        Err(message) => return Inspected::Reply(reply::failure(shape, &Failure::Client(message))),
+    };
+    let mut reader = CommandReader::new(Limits {
+        max_commands: limits.max_push_commands,
+        max_header_bytes: limits.max_push_header_bytes,
+    });
+    let mut read: VecDeque<Bytes> = VecDeque::new();
+    let header = loop {
+        let frame = match tokio::time::timeout(limits.body_idle_timeout, body.frame()).await {
+            Ok(frame) => frame,
+            Err(_) => {
+                return Inspected::Reply(reply::failure(
+                    shape,
+                    &Failure::Client(
+                        "push body stalled before its command list was complete".into(),
+                    ),
+                ));
+            }
+        };
+        let parsed = match frame {
+            None => finish(&mut reader, decoder.as_mut()).map(Some),
+            Some(Err(error)) => {
+                return Inspected::Reply(reply::failure(
+                    shape,
+                    &Failure::Client(format!("reading the push body failed: {error}")),
+                ));
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    read.push_back(data.clone());
+                    feed(&mut reader, decoder.as_mut(), &data)
+                }
+                Err(_) => continue,
+            },
+        };
+        match parsed {
+            Ok(Some(header)) => break header,
+            Ok(None) => continue,
+            Err(message) => {
+                tracing::info!(repo = %git.repo, reason = %message, "malformed push");
+                return Inspected::Reply(reply::failure(
+                    Shape::Text,
+                    &Failure::Client(format!("malformed receive-pack request: {message}")),
+                ));
+            }
+        }
+    };
+    let verdict = policy.decide_push_commands(&header.commands);
+    for (update, decision) in &verdict.refs {
+        tracing::info!(
+            target: "gitgate::decision",
+            repo = %git.repo,
+            r#ref = %update.name,
+            old = %update.old,
+            new = %update.new,
+            allowed = decision.allowed,
+            rule = %decision.rule,
+            reason = %decision.reason,
+            "ref update"
+        );
+    }
+    if verdict.allowed {
+        return Inspected::Forward(stream(Prefixed { read, rest: body }));
+    }
+    Inspected::Reply(reject(state, &header, &verdict, body).await)
+}
+
+/// Feeds newly read bytes to the command reader, through the gzip decoder if any.
+fn feed(
+    reader: &mut CommandReader,
+    decoder: Option<&mut flate2::write::GzDecoder<Vec<u8>>>,
+    data: &[u8],
+) -> Result<Option<PushHeader>, String> {
+    let Some(decoder) = decoder else {
+        return reader.feed(data).map_err(|e| e.to_string());
+    };
+    for piece in data.chunks(GZIP_STEP) {
+        decoder
+            .write_all(piece)
+            .and_then(|()| decoder.flush())
+            .map_err(|e| format!("bad gzip body: {e}"))?;
+        let inflated = std::mem::take(decoder.get_mut());
+        if let Some(header) = reader.feed(&inflated).map_err(|e| e.to_string())? {
+            return Ok(Some(header));
+        }
+    }
+    Ok(None)
+}
+
+/// The body ended: drain the gzip decoder, then ask the reader for the header.
+fn finish(
+    reader: &mut CommandReader,
+    decoder: Option<&mut flate2::write::GzDecoder<Vec<u8>>>,
+) -> Result<PushHeader, String> {
+    if let Some(decoder) = decoder {
+        decoder
+            .try_finish()
+            .map_err(|e| format!("bad gzip body: {e}"))?;
+        let inflated = std::mem::take(decoder.get_mut());
+        if let Some(header) = reader.feed(&inflated).map_err(|e| e.to_string())? {
+            return Ok(header);
+        }
+    }
+    reader.finish().map_err(|e| e.to_string())
+}
+
+fn content_encoding(
+    headers: &HeaderMap,
+) -> Result<Option<flate2::write::GzDecoder<Vec<u8>>>, String> {
+    match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?"))
+    {
+        None => Ok(None),
+        Some(v) if v.eq_ignore_ascii_case("identity") => Ok(None),
+        Some(v) if v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip") => {
+            Ok(Some(flate2::write::GzDecoder::new(Vec::new())))
+        }
+        Some(other) => Err(format!(
+            "Content-Encoding {other:?} is not supported for pushes (use none or gzip)"
+        )),
+    }
+}
+
+/// Answers a denied push after draining its body, so git reads the reasons.
+async fn reject(
+    state: &State,
+    header: &PushHeader,
+    verdict: &gitgate_policy::PushVerdict,
+    mut body: Incoming,
+) -> Response<ProxyBody> {
+    let limits = &state.settings.limits;
+    let mut drained: u64 = 0;
+    let mut complete = false;
+    while drained <= limits.max_drain_bytes {
+        match tokio::time::timeout(limits.body_idle_timeout, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                drained += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            Ok(None) => {
+                complete = true;
+                break;
+            }
+            Ok(Some(Err(_))) | Err(_) => break,
+        }
+    }
+    let bytes = report::rejected_push(header, verdict, Some("gitgate: push rejected by policy"));
+    let mut response = reply::git("application/x-git-receive-pack-result", bytes);
+    if !complete {
+        tracing::info!(
+            drained,
+            "denied push not fully drained; closing the connection"
+        );
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// The bytes already read, then the rest of the request body, unchanged.
+struct Prefixed {
+    read: VecDeque<Bytes>,
+    rest: Incoming,
+}
+
+impl Body for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(data) = self.read.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Pin::new(&mut self.rest)
+            .poll_frame(cx)
+            .map(|frame| frame.map(|f| f.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read.is_empty() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let buffered: u64 = self.read.iter().map(|b| b.len() as u64).sum();
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(buffered + rest.lower());
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(buffered + upper);
+        }
+        hint
+    }
+}

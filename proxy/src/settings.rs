@@ -1,0 +1,70 @@
+//! The proxy's validated settings (the sidecar builds them from the YAML config).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::upstream::UpstreamSettings;
+
+/// Everything the proxy needs besides the CA, the policy and the token source.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the forward proxy listens.
+    pub listen: SocketAddr,
+    /// The git host (`github.host`), lowercase.
+    pub github_host: String,
+    /// The REST API base URL (`github.apiUrl`), without a trailing slash.
+    pub api_url: String,
+    /// The API's host, lowercase.
+    pub api_host: String,
+    /// How upstreams are reached.
+    pub upstream: UpstreamSettings,
+    /// Timeouts and sizes.
+    pub limits: Limits,
+}
+
+impl Settings {
+    /// The hosts gitgate intercepts: the git host and the API host.
+    pub fn intercepted_hosts(&self) -> Vec<String> {
+        let mut hosts = vec![self.github_host.clone()];
+        if self.api_host != self.github_host {
+            hosts.push(self.api_host.clone());
+        }
+        hosts
+    }
+}
+
+/// Timeouts and size limits that keep one client from hurting the others.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A request head must arrive within this time (slowloris).
+    pub header_read_timeout: Duration,
+    /// The client's TLS handshake inside CONNECT must finish within this time.
+    pub tls_handshake_timeout: Duration,
+    /// Upstream must send its response head within this time after the request was sent.
+    pub response_header_timeout: Duration,
+    /// A request body that sends nothing for this long is abandoned.
+    pub body_idle_timeout: Duration,
+    /// The most bytes of a push read before its pack (the command list).
+    pub max_push_header_bytes: usize,
+    /// The most ref updates in one push.
+    pub max_push_commands: usize,
+    /// The most bytes read and discarded from a denied push so git can show the reason.
+    pub max_drain_bytes: u64,
+    /// In-flight requests get this long to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
+            response_header_timeout: Duration::from_secs(600),
+            body_idle_timeout: Duration::from_secs(120),
+            max_push_header_bytes: 1 << 20,
+            max_push_commands: 1000,
+            max_drain_bytes: 2 << 30,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}

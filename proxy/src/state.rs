@@ -1,0 +1,88 @@
+//! What every connection shares.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use gitgate_certs::CertificateAuthority;
+use gitgate_policy::Policy;
+use tokio::sync::{mpsc, watch};
+
+use crate::Settings;
+use crate::token::Tokens;
+use crate::upstream::Upstream;
+
+/// Shared, long-lived proxy state.
+pub(crate) struct State {
+    pub(crate) settings: Settings,
+    pub(crate) ca: CertificateAuthority,
+    pub(crate) upstream: Upstream,
+    pub(crate) tokens: Arc<Tokens>,
+    policy: RwLock<Arc<Policy>>,
+    next_connection: AtomicU64,
+}
+
+impl State {
+    pub(crate) fn new(
+        settings: Settings,
+        ca: CertificateAuthority,
+        upstream: Upstream,
+        tokens: Arc<Tokens>,
+        policy: Policy,
+    ) -> Self {
+        Self {
+            settings,
+            ca,
+            upstream,
+            tokens,
+            policy: RwLock::new(Arc::new(policy)),
+            next_connection: AtomicU64::new(1),
+        }
+    }
+
+    /// The policy in force now; a request keeps the one it started with.
+    pub(crate) fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_policy(&self, policy: Policy) {
+        self.tokens.policy_changed(&policy);
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+    }
+
+    pub(crate) fn next_connection_id(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// One client connection: who it is, and its link to graceful shutdown.
+#[derive(Clone)]
+pub(crate) struct ConnCtx {
+    pub(crate) id: u64,
+    pub(crate) client: SocketAddr,
+    pub(crate) lifecycle: Lifecycle,
+}
+
+/// Held by every task that serves a client; shutdown waits until all are dropped.
+#[derive(Clone)]
+pub(crate) struct Lifecycle {
+    stop: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+}
+
+impl Lifecycle {
+    pub(crate) fn new(stop: watch::Receiver<bool>, alive: mpsc::Sender<()>) -> Self {
+        Self {
+            stop,
+            _alive: alive,
+        }
+    }
+
+    /// Resolves once shutdown has begun.
+    pub(crate) async fn stopping(&mut self) {
+        let _ = self.stop.wait_for(|stop| *stop).await;
+    }
+}

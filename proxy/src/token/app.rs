@@ -1,0 +1,249 @@
+//! The GitHub App API: JWTs, installation lookup and token minting.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gitgate_policy::{Access, TokenScope};
+use reqwest::{Method, StatusCode};
+use ring::rand::SystemRandom;
+use serde::Deserialize;
+
+use super::jwt::{self, Jwt};
+use super::{AppKey, Secret, TokenError};
+
+/// A JWT is re-signed when less than this remains.
+const JWT_REUSE_MARGIN: u64 = 60;
+
+/// An installation token as GitHub returned it.
+#[derive(Clone, Debug)]
+pub(crate) struct Minted {
+    pub(crate) secret: Secret,
+    pub(crate) minted_at: SystemTime,
+    pub(crate) expires_at: SystemTime,
+}
+
+/// One row of `gitgate doctor`'s view of the App.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AppInfo {
+    /// The App's id.
+    pub id: u64,
+    /// The App's slug.
+    #[serde(default)]
+    pub slug: String,
+}
+
+/// Talks to the GitHub App endpoints of the API.
+pub(crate) struct AppClient {
+    app_id: String,
+    key: AppKey,
+    api: String,
+    api_host: String,
+    http: reqwest::Client,
+    jwt: Mutex<Option<Jwt>>,
+    rng: SystemRandom,
+}
+
+#[derive(Deserialize)]
+struct Installation {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct AccessToken {
+    token: String,
+    expires_at: String,
+}
+
+#[derive(Deserialize)]
+struct GitHubError {
+    #[serde(default)]
+    message: String,
+}
+
+impl AppClient {
+    pub(crate) fn new(app_id: String, key: AppKey, api: &str, http: reqwest::Client) -> Self {
+        let api = api.trim_end_matches('/').to_owned();
+        let api_host = reqwest::Url::parse(&api)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| api.clone());
+        Self {
+            app_id,
+            key,
+            api,
+            api_host,
+            http,
+            jwt: Mutex::new(None),
+            rng: SystemRandom::new(),
+        }
+    }
+
+    /// The current JWT, signed anew only when close to expiry.
+    fn jwt(&self) -> Result<Secret, TokenError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut cached = self.jwt.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(jwt) = cached
+            .as_ref()
+            .filter(|j| j.expires_at > now + JWT_REUSE_MARGIN)
+        {
+            return Ok(jwt.token.clone());
+        }
+        let jwt = jwt::sign(&self.app_id, self.key.pair(), now, &self.rng)
+            .map_err(|e| TokenError::Signing(e.to_string()))?;
+        let token = jwt.token.clone();
+        *cached = Some(jwt);
+        Ok(token)
+    }
+
+    /// Sends an App-authenticated request and returns status and body.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(StatusCode, Vec<u8>), TokenError> {
+        let jwt = self.jwt()?;
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .header("Accept", "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28")
+            .header("Authorization", format!("Bearer {}", jwt.expose()));
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
+        }
+        let unreachable = |e: reqwest::Error| TokenError::Unreachable {
+            host: self.api_host.clone(),
+            detail: error_chain(&e),
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(unreachable)?;
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(TokenError::JwtRejected(message(&bytes)));
+        }
+        Ok((status, bytes.to_vec()))
+    }
+
+    /// `GET /app`: proves the JWT is accepted.
+    pub(crate) async fn app(&self) -> Result<AppInfo, TokenError> {
+        let (status, body) = self.call(Method::GET, "/app", None).await?;
+        parse(status, &body, StatusCode::OK, "GET /app")
+    }
+
+    /// The installation id for `owner`: by the repository, then as an org, then as a user.
+    pub(crate) async fn installation(&self, owner: &str, repo: &str) -> Result<u64, TokenError> {
+        for path in [
+            format!("/repos/{owner}/{repo}/installation"),
+            format!("/orgs/{owner}/installation"),
+            format!("/users/{owner}/installation"),
+        ] {
+            let (status, body) = self.call(Method::GET, &path, None).await?;
+            if status == StatusCode::NOT_FOUND {
+                continue;
+            }
+            let found: Installation = parse(status, &body, StatusCode::OK, &format!("GET {path}"))?;
+            return Ok(found.id);
+        }
+        Err(TokenError::NotInstalled(owner.to_owned()))
+    }
+
+    /// `POST /app/installations/{id}/access_tokens` for exactly `scope`.
+    pub(crate) async fn mint(
+        &self,
+        installation: u64,
+        scope: &TokenScope,
+    ) -> Result<Minted, TokenError> {
+        let permissions: serde_json::Map<String, serde_json::Value> = scope
+            .permissions
+            .iter()
+            .map(|(name, access)| (name.clone(), access_json(*access)))
+            .collect();
+        let mut body = serde_json::json!({ "permissions": permissions });
+        if let Some(repositories) = &scope.repositories {
+            // An empty list would mean "every repository": the scope type never yields one,
+            // and this guard keeps it that way.
+            if repositories.is_empty() {
+                return Err(TokenError::Signing(
+                    "refusing to request a token for an empty repository list".into(),
+                ));
+            }
+            body["repositories"] = serde_json::json!(repositories);
+        }
+        let path = format!("/app/installations/{installation}/access_tokens");
+        let minted_at = SystemTime::now();
+        let (status, bytes) = self.call(Method::POST, &path, Some(body)).await?;
+        if status != StatusCode::CREATED {
+            return Err(TokenError::Refused {
+                installation,
+                status: status.as_u16(),
+                message: message(&bytes),
+            });
+        }
+        let token: AccessToken =
+            parse(status, &bytes, StatusCode::CREATED, &format!("POST {path}"))?;
+        let expires_at = time::OffsetDateTime::parse(
+            &token.expires_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_err(|e| TokenError::Unexpected {
+            what: format!("POST {path}"),
+            status: status.as_u16(),
+            message: format!("bad expires_at: {e}"),
+        })?;
+        let expires_at =
+            UNIX_EPOCH + Duration::from_secs(expires_at.unix_timestamp().max(0) as u64);
+        Ok(Minted {
+            secret: Secret::new(token.token),
+            minted_at,
+            expires_at,
+        })
+    }
+}
+
+fn access_json(access: Access) -> serde_json::Value {
+    serde_json::Value::String(access.as_str().to_owned())
+}
+
+/// GitHub's `message` field, or a short excerpt of the body.
+fn message(body: &[u8]) -> String {
+    serde_json::from_slice::<GitHubError>(body)
+        .map(|e| e.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(
+    status: StatusCode,
+    body: &[u8],
+    expected: StatusCode,
+    what: &str,
+) -> Result<T, TokenError> {
+    let unexpected = |message: String| TokenError::Unexpected {
+        what: what.to_owned(),
+        status: status.as_u16(),
+        message,
+    };
+    if status != expected {
+        return Err(unexpected(message(body)));
+    }
+    serde_json::from_slice(body).map_err(|e| unexpected(e.to_string()))
+}
+
+/// An error and its causes on one line.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}

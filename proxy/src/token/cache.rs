@@ -1,0 +1,222 @@
+//! Installation tokens cached per (installation, scope), minted once for all waiters,
+//! refreshed in the background ahead of expiry, with backoff after failures.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use gitgate_policy::TokenScope;
+
+use super::TokenError;
+use super::app::{AppClient, Minted};
+
+/// After a failure, the next mint waits this long, doubling up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// What a cached token is for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ScopeKey {
+    pub(crate) owner: String,
+    pub(crate) installation: u64,
+    pub(crate) scope: TokenScope,
+}
+
+#[derive(Default)]
+struct SlotState {
+    token: Option<Minted>,
+    failure: Option<(TokenError, SystemTime)>,
+    failures: u32,
+    refreshing: bool,
+}
+
+/// One scope's token; `mint_lock` makes concurrent callers share one mint.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+    mint_lock: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn state(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Minted {
+    /// Safe to send: enough lifetime left that it will not expire in flight.
+    fn usable(&self, now: SystemTime) -> bool {
+        let lifetime = self
+            .expires_at
+            .duration_since(self.minted_at)
+            .unwrap_or_default();
+        let guard = (lifetime / 4).min(Duration::from_secs(60));
+        self.expires_at
+            .duration_since(now)
+            .is_ok_and(|left| left > guard)
+    }
+
+    /// Time to mint its successor.
+    fn due(&self, now: SystemTime, margin: Duration) -> bool {
+        let lifetime = self
+            .expires_at
+            .duration_since(self.minted_at)
+            .unwrap_or_default();
+        let margin = margin.min(lifetime / 2);
+        self.expires_at
+            .duration_since(now)
+            .map_or(true, |left| left < margin)
+    }
+}
+
+/// The token cache of one GitHub App.
+pub(crate) struct TokenCache {
+    client: Arc<AppClient>,
+    refresh_margin: Duration,
+    slots: Mutex<HashMap<ScopeKey, Arc<Slot>>>,
+}
+
+impl TokenCache {
+    pub(crate) fn new(client: Arc<AppClient>, refresh_margin: Duration) -> Self {
+        Self {
+            client,
+            refresh_margin,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn slot(&self, key: &ScopeKey) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.entry(key.clone()).or_default().clone()
+    }
+
+    /// A usable token for `key`. Waits on GitHub only when no usable token exists.
+    pub(crate) async fn get(self: &Arc<Self>, key: &ScopeKey) -> Result<Minted, TokenError> {
+        let slot = self.slot(key);
+        let now = SystemTime::now();
+        {
+            let mut state = slot.state();
+            if let Some(token) = state.token.clone().filter(|t| t.usable(now)) {
+                let backing_off = state
+                    .failure
+                    .as_ref()
+                    .is_some_and(|(_, until)| now < *until);
+                if token.due(now, self.refresh_margin) && !state.refreshing && !backing_off {
+                    state.refreshing = true;
+                    let (cache, key, slot) = (self.clone(), key.clone(), slot.clone());
+                    tokio::spawn(async move {
+                        let _guard = slot.mint_lock.lock().await;
+                        if let Err(error) = cache.mint(&key, &slot).await {
+                            tracing::warn!(%error, installation = key.installation, "token refresh failed; the current token stays in use");
+                        }
+                        slot.state().refreshing = false;
+                    });
+                }
+                return Ok(token);
+            }
+        }
+        let _guard = slot.mint_lock.lock().await;
+        {
+            let state = slot.state();
+            let now = SystemTime::now();
+            if let Some(token) = state.token.clone().filter(|t| t.usable(now)) {
+                return Ok(token);
+            }
+            if let Some((error, until)) = &state.failure {
+                if now < *until {
+                    return Err(error.clone());
+                }
+            }
+        }
+        self.mint(key, &slot).await
+    }
+
+    async fn mint(&self, key: &ScopeKey, slot: &Slot) -> Result<Minted, TokenError> {
+        let result = self.client.mint(key.installation, &key.scope).await;
+        let mut state = slot.state();
+        match &result {
+            Ok(minted) => {
+                tracing::info!(
+                    installation = key.installation,
+                    owner = %key.owner,
+                    repositories = ?key.scope.repositories,
+                    expires_in_s = minted.expires_at.duration_since(SystemTime::now()).unwrap_or_default().as_secs(),
+                    "minted installation token"
+                );
+                state.token = Some(minted.clone());
+                state.failure = None;
+                state.failures = 0;
+            }
+            Err(error) => {
+                state.failures = state.failures.saturating_add(1);
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1 << state.failures.min(6).saturating_sub(1))
+                    .min(MAX_BACKOFF);
+                state.failure = Some((error.clone(), SystemTime::now() + backoff));
+            }
+        }
+        result
+    }
+
+    /// Forgets `secret` if it is still cached (GitHub refused it).
+    pub(crate) fn invalidate(&self, key: &ScopeKey, secret: &super::Secret) {
+        let slot = self.slot(key);
+        let mut state = slot.state();
+        if state.token.as_ref().is_some_and(|t| &t.secret == secret) {
+            state.token = None;
+        }
+    }
+
+    /// Drops every cached token whose scope `keep` no longer accepts.
+    pub(crate) fn retain(&self, keep: impl Fn(&ScopeKey) -> bool) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.retain(|key, _| keep(key));
+    }
+
+    /// Seconds until the soonest cached token expires (for readiness and metrics).
+    pub(crate) fn soonest_expiry(&self) -> Option<SystemTime> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .values()
+            .filter_map(|slot| slot.state().token.as_ref().map(|t| t.expires_at))
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::Secret;
+
+    fn minted(lifetime: u64, age: u64) -> (Minted, SystemTime) {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let m = Minted {
+            secret: Secret::new("t"),
+            minted_at: start,
+            expires_at: start + Duration::from_secs(lifetime),
+        };
+        (m, start + Duration::from_secs(age))
+    }
+
+    #[test]
+    fn hour_tokens_refresh_ten_minutes_ahead_and_stay_usable_until_the_last_minute() {
+        let margin = Duration::from_secs(600);
+        let (t, now) = minted(3600, 2900);
+        assert!(t.usable(now) && !t.due(now, margin));
+        let (t, now) = minted(3600, 3001);
+        assert!(t.usable(now) && t.due(now, margin));
+        let (t, now) = minted(3600, 3541);
+        assert!(!t.usable(now));
+    }
+
+    #[test]
+    fn short_tokens_scale_their_margins() {
+        let margin = Duration::from_secs(600);
+        let (t, now) = minted(8, 1);
+        assert!(t.usable(now) && !t.due(now, margin));
+        let (t, now) = minted(8, 5);
+        assert!(t.usable(now) && t.due(now, margin));
+        let (t, now) = minted(8, 7);
+        assert!(!t.usable(now));
+    }
+}

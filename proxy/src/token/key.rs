@@ -1,0 +1,72 @@
+//! The GitHub App private key.
+
+use std::path::{Path, PathBuf};
+
+use ring::signature::RsaKeyPair;
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject;
+
+/// Why the App key was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct KeyError {
+    path: PathBuf,
+    reason: String,
+}
+
+/// The App's RSA private key (PKCS#1 or PKCS#8 PEM).
+pub struct AppKey(RsaKeyPair);
+
+impl std::fmt::Debug for AppKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppKey([redacted])")
+    }
+}
+
+impl AppKey {
+    /// Reads the key; refuses a file that group or others can read.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let err = |reason: String| KeyError {
+            path: path.to_owned(),
+            reason,
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| err(e.to_string()))?
+                .permissions()
+                .mode()
+                & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(err(format!(
+                    "readable by group or others (mode {mode:04o}); run `chmod 600 {}`",
+                    path.display()
+                )));
+            }
+        }
+        let pem = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        Self::from_pem(&pem, path)
+    }
+
+    /// Parses PEM text; `path` only names the source in errors.
+    pub fn from_pem(pem: &str, path: &Path) -> Result<Self, KeyError> {
+        let err = |reason: String| KeyError {
+            path: path.to_owned(),
+            reason,
+        };
+        let der = PrivateKeyDer::from_pem_slice(pem.as_bytes())
+            .map_err(|e| err(format!("no PEM private key found ({e})")))?;
+        let pair = match &der {
+            PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
+            PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
+            _ => return Err(err("not an RSA key (GitHub App keys are RSA)".into())),
+        }
+        .map_err(|e| err(format!("not a usable RSA private key: {e}")))?;
+        Ok(Self(pair))
+    }
+
+    pub(crate) fn pair(&self) -> &RsaKeyPair {
+        &self.0
+    }
+}

@@ -1,0 +1,286 @@
+//! Credentials for GitHub: where they come from, how they are cached, and the one
+//! place they are turned into an `Authorization` header.
+
+mod app;
+mod cache;
+mod error;
+mod jwt;
+mod key;
+mod secret;
+mod static_source;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use gitgate_policy::{Policy, RepoPath, TokenScope};
+use http::HeaderValue;
+
+pub use app::AppInfo;
+pub use error::TokenError;
+pub use key::{AppKey, KeyError};
+pub use secret::Secret;
+
+use app::AppClient;
+use cache::{ScopeKey, TokenCache};
+use static_source::StaticToken;
+
+use crate::upstream::Dialer;
+
+/// Where gitgate's GitHub credential comes from (`github.app` / `github.token`).
+#[derive(Debug)]
+pub enum TokenConfig {
+    /// No credential: requests go upstream without one (public repositories only).
+    None,
+    /// A token read from a file, re-read when the file changes.
+    File(PathBuf),
+    /// A token read from an environment variable at start.
+    Env(String),
+    /// Installation tokens minted from a GitHub App.
+    App(Box<AppConfig>),
+}
+
+/// The GitHub App token source.
+#[derive(Debug)]
+pub struct AppConfig {
+    /// App ID or Client ID (the JWT issuer).
+    pub id: String,
+    /// The App's private key.
+    pub key: AppKey,
+    /// Installation ids by owner, overriding the lookup.
+    pub installations: HashMap<String, u64>,
+    /// Tokens are refreshed when less than this remains.
+    pub refresh_margin: Duration,
+}
+
+/// A credential for one request, with what it is scoped to (for audit, never the token).
+#[derive(Clone, Debug)]
+pub(crate) struct Credential {
+    secret: Secret,
+    key: Option<ScopeKey>,
+}
+
+impl Credential {
+    /// `Authorization` for git smart HTTP and LFS on the git host.
+    pub(crate) fn basic(&self) -> HeaderValue {
+        let encoded = STANDARD.encode(format!("x-access-token:{}", self.secret.expose()));
+        sensitive(format!("Basic {encoded}"))
+    }
+}
+
+fn sensitive(value: String) -> HeaderValue {
+    let mut value = HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""));
+    value.set_sensitive(true);
+    value
+}
+
+/// One owner's line in `gitgate doctor`.
+#[derive(Debug, Clone)]
+pub struct DoctorRow {
+    /// The account.
+    pub owner: String,
+    /// Its installation.
+    pub installation: u64,
+    /// The scope a token was minted for.
+    pub scope: TokenScope,
+    /// When that token expires.
+    pub expires_at: SystemTime,
+}
+
+enum Source {
+    None,
+    Static(StaticToken),
+    App {
+        client: Arc<AppClient>,
+        cache: Arc<TokenCache>,
+        installations: tokio::sync::Mutex<HashMap<String, u64>>,
+    },
+}
+
+/// gitgate's credential source.
+pub struct Tokens {
+    source: Source,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.source {
+            Source::None => "none",
+            Source::Static(_) => "static",
+            Source::App { .. } => "app",
+        };
+        f.debug_struct("Tokens").field("source", &kind).finish()
+    }
+}
+
+impl Tokens {
+    /// Builds the source. `api` is the API base URL (`github.apiUrl`).
+    pub(crate) fn new(config: TokenConfig, api: &str, dialer: &Dialer) -> Result<Self, TokenError> {
+        let source = match config {
+            TokenConfig::None => Source::None,
+            TokenConfig::File(path) => Source::Static(StaticToken::from_file(path)),
+            TokenConfig::Env(name) => Source::Static(StaticToken::from_env(&name)?),
+            TokenConfig::App(app) => {
+                let app = *app;
+                let http = api_client(dialer).map_err(|e| TokenError::Unreachable {
+                    host: api.to_owned(),
+                    detail: e.to_string(),
+                })?;
+                let client = Arc::new(AppClient::new(app.id, app.key, api, http));
+                let installations = app
+                    .installations
+                    .into_iter()
+                    .map(|(owner, id)| (owner.to_ascii_lowercase(), id))
+                    .collect();
+                Source::App {
+                    cache: Arc::new(TokenCache::new(client.clone(), app.refresh_margin)),
+                    client,
+                    installations: tokio::sync::Mutex::new(installations),
+                }
+            }
+        };
+        Ok(Self { source })
+    }
+
+    /// Whether requests get a credential at all.
+    pub fn kind(&self) -> &'static str {
+        match self.source {
+            Source::None => "none",
+            Source::Static(_) => "static token",
+            Source::App { .. } => "GitHub App",
+        }
+    }
+
+    /// The credential for a request to `repo` under `policy`, or `None` without a source.
+    pub(crate) async fn credential(
+        &self,
+        policy: &Policy,
+        repo: &RepoPath,
+    ) -> Result<Option<Credential>, TokenError> {
+        match &self.source {
+            Source::None => Ok(None),
+            Source::Static(source) => Ok(Some(Credential {
+                secret: source.get().await?,
+                key: None,
+            })),
+            Source::App {
+                cache,
+                client,
+                installations,
+            } => {
+                let Some(scope) = policy.token_scope(repo.owner()) else {
+                    return Ok(None);
+                };
+                let installation = installation(client, installations, repo).await?;
+                let key = ScopeKey {
+                    owner: repo.owner().to_owned(),
+                    installation,
+                    scope,
+                };
+                let minted = cache.get(&key).await?;
+                Ok(Some(Credential {
+                    secret: minted.secret,
+                    key: Some(key),
+                }))
+            }
+        }
+    }
+
+    /// GitHub refused `credential`: do not use it again.
+    pub(crate) fn reject(&self, credential: &Credential) {
+        if let (Source::App { cache, .. }, Some(key)) = (&self.source, &credential.key) {
+            cache.invalidate(key, &credential.secret);
+        }
+    }
+
+    /// The policy changed: drop tokens whose scope it no longer asks for.
+    pub fn policy_changed(&self, policy: &Policy) {
+        if let Source::App { cache, .. } = &self.source {
+            cache.retain(|key| policy.token_scope(&key.owner).as_ref() == Some(&key.scope));
+        }
+    }
+
+    /// When the soonest cached installation token expires.
+    pub fn soonest_expiry(&self) -> Option<SystemTime> {
+        match &self.source {
+            Source::App { cache, .. } => cache.soonest_expiry(),
+            _ => None,
+        }
+    }
+
+    /// `gitgate doctor`: checks the JWT, then resolves and mints for each `(owner, repo)`.
+    /// Stops at the first failure.
+    pub async fn doctor(
+        &self,
+        policy: &Policy,
+        repos: &[RepoPath],
+    ) -> Result<(Option<AppInfo>, Vec<DoctorRow>), TokenError> {
+        let Source::App {
+            client,
+            cache,
+            installations,
+        } = &self.source
+        else {
+            if let Source::Static(source) = &self.source {
+                source.get().await?;
+            }
+            return Ok((None, Vec::new()));
+        };
+        let app = client.app().await?;
+        let mut rows = Vec::new();
+        for repo in repos {
+            let Some(scope) = policy.token_scope(repo.owner()) else {
+                continue;
+            };
+            let installation = installation(client, installations, repo).await?;
+            let key = ScopeKey {
+                owner: repo.owner().to_owned(),
+                installation,
+                scope: scope.clone(),
+            };
+            let minted = cache.get(&key).await?;
+            rows.push(DoctorRow {
+                owner: repo.owner().to_owned(),
+                installation,
+                scope,
+                expires_at: minted.expires_at,
+            });
+        }
+        Ok((Some(app), rows))
+    }
+}
+
+/// The installation for `repo.owner`: configured, cached, or looked up once.
+async fn installation(
+    client: &AppClient,
+    known: &tokio::sync::Mutex<HashMap<String, u64>>,
+    repo: &RepoPath,
+) -> Result<u64, TokenError> {
+    let mut known = known.lock().await;
+    if let Some(id) = known.get(repo.owner()) {
+        return Ok(*id);
+    }
+    let id = client.installation(repo.owner(), repo.name()).await?;
+    tracing::info!(owner = %repo.owner(), installation = id, "resolved GitHub App installation");
+    known.insert(repo.owner().to_owned(), id);
+    Ok(id)
+}
+
+/// The HTTP client for the GitHub API: the same verified TLS and `upstream.resolve`
+/// overrides as every other upstream connection, no proxy, no redirects.
+fn api_client(dialer: &Dialer) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .use_preconfigured_tls((*dialer.tls_config()).clone())
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("gitgate/", env!("CARGO_PKG_VERSION")));
+    for (host, addr) in dialer.overrides() {
+        builder = builder.resolve(host, *addr);
+    }
+    builder.build()
+}
