@@ -1,0 +1,162 @@
+//! `github.com`: smart HTTP with GitHub-like token auth in front of `git http-backend`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+
+use crate::Fault;
+use crate::cgi::{self, CgiRequest};
+use crate::repos::{Endpoint, parse_git_path};
+use crate::server::{Counted, RespBody, Shared, text};
+use crate::tokens::{Access, Denied};
+
+/// The only Basic user name accepted, as GitHub documents for installation tokens.
+const TOKEN_USER: &str = "x-access-token";
+
+/// Handles one request for `github.com`.
+pub(crate) async fn handle(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    parts: Parts,
+    body: Counted,
+) -> Response<RespBody> {
+    wait_while_stalled(shared).await;
+    if let Some(Fault::GitError { status, body }) = shared.fault() {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return text(status, body);
+    }
+
+    let Some(path) = parse_git_path(parts.uri.path()) else {
+        return text(StatusCode::NOT_FOUND, "Not Found\n");
+    };
+    let query = parts.uri.query().unwrap_or_default();
+    let access = match (&parts.method, path.endpoint, query) {
+        (&Method::GET, Endpoint::InfoRefs, "service=git-upload-pack") => Access::Read,
+        (&Method::GET, Endpoint::InfoRefs, "service=git-receive-pack") => Access::Write,
+        (&Method::POST, Endpoint::UploadPack, "") => Access::Read,
+        (&Method::POST, Endpoint::ReceivePack, "") => Access::Write,
+        _ => return text(StatusCode::NOT_FOUND, "Not Found\n"),
+    };
+
+    let Some(token) = basic_token(&parts.headers) else {
+        return unauthorized();
+    };
+    let exists = |o: &str, r: &str| shared.repo_exists(o, r);
+    let checked = shared.tokens().check_git(
+        &token,
+        &path.owner,
+        &path.repo,
+        access,
+        SystemTime::now(),
+        &exists,
+    );
+    match checked {
+        Ok(()) => {}
+        Err(Denied::Unauthorized) => return unauthorized(),
+        Err(Denied::NotFound) => return not_found(),
+        Err(Denied::Forbidden(Access::Write)) => {
+            return text(
+                StatusCode::FORBIDDEN,
+                "Write access to repository not granted.\n",
+            );
+        }
+        Err(Denied::Forbidden(Access::Read)) => {
+            return text(
+                StatusCode::FORBIDDEN,
+                "Read access to repository not granted.\n",
+            );
+        }
+    }
+    if !shared.repo_exists(&path.owner, &path.repo) {
+        return not_found();
+    }
+
+    let header_str = |name: header::HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let req = CgiRequest {
+        path_info: path.path_info(),
+        query: query.to_owned(),
+        method: parts.method.as_str().to_owned(),
+        content_type: header_str(header::CONTENT_TYPE),
+        content_length: header_str(header::CONTENT_LENGTH),
+        content_encoding: header_str(header::CONTENT_ENCODING),
+        git_protocol: header_str(header::HeaderName::from_static("git-protocol")),
+        remote_addr: peer.ip(),
+        remote_user: TOKEN_USER,
+    };
+    cgi::run(shared, req, body).await
+}
+
+/// Blocks while [`Fault::GitStall`] is set.
+async fn wait_while_stalled(shared: &Shared) {
+    let mut fault = shared.fault.subscribe();
+    let _ = fault
+        .wait_for(|f| !matches!(f, Some(Fault::GitStall)))
+        .await;
+}
+
+/// The token from `Authorization: Basic base64("x-access-token:" + token)`.
+fn basic_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (user, token) = decoded.split_once(':')?;
+    (user == TOKEN_USER && !token.is_empty()).then(|| token.to_owned())
+}
+
+fn unauthorized() -> Response<RespBody> {
+    let mut resp = text(
+        StatusCode::UNAUTHORIZED,
+        "Invalid username or token. Password authentication is not supported for Git operations.\n",
+    );
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"GitHub\""),
+    );
+    resp
+}
+
+fn not_found() -> Response<RespBody> {
+    text(StatusCode::NOT_FOUND, "Repository not found.\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_token_table() {
+        let enc = |s: &str| format!("Basic {}", STANDARD.encode(s));
+        let cases = [
+            (enc("x-access-token:ghs_abc"), Some("ghs_abc")),
+            (
+                format!("basic {}", STANDARD.encode("x-access-token:t")),
+                Some("t"),
+            ),
+            (enc("x-access-token:"), None),
+            (enc("someone:ghs_abc"), None),
+            (enc("ghs_abc"), None),
+            ("Bearer ghs_abc".to_owned(), None),
+            ("Basic !!!".to_owned(), None),
+        ];
+        for (value, want) in cases {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, value.parse().unwrap());
+            assert_eq!(basic_token(&h).as_deref(), want, "{value}");
+        }
+        assert_eq!(basic_token(&HeaderMap::new()), None);
+    }
+}

@@ -1,0 +1,467 @@
+//! A local stand-in for GitHub, for gitgate's tests and demo.
+//!
+//! [`StandIn::start`] serves HTTPS on `127.0.0.1:<ephemeral>` with a certificate from a test
+//! CA it generates ([`StandIn::ca_file`]), routing by `Host`:
+//!
+//! - `github.com`: git smart HTTP through the real `git http-backend`, behind GitHub-style
+//!   installation-token auth (`Authorization: Basic base64("x-access-token:" + token)`);
+//! - `api.github.com`: the GitHub App endpoints (App JWT verified with RS256), which mint the
+//!   tokens the git side accepts;
+//! - `tunnel.test`, `other.test`: `hello from <host>\n`.
+//!
+//! Every request is recorded ([`StandIn::requests`]), every token mint too
+//! ([`StandIn::mints`]). Faults can be switched on at run time ([`StandIn::set_fault`]).
+//!
+//! ```no_run
+//! let standin = gitgate_standin::StandIn::start(Default::default())?;
+//! let mint = standin.issue_token(1001, Some(&["app"]), Some(&[("contents", "read")]))?;
+//! let header = gitgate_standin::basic_auth(&mint.token);
+//! // git -c http.sslCAInfo=<ca_file> -c "http.extraHeader=Authorization: <header>"
+//! //     -c http.curloptResolve=github.com:<port>:127.0.0.1 clone <standin.git_url("acme", "app")>
+//! # let _ = header;
+//! # anyhow::Ok(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod api;
+mod cgi;
+mod git;
+mod jwt;
+mod record;
+mod repos;
+mod server;
+mod tls;
+mod tokens;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail, ensure};
+use base64::Engine as _;
+use ring::signature::{KeyPair as _, RsaKeyPair};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{PrivatePkcs1KeyDer, PrivatePkcs8KeyDer};
+use tokio::sync::{Semaphore, watch};
+
+pub use record::RecordedRequest;
+pub use tokens::{AccountType, Installation, Mint, Selection};
+
+use server::Shared;
+use tokens::{MintRequest, TokenStore, perms};
+
+/// Default App id (`iss` of the JWT, `GET /app` → `id`).
+pub const DEFAULT_APP_ID: &str = "123456";
+/// Default installation access token lifetime, as on GitHub.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// How to start a [`StandIn`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// The App id JWTs must carry as `iss` (default [`DEFAULT_APP_ID`]).
+    pub app_id: String,
+    /// The App's installations (default: [`default_installations`]).
+    pub installations: Vec<Installation>,
+    /// Lifetime of minted tokens (default one hour).
+    pub token_lifetime: Duration,
+    /// Verify JWTs against this DER `RSAPublicKey` (PKCS#1) instead of the generated key,
+    /// for an external signer. The generated key files are still written.
+    pub app_public_key_der: Option<Vec<u8>>,
+    /// Create (and seed) every repository listed by the installations (default true).
+    pub seed_repos: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            app_id: DEFAULT_APP_ID.to_owned(),
+            installations: default_installations(),
+            token_lifetime: DEFAULT_TOKEN_LIFETIME,
+            app_public_key_der: None,
+            seed_repos: true,
+        }
+    }
+}
+
+/// Installation 1001 on org `acme` (selected: `app`, `lib-core`, `secret`) and 2002 on user
+/// `bob` (all repositories; `tools` seeded); both `contents: write, metadata: read`.
+pub fn default_installations() -> Vec<Installation> {
+    vec![
+        Installation::new(
+            1001,
+            "acme",
+            AccountType::Organization,
+            Selection::Selected,
+            &["app", "lib-core", "secret"],
+        ),
+        Installation::new(2002, "bob", AccountType::User, Selection::All, &["tools"]),
+    ]
+}
+
+/// A failure switched on with [`StandIn::set_fault`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// `POST /app/installations/{id}/access_tokens` answers `status` with `body` (as JSON
+    /// content type), before any JWT check.
+    TokenEndpoint {
+        /// HTTP status.
+        status: u16,
+        /// Response body, verbatim.
+        body: String,
+    },
+    /// Every `api.github.com` request answers `503` with a GitHub-style JSON error.
+    ApiUnavailable,
+    /// `github.com` requests hang (no response) until the fault is changed.
+    GitStall,
+    /// Every `github.com` request answers `status` with `body` as `text/plain`.
+    GitError {
+        /// HTTP status.
+        status: u16,
+        /// Response body, verbatim.
+        body: String,
+    },
+}
+
+/// `Basic base64("x-access-token:" + token)`, the value of an `Authorization` header for git.
+pub fn basic_auth(token: &str) -> String {
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+    format!("Basic {encoded}")
+}
+
+/// A running stand-in. Dropping it stops the server, kills CGI children and deletes its files.
+pub struct StandIn {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    ca_file: PathBuf,
+    ca_pem: String,
+    key_pkcs1: PathBuf,
+    key_pkcs8: PathBuf,
+    thread: Option<JoinHandle<()>>,
+    // Dropped last (after the thread is joined): removes everything on disk.
+    dir: Option<tempfile::TempDir>,
+}
+
+// Tests may share one stand-in across threads.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<StandIn>();
+};
+
+impl std::fmt::Debug for StandIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StandIn")
+            .field("addr", &self.addr)
+            .field("root", &self.root())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StandIn {
+    /// Generates the CA and App key, seeds the repositories, and starts serving; returns once
+    /// the listener is bound and the server runs.
+    pub fn start(config: Config) -> anyhow::Result<Self> {
+        ensure!(!config.app_id.is_empty(), "app_id must not be empty");
+        let dir = tempfile::Builder::new()
+            .prefix("gitgate-standin-")
+            .tempdir()
+            .context("creating the stand-in's temp dir")?;
+        let root = dir.path();
+        let (repos, home) = (root.join("repos"), root.join("home"));
+        std::fs::create_dir_all(&repos)?;
+        std::fs::create_dir_all(&home)?;
+
+        let tls = tls::generate()?;
+        let ca_file = root.join("ca.pem");
+        std::fs::write(&ca_file, &tls.ca_pem)?;
+
+        let (key_pkcs1, key_pkcs8) = (
+            root.join("app-key.pkcs1.pem"),
+            root.join("app-key.pkcs8.pem"),
+        );
+        let generated_public = generate_app_key(&key_pkcs1, &key_pkcs8)?;
+        let app_public_key = config
+            .app_public_key_der
+            .clone()
+            .unwrap_or(generated_public);
+
+        if config.seed_repos {
+            for inst in &config.installations {
+                for name in &inst.repositories {
+                    repos::create(&repos, &home, &inst.account, name, false)?;
+                }
+            }
+        }
+
+        let shared = Arc::new(Shared {
+            repos,
+            home,
+            app_id: config.app_id,
+            app_public_key,
+            recorder: Default::default(),
+            tokens: Mutex::new(TokenStore::new(config.installations, config.token_lifetime)),
+            fault: watch::Sender::new(None),
+            shutdown: watch::Sender::new(false),
+            children: watch::Sender::new(0),
+            cgi_slots: Arc::new(Semaphore::new(server::MAX_CGI)),
+            api_calls: AtomicU64::new(0),
+        });
+
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).context("binding")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server);
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<anyhow::Result<()>>(1);
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("gitgate-standin".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("gitgate-standin-rt")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e.into()));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    server::serve(listener, acceptor, thread_shared).await;
+                });
+                rt.shutdown_timeout(Duration::from_secs(5));
+            })
+            .context("spawning the server thread")?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.context("starting the server")),
+            Err(_) => bail!("the server thread died while starting"),
+        }
+
+        Ok(Self {
+            shared,
+            addr,
+            ca_file,
+            ca_pem: tls.ca_pem,
+            key_pkcs1,
+            key_pkcs8,
+            thread: Some(thread),
+            dir: Some(dir),
+        })
+    }
+
+    /// Where the server listens (`127.0.0.1:<port>`).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The listening port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `https://github.com:<port>/<owner>/<name>.git`; reach it with
+    /// `http.curloptResolve=github.com:<port>:127.0.0.1`.
+    pub fn git_url(&self, owner: &str, name: &str) -> String {
+        format!("https://github.com:{}/{owner}/{name}.git", self.port())
+    }
+
+    /// PEM file of the test CA that signed the server certificate.
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// The test CA certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The stand-in's temp dir (`repos/`, `home/`, `ca.pem`, the App keys).
+    pub fn root(&self) -> &Path {
+        self.dir.as_ref().map_or(Path::new(""), |d| d.path())
+    }
+
+    /// The App id JWTs must name as `iss`.
+    pub fn app_id(&self) -> &str {
+        &self.shared.app_id
+    }
+
+    /// The App private key, PKCS#1 PEM (`BEGIN RSA PRIVATE KEY`), mode 0600.
+    pub fn app_key_pkcs1_file(&self) -> &Path {
+        &self.key_pkcs1
+    }
+
+    /// The same App private key, PKCS#8 PEM (`BEGIN PRIVATE KEY`), mode 0600.
+    pub fn app_key_pkcs8_file(&self) -> &Path {
+        &self.key_pkcs8
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.recorder.snapshot()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.shared.recorder.clear();
+    }
+
+    /// Every token minted so far, in order.
+    pub fn mints(&self) -> Vec<Mint> {
+        self.shared.tokens().mints().to_vec()
+    }
+
+    /// Forgets the mint log (the tokens stay valid).
+    pub fn clear_mints(&self) {
+        self.shared.tokens().clear_mints();
+    }
+
+    /// Every token minted so far (to scan output for leaks).
+    pub fn tokens(&self) -> Vec<String> {
+        self.shared
+            .tokens()
+            .mints()
+            .iter()
+            .map(|m| m.token.clone())
+            .collect()
+    }
+
+    /// The configured installations.
+    pub fn installations(&self) -> Vec<Installation> {
+        self.shared.tokens().installations().to_vec()
+    }
+
+    /// Mints a token directly, with the API's rules (`None` = omitted); recorded in
+    /// [`mints`](Self::mints) like an API mint.
+    pub fn issue_token(
+        &self,
+        installation_id: u64,
+        repositories: Option<&[&str]>,
+        permissions: Option<&[(&str, &str)]>,
+    ) -> anyhow::Result<Mint> {
+        let req = MintRequest {
+            repositories: repositories.map(|r| r.iter().map(|s| (*s).to_owned()).collect()),
+            permissions: permissions.map(perms),
+        };
+        Ok(api::mint(&self.shared, installation_id, req)?.mint)
+    }
+
+    /// Switches a fault on (`Some`) or off (`None`); takes effect for the next request.
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        self.shared.fault.send_replace(fault);
+    }
+
+    /// Lifetime of tokens minted from now on (`Duration::ZERO` mints already-expired tokens).
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.shared.tokens().set_lifetime(lifetime);
+    }
+
+    /// Creates `owner/name` as a bare repo with one commit (`README.md`) on `main`.
+    pub fn create_repo(&self, owner: &str, name: &str) -> anyhow::Result<PathBuf> {
+        repos::create(&self.shared.repos, &self.shared.home, owner, name, false)
+    }
+
+    /// Like [`create_repo`](Self::create_repo), with `--object-format=sha256`.
+    pub fn create_repo_sha256(&self, owner: &str, name: &str) -> anyhow::Result<PathBuf> {
+        repos::create(&self.shared.repos, &self.shared.home, owner, name, true)
+    }
+
+    /// `<root>/repos/<owner>/<name>.git` (lowercased); it may not exist.
+    pub fn repo_dir(&self, owner: &str, name: &str) -> PathBuf {
+        repos::repo_dir(&self.shared.repos, owner, name)
+    }
+
+    /// `git rev-parse --verify -q <refname>` in the bare repo; `None` if it does not resolve.
+    pub fn rev_parse(&self, owner: &str, name: &str, refname: &str) -> Option<String> {
+        repos::rev_parse(&self.shared.home, &self.repo_dir(owner, name), refname)
+    }
+
+    /// Stops the server, kills CGI children and deletes the temp dir (as dropping does).
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shared.shutdown.send_replace(true);
+        // Lift a stall so stalled handlers do not outlive the server.
+        self.shared.fault.send_replace(None);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.close();
+        }
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Generates an RSA 2048 App key with `openssl` in PKCS#1 and PKCS#8 PEM (mode 0600), checks
+/// both hold the same key, and returns its DER `RSAPublicKey`.
+fn generate_app_key(pkcs1: &Path, pkcs8: &Path) -> anyhow::Result<Vec<u8>> {
+    let openssl = |args: &[&std::ffi::OsStr]| -> anyhow::Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .context("running openssl")?;
+        ensure!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(())
+    };
+    openssl(&[
+        "genrsa".as_ref(),
+        "-traditional".as_ref(),
+        "-out".as_ref(),
+        pkcs1.as_os_str(),
+        "2048".as_ref(),
+    ])?;
+    openssl(&[
+        "pkcs8".as_ref(),
+        "-topk8".as_ref(),
+        "-nocrypt".as_ref(),
+        "-in".as_ref(),
+        pkcs1.as_os_str(),
+        "-out".as_ref(),
+        pkcs8.as_os_str(),
+    ])?;
+    for file in [pkcs1, pkcs8] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let from8 = PrivatePkcs8KeyDer::from_pem_file(pkcs8).context("reading the PKCS#8 key")?;
+    let from1 = PrivatePkcs1KeyDer::from_pem_file(pkcs1).context("reading the PKCS#1 key")?;
+    let key8 = RsaKeyPair::from_pkcs8(from8.secret_pkcs8_der())
+        .map_err(|e| anyhow::anyhow!("PKCS#8 App key rejected: {e}"))?;
+    let key1 = RsaKeyPair::from_der(from1.secret_pkcs1_der())
+        .map_err(|e| anyhow::anyhow!("PKCS#1 App key rejected: {e}"))?;
+    let public = key8.public_key().as_ref().to_vec();
+    ensure!(
+        public == key1.public_key().as_ref(),
+        "PKCS#1 and PKCS#8 keys differ"
+    );
+    Ok(public)
+}
