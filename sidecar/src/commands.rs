@@ -1,0 +1,208 @@
+//! What each subcommand does.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use gitgate_certs::CertificateAuthority;
+use gitgate_policy::RepoPath;
+use gitgate_proxy::Tokens;
+
+use crate::cli::{CaCommand, Cli, Command};
+use crate::config::{Config, ConfigError};
+use crate::{EXIT_CONFIG, logging, run};
+
+pub(crate) fn dispatch(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Run { config } => {
+            logging::init(cli.log_format);
+            with_config(&config, |config| runtime()?.block_on(serve(config)))
+        }
+        Command::Check { config } => with_config(&config, check),
+        Command::Doctor { config } => {
+            logging::init(cli.log_format);
+            with_config(&config, |config| runtime()?.block_on(doctor(config)))
+        }
+        Command::Ca {
+            command: CaCommand::Init { out },
+        } => ca_init(&out),
+        Command::Ca {
+            command: CaCommand::Print { config },
+        } => with_config(&config, ca_print),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(error)) => {
+            eprintln!("gitgate: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(Failure::Other(error)) => {
+            eprintln!("gitgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Failure {
+    Config(ConfigError),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure::Other(error)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(error: std::io::Error) -> Self {
+        Failure::Other(error.into())
+    }
+}
+
+fn with_config(path: &Path, f: impl FnOnce(Config) -> Result<(), Failure>) -> Result<(), Failure> {
+    f(Config::load(path).map_err(Failure::Config)?)
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+async fn serve(config: Config) -> Result<(), Failure> {
+    let running = run::start(config).await?;
+    shutdown_signal().await?;
+    tracing::info!("signal received; draining");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn check(config: Config) -> Result<(), Failure> {
+    let s = &config.settings;
+    println!("config: {} is valid", config.file.display());
+    println!("listen: {}", s.listen);
+    let ca_state = match (config.ca_cert.exists(), config.ca_key.exists()) {
+        (true, true) => "present",
+        (false, false) => "absent: generated on first run",
+        _ => "INCOMPLETE: gitgate run will refuse to start",
+    };
+    println!(
+        "ca: cert {} key {} ({ca_state})",
+        config.ca_cert.display(),
+        config.ca_key.display()
+    );
+    println!("github.host: {}", s.github_host);
+    println!("github.apiUrl: {}", s.api_url);
+    println!("credentials: {}", describe_tokens(&config.tokens));
+    for (host, addr) in &s.upstream.resolve {
+        println!("upstream.resolve: {host} -> {addr}");
+    }
+    println!(
+        "upstream.caFile: {} extra trust anchor(s)",
+        s.upstream.extra_roots.len()
+    );
+    println!("{}", config.policy);
+    Ok(())
+}
+
+fn describe_tokens(tokens: &gitgate_proxy::TokenConfig) -> String {
+    use gitgate_proxy::TokenConfig;
+    match tokens {
+        TokenConfig::None => "none (requests reach GitHub without a credential)".into(),
+        TokenConfig::File(path) => format!("static token from file {}", path.display()),
+        TokenConfig::Env(name) => format!("static token from environment variable {name}"),
+        TokenConfig::App(app) => format!(
+            "GitHub App {} (key loaded; refresh {} s before expiry; {} installation override(s))",
+            app.id,
+            app.refresh_margin.as_secs(),
+            app.installations.len()
+        ),
+    }
+}
+
+async fn doctor(config: Config) -> Result<(), Failure> {
+    let repos: Vec<RepoPath> = config.policy.named_repos();
+    let tokens =
+        Tokens::standalone(config.tokens, &config.settings).map_err(anyhow::Error::from)?;
+    println!("credentials: {}", tokens.kind());
+    let (app, rows) = tokens
+        .doctor(&config.policy, &repos)
+        .await
+        .map_err(anyhow::Error::from)?;
+    if let Some(app) = app {
+        println!("app: id {} ({}), JWT accepted", app.id, app.slug);
+    }
+    println!(
+        "{:<20} {:>13}  {:<40} {:<28} expires in",
+        "owner", "installation", "repositories", "permissions"
+    );
+    for row in rows {
+        let repositories = row
+            .scope
+            .repositories
+            .as_ref()
+            .map_or("(all of the installation)".into(), |r| r.join(","));
+        let permissions: Vec<String> = row
+            .scope
+            .permissions
+            .iter()
+            .map(|(p, a)| format!("{p}:{}", a.as_str()))
+            .collect();
+        let left = row
+            .expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .as_secs();
+        println!(
+            "{:<20} {:>13}  {:<40} {:<28} {}m{:02}s",
+            row.owner,
+            row.installation,
+            repositories,
+            permissions.join(","),
+            left / 60,
+            left % 60
+        );
+    }
+    println!("doctor: all checks passed");
+    Ok(())
+}
+
+fn ca_init(out: &Path) -> Result<(), Failure> {
+    let cert = out.join("ca.pem");
+    let key = out.join("ca-key.pem");
+    CertificateAuthority::create(&cert, &key).context("cannot create the CA")?;
+    println!(
+        "wrote {} (certificate: give this to sandboxes)",
+        cert.display()
+    );
+    println!(
+        "wrote {} (private key, mode 0600: keep it with gitgate only)",
+        key.display()
+    );
+    Ok(())
+}
+
+fn ca_print(config: Config) -> Result<(), Failure> {
+    let pem = std::fs::read_to_string(&config.ca_cert).with_context(|| {
+        format!(
+            "cannot read ca.cert {}; create it with `gitgate ca init` or let `gitgate run` generate it",
+            config.ca_cert.display()
+        )
+    })?;
+    print!("{pem}");
+    Ok(())
+}

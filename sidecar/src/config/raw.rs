@@ -1,0 +1,233 @@
+//! The config file as written (`deny_unknown_fields` everywhere, camelCase keys).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use gitgate_policy::RawPolicy;
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+use super::values::{ApiUrl, AppKeyFile, ConfigPath, HumanDuration, RootsFile, parse_api_url};
+
+/// Deserializes a present value directly (not through `Option`'s visitor), so errors
+/// inside it keep the value's own line and column.
+fn some<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawConfig {
+    /// The proxy port.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// gitgate's CA.
+    #[serde(default, deserialize_with = "some")]
+    pub ca: Option<RawCa>,
+    /// The GitHub side.
+    #[serde(default)]
+    pub github: RawGithub,
+    /// How upstreams are reached.
+    #[serde(default)]
+    pub upstream: RawUpstream,
+    /// What sandboxes may do.
+    #[serde(default)]
+    pub policy: RawPolicy,
+    /// Timeouts and sizes.
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 3128))
+}
+
+/// `ca: {cert, key}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCa {
+    /// The CA certificate (PEM).
+    pub cert: ConfigPath,
+    /// The CA private key (PKCS#8 PEM).
+    pub key: ConfigPath,
+}
+
+/// `github:`; at most one of `app` and `token`.
+#[derive(Debug)]
+pub struct RawGithub {
+    /// The git host.
+    pub host: String,
+    /// The API base URL.
+    pub api_url: ApiUrl,
+    /// A GitHub App token source.
+    pub app: Option<RawApp>,
+    /// A static token source.
+    pub token: Option<RawToken>,
+}
+
+impl Default for RawGithub {
+    fn default() -> Self {
+        Self {
+            host: "github.com".into(),
+            api_url: parse_api_url("https://api.github.com").unwrap_or_else(|_| unreachable!()),
+            app: None,
+            token: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct GithubFields {
+    #[serde(default, deserialize_with = "some")]
+    host: Option<String>,
+    #[serde(default, deserialize_with = "some")]
+    api_url: Option<ApiUrl>,
+    #[serde(default, deserialize_with = "some")]
+    app: Option<RawApp>,
+    #[serde(default, deserialize_with = "some")]
+    token: Option<RawToken>,
+}
+
+impl<'de> Deserialize<'de> for RawGithub {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let fields = GithubFields::deserialize(d)?;
+        if fields.app.is_some() && fields.token.is_some() {
+            return Err(de::Error::custom(
+                "set either github.app or github.token, not both",
+            ));
+        }
+        let defaults = Self::default();
+        let host = match fields.host {
+            Some(host) => gitgate_policy::HostName::parse(&host)
+                .map_err(|e| de::Error::custom(format!("github.host {host:?}: {e}")))?
+                .to_string(),
+            None => defaults.host,
+        };
+        Ok(Self {
+            host,
+            api_url: fields.api_url.unwrap_or(defaults.api_url),
+            app: fields.app,
+            token: fields.token,
+        })
+    }
+}
+
+/// `github.app`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawApp {
+    /// App ID or Client ID.
+    pub id: AppId,
+    /// The App's private key.
+    pub private_key_file: AppKeyFile,
+    /// Installation ids by owner, overriding the lookup.
+    #[serde(default)]
+    pub installations: BTreeMap<String, u64>,
+    /// Refresh tokens when less than this remains (default 10m).
+    #[serde(default, deserialize_with = "some")]
+    pub refresh_margin: Option<HumanDuration>,
+}
+
+/// An App ID (number) or Client ID (string).
+#[derive(Debug, Clone)]
+pub struct AppId(pub String);
+
+impl<'de> Deserialize<'de> for AppId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Number(u64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Number(n) => Ok(Self(n.to_string())),
+            Either::Text(s)
+                if !s.trim().is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-') =>
+            {
+                Ok(Self(s))
+            }
+            Either::Text(s) => Err(de::Error::custom(format!(
+                "invalid App id {s:?}: expected the numeric App ID or the Client ID"
+            ))),
+        }
+    }
+}
+
+/// `github.token`: `{file: PATH}` or `{env: NAME}`.
+#[derive(Debug)]
+pub enum RawToken {
+    /// A file holding the token, re-read when it changes.
+    File(ConfigPath),
+    /// An environment variable holding the token.
+    Env(String),
+}
+
+impl<'de> Deserialize<'de> for RawToken {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields {
+            #[serde(default, deserialize_with = "some")]
+            file: Option<ConfigPath>,
+            #[serde(default, deserialize_with = "some")]
+            env: Option<String>,
+        }
+        match Fields::deserialize(d)? {
+            Fields {
+                file: Some(file),
+                env: None,
+            } => Ok(Self::File(file)),
+            Fields {
+                file: None,
+                env: Some(env),
+            } if !env.is_empty() => Ok(Self::Env(env)),
+            _ => Err(de::Error::custom(
+                "github.token takes exactly one of `file: PATH` or `env: NAME`",
+            )),
+        }
+    }
+}
+
+/// `upstream:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawUpstream {
+    /// Host → address overrides for every upstream connection.
+    #[serde(default)]
+    pub resolve: BTreeMap<String, SocketAddr>,
+    /// Extra trust anchors (PEM), besides the public web PKI.
+    #[serde(default, deserialize_with = "some")]
+    pub ca_file: Option<RootsFile>,
+    /// TCP connect timeout (default 10s).
+    #[serde(default, deserialize_with = "some")]
+    pub connect_timeout: Option<HumanDuration>,
+}
+
+/// `limits:`; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawLimits {
+    /// Request head deadline.
+    #[serde(default, deserialize_with = "some")]
+    pub header_read_timeout: Option<HumanDuration>,
+    /// Client TLS handshake deadline.
+    #[serde(default, deserialize_with = "some")]
+    pub tls_handshake_timeout: Option<HumanDuration>,
+    /// Upstream response head deadline.
+    #[serde(default, deserialize_with = "some")]
+    pub response_header_timeout: Option<HumanDuration>,
+    /// Request body idle deadline.
+    #[serde(default, deserialize_with = "some")]
+    pub body_idle_timeout: Option<HumanDuration>,
+    /// Shutdown grace period.
+    #[serde(default, deserialize_with = "some")]
+    pub shutdown_grace: Option<HumanDuration>,
+    /// Most bytes of a denied push read so git can show the reason.
+    #[serde(default, deserialize_with = "some")]
+    pub max_drain_bytes: Option<u64>,
+}

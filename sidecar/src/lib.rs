@@ -1,0 +1,20 @@
+//! The `gitgate` binary as a library: the CLI, config loading, and the wiring that
+//! turns a config file into a running proxy. `main.rs` only calls [`main`].
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod cli;
+mod commands;
+pub mod config;
+mod logging;
+mod run;
+
+pub use run::{Running, start};
+
+/// Exit status for a bad config or bad arguments (`EX_USAGE`).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// Runs the command line and returns the process exit status.
+pub fn main() -> std::process::ExitCode {
+    commands::dispatch(<cli::Cli as clap::Parser>::parse())
+}

@@ -1,0 +1,184 @@
+//! The command line: `check`, `ca init`, `ca print`, and config errors that point at
+//! the file, line, column and key.
+
+use crate::harness::gitgate::cli;
+
+fn check(config: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
+    let out = cli(&["check", "--config", "gitgate.yaml"], dir.path());
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_configs_exit_64_naming_file_line_column_and_key() {
+    let cases = [
+        (
+            "listen: 127.0.0.1:3128\npolicy:\n  allowedRepos: [acme/app]\n  alowedRefs: [main]\n",
+            "gitgate.yaml:4:3: policy.alowedRefs: unknown field `alowedRefs`",
+        ),
+        (
+            "policy:\n  allowedRepos:\n    - acme/app\n    - \"acme/[\"\n",
+            "gitgate.yaml:4:7: policy.allowedRepos[1]: invalid repo pattern \"acme/[\"",
+        ),
+        (
+            "listen: 127.0.0.1:99999\n",
+            "gitgate.yaml:1:9: listen: invalid socket address",
+        ),
+        (
+            "github:\n  app: {id: \"1\", privateKeyFile: ./missing.pem}\n",
+            "gitgate.yaml:2:34: github.app.privateKeyFile: ./missing.pem: No such file",
+        ),
+        (
+            "upstream:\n  caFile: /nonexistent/ca.pem\n",
+            "gitgate.yaml:2:11: upstream.caFile: cannot read /nonexistent/ca.pem",
+        ),
+        (
+            "policy:\n  allowedRefs: [\"main..x\"]\n",
+            "gitgate.yaml:2:17: policy.allowedRefs[0]: invalid ref pattern \"main..x\"",
+        ),
+        (
+            "policy:\n  allowHosts: [\"exa mple.com\"]\n",
+            "gitgate.yaml:2:16: policy.allowHosts[0]: invalid host pattern \"exa mple.com\"",
+        ),
+        (
+            "limits:\n  bodyIdleTimeout: 10x\n",
+            "gitgate.yaml:2:20: limits.bodyIdleTimeout: invalid duration \"10x\"",
+        ),
+        (
+            "github:\n  apiUrl: http://api.github.com\n",
+            "gitgate.yaml:2:11: github.apiUrl: invalid URL \"http://api.github.com\": must start with https://",
+        ),
+        (
+            "upstream:\n  resolve: {github.com: nowhere}\n",
+            "gitgate.yaml:2:25: upstream.resolve.github.com: invalid socket address",
+        ),
+    ];
+    for (config, expected) in cases {
+        let (code, _, stderr) = check(config);
+        assert_eq!(code, 64, "{config:?}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{config:?}:\n  expected {expected:?}\n  got {stderr:?}"
+        );
+    }
+}
+
+#[test]
+fn check_prints_the_effective_settings_and_policy() {
+    let (code, stdout, stderr) = check(
+        "listen: 127.0.0.1:4000\npolicy:\n  allowedRepos: [acme/app, \"acme/lib-*\"]\n  allowedRefs: [main, \"release/*\"]\n  allowHosts: [crates.io, \"*.crates.io\"]\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    for expected in [
+        "127.0.0.1:4000",
+        "github.com",
+        "acme/lib-*",
+        "release/*",
+        "*.crates.io",
+        "allowDeletes",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn ca_init_writes_a_private_key_and_ca_print_prints_the_certificate() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(&["ca", "init", "--out", "ca"], dir.path());
+    assert!(out.status.success(), "{out:?}");
+    let key = dir.path().join("ca/ca-key.pem");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    std::fs::write(
+        dir.path().join("gitgate.yaml"),
+        "ca: {cert: ca/ca.pem, key: ca/ca-key.pem}\n",
+    )
+    .unwrap();
+    let out = cli(&["ca", "print", "--config", "gitgate.yaml"], dir.path());
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        out.stdout,
+        std::fs::read(dir.path().join("ca/ca.pem")).unwrap()
+    );
+    // A second init must not overwrite the CA.
+    let out = cli(&["ca", "init", "--out", "ca"], dir.path());
+    assert!(!out.status.success());
+}
+
+#[test]
+fn half_a_ca_refuses_to_start_naming_the_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        cli(&["ca", "init", "--out", "ca"], dir.path())
+            .status
+            .success()
+    );
+    std::fs::remove_file(dir.path().join("ca/ca-key.pem")).unwrap();
+    std::fs::write(dir.path().join("gitgate.yaml"), "listen: 127.0.0.1:0\n").unwrap();
+    let out = cli(&["run", "--config", "gitgate.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ca.key")
+            && stderr.contains("ca-key.pem")
+            && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn doctor_checks_the_app_and_mints_each_scope_without_printing_tokens() {
+    let standin = crate::harness::standin();
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::harness::app_config(
+        &standin,
+        "{allowedRepos: [acme/app, \"bob/*\"], allowedRefs: [main]}",
+    );
+    std::fs::write(dir.path().join("gitgate.yaml"), &config).unwrap();
+    let out = cli(&["doctor", "--config", "gitgate.yaml"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("JWT accepted"), "{stdout}");
+    let acme = stdout
+        .lines()
+        .find(|l| l.starts_with("acme"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        acme.contains("1001") && acme.contains("app") && acme.contains("contents:write"),
+        "{acme}"
+    );
+    let bob = stdout
+        .lines()
+        .find(|l| l.starts_with("bob"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        bob.contains("2002") && bob.contains("(all of the installation)"),
+        "{bob}"
+    );
+    assert_eq!(standin.mints().len(), 2);
+    for token in standin.tokens() {
+        assert!(!stdout.contains(&token) && !stderr.contains(&token));
+    }
+
+    let broken = config.replace(&format!("id: \"{}\"", standin.app_id()), "id: \"42\"");
+    std::fs::write(dir.path().join("gitgate.yaml"), broken).unwrap();
+    let out = cli(&["doctor", "--config", "gitgate.yaml"], dir.path());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("GitHub rejected the App JWT (check github.app.id and the key)"),
+        "{stderr}"
+    );
+}

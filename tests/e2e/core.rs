@@ -1,0 +1,310 @@
+//! The core proxy: interception, tunnels, host policy, Host/SNI checks, upstream
+//! failures, shutdown.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use gitgate_standin::Fault;
+
+use crate::harness::{self, Gitgate, POLICY, Sandbox, app_config, raw, text};
+
+#[test]
+fn clone_and_fetch_through_the_mitm_path() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone("acme/app", "app");
+    assert!(repo.join("README.md").exists());
+    sandbox.git_ok(&repo, &["fetch", "-q", "origin"]);
+    let seen = standin.requests();
+    assert!(
+        seen.iter()
+            .any(|r| r.target == "/acme/app.git/info/refs?service=git-upload-pack")
+    );
+    assert!(
+        seen.iter()
+            .any(|r| r.method == "POST" && r.target == "/acme/app.git/git-upload-pack")
+    );
+    assert!(
+        seen.iter()
+            .all(|r| r.host == "github.com" || r.host == "api.github.com")
+    );
+    gitgate.assert_no_secrets(&standin);
+}
+
+#[test]
+fn allow_listed_host_is_tunneled_with_the_upstream_certificate() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = Sandbox::new(&gitgate);
+    // Trusting only the stand-in's CA works: the certificate is the upstream's own.
+    let out = sandbox.curl(&[
+        "--cacert",
+        &standin.ca_file().display().to_string(),
+        "https://tunnel.test/",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from tunnel.test\n"
+    );
+    // Trusting only gitgate's CA fails: nothing was intercepted.
+    let out = sandbox.curl(&["https://tunnel.test/"]);
+    assert!(
+        !out.status.success(),
+        "tunnel was intercepted: {}",
+        text(&out)
+    );
+    let seen = standin.requests();
+    assert!(seen.iter().any(|r| r.host == "tunnel.test"));
+    assert!(
+        seen.iter()
+            .all(|r| r.headers.iter().all(|(k, _)| k != "authorization"))
+    );
+}
+
+#[test]
+fn other_hosts_are_refused_with_a_reason() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    for target in [
+        "other.test:443",
+        "127.0.0.1:443",
+        "github.com:22",
+        "evil.example:443",
+    ] {
+        let reply = raw::exchange(
+            gitgate.addr,
+            format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes(),
+        );
+        assert!(reply.starts_with("HTTP/1.1 403"), "{target}: {reply}");
+        let host = target.split(':').next().unwrap();
+        assert!(reply.contains(host), "{target}: {reply}");
+    }
+    let reply = raw::exchange(
+        gitgate.addr,
+        b"CONNECT other.test:443 HTTP/1.1\r\nHost: other.test:443\r\n\r\n",
+    );
+    assert!(
+        reply.contains("other.test is not in allowHosts [tunnel.test]"),
+        "{reply}"
+    );
+    // Plain HTTP: only allow-listed hosts, never intercepted.
+    let reply = raw::exchange(
+        gitgate.addr,
+        b"GET http://other.test/ HTTP/1.1\r\nHost: other.test\r\n\r\n",
+    );
+    assert!(
+        reply.starts_with("HTTP/1.1 403") && reply.contains("other.test"),
+        "{reply}"
+    );
+    let reply = raw::exchange(gitgate.addr, b"GET http://github.com/acme/app.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: github.com\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    assert!(standin.requests().iter().all(|r| r.host != "other.test"));
+}
+
+#[test]
+fn plain_http_to_an_allow_listed_host_is_forwarded_untouched() {
+    // A plain HTTP upstream that echoes the request head it received.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let echo = std::thread::spawn(move || {
+        let (mut conn, _) = server.accept().unwrap();
+        let head = raw::read_response(&mut conn);
+        let body = format!("seen:\n{head}");
+        write!(
+            conn,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+    });
+    let config = format!(
+        "listen: 127.0.0.1:0\nupstream:\n  resolve: {{plain.test: \"127.0.0.1:{port}\"}}\npolicy: {{allowHosts: [\"plain.test:{port}\"]}}\n"
+    );
+    let gitgate = Gitgate::start(&config);
+    let reply = raw::exchange(
+        gitgate.addr,
+        format!("GET http://plain.test:{port}/x HTTP/1.1\r\nHost: plain.test:{port}\r\nProxy-Authorization: Basic c2VjcmV0\r\nAuthorization: Bearer mine\r\n\r\n").as_bytes(),
+    );
+    echo.join().unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("GET /x HTTP/1.1"), "{reply}");
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("authorization: bearer mine"),
+        "the client's own header must pass: {reply}"
+    );
+    assert!(
+        !reply.to_ascii_lowercase().contains("proxy-authorization"),
+        "{reply}"
+    );
+    assert!(!reply.contains("x-access-token"), "{reply}");
+}
+
+#[test]
+fn host_header_or_sni_other_than_the_connect_target_is_refused() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = Sandbox::new(&gitgate);
+    // Host header naming another host inside a github.com tunnel.
+    let out = sandbox.curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "Host: tunnel.test",
+        "https://github.com/acme/app.git/info/refs?service=git-upload-pack",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "400",
+        "{}",
+        text(&out)
+    );
+    // SNI naming another host: CONNECT github.com, ClientHello for tunnel.test.
+    let mut tls = raw::mitm_tls(
+        gitgate.addr,
+        "github.com:443",
+        "github.com",
+        &gitgate.ca_file(),
+    );
+    tls.write_all(
+        b"GET /acme/app.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: github.com\r\n\r\n",
+    )
+    .unwrap();
+    let ok = raw::read_response(&mut tls);
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let out = sandbox.curl(&[
+        "-k",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--connect-to",
+        "tunnel.test:443:github.com:443",
+        "https://tunnel.test/acme/app.git/info/refs?service=git-upload-pack",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "400",
+        "{}",
+        text(&out)
+    );
+    let upstream: Vec<_> = standin
+        .requests()
+        .into_iter()
+        .filter(|r| r.host != "api.github.com")
+        .collect();
+    assert_eq!(
+        upstream.len(),
+        1,
+        "only the well-formed request may reach upstream: {upstream:?}"
+    );
+}
+
+#[test]
+fn unreachable_upstream_gives_502_naming_the_host_and_gitgate_keeps_serving() {
+    let standin = harness::standin();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = format!(
+        "listen: 127.0.0.1:0\nupstream:\n  caFile: {ca}\n  resolve: {{github.com: \"{closed}\", tunnel.test: \"{ok}\"}}\npolicy: {POLICY}\n",
+        ca = standin.ca_file().display(),
+        ok = standin.addr(),
+    );
+    let gitgate = Gitgate::start(&config);
+    let sandbox = Sandbox::new(&gitgate);
+    let out = sandbox.curl(&[
+        "-w",
+        "\n%{http_code}",
+        "https://github.com/acme/app.git/info/refs?service=git-upload-pack",
+    ]);
+    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(body.ends_with("\n502"), "{body}");
+    assert!(
+        body.contains("gitgate: cannot reach github.com") && body.contains(&closed.to_string()),
+        "{body}"
+    );
+    let err = sandbox.git_fails(
+        sandbox.home.path(),
+        &["clone", "https://github.com/acme/app.git", "x"],
+    );
+    assert!(err.contains("gitgate: cannot reach github.com"), "{err}");
+    let out = sandbox.curl(&[
+        "--cacert",
+        &standin.ca_file().display().to_string(),
+        "https://tunnel.test/",
+    ]);
+    assert!(
+        out.status.success(),
+        "gitgate stopped serving: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn missing_ca_is_generated_with_a_private_key() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    use std::os::unix::fs::PermissionsExt;
+    let key = gitgate.dir.path().join("ca/ca-key.pem");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(gitgate.output().contains("generated a new CA"));
+    assert!(
+        std::fs::read_to_string(gitgate.ca_file())
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
+    let standin = harness::standin();
+    let mut gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = Sandbox::new(&gitgate);
+    sandbox.clone("acme/app", "warm"); // token minted, so only the stall remains
+    standin.clear_requests();
+    standin.set_fault(Some(Fault::GitStall));
+    let addr = gitgate.addr;
+    let ca = gitgate.ca_file();
+    let slow = std::thread::spawn(move || {
+        let mut tls = raw::mitm_tls(addr, "github.com:443", "github.com", &ca);
+        tls.write_all(b"GET /acme/app.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: github.com\r\n\r\n").unwrap();
+        let mut head = raw::read_response(&mut tls);
+        let mut rest = Vec::new();
+        let _ = tls.read_to_end(&mut rest);
+        head.push_str(&String::from_utf8_lossy(&rest));
+        head
+    });
+    wait_until(|| !standin.requests().is_empty());
+    gitgate.terminate();
+    wait_until(|| std::net::TcpStream::connect(addr).is_err());
+    standin.set_fault(None);
+    let reply = slow.join().unwrap();
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "in-flight request was cut: {reply}"
+    );
+    let status = gitgate.wait(Duration::from_secs(30));
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// Polls `condition` every 20 ms for up to 30 s.
+pub fn wait_until(condition: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "condition not met in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

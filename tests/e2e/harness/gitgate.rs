@@ -1,0 +1,201 @@
+//! gitgate as a real process: config written to a temp dir, readiness from its log,
+//! every byte of its output kept for secret scans, killed on drop.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gitgate_standin::StandIn;
+
+/// The `gitgate` binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_gitgate")
+}
+
+/// A config for `standin`: GitHub App credentials, every test host resolved to the
+/// stand-in, its CA trusted upstream, and `policy` (YAML block, indented by the caller
+/// or given as a flow mapping).
+pub fn app_config(standin: &StandIn, policy: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\n\
+         github:\n  app: {{id: \"{id}\", privateKeyFile: {key}}}\n\
+         {upstream}\
+         policy: {policy}\n",
+        id = standin.app_id(),
+        key = standin.app_key_pkcs1_file().display(),
+        upstream = upstream(standin),
+    )
+}
+
+/// The `upstream:` block pointing every test host at the stand-in.
+pub fn upstream(standin: &StandIn) -> String {
+    let addr = standin.addr();
+    format!(
+        "upstream:\n  caFile: {ca}\n  resolve: {{github.com: \"{addr}\", api.github.com: \"{addr}\", tunnel.test: \"{addr}\", other.test: \"{addr}\"}}\n",
+        ca = standin.ca_file().display()
+    )
+}
+
+/// A running gitgate.
+pub struct Gitgate {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Gitgate {
+    /// Writes `config` to `gitgate.yaml` in a fresh directory and runs gitgate on it.
+    pub fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("gitgate.yaml"), config).expect("write config");
+        Self::start_in(dir)
+    }
+
+    /// Runs gitgate on `dir/gitgate.yaml`.
+    pub fn start_in(dir: tempfile::TempDir) -> Self {
+        Self::start_with_env(dir, &[])
+    }
+
+    /// Runs gitgate on `dir/gitgate.yaml` with extra environment variables.
+    pub fn start_with_env(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(binary())
+            .envs(env.iter().copied())
+            .args(["run", "--config"])
+            .arg(dir.path().join("gitgate.yaml"))
+            .env("RUST_LOG", "info,gitgate=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn gitgate");
+        let output = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = ready_tx.send(addr);
+                }
+                let mut out = sink.lock().unwrap();
+                out.push_str(&line);
+                out.push('\n');
+            }
+        });
+        let mut stdout = child.stdout.take().expect("stdout");
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stdout.read_to_string(&mut text);
+            sink.lock().unwrap().push_str(&text);
+        });
+        let addr = match ready_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("gitgate did not start:\n{}", output.lock().unwrap());
+            }
+        };
+        Self {
+            addr,
+            dir,
+            child,
+            output,
+        }
+    }
+
+    /// Everything gitgate wrote so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// gitgate's CA certificate, as the sandbox trusts it.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca/ca.pem")
+    }
+
+    /// `http://ADDR`, for HTTPS_PROXY.
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// gitgate's peak resident memory so far, in KiB (Linux `VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "gitgate did not exit within {limit:?}:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asserts that no token the stand-in ever minted appears in gitgate's output.
+    pub fn assert_no_secrets(&self, standin: &StandIn) {
+        let output = self.output();
+        for token in standin.tokens() {
+            assert!(
+                !output.contains(&token),
+                "gitgate printed a token:\n{output}"
+            );
+        }
+        assert!(
+            !output.contains("x-access-token"),
+            "gitgate printed a credential:\n{output}"
+        );
+    }
+}
+
+impl Drop for Gitgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let at = line.find("addr=")? + 5;
+    line[at..].split_whitespace().next()?.parse().ok()
+}
+
+/// Runs `gitgate ARGS…` to completion.
+pub fn cli(args: &[&str], cwd: &Path) -> std::process::Output {
+    Command::new(binary())
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run gitgate")
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `git` and `curl` through a real gitgate process against
+//! the local GitHub stand-in. Everything on 127.0.0.1 with ephemeral ports.
+
+#![allow(unreachable_pub)]
+
+mod harness;
+
+mod cli;
+mod core;
+mod git_policy;
+mod tokens;

@@ -1,0 +1,405 @@
+//! GitHub App installation tokens: minted, scoped, cached, refreshed and injected, with
+//! no credential anywhere on the sandbox side.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use gitgate_standin::Fault;
+
+use crate::harness::{self, Gitgate, POLICY, Sandbox, app_config, text, upstream};
+
+/// Every file under `dir`, as text.
+fn all_files(dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    for entry in walk(dir) {
+        if let Ok(bytes) = std::fs::read(&entry) {
+            out.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    out
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn clone_and_push_with_no_credential_on_the_client_side() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone("acme/app", "app");
+    let head = sandbox.commit(&repo, "feature.txt", "hello\n");
+    let trace = sandbox.path("curl-trace.txt");
+    let trace_env = [
+        ("GIT_TRACE_CURL", trace.to_str().unwrap()),
+        ("GIT_TRACE_REDACT", "0"),
+    ];
+    let out = sandbox.git_with_env(&repo, &["push", "origin", "HEAD:main"], &trace_env);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        standin
+            .rev_parse("acme", "app", "refs/heads/main")
+            .as_deref(),
+        Some(head.as_str())
+    );
+    let out = sandbox.git_with_env(&repo, &["fetch", "origin"], &trace_env);
+    assert!(out.status.success(), "{}", text(&out));
+    let traced = std::fs::read_to_string(&trace).unwrap();
+    assert!(
+        traced.contains("git-receive-pack"),
+        "the trace did not capture the push"
+    );
+
+    let tokens = standin.tokens();
+    assert!(!tokens.is_empty(), "no token was minted");
+    // HOME (with the trace, .gitconfig and the clone's .git/config), the client's
+    // environment and its output hold none of them.
+    let mut haystacks = vec![all_files(sandbox.home.path()), text(&out)];
+    haystacks.push(format!("{:?}", sandbox.environment()));
+    for token in &tokens {
+        for hay in &haystacks {
+            assert!(!hay.contains(token.as_str()), "a token reached the sandbox");
+        }
+    }
+    // Upstream saw gitgate's token on every git request.
+    for request in standin.requests().iter().filter(|r| r.host == "github.com") {
+        let auth = request
+            .header("authorization")
+            .unwrap_or_else(|| panic!("no Authorization on {}", request.target));
+        assert!(
+            tokens
+                .iter()
+                .any(|t| auth == gitgate_standin::basic_auth(t)),
+            "{auth}"
+        );
+    }
+    gitgate.assert_no_secrets(&standin);
+}
+
+#[test]
+fn a_client_supplied_authorization_is_replaced() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = Sandbox::new(&gitgate);
+    let bogus = "Authorization: Basic eC1hY2Nlc3MtdG9rZW46Z2hzX3N0b2xlbg==";
+    sandbox.git_ok(
+        sandbox.home.path(),
+        &[
+            "-c",
+            &format!("http.extraHeader={bogus}"),
+            "clone",
+            "-q",
+            "https://github.com/acme/app.git",
+            "app",
+        ],
+    );
+    let git_requests: Vec<_> = standin
+        .requests()
+        .into_iter()
+        .filter(|r| r.host == "github.com")
+        .collect();
+    assert!(!git_requests.is_empty());
+    for request in git_requests {
+        let auths: Vec<_> = request
+            .headers
+            .iter()
+            .filter(|(k, _)| k == "authorization")
+            .collect();
+        assert_eq!(auths.len(), 1, "{:?}", request.headers);
+        assert!(
+            !auths[0].1.contains("eC1hY2Nlc3MtdG9rZW46Z2hzX3N0b2xlbg"),
+            "client credential forwarded"
+        );
+    }
+}
+
+#[test]
+fn two_owners_get_their_own_installations_tokens_scoped_to_the_policy() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app, bob/tools], allowedRefs: [main]}",
+    ));
+    let sandbox = Sandbox::new(&gitgate);
+    sandbox.clone("acme/app", "app");
+    sandbox.clone("bob/tools", "tools");
+    let mints = standin.mints();
+    let by_installation: BTreeSet<u64> = mints.iter().map(|m| m.installation_id).collect();
+    assert_eq!(by_installation, BTreeSet::from([1001, 2002]));
+    let acme = mints.iter().find(|m| m.installation_id == 1001).unwrap();
+    assert_eq!(acme.repositories.as_deref(), Some(&["app".to_owned()][..]));
+    assert_eq!(
+        acme.permissions.get("contents").map(String::as_str),
+        Some("write")
+    );
+    assert_eq!(
+        acme.permissions.get("metadata").map(String::as_str),
+        Some("read")
+    );
+    // acme/secret is in the installation but not in the policy: its token cannot read it.
+    let out = sandbox.git(
+        sandbox.home.path(),
+        &["clone", "https://github.com/acme/secret.git"],
+    );
+    assert!(!out.status.success());
+}
+
+#[test]
+fn read_only_policy_mints_read_only_tokens_and_wildcards_omit_the_repository_list() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, "{allowedRepos: [\"acme/*\"]}"));
+    let sandbox = Sandbox::new(&gitgate);
+    sandbox.clone("acme/lib-core", "lib");
+    let mints = standin.mints();
+    assert_eq!(mints.len(), 1);
+    assert_eq!(mints[0].repositories, None);
+    assert_eq!(
+        mints[0].permissions.get("contents").map(String::as_str),
+        Some("read")
+    );
+}
+
+#[test]
+fn a_token_expiring_mid_session_is_refreshed_without_a_client_visible_failure() {
+    let standin = harness::standin();
+    standin.set_token_lifetime(Duration::from_secs(4));
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone("acme/app", "app");
+    let start = std::time::Instant::now();
+    // Keep fetching across several token lifetimes; every fetch must succeed.
+    while start.elapsed() < Duration::from_secs(10) {
+        sandbox.git_ok(&repo, &["fetch", "-q", "origin"]);
+    }
+    assert!(
+        standin.mints().len() >= 3,
+        "tokens were not refreshed: {} mints",
+        standin.mints().len()
+    );
+    gitgate.assert_no_secrets(&standin);
+}
+
+#[test]
+fn fifty_concurrent_clones_mint_one_token_per_scope() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = std::sync::Arc::new(Sandbox::new(&gitgate));
+    let threads: Vec<_> = (0..50)
+        .map(|i| {
+            let sandbox = sandbox.clone();
+            std::thread::spawn(move || {
+                let out = sandbox.git(
+                    sandbox.home.path(),
+                    &[
+                        "clone",
+                        "-q",
+                        "https://github.com/acme/app.git",
+                        &format!("c{i}"),
+                    ],
+                );
+                assert!(out.status.success(), "clone {i}: {}", text(&out));
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        standin.mints().len(),
+        1,
+        "{:?}",
+        standin
+            .mints()
+            .iter()
+            .map(|m| m.installation_id)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn mint_failures_reach_git_output_with_their_cause() {
+    let standin = harness::standin();
+    // The account has no installation.
+    let gitgate = Gitgate::start(&app_config(&standin, "{allowedRepos: [\"nobody/*\"]}"));
+    let sandbox = Sandbox::new(&gitgate);
+    let out = sandbox.git_fails(
+        sandbox.home.path(),
+        &["clone", "https://github.com/nobody/x.git"],
+    );
+    assert!(
+        out.contains("remote error: gitgate: GitHub App is not installed on account nobody"),
+        "{out}"
+    );
+    drop(gitgate);
+
+    // The JWT is refused: wrong App id.
+    let config = app_config(&standin, POLICY)
+        .replace(&format!("id: \"{}\"", standin.app_id()), "id: \"999\"");
+    let gitgate = Gitgate::start(&config);
+    let sandbox = Sandbox::new(&gitgate);
+    let out = sandbox.git_fails(
+        sandbox.home.path(),
+        &["clone", "https://github.com/acme/app.git"],
+    );
+    assert!(
+        out.contains(
+            "remote error: gitgate: GitHub rejected the App JWT (check github.app.id and the key)"
+        ),
+        "{out}"
+    );
+    drop(gitgate);
+
+    // The API is unreachable.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = app_config(&standin, POLICY).replace(
+        &format!("api.github.com: \"{}\"", standin.addr()),
+        &format!("api.github.com: \"{closed}\""),
+    );
+    let gitgate = Gitgate::start(&config);
+    let sandbox = Sandbox::new(&gitgate);
+    let out = sandbox.git_fails(
+        sandbox.home.path(),
+        &["clone", "https://github.com/acme/app.git"],
+    );
+    assert!(
+        out.contains("remote error: gitgate: cannot reach api.github.com"),
+        "{out}"
+    );
+    drop(gitgate);
+
+    // GitHub refuses the token request itself.
+    standin.set_fault(Some(Fault::TokenEndpoint {
+        status: 422,
+        body: r#"{"message":"The permissions requested are not granted to this installation."}"#
+            .into(),
+    }));
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = Sandbox::new(&gitgate);
+    let out = sandbox.git_fails(
+        sandbox.home.path(),
+        &["clone", "https://github.com/acme/app.git"],
+    );
+    assert!(
+        out.contains("The permissions requested are not granted to this installation."),
+        "{out}"
+    );
+}
+
+#[test]
+fn static_token_file_is_re_read_when_rewritten() {
+    let standin = harness::standin();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    let first = standin
+        .issue_token(1001, None, Some(&[("contents", "read")]))
+        .unwrap();
+    std::fs::write(&token_file, format!("{}\n", first.token)).unwrap();
+    let config = format!(
+        "listen: 127.0.0.1:0\ngithub:\n  token: {{file: {}}}\n{}policy: {POLICY}\n",
+        token_file.display(),
+        upstream(&standin)
+    );
+    std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
+    let gitgate = Gitgate::start_in(dir);
+    let sandbox = Sandbox::new(&gitgate);
+    sandbox.clone("acme/app", "one");
+    let second = standin
+        .issue_token(1001, None, Some(&[("contents", "read")]))
+        .unwrap();
+    std::fs::write(&token_file, format!("{}\n", second.token)).unwrap();
+    standin.clear_requests();
+    sandbox.clone("acme/app", "two");
+    let expected = gitgate_standin::basic_auth(&second.token);
+    let git_requests: Vec<_> = standin
+        .requests()
+        .into_iter()
+        .filter(|r| r.host == "github.com")
+        .collect();
+    assert!(!git_requests.is_empty());
+    for request in git_requests {
+        assert!(
+            request
+                .headers
+                .iter()
+                .any(|(k, v)| k == "authorization" && *v == expected),
+            "{}",
+            request.target
+        );
+    }
+    gitgate.assert_no_secrets(&standin);
+}
+
+#[test]
+fn configured_installations_skip_the_lookup() {
+    let standin = harness::standin();
+    let config = app_config(&standin, POLICY).replace(
+        "privateKeyFile:",
+        "installations: {acme: 1001}, privateKeyFile:",
+    );
+    let gitgate = Gitgate::start(&config);
+    let sandbox = Sandbox::new(&gitgate);
+    sandbox.clone("acme/app", "app");
+    let lookups: Vec<_> = standin
+        .requests()
+        .into_iter()
+        .filter(|r| r.target.ends_with("/installation"))
+        .collect();
+    assert!(lookups.is_empty(), "{lookups:?}");
+    assert_eq!(standin.mints()[0].installation_id, 1001);
+}
+
+#[test]
+fn static_token_from_the_environment() {
+    let standin = harness::standin();
+    let token = standin
+        .issue_token(1001, None, Some(&[("contents", "read")]))
+        .unwrap()
+        .token;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "listen: 127.0.0.1:0\ngithub:\n  token: {{env: BENCH_TOKEN}}\n{}policy: {POLICY}\n",
+        upstream(&standin)
+    );
+    std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
+    let gitgate = Gitgate::start_with_env(dir, &[("BENCH_TOKEN", &token)]);
+    let sandbox = Sandbox::new(&gitgate);
+    sandbox.clone("acme/app", "app");
+    let expected = gitgate_standin::basic_auth(&token);
+    assert!(
+        standin
+            .requests()
+            .iter()
+            .filter(|r| r.host == "github.com")
+            .all(|r| r.header("authorization") == Some(expected.as_str()))
+    );
+    gitgate.assert_no_secrets(&standin);
+}
+
+#[test]
+fn no_credential_source_is_announced_at_start() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&format!(
+        "listen: 127.0.0.1:0\n{}policy: {POLICY}\n",
+        upstream(&standin)
+    ));
+    assert!(
+        gitgate
+            .output()
+            .contains("no github.app or github.token configured"),
+        "{}",
+        gitgate.output()
+    );
+}
