@@ -32,7 +32,7 @@ pub use host_pattern::HostPattern;
 pub use object_id::{ObjectFormat, ObjectId, ObjectIdError};
 pub use pattern::{PatternError, PatternKind};
 pub use policy::{ConfigError, Policy};
-pub use raw::RawPolicy;
+pub use raw::{Mode, RawPolicy};
 pub use ref_pattern::RefPattern;
 pub use ref_update::RefUpdate;
 pub use refname::{RefName, RefNameError, RefNameProblem};

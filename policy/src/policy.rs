@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::host::{HostError, HostName};
 use crate::host_pattern::HostPattern;
-use crate::raw::RawPolicy;
+use crate::raw::{Mode, RawPolicy};
 use crate::ref_pattern::RefPattern;
 use crate::repo_pattern::RepoPattern;
 
@@ -18,6 +18,7 @@ pub struct Policy {
     pub(crate) repos: Vec<RepoPattern>,
     pub(crate) refs: Vec<RefPattern>,
     pub(crate) allow_deletes: bool,
+    pub(crate) mode: Mode,
     pub(crate) hosts: Vec<HostPattern>,
     pub(crate) github_hosts: Vec<HostName>,
     /// `[acme/app, acme/lib-*]`, rendered once for denial reasons.
@@ -85,6 +86,7 @@ impl Policy {
             repos: raw.allowed_repos.clone(),
             refs: raw.allowed_refs.clone(),
             allow_deletes: raw.allow_deletes,
+            mode: raw.mode,
             hosts: raw.allow_hosts.clone(),
             github_hosts,
         })
@@ -94,6 +96,12 @@ impl Policy {
     pub fn from_yaml(yaml: &str, github_hosts: &[String]) -> Result<Policy, ConfigError> {
         let raw: RawPolicy = serde_yaml::from_str(yaml).map_err(ConfigError::Yaml)?;
         Policy::compile(&raw, github_hosts)
+    }
+
+    /// `enforce` or `report`: in report mode the proxy lets denied requests through
+    /// and logs what would have been denied.
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// Whether `host` is one of the intercepted GitHub hosts.
@@ -130,6 +138,7 @@ impl fmt::Display for Policy {
             "read-only: every push is denied",
         )?;
         writeln!(f, "allowDeletes: {}", self.allow_deletes)?;
+        writeln!(f, "mode: {}", self.mode.as_str())?;
         write_list(f, "allowHosts", &self.hosts, "no other host is reachable")?;
         write_list(
             f,
@@ -232,6 +241,7 @@ mod tests {
             "allowedRepos:\n  - acme/app\n  - acme/lib-*\n\
              allowedRefs: none (read-only: every push is denied)\n\
              allowDeletes: false\n\
+             mode: enforce\n\
              allowHosts:\n  - crates.io\n\
              intercepted GitHub hosts (port 443):\n  - github.com\n  - api.github.com\n"
         );

@@ -20,6 +20,30 @@ pub struct RawPolicy {
     pub allow_deletes: bool,
     /// Non-GitHub hosts the sandbox may reach (tunnelled, not intercepted).
     pub allow_hosts: Vec<HostPattern>,
+    /// `enforce` (the default) or `report`.
+    pub mode: Mode,
+}
+
+/// Whether denials bite.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Denied requests are refused.
+    #[default]
+    Enforce,
+    /// Every decision is computed and logged, but nothing is refused: a way to try a
+    /// policy on real traffic before it bites.
+    Report,
+}
+
+impl Mode {
+    /// `enforce` or `report`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Report => "report",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -38,6 +62,10 @@ mod tests {
         assert_eq!(raw.allowed_refs[0].as_str(), "main");
         assert!(raw.allow_deletes);
         assert_eq!(raw.allow_hosts[0].as_str(), "crates.io");
+        assert_eq!(raw.mode, Mode::Enforce);
+        let raw: RawPolicy = serde_yaml::from_str("mode: report").unwrap();
+        assert_eq!(raw.mode, Mode::Report);
+        assert!(serde_yaml::from_str::<RawPolicy>("mode: audit").is_err());
     }
 
     #[test]
