@@ -7,7 +7,9 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
+use crate::audit::{Record, Service, Verdict};
 use crate::body::{ProxyBody, empty};
+use crate::git::enforce;
 use crate::reply::{self, Failure, Shape};
 use crate::state::{ConnCtx, State};
 use crate::{mitm, tunnel};
@@ -28,65 +30,94 @@ pub(crate) async fn handle(
         .uri()
         .authority()
         .map(|a| a.as_str())
-        .unwrap_or_default();
-    let (host, port) = match gitgate_policy::parse_authority(authority) {
+        .unwrap_or_default()
+        .to_owned();
+    let mut record = Record::new(
+        ctx.id,
+        ctx.client,
+        &authority,
+        "CONNECT",
+        &authority,
+        Service::Tunnel,
+    );
+    let (host, port) = match gitgate_policy::parse_authority(&authority) {
         Ok(parsed) => parsed,
         Err(error) => {
-            return reply::failure(
-                Shape::Text,
-                &Failure::Client(format!(
-                    "CONNECT target {authority:?} is not host:port: {error}"
-                )),
-            );
+            let reason = format!("CONNECT target {authority:?} is not host:port: {error}");
+            record.decide(Verdict::Deny, "request", &reason);
+            return refuse(&state, record, &Failure::Client(reason));
         }
     };
+    record.host = host.to_string();
     let target = Target { host, port };
-    match state.policy().decide_connect(&target.host, port) {
-        ConnectDecision::Intercept => {
-            tracing::info!(host = %target.host, port, action = "intercept", "CONNECT");
-            let span = tracing::info_span!("mitm", host = %target.host);
-            tokio::spawn(
-                async move {
-                    match hyper::upgrade::on(req).await {
-                        Ok(upgraded) => mitm::serve(state, ctx, target, upgraded).await,
-                        Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
-                    }
-                }
-                .instrument(span),
-            );
-            ok()
-        }
-        ConnectDecision::Tunnel(decision) => {
-            let (upstream, addr) = match state
-                .upstream
-                .dialer()
-                .tcp(&target.host.to_string(), port)
-                .await
-            {
-                Ok(connected) => connected,
-                Err(error) => {
-                    tracing::info!(host = %target.host, port, %error, "tunnel upstream unreachable");
-                    return reply::failure(Shape::Text, &Failure::Upstream(error.to_string()));
-                }
-            };
-            tracing::info!(host = %target.host, port, %addr, rule = %decision.rule, action = "tunnel", "CONNECT");
-            let span = tracing::info_span!("tunnel", host = %target.host, port);
-            tokio::spawn(
-                async move {
-                    match hyper::upgrade::on(req).await {
-                        Ok(upgraded) => tunnel::run(ctx, upgraded, upstream).await,
-                        Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
-                    }
-                }
-                .instrument(span),
-            );
-            ok()
-        }
-        ConnectDecision::Deny(decision) => {
-            tracing::info!(host = %target.host, port, rule = %decision.rule, reason = %decision.reason, action = "deny", "CONNECT");
-            reply::failure(Shape::Text, &Failure::Policy(decision.reason))
-        }
+    let policy = state.policy();
+    let decision = match policy.decide_connect(&target.host, port) {
+        ConnectDecision::Intercept => return intercept(state, ctx, target, req),
+        ConnectDecision::Tunnel(decision) | ConnectDecision::Deny(decision) => decision,
+    };
+    if !enforce(&policy, &mut record, &decision) {
+        tracing::info!(host = %target.host, port, rule = %decision.rule, reason = %decision.reason, "CONNECT denied");
+        return refuse(&state, record, &Failure::Policy(decision.reason));
     }
+    let (upstream, addr) = match state
+        .upstream
+        .dialer()
+        .tcp(&target.host.to_string(), port)
+        .await
+    {
+        Ok(connected) => connected,
+        Err(error) => {
+            tracing::info!(host = %target.host, port, %error, "tunnel upstream unreachable");
+            return refuse(&state, record, &Failure::Upstream(error.to_string()));
+        }
+    };
+    tracing::info!(host = %target.host, port, %addr, rule = %decision.rule, "tunnel");
+    let span = tracing::info_span!("tunnel", host = %target.host, port);
+    tokio::spawn(
+        async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => {
+                    record.status = 200;
+                    tunnel::run(&state, ctx, record, upgraded, upstream).await;
+                }
+                Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
+            }
+        }
+        .instrument(span),
+    );
+    ok()
+}
+
+/// Answers 200 and serves the decrypted requests of the tunnel.
+fn intercept(
+    state: Arc<State>,
+    ctx: ConnCtx,
+    target: Target,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    tracing::debug!(host = %target.host, port = target.port, "intercepting");
+    let span = tracing::info_span!("mitm", host = %target.host);
+    tokio::spawn(
+        async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => mitm::serve(state, ctx, target, upgraded).await,
+                Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
+            }
+        }
+        .instrument(span),
+    );
+    ok()
+}
+
+/// Refuses the CONNECT and writes its audit record.
+fn refuse(state: &State, mut record: Record, failure: &Failure) -> Response<ProxyBody> {
+    let response = reply::failure(Shape::Text, failure);
+    record.status = response.status().as_u16();
+    if record.verdict.is_none() {
+        record.decide(Verdict::Deny, "upstream", failure.message());
+    }
+    state.observer.emit(&record);
+    response
 }
 
 fn ok() -> Response<ProxyBody> {

@@ -5,49 +5,84 @@ use gitgate_policy::HostName;
 use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 
+use crate::audit::{Record, Service, Verdict};
 use crate::body::{ProxyBody, stream};
+use crate::git::enforce;
 use crate::headers::strip_hop_by_hop;
+use crate::observe::Counted;
 use crate::reply::{self, Failure, Shape};
-use crate::state::State;
+use crate::state::{ConnCtx, State};
 
-pub(crate) async fn plain(state: &State, mut req: Request<Incoming>) -> Response<ProxyBody> {
-    if req.uri().scheme_str() != Some("http") {
-        return reply::failure(
-            Shape::Text,
-            &Failure::Client(format!(
-                "{} requests go through CONNECT; only http:// URLs may be sent to the proxy directly",
-                req.uri().scheme_str().unwrap_or("this")
-            )),
-        );
-    }
+pub(crate) async fn plain(
+    state: &State,
+    ctx: &ConnCtx,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let authority = req
         .uri()
         .authority()
         .map(|a| a.as_str().to_owned())
         .unwrap_or_default();
-    let host = match HostName::parse(req.uri().host().unwrap_or_default()) {
-        Ok(host) => host,
-        Err(error) => {
-            return reply::failure(
-                Shape::Text,
-                &Failure::Client(format!("bad host {authority:?}: {error}")),
-            );
-        }
+    let uri = req.uri().to_string();
+    let mut record = Record::new(
+        ctx.id,
+        ctx.client,
+        &authority,
+        req.method().as_str(),
+        &uri,
+        Service::Http,
+    );
+    let (parts, body) = req.into_parts();
+    let (body, bytes_in) = Counted::new(body);
+    let response = match decide(state, &mut record, &parts) {
+        Err(failure) => reply::failure(Shape::Text, &failure),
+        Ok(()) => send(state, &mut record, parts, body, &authority).await,
     };
-    let port = req.uri().port_u16().unwrap_or(80);
-    let decision = state.policy().decide_plain_http(&host, port);
-    tracing::info!(%host, port, allowed = decision.allowed, rule = %decision.rule, "plain HTTP");
-    if !decision.allowed {
-        return reply::failure(Shape::Text, &Failure::Policy(decision.reason));
+    state.observer.finish(record, bytes_in, response)
+}
+
+fn decide(state: &State, record: &mut Record, parts: &http::request::Parts) -> Result<(), Failure> {
+    if parts.uri.scheme_str() != Some("http") {
+        let reason = format!(
+            "{} requests go through CONNECT; only http:// URLs may be sent to the proxy directly",
+            parts.uri.scheme_str().unwrap_or("this")
+        );
+        record.decide(Verdict::Deny, "request", &reason);
+        return Err(Failure::Client(reason));
     }
-    strip_hop_by_hop(req.headers_mut());
-    req.headers_mut().remove(header::EXPECT);
-    if let Ok(value) = HeaderValue::from_str(&authority) {
-        req.headers_mut().insert(header::HOST, value);
+    let host = HostName::parse(parts.uri.host().unwrap_or_default()).map_err(|error| {
+        let reason = format!("bad host {:?}: {error}", record.host);
+        record.decide(Verdict::Deny, "request", &reason);
+        Failure::Client(reason)
+    })?;
+    let policy = state.policy();
+    let decision = policy.decide_plain_http(&host, parts.uri.port_u16().unwrap_or(80));
+    if enforce(&policy, record, &decision) {
+        Ok(())
+    } else {
+        Err(Failure::Policy(decision.reason))
     }
-    let req = req.map(stream);
-    match state.upstream.send(req).await {
+}
+
+async fn send(
+    state: &State,
+    record: &mut Record,
+    mut parts: http::request::Parts,
+    body: Counted<Incoming>,
+    authority: &str,
+) -> Response<ProxyBody> {
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::EXPECT);
+    if let Ok(value) = HeaderValue::from_str(authority) {
+        parts.headers.insert(header::HOST, value);
+    }
+    match state
+        .upstream
+        .send(Request::from_parts(parts, stream(body)))
+        .await
+    {
         Ok(response) => {
+            record.upstream_status = Some(response.status().as_u16());
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, stream(body))

@@ -1,47 +1,40 @@
 //! git smart HTTP on the git host: classify, decide, inject the credential, forward.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gitgate_policy::git::request::{GitKind, GitRequest, RequestError, Service, classify};
-use gitgate_policy::{Decision, Policy};
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use gitgate_policy::{Decision, Mode, Policy};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+use crate::audit::{self, Record, Verdict};
 use crate::body::{ProxyBody, empty, stream};
+use crate::github::ClientBody;
 use crate::headers::{sanitize_request, strip_hop_by_hop};
 use crate::push::{self, Inspected};
 use crate::reply::{self, Failure, Shape};
-use crate::state::{ConnCtx, State};
+use crate::state::State;
 use crate::token::Credential;
 
 pub(crate) async fn handle(
     state: &State,
-    ctx: &ConnCtx,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
+    record: &mut Record,
 ) -> Response<ProxyBody> {
     let policy = state.policy();
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
-    let git = match classify(req.method().as_str(), &target) {
+    let git = match classify(req.method().as_str(), &record.path) {
         Ok(git) => git,
-        Err(error) => {
-            let failure = match error {
-                RequestError::NotGit(m) => Failure::Policy(m),
-                malformed => Failure::Client(malformed.to_string()),
-            };
-            log(
-                ctx,
-                req.method(),
-                &target,
-                None,
-                &failure_decision(&failure),
-            );
-            return reply::failure(Shape::Text, &failure);
+        Err(RequestError::NotGit(reason)) => {
+            return not_git(state, &policy, req, record, reason).await;
+        }
+        Err(malformed) => {
+            let reason = malformed.to_string();
+            record.decide(Verdict::Deny, "request", &reason);
+            return reply::failure(Shape::Text, &Failure::Client(reason));
         }
     };
+    record.path = git.canonical_target();
+    record.repo = Some(git.repo.to_string());
     let (shape, decision) = match &git.kind {
         GitKind::InfoRefs(service) => (
             Shape::Advertisement(*service),
@@ -60,8 +53,16 @@ pub(crate) async fn handle(
             },
         ),
     };
-    log(ctx, req.method(), &target, Some(&git), &decision);
-    if !decision.allowed {
+    record.service = match &git.kind {
+        GitKind::InfoRefs(Service::UploadPack) | GitKind::Rpc(Service::UploadPack) => {
+            audit::Service::UploadPack
+        }
+        GitKind::InfoRefs(Service::ReceivePack) | GitKind::Rpc(Service::ReceivePack) => {
+            audit::Service::ReceivePack
+        }
+        GitKind::Lfs { .. } => audit::Service::Lfs,
+    };
+    if !enforce(&policy, record, &decision) {
         return reply::failure(shape, &Failure::Policy(decision.reason));
     }
     let credential = match state.tokens.credential(&policy, &git.repo).await {
@@ -76,16 +77,37 @@ pub(crate) async fn handle(
             return reply::failure(shape, &Failure::Token(error.to_string()));
         }
     };
+    if let Some((installation, scope)) = credential.as_ref().and_then(Credential::scope) {
+        record.installation = Some(installation);
+        record.token_scope = Some(scope.clone());
+    }
     let (parts, body) = req.into_parts();
     let body = if matches!(git.kind, GitKind::Rpc(Service::ReceivePack)) {
-        match push::inspect(state, &policy, &git, &parts.headers, body).await {
+        match push::inspect(state, &policy, &parts.headers, body, record).await {
             Inspected::Forward(body) => body,
             Inspected::Reply(response) => return response,
         }
     } else {
         stream(body)
     };
-    forward(state, &git, parts, body, credential, shape).await
+    let target = git.canonical_target();
+    let response = match forward(state, &target, parts, body, credential.as_ref(), record).await {
+        Ok(response) => response,
+        Err(failure) => return reply::failure(upstream_shape(shape), &failure),
+    };
+    answer(state, &git, response, credential.as_ref(), shape)
+}
+
+/// Records `decision`; returns whether the request may proceed (allowed, or denied in
+/// report mode).
+pub(crate) fn enforce(policy: &Policy, record: &mut Record, decision: &Decision) -> bool {
+    let verdict = match (decision.allowed, policy.mode()) {
+        (true, _) => Verdict::Allow,
+        (false, Mode::Report) => Verdict::Report,
+        (false, _) => Verdict::Deny,
+    };
+    record.decide(verdict, &decision.rule, &decision.reason);
+    verdict != Verdict::Deny
 }
 
 fn decide(policy: &Policy, git: &GitRequest, service: Service) -> Decision {
@@ -95,87 +117,80 @@ fn decide(policy: &Policy, git: &GitRequest, service: Service) -> Decision {
     }
 }
 
-fn failure_decision(failure: &Failure) -> Decision {
-    Decision {
+/// A well-formed request that is not git smart HTTP: refused, or in report mode passed
+/// on untouched and without a credential.
+async fn not_git(
+    state: &State,
+    policy: &Policy,
+    req: Request<ClientBody>,
+    record: &mut Record,
+    reason: String,
+) -> Response<ProxyBody> {
+    let decision = Decision {
         allowed: false,
-        rule: "request".into(),
-        reason: failure.message().to_owned(),
+        rule: "gitSmartHttp".into(),
+        reason,
+    };
+    if !enforce(policy, record, &decision) {
+        return reply::failure(Shape::Text, &Failure::Policy(decision.reason));
+    }
+    let (parts, body) = req.into_parts();
+    let target = record.path.clone();
+    match forward(state, &target, parts, stream(body), None, record).await {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            parts.headers.remove(header::WWW_AUTHENTICATE);
+            Response::from_parts(parts, stream(body))
+        }
+        Err(failure) => reply::failure(Shape::Text, &failure),
     }
 }
 
-fn log(
-    ctx: &ConnCtx,
-    method: &Method,
-    target: &str,
-    git: Option<&GitRequest>,
-    decision: &Decision,
-) {
-    tracing::info!(
-        target: "gitgate::decision",
-        conn = ctx.id,
-        client = %ctx.client,
-        %method,
-        path = %target,
-        repo = git.map(|g| g.repo.to_string()).unwrap_or_default(),
-        allowed = decision.allowed,
-        rule = %decision.rule,
-        reason = %decision.reason,
-        "git request"
-    );
-}
-
-/// Sends the request upstream with gitgate's credential and streams the answer back.
+/// Sends the request to `target` on the git host, with `credential` if any.
 async fn forward(
     state: &State,
-    git: &GitRequest,
+    target: &str,
     parts: http::request::Parts,
     body: ProxyBody,
-    credential: Option<Credential>,
-    shape: Shape,
-) -> Response<ProxyBody> {
+    credential: Option<&Credential>,
+    record: &mut Record,
+) -> Result<Response<Incoming>, Failure> {
     let host = &state.settings.github_host;
-    let uri = format!("https://{host}{}", git.canonical_target());
+    let uri = format!("https://{host}{target}");
     let mut headers = parts.headers;
     sanitize_request(&mut headers);
     if let Ok(value) = HeaderValue::from_str(host) {
         headers.insert(header::HOST, value);
     }
-    if let Some(credential) = &credential {
+    if let Some(credential) = credential {
         headers.insert(header::AUTHORIZATION, credential.basic());
     }
     let mut request = Request::new(body);
     *request.method_mut() = parts.method;
     *request.headers_mut() = headers;
-    *request.uri_mut() = match uri.parse() {
-        Ok(uri) => uri,
-        Err(_) => {
-            return reply::failure(shape, &Failure::Client(format!("cannot forward to {uri}")));
-        }
-    };
+    *request.uri_mut() = uri
+        .parse()
+        .map_err(|_| Failure::Client(format!("cannot forward to {uri}")))?;
     let limits = &state.settings.limits;
-    let response =
-        match tokio::time::timeout(limits.response_header_timeout, state.upstream.send(request))
-            .await
-        {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "upstream request failed");
-                return reply::failure(
-                    upstream_shape(shape),
-                    &Failure::Upstream(format!("cannot reach {host}: {error}")),
-                );
-            }
-            Err(_) => {
-                return reply::failure(
-                    upstream_shape(shape),
-                    &Failure::Timeout(format!(
-                        "{host} did not answer within {}",
-                        secs(limits.response_header_timeout)
-                    )),
-                );
-            }
-        };
-    answer(state, git, response, credential.as_ref(), shape)
+    let started = Instant::now();
+    let sent =
+        tokio::time::timeout(limits.response_header_timeout, state.upstream.send(request)).await;
+    state.observer.metrics.upstream_latency(started.elapsed());
+    match sent {
+        Ok(Ok(response)) => {
+            record.upstream_status = Some(response.status().as_u16());
+            Ok(response)
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "upstream request failed");
+            Err(Failure::Upstream(format!("cannot reach {host}: {error}")))
+        }
+        Err(_) => Err(Failure::Timeout(format!(
+            "{host} did not answer within {}",
+            secs(limits.response_header_timeout)
+        ))),
+    }
 }
 
 /// Upstream failures are a 502/504 with a text body (git shows it as `remote:` lines on

@@ -4,11 +4,16 @@
 use http::{Request, Response, header};
 use hyper::body::Incoming;
 
+use crate::audit::{Record, Service, Verdict};
 use crate::body::ProxyBody;
 use crate::connect::Target;
+use crate::observe::Counted;
 use crate::reply::{self, Failure, Shape};
 use crate::state::{ConnCtx, State};
 use crate::{api, git};
+
+/// A request body from the sandbox, with its bytes counted for the audit record.
+pub(crate) type ClientBody = Counted<Incoming>;
 
 /// One intercepted connection.
 pub(crate) struct Session {
@@ -23,25 +28,38 @@ pub(crate) async fn handle(
     session: &Session,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    if let Err(message) = check_request(session, &req) {
-        tracing::info!(method = %req.method(), target = %req.uri(), reason = %message, "refused request");
-        return reply::failure(Shape::Text, &Failure::Client(message));
-    }
     let host = session.target.host.to_string();
-    let path = req.uri().path();
-    let settings = &state.settings;
-    let for_api =
-        host == settings.api_host && (host != settings.github_host || path.starts_with("/api/"));
-    if for_api {
-        api::handle(req).await
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    let ctx = &session.ctx;
+    let method = req.method().as_str().to_owned();
+    let mut record = Record::new(ctx.id, ctx.client, &host, &method, &target, Service::Other);
+    let (parts, body) = req.into_parts();
+    let (body, bytes_in) = Counted::new(body);
+    let req = Request::from_parts(parts, body);
+    let response = if let Err(message) = check_request(session, &req) {
+        tracing::info!(%method, %target, reason = %message, "refused request");
+        record.decide(Verdict::Deny, "request", &message);
+        reply::failure(Shape::Text, &Failure::Client(message))
     } else {
-        git::handle(state, &session.ctx, req).await
-    }
+        let settings = &state.settings;
+        let for_api = host == settings.api_host
+            && (host != settings.github_host || req.uri().path().starts_with("/api/"));
+        if for_api {
+            api::handle(&req, &mut record)
+        } else {
+            git::handle(state, req, &mut record).await
+        }
+    };
+    state.observer.finish(record, bytes_in, response)
 }
 
 /// The request must be for exactly the host the tunnel was opened to, and framed
 /// unambiguously.
-fn check_request(session: &Session, req: &Request<Incoming>) -> Result<(), String> {
+fn check_request(session: &Session, req: &Request<ClientBody>) -> Result<(), String> {
     let target = &session.target;
     if let Some(sni) = &session.sni_mismatch {
         return Err(format!(

@@ -7,7 +7,9 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod admin;
 mod api;
+pub mod audit;
 mod body;
 mod connect;
 mod forward;
@@ -15,7 +17,9 @@ mod git;
 mod github;
 mod headers;
 mod listener;
+mod metrics;
 mod mitm;
+mod observe;
 mod push;
 mod reply;
 mod serve;
@@ -32,6 +36,9 @@ use gitgate_certs::CertificateAuthority;
 use gitgate_policy::Policy;
 use tokio::net::TcpListener;
 
+use audit::AuditLog;
+use metrics::{Metrics, Outcome};
+
 pub use settings::{Limits, Settings};
 pub use token::{TokenConfig, Tokens};
 pub use upstream::UpstreamSettings;
@@ -46,6 +53,9 @@ pub enum BuildError {
     /// The token source could not be set up.
     #[error(transparent)]
     Token(#[from] token::TokenError),
+    /// The audit log could not be opened.
+    #[error("audit.file: {0}")]
+    Audit(#[from] std::io::Error),
 }
 
 impl Tokens {
@@ -53,7 +63,12 @@ impl Tokens {
     /// proxy would.
     pub fn standalone(config: TokenConfig, settings: &Settings) -> Result<Self, BuildError> {
         let dialer = upstream::Dialer::new(&settings.upstream)?;
-        Ok(Tokens::new(config, &settings.api_url, &dialer)?)
+        Ok(Tokens::new(
+            config,
+            &settings.api_url,
+            &dialer,
+            Arc::default(),
+        )?)
     }
 }
 
@@ -63,25 +78,64 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Assembles the proxy.
+    /// Assembles the proxy. Must be called inside a tokio runtime (the audit writer is
+    /// a background task).
     pub fn new(
         settings: Settings,
         ca: CertificateAuthority,
         policy: Policy,
         tokens: TokenConfig,
     ) -> Result<Self, BuildError> {
+        let metrics = Arc::new(Metrics::default());
         let upstream = upstream::Upstream::new(&settings.upstream)?;
-        let tokens = Arc::new(Tokens::new(tokens, &settings.api_url, upstream.dialer())?);
-        let state = state::State::new(settings, ca, upstream, tokens, policy);
+        let tokens = Arc::new(Tokens::new(
+            tokens,
+            &settings.api_url,
+            upstream.dialer(),
+            metrics.clone(),
+        )?);
+        let audit = AuditLog::start(settings.audit.clone())?;
+        metrics.policy_loaded(Outcome::Ok, Some(&policy_hash(&policy)));
+        let observer = observe::Observer::new(audit, metrics);
+        let state = state::State::new(settings, ca, upstream, tokens, observer, policy);
         Ok(Self {
             state: Arc::new(state),
         })
     }
 
-    /// Replaces the policy: new requests use it at once; requests in flight finish under
-    /// the one they started with. Tokens whose scope no longer fits are dropped.
-    pub fn set_policy(&self, policy: Policy) {
+    /// Replaces the policy: new requests use it at once; requests in flight and open
+    /// tunnels finish under the one they started with. Tokens whose scope no longer fits
+    /// are dropped. Returns the new policy's hash.
+    pub fn set_policy(&self, policy: Policy, file: &str) -> String {
+        let hash = policy_hash(&policy);
         self.state.set_policy(policy);
+        self.state
+            .observer
+            .metrics
+            .policy_loaded(Outcome::Ok, Some(&hash));
+        self.state
+            .observer
+            .audit()
+            .write(audit::reload_line(file, true, "policy reloaded", &hash));
+        hash
+    }
+
+    /// Records a reload that failed; the policy in force stays.
+    pub fn reload_failed(&self, file: &str, error: &str) {
+        let hash = policy_hash(&self.state.policy());
+        self.state
+            .observer
+            .metrics
+            .policy_loaded(Outcome::Error, None);
+        self.state
+            .observer
+            .audit()
+            .write(audit::reload_line(file, false, error, &hash));
+    }
+
+    /// Reopens the audit file (SIGHUP, log rotation).
+    pub fn reopen_audit(&self) {
+        self.state.observer.audit().reopen();
     }
 
     /// The credential source (for `gitgate doctor`).
@@ -93,4 +147,19 @@ impl Proxy {
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         listener::run(self.state.clone(), listener, shutdown).await;
     }
+
+    /// Serves the admin endpoints (`/healthz`, `/readyz`, `/metrics`) on `listener`
+    /// until `shutdown` resolves.
+    pub async fn serve_admin(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        admin::run(self.state.clone(), listener, shutdown).await;
+    }
+}
+
+/// A short, stable fingerprint of a policy (SHA-256 of its summary).
+pub fn policy_hash(policy: &Policy) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, policy.to_string().as_bytes());
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -62,6 +62,7 @@ pub(crate) async fn run(
 }
 
 async fn connection(state: Arc<State>, ctx: ConnCtx, tcp: TcpStream) {
+    let _open = state.observer.metrics.connection_opened();
     let _ = tcp.set_nodelay(true);
     let lifecycle = ctx.lifecycle.clone();
     let service = {
@@ -85,7 +86,7 @@ async fn route(state: Arc<State>, ctx: ConnCtx, req: Request<Incoming>) -> Respo
         return connect::handle(state, ctx, req).await;
     }
     if req.uri().scheme().is_some() && req.uri().authority().is_some() {
-        return forward::plain(&state, req).await;
+        return forward::plain(&state, &ctx, req).await;
     }
     reply::text(
         StatusCode::BAD_REQUEST,

@@ -10,13 +10,15 @@ use bytes::Bytes;
 use gitgate_policy::Policy;
 use gitgate_policy::git::receive_pack::{CommandReader, Limits, PushHeader};
 use gitgate_policy::git::report;
-use gitgate_policy::git::request::{GitRequest, Service};
+use gitgate_policy::git::request::Service;
 use http::{HeaderMap, HeaderValue, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
+use crate::audit::{Record, RefRecord, Verdict};
 use crate::body::{BoxError, ProxyBody, stream};
+use crate::git::enforce;
+use crate::github::ClientBody;
 use crate::reply::{self, Failure, Shape};
 use crate::state::State;
 
@@ -35,9 +37,9 @@ pub(crate) enum Inspected {
 pub(crate) async fn inspect(
     state: &State,
     policy: &Policy,
-    git: &GitRequest,
     headers: &HeaderMap,
-    mut body: Incoming,
+    mut body: ClientBody,
+    record: &mut Record,
 ) -> Inspected {
     let shape = Shape::RpcResult(Service::ReceivePack);
     let limits = &state.settings.limits;
@@ -82,7 +84,8 @@ pub(crate) async fn inspect(
             Ok(Some(header)) => break header,
             Ok(None) => continue,
             Err(message) => {
-                tracing::info!(repo = %git.repo, reason = %message, "malformed push");
+                tracing::info!(reason = %message, "malformed push");
+                record.decide(Verdict::Deny, "request", &message);
                 return Inspected::Reply(reply::failure(
                     Shape::Text,
                     &Failure::Client(format!("malformed receive-pack request: {message}")),
@@ -91,20 +94,32 @@ pub(crate) async fn inspect(
         }
     };
     let verdict = policy.decide_push_commands(&header.commands);
-    for (update, decision) in &verdict.refs {
-        tracing::info!(
-            target: "gitgate::decision",
-            repo = %git.repo,
-            r#ref = %update.name,
-            old = %update.old,
-            new = %update.new,
-            allowed = decision.allowed,
-            rule = %decision.rule,
-            reason = %decision.reason,
-            "ref update"
-        );
-    }
-    if verdict.allowed {
+    let denied = if policy.mode() == gitgate_policy::Mode::Report {
+        Verdict::Report
+    } else {
+        Verdict::Deny
+    };
+    record.refs = verdict
+        .refs
+        .iter()
+        .map(|(update, decision)| RefRecord {
+            name: update.name.clone(),
+            old: update.old.to_string(),
+            new: update.new.to_string(),
+            verdict: if decision.allowed {
+                Verdict::Allow
+            } else {
+                denied
+            },
+            rule: decision.rule.clone(),
+            reason: decision.reason.clone(),
+        })
+        .collect();
+    let proceed = match verdict.first_denied() {
+        None => true,
+        Some((_, decision)) => enforce(policy, record, decision),
+    };
+    if proceed {
         return Inspected::Forward(stream(Prefixed { read, rest: body }));
     }
     Inspected::Reply(reject(state, &header, &verdict, body).await)
@@ -172,7 +187,7 @@ async fn reject(
     state: &State,
     header: &PushHeader,
     verdict: &gitgate_policy::PushVerdict,
-    mut body: Incoming,
+    mut body: ClientBody,
 ) -> Response<ProxyBody> {
     let limits = &state.settings.limits;
     let mut drained: u64 = 0;
@@ -206,7 +221,7 @@ async fn reject(
 /// The bytes already read, then the rest of the request body, unchanged.
 struct Prefixed {
     read: VecDeque<Bytes>,
-    rest: Incoming,
+    rest: ClientBody,
 }
 
 impl Body for Prefixed {

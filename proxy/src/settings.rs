@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::audit::AuditTarget;
 use crate::upstream::UpstreamSettings;
 
 /// Everything the proxy needs besides the CA, the policy and the token source.
@@ -20,6 +21,8 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     /// Timeouts and sizes.
     pub limits: Limits,
+    /// Where audit records go.
+    pub audit: AuditTarget,
 }
 
 impl Settings {

@@ -9,6 +9,7 @@ use gitgate_policy::Policy;
 use tokio::sync::{mpsc, watch};
 
 use crate::Settings;
+use crate::observe::Observer;
 use crate::token::Tokens;
 use crate::upstream::Upstream;
 
@@ -18,6 +19,7 @@ pub(crate) struct State {
     pub(crate) ca: CertificateAuthority,
     pub(crate) upstream: Upstream,
     pub(crate) tokens: Arc<Tokens>,
+    pub(crate) observer: Observer,
     policy: RwLock<Arc<Policy>>,
     next_connection: AtomicU64,
 }
@@ -28,6 +30,7 @@ impl State {
         ca: CertificateAuthority,
         upstream: Upstream,
         tokens: Arc<Tokens>,
+        observer: Observer,
         policy: Policy,
     ) -> Self {
         Self {
@@ -35,6 +38,7 @@ impl State {
             ca,
             upstream,
             tokens,
+            observer,
             policy: RwLock::new(Arc::new(policy)),
             next_connection: AtomicU64::new(1),
         }

@@ -9,6 +9,7 @@ use gitgate_policy::TokenScope;
 
 use super::TokenError;
 use super::app::{AppClient, Minted};
+use crate::metrics::{Metrics, Outcome};
 
 /// After a failure, the next mint waits this long, doubling up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -72,14 +73,20 @@ impl Minted {
 /// The token cache of one GitHub App.
 pub(crate) struct TokenCache {
     client: Arc<AppClient>,
+    metrics: Arc<Metrics>,
     refresh_margin: Duration,
     slots: Mutex<HashMap<ScopeKey, Arc<Slot>>>,
 }
 
 impl TokenCache {
-    pub(crate) fn new(client: Arc<AppClient>, refresh_margin: Duration) -> Self {
+    pub(crate) fn new(
+        client: Arc<AppClient>,
+        refresh_margin: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             client,
+            metrics,
             refresh_margin,
             slots: Mutex::new(HashMap::new()),
         }
@@ -134,6 +141,11 @@ impl TokenCache {
     async fn mint(&self, key: &ScopeKey, slot: &Slot) -> Result<Minted, TokenError> {
         let result = self.client.mint(key.installation, &key.scope).await;
         let mut state = slot.state();
+        self.metrics.token_mint(if result.is_ok() {
+            Outcome::Ok
+        } else {
+            Outcome::Error
+        });
         match &result {
             Ok(minted) => {
                 tracing::info!(

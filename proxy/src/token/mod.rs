@@ -28,6 +28,7 @@ use app::AppClient;
 use cache::{ScopeKey, TokenCache};
 use static_source::StaticToken;
 
+use crate::metrics::Metrics;
 use crate::upstream::Dialer;
 
 /// Where gitgate's GitHub credential comes from (`github.app` / `github.token`).
@@ -68,6 +69,11 @@ impl Credential {
     pub(crate) fn basic(&self) -> HeaderValue {
         let encoded = STANDARD.encode(format!("x-access-token:{}", self.secret.expose()));
         sensitive(format!("Basic {encoded}"))
+    }
+
+    /// The installation and scope the token was minted for (installation tokens only).
+    pub(crate) fn scope(&self) -> Option<(u64, &TokenScope)> {
+        self.key.as_ref().map(|k| (k.installation, &k.scope))
     }
 }
 
@@ -118,7 +124,12 @@ impl std::fmt::Debug for Tokens {
 
 impl Tokens {
     /// Builds the source. `api` is the API base URL (`github.apiUrl`).
-    pub(crate) fn new(config: TokenConfig, api: &str, dialer: &Dialer) -> Result<Self, TokenError> {
+    pub(crate) fn new(
+        config: TokenConfig,
+        api: &str,
+        dialer: &Dialer,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, TokenError> {
         let source = match config {
             TokenConfig::None => Source::None,
             TokenConfig::File(path) => Source::Static(StaticToken::from_file(path)),
@@ -136,7 +147,7 @@ impl Tokens {
                     .map(|(owner, id)| (owner.to_ascii_lowercase(), id))
                     .collect();
                 Source::App {
-                    cache: Arc::new(TokenCache::new(client.clone(), app.refresh_margin)),
+                    cache: Arc::new(TokenCache::new(client.clone(), app.refresh_margin, metrics)),
                     client,
                     installations: tokio::sync::Mutex::new(installations),
                 }
@@ -200,6 +211,24 @@ impl Tokens {
     pub fn policy_changed(&self, policy: &Policy) {
         if let Source::App { cache, .. } = &self.source {
             cache.retain(|key| policy.token_scope(&key.owner).as_ref() == Some(&key.scope));
+        }
+    }
+
+    /// Whether requests can get a credential now: a usable token is cached, or GitHub
+    /// accepts the App's JWT; for a static source, the token can be read.
+    pub(crate) async fn readiness(&self) -> Result<(), TokenError> {
+        match &self.source {
+            Source::None => Ok(()),
+            Source::Static(source) => source.get().await.map(drop),
+            Source::App { client, cache, .. } => {
+                if cache
+                    .soonest_expiry()
+                    .is_some_and(|t| t > SystemTime::now())
+                {
+                    return Ok(());
+                }
+                client.app().await.map(drop)
+            }
         }
     }
 

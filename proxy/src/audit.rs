@@ -1,0 +1,529 @@
+//! The audit log: one JSON line per request decision (and per tunnel, when it closes),
+//! written by a background task so no request waits on the disk.
+//!
+//! Field names are the constants in [`field`]; tooling and tests rely on them.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+/// The field names of an audit record.
+pub mod field {
+    /// RFC 3339 UTC time the request started.
+    pub const TIME: &str = "time";
+    /// Always `decision` for request records, `policy_reload` for reloads.
+    pub const KIND: &str = "kind";
+    /// The client connection's id.
+    pub const CONNECTION: &str = "conn";
+    /// The client's address.
+    pub const CLIENT: &str = "client";
+    /// The host the request was for.
+    pub const HOST: &str = "host";
+    /// The HTTP method (`CONNECT` for tunnels).
+    pub const METHOD: &str = "method";
+    /// The canonical path (as forwarded), or the raw target when refused before that.
+    pub const PATH: &str = "path";
+    /// `owner/repo`, when the request names one.
+    pub const REPO: &str = "repo";
+    /// `upload-pack`, `receive-pack`, `lfs`, `api`, `tunnel`, `http` or `other`.
+    pub const SERVICE: &str = "service";
+    /// Every ref update of a push, with its verdict.
+    pub const REFS: &str = "refs";
+    /// `allow`, `deny` or `report` (denied by the policy, let through in report mode).
+    pub const DECISION: &str = "decision";
+    /// The pattern that matched or the list that did not.
+    pub const RULE: &str = "rule";
+    /// Why.
+    pub const REASON: &str = "reason";
+    /// The status gitgate answered with.
+    pub const STATUS: &str = "status";
+    /// The status upstream answered with, when it was asked.
+    pub const UPSTREAM_STATUS: &str = "upstream_status";
+    /// Body bytes received from the client.
+    pub const BYTES_IN: &str = "bytes_in";
+    /// Body bytes sent to the client.
+    pub const BYTES_OUT: &str = "bytes_out";
+    /// Milliseconds from the request head to the end of the response.
+    pub const DURATION_MS: &str = "duration_ms";
+    /// The installation whose token was used (never the token).
+    pub const INSTALLATION: &str = "installation";
+    /// The token's scope: `{repositories, permissions}`.
+    pub const TOKEN_SCOPE: &str = "token_scope";
+    /// Within a ref entry: the ref name.
+    pub const REF: &str = "ref";
+    /// Within a ref entry: the old object id.
+    pub const OLD: &str = "old";
+    /// Within a ref entry: the new object id.
+    pub const NEW: &str = "new";
+    /// Policy reloads: the config file.
+    pub const FILE: &str = "file";
+    /// Policy reloads: the hash of the policy in force afterwards.
+    pub const POLICY_HASH: &str = "policy_hash";
+}
+
+/// The verdict of a decision as the audit log spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Allowed by the policy.
+    Allow,
+    /// Denied by the policy, or refused as malformed.
+    Deny,
+    /// Denied by the policy but let through in report mode.
+    Report,
+}
+
+impl Verdict {
+    /// `allow`, `deny` or `report`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::Report => "report",
+        }
+    }
+}
+
+/// What kind of traffic a record describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// Fetch and clone.
+    UploadPack,
+    /// Push.
+    ReceivePack,
+    /// Git LFS.
+    Lfs,
+    /// The REST or GraphQL API.
+    Api,
+    /// An opaque tunnel to an allow-listed host.
+    Tunnel,
+    /// Absolute-form plain HTTP.
+    Http,
+    /// Anything else (web pages, malformed requests).
+    Other,
+}
+
+impl Service {
+    /// The audit spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::UploadPack => "upload-pack",
+            Service::ReceivePack => "receive-pack",
+            Service::Lfs => "lfs",
+            Service::Api => "api",
+            Service::Tunnel => "tunnel",
+            Service::Http => "http",
+            Service::Other => "other",
+        }
+    }
+}
+
+/// One ref update of a push and its verdict.
+#[derive(Debug, Clone)]
+pub struct RefRecord {
+    /// The ref name.
+    pub name: String,
+    /// Old object id.
+    pub old: String,
+    /// New object id.
+    pub new: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The rule.
+    pub rule: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// One request's audit record, filled in as the request goes.
+#[derive(Debug, Clone)]
+pub struct Record {
+    started: SystemTime,
+    /// The client connection.
+    pub connection: u64,
+    /// The client's address.
+    pub client: std::net::SocketAddr,
+    /// The host the request was for.
+    pub host: String,
+    /// The method.
+    pub method: String,
+    /// The canonical path once known, else the raw target.
+    pub path: String,
+    /// `owner/repo`.
+    pub repo: Option<String>,
+    /// What kind of traffic.
+    pub service: Service,
+    /// Ref updates of a push.
+    pub refs: Vec<RefRecord>,
+    /// The decision; `None` until one is taken.
+    pub verdict: Option<Verdict>,
+    /// The rule.
+    pub rule: String,
+    /// Why.
+    pub reason: String,
+    /// The status gitgate answered with.
+    pub status: u16,
+    /// The status upstream answered with.
+    pub upstream_status: Option<u16>,
+    /// Body bytes from the client.
+    pub bytes_in: u64,
+    /// Body bytes to the client.
+    pub bytes_out: u64,
+    /// The installation whose token was used.
+    pub installation: Option<u64>,
+    /// The token's scope.
+    pub token_scope: Option<gitgate_policy::TokenScope>,
+}
+
+impl Record {
+    /// A record started now.
+    pub fn new(
+        connection: u64,
+        client: std::net::SocketAddr,
+        host: &str,
+        method: &str,
+        path: &str,
+        service: Service,
+    ) -> Self {
+        Self {
+            started: SystemTime::now(),
+            connection,
+            client,
+            host: host.to_owned(),
+            method: method.to_owned(),
+            path: path.to_owned(),
+            repo: None,
+            service,
+            refs: Vec::new(),
+            verdict: None,
+            rule: String::new(),
+            reason: String::new(),
+            status: 0,
+            upstream_status: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            installation: None,
+            token_scope: None,
+        }
+    }
+
+    /// Records the decision.
+    pub fn decide(&mut self, verdict: Verdict, rule: &str, reason: &str) {
+        self.verdict = Some(verdict);
+        self.rule = rule.to_owned();
+        self.reason = reason.to_owned();
+    }
+
+    /// The record as one JSON line.
+    pub fn to_line(&self) -> String {
+        let mut m = Map::new();
+        let mut put = |k: &str, v: Value| {
+            m.insert(k.to_owned(), v);
+        };
+        put(field::TIME, rfc3339(self.started).into());
+        put(field::KIND, "decision".into());
+        put(field::CONNECTION, self.connection.into());
+        put(field::CLIENT, self.client.to_string().into());
+        put(field::HOST, self.host.clone().into());
+        put(field::METHOD, self.method.clone().into());
+        put(field::PATH, self.path.clone().into());
+        put(field::REPO, self.repo.clone().into());
+        put(field::SERVICE, self.service.as_str().into());
+        if !self.refs.is_empty() {
+            let refs = self
+                .refs
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        field::REF: r.name, field::OLD: r.old, field::NEW: r.new,
+                        field::DECISION: r.verdict.as_str(), field::RULE: r.rule, field::REASON: r.reason,
+                    })
+                })
+                .collect();
+            put(field::REFS, Value::Array(refs));
+        }
+        put(
+            field::DECISION,
+            self.verdict.unwrap_or(Verdict::Deny).as_str().into(),
+        );
+        put(field::RULE, self.rule.clone().into());
+        put(field::REASON, self.reason.clone().into());
+        put(field::STATUS, self.status.into());
+        put(field::UPSTREAM_STATUS, self.upstream_status.into());
+        put(field::BYTES_IN, self.bytes_in.into());
+        put(field::BYTES_OUT, self.bytes_out.into());
+        let elapsed = self.started.elapsed().unwrap_or(Duration::ZERO);
+        put(
+            field::DURATION_MS,
+            ((elapsed.as_secs_f64() * 1e6).round() / 1e3).into(),
+        );
+        put(field::INSTALLATION, self.installation.into());
+        if let Some(scope) = &self.token_scope {
+            let permissions: Map<String, Value> = scope
+                .permissions
+                .iter()
+                .map(|(p, a)| (p.clone(), a.as_str().into()))
+                .collect();
+            put(
+                field::TOKEN_SCOPE,
+                serde_json::json!({"repositories": scope.repositories, "permissions": permissions}),
+            );
+        }
+        let mut line = Value::Object(m).to_string();
+        line.push('\n');
+        line
+    }
+}
+
+/// A line recording a policy reload.
+pub fn reload_line(file: &str, ok: bool, detail: &str, policy_hash: &str) -> String {
+    let mut line = serde_json::json!({
+        field::TIME: rfc3339(SystemTime::now()),
+        field::KIND: "policy_reload",
+        field::FILE: file,
+        field::DECISION: if ok { "allow" } else { "deny" },
+        field::REASON: detail,
+        field::POLICY_HASH: policy_hash,
+    })
+    .to_string();
+    line.push('\n');
+    line
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// Where audit lines go.
+#[derive(Debug, Clone)]
+pub enum AuditTarget {
+    /// Standard output (the default).
+    Stdout,
+    /// A file, appended to, reopened on SIGHUP and when it is rotated away.
+    File(PathBuf),
+}
+
+enum Message {
+    Line(String),
+    Reopen,
+}
+
+/// The sending side of the audit log. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Message>,
+}
+
+/// Lines buffered between requests and the writer; past this, records are dropped
+/// (and counted in the log) rather than slowing requests down.
+const QUEUE: usize = 8192;
+
+impl AuditLog {
+    /// Starts the writer task. Must be called inside a tokio runtime.
+    pub fn start(target: AuditTarget) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = Writer::open(target)?;
+        tokio::spawn(writer.run(rx));
+        Ok(Self { tx })
+    }
+
+    /// Queues a line.
+    pub fn write(&self, line: String) {
+        if self.tx.try_send(Message::Line(line)).is_err() {
+            tracing::warn!("audit queue full; a record was dropped");
+        }
+    }
+
+    /// Reopens the audit file (after SIGHUP).
+    pub fn reopen(&self) {
+        let _ = self.tx.try_send(Message::Reopen);
+    }
+}
+
+struct Writer {
+    target: AuditTarget,
+    out: Output,
+}
+
+enum Output {
+    Stdout(tokio::io::Stdout),
+    File {
+        file: tokio::fs::File,
+        identity: Option<(u64, u64)>,
+    },
+}
+
+impl Writer {
+    fn open(target: AuditTarget) -> std::io::Result<Self> {
+        let out = match &target {
+            AuditTarget::Stdout => Output::Stdout(tokio::io::stdout()),
+            AuditTarget::File(path) => open_file(path)?,
+        };
+        Ok(Self { target, out })
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Message>) {
+        let mut last_check = std::time::Instant::now();
+        while let Some(message) = rx.recv().await {
+            let line = match message {
+                Message::Reopen => {
+                    self.reopen();
+                    continue;
+                }
+                Message::Line(line) => line,
+            };
+            if last_check.elapsed() > Duration::from_secs(1) {
+                last_check = std::time::Instant::now();
+                if self.rotated_away() {
+                    self.reopen();
+                }
+            }
+            let result = match &mut self.out {
+                Output::Stdout(out) => out.write_all(line.as_bytes()).await.and(out.flush().await),
+                Output::File { file, .. } => file.write_all(line.as_bytes()).await,
+            };
+            if let Err(error) = result {
+                tracing::error!(%error, "cannot write the audit log");
+            }
+        }
+    }
+
+    /// The file at the path is no longer the one open (moved away by log rotation).
+    fn rotated_away(&self) -> bool {
+        match (&self.target, &self.out) {
+            (AuditTarget::File(path), Output::File { identity, .. }) => {
+                file_identity(path) != *identity
+            }
+            _ => false,
+        }
+    }
+
+    fn reopen(&mut self) {
+        if let AuditTarget::File(path) = &self.target {
+            match open_file(path) {
+                Ok(out) => {
+                    self.out = out;
+                    tracing::info!(path = %path.display(), "reopened the audit log");
+                }
+                Err(error) => {
+                    tracing::error!(%error, path = %path.display(), "cannot reopen the audit log")
+                }
+            }
+        }
+    }
+}
+
+fn open_file(path: &std::path::Path) -> std::io::Result<Output> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    Ok(Output::File {
+        file: tokio::fs::File::from_std(file),
+        identity: file_identity(path),
+    })
+}
+
+#[cfg(unix)]
+fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_identity(_: &std::path::Path) -> Option<(u64, u64)> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_serialise_with_the_constant_field_names() {
+        let mut r = Record::new(
+            7,
+            "127.0.0.1:5000".parse().unwrap(),
+            "github.com",
+            "GET",
+            "/a/b.git/info/refs",
+            Service::UploadPack,
+        );
+        r.repo = Some("a/b".into());
+        r.decide(
+            Verdict::Deny,
+            "allowedRepos",
+            "a/b is not in allowedRepos []",
+        );
+        r.status = 200;
+        let v: Value = serde_json::from_str(&r.to_line()).unwrap();
+        for name in [
+            field::TIME,
+            field::CONNECTION,
+            field::CLIENT,
+            field::HOST,
+            field::METHOD,
+            field::PATH,
+            field::REPO,
+            field::SERVICE,
+            field::DECISION,
+            field::RULE,
+            field::REASON,
+            field::STATUS,
+            field::UPSTREAM_STATUS,
+            field::BYTES_IN,
+            field::BYTES_OUT,
+            field::DURATION_MS,
+            field::INSTALLATION,
+        ] {
+            assert!(v.get(name).is_some(), "missing {name}");
+        }
+        assert_eq!(v[field::DECISION], "deny");
+        assert_eq!(v[field::SERVICE], "upload-pack");
+        assert_eq!(v[field::CONNECTION], 7);
+    }
+
+    #[tokio::test]
+    async fn file_is_reopened_after_rotation() {
+        let dir = std::env::temp_dir().join(format!("gitgate-audit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.log");
+        let log = AuditLog::start(AuditTarget::File(path.clone())).unwrap();
+        log.write("one\n".into());
+        wait_for(|| {
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .contains("one")
+        })
+        .await;
+        std::fs::rename(&path, dir.join("audit.log.1")).unwrap();
+        log.reopen();
+        log.write("two\n".into());
+        wait_for(|| {
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .contains("two")
+        })
+        .await;
+        assert!(
+            !std::fs::read_to_string(dir.join("audit.log.1"))
+                .unwrap()
+                .contains("two")
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    async fn wait_for(condition: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if condition() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("condition not met");
+    }
+}

@@ -1,0 +1,286 @@
+//! Prometheus metrics. Label values come from enums, so cardinality stays bounded.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::audit::{Record, Service, Verdict};
+
+/// Which host a request was for.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub(crate) enum HostClass {
+    /// The git host, intercepted.
+    Git,
+    /// The API host, intercepted.
+    Api,
+    /// A tunnel to an allow-listed host.
+    Tunnel,
+    /// Absolute-form plain HTTP.
+    Http,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+enum DecisionLabel {
+    Allow,
+    Deny,
+    Report,
+}
+
+impl From<Verdict> for DecisionLabel {
+    fn from(v: Verdict) -> Self {
+        match v {
+            Verdict::Allow => Self::Allow,
+            Verdict::Deny => Self::Deny,
+            Verdict::Report => Self::Report,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    host_class: HostClass,
+    decision: DecisionLabel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: DecisionLabel,
+}
+
+/// Success or failure.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub(crate) enum Outcome {
+    /// It worked.
+    Ok,
+    /// It failed.
+    Error,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    result: Outcome,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+enum Direction {
+    In,
+    Out,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: Direction,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    hash: String,
+}
+
+/// gitgate's metrics and their registry.
+pub(crate) struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    ref_updates: Family<DecisionLabels, Counter>,
+    token_mints: Family<OutcomeLabels, Counter>,
+    token_expiry: Gauge<f64, AtomicU64>,
+    upstream_latency: Histogram,
+    open_connections: Gauge,
+    open_tunnels: Gauge,
+    bytes: Family<DirectionLabels, Counter>,
+    policy_reloads: Family<OutcomeLabels, Counter>,
+    policy_info: Family<PolicyLabels, Gauge>,
+    policy_loaded: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("gitgate");
+        let requests = Family::default();
+        registry.register(
+            "requests",
+            "Requests by host class and decision",
+            requests.clone(),
+        );
+        let ref_updates = Family::default();
+        registry.register(
+            "ref_updates",
+            "Ref updates in pushes by decision",
+            ref_updates.clone(),
+        );
+        let token_mints = Family::default();
+        registry.register(
+            "token_mints",
+            "Installation token mints by result",
+            token_mints.clone(),
+        );
+        let token_expiry = Gauge::default();
+        registry.register(
+            "token_expiry_seconds",
+            "Seconds until the soonest cached installation token expires",
+            token_expiry.clone(),
+        );
+        let upstream_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "upstream_response_seconds",
+            "Time from sending a request upstream to its response head",
+            upstream_latency.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections open now",
+            open_connections.clone(),
+        );
+        let open_tunnels = Gauge::default();
+        registry.register("open_tunnels", "Tunnels open now", open_tunnels.clone());
+        let bytes = Family::default();
+        registry.register(
+            "body_bytes",
+            "Body bytes from (in) and to (out) clients",
+            bytes.clone(),
+        );
+        let policy_reloads = Family::default();
+        registry.register(
+            "policy_reloads",
+            "Policy reloads by result",
+            policy_reloads.clone(),
+        );
+        let policy_info = Family::default();
+        registry.register(
+            "policy_info",
+            "The policy in force (label: its hash)",
+            policy_info.clone(),
+        );
+        let policy_loaded = Gauge::default();
+        registry.register(
+            "policy_loaded_timestamp_seconds",
+            "When the policy in force was loaded (Unix time)",
+            policy_loaded.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            ref_updates,
+            token_mints,
+            token_expiry,
+            upstream_latency,
+            open_connections,
+            open_tunnels,
+            bytes,
+            policy_reloads,
+            policy_info,
+            policy_loaded,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a finished request from its audit record.
+    pub(crate) fn record(&self, record: &Record) {
+        let host_class = match record.service {
+            Service::Tunnel => HostClass::Tunnel,
+            Service::Http => HostClass::Http,
+            Service::Api => HostClass::Api,
+            _ => HostClass::Git,
+        };
+        let decision = record.verdict.unwrap_or(Verdict::Deny).into();
+        self.requests
+            .get_or_create(&RequestLabels {
+                host_class,
+                decision,
+            })
+            .inc();
+        for r in &record.refs {
+            self.ref_updates
+                .get_or_create(&DecisionLabels {
+                    decision: r.verdict.into(),
+                })
+                .inc();
+        }
+        self.bytes
+            .get_or_create(&DirectionLabels {
+                direction: Direction::In,
+            })
+            .inc_by(record.bytes_in);
+        self.bytes
+            .get_or_create(&DirectionLabels {
+                direction: Direction::Out,
+            })
+            .inc_by(record.bytes_out);
+    }
+
+    pub(crate) fn token_mint(&self, result: Outcome) {
+        self.token_mints
+            .get_or_create(&OutcomeLabels { result })
+            .inc();
+    }
+
+    pub(crate) fn upstream_latency(&self, elapsed: Duration) {
+        self.upstream_latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts an open client connection until the guard is dropped.
+    pub(crate) fn connection_opened(&self) -> Open {
+        Open::new(&self.open_connections)
+    }
+
+    /// Counts an open tunnel until the guard is dropped.
+    pub(crate) fn tunnel_opened(&self) -> Open {
+        Open::new(&self.open_tunnels)
+    }
+
+    /// Records a policy (re)load.
+    pub(crate) fn policy_loaded(&self, result: Outcome, hash: Option<&str>) {
+        self.policy_reloads
+            .get_or_create(&OutcomeLabels { result })
+            .inc();
+        if let Some(hash) = hash {
+            self.policy_info.clear();
+            self.policy_info
+                .get_or_create(&PolicyLabels {
+                    hash: hash.to_owned(),
+                })
+                .set(1);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            self.policy_loaded.set(now.as_secs_f64());
+        }
+    }
+
+    /// The metrics in Prometheus/OpenMetrics text format.
+    pub(crate) fn encode(&self, soonest_token_expiry: Option<SystemTime>) -> String {
+        let left = soonest_token_expiry
+            .and_then(|t| t.duration_since(SystemTime::now()).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.token_expiry.set(left);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Keeps a gauge one higher while it lives.
+pub(crate) struct Open(Gauge);
+
+impl Open {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

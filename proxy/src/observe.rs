@@ -1,0 +1,158 @@
+//! Where every decision ends up: one audit line and the matching metrics, emitted when the
+//! response has been sent in full (so byte counts and duration are final).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::Response;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::audit::{AuditLog, Record};
+use crate::body::{BoxError, ProxyBody, stream};
+use crate::metrics::Metrics;
+
+/// The audit log and the metrics, together.
+#[derive(Clone)]
+pub(crate) struct Observer {
+    audit: AuditLog,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Observer {
+    pub(crate) fn new(audit: AuditLog, metrics: Arc<Metrics>) -> Self {
+        Self { audit, metrics }
+    }
+
+    /// Writes the record and counts it.
+    pub(crate) fn emit(&self, record: &Record) {
+        self.metrics.record(record);
+        self.audit.write(record.to_line());
+    }
+
+    pub(crate) fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Sends `response` with `record` emitted once its body is done (or abandoned).
+    pub(crate) fn finish(
+        &self,
+        mut record: Record,
+        bytes_in: Arc<AtomicU64>,
+        response: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        record.status = response.status().as_u16();
+        let observer = self.clone();
+        response.map(|inner| {
+            stream(Finishing {
+                inner,
+                record: Some(record),
+                bytes_in,
+                sent: 0,
+                observer,
+            })
+        })
+    }
+}
+
+/// A request body that counts the bytes the client sent.
+pub(crate) struct Counted<B> {
+    inner: B,
+    count: Arc<AtomicU64>,
+}
+
+impl<B> Counted<B> {
+    pub(crate) fn new(inner: B) -> (Self, Arc<AtomicU64>) {
+        let count = Arc::new(AtomicU64::new(0));
+        (
+            Self {
+                inner,
+                count: count.clone(),
+            },
+            count,
+        )
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that counts what it sends and emits the record at its end.
+struct Finishing {
+    inner: ProxyBody,
+    record: Option<Record>,
+    bytes_in: Arc<AtomicU64>,
+    sent: u64,
+    observer: Observer,
+}
+
+impl Finishing {
+    fn done(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+            record.bytes_out = self.sent;
+            self.observer.emit(&record);
+        }
+    }
+}
+
+impl Body for Finishing {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.sent += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.done(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Finishing {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
