@@ -46,6 +46,35 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print the decision and the rule for a hypothetical request (no network).
+    /// Exits 0 when everything asked about is allowed, 1 when something is denied.
+    Explain {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// `clone` (also fetch) or `push`.
+        #[arg(value_enum)]
+        action: ExplainAction,
+        /// OWNER/REPO.
+        repo: String,
+        /// Refs a push updates: `main`, `refs/tags/v1`; `:main` deletes.
+        refs: Vec<String>,
+    },
+    /// Print the environment a sandbox needs to use this gitgate.
+    Env {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = EnvFormat::Sh)]
+        format: EnvFormat,
+        /// The proxy URL as the sandbox reaches it (default: from `listen`).
+        #[arg(long)]
+        proxy_url: Option<String>,
+        /// Where the sandbox finds gitgate's CA certificate (default: `ca.cert`).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
     /// Manage gitgate's certificate authority.
     Ca {
         /// What to do with the CA.
@@ -69,4 +98,24 @@ pub enum CaCommand {
         #[arg(long, short)]
         config: PathBuf,
     },
+}
+
+/// What `gitgate explain` asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExplainAction {
+    /// Clone or fetch.
+    Clone,
+    /// Push.
+    Push,
+}
+
+/// How `gitgate env` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EnvFormat {
+    /// `export NAME='value'` lines for sh.
+    Sh,
+    /// `NAME=value` lines (docker compose `env_file`, systemd `EnvironmentFile`).
+    Dotenv,
+    /// A Kubernetes container `env:` list.
+    K8s,
 }

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::Context;
@@ -11,7 +12,8 @@ use gitgate_proxy::Tokens;
 
 use crate::cli::{CaCommand, Cli, Command};
 use crate::config::{Config, ConfigError};
-use crate::{EXIT_CONFIG, logging, run};
+use crate::reload::Watcher;
+use crate::{EXIT_CONFIG, explain, logging, run, sandbox_env};
 
 pub(crate) fn dispatch(cli: Cli) -> ExitCode {
     let result = match cli.command {
@@ -24,6 +26,37 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
             logging::init(cli.log_format);
             with_config(&config, |config| runtime()?.block_on(doctor(config)))
         }
+        Command::Explain {
+            config,
+            action,
+            repo,
+            refs,
+        } => with_config(&config, |config| {
+            let (lines, allowed) = explain::explain(&config.policy, action, &repo, &refs)
+                .map_err(anyhow::Error::msg)?;
+            for line in lines {
+                println!("{line}");
+            }
+            if allowed {
+                Ok(())
+            } else {
+                Err(Failure::Denied)
+            }
+        }),
+        Command::Env {
+            config,
+            format,
+            proxy_url,
+            ca_file,
+        } => with_config(&config, |config| {
+            let proxy_url = proxy_url.unwrap_or_else(|| default_proxy_url(config.settings.listen));
+            let ca_file = ca_file.unwrap_or(config.ca_cert).display().to_string();
+            print!(
+                "{}",
+                sandbox_env::render(&sandbox_env::variables(&proxy_url, &ca_file), format)
+            );
+            Ok(())
+        }),
         Command::Ca {
             command: CaCommand::Init { out },
         } => ca_init(&out),
@@ -41,12 +74,24 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
             eprintln!("gitgate: {error:#}");
             ExitCode::FAILURE
         }
+        Err(Failure::Denied) => ExitCode::FAILURE,
     }
 }
 
 enum Failure {
     Config(ConfigError),
     Other(anyhow::Error),
+    /// `explain` found a denial (already printed).
+    Denied,
+}
+
+/// `http://ADDR` for the listen address, with an unspecified IP replaced by loopback.
+fn default_proxy_url(listen: std::net::SocketAddr) -> String {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
 }
 
 impl From<anyhow::Error> for Failure {
@@ -72,22 +117,29 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(config: Config) -> Result<(), Failure> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let path = config.file.clone();
     let running = run::start(config).await?;
-    shutdown_signal().await?;
+    let watcher = Arc::new(Watcher::new(running.proxy().clone(), path));
+    let polling = tokio::spawn(watcher.clone().run());
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reopening the audit log and reloading the policy");
+                running.proxy().reopen_audit();
+                watcher.reload();
+            }
+        }
+    }
+    polling.abort();
     tracing::info!("signal received; draining");
     running.shutdown().await;
     tracing::info!("stopped");
-    Ok(())
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }
 

@@ -6,8 +6,11 @@
 pub mod cli;
 mod commands;
 pub mod config;
+mod explain;
 mod logging;
+mod reload;
 mod run;
+mod sandbox_env;
 
 pub use run::{Running, start};
 

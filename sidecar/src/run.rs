@@ -8,7 +8,7 @@ use anyhow::Context;
 use gitgate_certs::{CertificateAuthority, Provenance};
 use gitgate_proxy::Proxy;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -17,27 +17,31 @@ use crate::config::Config;
 pub struct Running {
     /// The address it listens on (useful with port 0).
     pub addr: SocketAddr,
+    /// The admin listener's address, when configured.
+    pub admin: Option<SocketAddr>,
     /// The CA certificate sandboxes must trust.
     pub ca_cert: PathBuf,
     proxy: Arc<Proxy>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Running {
     /// The running proxy (to swap its policy).
-    pub fn proxy(&self) -> &Proxy {
+    pub fn proxy(&self) -> &Arc<Proxy> {
         &self.proxy
     }
 
     /// Stops accepting, lets in-flight requests finish within the grace period, returns.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 
-/// Loads (or generates) the CA, binds the listener and starts serving.
+/// Loads (or generates) the CA, binds the listeners and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (ca, provenance) = CertificateAuthority::load_or_generate(&config.ca_cert, &config.ca_key)
         .with_context(|| "cannot set up gitgate's CA")?;
@@ -52,6 +56,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {}", config.settings.listen))?;
     let addr = listener.local_addr()?;
+    let admin_listener = match config.admin {
+        Some(admin) => Some(
+            TcpListener::bind(admin)
+                .await
+                .with_context(|| format!("cannot listen on admin {admin}"))?,
+        ),
+        None => None,
+    };
+    let admin = admin_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let ca_cert = config.ca_cert.clone();
     let proxy = Arc::new(Proxy::new(
         config.settings,
@@ -65,21 +81,32 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             "no github.app or github.token configured: requests reach GitHub without a credential (public repositories only)"
         );
     }
-    let (stop, stopped) = oneshot::channel::<()>();
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mut tasks = Vec::new();
     let serving = proxy.clone();
-    let task = tokio::spawn(async move {
-        serving
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+    let rx = stopped.clone();
+    tasks.push(tokio::spawn(async move {
+        serving.serve(listener, until_stopped(rx)).await;
+    }));
+    if let Some(admin_listener) = admin_listener {
+        let serving = proxy.clone();
+        tasks.push(tokio::spawn(async move {
+            serving
+                .serve_admin(admin_listener, until_stopped(stopped))
+                .await;
+        }));
+        tracing::info!(addr = %admin.unwrap_or(addr), "admin listening");
+    }
     tracing::info!(%addr, "listening");
     Ok(Running {
         addr,
+        admin,
         ca_cert,
         proxy,
         stop,
-        task,
+        tasks,
     })
 }

@@ -13,7 +13,7 @@ fn clone_and_fetch_through_the_mitm_path() {
     let standin = harness::standin();
     let gitgate = Gitgate::start(&app_config(&standin, POLICY));
     let sandbox = Sandbox::new(&gitgate);
-    let repo = sandbox.clone("acme/app", "app");
+    let repo = sandbox.clone_repo("acme/app", "app");
     assert!(repo.join("README.md").exists());
     sandbox.git_ok(&repo, &["fetch", "-q", "origin"]);
     let seen = standin.requests();
@@ -270,7 +270,7 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
     let standin = harness::standin();
     let mut gitgate = Gitgate::start(&app_config(&standin, POLICY));
     let sandbox = Sandbox::new(&gitgate);
-    sandbox.clone("acme/app", "warm"); // token minted, so only the stall remains
+    sandbox.clone_repo("acme/app", "warm"); // token minted, so only the stall remains
     standin.clear_requests();
     standin.set_fault(Some(Fault::GitStall));
     let addr = gitgate.addr;

@@ -79,7 +79,7 @@ fn pushes_obey_allowed_refs_and_denials_read_as_remote_rejected() {
     let standin = harness::standin();
     let gitgate = Gitgate::start(&app_config(&standin, POLICY));
     let sandbox = Sandbox::new(&gitgate);
-    let repo = sandbox.clone("acme/app", "app");
+    let repo = sandbox.clone_repo("acme/app", "app");
     let main_before = standin.rev_parse("acme", "app", "refs/heads/main").unwrap();
     let head = sandbox.commit(&repo, "a.txt", "a\n");
 
@@ -156,7 +156,7 @@ fn deletes_need_allow_deletes() {
     let standin = harness::standin();
     let gitgate = Gitgate::start(&app_config(&standin, POLICY));
     let sandbox = Sandbox::new(&gitgate);
-    let repo = sandbox.clone("acme/app", "app");
+    let repo = sandbox.clone_repo("acme/app", "app");
     sandbox.git_ok(&repo, &["push", "origin", "HEAD:release/old"]);
     let out = sandbox.git_fails(&repo, &["push", "origin", ":release/old"]);
     assert!(
@@ -175,7 +175,7 @@ fn deletes_need_allow_deletes() {
     let policy = "{allowedRepos: [acme/app], allowedRefs: [\"release/*\"], allowDeletes: true}";
     let gitgate = Gitgate::start(&app_config(&standin, policy));
     let sandbox = Sandbox::new(&gitgate);
-    let repo = sandbox.clone("acme/app", "app");
+    let repo = sandbox.clone_repo("acme/app", "app");
     sandbox.git_ok(&repo, &["push", "origin", ":release/old"]);
     assert_eq!(
         standin.rev_parse("acme", "app", "refs/heads/release/old"),
@@ -194,7 +194,7 @@ fn read_only_policy_refuses_the_push_advertisement() {
     let standin = harness::standin();
     let gitgate = Gitgate::start(&app_config(&standin, "{allowedRepos: [acme/app]}"));
     let sandbox = Sandbox::new(&gitgate);
-    let repo = sandbox.clone("acme/app", "app");
+    let repo = sandbox.clone_repo("acme/app", "app");
     sandbox.commit(&repo, "c.txt", "c\n");
     let out = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
     assert!(
@@ -216,7 +216,7 @@ fn a_50_mb_push_streams_through_in_bounded_memory() {
     let standin = harness::standin();
     let gitgate = Gitgate::start(&app_config(&standin, POLICY));
     let sandbox = Sandbox::new(&gitgate);
-    let repo = sandbox.clone("acme/app", "app");
+    let repo = sandbox.clone_repo("acme/app", "app");
     let before = gitgate.peak_rss_kib();
     let mut file = std::fs::File::create(repo.join("big.bin")).unwrap();
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -260,7 +260,7 @@ fn a_50_mb_push_streams_through_in_bounded_memory() {
         "gitgate's peak RSS grew by {growth} KiB during a 50 MB push"
     );
     // And back: a clone of the 50 MB history streams too.
-    sandbox.clone("acme/app", "again");
+    sandbox.clone_repo("acme/app", "again");
     assert_eq!(
         std::fs::metadata(sandbox.path("again/big.bin"))
             .unwrap()
@@ -409,5 +409,5 @@ fn malformed_receive_pack_bodies_get_4xx_and_the_next_clone_works() {
     }
     assert_eq!(receive_pack_posts(&standin), 0);
     let sandbox = Sandbox::new(&gitgate);
-    sandbox.clone("acme/app", "after");
+    sandbox.clone_repo("acme/app", "after");
 }

@@ -8,4 +8,5 @@ mod harness;
 mod cli;
 mod core;
 mod git_policy;
+mod operations;
 mod tokens;

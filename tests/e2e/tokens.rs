@@ -37,7 +37,7 @@ fn clone_and_push_with_no_credential_on_the_client_side() {
     let standin = harness::standin();
     let gitgate = Gitgate::start(&app_config(&standin, POLICY));
     let sandbox = Sandbox::new(&gitgate);
-    let repo = sandbox.clone("acme/app", "app");
+    let repo = sandbox.clone_repo("acme/app", "app");
     let head = sandbox.commit(&repo, "feature.txt", "hello\n");
     let trace = sandbox.path("curl-trace.txt");
     let trace_env = [
@@ -131,8 +131,8 @@ fn two_owners_get_their_own_installations_tokens_scoped_to_the_policy() {
         "{allowedRepos: [acme/app, bob/tools], allowedRefs: [main]}",
     ));
     let sandbox = Sandbox::new(&gitgate);
-    sandbox.clone("acme/app", "app");
-    sandbox.clone("bob/tools", "tools");
+    sandbox.clone_repo("acme/app", "app");
+    sandbox.clone_repo("bob/tools", "tools");
     let mints = standin.mints();
     let by_installation: BTreeSet<u64> = mints.iter().map(|m| m.installation_id).collect();
     assert_eq!(by_installation, BTreeSet::from([1001, 2002]));
@@ -159,7 +159,7 @@ fn read_only_policy_mints_read_only_tokens_and_wildcards_omit_the_repository_lis
     let standin = harness::standin();
     let gitgate = Gitgate::start(&app_config(&standin, "{allowedRepos: [\"acme/*\"]}"));
     let sandbox = Sandbox::new(&gitgate);
-    sandbox.clone("acme/lib-core", "lib");
+    sandbox.clone_repo("acme/lib-core", "lib");
     let mints = standin.mints();
     assert_eq!(mints.len(), 1);
     assert_eq!(mints[0].repositories, None);
@@ -175,7 +175,7 @@ fn a_token_expiring_mid_session_is_refreshed_without_a_client_visible_failure() 
     standin.set_token_lifetime(Duration::from_secs(4));
     let gitgate = Gitgate::start(&app_config(&standin, POLICY));
     let sandbox = Sandbox::new(&gitgate);
-    let repo = sandbox.clone("acme/app", "app");
+    let repo = sandbox.clone_repo("acme/app", "app");
     let start = std::time::Instant::now();
     // Keep fetching across several token lifetimes; every fetch must succeed.
     while start.elapsed() < Duration::from_secs(10) {
@@ -315,13 +315,13 @@ fn static_token_file_is_re_read_when_rewritten() {
     std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
     let gitgate = Gitgate::start_in(dir);
     let sandbox = Sandbox::new(&gitgate);
-    sandbox.clone("acme/app", "one");
+    sandbox.clone_repo("acme/app", "one");
     let second = standin
         .issue_token(1001, None, Some(&[("contents", "read")]))
         .unwrap();
     std::fs::write(&token_file, format!("{}\n", second.token)).unwrap();
     standin.clear_requests();
-    sandbox.clone("acme/app", "two");
+    sandbox.clone_repo("acme/app", "two");
     let expected = gitgate_standin::basic_auth(&second.token);
     let git_requests: Vec<_> = standin
         .requests()
@@ -351,7 +351,7 @@ fn configured_installations_skip_the_lookup() {
     );
     let gitgate = Gitgate::start(&config);
     let sandbox = Sandbox::new(&gitgate);
-    sandbox.clone("acme/app", "app");
+    sandbox.clone_repo("acme/app", "app");
     let lookups: Vec<_> = standin
         .requests()
         .into_iter()
@@ -376,7 +376,7 @@ fn static_token_from_the_environment() {
     std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
     let gitgate = Gitgate::start_with_env(dir, &[("BENCH_TOKEN", &token)]);
     let sandbox = Sandbox::new(&gitgate);
-    sandbox.clone("acme/app", "app");
+    sandbox.clone_repo("acme/app", "app");
     let expected = gitgate_standin::basic_auth(&token);
     assert!(
         standin

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gitgate_policy::Policy;
+use gitgate_proxy::audit::AuditTarget;
 use gitgate_proxy::token::AppConfig;
 use gitgate_proxy::{Limits, Settings, TokenConfig, UpstreamSettings};
 
@@ -58,6 +59,8 @@ pub struct Config {
     pub policy: Policy,
     /// Where credentials come from.
     pub tokens: TokenConfig,
+    /// The admin listener, if any.
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -133,6 +136,10 @@ impl Config {
                 pool_idle_timeout: Duration::from_secs(90),
             },
             limits,
+            audit: match raw.audit.file {
+                Some(path) => AuditTarget::File(path.0),
+                None => AuditTarget::Stdout,
+            },
         };
         let policy = Policy::compile(&raw.policy, &settings.intercepted_hosts())
             .map_err(|e| error("policy", e.to_string()))?;
@@ -158,6 +165,7 @@ impl Config {
             ca_key,
             policy,
             tokens,
+            admin: raw.admin,
         })
     }
 }

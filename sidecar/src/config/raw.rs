@@ -37,6 +37,21 @@ pub struct RawConfig {
     /// Timeouts and sizes.
     #[serde(default)]
     pub limits: RawLimits,
+    /// Where audit records go (default: standard output).
+    #[serde(default)]
+    pub audit: RawAudit,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`); off unless set.
+    #[serde(default, deserialize_with = "some")]
+    pub admin: Option<SocketAddr>,
+}
+
+/// `audit:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// Append records to this file instead of standard output.
+    #[serde(default, deserialize_with = "some")]
+    pub file: Option<ConfigPath>,
 }
 
 fn default_listen() -> SocketAddr {

@@ -1,7 +1,7 @@
 //! gitgate as a real process: config written to a temp dir, readiness from its log,
 //! every byte of its output kept for secret scans, killed on drop.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -78,20 +78,25 @@ impl Gitgate {
         let sink = output.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = listening_addr(&line) {
+                let addr = listening_addr(&line, ": listening addr=");
+                {
+                    let mut out = sink.lock().unwrap();
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+                if let Some(addr) = addr {
                     let _ = ready_tx.send(addr);
                 }
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let mut out = sink.lock().unwrap();
                 out.push_str(&line);
                 out.push('\n');
             }
-        });
-        let mut stdout = child.stdout.take().expect("stdout");
-        let sink = output.clone();
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stdout.read_to_string(&mut text);
-            sink.lock().unwrap().push_str(&text);
         });
         let addr = match ready_rx.recv_timeout(Duration::from_secs(60)) {
             Ok(addr) => addr,
@@ -112,6 +117,41 @@ impl Gitgate {
     /// Everything gitgate wrote so far.
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
+    }
+
+    /// The audit records gitgate wrote to standard output so far.
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        self.output()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("kind").is_some())
+            .collect()
+    }
+
+    /// The admin listener's address, from the log.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.output()
+            .lines()
+            .find_map(|l| listening_addr(l, ": admin listening addr="))
+            .expect("no admin listener in the log")
+    }
+
+    /// Rewrites the config file in place.
+    pub fn rewrite_config(&self, config: &str) {
+        let path = self.dir.path().join("gitgate.yaml");
+        let tmp = self.dir.path().join("gitgate.yaml.new");
+        std::fs::write(&tmp, config).expect("write config");
+        std::fs::rename(tmp, path).expect("replace config");
+    }
+
+    /// Sends SIGHUP.
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
     }
 
     /// gitgate's CA certificate, as the sandbox trusts it.
@@ -183,11 +223,9 @@ impl Drop for Gitgate {
     }
 }
 
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    if !line.contains("listening") {
-        return None;
-    }
-    let at = line.find("addr=")? + 5;
+/// The address in a log line `…<marker>ADDR …`.
+fn listening_addr(line: &str, marker: &str) -> Option<SocketAddr> {
+    let at = line.find(marker)? + marker.len();
     line[at..].split_whitespace().next()?.parse().ok()
 }
 

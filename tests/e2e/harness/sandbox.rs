@@ -92,7 +92,7 @@ impl Sandbox {
     }
 
     /// Clones `owner/repo` from github.com into HOME/`dir`.
-    pub fn clone(&self, owner_repo: &str, dir: &str) -> PathBuf {
+    pub fn clone_repo(&self, owner_repo: &str, dir: &str) -> PathBuf {
         let url = format!("https://github.com/{owner_repo}.git");
         self.git_ok(self.home.path(), &["clone", "-q", &url, dir]);
         self.path(dir)

@@ -25,7 +25,9 @@ pub(crate) async fn handle(
     parts: Parts,
     body: Counted,
 ) -> Response<RespBody> {
-    wait_while_stalled(shared).await;
+    let push =
+        parts.method == http::Method::POST && parts.uri.path().ends_with("/git-receive-pack");
+    wait_while_stalled(shared, push).await;
     if let Some(Fault::GitError { status, body }) = shared.fault() {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return text(status, body);
@@ -97,11 +99,15 @@ pub(crate) async fn handle(
     cgi::run(shared, req, body).await
 }
 
-/// Blocks while [`Fault::GitStall`] is set.
-async fn wait_while_stalled(shared: &Shared) {
+/// Blocks while [`Fault::GitStall`] is set, or [`Fault::PushStall`] for a push.
+async fn wait_while_stalled(shared: &Shared, push: bool) {
     let mut fault = shared.fault.subscribe();
     let _ = fault
-        .wait_for(|f| !matches!(f, Some(Fault::GitStall)))
+        .wait_for(|f| match f {
+            Some(Fault::GitStall) => false,
+            Some(Fault::PushStall) => !push,
+            _ => true,
+        })
         .await;
 }
 

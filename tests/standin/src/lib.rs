@@ -121,6 +121,8 @@ pub enum Fault {
     ApiUnavailable,
     /// `github.com` requests hang (no response) until the fault is changed.
     GitStall,
+    /// Only receive-pack POSTs hang until the fault is changed (advertisements pass).
+    PushStall,
     /// Every `github.com` request answers `status` with `body` as `text/plain`.
     GitError {
         /// HTTP status.

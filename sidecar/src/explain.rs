@@ -1,0 +1,123 @@
+//! `gitgate explain`: what the policy says about a clone or push, without any network.
+
+use gitgate_policy::{Decision, ObjectFormat, ObjectId, Policy, RefUpdate, RepoPath};
+
+use crate::cli::ExplainAction;
+
+/// The decisions, as printable lines, and whether everything was allowed.
+pub(crate) fn explain(
+    policy: &Policy,
+    action: ExplainAction,
+    repo: &str,
+    refs: &[String],
+) -> Result<(Vec<String>, bool), String> {
+    let repo = RepoPath::parse(repo).map_err(|e| format!("{repo:?} is not OWNER/REPO: {e}"))?;
+    let mut lines = Vec::new();
+    let mut allowed = true;
+    let mut note = |what: String, decision: &Decision| {
+        allowed &= decision.allowed;
+        let verdict = if decision.allowed { "allow" } else { "deny " };
+        lines.push(format!(
+            "{verdict} {what}: {} [rule: {}]",
+            decision.reason, decision.rule
+        ));
+    };
+    match action {
+        ExplainAction::Clone => note(format!("clone {repo}"), &policy.decide_repo(&repo)),
+        ExplainAction::Push => {
+            note(format!("push to {repo}"), &policy.decide_push(&repo));
+            for update in refs.iter().map(|r| update(r)) {
+                let what = if update.is_delete() {
+                    "delete"
+                } else {
+                    "update"
+                };
+                note(
+                    format!("{what} {}", update.name),
+                    &policy.decide_ref_update(&update),
+                );
+            }
+        }
+    }
+    if action == ExplainAction::Push && !allowed && refs.len() > 1 {
+        lines.push("note: pushes are atomic: a push with a denied ref updates no ref".into());
+    }
+    if policy.mode() == gitgate_policy::Mode::Report {
+        lines.push("note: policy.mode is report: denials are logged, not enforced".into());
+    }
+    Ok((lines, allowed))
+}
+
+/// A ref update for `spec`: `main` means `refs/heads/main`; a leading `:` deletes.
+fn update(spec: &str) -> RefUpdate {
+    let (delete, name) = match spec.strip_prefix(':') {
+        Some(name) => (true, name),
+        None => (false, spec),
+    };
+    let name = if name.starts_with("refs/") {
+        name.to_owned()
+    } else {
+        format!("refs/heads/{name}")
+    };
+    let some =
+        ObjectId::parse(&"1".repeat(40)).unwrap_or_else(|_| ObjectId::zero(ObjectFormat::Sha1));
+    let zero = ObjectId::zero(ObjectFormat::Sha1);
+    RefUpdate {
+        old: some.clone(),
+        new: if delete { zero } else { some },
+        name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy::from_yaml(
+            "{allowedRepos: [\"acme/*\"], allowedRefs: [main, \"release/*\"]}",
+            &["github.com".into()],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn push_lists_every_ref_and_fails_when_one_is_denied() {
+        let (lines, ok) = explain(
+            &policy(),
+            ExplainAction::Push,
+            "acme/app",
+            &["main".into(), "dev".into()],
+        )
+        .unwrap();
+        assert!(!ok);
+        assert!(lines[0].starts_with("allow push to acme/app"), "{lines:?}");
+        assert!(lines.iter().any(|l| l.starts_with("deny  update refs/heads/dev: refs/heads/dev is not in allowedRefs [main, release/*]")), "{lines:?}");
+        let (_, ok) = explain(
+            &policy(),
+            ExplainAction::Push,
+            "acme/app",
+            &["release/1".into()],
+        )
+        .unwrap();
+        assert!(ok);
+    }
+
+    #[test]
+    fn deletes_and_clones() {
+        let (lines, ok) = explain(
+            &policy(),
+            ExplainAction::Push,
+            "acme/app",
+            &[":main".into()],
+        )
+        .unwrap();
+        assert!(
+            !ok && lines[1].contains("deleting refs/heads/main"),
+            "{lines:?}"
+        );
+        let (_, ok) = explain(&policy(), ExplainAction::Clone, "other/app", &[]).unwrap();
+        assert!(!ok);
+        assert!(explain(&policy(), ExplainAction::Clone, "nope", &[]).is_err());
+    }
+}

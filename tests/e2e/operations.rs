@@ -1,0 +1,451 @@
+//! Running gitgate as an operator would: audit records, metrics, health, live policy
+//! reload, report-only mode, and the `explain` / `env` commands.
+
+use gitgate_standin::Fault;
+use serde_json::Value;
+
+use crate::core::wait_until;
+use crate::harness::gitgate::cli;
+use crate::harness::{self, Gitgate, POLICY, Sandbox, app_config, raw, text};
+
+fn decisions(gitgate: &Gitgate) -> Vec<Value> {
+    gitgate
+        .audit()
+        .into_iter()
+        .filter(|r| r["kind"] == "decision")
+        .collect()
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    raw::exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+#[test]
+fn every_request_gets_one_audit_record_with_its_decision_and_no_token() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    sandbox.commit(&repo, "x.txt", "x\n");
+    sandbox.git_fails(&repo, &["push", "origin", "HEAD:dev"]);
+    sandbox.git_fails(
+        sandbox.home.path(),
+        &["clone", "https://github.com/acme/secret.git"],
+    );
+    let out = sandbox.curl(&[
+        "--cacert",
+        &standin.ca_file().display().to_string(),
+        "https://tunnel.test/",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    raw::exchange(
+        gitgate.addr,
+        b"CONNECT other.test:443 HTTP/1.1\r\nHost: other.test:443\r\n\r\n",
+    );
+    wait_until(|| {
+        let records = decisions(&gitgate);
+        records
+            .iter()
+            .any(|r| r["service"] == "tunnel" && r["decision"] == "allow")
+            && records.iter().any(|r| r["host"] == "other.test")
+    });
+
+    let records = decisions(&gitgate);
+    // One record per request that reached gitgate inside the GitHub tunnels.
+    let upstream_git = standin
+        .requests()
+        .iter()
+        .filter(|r| r.host == "github.com")
+        .count();
+    let allowed_git = records
+        .iter()
+        .filter(|r| r["host"] == "github.com" && r["decision"] == "allow")
+        .count();
+    assert_eq!(allowed_git, upstream_git, "{records:#?}");
+    let clone = records
+        .iter()
+        .find(|r| r["path"] == "/acme/app.git/git-upload-pack")
+        .expect("upload-pack record");
+    assert_eq!(clone["service"], "upload-pack");
+    assert_eq!(clone["repo"], "acme/app");
+    assert_eq!(clone["upstream_status"], 200);
+    assert_eq!(clone["installation"], 1001);
+    assert_eq!(clone["token_scope"]["permissions"]["contents"], "write");
+    assert!(clone["bytes_out"].as_u64().unwrap() > 0);
+    assert!(clone["duration_ms"].as_f64().is_some());
+    let push = records
+        .iter()
+        .find(|r| r["service"] == "receive-pack" && r["decision"] == "deny")
+        .expect("denied push record");
+    assert_eq!(push["refs"][0]["ref"], "refs/heads/dev");
+    assert_eq!(push["refs"][0]["decision"], "deny");
+    assert!(
+        push["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not in allowedRefs")
+    );
+    let secret = records
+        .iter()
+        .find(|r| r["repo"] == "acme/secret")
+        .expect("denied clone record");
+    assert_eq!(secret["decision"], "deny");
+    assert_eq!(secret["rule"], "allowedRepos");
+    let denied_host = records
+        .iter()
+        .find(|r| r["host"] == "other.test")
+        .expect("denied CONNECT record");
+    assert_eq!(
+        (
+            denied_host["decision"].as_str(),
+            denied_host["status"].as_u64()
+        ),
+        (Some("deny"), Some(403))
+    );
+    let tunnel = records
+        .iter()
+        .find(|r| r["host"] == "tunnel.test")
+        .expect("tunnel record");
+    assert!(tunnel["bytes_out"].as_u64().unwrap() > 0);
+    gitgate.assert_no_secrets(&standin);
+}
+
+#[test]
+fn metrics_health_and_readiness() {
+    let standin = harness::standin();
+    let config = app_config(&standin, POLICY).replace(
+        "listen: 127.0.0.1:0\n",
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n",
+    );
+    let gitgate = Gitgate::start(&config);
+    let admin = gitgate.admin_addr();
+    assert!(http_get(admin, "/healthz").starts_with("HTTP/1.1 200"));
+    let ready = http_get(admin, "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    sandbox.commit(&repo, "m.txt", "m\n");
+    sandbox.git_ok(&repo, &["push", "origin", "HEAD:main"]);
+    sandbox.git_fails(&repo, &["push", "origin", "HEAD:dev"]);
+    let metrics = http_get(admin, "/metrics");
+    let value = |line_start: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in\n{metrics}"))
+    };
+    assert!(value("gitgate_requests_total{host_class=\"Git\",decision=\"Allow\"}") >= 5.0);
+    assert_eq!(
+        value("gitgate_requests_total{host_class=\"Git\",decision=\"Deny\"}"),
+        1.0
+    );
+    assert_eq!(value("gitgate_ref_updates_total{decision=\"Allow\"}"), 1.0);
+    assert_eq!(value("gitgate_ref_updates_total{decision=\"Deny\"}"), 1.0);
+    assert_eq!(value("gitgate_token_mints_total{result=\"Ok\"}"), 1.0);
+    assert!(value("gitgate_token_expiry_seconds") > 3000.0);
+    assert!(value("gitgate_upstream_response_seconds_count") >= 5.0);
+    assert!(value("gitgate_body_bytes_total{direction=\"In\"}") > 0.0);
+    assert!(metrics.contains("gitgate_policy_info{hash=\""), "{metrics}");
+    assert!(metrics.contains("gitgate_open_connections"), "{metrics}");
+
+    // Not ready when GitHub refuses the App and no token is cached.
+    let broken = config.replace(&format!("id: \"{}\"", standin.app_id()), "id: \"999\"");
+    let gitgate = Gitgate::start(&broken);
+    let ready = http_get(gitgate.admin_addr(), "/readyz");
+    assert!(
+        ready.starts_with("HTTP/1.1 503") && ready.contains("GitHub rejected the App JWT"),
+        "{ready}"
+    );
+}
+
+#[test]
+fn policy_reloads_live_and_a_broken_edit_keeps_the_old_policy() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app], allowedRefs: [main]}",
+    ));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    sandbox.commit(&repo, "r.txt", "r\n");
+    sandbox.git_fails(&repo, &["push", "origin", "HEAD:dev"]);
+
+    // A good edit takes effect for the next push.
+    gitgate.rewrite_config(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app], allowedRefs: [main, dev]}",
+    ));
+    wait_until(|| {
+        gitgate
+            .audit()
+            .iter()
+            .any(|r| r["kind"] == "policy_reload" && r["decision"] == "allow")
+    });
+    sandbox.git_ok(&repo, &["push", "origin", "HEAD:dev"]);
+
+    // A broken edit is refused with file:line:column, and the previous policy decides.
+    gitgate.rewrite_config(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app], allowedRefs: [main, dev], allowDeletes: maybe}",
+    ));
+    wait_until(|| {
+        gitgate
+            .audit()
+            .iter()
+            .any(|r| r["kind"] == "policy_reload" && r["decision"] == "deny")
+    });
+    let failed = gitgate
+        .audit()
+        .into_iter()
+        .find(|r| r["kind"] == "policy_reload" && r["decision"] == "deny")
+        .unwrap();
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("gitgate.yaml:") && reason.contains("policy.allowDeletes"),
+        "{reason}"
+    );
+    sandbox.commit(&repo, "s.txt", "s\n");
+    sandbox.git_ok(&repo, &["push", "origin", "HEAD:dev"]);
+    sandbox.git_fails(&repo, &["push", "origin", "HEAD:other"]);
+}
+
+#[test]
+fn a_push_in_flight_during_a_reload_completes_under_its_policy() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app], allowedRefs: [main]}",
+    ));
+    let sandbox = std::sync::Arc::new(Sandbox::new(&gitgate));
+    let repo = sandbox.clone_repo("acme/app", "app");
+    let head = sandbox.commit(&repo, "f.txt", "f\n");
+    standin.set_fault(Some(Fault::PushStall));
+    let pushing = {
+        let (sandbox, repo) = (sandbox.clone(), repo.clone());
+        std::thread::spawn(move || sandbox.git(&repo, &["push", "origin", "HEAD:main"]))
+    };
+    wait_until(|| {
+        standin
+            .requests()
+            .iter()
+            .any(|r| r.target.ends_with("/git-receive-pack") && r.method == "POST")
+    });
+    gitgate.rewrite_config(&app_config(&standin, "{allowedRepos: [acme/app]}"));
+    wait_until(|| gitgate.audit().iter().any(|r| r["kind"] == "policy_reload"));
+    standin.set_fault(None);
+    let out = pushing.join().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        standin
+            .rev_parse("acme", "app", "refs/heads/main")
+            .as_deref(),
+        Some(head.as_str())
+    );
+    // The next push runs under the new, read-only policy.
+    sandbox.commit(&repo, "g.txt", "g\n");
+    let out = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
+    assert!(out.contains("read-only by policy"), "{out}");
+}
+
+#[test]
+fn a_kubelet_style_symlink_swap_is_picked_up() {
+    let standin = harness::standin();
+    let dir = tempfile::tempdir().unwrap();
+    let data = |n: &str, policy: &str| {
+        let d = dir.path().join(n);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("gitgate.yaml"), app_config(&standin, policy)).unwrap();
+    };
+    data("..2026_01", "{allowedRepos: [acme/app]}");
+    std::os::unix::fs::symlink("..2026_01", dir.path().join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/gitgate.yaml", dir.path().join("gitgate.yaml")).unwrap();
+    let gitgate = Gitgate::start_in(dir);
+    let sandbox = Sandbox::new(&gitgate);
+    sandbox.git_fails(
+        sandbox.home.path(),
+        &["clone", "https://github.com/bob/tools.git"],
+    );
+    // The kubelet writes a new timestamped directory and renames a new ..data link over the old.
+    let root = gitgate.dir.path();
+    let d = root.join("..2026_02");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("gitgate.yaml"),
+        app_config(&standin, "{allowedRepos: [acme/app, bob/tools]}"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..2026_02", root.join("..data_tmp")).unwrap();
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    wait_until(|| gitgate.audit().iter().any(|r| r["kind"] == "policy_reload"));
+    sandbox.clone_repo("bob/tools", "tools");
+}
+
+#[test]
+fn report_mode_lets_a_denied_push_through_and_logs_what_would_have_been_denied() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app], allowedRefs: [main], mode: report}",
+    ));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    let head = sandbox.commit(&repo, "p.txt", "p\n");
+    sandbox.git_ok(&repo, &["push", "origin", "HEAD:dev"]);
+    assert_eq!(
+        standin
+            .rev_parse("acme", "app", "refs/heads/dev")
+            .as_deref(),
+        Some(head.as_str())
+    );
+    let push = decisions(&gitgate)
+        .into_iter()
+        .find(|r| r["service"] == "receive-pack" && r["method"] == "POST")
+        .expect("push record");
+    assert_eq!(push["decision"], "report");
+    assert_eq!(push["refs"][0]["decision"], "report");
+    assert!(
+        push["reason"]
+            .as_str()
+            .unwrap()
+            .contains("refs/heads/dev is not in allowedRefs")
+    );
+}
+
+#[test]
+fn sighup_reopens_a_rotated_audit_file() {
+    let standin = harness::standin();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let config = app_config(&standin, POLICY).replace(
+        "listen: 127.0.0.1:0\n",
+        &format!("listen: 127.0.0.1:0\naudit: {{file: {}}}\n", log.display()),
+    );
+    std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
+    let gitgate = Gitgate::start_in(dir);
+    let sandbox = Sandbox::new(&gitgate);
+    sandbox.git_fails(
+        sandbox.home.path(),
+        &["ls-remote", "https://github.com/acme/secret.git"],
+    );
+    wait_until(|| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("acme/secret")
+    });
+    assert!(gitgate.audit().is_empty(), "records went to stdout too");
+    let rotated = gitgate.dir.path().join("audit.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    gitgate.hangup();
+    wait_until(|| gitgate.output().contains("reopened the audit log"));
+    sandbox.git_fails(
+        sandbox.home.path(),
+        &["ls-remote", "https://github.com/acme/other.git"],
+    );
+    wait_until(|| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("acme/other")
+    });
+    assert!(
+        !std::fs::read_to_string(&rotated)
+            .unwrap()
+            .contains("acme/other")
+    );
+}
+
+#[test]
+fn explain_prints_decisions_and_rules_without_network() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gitgate.yaml"),
+        "policy: {allowedRepos: [\"acme/*\"], allowedRefs: [main, \"release/*\"]}\n",
+    )
+    .unwrap();
+    let out = cli(
+        &[
+            "explain",
+            "--config",
+            "gitgate.yaml",
+            "push",
+            "acme/app",
+            "main",
+            "dev",
+        ],
+        dir.path(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("allow push to acme/app: acme/app matches allowedRepos pattern acme/* [rule: allowedRepos[acme/*]]"), "{stdout}");
+    assert!(stdout.contains("allow update refs/heads/main"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "deny  update refs/heads/dev: refs/heads/dev is not in allowedRefs [main, release/*]"
+        ),
+        "{stdout}"
+    );
+    let out = cli(
+        &["explain", "--config", "gitgate.yaml", "clone", "acme/app"],
+        dir.path(),
+    );
+    assert!(out.status.success());
+}
+
+#[test]
+fn env_prints_what_a_sandbox_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gitgate.yaml"),
+        "listen: 0.0.0.0:3128\nca: {cert: /etc/gitgate/ca.pem, key: /etc/gitgate/ca-key.pem}\n",
+    )
+    .unwrap();
+    let out = cli(&["env", "--config", "gitgate.yaml"], dir.path());
+    let sh = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        sh.contains("export HTTPS_PROXY='http://127.0.0.1:3128'"),
+        "{sh}"
+    );
+    assert!(
+        sh.contains("export GIT_SSL_CAINFO='/etc/gitgate/ca.pem'"),
+        "{sh}"
+    );
+    let out = cli(
+        &[
+            "env",
+            "--config",
+            "gitgate.yaml",
+            "--format",
+            "k8s",
+            "--proxy-url",
+            "http://gitgate:3128",
+        ],
+        dir.path(),
+    );
+    let k8s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        k8s.contains("- name: HTTPS_PROXY\n  value: \"http://gitgate:3128\""),
+        "{k8s}"
+    );
+    let out = cli(
+        &["env", "--config", "gitgate.yaml", "--format", "dotenv"],
+        dir.path(),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("REQUESTS_CA_BUNDLE=/etc/gitgate/ca.pem")
+    );
+}
+
+#[test]
+fn readiness_waits_for_nothing_without_an_app() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n{}policy: {POLICY}\n",
+        harness::upstream(&standin)
+    ));
+    let ready = http_get(gitgate.admin_addr(), "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+}
