@@ -75,6 +75,13 @@ pub enum Command {
         #[arg(long)]
         ca_file: Option<PathBuf>,
     },
+    /// Probe an admin endpoint (for container health checks, where there is no curl):
+    /// exits 0 when it answers 200.
+    Health {
+        /// The endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:9901/healthz")]
+        url: String,
+    },
     /// Manage gitgate's certificate authority.
     Ca {
         /// What to do with the CA.

@@ -13,7 +13,7 @@ use gitgate_proxy::Tokens;
 use crate::cli::{CaCommand, Cli, Command};
 use crate::config::{Config, ConfigError};
 use crate::reload::Watcher;
-use crate::{EXIT_CONFIG, explain, logging, run, sandbox_env};
+use crate::{EXIT_CONFIG, explain, health, logging, run, sandbox_env};
 
 pub(crate) fn dispatch(cli: Cli) -> ExitCode {
     let result = match cli.command {
@@ -57,6 +57,9 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
             );
             Ok(())
         }),
+        Command::Health { url } => {
+            health::probe(&url).map_err(|e| Failure::Other(anyhow::anyhow!(e)))
+        }
         Command::Ca {
             command: CaCommand::Init { out },
         } => ca_init(&out),

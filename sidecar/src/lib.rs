@@ -7,6 +7,7 @@ pub mod cli;
 mod commands;
 pub mod config;
 mod explain;
+mod health;
 mod logging;
 mod reload;
 mod run;

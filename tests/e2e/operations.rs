@@ -123,6 +123,18 @@ fn metrics_health_and_readiness() {
     let gitgate = Gitgate::start(&config);
     let admin = gitgate.admin_addr();
     assert!(http_get(admin, "/healthz").starts_with("HTTP/1.1 200"));
+    let url = format!("http://{admin}/healthz");
+    assert!(
+        cli(&["health", "--url", &url], gitgate.dir.path())
+            .status
+            .success()
+    );
+    let missing = format!("http://{admin}/nope");
+    assert!(
+        !cli(&["health", "--url", &missing], gitgate.dir.path())
+            .status
+            .success()
+    );
     let ready = http_get(admin, "/readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     let sandbox = Sandbox::new(&gitgate);
@@ -448,4 +460,38 @@ fn readiness_waits_for_nothing_without_an_app() {
     ));
     let ready = http_get(gitgate.admin_addr(), "/readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+}
+
+#[test]
+fn a_reload_drops_tokens_whose_scope_no_longer_fits() {
+    let standin = harness::standin();
+    let narrow = "{allowedRepos: [acme/app]}";
+    let gitgate = Gitgate::start(&app_config(&standin, narrow));
+    let sandbox = Sandbox::new(&gitgate);
+    sandbox.clone_repo("acme/app", "one");
+    assert_eq!(standin.mints().len(), 1);
+    let reloads = || {
+        gitgate
+            .audit()
+            .iter()
+            .filter(|r| r["kind"] == "policy_reload")
+            .count()
+    };
+    gitgate.rewrite_config(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app, acme/lib-core]}",
+    ));
+    wait_until(|| reloads() == 1);
+    sandbox.clone_repo("acme/app", "two");
+    let mints = standin.mints();
+    assert_eq!(mints.len(), 2, "the wider scope needs its own token");
+    assert_eq!(
+        mints[1].repositories,
+        Some(vec!["app".to_owned(), "lib-core".to_owned()])
+    );
+    // Back to the first policy: its old token was dropped, so a new one is minted.
+    gitgate.rewrite_config(&app_config(&standin, narrow));
+    wait_until(|| reloads() == 2);
+    sandbox.clone_repo("acme/app", "three");
+    assert_eq!(standin.mints().len(), 3);
 }
