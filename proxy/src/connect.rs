@@ -59,6 +59,14 @@ pub(crate) async fn handle(
         tracing::info!(host = %target.host, port, rule = %decision.rule, reason = %decision.reason, "CONNECT denied");
         return refuse(&state, record, &Failure::Policy(decision.reason));
     }
+    let Ok(permit) = state.tunnels.clone().try_acquire_owned() else {
+        let reason = format!(
+            "too many open tunnels (limits.maxTunnels = {}); retry shortly",
+            state.settings.limits.max_tunnels
+        );
+        record.decide(Verdict::Deny, "limits.maxTunnels", &reason);
+        return refuse(&state, record, &Failure::Overloaded(reason));
+    };
     let (upstream, addr) = match state
         .upstream
         .dialer()
@@ -79,6 +87,7 @@ pub(crate) async fn handle(
                 Ok(upgraded) => {
                     record.status = 200;
                     tunnel::run(&state, ctx, record, upgraded, upstream).await;
+                    drop(permit);
                 }
                 Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
             }

@@ -8,6 +8,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod admin;
+mod admission;
 mod api;
 pub mod audit;
 mod body;
@@ -16,6 +17,7 @@ mod forward;
 mod git;
 mod github;
 mod headers;
+mod idle;
 mod listener;
 mod metrics;
 mod mitm;

@@ -9,11 +9,15 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+use crate::admission::Refused;
+use crate::audit::{Record, Service, Verdict};
 use crate::body::ProxyBody;
+use crate::idle::IdleIo;
 use crate::state::{ConnCtx, Lifecycle, State};
 use crate::{connect, forward, reply, serve};
 
@@ -62,11 +66,16 @@ pub(crate) async fn run(
 }
 
 async fn connection(state: Arc<State>, ctx: ConnCtx, tcp: TcpStream) {
+    let _admitted = match state.admission.admit(ctx.client.ip()) {
+        Ok(admitted) => admitted,
+        Err(refused) => return refuse(&state, &ctx, tcp, refused).await,
+    };
     let _open = state.observer.metrics.connection_opened();
     let _ = tcp.set_nodelay(true);
+    let tcp = IdleIo::new(tcp, state.settings.limits.idle_timeout);
     let lifecycle = ctx.lifecycle.clone();
     let service = {
-        let state = state.clone();
+        let (state, ctx) = (state.clone(), ctx.clone());
         service_fn(move |req| {
             let (state, ctx) = (state.clone(), ctx.clone());
             async move { Ok::<_, Infallible>(route(state, ctx, req).await) }
@@ -76,8 +85,23 @@ async fn connection(state: Arc<State>, ctx: ConnCtx, tcp: TcpStream) {
         .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades();
     if let Err(error) = serve::until_shutdown(conn, lifecycle).await {
-        tracing::debug!(%error, "client connection ended with an error");
+        serve::connection_error(&state, &ctx, "", &error);
     }
+}
+
+/// Turns away a connection over a limit: a 503 saying which, then close.
+async fn refuse(state: &State, ctx: &ConnCtx, mut tcp: TcpStream, refused: Refused) {
+    let reason = refused.reason(ctx.client.ip());
+    let body = format!("gitgate: {reason}\n");
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(response.as_bytes())).await;
+    let mut record = Record::new(ctx.id, ctx.client, "", "", "", Service::Other);
+    record.decide(Verdict::Deny, refused.rule(), &reason);
+    record.status = 503;
+    state.observer.emit(&record);
 }
 
 /// The proxy protocol: CONNECT, absolute-form plain HTTP, or a request meant for a server.

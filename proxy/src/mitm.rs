@@ -50,7 +50,7 @@ pub(crate) async fn serve(state: Arc<State>, ctx: ConnCtx, target: Target, upgra
         ctx,
     });
     let service = {
-        let state = state.clone();
+        let (state, session) = (state.clone(), session.clone());
         service_fn(move |req| {
             let (state, session) = (state.clone(), session.clone());
             async move { Ok::<_, Infallible>(github::handle(&state, &session, req).await) }
@@ -58,6 +58,11 @@ pub(crate) async fn serve(state: Arc<State>, ctx: ConnCtx, target: Target, upgra
     };
     let conn = serve::builder(limits).serve_connection(TokioIo::new(tls), service);
     if let Err(error) = serve::until_shutdown(conn, lifecycle).await {
-        tracing::debug!(%error, "intercepted connection ended with an error");
+        serve::connection_error(
+            &state,
+            &session.ctx,
+            &session.target.host.to_string(),
+            &error,
+        );
     }
 }

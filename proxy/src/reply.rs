@@ -22,6 +22,8 @@ pub(crate) enum Failure {
     Token(String),
     /// The upstream did not answer in time (504).
     Timeout(String),
+    /// A limit of gitgate's own was reached (503).
+    Overloaded(String),
 }
 
 impl Failure {
@@ -32,6 +34,7 @@ impl Failure {
             Failure::Upstream(_) => StatusCode::BAD_GATEWAY,
             Failure::Token(_) => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Failure::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -42,7 +45,8 @@ impl Failure {
             | Failure::Policy(m)
             | Failure::Upstream(m)
             | Failure::Token(m)
-            | Failure::Timeout(m) => m,
+            | Failure::Timeout(m)
+            | Failure::Overloaded(m) => m,
         }
     }
 }

@@ -8,9 +8,10 @@ use hyper::server::conn::http1;
 use hyper::service::HttpService;
 use hyper_util::rt::TokioTimer;
 
+use crate::audit::{Record, Service, Verdict};
 use crate::body::ProxyBody;
 use crate::settings::Limits;
-use crate::state::Lifecycle;
+use crate::state::{ConnCtx, Lifecycle, State};
 
 /// An HTTP/1.1 server builder with gitgate's timeouts.
 pub(crate) fn builder(limits: &Limits) -> http1::Builder {
@@ -18,6 +19,8 @@ pub(crate) fn builder(limits: &Limits) -> http1::Builder {
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers)
+        .max_header_size(limits.max_header_bytes)
         .keep_alive(true);
     builder
 }
@@ -35,6 +38,41 @@ where
             conn.await
         }
     }
+}
+
+/// Records a connection that ended because a limit was hit (head too large or too
+/// slow, idle for too long); other errors are only logged.
+pub(crate) fn connection_error(state: &State, ctx: &ConnCtx, host: &str, error: &hyper::Error) {
+    let idle = std::error::Error::source(error)
+        .and_then(|e| e.downcast_ref::<std::io::Error>())
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+    let (rule, status, reason) = if error.is_parse_too_large() {
+        (
+            "limits.maxHeaderBytes",
+            431,
+            "request head too large (limits.maxHeaderBytes, limits.maxHeaders)",
+        )
+    } else if error.is_timeout() {
+        (
+            "limits.headerReadTimeout",
+            408,
+            "request head not received in time (limits.headerReadTimeout)",
+        )
+    } else if idle {
+        (
+            "limits.idleTimeout",
+            408,
+            "no data moved for too long (limits.idleTimeout)",
+        )
+    } else {
+        tracing::debug!(%error, "connection ended with an error");
+        return;
+    };
+    tracing::info!(client = %ctx.client, rule, "connection closed at a limit");
+    let mut record = Record::new(ctx.id, ctx.client, host, "", "", Service::Other);
+    record.decide(Verdict::Deny, rule, reason);
+    record.status = status;
+    state.observer.emit(&record);
 }
 
 /// Connections that can be asked to stop after the current request.

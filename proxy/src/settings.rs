@@ -55,6 +55,18 @@ pub struct Limits {
     pub max_drain_bytes: u64,
     /// In-flight requests get this long to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// A connection on which no byte moves either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// The most client connections at once.
+    pub max_connections: usize,
+    /// The most client connections at once from one address.
+    pub max_connections_per_client: usize,
+    /// The most open CONNECT tunnels to allow-listed hosts.
+    pub max_tunnels: usize,
+    /// The most bytes of a request head (request line and headers).
+    pub max_header_bytes: usize,
+    /// The most header fields in a request.
+    pub max_headers: usize,
 }
 
 impl Default for Limits {
@@ -68,6 +80,12 @@ impl Default for Limits {
             max_push_commands: 1000,
             max_drain_bytes: 2 << 30,
             shutdown_grace: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 4096,
+            max_connections_per_client: 512,
+            max_tunnels: 1024,
+            max_header_bytes: 64 << 10,
+            max_headers: 100,
         }
     }
 }

@@ -9,6 +9,7 @@ use gitgate_policy::Policy;
 use tokio::sync::{mpsc, watch};
 
 use crate::Settings;
+use crate::admission::Admission;
 use crate::observe::Observer;
 use crate::token::Tokens;
 use crate::upstream::Upstream;
@@ -20,6 +21,8 @@ pub(crate) struct State {
     pub(crate) upstream: Upstream,
     pub(crate) tokens: Arc<Tokens>,
     pub(crate) observer: Observer,
+    pub(crate) admission: Admission,
+    pub(crate) tunnels: Arc<tokio::sync::Semaphore>,
     policy: RwLock<Arc<Policy>>,
     next_connection: AtomicU64,
 }
@@ -33,12 +36,17 @@ impl State {
         observer: Observer,
         policy: Policy,
     ) -> Self {
+        let limits = &settings.limits;
+        let admission = Admission::new(limits.max_connections, limits.max_connections_per_client);
+        let tunnels = Arc::new(tokio::sync::Semaphore::new(limits.max_tunnels));
         Self {
             settings,
             ca,
             upstream,
             tokens,
             observer,
+            admission,
+            tunnels,
             policy: RwLock::new(Arc::new(policy)),
             next_connection: AtomicU64::new(1),
         }

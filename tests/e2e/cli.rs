@@ -46,6 +46,10 @@ fn bad_configs_exit_64_naming_file_line_column_and_key() {
             "gitgate.yaml:2:16: policy.allowHosts[0]: invalid host pattern \"exa mple.com\"",
         ),
         (
+            "limits:\n  maxConnections: 0\n",
+            "gitgate.yaml:2:19: limits.maxConnections: must be a whole number of at least 1",
+        ),
+        (
             "limits:\n  bodyIdleTimeout: 10x\n",
             "gitgate.yaml:2:20: limits.bodyIdleTimeout: invalid duration \"10x\"",
         ),

@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod adversarial;
 mod cli;
 mod core;
 mod git_policy;

@@ -118,6 +118,22 @@ impl Config {
         );
         set(&mut limits.body_idle_timeout, &l.body_idle_timeout);
         set(&mut limits.shutdown_grace, &l.shutdown_grace);
+        set(&mut limits.idle_timeout, &l.idle_timeout);
+        let count = |slot: &mut usize, value: Option<raw::Count>| {
+            if let Some(v) = value {
+                *slot = v.0;
+            }
+        };
+        count(&mut limits.max_connections, l.max_connections);
+        count(
+            &mut limits.max_connections_per_client,
+            l.max_connections_per_client,
+        );
+        count(&mut limits.max_tunnels, l.max_tunnels);
+        count(&mut limits.max_header_bytes, l.max_header_bytes);
+        count(&mut limits.max_headers, l.max_headers);
+        count(&mut limits.max_push_header_bytes, l.max_push_header_bytes);
+        count(&mut limits.max_push_commands, l.max_push_commands);
         if let Some(bytes) = l.max_drain_bytes {
             limits.max_drain_bytes = bytes;
         }

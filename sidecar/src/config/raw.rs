@@ -223,6 +223,34 @@ pub struct RawUpstream {
     pub connect_timeout: Option<HumanDuration>,
 }
 
+/// A limit: a whole number of at least 1.
+#[derive(Debug, Clone, Copy)]
+pub struct Count(pub usize);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Count;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number of at least 1")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Count, E> {
+                match usize::try_from(v) {
+                    Ok(0) | Err(_) => Err(E::custom("must be a whole number of at least 1")),
+                    Ok(n) => Ok(Count(n)),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Count, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom("must be a whole number of at least 1"))
+                    .and_then(|v| self.visit_u64(v))
+            }
+        }
+        d.deserialize_u64(Visitor)
+    }
+}
+
 /// `limits:`; every key optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -245,4 +273,28 @@ pub struct RawLimits {
     /// Most bytes of a denied push read so git can show the reason.
     #[serde(default, deserialize_with = "some")]
     pub max_drain_bytes: Option<u64>,
+    /// Close connections idle this long.
+    #[serde(default, deserialize_with = "some")]
+    pub idle_timeout: Option<HumanDuration>,
+    /// Most client connections at once.
+    #[serde(default, deserialize_with = "some")]
+    pub max_connections: Option<Count>,
+    /// Most client connections at once per client address.
+    #[serde(default, deserialize_with = "some")]
+    pub max_connections_per_client: Option<Count>,
+    /// Most open tunnels.
+    #[serde(default, deserialize_with = "some")]
+    pub max_tunnels: Option<Count>,
+    /// Most bytes of a request head.
+    #[serde(default, deserialize_with = "some")]
+    pub max_header_bytes: Option<Count>,
+    /// Most header fields in a request.
+    #[serde(default, deserialize_with = "some")]
+    pub max_headers: Option<Count>,
+    /// Most bytes of a push read before its pack.
+    #[serde(default, deserialize_with = "some")]
+    pub max_push_header_bytes: Option<Count>,
+    /// Most ref updates in one push.
+    #[serde(default, deserialize_with = "some")]
+    pub max_push_commands: Option<Count>,
 }

@@ -28,9 +28,20 @@ pub(crate) async fn handle(
     let push =
         parts.method == http::Method::POST && parts.uri.path().ends_with("/git-receive-pack");
     wait_while_stalled(shared, push).await;
-    if let Some(Fault::GitError { status, body }) = shared.fault() {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return text(status, body);
+    match shared.fault() {
+        Some(Fault::GitError { status, body }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return text(status, body);
+        }
+        Some(Fault::GitRedirect { location }) => {
+            let mut response = text(StatusCode::FOUND, "Found\n");
+            if let Ok(value) = header::HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            return response;
+        }
+        Some(Fault::GitCutOff) => return cut_off(),
+        _ => {}
     }
 
     let Some(path) = parse_git_path(parts.uri.path()) else {
@@ -137,6 +148,46 @@ fn unauthorized() -> Response<RespBody> {
 
 fn not_found() -> Response<RespBody> {
     text(StatusCode::NOT_FOUND, "Repository not found.\n")
+}
+
+/// A 200 that promises 1000 bytes, sends 10, then breaks the connection.
+fn cut_off() -> Response<RespBody> {
+    use http_body_util::BodyExt;
+    let mut response = Response::new(CutOff { sent: false }.boxed_unsync());
+    response.headers_mut().insert(
+        header::CONTENT_LENGTH,
+        header::HeaderValue::from_static("1000"),
+    );
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/x-git-upload-pack-advertisement"),
+    );
+    response
+}
+
+/// Ten bytes, then an error.
+struct CutOff {
+    sent: bool,
+}
+
+impl http_body::Body for CutOff {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        if self.sent {
+            return std::task::Poll::Ready(Some(Err(std::io::Error::other(
+                "cut off by Fault::GitCutOff",
+            ))));
+        }
+        self.sent = true;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+            b"0123456789",
+        )))))
+    }
 }
 
 #[cfg(test)]

@@ -123,6 +123,13 @@ pub enum Fault {
     GitStall,
     /// Only receive-pack POSTs hang until the fault is changed (advertisements pass).
     PushStall,
+    /// Every `github.com` request gets `302 Found` to `location`.
+    GitRedirect {
+        /// The `Location` header.
+        location: String,
+    },
+    /// Every `github.com` request gets a 200 promising 1000 bytes that breaks after 10.
+    GitCutOff,
     /// Every `github.com` request answers `status` with `body` as `text/plain`.
     GitError {
         /// HTTP status.

@@ -1,0 +1,496 @@
+//! The sandbox is the attacker: crafted bytes at every layer. Each case checks the
+//! status the client gets, that no token reaches the client or a non-GitHub host, and
+//! that gitgate still serves a normal clone afterwards.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use gitgate_standin::{Fault, StandIn};
+
+use crate::harness::{self, Gitgate, POLICY, Sandbox, app_config, raw, text};
+
+/// gitgate with small limits, so each limit is reached quickly.
+fn tight(standin: &StandIn) -> Gitgate {
+    let config = app_config(standin, POLICY).replace(
+        "listen: 127.0.0.1:0\n",
+        "listen: 127.0.0.1:0\nlimits: {headerReadTimeout: 1s, bodyIdleTimeout: 2s, responseHeaderTimeout: 3s, maxConnectionsPerClient: 50, maxHeaders: 40, maxHeaderBytes: 16384, maxPushHeaderBytes: 65536, tlsHandshakeTimeout: 2s}\n",
+    );
+    Gitgate::start(&config)
+}
+
+/// A normal clone still works, and nothing leaked.
+fn still_serves(gitgate: &Gitgate, standin: &StandIn, name: &str) {
+    let sandbox = Sandbox::new(gitgate);
+    sandbox.clone_repo("acme/app", name);
+    gitgate.assert_no_secrets(standin);
+}
+
+/// Sends `request` inside a CONNECT github.com tunnel and returns the reply, which
+/// must carry no credential.
+fn mitm(gitgate: &Gitgate, standin: &StandIn, request: &[u8]) -> String {
+    let mut tls = raw::mitm_tls(
+        gitgate.addr,
+        "github.com:443",
+        "github.com",
+        &gitgate.ca_file(),
+    );
+    tls.write_all(request).unwrap();
+    let reply = raw::read_response(&mut tls);
+    for token in standin.tokens() {
+        assert!(!reply.contains(&token), "a token reached the client");
+    }
+    assert!(
+        !reply.contains("x-access-token"),
+        "a credential reached the client: {reply}"
+    );
+    reply
+}
+
+fn upstream_count(standin: &StandIn) -> usize {
+    standin
+        .requests()
+        .iter()
+        .filter(|r| r.host == "github.com")
+        .count()
+}
+
+#[test]
+fn path_tricks_are_refused_before_upstream() {
+    let standin = harness::standin();
+    let gitgate = tight(&standin);
+    let long = format!(
+        "/acme/{}/info/refs?service=git-upload-pack",
+        "a".repeat(9000)
+    );
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "/acme/secret%00/info/refs?service=git-upload-pack".into(),
+            "400",
+        ),
+        (
+            "/acme/app/%2e%2e/secret/info/refs?service=git-upload-pack".into(),
+            "400",
+        ),
+        (
+            "/acme/app/./info/refs?service=git-upload-pack".into(),
+            "400",
+        ),
+        ("/acme//app/info/refs?service=git-upload-pack".into(), "400"),
+        (
+            "/acme/app.git/info/refs?service=git-upload-pack&x=1".into(),
+            "400",
+        ),
+        (
+            "/acme/app.git/info/refs?service=git-upload-archive".into(),
+            "400",
+        ),
+        ("/acme/app.git/info/refs".into(), "403"),
+        ("/acme/app.git/HEAD".into(), "403"),
+        ("/acme/app.git/objects/info/packs".into(), "403"),
+        ("/acme/app/archive/main.zip".into(), "403"),
+        (
+            "/acme/app;x/info/refs?service=git-upload-pack".into(),
+            "400",
+        ),
+        (long, "400"),
+    ];
+    for (path, status) in cases {
+        let reply = mitm(
+            &gitgate,
+            &standin,
+            format!("GET {path} HTTP/1.1\r\nHost: github.com\r\n\r\n").as_bytes(),
+        );
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path}: {reply}"
+        );
+    }
+    let reply = mitm(
+        &gitgate,
+        &standin,
+        b"PROPFIND /acme/app.git/ HTTP/1.1\r\nHost: github.com\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    assert_eq!(upstream_count(&standin), 0, "{:?}", standin.requests());
+    still_serves(&gitgate, &standin, "after");
+}
+
+#[test]
+fn smuggling_shapes_and_header_floods_are_refused() {
+    let standin = harness::standin();
+    let gitgate = tight(&standin);
+    let info = "/acme/app.git/info/refs?service=git-upload-pack";
+    let cases = [
+        format!("GET {info} HTTP/1.1\r\nHost: github.com\r\nHost: evil.test\r\n\r\n"),
+        "POST /acme/app.git/git-upload-pack HTTP/1.1\r\nHost: github.com\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n0000".to_owned(),
+        format!("GET https://evil.test{info} HTTP/1.1\r\nHost: github.com\r\n\r\n"),
+        format!("GET {info} HTTP/1.1\r\nHost: github.com\r\n folded: header\r\n\r\n"),
+    ];
+    for request in &cases {
+        let reply = mitm(&gitgate, &standin, request.as_bytes());
+        assert!(reply.starts_with("HTTP/1.1 400"), "{request:?}\n{reply}");
+    }
+    assert_eq!(upstream_count(&standin), 0, "{:?}", standin.requests());
+    // Content-Length with Transfer-Encoding: hyper drops the Content-Length and reads
+    // the body as chunked (RFC 9112 §6.1), so gitgate cannot see the conflict to refuse
+    // it. What matters holds: upstream gets one request framed by gitgate itself (no
+    // Content-Length), and the client's connection is closed after the answer, so
+    // nothing can be smuggled behind it.
+    let mut tls = raw::mitm_tls(
+        gitgate.addr,
+        "github.com:443",
+        "github.com",
+        &gitgate.ca_file(),
+    );
+    tls.write_all(b"POST /acme/app.git/git-upload-pack HTTP/1.1\r\nHost: github.com\r\nContent-Type: application/x-git-upload-pack-request\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n0000\r\n0\r\n\r\nGET /acme/secret.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: github.com\r\n\r\n").unwrap();
+    let reply = raw::read_response(&mut tls);
+    assert!(
+        reply.to_ascii_lowercase().contains("connection: close"),
+        "{reply}"
+    );
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        !rest.contains("HTTP/1.1"),
+        "a second request was answered: {rest}"
+    );
+    let seen: Vec<_> = standin
+        .requests()
+        .into_iter()
+        .filter(|r| r.host == "github.com")
+        .collect();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].header("content-length"), None);
+    assert!(seen.iter().all(|r| !r.target.contains("secret")));
+    // Header floods: too many fields, and too many bytes.
+    let many: String = (0..60).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let reply = mitm(
+        &gitgate,
+        &standin,
+        format!("GET {info} HTTP/1.1\r\nHost: github.com\r\n{many}\r\n").as_bytes(),
+    );
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    let big = format!("X-Big: {}\r\n", "a".repeat(20000));
+    let reply = raw::exchange(
+        gitgate.addr,
+        format!("CONNECT github.com:443 HTTP/1.1\r\nHost: github.com:443\r\n{big}\r\n").as_bytes(),
+    );
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    assert_eq!(upstream_count(&standin), 1, "{:?}", standin.requests());
+    let audit = gitgate.audit();
+    assert!(
+        audit.iter().any(|r| r["rule"] == "limits.maxHeaderBytes"),
+        "no audit record for the flood"
+    );
+    still_serves(&gitgate, &standin, "after");
+}
+
+#[test]
+fn slowloris_on_the_proxy_port_and_inside_the_tunnel_is_cut_off() {
+    let standin = harness::standin();
+    let gitgate = tight(&standin);
+    // On the proxy port: half a request head, then nothing.
+    let mut slow = TcpStream::connect(gitgate.addr).unwrap();
+    slow.write_all(b"CONNECT github.com:443 HTTP/1.1\r\nHost: gi")
+        .unwrap();
+    let started = Instant::now();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    assert!(
+        n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not cut off: {:?}",
+        started.elapsed()
+    );
+    // Inside the MITM tunnel: TLS done, then a trickle.
+    let mut tls = raw::mitm_tls(
+        gitgate.addr,
+        "github.com:443",
+        "github.com",
+        &gitgate.ca_file(),
+    );
+    tls.write_all(b"GET /acme/app.git/info/refs?service=git-upload-pack HTTP/1.1\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not cut off: {:?}",
+        started.elapsed()
+    );
+    crate::core::wait_until(|| {
+        gitgate
+            .audit()
+            .iter()
+            .filter(|r| r["rule"] == "limits.headerReadTimeout")
+            .count()
+            >= 2
+    });
+    still_serves(&gitgate, &standin, "after");
+}
+
+/// Opens `n` connections to `target` from another loopback address (so the proxy sees
+/// another client) and returns how many were refused with a 503 and how many are held.
+fn flood(source: std::net::IpAddr, target: SocketAddr, n: usize) -> (usize, usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        use tokio::io::AsyncReadExt;
+        let mut streams = Vec::new();
+        for _ in 0..n {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::new(source, 0)).unwrap();
+            if let Ok(stream) = socket.connect(target).await {
+                streams.push(stream);
+            }
+        }
+        let (mut refused, mut held) = (n - streams.len(), 0);
+        for stream in &mut streams {
+            let mut buf = [0u8; 12];
+            match tokio::time::timeout(Duration::from_millis(20), stream.read_exact(&mut buf)).await
+            {
+                Ok(Ok(_)) if &buf == b"HTTP/1.1 503" => refused += 1,
+                Ok(_) => refused += 1,
+                Err(_) => held += 1,
+            }
+        }
+        (refused, held)
+    })
+}
+
+#[test]
+fn a_client_opening_a_thousand_connections_does_not_starve_others() {
+    let standin = harness::standin();
+    let config = app_config(&standin, POLICY).replace(
+        "listen: 127.0.0.1:0\n",
+        "listen: 127.0.0.1:0\nlimits: {maxConnectionsPerClient: 50}\n",
+    );
+    let gitgate = Gitgate::start(&config);
+    let (refused, held) = flood([127, 0, 0, 2].into(), gitgate.addr, 1000);
+    assert_eq!(
+        (refused, held),
+        (950, 50),
+        "(refused, admitted) from one client"
+    );
+    // Another client (127.0.0.1) clones while a second flood holds its 50 connections.
+    let flooder = std::thread::spawn({
+        let addr = gitgate.addr;
+        move || flood([127, 0, 0, 3].into(), addr, 200)
+    });
+    still_serves(&gitgate, &standin, "after");
+    assert_eq!(flooder.join().unwrap(), (150, 50));
+    assert!(
+        gitgate
+            .audit()
+            .iter()
+            .any(|r| r["rule"] == "limits.maxConnectionsPerClient")
+    );
+}
+
+#[test]
+fn a_push_body_that_stalls_midway_is_abandoned() {
+    let standin = harness::standin();
+    let gitgate = tight(&standin);
+    let mut tls = raw::mitm_tls(
+        gitgate.addr,
+        "github.com:443",
+        "github.com",
+        &gitgate.ca_file(),
+    );
+    let zero = "0".repeat(40);
+    let line = format!("{zero} {} refs/heads/main\0 report-status", "1".repeat(40));
+    let body_start = format!("{:04x}{line}", line.len() + 4);
+    tls.write_all(
+        format!(
+            "POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\nContent-Length: 100000\r\n\r\n{}",
+            &body_start[..30]
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let reply = raw::read_response(&mut tls);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(reply.contains("stalled") || reply.is_empty(), "{reply}");
+    assert!(
+        standin
+            .requests()
+            .iter()
+            .all(|r| !r.target.ends_with("git-receive-pack"))
+    );
+    still_serves(&gitgate, &standin, "after");
+}
+
+#[test]
+fn a_gzip_bomb_in_a_push_is_bounded() {
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    let standin = harness::standin();
+    let gitgate = tight(&standin);
+    // One pkt-line header promising a command, then a gigabyte of zeros (about 1 MB gzipped).
+    let mut gz = GzEncoder::new(Vec::new(), Compression::best());
+    gz.write_all(b"0100").unwrap();
+    let zeros = vec![b'0'; 1 << 20];
+    for _ in 0..256 {
+        gz.write_all(&zeros).unwrap();
+    }
+    let bomb = gz.finish().unwrap();
+    let before = gitgate.peak_rss_kib();
+    let mut tls = raw::mitm_tls(
+        gitgate.addr,
+        "github.com:443",
+        "github.com",
+        &gitgate.ca_file(),
+    );
+    tls.write_all(
+        format!(
+            "POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+            bomb.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let _ = tls.write_all(&bomb);
+    let reply = raw::read_response(&mut tls);
+    assert!(
+        reply.starts_with("HTTP/1.1 400") || reply.contains("ERR"),
+        "{reply}"
+    );
+    let growth = gitgate.peak_rss_kib().saturating_sub(before);
+    assert!(growth < 16 * 1024, "RSS grew by {growth} KiB");
+    assert!(
+        standin
+            .requests()
+            .iter()
+            .all(|r| !r.target.ends_with("git-receive-pack"))
+    );
+    still_serves(&gitgate, &standin, "after");
+}
+
+#[test]
+fn client_hello_without_sni_is_served_for_the_connect_host_and_a_wrong_sni_is_refused() {
+    let standin = harness::standin();
+    let gitgate = tight(&standin);
+    let sandbox = Sandbox::new(&gitgate);
+    // curl sends no SNI for an IP-literal URL; --connect-to keeps CONNECT at github.com.
+    let out = sandbox.curl(&[
+        "-k",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--connect-to",
+        "127.0.0.1:443:github.com:443",
+        "-H",
+        "Host: github.com",
+        "https://127.0.0.1/acme/app.git/info/refs?service=git-upload-pack",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "{}",
+        text(&out)
+    );
+    let out = sandbox.curl(&[
+        "-k",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--connect-to",
+        "other.test:443:github.com:443",
+        "https://other.test/acme/app.git/info/refs?service=git-upload-pack",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "400",
+        "{}",
+        text(&out)
+    );
+    still_serves(&gitgate, &standin, "after");
+}
+
+#[test]
+fn an_upstream_that_stalls_or_cuts_off_gives_a_clear_error() {
+    let standin = harness::standin();
+    let gitgate = tight(&standin);
+    let sandbox = Sandbox::new(&gitgate);
+    sandbox.clone_repo("acme/app", "warm");
+    standin.set_fault(Some(Fault::GitStall));
+    let started = Instant::now();
+    let out = sandbox.git_fails(
+        sandbox.home.path(),
+        &["ls-remote", "https://github.com/acme/app.git"],
+    );
+    assert!(
+        out.contains("gitgate: github.com did not answer within 3 s"),
+        "{out}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    standin.set_fault(Some(Fault::GitCutOff));
+    let out = sandbox.git_fails(
+        sandbox.home.path(),
+        &["ls-remote", "https://github.com/acme/app.git"],
+    );
+    assert!(!out.contains("x-access-token"), "{out}");
+    standin.set_fault(None);
+    still_serves(&gitgate, &standin, "after");
+}
+
+#[test]
+fn a_redirect_to_another_host_is_passed_on_and_never_followed_with_the_token() {
+    let standin = harness::standin();
+    let gitgate = tight(&standin);
+    let sandbox = Sandbox::new(&gitgate);
+    standin.set_fault(Some(Fault::GitRedirect {
+        location: "https://tunnel.test/stolen/info/refs?service=git-upload-pack".into(),
+    }));
+    let out = sandbox.curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        "https://github.com/acme/app.git/info/refs?service=git-upload-pack",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "302 https://tunnel.test/stolen/info/refs?service=git-upload-pack",
+        "{}",
+        text(&out)
+    );
+    // git follows it through gitgate: the tunnel host gets no token.
+    let _ = sandbox.git(
+        sandbox.home.path(),
+        &[
+            "-c",
+            "http.followRedirects=true",
+            "ls-remote",
+            "https://github.com/acme/app.git",
+        ],
+    );
+    standin.set_fault(None);
+    for request in standin
+        .requests()
+        .iter()
+        .filter(|r| r.host != "github.com" && r.host != "api.github.com")
+    {
+        assert!(request.header("authorization").is_none(), "{request:?}");
+    }
+    still_serves(&gitgate, &standin, "after");
+}
