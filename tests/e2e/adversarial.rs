@@ -494,3 +494,25 @@ fn a_redirect_to_another_host_is_passed_on_and_never_followed_with_the_token() {
     }
     still_serves(&gitgate, &standin, "after");
 }
+
+#[test]
+fn http2_offered_through_alpn_is_declined_for_http1() {
+    let standin = harness::standin();
+    let gitgate = tight(&standin);
+    let sandbox = Sandbox::new(&gitgate);
+    let out = sandbox.curl(&[
+        "--http2",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code}",
+        "https://github.com/acme/app.git/info/refs?service=git-upload-pack",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1.1 200",
+        "{}",
+        text(&out)
+    );
+    still_serves(&gitgate, &standin, "after");
+}

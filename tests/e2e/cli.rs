@@ -186,3 +186,42 @@ fn doctor_checks_the_app_and_mints_each_scope_without_printing_tokens() {
         "{stderr}"
     );
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gitgate.yaml"), "listen: 127.0.0.1:0\n").unwrap();
+    let mut child = std::process::Command::new(crate::harness::gitgate::binary())
+        .args(["--log-format", "json", "run", "--config", "gitgate.yaml"])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in stderr.lines().map_while(Result::ok) {
+        let value: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let listening = value["message"] == "listening";
+        seen.push(value);
+        if listening {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let listening = seen.last().unwrap();
+    assert_eq!(listening["message"], "listening", "{seen:?}");
+    assert!(
+        listening["addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(
+        seen.iter()
+            .all(|v| v["level"].is_string() && v["timestamp"].is_string())
+    );
+}
