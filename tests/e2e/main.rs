@@ -8,6 +8,7 @@ mod harness;
 mod adversarial;
 mod cli;
 mod core;
+mod deployment;
 mod git_policy;
 mod operations;
 mod tokens;
