@@ -76,20 +76,31 @@ async fn send(
     if let Ok(value) = HeaderValue::from_str(authority) {
         parts.headers.insert(header::HOST, value);
     }
-    match state
-        .upstream
-        .send(Request::from_parts(parts, stream(body)))
-        .await
-    {
-        Ok(response) => {
+    let limit = state.settings.limits.response_header_timeout;
+    let sent = tokio::time::timeout(
+        limit,
+        state
+            .upstream
+            .send(Request::from_parts(parts, stream(body))),
+    )
+    .await;
+    match sent {
+        Ok(Ok(response)) => {
             record.upstream_status = Some(response.status().as_u16());
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, stream(body))
         }
-        Err(error) => reply::failure(
+        Ok(Err(error)) => reply::failure(
             Shape::Text,
             &Failure::Upstream(format!("cannot reach {authority}: {error}")),
+        ),
+        Err(_) => reply::failure(
+            Shape::Text,
+            &Failure::Timeout(format!(
+                "{authority} did not answer within {} s",
+                limit.as_secs()
+            )),
         ),
     }
 }

@@ -39,6 +39,7 @@ pub(crate) async fn run(
                         id: state.next_connection_id(),
                         client,
                         lifecycle: Lifecycle::new(stop_rx.clone(), alive_tx.clone()),
+                        _held: None,
                     };
                     let span = tracing::info_span!("conn", id = ctx.id, client = %client);
                     tokio::spawn(connection(state.clone(), ctx, tcp).instrument(span));
@@ -65,12 +66,15 @@ pub(crate) async fn run(
     }
 }
 
-async fn connection(state: Arc<State>, ctx: ConnCtx, tcp: TcpStream) {
-    let _admitted = match state.admission.admit(ctx.client.ip()) {
+async fn connection(state: Arc<State>, mut ctx: ConnCtx, tcp: TcpStream) {
+    let admitted = match state.admission.admit(ctx.client.ip()) {
         Ok(admitted) => admitted,
         Err(refused) => return refuse(&state, &ctx, tcp, refused).await,
     };
-    let _open = state.observer.metrics.connection_opened();
+    ctx._held = Some(Arc::new((
+        admitted,
+        state.observer.metrics.connection_opened(),
+    )));
     let _ = tcp.set_nodelay(true);
     let tcp = IdleIo::new(tcp, state.settings.limits.idle_timeout);
     let lifecycle = ctx.lifecycle.clone();

@@ -9,7 +9,8 @@ use gitgate_policy::Policy;
 use tokio::sync::{mpsc, watch};
 
 use crate::Settings;
-use crate::admission::Admission;
+use crate::admission::{Admission, Admitted};
+use crate::metrics::Open;
 use crate::observe::Observer;
 use crate::token::Tokens;
 use crate::upstream::Upstream;
@@ -76,6 +77,9 @@ pub(crate) struct ConnCtx {
     pub(crate) id: u64,
     pub(crate) client: SocketAddr,
     pub(crate) lifecycle: Lifecycle,
+    /// Counts the connection against the limits and in the gauge for as long as any
+    /// part of it lives, including a tunnel or an intercepted session after CONNECT.
+    pub(crate) _held: Option<Arc<(Admitted, Open)>>,
 }
 
 /// Held by every task that serves a client; shutdown waits until all are dropped.

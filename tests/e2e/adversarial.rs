@@ -516,3 +516,169 @@ fn http2_offered_through_alpn_is_declined_for_http1() {
     );
     still_serves(&gitgate, &standin, "after");
 }
+
+#[test]
+fn intercepted_and_tunneled_sessions_count_against_the_connection_limits() {
+    let standin = harness::standin();
+    let config = app_config(&standin, POLICY).replace(
+        "listen: 127.0.0.1:0\n",
+        "listen: 127.0.0.1:0\nlimits: {maxConnectionsPerClient: 5}\n",
+    );
+    let gitgate = Gitgate::start(&config);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answers: Vec<String> = runtime.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut held = Vec::new();
+        let mut answers = Vec::new();
+        for i in 0..8 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind(SocketAddr::new([127, 0, 0, 2].into(), 0))
+                .unwrap();
+            let mut stream = socket.connect(gitgate.addr).await.unwrap();
+            let target = if i % 2 == 0 {
+                "github.com:443"
+            } else {
+                "tunnel.test:443"
+            };
+            let _ = stream
+                .write_all(
+                    format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes(),
+                )
+                .await;
+            let mut head = [0u8; 12];
+            let answer =
+                match tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head))
+                    .await
+                {
+                    Ok(Ok(_)) => String::from_utf8_lossy(&head).into_owned(),
+                    _ => "closed".to_owned(),
+                };
+            answers.push(answer);
+            held.push(stream);
+        }
+        answers
+    });
+    let admitted = answers
+        .iter()
+        .filter(|a| a.as_str() == "HTTP/1.1 200")
+        .count();
+    assert_eq!(admitted, 5, "{answers:?}");
+    assert!(
+        answers[5..].iter().all(|a| a == "HTTP/1.1 503"),
+        "{answers:?}"
+    );
+    still_serves(&gitgate, &standin, "after");
+}
+
+#[test]
+fn an_upstream_with_an_untrusted_certificate_is_refused_and_gets_no_token() {
+    let standin = harness::standin();
+    // Same config, but without the stand-in's CA: its certificate does not verify.
+    let config = app_config(&standin, POLICY)
+        .replace(&format!("  caFile: {}\n", standin.ca_file().display()), "");
+    let gitgate = Gitgate::start(&config);
+    let sandbox = Sandbox::new(&gitgate);
+    let out = sandbox.git_fails(
+        sandbox.home.path(),
+        &["ls-remote", "https://github.com/acme/app.git"],
+    );
+    assert!(out.contains("gitgate: cannot reach"), "{out}");
+    assert!(out.to_lowercase().contains("certificate"), "{out}");
+    assert!(
+        standin.requests().is_empty(),
+        "a request got through: {:?}",
+        standin.requests()
+    );
+    assert!(standin.mints().is_empty());
+}
+
+#[test]
+fn a_401_from_github_is_never_passed_to_git_as_a_challenge() {
+    let standin = harness::standin();
+    let gitgate = tight(&standin);
+    let sandbox = Sandbox::new(&gitgate);
+    standin.set_fault(Some(Fault::GitError {
+        status: 401,
+        body: "Bad credentials\n".into(),
+    }));
+    let out = sandbox.git_fails(
+        sandbox.home.path(),
+        &["ls-remote", "https://github.com/acme/app.git"],
+    );
+    assert!(
+        out.contains("refused gitgate's credential for acme/app (HTTP 401)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("Username"),
+        "git asked for credentials: {out}"
+    );
+    let raw = sandbox.curl(&[
+        "-s",
+        "-D",
+        "-",
+        "https://github.com/acme/app.git/info/refs?service=git-upload-pack",
+    ]);
+    assert!(
+        !String::from_utf8_lossy(&raw.stdout)
+            .to_ascii_lowercase()
+            .contains("www-authenticate"),
+        "{}",
+        text(&raw)
+    );
+    standin.set_fault(None);
+    still_serves(&gitgate, &standin, "after");
+}
+
+#[test]
+fn max_tunnels_and_idle_tunnels_are_limited() {
+    let standin = harness::standin();
+    let config = app_config(&standin, POLICY).replace(
+        "listen: 127.0.0.1:0\n",
+        "listen: 127.0.0.1:0\nlimits: {maxTunnels: 2, idleTimeout: 2s}\n",
+    );
+    let gitgate = Gitgate::start(&config);
+    let open = || {
+        let mut stream = TcpStream::connect(gitgate.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"CONNECT tunnel.test:443 HTTP/1.1\r\nHost: tunnel.test:443\r\n\r\n")
+            .unwrap();
+        let head = raw::read_response(&mut stream);
+        (stream, head)
+    };
+    let (mut first, a) = open();
+    let (_second, b) = open();
+    let (_third, c) = open();
+    assert!(
+        a.starts_with("HTTP/1.1 200") && b.starts_with("HTTP/1.1 200"),
+        "{a}{b}"
+    );
+    assert!(
+        c.starts_with("HTTP/1.1 503") && c.contains("limits.maxTunnels"),
+        "{c}"
+    );
+    // An idle tunnel is closed after idleTimeout.
+    let started = Instant::now();
+    let mut buf = [0u8; 1];
+    let n = first.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        gitgate
+            .audit()
+            .iter()
+            .any(|r| r["rule"] == "limits.maxTunnels")
+    );
+    still_serves(&gitgate, &standin, "after");
+}

@@ -225,3 +225,37 @@ fn log_format_json_writes_one_json_object_per_line() {
             .all(|v| v["level"].is_string() && v["timestamp"].is_string())
     );
 }
+
+#[test]
+fn an_app_key_readable_by_others_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("app.pem");
+    let status = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(
+        dir.path().join("gitgate.yaml"),
+        "github:\n  app: {id: \"1\", privateKeyFile: app.pem}\n",
+    )
+    .unwrap();
+    let out = cli(&["check", "--config", "gitgate.yaml"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("github.app.privateKeyFile") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(
+        cli(&["check", "--config", "gitgate.yaml"], dir.path())
+            .status
+            .success()
+    );
+}

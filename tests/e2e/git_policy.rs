@@ -411,3 +411,50 @@ fn malformed_receive_pack_bodies_get_4xx_and_the_next_clone_works() {
     let sandbox = Sandbox::new(&gitgate);
     sandbox.clone_repo("acme/app", "after");
 }
+
+#[test]
+fn the_api_host_and_git_lfs_are_denied_with_reasons_clients_show() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = Sandbox::new(&gitgate);
+    let out = sandbox.curl(&[
+        "-s",
+        "-w",
+        "\n%{http_code}",
+        "https://api.github.com/repos/acme/app/pulls",
+    ]);
+    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(body.ends_with("\n403"), "{body}");
+    let json: serde_json::Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+    assert!(
+        json["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("gitgate: GET /repos/acme/app/pulls denied"),
+        "{json}"
+    );
+    let out = sandbox.curl(&[
+        "-s",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/vnd.git-lfs+json",
+        "-d",
+        "{\"operation\":\"download\",\"objects\":[]}",
+        "https://github.com/acme/app.git/info/lfs/objects/batch",
+    ]);
+    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        body.ends_with("\n403") && body.contains("Git LFS for acme/app is not enabled"),
+        "{body}"
+    );
+    assert!(
+        standin.requests().iter().all(|r| r.host == "api.github.com"
+            && r.target.contains("installation")
+            || r.host == "github.com" && !r.target.contains("lfs")),
+        "{:?}",
+        standin.requests()
+    );
+}

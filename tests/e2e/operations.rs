@@ -495,3 +495,55 @@ fn a_reload_drops_tokens_whose_scope_no_longer_fits() {
     sandbox.clone_repo("acme/app", "three");
     assert_eq!(standin.mints().len(), 3);
 }
+
+#[test]
+fn report_mode_also_lets_denied_repos_and_hosts_through() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app], mode: report}",
+    ));
+    let sandbox = Sandbox::new(&gitgate);
+    // gitgate lets the clone through, but the token still covers only the policy's
+    // repositories, so GitHub itself answers "not found".
+    let out = sandbox.git_fails(
+        sandbox.home.path(),
+        &["clone", "https://github.com/acme/lib-core.git"],
+    );
+    assert!(out.contains("Repository not found"), "{out}");
+    assert!(
+        standin
+            .requests()
+            .iter()
+            .any(|r| r.target.starts_with("/acme/lib-core.git/info/refs"))
+    );
+    assert_eq!(
+        standin.mints()[0].repositories,
+        Some(vec!["app".to_owned()])
+    );
+    let out = sandbox.curl(&[
+        "--cacert",
+        &standin.ca_file().display().to_string(),
+        "https://other.test/",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from other.test\n",
+        "{}",
+        text(&out)
+    );
+    wait_until(|| {
+        decisions(&gitgate)
+            .iter()
+            .any(|r| r["host"] == "other.test")
+    });
+    let records = decisions(&gitgate);
+    let repo = records
+        .iter()
+        .find(|r| r["repo"] == "acme/lib-core")
+        .expect("repo record");
+    assert_eq!(repo["decision"], "report");
+    assert_eq!(repo["rule"], "allowedRepos");
+    let host = records.iter().find(|r| r["host"] == "other.test").unwrap();
+    assert_eq!(host["decision"], "report");
+}

@@ -403,3 +403,29 @@ fn no_credential_source_is_announced_at_start() {
         gitgate.output()
     );
 }
+
+#[test]
+fn a_failed_installation_lookup_is_not_repeated_at_once() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, "{allowedRepos: [\"nobody/*\"]}"));
+    let sandbox = Sandbox::new(&gitgate);
+    for _ in 0..3 {
+        let out = sandbox.git_fails(
+            sandbox.home.path(),
+            &["ls-remote", "https://github.com/nobody/x.git"],
+        );
+        assert!(
+            out.contains("GitHub App is not installed on account nobody"),
+            "{out}"
+        );
+    }
+    let lookups = standin
+        .requests()
+        .iter()
+        .filter(|r| r.target.ends_with("/installation"))
+        .count();
+    assert_eq!(
+        lookups, 3,
+        "one lookup (repo, org, user), not one per request"
+    );
+}

@@ -102,7 +102,7 @@ enum Source {
     App {
         client: Arc<AppClient>,
         cache: Arc<TokenCache>,
-        installations: tokio::sync::Mutex<HashMap<String, u64>>,
+        installations: tokio::sync::Mutex<Installations>,
     },
 }
 
@@ -141,11 +141,14 @@ impl Tokens {
                     detail: e.to_string(),
                 })?;
                 let client = Arc::new(AppClient::new(app.id, app.key, api, http));
-                let installations = app
-                    .installations
-                    .into_iter()
-                    .map(|(owner, id)| (owner.to_ascii_lowercase(), id))
-                    .collect();
+                let installations = Installations {
+                    known: app
+                        .installations
+                        .into_iter()
+                        .map(|(owner, id)| (owner.to_ascii_lowercase(), id))
+                        .collect(),
+                    failed: HashMap::new(),
+                };
                 Source::App {
                     cache: Arc::new(TokenCache::new(client.clone(), app.refresh_margin, metrics)),
                     client,
@@ -282,20 +285,48 @@ impl Tokens {
     }
 }
 
+/// Installation ids by owner: configured or looked up, and recent failed lookups.
+struct Installations {
+    known: HashMap<String, u64>,
+    failed: HashMap<String, (TokenError, SystemTime)>,
+}
+
+/// A failed installation lookup is not repeated for this long (each lookup costs up to
+/// three API calls).
+const LOOKUP_BACKOFF: Duration = Duration::from_secs(30);
+
 /// The installation for `repo.owner`: configured, cached, or looked up once.
 async fn installation(
     client: &AppClient,
-    known: &tokio::sync::Mutex<HashMap<String, u64>>,
+    installations: &tokio::sync::Mutex<Installations>,
     repo: &RepoPath,
 ) -> Result<u64, TokenError> {
-    let mut known = known.lock().await;
-    if let Some(id) = known.get(repo.owner()) {
+    let mut installations = installations.lock().await;
+    let owner = repo.owner();
+    if let Some(id) = installations.known.get(owner) {
         return Ok(*id);
     }
-    let id = client.installation(repo.owner(), repo.name()).await?;
-    tracing::info!(owner = %repo.owner(), installation = id, "resolved GitHub App installation");
-    known.insert(repo.owner().to_owned(), id);
-    Ok(id)
+    let now = SystemTime::now();
+    if let Some((error, until)) = installations.failed.get(owner) {
+        if now < *until {
+            return Err(error.clone());
+        }
+    }
+    match client.installation(owner, repo.name()).await {
+        Ok(id) => {
+            tracing::info!(%owner, installation = id, "resolved GitHub App installation");
+            installations.failed.remove(owner);
+            installations.known.insert(owner.to_owned(), id);
+            Ok(id)
+        }
+        Err(error) => {
+            installations.failed.retain(|_, (_, until)| now < *until);
+            installations
+                .failed
+                .insert(owner.to_owned(), (error.clone(), now + LOOKUP_BACKOFF));
+            Err(error)
+        }
+    }
 }
 
 /// The HTTP client for the GitHub API: the same verified TLS and `upstream.resolve`
