@@ -322,6 +322,9 @@ pub struct AuditLog {
 /// (and counted in the log) rather than slowing requests down.
 const QUEUE: usize = 8192;
 
+/// The most bytes gathered into one write.
+const BATCH: usize = 64 << 10;
+
 impl AuditLog {
     /// Starts the writer task. Must be called inside a tokio runtime.
     pub fn start(target: AuditTarget) -> std::io::Result<Self> {
@@ -366,30 +369,49 @@ impl Writer {
         Ok(Self { target, out })
     }
 
+    /// Writes records as they come, every record already queued in one write.
     async fn run(mut self, mut rx: mpsc::Receiver<Message>) {
         let mut last_check = std::time::Instant::now();
-        while let Some(message) = rx.recv().await {
-            let line = match message {
-                Message::Reopen => {
-                    self.reopen();
-                    continue;
+        let mut batch = String::new();
+        while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Line(line) => batch.push_str(&line),
+                    Message::Reopen => {
+                        self.write(&mut batch).await;
+                        self.reopen();
+                    }
                 }
-                Message::Line(line) => line,
-            };
+                if batch.len() < BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
             if last_check.elapsed() > Duration::from_secs(1) {
                 last_check = std::time::Instant::now();
                 if self.rotated_away() {
                     self.reopen();
                 }
             }
-            let result = match &mut self.out {
-                Output::Stdout(out) => out.write_all(line.as_bytes()).await.and(out.flush().await),
-                Output::File { file, .. } => file.write_all(line.as_bytes()).await,
-            };
-            if let Err(error) = result {
-                tracing::error!(%error, "cannot write the audit log");
-            }
+            self.write(&mut batch).await;
         }
+    }
+
+    async fn write(&mut self, batch: &mut String) {
+        if batch.is_empty() {
+            return;
+        }
+        let result = match &mut self.out {
+            Output::Stdout(out) => out.write_all(batch.as_bytes()).await.and(out.flush().await),
+            Output::File { file, .. } => file
+                .write_all(batch.as_bytes())
+                .await
+                .and(file.flush().await),
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "cannot write the audit log");
+        }
+        batch.clear();
     }
 
     /// The file at the path is no longer the one open (moved away by log rotation).

@@ -320,9 +320,20 @@ fn static_token_file_is_re_read_when_rewritten() {
         .issue_token(1001, None, Some(&[("contents", "read")]))
         .unwrap();
     std::fs::write(&token_file, format!("{}\n", second.token)).unwrap();
+    // The file is looked at once a second: wait until a request carries the new token.
+    let expected = gitgate_standin::basic_auth(&second.token);
+    crate::core::wait_until(|| {
+        let _ = sandbox.git(
+            sandbox.home.path(),
+            &["ls-remote", "https://github.com/acme/app.git"],
+        );
+        standin
+            .requests()
+            .iter()
+            .any(|r| r.header("authorization") == Some(expected.as_str()))
+    });
     standin.clear_requests();
     sandbox.clone_repo("acme/app", "two");
-    let expected = gitgate_standin::basic_auth(&second.token);
     let git_requests: Vec<_> = standin
         .requests()
         .into_iter()

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{Secret, TokenError};
 
@@ -13,9 +13,20 @@ pub(crate) enum StaticToken {
     /// Read from a file, and again whenever its size or modification time changes.
     File {
         path: PathBuf,
-        cached: Mutex<Option<(SystemTime, u64, Secret)>>,
+        recheck: Duration,
+        cached: Mutex<Option<Cached>>,
     },
 }
+
+/// The file's token, the stamp it was read at, and when the stamp was last checked.
+pub(crate) struct Cached {
+    stamp: (SystemTime, u64),
+    secret: Secret,
+    checked: Instant,
+}
+
+/// The file is looked at (one `stat`) at most this often, not on every request.
+const RECHECK: Duration = Duration::from_secs(1);
 
 impl StaticToken {
     pub(crate) fn from_env(name: &str) -> Result<Self, TokenError> {
@@ -30,16 +41,25 @@ impl StaticToken {
     pub(crate) fn from_file(path: PathBuf) -> Self {
         Self::File {
             path,
+            recheck: RECHECK,
             cached: Mutex::new(None),
         }
     }
 
     /// The current token.
     pub(crate) async fn get(&self) -> Result<Secret, TokenError> {
-        let (path, cached) = match self {
+        let (path, recheck, cached) = match self {
             Self::Env(secret) => return Ok(secret.clone()),
-            Self::File { path, cached } => (path, cached),
+            Self::File {
+                path,
+                recheck,
+                cached,
+            } => (path, *recheck, cached),
         };
+        let lock = || cached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = lock().as_ref().filter(|c| c.checked.elapsed() < recheck) {
+            return Ok(c.secret.clone());
+        }
         let fail = |e: std::io::Error| {
             TokenError::Static(format!(
                 "cannot read the token file {}: {e}",
@@ -48,10 +68,9 @@ impl StaticToken {
         };
         let meta = tokio::fs::metadata(path).await.map_err(fail)?;
         let stamp = (meta.modified().map_err(fail)?, meta.len());
-        if let Some((modified, len, secret)) = &*cached.lock().unwrap_or_else(|p| p.into_inner()) {
-            if (*modified, *len) == stamp {
-                return Ok(secret.clone());
-            }
+        if let Some(c) = lock().as_mut().filter(|c| c.stamp == stamp) {
+            c.checked = Instant::now();
+            return Ok(c.secret.clone());
         }
         let text = tokio::fs::read_to_string(path).await.map_err(fail)?;
         let token = text.trim();
@@ -62,8 +81,11 @@ impl StaticToken {
             )));
         }
         let secret = Secret::new(token);
-        *cached.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((stamp.0, stamp.1, secret.clone()));
+        *lock() = Some(Cached {
+            stamp,
+            secret: secret.clone(),
+            checked: Instant::now(),
+        });
         tracing::info!(path = %path.display(), "read the token file");
         Ok(secret)
     }
@@ -78,7 +100,11 @@ mod tests {
         let dir = tempfile_dir();
         let path = dir.join("token");
         std::fs::write(&path, "first\n").unwrap();
-        let source = StaticToken::from_file(path.clone());
+        let source = StaticToken::File {
+            path: path.clone(),
+            recheck: Duration::ZERO,
+            cached: Mutex::new(None),
+        };
         assert_eq!(source.get().await.unwrap().expose(), "first");
         std::fs::write(&path, "second-token\n").unwrap();
         assert_eq!(source.get().await.unwrap().expose(), "second-token");
