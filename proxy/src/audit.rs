@@ -6,9 +6,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex};
+
 use serde_json::{Map, Value};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 
 /// The field names of an audit record.
 pub mod field {
@@ -307,128 +308,157 @@ pub enum AuditTarget {
     File(PathBuf),
 }
 
-enum Message {
-    Line(String),
-    Reopen,
+/// Records waiting for the writer thread.
+#[derive(Default)]
+struct Pending {
+    lines: String,
+    dropped: u64,
+    /// A reopen was asked for when `lines` was this long: what came before goes to the
+    /// old file, what came after to the new one.
+    reopen_at: Option<usize>,
+    closed: bool,
 }
 
-/// The sending side of the audit log. Cheap to clone.
+/// The sending side of the audit log. Cheap to clone; a send is a push onto a buffer.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Message>,
+    pending: Arc<(Mutex<Pending>, Condvar)>,
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
-/// Lines buffered between requests and the writer; past this, records are dropped
-/// (and counted in the log) rather than slowing requests down.
-const QUEUE: usize = 8192;
+/// Buffered bytes between requests and the writer; past this, records are dropped (and
+/// the count logged) rather than slowing requests down or growing memory.
+const MAX_PENDING: usize = 8 << 20;
 
-/// The most bytes gathered into one write.
-const BATCH: usize = 64 << 10;
+/// The writer wakes this often, and earlier when the buffer fills up.
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
 
 impl AuditLog {
-    /// Starts the writer task. Must be called inside a tokio runtime.
+    /// Starts the writer on its own thread, so no request ever waits on the disk and the
+    /// async runtime never blocks on it.
     pub fn start(target: AuditTarget) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel(QUEUE);
         let writer = Writer::open(target)?;
-        tokio::spawn(writer.run(rx));
-        Ok(Self { tx })
+        let pending: Arc<(Mutex<Pending>, Condvar)> = Arc::default();
+        let shared = pending.clone();
+        let thread = std::thread::Builder::new()
+            .name("gitgate-audit".into())
+            .spawn(move || writer.run(&shared))?;
+        Ok(Self {
+            pending,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Writes what is buffered and stops the writer (at shutdown).
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.pending.1.notify_one();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues a line.
     pub fn write(&self, line: String) {
-        if self.tx.try_send(Message::Line(line)).is_err() {
-            tracing::warn!("audit queue full; a record was dropped");
+        let mut pending = self.lock();
+        if pending.lines.len() + line.len() > MAX_PENDING {
+            pending.dropped += 1;
+            return;
+        }
+        pending.lines.push_str(&line);
+        if pending.lines.len() > MAX_PENDING / 2 {
+            self.pending.1.notify_one();
         }
     }
 
     /// Reopens the audit file (after SIGHUP).
     pub fn reopen(&self) {
-        let _ = self.tx.try_send(Message::Reopen);
+        let mut pending = self.lock();
+        pending.reopen_at = Some(pending.lines.len());
+        self.pending.1.notify_one();
     }
 }
 
 struct Writer {
     target: AuditTarget,
-    out: Output,
-}
-
-enum Output {
-    Stdout(tokio::io::Stdout),
-    File {
-        file: tokio::fs::File,
-        identity: Option<(u64, u64)>,
-    },
+    out: Box<dyn Write + Send>,
+    identity: Option<(u64, u64)>,
 }
 
 impl Writer {
     fn open(target: AuditTarget) -> std::io::Result<Self> {
-        let out = match &target {
-            AuditTarget::Stdout => Output::Stdout(tokio::io::stdout()),
-            AuditTarget::File(path) => open_file(path)?,
+        let (out, identity): (Box<dyn Write + Send>, _) = match &target {
+            AuditTarget::Stdout => (Box::new(std::io::stdout()), None),
+            AuditTarget::File(path) => (Box::new(open_file(path)?), file_identity(path)),
         };
-        Ok(Self { target, out })
+        Ok(Self {
+            target,
+            out,
+            identity,
+        })
     }
 
-    /// Writes records as they come, every record already queued in one write.
-    async fn run(mut self, mut rx: mpsc::Receiver<Message>) {
+    /// Drains the buffer every [`FLUSH_EVERY`] (or when asked) until the log is dropped.
+    fn run(mut self, pending: &(Mutex<Pending>, Condvar)) {
         let mut last_check = std::time::Instant::now();
-        let mut batch = String::new();
-        while let Some(first) = rx.recv().await {
-            let mut next = Some(first);
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Line(line) => batch.push_str(&line),
-                    Message::Reopen => {
-                        self.write(&mut batch).await;
-                        self.reopen();
-                    }
-                }
-                if batch.len() < BATCH {
-                    next = rx.try_recv().ok();
-                }
+        loop {
+            let (lines, dropped, reopen_at, closed) = {
+                let guard = pending.0.lock().unwrap_or_else(|p| p.into_inner());
+                let (mut guard, _) = pending
+                    .1
+                    .wait_timeout_while(guard, FLUSH_EVERY, |p| {
+                        p.reopen_at.is_none() && !p.closed && p.lines.len() <= MAX_PENDING / 2
+                    })
+                    .unwrap_or_else(|p| p.into_inner());
+                let taken = std::mem::take(&mut *guard);
+                (taken.lines, taken.dropped, taken.reopen_at, taken.closed)
+            };
+            if dropped > 0 {
+                tracing::warn!(dropped, "audit buffer full; records were dropped");
             }
-            if last_check.elapsed() > Duration::from_secs(1) {
+            let (before, after) = lines.split_at(reopen_at.unwrap_or(0));
+            self.write(before.as_bytes());
+            if reopen_at.is_some()
+                || (last_check.elapsed() > Duration::from_secs(1) && self.rotated_away())
+            {
                 last_check = std::time::Instant::now();
-                if self.rotated_away() {
-                    self.reopen();
-                }
+                self.reopen();
             }
-            self.write(&mut batch).await;
+            self.write(after.as_bytes());
+            if closed {
+                return;
+            }
         }
     }
 
-    async fn write(&mut self, batch: &mut String) {
-        if batch.is_empty() {
+    fn write(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
             return;
         }
-        let result = match &mut self.out {
-            Output::Stdout(out) => out.write_all(batch.as_bytes()).await.and(out.flush().await),
-            Output::File { file, .. } => file
-                .write_all(batch.as_bytes())
-                .await
-                .and(file.flush().await),
-        };
-        if let Err(error) = result {
+        if let Err(error) = self.out.write_all(bytes).and_then(|()| self.out.flush()) {
             tracing::error!(%error, "cannot write the audit log");
         }
-        batch.clear();
     }
 
     /// The file at the path is no longer the one open (moved away by log rotation).
     fn rotated_away(&self) -> bool {
-        match (&self.target, &self.out) {
-            (AuditTarget::File(path), Output::File { identity, .. }) => {
-                file_identity(path) != *identity
-            }
-            _ => false,
+        match &self.target {
+            AuditTarget::File(path) => file_identity(path) != self.identity,
+            AuditTarget::Stdout => false,
         }
     }
 
     fn reopen(&mut self) {
         if let AuditTarget::File(path) = &self.target {
             match open_file(path) {
-                Ok(out) => {
-                    self.out = out;
+                Ok(file) => {
+                    self.out = Box::new(file);
+                    self.identity = file_identity(path);
                     tracing::info!(path = %path.display(), "reopened the audit log");
                 }
                 Err(error) => {
@@ -439,15 +469,11 @@ impl Writer {
     }
 }
 
-fn open_file(path: &std::path::Path) -> std::io::Result<Output> {
-    let file = std::fs::OpenOptions::new()
+fn open_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(path)?;
-    Ok(Output::File {
-        file: tokio::fs::File::from_std(file),
-        identity: file_identity(path),
-    })
+        .open(path)
 }
 
 #[cfg(unix)]
@@ -509,8 +535,8 @@ mod tests {
         assert_eq!(v[field::CONNECTION], 7);
     }
 
-    #[tokio::test]
-    async fn file_is_reopened_after_rotation() {
+    #[test]
+    fn file_is_reopened_after_rotation() {
         let dir = std::env::temp_dir().join(format!("gitgate-audit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("audit.log");
@@ -520,8 +546,7 @@ mod tests {
             std::fs::read_to_string(&path)
                 .unwrap_or_default()
                 .contains("one")
-        })
-        .await;
+        });
         std::fs::rename(&path, dir.join("audit.log.1")).unwrap();
         log.reopen();
         log.write("two\n".into());
@@ -529,8 +554,7 @@ mod tests {
             std::fs::read_to_string(&path)
                 .unwrap_or_default()
                 .contains("two")
-        })
-        .await;
+        });
         assert!(
             !std::fs::read_to_string(dir.join("audit.log.1"))
                 .unwrap()
@@ -539,12 +563,12 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    async fn wait_for(condition: impl Fn() -> bool) {
+    fn wait_for(condition: impl Fn() -> bool) {
         for _ in 0..500 {
             if condition() {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            std::thread::sleep(Duration::from_millis(10));
         }
         panic!("condition not met");
     }

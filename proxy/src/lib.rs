@@ -145,9 +145,12 @@ impl Proxy {
         &self.state.tokens
     }
 
-    /// Serves clients on `listener` until `shutdown` resolves, then drains.
+    /// Serves clients on `listener` until `shutdown` resolves, then drains and writes
+    /// the last audit records.
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         listener::run(self.state.clone(), listener, shutdown).await;
+        let audit = self.state.observer.audit().clone();
+        let _ = tokio::task::spawn_blocking(move || audit.close()).await;
     }
 
     /// Serves the admin endpoints (`/healthz`, `/readyz`, `/metrics`) on `listener`

@@ -314,10 +314,9 @@ fn report_mode_lets_a_denied_push_through_and_logs_what_would_have_been_denied()
             .as_deref(),
         Some(head.as_str())
     );
-    let push = decisions(&gitgate)
-        .into_iter()
-        .find(|r| r["service"] == "receive-pack" && r["method"] == "POST")
-        .expect("push record");
+    let is_push = |r: &Value| r["service"] == "receive-pack" && r["method"] == "POST";
+    wait_until(|| decisions(&gitgate).iter().any(is_push));
+    let push = decisions(&gitgate).into_iter().find(is_push).unwrap();
     assert_eq!(push["decision"], "report");
     assert_eq!(push["refs"][0]["decision"], "report");
     assert!(
