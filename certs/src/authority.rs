@@ -86,7 +86,7 @@ impl CertificateAuthority {
                 format!("not a parsable certificate: {e}"),
             )
         })?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = crate::crypto_provider();
         let minter = LeafMinter::new(issuer, cert_der, provider)?;
         minter.self_check(SystemTime::now())?;
         Ok(Self {

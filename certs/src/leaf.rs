@@ -93,6 +93,8 @@ impl LeafMinter {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // Our order (AES-128-GCM first) rather than the client's.
+        config.ignore_client_order = true;
         Ok(Arc::new(config))
     }
 
@@ -201,5 +203,16 @@ mod tests {
         let ca = ca();
         let config = ca.server_config("github.com", SystemTime::now()).unwrap();
         assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn aes_128_gcm_is_preferred_over_the_clients_order() {
+        let ca = ca();
+        let config = ca.server_config("github.com", SystemTime::now()).unwrap();
+        assert!(config.ignore_client_order);
+        assert_eq!(
+            config.crypto_provider().cipher_suites[0].suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+        );
     }
 }

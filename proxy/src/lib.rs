@@ -12,6 +12,7 @@ mod admission;
 mod api;
 pub mod audit;
 mod body;
+mod coalesce;
 mod connect;
 mod forward;
 mod git;

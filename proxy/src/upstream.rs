@@ -82,7 +82,7 @@ impl Dialer {
         for cert in &settings.extra_roots {
             roots.add(cert.clone())?;
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = gitgate_certs::crypto_provider();
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
