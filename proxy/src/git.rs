@@ -9,7 +9,6 @@ use hyper::body::Incoming;
 
 use crate::audit::{self, Record, Verdict};
 use crate::body::{ProxyBody, empty, stream};
-use crate::coalesce::Coalesce;
 use crate::github::ClientBody;
 use crate::headers::{sanitize_request, strip_hop_by_hop};
 use crate::push::{self, Inspected};
@@ -251,7 +250,7 @@ fn answer(
     let body = if parts.status == StatusCode::NO_CONTENT {
         empty()
     } else {
-        stream(Coalesce::new(body))
+        stream(body)
     };
     Response::from_parts(parts, body)
 }

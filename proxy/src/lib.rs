@@ -12,7 +12,6 @@ mod admission;
 mod api;
 pub mod audit;
 mod body;
-mod coalesce;
 mod connect;
 mod forward;
 mod git;
