@@ -352,22 +352,7 @@ fn a_gzip_bomb_in_a_push_is_bounded() {
     }
     let bomb = gz.finish().unwrap();
     let before = gitgate.peak_rss_kib();
-    let mut tls = raw::mitm_tls(
-        gitgate.addr,
-        "github.com:443",
-        "github.com",
-        &gitgate.ca_file(),
-    );
-    tls.write_all(
-        format!(
-            "POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
-            bomb.len()
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let _ = tls.write_all(&bomb);
-    let reply = raw::read_response(&mut tls);
+    let reply = raw::post_receive_pack(&gitgate, "Content-Encoding: gzip\r\n", &bomb);
     assert!(
         reply.starts_with("HTTP/1.1 400") || reply.contains("ERR"),
         "{reply}"

@@ -288,19 +288,11 @@ fn gzip_encoded_pushes_are_decoded_and_checked() {
     gz.write_all(body.as_bytes()).unwrap();
     gz.write_all(b"PACK\0\0\0\x02\0\0\0\0").unwrap();
     let gz = gz.finish().unwrap();
-    let mut tls = raw::mitm_tls(
-        gitgate.addr,
-        "github.com:443",
-        "github.com",
-        &gitgate.ca_file(),
+    let reply = raw::post_receive_pack(
+        &gitgate,
+        "Content-Type: application/x-git-receive-pack-request\r\nContent-Encoding: gzip\r\n",
+        &gz,
     );
-    let head = format!(
-        "POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\nContent-Type: application/x-git-receive-pack-request\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
-        gz.len()
-    );
-    tls.write_all(head.as_bytes()).unwrap();
-    tls.write_all(&gz).unwrap();
-    let reply = raw::read_response(&mut tls);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(
         reply.contains("ng refs/heads/dev gitgate: refs/heads/dev is not in allowedRefs"),
@@ -392,19 +384,11 @@ fn malformed_receive_pack_bodies_get_4xx_and_the_next_clone_works() {
         ("endless commands", endless.into_bytes()),
     ];
     for (what, body) in bodies {
-        let mut tls = raw::mitm_tls(
-            gitgate.addr,
-            "github.com:443",
-            "github.com",
-            &gitgate.ca_file(),
+        let reply = raw::post_receive_pack(
+            &gitgate,
+            "Content-Type: application/x-git-receive-pack-request\r\n",
+            &body,
         );
-        let head = format!(
-            "POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\nContent-Type: application/x-git-receive-pack-request\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        tls.write_all(head.as_bytes()).unwrap();
-        tls.write_all(&body).unwrap();
-        let reply = raw::read_response(&mut tls);
         assert!(reply.starts_with("HTTP/1.1 4"), "{what}: {reply}");
     }
     assert_eq!(receive_pack_posts(&standin), 0);

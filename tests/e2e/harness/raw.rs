@@ -80,3 +80,22 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls_pki_types::CertificateDer<'sta
         .map(|c| c.expect("pem"))
         .collect()
 }
+
+/// POSTs `body` to acme/app's receive-pack inside a CONNECT github.com tunnel, with
+/// `headers` (each ending in CRLF) besides Host and Content-Length; returns the reply.
+pub fn post_receive_pack(gitgate: &super::Gitgate, headers: &str, body: &[u8]) -> String {
+    let mut tls = mitm_tls(
+        gitgate.addr,
+        "github.com:443",
+        "github.com",
+        &gitgate.ca_file(),
+    );
+    let head = format!(
+        "POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).expect("write head");
+    // A refusing proxy may close before the whole body is sent; the reply still counts.
+    let _ = tls.write_all(body);
+    read_response(&mut tls)
+}
