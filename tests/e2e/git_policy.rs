@@ -2,15 +2,7 @@
 
 use std::io::Write;
 
-use crate::harness::{self, Gitgate, POLICY, Sandbox, app_config, raw, text};
-
-fn receive_pack_posts(standin: &gitgate_standin::StandIn) -> usize {
-    standin
-        .requests()
-        .iter()
-        .filter(|r| r.method == "POST" && r.target.ends_with("/git-receive-pack"))
-        .count()
-}
+use crate::harness::{self, Gitgate, POLICY, Sandbox, app_config, raw, receive_pack_posts, text};
 
 #[test]
 fn clone_fetch_and_ls_remote_with_protocol_v0_and_v2() {

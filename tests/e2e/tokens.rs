@@ -226,75 +226,57 @@ fn fifty_concurrent_clones_mint_one_token_per_scope() {
     );
 }
 
+/// Starts gitgate on `config`, clones `owner_repo` through it, and asserts that git
+/// fails and prints `expected`.
+fn clone_fails_with(config: &str, owner_repo: &str, expected: &str) {
+    let gitgate = Gitgate::start(config);
+    let sandbox = Sandbox::new(&gitgate);
+    let url = format!("https://github.com/{owner_repo}.git");
+    let out = sandbox.git_fails(sandbox.home.path(), &["clone", &url]);
+    assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
+}
+
 #[test]
 fn mint_failures_reach_git_output_with_their_cause() {
     let standin = harness::standin();
     // The account has no installation.
-    let gitgate = Gitgate::start(&app_config(&standin, "{allowedRepos: [\"nobody/*\"]}"));
-    let sandbox = Sandbox::new(&gitgate);
-    let out = sandbox.git_fails(
-        sandbox.home.path(),
-        &["clone", "https://github.com/nobody/x.git"],
+    clone_fails_with(
+        &app_config(&standin, "{allowedRepos: [\"nobody/*\"]}"),
+        "nobody/x",
+        "remote error: gitgate: GitHub App is not installed on account nobody",
     );
-    assert!(
-        out.contains("remote error: gitgate: GitHub App is not installed on account nobody"),
-        "{out}"
-    );
-    drop(gitgate);
-
     // The JWT is refused: wrong App id.
-    let config = app_config(&standin, POLICY)
+    let wrong_id = app_config(&standin, POLICY)
         .replace(&format!("id: \"{}\"", standin.app_id()), "id: \"999\"");
-    let gitgate = Gitgate::start(&config);
-    let sandbox = Sandbox::new(&gitgate);
-    let out = sandbox.git_fails(
-        sandbox.home.path(),
-        &["clone", "https://github.com/acme/app.git"],
+    clone_fails_with(
+        &wrong_id,
+        "acme/app",
+        "remote error: gitgate: GitHub rejected the App JWT (check github.app.id and the key)",
     );
-    assert!(
-        out.contains(
-            "remote error: gitgate: GitHub rejected the App JWT (check github.app.id and the key)"
-        ),
-        "{out}"
-    );
-    drop(gitgate);
-
     // The API is unreachable.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let config = app_config(&standin, POLICY).replace(
+    let unreachable = app_config(&standin, POLICY).replace(
         &format!("api.github.com: \"{}\"", standin.addr()),
         &format!("api.github.com: \"{closed}\""),
     );
-    let gitgate = Gitgate::start(&config);
-    let sandbox = Sandbox::new(&gitgate);
-    let out = sandbox.git_fails(
-        sandbox.home.path(),
-        &["clone", "https://github.com/acme/app.git"],
+    clone_fails_with(
+        &unreachable,
+        "acme/app",
+        "remote error: gitgate: cannot reach api.github.com",
     );
-    assert!(
-        out.contains("remote error: gitgate: cannot reach api.github.com"),
-        "{out}"
-    );
-    drop(gitgate);
-
     // GitHub refuses the token request itself.
     standin.set_fault(Some(Fault::TokenEndpoint {
         status: 422,
         body: r#"{"message":"The permissions requested are not granted to this installation."}"#
             .into(),
     }));
-    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
-    let sandbox = Sandbox::new(&gitgate);
-    let out = sandbox.git_fails(
-        sandbox.home.path(),
-        &["clone", "https://github.com/acme/app.git"],
-    );
-    assert!(
-        out.contains("The permissions requested are not granted to this installation."),
-        "{out}"
+    clone_fails_with(
+        &app_config(&standin, POLICY),
+        "acme/app",
+        "The permissions requested are not granted to this installation.",
     );
 }
 

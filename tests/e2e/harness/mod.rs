@@ -16,3 +16,12 @@ pub fn standin() -> StandIn {
 
 /// The usual policy: acme/app and acme/lib-* readable, pushes to main, release/* and v* tags.
 pub const POLICY: &str = "{allowedRepos: [acme/app, acme/lib-*, bob/tools], allowedRefs: [main, release/*, refs/tags/v*], allowHosts: [tunnel.test]}";
+
+/// How many receive-pack POSTs reached the stand-in.
+pub fn receive_pack_posts(standin: &StandIn) -> usize {
+    standin
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.target.ends_with("/git-receive-pack"))
+        .count()
+}
