@@ -27,7 +27,9 @@ impl Refused {
     pub(crate) fn reason(self, client: IpAddr) -> String {
         match self {
             Refused::Total(n) => {
-                format!("gitgate is serving its maximum of {n} connections; retry shortly")
+                format!(
+                    "gitgate is serving its maximum of {n} connections (limits.maxConnections); retry shortly"
+                )
             }
             Refused::PerClient(n) => format!(
                 "{client} already has {n} open connections (limits.maxConnectionsPerClient); close some and retry"

@@ -95,12 +95,6 @@ async fn send(
             Shape::Text,
             &Failure::Upstream(format!("cannot reach {authority}: {error}")),
         ),
-        Err(_) => reply::failure(
-            Shape::Text,
-            &Failure::Timeout(format!(
-                "{authority} did not answer within {} s",
-                limit.as_secs()
-            )),
-        ),
+        Err(_) => reply::failure(Shape::Text, &Failure::no_answer(authority, limit)),
     }
 }

@@ -1,6 +1,6 @@
 //! git smart HTTP on the git host: classify, decide, inject the credential, forward.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use gitgate_policy::git::request::{GitKind, GitRequest, RequestError, Service, classify};
 use gitgate_policy::{Decision, Mode, Policy};
@@ -186,10 +186,7 @@ async fn forward(
             tracing::warn!(%error, "upstream request failed");
             Err(Failure::Upstream(format!("cannot reach {host}: {error}")))
         }
-        Err(_) => Err(Failure::Timeout(format!(
-            "{host} did not answer within {}",
-            secs(limits.response_header_timeout)
-        ))),
+        Err(_) => Err(Failure::no_answer(host, limits.response_header_timeout)),
     }
 }
 
@@ -200,10 +197,6 @@ fn upstream_shape(shape: Shape) -> Shape {
         Shape::RpcResult(_) => shape,
         _ => Shape::Text,
     }
-}
-
-fn secs(d: Duration) -> String {
-    format!("{} s", d.as_secs())
 }
 
 /// Passes upstream's answer on, except what must not reach the sandbox.

@@ -1,12 +1,15 @@
 //! Requests decrypted from an intercepted GitHub host: checked against the CONNECT
 //! authority, then routed to git handling or the API.
 
+use std::sync::Arc;
+
 use http::{Request, Response, header};
 use hyper::body::Incoming;
 
 use crate::audit::{Record, Service, Verdict};
 use crate::body::ProxyBody;
 use crate::connect::Target;
+use crate::framing::{CONFLICTING_FRAMING, Framing};
 use crate::observe::Counted;
 use crate::reply::{self, Failure, Shape};
 use crate::state::{ConnCtx, State};
@@ -20,6 +23,8 @@ pub(crate) struct Session {
     pub(crate) target: Target,
     /// The TLS SNI, when it named another host than the CONNECT authority.
     pub(crate) sni_mismatch: Option<String>,
+    /// Raised when the client sent a head with both `Content-Length` and `Transfer-Encoding`.
+    pub(crate) framing: Arc<Framing>,
     pub(crate) ctx: ConnCtx,
 }
 
@@ -43,7 +48,9 @@ pub(crate) async fn handle(
     let response = if let Err(message) = check_request(session, &req) {
         tracing::info!(%method, %target, reason = %message, "refused request");
         record.decide(Verdict::Deny, "request", &message);
-        reply::failure(Shape::Text, &Failure::Client(message))
+        // The client's framing or target cannot be trusted: no further request on this
+        // connection.
+        reply::closing(reply::failure(Shape::Text, &Failure::Client(message)))
     } else {
         let settings = &state.settings;
         let for_api = host == settings.api_host
@@ -67,12 +74,10 @@ fn check_request(session: &Session, req: &Request<ClientBody>) -> Result<(), Str
             target.host
         ));
     }
-    let headers = req.headers();
-    if headers.contains_key(header::TRANSFER_ENCODING)
-        && headers.contains_key(header::CONTENT_LENGTH)
-    {
-        return Err("request has both Content-Length and Transfer-Encoding".into());
+    if session.framing.conflict() {
+        return Err(CONFLICTING_FRAMING.into());
     }
+    let headers = req.headers();
     if headers.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
         return Err("request has more than one Content-Length".into());
     }

@@ -17,6 +17,7 @@ use tracing::Instrument;
 use crate::admission::Refused;
 use crate::audit::{Record, Service, Verdict};
 use crate::body::ProxyBody;
+use crate::framing::{self, CONFLICTING_FRAMING, Framing};
 use crate::idle::IdleIo;
 use crate::state::{ConnCtx, Lifecycle, State};
 use crate::{connect, forward, reply, serve};
@@ -76,13 +77,13 @@ async fn connection(state: Arc<State>, mut ctx: ConnCtx, tcp: TcpStream) {
         state.observer.metrics.connection_opened(),
     )));
     let _ = tcp.set_nodelay(true);
-    let tcp = IdleIo::new(tcp, state.settings.limits.idle_timeout);
+    let (tcp, framing) = framing::watch(IdleIo::new(tcp, state.settings.limits.idle_timeout));
     let lifecycle = ctx.lifecycle.clone();
     let service = {
         let (state, ctx) = (state.clone(), ctx.clone());
         service_fn(move |req| {
-            let (state, ctx) = (state.clone(), ctx.clone());
-            async move { Ok::<_, Infallible>(route(state, ctx, req).await) }
+            let (state, ctx, framing) = (state.clone(), ctx.clone(), framing.clone());
+            async move { Ok::<_, Infallible>(route(state, ctx, &framing, req).await) }
         })
     };
     let conn = serve::builder(&state.settings.limits)
@@ -109,8 +110,18 @@ async fn refuse(state: &State, ctx: &ConnCtx, mut tcp: TcpStream, refused: Refus
 }
 
 /// The proxy protocol: CONNECT, absolute-form plain HTTP, or a request meant for a server.
-async fn route(state: Arc<State>, ctx: ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn route(
+    state: Arc<State>,
+    ctx: ConnCtx,
+    framing: &Framing,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    if framing.conflict() {
+        return conflicting_framing(&state, &ctx, &req);
+    }
     if req.method() == Method::CONNECT {
+        // What follows is a tunnel, not HTTP.
+        framing.stop();
         return connect::handle(state, ctx, req).await;
     }
     if req.uri().scheme().is_some() && req.uri().authority().is_some() {
@@ -123,4 +134,30 @@ async fn route(state: Arc<State>, ctx: ConnCtx, req: Request<Incoming>) -> Respo
             state.settings.listen
         ),
     )
+}
+
+/// Refuses a request on a connection whose client sent an ambiguously framed head, and
+/// closes the connection.
+fn conflicting_framing(
+    state: &State,
+    ctx: &ConnCtx,
+    req: &Request<Incoming>,
+) -> Response<ProxyBody> {
+    let host = req.uri().host().unwrap_or_default();
+    let target = req.uri().to_string();
+    let mut record = Record::new(
+        ctx.id,
+        ctx.client,
+        host,
+        req.method().as_str(),
+        &target,
+        Service::Other,
+    );
+    record.decide(Verdict::Deny, "request", CONFLICTING_FRAMING);
+    record.status = 400;
+    state.observer.emit(&record);
+    reply::closing(reply::text(
+        StatusCode::BAD_REQUEST,
+        &format!("gitgate: {CONFLICTING_FRAMING}"),
+    ))
 }

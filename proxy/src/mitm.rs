@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::connect::Target;
+use crate::framing;
 use crate::github;
 use crate::serve;
 use crate::state::{ConnCtx, State};
@@ -23,7 +24,7 @@ pub(crate) async fn serve(state: Arc<State>, ctx: ConnCtx, target: Target, upgra
     let start = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor).await {
         Ok(Ok(start)) => start,
         Ok(Err(error)) => return tracing::info!(%error, "client TLS hello refused"),
-        Err(_) => return tracing::info!("client sent no TLS hello in time"),
+        Err(_) => return handshake_timeout(&state, &ctx, &target),
     };
     // The upstream is always the CONNECT authority; an SNI naming another host is
     // remembered and every request on this connection is refused.
@@ -41,12 +42,14 @@ pub(crate) async fn serve(state: Arc<State>, ctx: ConnCtx, target: Target, upgra
         match tokio::time::timeout(limits.tls_handshake_timeout, start.into_stream(config)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => return tracing::info!(%error, "client TLS handshake failed"),
-            Err(_) => return tracing::info!("client TLS handshake timed out"),
+            Err(_) => return handshake_timeout(&state, &ctx, &target),
         };
     let lifecycle = ctx.lifecycle.clone();
+    let (tls, framing) = framing::watch(tls);
     let session = Arc::new(github::Session {
         target,
         sni_mismatch,
+        framing,
         ctx,
     });
     let service = {
@@ -65,4 +68,15 @@ pub(crate) async fn serve(state: Arc<State>, ctx: ConnCtx, target: Target, upgra
             &error,
         );
     }
+}
+
+fn handshake_timeout(state: &State, ctx: &ConnCtx, target: &Target) {
+    serve::limit_hit(
+        state,
+        ctx,
+        &target.host.to_string(),
+        "limits.tlsHandshakeTimeout",
+        408,
+        "client TLS handshake not completed in time (limits.tlsHandshakeTimeout)",
+    );
 }

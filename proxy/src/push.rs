@@ -11,7 +11,7 @@ use gitgate_policy::Policy;
 use gitgate_policy::git::receive_pack::{CommandReader, Limits, PushHeader};
 use gitgate_policy::git::report;
 use gitgate_policy::git::request::Service;
-use http::{HeaderMap, HeaderValue, Response, header};
+use http::{HeaderMap, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
@@ -122,7 +122,7 @@ pub(crate) async fn inspect(
     if proceed {
         return Inspected::Forward(stream(Prefixed { read, rest: body }));
     }
-    Inspected::Reply(reject(state, &header, &verdict, body).await)
+    Inspected::Reply(reject(state, &header, &verdict, body, record).await)
 }
 
 /// Feeds newly read bytes to the command reader, through the gzip decoder if any.
@@ -188,6 +188,7 @@ async fn reject(
     header: &PushHeader,
     verdict: &gitgate_policy::PushVerdict,
     mut body: ClientBody,
+    record: &Record,
 ) -> Response<ProxyBody> {
     let limits = &state.settings.limits;
     let mut drained: u64 = 0;
@@ -205,17 +206,33 @@ async fn reject(
         }
     }
     let bytes = report::rejected_push(header, verdict, Some("gitgate: push rejected by policy"));
-    let mut response = reply::git("application/x-git-receive-pack-result", bytes);
-    if !complete {
-        tracing::info!(
-            drained,
-            "denied push not fully drained; closing the connection"
-        );
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let response = reply::git("application/x-git-receive-pack-result", bytes);
+    if complete {
+        return response;
     }
-    response
+    tracing::info!(
+        drained,
+        "denied push not fully drained; closing the connection"
+    );
+    if drained > limits.max_drain_bytes {
+        let mut over = Record::new(
+            record.connection,
+            record.client,
+            &record.host,
+            &record.method,
+            &record.path,
+            record.service,
+        );
+        over.decide(
+            Verdict::Deny,
+            "limits.maxDrainBytes",
+            &format!("denied push body not read past {drained} bytes (limits.maxDrainBytes); connection closed after the rejection"),
+        );
+        over.status = 200;
+        over.bytes_in = drained;
+        state.observer.emit(&over);
+    }
+    reply::closing(response)
 }
 
 /// The bytes already read, then the rest of the request body, unchanged.

@@ -38,6 +38,14 @@ impl Failure {
         }
     }
 
+    /// `host` sent no response head within `limits.responseHeaderTimeout`.
+    pub(crate) fn no_answer(host: &str, limit: std::time::Duration) -> Self {
+        Failure::Timeout(format!(
+            "{host} did not answer within {} s (limits.responseHeaderTimeout)",
+            limit.as_secs()
+        ))
+    }
+
     /// The message, without the `gitgate: ` prefix.
     pub(crate) fn message(&self) -> &str {
         match self {
@@ -62,6 +70,14 @@ pub(crate) enum Shape {
     RpcResult(Service),
     /// The GitHub REST API: `{"message", "documentation_url"}`.
     Json,
+}
+
+/// `response`, after which the connection closes.
+pub(crate) fn closing(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Tells the client about `failure` in the shape it can show.

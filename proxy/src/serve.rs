@@ -68,6 +68,18 @@ pub(crate) fn connection_error(state: &State, ctx: &ConnCtx, host: &str, error: 
         tracing::debug!(%error, "connection ended with an error");
         return;
     };
+    limit_hit(state, ctx, host, rule, status, reason);
+}
+
+/// Records a connection closed because it reached the limit `rule`.
+pub(crate) fn limit_hit(
+    state: &State,
+    ctx: &ConnCtx,
+    host: &str,
+    rule: &str,
+    status: u16,
+    reason: &str,
+) {
     tracing::info!(client = %ctx.client, rule, "connection closed at a limit");
     let mut record = Record::new(ctx.id, ctx.client, host, "", "", Service::Other);
     record.decide(Verdict::Deny, rule, reason);

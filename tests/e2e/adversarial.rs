@@ -10,13 +10,21 @@ use gitgate_standin::{Fault, StandIn};
 
 use crate::harness::{self, Gitgate, POLICY, Sandbox, app_config, raw, text};
 
-/// gitgate with small limits, so each limit is reached quickly.
-fn tight(standin: &StandIn) -> Gitgate {
+/// gitgate with the given `limits:` (a YAML flow mapping).
+fn limited(standin: &StandIn, limits: &str) -> Gitgate {
     let config = app_config(standin, POLICY).replace(
         "listen: 127.0.0.1:0\n",
-        "listen: 127.0.0.1:0\nlimits: {headerReadTimeout: 1s, bodyIdleTimeout: 2s, responseHeaderTimeout: 3s, maxConnectionsPerClient: 50, maxHeaders: 40, maxHeaderBytes: 16384, maxPushHeaderBytes: 65536, tlsHandshakeTimeout: 2s}\n",
+        &format!("listen: 127.0.0.1:0\nlimits: {limits}\n"),
     );
     Gitgate::start(&config)
+}
+
+/// gitgate with small limits, so each limit is reached quickly.
+fn tight(standin: &StandIn) -> Gitgate {
+    limited(
+        standin,
+        "{headerReadTimeout: 1s, bodyIdleTimeout: 2s, responseHeaderTimeout: 3s, maxConnectionsPerClient: 50, maxHeaders: 40, maxHeaderBytes: 16384, maxPushHeaderBytes: 65536, tlsHandshakeTimeout: 2s}",
+    )
 }
 
 /// A normal clone still works, and nothing leaked.
@@ -132,38 +140,49 @@ fn smuggling_shapes_and_header_floods_are_refused() {
         assert!(reply.starts_with("HTTP/1.1 400"), "{request:?}\n{reply}");
     }
     assert_eq!(upstream_count(&standin), 0, "{:?}", standin.requests());
-    // Content-Length with Transfer-Encoding: hyper drops the Content-Length and reads
-    // the body as chunked (RFC 9112 §6.1), so gitgate cannot see the conflict to refuse
-    // it. What matters holds: upstream gets one request framed by gitgate itself (no
-    // Content-Length), and the client's connection is closed after the answer, so
-    // nothing can be smuggled behind it.
-    let mut tls = raw::mitm_tls(
+    // Content-Length with Transfer-Encoding, in either order, with a second request
+    // behind the body: refused with 400, the connection closed, nothing upstream.
+    for framing in [
+        "Content-Length: 4\r\nTransfer-Encoding: chunked",
+        "transfer-encoding: chunked\r\ncontent-length: 4",
+    ] {
+        let mut tls = raw::mitm_tls(
+            gitgate.addr,
+            "github.com:443",
+            "github.com",
+            &gitgate.ca_file(),
+        );
+        tls.write_all(format!("POST /acme/app.git/git-upload-pack HTTP/1.1\r\nHost: github.com\r\nContent-Type: application/x-git-upload-pack-request\r\n{framing}\r\n\r\n4\r\n0000\r\n0\r\n\r\nGET /acme/secret.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: github.com\r\n\r\n").as_bytes()).unwrap();
+        let reply = raw::read_response(&mut tls);
+        assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+        assert!(
+            reply.contains("both Content-Length and Transfer-Encoding"),
+            "{reply}"
+        );
+        assert!(
+            reply.to_ascii_lowercase().contains("connection: close"),
+            "{reply}"
+        );
+        let mut rest = Vec::new();
+        let _ = tls.read_to_end(&mut rest);
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(
+            !rest.contains("HTTP/1.1"),
+            "a second request was answered: {rest}"
+        );
+    }
+    // The same on the proxy port, for plain HTTP.
+    let reply = raw::exchange(
         gitgate.addr,
-        "github.com:443",
-        "github.com",
-        &gitgate.ca_file(),
+        b"POST http://tunnel.test/x HTTP/1.1\r\nHost: tunnel.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
     );
-    tls.write_all(b"POST /acme/app.git/git-upload-pack HTTP/1.1\r\nHost: github.com\r\nContent-Type: application/x-git-upload-pack-request\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n0000\r\n0\r\n\r\nGET /acme/secret.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: github.com\r\n\r\n").unwrap();
-    let reply = raw::read_response(&mut tls);
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     assert!(
-        reply.to_ascii_lowercase().contains("connection: close"),
+        reply.contains("both Content-Length and Transfer-Encoding"),
         "{reply}"
     );
-    let mut rest = Vec::new();
-    let _ = tls.read_to_end(&mut rest);
-    let rest = String::from_utf8_lossy(&rest);
-    assert!(
-        !rest.contains("HTTP/1.1"),
-        "a second request was answered: {rest}"
-    );
-    let seen: Vec<_> = standin
-        .requests()
-        .into_iter()
-        .filter(|r| r.host == "github.com")
-        .collect();
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    assert_eq!(seen[0].header("content-length"), None);
-    assert!(seen.iter().all(|r| !r.target.contains("secret")));
+    assert_eq!(upstream_count(&standin), 0, "{:?}", standin.requests());
+    assert!(standin.requests().iter().all(|r| r.host != "tunnel.test"));
     // Header floods: too many fields, and too many bytes.
     let many: String = (0..60).map(|i| format!("X-H{i}: v\r\n")).collect();
     let reply = mitm(
@@ -178,13 +197,8 @@ fn smuggling_shapes_and_header_floods_are_refused() {
         format!("CONNECT github.com:443 HTTP/1.1\r\nHost: github.com:443\r\n{big}\r\n").as_bytes(),
     );
     assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
-    assert_eq!(upstream_count(&standin), 1, "{:?}", standin.requests());
-    crate::core::wait_until(|| {
-        gitgate
-            .audit()
-            .iter()
-            .any(|r| r["rule"] == "limits.maxHeaderBytes")
-    });
+    assert_eq!(upstream_count(&standin), 0, "{:?}", standin.requests());
+    gitgate.wait_for_record(|r| r["rule"] == "limits.maxHeaderBytes");
     still_serves(&gitgate, &standin, "after");
 }
 
@@ -242,6 +256,16 @@ fn slowloris_on_the_proxy_port_and_inside_the_tunnel_is_cut_off() {
 /// Opens `n` connections to `target` from another loopback address (so the proxy sees
 /// another client) and returns how many were refused with a 503 and how many are held.
 fn flood(source: std::net::IpAddr, target: SocketAddr, n: usize) -> (usize, usize) {
+    let (refused, held) = hold(source, target, n);
+    (refused, held.len())
+}
+
+/// Like [`flood`], but hands back the connections gitgate admitted, still open.
+fn hold(
+    source: std::net::IpAddr,
+    target: SocketAddr,
+    n: usize,
+) -> (usize, Vec<tokio::net::TcpStream>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -256,14 +280,14 @@ fn flood(source: std::net::IpAddr, target: SocketAddr, n: usize) -> (usize, usiz
                 streams.push(stream);
             }
         }
-        let (mut refused, mut held) = (n - streams.len(), 0);
-        for stream in &mut streams {
+        let mut refused = n - streams.len();
+        let mut held = Vec::new();
+        for mut stream in streams {
             let mut buf = [0u8; 12];
             match tokio::time::timeout(Duration::from_millis(20), stream.read_exact(&mut buf)).await
             {
-                Ok(Ok(_)) if &buf == b"HTTP/1.1 503" => refused += 1,
                 Ok(_) => refused += 1,
-                Err(_) => held += 1,
+                Err(_) => held.push(stream),
             }
         }
         (refused, held)
@@ -273,11 +297,7 @@ fn flood(source: std::net::IpAddr, target: SocketAddr, n: usize) -> (usize, usiz
 #[test]
 fn a_client_opening_a_thousand_connections_does_not_starve_others() {
     let standin = harness::standin();
-    let config = app_config(&standin, POLICY).replace(
-        "listen: 127.0.0.1:0\n",
-        "listen: 127.0.0.1:0\nlimits: {maxConnectionsPerClient: 50}\n",
-    );
-    let gitgate = Gitgate::start(&config);
+    let gitgate = limited(&standin, "{maxConnectionsPerClient: 50}");
     let (refused, held) = flood([127, 0, 0, 2].into(), gitgate.addr, 1000);
     assert_eq!(
         (refused, held),
@@ -291,12 +311,7 @@ fn a_client_opening_a_thousand_connections_does_not_starve_others() {
     });
     still_serves(&gitgate, &standin, "after");
     assert_eq!(flooder.join().unwrap(), (150, 50));
-    crate::core::wait_until(|| {
-        gitgate
-            .audit()
-            .iter()
-            .any(|r| r["rule"] == "limits.maxConnectionsPerClient")
-    });
+    gitgate.wait_for_record(|r| r["rule"] == "limits.maxConnectionsPerClient");
 }
 
 #[test]
@@ -496,11 +511,7 @@ fn http2_offered_through_alpn_is_declined_for_http1() {
 #[test]
 fn intercepted_and_tunneled_sessions_count_against_the_connection_limits() {
     let standin = harness::standin();
-    let config = app_config(&standin, POLICY).replace(
-        "listen: 127.0.0.1:0\n",
-        "listen: 127.0.0.1:0\nlimits: {maxConnectionsPerClient: 5}\n",
-    );
-    let gitgate = Gitgate::start(&config);
+    let gitgate = limited(&standin, "{maxConnectionsPerClient: 5}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -613,11 +624,7 @@ fn a_401_from_github_is_never_passed_to_git_as_a_challenge() {
 #[test]
 fn max_tunnels_and_idle_tunnels_are_limited() {
     let standin = harness::standin();
-    let config = app_config(&standin, POLICY).replace(
-        "listen: 127.0.0.1:0\n",
-        "listen: 127.0.0.1:0\nlimits: {maxTunnels: 2, idleTimeout: 2s}\n",
-    );
-    let gitgate = Gitgate::start(&config);
+    let gitgate = limited(&standin, "{maxTunnels: 2, idleTimeout: 2s}");
     let open = || {
         let mut stream = TcpStream::connect(gitgate.addr).unwrap();
         stream
@@ -650,11 +657,160 @@ fn max_tunnels_and_idle_tunnels_are_limited() {
         "{:?}",
         started.elapsed()
     );
+    gitgate.wait_for_record(|r| r["rule"] == "limits.maxTunnels");
+    still_serves(&gitgate, &standin, "after");
+}
+
+#[test]
+fn the_overall_connection_cap_turns_every_client_away_with_503_and_a_record() {
+    let standin = harness::standin();
+    let gitgate = limited(
+        &standin,
+        "{maxConnections: 30, maxConnectionsPerClient: 20}",
+    );
+    let (refused, first) = hold([127, 0, 0, 2].into(), gitgate.addr, 25);
+    assert_eq!((refused, first.len()), (5, 20), "per-client cap first");
+    let (refused, second) = hold([127, 0, 0, 3].into(), gitgate.addr, 15);
+    assert_eq!((refused, second.len()), (5, 10), "then the overall cap");
+    let reply = raw::exchange(
+        gitgate.addr,
+        b"CONNECT github.com:443 HTTP/1.1\r\nHost: github.com:443\r\n\r\n",
+    );
+    assert!(
+        reply.starts_with("HTTP/1.1 503") && reply.contains("limits.maxConnections)"),
+        "{reply}"
+    );
+    gitgate.wait_for_record(|r| r["rule"] == "limits.maxConnections" && r["status"] == 503);
+    // Closed connections give their places back.
+    drop((first, second));
+    crate::core::wait_until(|| {
+        raw::exchange(gitgate.addr, b"GET / HTTP/1.1\r\nHost: gitgate\r\n\r\n")
+            .starts_with("HTTP/1.1 400")
+    });
+    still_serves(&gitgate, &standin, "after");
+}
+
+#[test]
+fn a_tunnel_without_a_tls_handshake_is_closed_at_the_handshake_timeout() {
+    let standin = harness::standin();
+    let gitgate = tight(&standin);
+    // One gets 200 and sends nothing; the other sends the first bytes of a TLS record.
+    for first_bytes in [&b""[..], &[0x16, 0x03, 0x01, 0x02, 0x00][..]] {
+        let mut stream = TcpStream::connect(gitgate.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"CONNECT github.com:443 HTTP/1.1\r\nHost: github.com:443\r\n\r\n")
+            .unwrap();
+        let head = raw::read_response(&mut stream);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        stream.write_all(first_bytes).unwrap();
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        let read = stream.read_to_end(&mut rest);
+        assert!(read.is_ok() && rest.is_empty(), "{read:?} {rest:?}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6),
+            "closed after {waited:?}; tlsHandshakeTimeout is 2s"
+        );
+    }
     crate::core::wait_until(|| {
         gitgate
             .audit()
             .iter()
-            .any(|r| r["rule"] == "limits.maxTunnels")
+            .filter(|r| r["rule"] == "limits.tlsHandshakeTimeout" && r["host"] == "github.com")
+            .count()
+            == 2
     });
     still_serves(&gitgate, &standin, "after");
+}
+
+#[test]
+fn a_denied_push_past_max_drain_bytes_is_cut_off_and_recorded() {
+    let standin = harness::standin();
+    let gitgate = limited(&standin, "{maxDrainBytes: 65536}");
+    let line = format!(
+        "{} {} refs/heads/not-allowed\0 report-status",
+        "0".repeat(40),
+        "1".repeat(40)
+    );
+    let mut body = format!("{:04x}{line}0000PACK", line.len() + 4).into_bytes();
+    body.resize(4 << 20, b'x');
+    let reply = raw::post_receive_pack(&gitgate, "", &body);
+    let over = gitgate.wait_for_record(|r| r["rule"] == "limits.maxDrainBytes");
+    let drained = over["bytes_in"].as_u64().unwrap();
+    assert!(
+        drained > 65536 && drained < 1 << 20,
+        "drained {drained} bytes of 4 MiB"
+    );
+    // git still reads why, then the connection closes.
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("connection: close"), "{reply}");
+    assert!(reply.contains("ng refs/heads/not-allowed"), "{reply}");
+    assert_eq!(harness::receive_pack_posts(&standin), 0);
+    still_serves(&gitgate, &standin, "after");
+}
+
+#[test]
+fn a_name_that_resolves_to_loopback_is_never_dialled() {
+    // `localhost` resolves through the system resolver (/etc/hosts) to 127.0.0.1, where
+    // a listener waits; allow-listing the name must not open the proxy's own host.
+    let inside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    inside.set_nonblocking(true).unwrap();
+    let port = inside.local_addr().unwrap().port();
+    let config = format!("listen: 127.0.0.1:0\npolicy: {{allowHosts: [\"localhost:{port}\"]}}\n");
+    let gitgate = Gitgate::start(&config);
+    let reply = raw::exchange(
+        gitgate.addr,
+        format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes(),
+    );
+    assert!(reply.starts_with("HTTP/1.1 502"), "{reply}");
+    assert!(
+        reply.contains("loopback") && reply.contains("upstream.resolve"),
+        "{reply}"
+    );
+    let reply = raw::exchange(
+        gitgate.addr,
+        format!("GET http://localhost:{port}/ HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n")
+            .as_bytes(),
+    );
+    assert!(reply.starts_with("HTTP/1.1 502"), "{reply}");
+    assert!(
+        matches!(inside.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "gitgate connected to a loopback listener"
+    );
+}
+
+#[test]
+fn a_plain_http_upstream_that_never_answers_gets_504_at_the_response_header_timeout() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    // Accepts, reads the request, never answers; holds the connection until the test ends.
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut conn, _) = server.accept().unwrap();
+        let _ = raw::read_response(&mut conn);
+        let _ = held_tx.send(conn);
+    });
+    let config = format!(
+        "listen: 127.0.0.1:0\nupstream:\n  resolve: {{plain.test: \"127.0.0.1:{port}\"}}\npolicy: {{allowHosts: [\"plain.test:{port}\"]}}\nlimits: {{responseHeaderTimeout: 1s}}\n"
+    );
+    let gitgate = Gitgate::start(&config);
+    let started = Instant::now();
+    let reply = raw::exchange(
+        gitgate.addr,
+        format!("GET http://plain.test:{port}/slow HTTP/1.1\r\nHost: plain.test:{port}\r\n\r\n")
+            .as_bytes(),
+    );
+    assert!(reply.starts_with("HTTP/1.1 504"), "{reply}");
+    assert!(reply.contains("responseHeaderTimeout"), "{reply}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    gitgate.wait_for_record(|r| r["status"] == 504 && r["host"] == format!("plain.test:{port}"));
+    drop(held_rx);
 }

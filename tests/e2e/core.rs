@@ -298,7 +298,7 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
 }
 
 /// Polls `condition` every 20 ms for up to 30 s.
-pub fn wait_until(condition: impl Fn() -> bool) {
+pub fn wait_until(mut condition: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !condition() {
         assert!(

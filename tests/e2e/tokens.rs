@@ -422,3 +422,46 @@ fn a_failed_installation_lookup_is_not_repeated_at_once() {
         "one lookup (repo, org, user), not one per request"
     );
 }
+
+#[test]
+fn a_failed_mint_is_not_retried_at_once_and_recovers_after_the_backoff() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = Sandbox::new(&gitgate);
+    let url = "https://github.com/acme/app.git";
+    standin.set_fault(Some(Fault::TokenEndpoint {
+        status: 503,
+        body: r#"{"message":"Service unavailable"}"#.into(),
+    }));
+    let mints = || {
+        standin
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.target.ends_with("/access_tokens"))
+            .count()
+    };
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        let out = sandbox.git_fails(sandbox.home.path(), &["ls-remote", url]);
+        assert!(out.contains("Service unavailable"), "{out}");
+    }
+    // Backoff windows open at 0, 1, 3, 7, 15 s (1 s, doubling): at most one mint each.
+    let elapsed = started.elapsed();
+    let windows = [0, 1, 3, 7, 15, 31]
+        .iter()
+        .filter(|&&s| Duration::from_secs(s) <= elapsed)
+        .count();
+    assert!(
+        mints() <= windows,
+        "{} mints for 5 requests in {elapsed:?}",
+        mints()
+    );
+    standin.set_fault(None);
+    crate::core::wait_until(|| {
+        sandbox
+            .git(sandbox.home.path(), &["ls-remote", url])
+            .status
+            .success()
+    });
+    assert!(mints() >= 2);
+}

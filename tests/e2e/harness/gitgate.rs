@@ -129,6 +129,19 @@ impl Gitgate {
             .collect()
     }
 
+    /// Waits until an audit record satisfies `matches` and returns it.
+    pub fn wait_for_record(
+        &self,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let mut found = None;
+        crate::core::wait_until(|| {
+            found = self.audit().into_iter().find(|r| matches(r));
+            found.is_some()
+        });
+        found.unwrap()
+    }
+
     /// The admin listener's address, from the log.
     pub fn admin_addr(&self) -> SocketAddr {
         self.output()

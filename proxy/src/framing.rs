@@ -1,0 +1,236 @@
+//! Spotting request heads with both `Content-Length` and `Transfer-Encoding`.
+//!
+//! hyper follows RFC 9112 §6.1: it drops the `Content-Length`, reads the body as
+//! chunked and closes the connection after the answer. That is safe, but the request
+//! would still be served; gitgate refuses it instead, as a smuggling attempt. hyper
+//! removes the evidence before the service sees the request, so a [`FramingIo`] watches
+//! the raw bytes the client sends and raises a flag that the service checks.
+//!
+//! The scan is line-based: a line ending in ` HTTP/1.0` or ` HTTP/1.1` starts a head,
+//! a blank line ends it, and header lines in between are matched by name. It can only
+//! err towards refusing: a body that itself contains an HTTP head with both headers
+//! flags the connection too. hyper's own re-framing stays the backstop either way.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::tap::{Tap, TapIo};
+
+/// What a client that sent such a head is told.
+pub(crate) const CONFLICTING_FRAMING: &str = "request has both Content-Length and Transfer-Encoding, an ambiguous framing used to smuggle requests; send exactly one of them";
+
+/// The longest header-name prefix the scan needs, `transfer-encoding:`.
+const PREFIX: usize = 18;
+/// The longest line ending the scan needs, ` http/1.1` (the `\r` is kept apart).
+const TAIL: usize = 9;
+
+/// Incremental, bounded scanner over the bytes of an HTTP/1 request stream.
+#[derive(Debug, Default)]
+pub(crate) struct HeadScan {
+    prefix: [u8; PREFIX],
+    tail: [u8; TAIL],
+    len: usize,
+    carriage_return: bool,
+    head: Option<Fields>,
+    conflict: bool,
+}
+
+/// Framing headers seen in the head being read.
+#[derive(Debug, Default, Clone, Copy)]
+struct Fields {
+    content_length: bool,
+    transfer_encoding: bool,
+}
+
+impl HeadScan {
+    /// Scans the next bytes of the stream, in any split.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            if byte == b'\n' {
+                self.end_line();
+                continue;
+            }
+            if self.carriage_return {
+                self.push(b'\r');
+            }
+            self.carriage_return = byte == b'\r';
+            if !self.carriage_return {
+                self.push(byte.to_ascii_lowercase());
+            }
+        }
+    }
+
+    /// Whether any head so far carried both `Content-Length` and `Transfer-Encoding`.
+    pub(crate) fn conflict(&self) -> bool {
+        self.conflict
+    }
+
+    fn push(&mut self, byte: u8) {
+        if self.len < PREFIX {
+            self.prefix[self.len] = byte;
+        }
+        self.tail.copy_within(1.., 0);
+        self.tail[TAIL - 1] = byte;
+        self.len = self.len.saturating_add(1);
+    }
+
+    fn end_line(&mut self) {
+        let len = std::mem::take(&mut self.len);
+        self.carriage_return = false;
+        let prefix = &self.prefix[..len.min(PREFIX)];
+        if len == 0 {
+            self.head = None;
+        } else if len >= TAIL && (&self.tail == b" http/1.1" || &self.tail == b" http/1.0") {
+            self.head = Some(Fields::default());
+        } else if let Some(fields) = &mut self.head {
+            if prefix.starts_with(b"content-length:") {
+                fields.content_length = true;
+            } else if prefix.starts_with(b"transfer-encoding:") {
+                fields.transfer_encoding = true;
+            }
+            self.conflict |= fields.content_length && fields.transfer_encoding;
+        }
+    }
+}
+
+/// The flag a connection's service checks; set once a conflicting head was read.
+#[derive(Debug, Default)]
+pub(crate) struct Framing {
+    conflict: AtomicBool,
+    done: AtomicBool,
+}
+
+impl Framing {
+    /// Whether the client sent a head with both `Content-Length` and `Transfer-Encoding`.
+    pub(crate) fn conflict(&self) -> bool {
+        self.conflict.load(Ordering::Acquire)
+    }
+
+    /// Stops scanning: the connection no longer carries HTTP (a CONNECT tunnel).
+    pub(crate) fn stop(&self) {
+        self.done.store(true, Ordering::Release);
+    }
+}
+
+/// `T`, with the bytes read from it scanned by [`HeadScan`].
+pub(crate) type FramingIo<T> = TapIo<T, Scanner>;
+
+/// Creates a [`FramingIo`] and the flag its service checks.
+pub(crate) fn watch<T>(inner: T) -> (FramingIo<T>, Arc<Framing>) {
+    let framing = Arc::new(Framing::default());
+    let scanner = Scanner {
+        scan: HeadScan::default(),
+        framing: framing.clone(),
+    };
+    (TapIo::new(inner, scanner), framing)
+}
+
+/// Feeds what the client sends to a [`HeadScan`] and raises the [`Framing`] flag.
+pub(crate) struct Scanner {
+    scan: HeadScan,
+    framing: Arc<Framing>,
+}
+
+impl Tap for Scanner {
+    fn read(&mut self, bytes: &[u8]) {
+        if self.framing.done.load(Ordering::Relaxed) {
+            return;
+        }
+        self.scan.feed(bytes);
+        if self.scan.conflict() {
+            self.framing.conflict.store(true, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn scan(bytes: &[u8]) -> bool {
+        let mut scan = HeadScan::default();
+        scan.feed(bytes);
+        scan.conflict()
+    }
+
+    const BOTH: &str = "POST /a.git/git-upload-pack HTTP/1.1\r\nHost: github.com\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+    #[test]
+    fn flags_a_head_with_both_headers_in_either_order_and_case() {
+        assert!(scan(BOTH.as_bytes()));
+        assert!(scan(
+            b"POST / HTTP/1.1\nTRANSFER-ENCODING: chunked\nhost: x\ncontent-length: 4\n\n"
+        ));
+        assert!(scan(
+            b"GET / HTTP/1.0\r\ncontent-length:4\r\ntransfer-encoding:chunked\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn leaves_ordinary_heads_alone() {
+        assert!(!scan(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n0000"
+        ));
+        assert!(!scan(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n0000\r\n0\r\n\r\n"
+        ));
+        assert!(!scan(
+            b"POST / HTTP/1.1\r\nX-Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn a_blank_line_ends_the_head() {
+        // Content-Length in one request, Transfer-Encoding in the next: no conflict.
+        assert!(!scan(
+            b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\nPOST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        ));
+        // Header-like lines in a body, outside any head, are ignored.
+        assert!(!scan(
+            b"POST / HTTP/1.1\r\nContent-Length: 50\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: x\r\n"
+        ));
+    }
+
+    #[test]
+    fn a_head_glued_to_the_previous_body_is_still_seen() {
+        assert!(scan(
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcPOST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn the_flag_is_sticky() {
+        let mut s = HeadScan::default();
+        s.feed(BOTH.as_bytes());
+        s.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(s.conflict());
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_gives_the_same_answer(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            cut in 0usize..300,
+            glue in proptest::sample::select(vec![BOTH, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", ""]),
+        ) {
+            let mut whole = bytes.clone();
+            whole.extend_from_slice(glue.as_bytes());
+            let cut = cut.min(whole.len());
+            let mut split = HeadScan::default();
+            split.feed(&whole[..cut]);
+            split.feed(&whole[cut..]);
+            prop_assert_eq!(split.conflict(), scan(&whole));
+        }
+
+        #[test]
+        fn a_conflicting_head_after_any_bytes_ending_a_line_is_flagged(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let mut whole = bytes;
+            whole.extend_from_slice(b"\r\n");
+            whole.extend_from_slice(BOTH.as_bytes());
+            prop_assert!(scan(&whole));
+        }
+    }
+}
