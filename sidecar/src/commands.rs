@@ -181,8 +181,9 @@ fn describe_tokens(tokens: &gitgate_proxy::TokenConfig) -> String {
         TokenConfig::File(path) => format!("static token from file {}", path.display()),
         TokenConfig::Env(name) => format!("static token from environment variable {name}"),
         TokenConfig::App(app) => format!(
-            "GitHub App {} (key loaded; refresh {} s before expiry; {} installation override(s))",
+            "GitHub App {} (JWTs signed by {}; refresh {} s before expiry; {} installation override(s))",
             app.id,
+            app.signer.describe(),
             app.refresh_margin.as_secs(),
             app.installations.len()
         ),

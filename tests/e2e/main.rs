@@ -11,4 +11,5 @@ mod core;
 mod deployment;
 mod git_policy;
 mod operations;
+mod signers;
 mod tokens;

@@ -1,15 +1,13 @@
 //! The GitHub App API: JWTs, installation lookup and token minting.
 
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gitgate_policy::{Access, TokenScope};
 use reqwest::{Method, StatusCode};
-use ring::rand::SystemRandom;
 use serde::Deserialize;
 
 use super::jwt::{self, Jwt};
-use super::{AppKey, Secret, TokenError};
+use super::{Secret, Signer, TokenError};
 
 /// A JWT is re-signed when less than this remains.
 const JWT_REUSE_MARGIN: u64 = 60;
@@ -35,12 +33,12 @@ pub struct AppInfo {
 /// Talks to the GitHub App endpoints of the API.
 pub(crate) struct AppClient {
     app_id: String,
-    key: AppKey,
+    signer: Signer,
     api: String,
     api_host: String,
     http: reqwest::Client,
-    jwt: Mutex<Option<Jwt>>,
-    rng: SystemRandom,
+    /// The current JWT; the lock also keeps concurrent requests to one signing.
+    jwt: tokio::sync::Mutex<Option<Jwt>>,
 }
 
 #[derive(Deserialize)]
@@ -61,7 +59,7 @@ struct GitHubError {
 }
 
 impl AppClient {
-    pub(crate) fn new(app_id: String, key: AppKey, api: &str, http: reqwest::Client) -> Self {
+    pub(crate) fn new(app_id: String, signer: Signer, api: &str, http: reqwest::Client) -> Self {
         let api = api.trim_end_matches('/').to_owned();
         let api_host = reqwest::Url::parse(&api)
             .ok()
@@ -69,30 +67,35 @@ impl AppClient {
             .unwrap_or_else(|| api.clone());
         Self {
             app_id,
-            key,
+            signer,
             api,
             api_host,
             http,
-            jwt: Mutex::new(None),
-            rng: SystemRandom::new(),
+            jwt: tokio::sync::Mutex::new(None),
         }
     }
 
     /// The current JWT, signed anew only when close to expiry.
-    fn jwt(&self) -> Result<Secret, TokenError> {
+    async fn jwt(&self) -> Result<Secret, TokenError> {
+        let mut cached = self.jwt.lock().await;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let mut cached = self.jwt.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(jwt) = cached
             .as_ref()
             .filter(|j| j.expires_at > now + JWT_REUSE_MARGIN)
         {
             return Ok(jwt.token.clone());
         }
-        let jwt = jwt::sign(&self.app_id, self.key.pair(), now, &self.rng)
-            .map_err(|e| TokenError::Signing(e.to_string()))?;
+        let (input, expires_at) = jwt::signing_input(&self.app_id, now);
+        let signature = self
+            .signer
+            .sign(input.as_bytes())
+            .await
+            .map_err(TokenError::Signing)?;
+        tracing::debug!(signer = %self.signer.describe(), "signed an App JWT");
+        let jwt = jwt::assemble(&input, &signature, expires_at);
         let token = jwt.token.clone();
         *cached = Some(jwt);
         Ok(token)
@@ -105,7 +108,7 @@ impl AppClient {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<(StatusCode, Vec<u8>), TokenError> {
-        let jwt = self.jwt()?;
+        let jwt = self.jwt().await?;
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.api))

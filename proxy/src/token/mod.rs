@@ -6,7 +6,10 @@ mod cache;
 mod error;
 mod jwt;
 mod key;
+#[cfg(feature = "aws-kms")]
+mod kms;
 mod secret;
+mod signer;
 mod static_source;
 
 use std::collections::HashMap;
@@ -22,7 +25,10 @@ use http::HeaderValue;
 pub use app::AppInfo;
 pub use error::TokenError;
 pub use key::{AppKey, KeyError};
+#[cfg(feature = "aws-kms")]
+pub use kms::KmsSigner;
 pub use secret::Secret;
+pub use signer::{CommandSigner, Signer};
 
 use app::AppClient;
 use cache::{ScopeKey, TokenCache};
@@ -49,8 +55,8 @@ pub enum TokenConfig {
 pub struct AppConfig {
     /// App ID or Client ID (the JWT issuer).
     pub id: String,
-    /// The App's private key.
-    pub key: AppKey,
+    /// What signs the App's JWTs.
+    pub signer: Signer,
     /// Installation ids by owner, overriding the lookup.
     pub installations: HashMap<String, u64>,
     /// Tokens are refreshed when less than this remains.
@@ -140,7 +146,7 @@ impl Tokens {
                     host: api.to_owned(),
                     detail: e.to_string(),
                 })?;
-                let client = Arc::new(AppClient::new(app.id, app.key, api, http));
+                let client = Arc::new(AppClient::new(app.id, app.signer, api, http));
                 let installations = Installations {
                     known: app
                         .installations

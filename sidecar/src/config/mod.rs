@@ -162,7 +162,7 @@ impl Config {
         let tokens = match (raw.github.app, raw.github.token) {
             (Some(app), _) => TokenConfig::App(Box::new(AppConfig {
                 id: app.id.0,
-                key: app.private_key_file.0,
+                signer: app.signer,
                 installations: app.installations.into_iter().collect(),
                 refresh_margin: app.refresh_margin.map_or(Duration::from_secs(600), |d| d.0),
             })),

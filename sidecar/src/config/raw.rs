@@ -2,10 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use gitgate_policy::RawPolicy;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
+
+use gitgate_proxy::token::{CommandSigner, Signer};
 
 use super::values::{ApiUrl, AppKeyFile, ConfigPath, HumanDuration, RootsFile, parse_api_url};
 
@@ -130,19 +133,116 @@ impl<'de> Deserialize<'de> for RawGithub {
 }
 
 /// `github.app`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug)]
 pub struct RawApp {
     /// App ID or Client ID.
     pub id: AppId,
-    /// The App's private key.
-    pub private_key_file: AppKeyFile,
+    /// What signs the JWTs: `privateKeyFile` or `signer`.
+    pub signer: Signer,
     /// Installation ids by owner, overriding the lookup.
-    #[serde(default)]
     pub installations: BTreeMap<String, u64>,
     /// Refresh tokens when less than this remains (default 10m).
-    #[serde(default, deserialize_with = "some")]
     pub refresh_margin: Option<HumanDuration>,
+}
+
+impl<'de> Deserialize<'de> for RawApp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        struct Fields {
+            id: AppId,
+            #[serde(default, deserialize_with = "some")]
+            private_key_file: Option<AppKeyFile>,
+            #[serde(default, deserialize_with = "some")]
+            signer: Option<RawSigner>,
+            #[serde(default)]
+            installations: BTreeMap<String, u64>,
+            #[serde(default, deserialize_with = "some")]
+            refresh_margin: Option<HumanDuration>,
+        }
+        let fields = Fields::deserialize(d)?;
+        let signer = match (fields.private_key_file, fields.signer) {
+            (Some(AppKeyFile(key)), None) => Signer::Key(key),
+            (None, Some(RawSigner(signer))) => signer,
+            _ => {
+                return Err(de::Error::custom(
+                    "github.app takes exactly one of `privateKeyFile: PATH`, `signer: {command: [...]}` or `signer: {awsKms: {keyId: ..., region: ...}}`",
+                ));
+            }
+        };
+        Ok(Self {
+            id: fields.id,
+            signer,
+            installations: fields.installations,
+            refresh_margin: fields.refresh_margin,
+        })
+    }
+}
+
+/// `github.app.signer`: `{command: [PROGRAM, ARG...], timeout: 10s}` or
+/// `{awsKms: {keyId: ..., region: ...}, timeout: 10s}`.
+#[derive(Debug)]
+pub(super) struct RawSigner(Signer);
+
+/// How long a signer may take when `timeout` is not set.
+const SIGNER_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl<'de> Deserialize<'de> for RawSigner {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        struct Fields {
+            #[serde(default, deserialize_with = "some")]
+            command: Option<Vec<String>>,
+            #[serde(default, deserialize_with = "some")]
+            aws_kms: Option<RawKms>,
+            #[serde(default, deserialize_with = "some")]
+            timeout: Option<HumanDuration>,
+        }
+        let fields = Fields::deserialize(d)?;
+        let timeout = fields.timeout.map_or(SIGNER_TIMEOUT, |t| t.0);
+        match (fields.command, fields.aws_kms) {
+            (Some(argv), None) => CommandSigner::new(argv, timeout)
+                .map(|c| Self(Signer::Command(c)))
+                .ok_or_else(|| {
+                    de::Error::custom(
+                        "signer.command needs the program and its arguments, e.g. [\"/usr/local/bin/sign-jwt\", \"--key\", \"app\"]",
+                    )
+                }),
+            (None, Some(kms)) => kms_signer(kms, timeout).map(Self).map_err(de::Error::custom),
+            _ => Err(de::Error::custom(
+                "signer takes exactly one of `command: [PROGRAM, ARG...]` or `awsKms: {keyId: ..., region: ...}`",
+            )),
+        }
+    }
+}
+
+/// `github.app.signer.awsKms`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawKms {
+    /// Key id, alias or ARN.
+    key_id: String,
+    /// The AWS region.
+    region: String,
+}
+
+#[cfg(feature = "aws-kms")]
+fn kms_signer(kms: RawKms, timeout: Duration) -> Result<Signer, String> {
+    if kms.key_id.trim().is_empty() || kms.region.trim().is_empty() {
+        return Err("awsKms needs a keyId and a region".into());
+    }
+    Ok(Signer::AwsKms(gitgate_proxy::token::KmsSigner::new(
+        kms.key_id, kms.region, timeout,
+    )))
+}
+
+#[cfg(not(feature = "aws-kms"))]
+fn kms_signer(kms: RawKms, _: Duration) -> Result<Signer, String> {
+    Err(format!(
+        "cannot use AWS KMS key {} in {}: this gitgate was built without AWS KMS support; build it with `cargo build --release -p gitgate --features aws-kms`, or use `signer: {{command: [...]}}` with `aws kms sign`",
+        kms.key_id, kms.region
+    ))
 }
 
 /// An App ID (number) or Client ID (string).

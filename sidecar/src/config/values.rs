@@ -171,7 +171,7 @@ mod tests {
 /// `github.app.privateKeyFile`: the App key, loaded (and its permissions checked) while
 /// the config is read.
 #[derive(Debug)]
-pub struct AppKeyFile(pub gitgate_proxy::token::AppKey);
+pub(super) struct AppKeyFile(pub(super) gitgate_proxy::token::AppKey);
 
 impl<'de> Deserialize<'de> for AppKeyFile {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
