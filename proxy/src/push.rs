@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use gitgate_policy::Policy;
-use gitgate_policy::git::receive_pack::{CommandReader, Limits, PushHeader};
+use gitgate_policy::git::receive_pack::{CommandReader, Limits, PushHeader, ReceivePackError};
 use gitgate_policy::git::report;
 use gitgate_policy::git::request::Service;
 use http::{HeaderMap, Response, header};
@@ -83,9 +83,9 @@ pub(crate) async fn inspect(
         match parsed {
             Ok(Some(header)) => break header,
             Ok(None) => continue,
-            Err(message) => {
-                tracing::info!(reason = %message, "malformed push");
-                record.decide(Verdict::Deny, "request", &message);
+            Err(Malformed { rule, message }) => {
+                tracing::info!(reason = %message, rule, "malformed push");
+                record.decide(Verdict::Deny, rule, &message);
                 return Inspected::Reply(reply::failure(
                     Shape::Text,
                     &Failure::Client(format!("malformed receive-pack request: {message}")),
@@ -125,22 +125,51 @@ pub(crate) async fn inspect(
     Inspected::Reply(reject(state, &header, &verdict, body, record).await)
 }
 
+/// Why a push body was refused before its commands were decided, and the rule (a limit
+/// key when a limit was reached).
+struct Malformed {
+    rule: &'static str,
+    message: String,
+}
+
+impl From<ReceivePackError> for Malformed {
+    fn from(error: ReceivePackError) -> Self {
+        let rule = match error {
+            ReceivePackError::TooManyCommands(_) => "limits.maxPushCommands",
+            ReceivePackError::HeaderTooLarge(_) => "limits.maxPushHeaderBytes",
+            _ => "request",
+        };
+        let message = match rule {
+            "request" => error.to_string(),
+            limit => format!("{error} ({limit})"),
+        };
+        Self { rule, message }
+    }
+}
+
+fn bad_gzip(error: std::io::Error) -> Malformed {
+    Malformed {
+        rule: "request",
+        message: format!("bad gzip body: {error}"),
+    }
+}
+
 /// Feeds newly read bytes to the command reader, through the gzip decoder if any.
 fn feed(
     reader: &mut CommandReader,
     decoder: Option<&mut flate2::write::GzDecoder<Vec<u8>>>,
     data: &[u8],
-) -> Result<Option<PushHeader>, String> {
+) -> Result<Option<PushHeader>, Malformed> {
     let Some(decoder) = decoder else {
-        return reader.feed(data).map_err(|e| e.to_string());
+        return Ok(reader.feed(data)?);
     };
     for piece in data.chunks(GZIP_STEP) {
         decoder
             .write_all(piece)
             .and_then(|()| decoder.flush())
-            .map_err(|e| format!("bad gzip body: {e}"))?;
+            .map_err(bad_gzip)?;
         let inflated = std::mem::take(decoder.get_mut());
-        if let Some(header) = reader.feed(&inflated).map_err(|e| e.to_string())? {
+        if let Some(header) = reader.feed(&inflated)? {
             return Ok(Some(header));
         }
     }
@@ -151,17 +180,15 @@ fn feed(
 fn finish(
     reader: &mut CommandReader,
     decoder: Option<&mut flate2::write::GzDecoder<Vec<u8>>>,
-) -> Result<PushHeader, String> {
+) -> Result<PushHeader, Malformed> {
     if let Some(decoder) = decoder {
-        decoder
-            .try_finish()
-            .map_err(|e| format!("bad gzip body: {e}"))?;
+        decoder.try_finish().map_err(bad_gzip)?;
         let inflated = std::mem::take(decoder.get_mut());
-        if let Some(header) = reader.feed(&inflated).map_err(|e| e.to_string())? {
+        if let Some(header) = reader.feed(&inflated)? {
             return Ok(header);
         }
     }
-    reader.finish().map_err(|e| e.to_string())
+    Ok(reader.finish()?)
 }
 
 fn content_encoding(
@@ -270,5 +297,27 @@ impl Body for Prefixed {
             hint.set_upper(buffered + upper);
         }
         hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_errors_name_their_limit_key() {
+        let m = Malformed::from(ReceivePackError::HeaderTooLarge(65536));
+        assert_eq!(m.rule, "limits.maxPushHeaderBytes");
+        assert_eq!(
+            m.message,
+            "push header exceeds 65536 bytes (limits.maxPushHeaderBytes)"
+        );
+        let m = Malformed::from(ReceivePackError::TooManyCommands(1000));
+        assert_eq!(m.rule, "limits.maxPushCommands");
+        let m = Malformed::from(ReceivePackError::Empty);
+        assert_eq!(
+            (m.rule, m.message.as_str()),
+            ("request", "empty request body")
+        );
     }
 }

@@ -50,7 +50,7 @@ pub(crate) enum ConnectError {
         addr: SocketAddr,
         source: io::Error,
     },
-    #[error("connecting to {host} ({addr}) timed out after {secs} s")]
+    #[error("connecting to {host} ({addr}) timed out after {secs} s (upstream.connectTimeout)")]
     Timeout {
         host: String,
         addr: SocketAddr,

@@ -308,3 +308,48 @@ pub fn wait_until(mut condition: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn an_upstream_that_never_accepts_is_given_up_at_the_connect_timeout() {
+    // A listener with a full accept queue: Linux drops further SYNs, so a connect hangs.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (full, _queued) = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..4 {
+            if let Ok(Ok(stream)) = tokio::time::timeout(
+                Duration::from_millis(300),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+            {
+                queued.push(stream);
+            }
+        }
+        (listener, queued)
+    });
+    let addr = full.local_addr().unwrap();
+    let config = format!(
+        "listen: 127.0.0.1:0\nupstream:\n  resolve: {{full.test: \"{addr}\"}}\n  connectTimeout: 1s\npolicy: {{allowHosts: [full.test]}}\n"
+    );
+    let gitgate = Gitgate::start(&config);
+    let started = std::time::Instant::now();
+    let reply = raw::exchange(
+        gitgate.addr,
+        b"CONNECT full.test:443 HTTP/1.1\r\nHost: full.test:443\r\n\r\n",
+    );
+    let waited = started.elapsed();
+    assert!(reply.starts_with("HTTP/1.1 50"), "{reply}");
+    assert!(reply.contains("upstream.connectTimeout"), "{reply}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    gitgate.wait_for_record(|r| r["host"] == "full.test" && r["status"].as_u64() >= Some(500));
+}

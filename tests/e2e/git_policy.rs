@@ -373,7 +373,6 @@ fn malformed_receive_pack_bodies_get_4xx_and_the_next_clone_works() {
             "bad id",
             format!("0064{} {id} refs/heads/main\n", "g".repeat(40)).into_bytes(),
         ),
-        ("endless commands", endless.into_bytes()),
     ];
     for (what, body) in bodies {
         let reply = raw::post_receive_pack(
@@ -383,6 +382,19 @@ fn malformed_receive_pack_bodies_get_4xx_and_the_next_clone_works() {
         );
         assert!(reply.starts_with("HTTP/1.1 4"), "{what}: {reply}");
     }
+    // A command list past limits.maxPushCommands names the limit, to the client and in
+    // the audit record.
+    let reply = raw::post_receive_pack(
+        &gitgate,
+        "Content-Type: application/x-git-receive-pack-request\r\n",
+        endless.as_bytes(),
+    );
+    assert!(
+        reply.starts_with("HTTP/1.1 400")
+            && reply.contains("more than 1000 commands (limits.maxPushCommands)"),
+        "{reply}"
+    );
+    gitgate.wait_for_record(|r| r["rule"] == "limits.maxPushCommands");
     assert_eq!(receive_pack_posts(&standin), 0);
     let sandbox = Sandbox::new(&gitgate);
     sandbox.clone_repo("acme/app", "after");
