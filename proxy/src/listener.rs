@@ -120,9 +120,13 @@ async fn route(
         return conflicting_framing(&state, &ctx, &req);
     }
     if req.method() == Method::CONNECT {
-        // What follows is a tunnel, not HTTP.
-        framing.stop();
-        return connect::handle(state, ctx, req).await;
+        let response = connect::handle(state, ctx, req).await;
+        // Once a CONNECT is granted, what follows is a tunnel, not HTTP; after a refusal
+        // the connection may carry more requests, and they are still scanned.
+        if response.status().is_success() {
+            framing.stop();
+        }
+        return response;
     }
     if req.uri().scheme().is_some() && req.uri().authority().is_some() {
         return forward::plain(&state, &ctx, req).await;

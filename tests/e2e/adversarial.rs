@@ -171,6 +171,22 @@ fn smuggling_shapes_and_header_floods_are_refused() {
             "a second request was answered: {rest}"
         );
     }
+    // After a refused CONNECT the connection still carries HTTP, and is still checked.
+    let mut stream = TcpStream::connect(gitgate.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"CONNECT other.test:443 HTTP/1.1\r\nHost: other.test:443\r\n\r\n")
+        .unwrap();
+    let refused = raw::read_response(&mut stream);
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    stream.write_all(b"POST http://tunnel.test/x HTTP/1.1\r\nHost: tunnel.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").unwrap();
+    let reply = raw::read_response(&mut stream);
+    assert!(
+        reply.starts_with("HTTP/1.1 400") && reply.contains("both Content-Length"),
+        "{reply}"
+    );
     // The same on the proxy port, for plain HTTP.
     let reply = raw::exchange(
         gitgate.addr,
