@@ -1,4 +1,5 @@
-//! Admin endpoints on their own listener: `/healthz`, `/readyz`, `/metrics`.
+//! Admin endpoints on their own listener: `/healthz`, `/readyz`, `/metrics`, and the
+//! device-flow login (`/login`, `/logout`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -46,6 +47,9 @@ pub(crate) async fn run(
 }
 
 async fn route(state: &State, req: Request<Incoming>) -> Response<ProxyBody> {
+    if crate::login::is_login_path(req.uri().path()) {
+        return crate::login::handle(state, &req).await;
+    }
     if req.method() != Method::GET {
         return reply::text(StatusCode::METHOD_NOT_ALLOWED, "GET only");
     }

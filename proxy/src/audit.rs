@@ -53,6 +53,8 @@ pub mod field {
     pub const INSTALLATION: &str = "installation";
     /// The token's scope: `{repositories, permissions}`.
     pub const TOKEN_SCOPE: &str = "token_scope";
+    /// The GitHub user a user token acted for (device flow).
+    pub const GITHUB_USER: &str = "github_user";
     /// Within a ref entry: the ref name.
     pub const REF: &str = "ref";
     /// Within a ref entry: the old object id.
@@ -176,6 +178,8 @@ pub struct Record {
     pub installation: Option<u64>,
     /// The token's scope.
     pub token_scope: Option<gitgate_policy::TokenScope>,
+    /// The GitHub user a user token acted for.
+    pub github_user: Option<std::sync::Arc<str>>,
 }
 
 impl Record {
@@ -207,6 +211,7 @@ impl Record {
             bytes_out: 0,
             installation: None,
             token_scope: None,
+            github_user: None,
         }
     }
 
@@ -271,6 +276,9 @@ impl Record {
                 field::TOKEN_SCOPE,
                 serde_json::json!({"repositories": scope.repositories, "permissions": permissions}),
             );
+        }
+        if let Some(user) = &self.github_user {
+            put(field::GITHUB_USER, user.as_ref().into());
         }
         let mut line = Value::Object(m).to_string();
         line.push('\n');

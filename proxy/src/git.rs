@@ -81,6 +81,7 @@ pub(crate) async fn handle(
         record.installation = Some(installation);
         record.token_scope = Some(scope.clone());
     }
+    record.github_user = credential.as_ref().and_then(Credential::user).cloned();
     let (parts, body) = req.into_parts();
     let body = if matches!(git.kind, GitKind::Rpc(Service::ReceivePack)) {
         match push::inspect(state, &policy, &parts.headers, body, record).await {
@@ -213,8 +214,17 @@ fn answer(
         if let Some(credential) = credential {
             state.tokens.reject(credential);
         }
+        let hint = match credential.and_then(Credential::user) {
+            Some(user) => format!(
+                "gitgate is renewing the session of {user}; retry, and if it persists log in again with `gitgate login`"
+            ),
+            None => {
+                "retry, and if it persists check that the GitHub App can access this repository"
+                    .to_owned()
+            }
+        };
         let failure = Failure::Upstream(format!(
-            "{} refused gitgate's credential for {} (HTTP 401); retry, and if it persists check that the GitHub App can access this repository",
+            "{} refused gitgate's credential for {} (HTTP 401); {hint}",
             state.settings.github_host, git.repo
         ));
         return reply::failure(upstream_shape(shape), &failure);

@@ -20,6 +20,7 @@ mod github;
 mod headers;
 mod idle;
 mod listener;
+mod login;
 mod metrics;
 mod mitm;
 mod observe;
@@ -67,12 +68,7 @@ impl Tokens {
     /// proxy would.
     pub fn standalone(config: TokenConfig, settings: &Settings) -> Result<Self, BuildError> {
         let dialer = upstream::Dialer::new(&settings.upstream)?;
-        Ok(Tokens::new(
-            config,
-            &settings.api_url,
-            &dialer,
-            Arc::default(),
-        )?)
+        Ok(Tokens::new(config, settings, &dialer, Arc::default())?)
     }
 }
 
@@ -94,7 +90,7 @@ impl Proxy {
         let upstream = upstream::Upstream::new(&settings.upstream)?;
         let tokens = Arc::new(Tokens::new(
             tokens,
-            &settings.api_url,
+            &settings,
             upstream.dialer(),
             metrics.clone(),
         )?);

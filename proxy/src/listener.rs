@@ -19,6 +19,7 @@ use crate::audit::{Record, Service, Verdict};
 use crate::body::ProxyBody;
 use crate::framing::{self, CONFLICTING_FRAMING, Framing};
 use crate::idle::IdleIo;
+use crate::login;
 use crate::state::{ConnCtx, Lifecycle, State};
 use crate::{connect, forward, reply, serve};
 
@@ -130,6 +131,9 @@ async fn route(
     }
     if req.uri().scheme().is_some() && req.uri().authority().is_some() {
         return forward::plain(&state, &ctx, req).await;
+    }
+    if login::is_login_path(req.uri().path()) {
+        return login::handle(&state, &req).await;
     }
     reply::text(
         StatusCode::BAD_REQUEST,

@@ -116,6 +116,12 @@ pub(crate) fn text(status: StatusCode, message: &str) -> Response<ProxyBody> {
     )
 }
 
+/// A JSON answer.
+pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<ProxyBody> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    build(status, "application/json; charset=utf-8", body)
+}
+
 /// A 200 answer carrying git protocol bytes.
 pub(crate) fn git(content_type: &str, bytes: Vec<u8>) -> Response<ProxyBody> {
     build(StatusCode::OK, content_type, bytes)

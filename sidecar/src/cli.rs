@@ -82,12 +82,47 @@ pub enum Command {
         #[arg(long, default_value = "http://127.0.0.1:9901/healthz")]
         url: String,
     },
+    /// Log in to GitHub as yourself (github.user): starts the device flow in the running
+    /// gitgate, prints the code to enter at GitHub, and waits until it is entered.
+    Login {
+        #[command(flatten)]
+        target: LoginTarget,
+        /// Print the code and return without waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show who is logged in to GitHub through the running gitgate, and until when.
+    /// Exits 0 when someone is logged in, 1 otherwise.
+    Status {
+        #[command(flatten)]
+        target: LoginTarget,
+    },
+    /// Log out of GitHub: the running gitgate forgets the user token and revokes it
+    /// (when github.user.clientSecretFile is set).
+    Logout {
+        #[command(flatten)]
+        target: LoginTarget,
+    },
     /// Manage gitgate's certificate authority.
     Ca {
         /// What to do with the CA.
         #[command(subcommand)]
         command: CaCommand,
     },
+}
+
+/// Which running gitgate and profile `login`, `status` and `logout` talk to.
+#[derive(Debug, clap::Args)]
+pub struct LoginTarget {
+    /// The config file of the running gitgate.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The profile to log in for.
+    #[arg(long, default_value = "default")]
+    pub profile: String,
+    /// gitgate's URL (default: the admin listener if configured, else the proxy port).
+    #[arg(long)]
+    pub url: Option<String>,
 }
 
 /// `gitgate ca …`.

@@ -10,10 +10,10 @@ use gitgate_certs::CertificateAuthority;
 use gitgate_policy::RepoPath;
 use gitgate_proxy::Tokens;
 
-use crate::cli::{CaCommand, Cli, Command};
+use crate::cli::{CaCommand, Cli, Command, LoginTarget};
 use crate::config::{Config, ConfigError};
 use crate::reload::Watcher;
-use crate::{EXIT_CONFIG, explain, health, logging, run, sandbox_env};
+use crate::{EXIT_CONFIG, explain, health, logging, login, run, sandbox_env};
 
 pub(crate) fn dispatch(cli: Cli) -> ExitCode {
     let result = match cli.command {
@@ -60,6 +60,16 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
         Command::Health { url } => {
             health::probe(&url).map_err(|e| Failure::Other(anyhow::anyhow!(e)))
         }
+        Command::Login { target, no_wait } => with_target(&target, |base, profile| {
+            login::login(base, profile, !no_wait)
+        }),
+        Command::Status { target } => with_target(&target, |base, profile| {
+            match login::status(base, profile)? {
+                true => Ok(()),
+                false => Err(String::new()),
+            }
+        }),
+        Command::Logout { target } => with_target(&target, login::logout),
         Command::Ca {
             command: CaCommand::Init { out },
         } => ca_init(&out),
@@ -79,6 +89,25 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
         }
         Err(Failure::Denied) => ExitCode::FAILURE,
     }
+}
+
+/// Runs `f` with the URL of the running gitgate named by `target` and its profile.
+/// An empty error means "already reported".
+fn with_target(
+    target: &LoginTarget,
+    f: impl FnOnce(&str, &str) -> Result<(), String>,
+) -> Result<(), Failure> {
+    with_config(&target.config, |config| {
+        let base = target
+            .url
+            .clone()
+            .unwrap_or_else(|| default_proxy_url(config.admin.unwrap_or(config.settings.listen)));
+        match f(&base, &target.profile) {
+            Ok(()) => Ok(()),
+            Err(error) if error.is_empty() => Err(Failure::Denied),
+            Err(error) => Err(Failure::Other(anyhow::anyhow!(error))),
+        }
+    })
 }
 
 enum Failure {
@@ -180,6 +209,16 @@ fn describe_tokens(tokens: &gitgate_proxy::TokenConfig) -> String {
         TokenConfig::None => "none (requests reach GitHub without a credential)".into(),
         TokenConfig::File(path) => format!("static token from file {}", path.display()),
         TokenConfig::Env(name) => format!("static token from environment variable {name}"),
+        TokenConfig::User(user) => format!(
+            "GitHub user via the device flow, App client {} (log in with `gitgate login`; renewed {} s before expiry; {})",
+            user.client_id,
+            user.refresh_margin.as_secs(),
+            if user.client_secret.is_some() {
+                "revoked at GitHub on logout"
+            } else {
+                "not revoked on logout: no clientSecretFile"
+            }
+        ),
         TokenConfig::App(app) => format!(
             "GitHub App {} (JWTs signed by {}; refresh {} s before expiry; {} installation override(s))",
             app.id,
@@ -195,6 +234,12 @@ async fn doctor(config: Config) -> Result<(), Failure> {
     let tokens =
         Tokens::standalone(config.tokens, &config.settings).map_err(anyhow::Error::from)?;
     println!("credentials: {}", tokens.kind());
+    if tokens.login_status().is_some() {
+        println!(
+            "doctor: the token comes from a person's login, held only by the running gitgate; see `gitgate status --config FILE`"
+        );
+        return Ok(());
+    }
     let (app, rows) = tokens
         .doctor(&config.policy, &repos)
         .await

@@ -9,6 +9,7 @@ pub mod config;
 mod explain;
 mod health;
 mod logging;
+mod login;
 mod reload;
 mod run;
 mod sandbox_env;

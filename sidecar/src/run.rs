@@ -56,6 +56,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {}", config.settings.listen))?;
     let addr = listener.local_addr()?;
+    // Messages that tell clients where gitgate is use the port actually bound.
+    let mut config = config;
+    config.settings.listen = addr;
     let admin_listener = match config.admin {
         Some(admin) => Some(
             TcpListener::bind(admin)

@@ -13,3 +13,4 @@ mod git_policy;
 mod operations;
 mod signers;
 mod tokens;
+mod user_login;

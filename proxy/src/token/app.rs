@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
 use super::jwt::{self, Jwt};
-use super::{Secret, Signer, TokenError};
+use super::{Secret, Signer, TokenError, error_chain};
 
 /// A JWT is re-signed when less than this remains.
 const JWT_REUSE_MARGIN: u64 = 60;
@@ -235,18 +235,4 @@ fn parse<T: for<'de> Deserialize<'de>>(
         return Err(unexpected(message(body)));
     }
     serde_json::from_slice(body).map_err(|e| unexpected(e.to_string()))
-}
-
-/// An error and its causes on one line.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = e.source();
-    }
-    parts.join(": ")
 }

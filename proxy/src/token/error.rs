@@ -44,4 +44,7 @@ pub enum TokenError {
     /// Signing the JWT failed.
     #[error("cannot sign the App JWT: {0}")]
     Signing(String),
+    /// No GitHub user is logged in, or the login failed; says what to do.
+    #[error("{0}")]
+    User(String),
 }

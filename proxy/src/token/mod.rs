@@ -3,6 +3,7 @@
 
 mod app;
 mod cache;
+mod device;
 mod error;
 mod jwt;
 mod key;
@@ -11,6 +12,7 @@ mod kms;
 mod secret;
 mod signer;
 mod static_source;
+mod user;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,15 +31,22 @@ pub use key::{AppKey, KeyError};
 pub use kms::KmsSigner;
 pub use secret::Secret;
 pub use signer::{CommandSigner, Signer};
+pub use user::{LoginStatus, LogoutOutcome, UserConfig};
 
 use app::AppClient;
 use cache::{ScopeKey, TokenCache};
 use static_source::StaticToken;
+use user::UserSource;
 
+use crate::Settings;
 use crate::metrics::Metrics;
 use crate::upstream::Dialer;
 
-/// Where gitgate's GitHub credential comes from (`github.app` / `github.token`).
+/// The one profile there is until profiles exist.
+pub const DEFAULT_PROFILE: &str = "default";
+
+/// Where gitgate's GitHub credential comes from (`github.app` / `github.token` /
+/// `github.user`).
 #[derive(Debug)]
 pub enum TokenConfig {
     /// No credential: requests go upstream without one (public repositories only).
@@ -48,6 +57,8 @@ pub enum TokenConfig {
     Env(String),
     /// Installation tokens minted from a GitHub App.
     App(Box<AppConfig>),
+    /// A person's user-to-server token, from the device flow.
+    User(UserConfig),
 }
 
 /// The GitHub App token source.
@@ -68,6 +79,7 @@ pub struct AppConfig {
 pub(crate) struct Credential {
     secret: Secret,
     key: Option<ScopeKey>,
+    user: Option<Arc<str>>,
 }
 
 impl Credential {
@@ -80,6 +92,11 @@ impl Credential {
     /// The installation and scope the token was minted for (installation tokens only).
     pub(crate) fn scope(&self) -> Option<(u64, &TokenScope)> {
         self.key.as_ref().map(|k| (k.installation, &k.scope))
+    }
+
+    /// The GitHub user a user token acts for.
+    pub(crate) fn user(&self) -> Option<&Arc<str>> {
+        self.user.as_ref()
     }
 }
 
@@ -110,6 +127,7 @@ enum Source {
         cache: Arc<TokenCache>,
         installations: tokio::sync::Mutex<Installations>,
     },
+    User(Arc<UserSource>),
 }
 
 /// gitgate's credential source.
@@ -123,29 +141,34 @@ impl std::fmt::Debug for Tokens {
             Source::None => "none",
             Source::Static(_) => "static",
             Source::App { .. } => "app",
+            Source::User(_) => "user",
         };
         f.debug_struct("Tokens").field("source", &kind).finish()
     }
 }
 
 impl Tokens {
-    /// Builds the source. `api` is the API base URL (`github.apiUrl`).
+    /// Builds the source for the GitHub named in `settings`.
     pub(crate) fn new(
         config: TokenConfig,
-        api: &str,
+        settings: &Settings,
         dialer: &Dialer,
         metrics: Arc<Metrics>,
     ) -> Result<Self, TokenError> {
+        let api = settings.api_url.as_str();
+        let client = || {
+            api_client(dialer).map_err(|e| TokenError::Unreachable {
+                host: api.to_owned(),
+                detail: e.to_string(),
+            })
+        };
         let source = match config {
             TokenConfig::None => Source::None,
             TokenConfig::File(path) => Source::Static(StaticToken::from_file(path)),
             TokenConfig::Env(name) => Source::Static(StaticToken::from_env(&name)?),
             TokenConfig::App(app) => {
                 let app = *app;
-                let http = api_client(dialer).map_err(|e| TokenError::Unreachable {
-                    host: api.to_owned(),
-                    detail: e.to_string(),
-                })?;
+                let http = client()?;
                 let client = Arc::new(AppClient::new(app.id, app.signer, api, http));
                 let installations = Installations {
                     known: app
@@ -161,6 +184,12 @@ impl Tokens {
                     installations: tokio::sync::Mutex::new(installations),
                 }
             }
+            TokenConfig::User(user) => Source::User(Arc::new(UserSource::new(
+                user,
+                format!("https://{}", settings.github_host),
+                api,
+                client()?,
+            ))),
         };
         Ok(Self { source })
     }
@@ -171,7 +200,31 @@ impl Tokens {
             Source::None => "none",
             Source::Static(_) => "static token",
             Source::App { .. } => "GitHub App",
+            Source::User(_) => "GitHub user (device flow)",
         }
+    }
+
+    /// The device-flow source, when `github.user` is configured.
+    fn user(&self) -> Option<&Arc<UserSource>> {
+        match &self.source {
+            Source::User(user) => Some(user),
+            _ => None,
+        }
+    }
+
+    /// Starts a device-flow login (or shows the one waiting); `None` without `github.user`.
+    pub async fn login(&self) -> Option<Result<LoginStatus, TokenError>> {
+        Some(self.user()?.login().await)
+    }
+
+    /// Who is logged in; `None` without `github.user`.
+    pub fn login_status(&self) -> Option<LoginStatus> {
+        Some(self.user()?.status())
+    }
+
+    /// Forgets (and where possible revokes) the user token; `None` without `github.user`.
+    pub async fn logout(&self) -> Option<LogoutOutcome> {
+        Some(self.user()?.logout(DEFAULT_PROFILE).await)
     }
 
     /// The credential for a request to `repo` under `policy`, or `None` without a source.
@@ -185,7 +238,16 @@ impl Tokens {
             Source::Static(source) => Ok(Some(Credential {
                 secret: source.get().await?,
                 key: None,
+                user: None,
             })),
+            Source::User(source) => {
+                let (secret, login) = source.current()?;
+                Ok(Some(Credential {
+                    secret,
+                    key: None,
+                    user: Some(login),
+                }))
+            }
             Source::App {
                 cache,
                 client,
@@ -204,6 +266,7 @@ impl Tokens {
                 Ok(Some(Credential {
                     secret: minted.secret,
                     key: Some(key),
+                    user: None,
                 }))
             }
         }
@@ -211,8 +274,10 @@ impl Tokens {
 
     /// GitHub refused `credential`: do not use it again.
     pub(crate) fn reject(&self, credential: &Credential) {
-        if let (Source::App { cache, .. }, Some(key)) = (&self.source, &credential.key) {
-            cache.invalidate(key, &credential.secret);
+        match (&self.source, &credential.key) {
+            (Source::App { cache, .. }, Some(key)) => cache.invalidate(key, &credential.secret),
+            (Source::User(user), _) => user.reject(&credential.secret),
+            _ => {}
         }
     }
 
@@ -227,7 +292,8 @@ impl Tokens {
     /// accepts the App's JWT; for a static source, the token can be read.
     pub(crate) async fn readiness(&self) -> Result<(), TokenError> {
         match &self.source {
-            Source::None => Ok(()),
+            // Serving does not wait for a person to log in; `/login` says who is.
+            Source::None | Source::User(_) => Ok(()),
             Source::Static(source) => source.get().await.map(drop),
             Source::App { client, cache, .. } => {
                 if cache
@@ -245,6 +311,7 @@ impl Tokens {
     pub fn soonest_expiry(&self) -> Option<SystemTime> {
         match &self.source {
             Source::App { cache, .. } => cache.soonest_expiry(),
+            Source::User(user) => user.expiry(),
             _ => None,
         }
     }
@@ -333,6 +400,20 @@ async fn installation(
             Err(error)
         }
     }
+}
+
+/// An error and its causes on one line.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
 }
 
 /// The HTTP client for the GitHub API: the same verified TLS and `upstream.resolve`

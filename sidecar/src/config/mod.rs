@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use gitgate_policy::Policy;
 use gitgate_proxy::audit::AuditTarget;
-use gitgate_proxy::token::AppConfig;
+use gitgate_proxy::token::{AppConfig, UserConfig};
 use gitgate_proxy::{Limits, Settings, TokenConfig, UpstreamSettings};
 
 pub use raw::RawConfig;
@@ -159,16 +159,23 @@ impl Config {
         };
         let policy = Policy::compile(&raw.policy, &settings.intercepted_hosts())
             .map_err(|e| error("policy", e.to_string()))?;
-        let tokens = match (raw.github.app, raw.github.token) {
-            (Some(app), _) => TokenConfig::App(Box::new(AppConfig {
+        let tokens = match (raw.github.app, raw.github.token, raw.github.user) {
+            (_, _, Some(user)) => TokenConfig::User(UserConfig {
+                client_id: user.client_id.0,
+                client_secret: user.client_secret_file.map(|s| s.0),
+                refresh_margin: user
+                    .refresh_margin
+                    .map_or(Duration::from_secs(1800), |d| d.0),
+            }),
+            (Some(app), _, _) => TokenConfig::App(Box::new(AppConfig {
                 id: app.id.0,
                 signer: app.signer,
                 installations: app.installations.into_iter().collect(),
                 refresh_margin: app.refresh_margin.map_or(Duration::from_secs(600), |d| d.0),
             })),
-            (None, Some(raw::RawToken::File(path))) => TokenConfig::File(path.0),
-            (None, Some(raw::RawToken::Env(name))) => TokenConfig::Env(name),
-            (None, None) => TokenConfig::None,
+            (None, Some(raw::RawToken::File(path)), _) => TokenConfig::File(path.0),
+            (None, Some(raw::RawToken::Env(name)), _) => TokenConfig::Env(name),
+            (None, None, None) => TokenConfig::None,
         };
         let (ca_cert, ca_key) = match raw.ca {
             Some(ca) => (ca.cert.0, ca.key.0),

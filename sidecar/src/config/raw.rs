@@ -10,7 +10,9 @@ use serde::de::{self, Deserializer};
 
 use gitgate_proxy::token::{CommandSigner, Signer};
 
-use super::values::{ApiUrl, AppKeyFile, ConfigPath, HumanDuration, RootsFile, parse_api_url};
+use super::values::{
+    ApiUrl, AppKeyFile, ConfigPath, HumanDuration, RootsFile, SecretFile, parse_api_url,
+};
 
 /// Deserializes a present value directly (not through `Option`'s visitor), so errors
 /// inside it keep the value's own line and column.
@@ -71,7 +73,7 @@ pub struct RawCa {
     pub key: ConfigPath,
 }
 
-/// `github:`; at most one of `app` and `token`.
+/// `github:`; at most one of `app`, `token` and `user`.
 #[derive(Debug)]
 pub struct RawGithub {
     /// The git host.
@@ -82,6 +84,8 @@ pub struct RawGithub {
     pub app: Option<RawApp>,
     /// A static token source.
     pub token: Option<RawToken>,
+    /// A person's token from the device flow.
+    pub user: Option<RawUser>,
 }
 
 impl Default for RawGithub {
@@ -91,6 +95,7 @@ impl Default for RawGithub {
             api_url: parse_api_url("https://api.github.com").unwrap_or_else(|_| unreachable!()),
             app: None,
             token: None,
+            user: None,
         }
     }
 }
@@ -106,14 +111,21 @@ struct GithubFields {
     app: Option<RawApp>,
     #[serde(default, deserialize_with = "some")]
     token: Option<RawToken>,
+    #[serde(default, deserialize_with = "some")]
+    user: Option<RawUser>,
 }
 
 impl<'de> Deserialize<'de> for RawGithub {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let fields = GithubFields::deserialize(d)?;
-        if fields.app.is_some() && fields.token.is_some() {
+        let sources = [
+            fields.app.is_some(),
+            fields.token.is_some(),
+            fields.user.is_some(),
+        ];
+        if sources.into_iter().filter(|set| *set).count() > 1 {
             return Err(de::Error::custom(
-                "set either github.app or github.token, not both",
+                "set one of github.app, github.token or github.user, not several",
             ));
         }
         let defaults = Self::default();
@@ -128,6 +140,7 @@ impl<'de> Deserialize<'de> for RawGithub {
             api_url: fields.api_url.unwrap_or(defaults.api_url),
             app: fields.app,
             token: fields.token,
+            user: fields.user,
         })
     }
 }
@@ -271,6 +284,20 @@ impl<'de> Deserialize<'de> for AppId {
             ))),
         }
     }
+}
+
+/// `github.user`: act for a person through the device flow.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawUser {
+    /// The App's Client ID.
+    pub client_id: AppId,
+    /// The App's client secret, only for revoking the token on logout.
+    #[serde(default, deserialize_with = "some")]
+    pub(super) client_secret_file: Option<SecretFile>,
+    /// Renew the token when less than this remains (default 30m).
+    #[serde(default, deserialize_with = "some")]
+    pub refresh_margin: Option<HumanDuration>,
 }
 
 /// `github.token`: `{file: PATH}` or `{env: NAME}`.

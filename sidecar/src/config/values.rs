@@ -184,6 +184,25 @@ impl<'de> Deserialize<'de> for AppKeyFile {
     }
 }
 
+/// A file holding one secret (`github.user.clientSecretFile`), read while the config is
+/// read; surrounding whitespace is dropped.
+#[derive(Debug)]
+pub(super) struct SecretFile(pub(super) gitgate_proxy::token::Secret);
+
+impl<'de> Deserialize<'de> for SecretFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "a path", |raw| {
+            let ConfigPath(path) = ConfigPath::resolve(raw);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            match text.trim() {
+                "" => Err(format!("{} is empty", path.display())),
+                secret => Ok(Self(gitgate_proxy::token::Secret::new(secret))),
+            }
+        })
+    }
+}
+
 /// `upstream.caFile`: extra trust anchors, read while the config is read.
 #[derive(Debug, Clone)]
 pub struct RootsFile(pub Vec<rustls_pki_types::CertificateDer<'static>>);

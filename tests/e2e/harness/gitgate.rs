@@ -89,15 +89,7 @@ impl Gitgate {
                 }
             }
         });
-        let stdout = child.stdout.take().expect("stdout");
-        let sink = output.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let mut out = sink.lock().unwrap();
-                out.push_str(&line);
-                out.push('\n');
-            }
-        });
+        collect_lines(child.stdout.take().expect("stdout"), output.clone());
         let addr = match ready_rx.recv_timeout(Duration::from_secs(60)) {
             Ok(addr) => addr,
             Err(_) => {
@@ -240,6 +232,20 @@ impl Drop for Gitgate {
 fn listening_addr(line: &str, marker: &str) -> Option<SocketAddr> {
     let at = line.find(marker)? + marker.len();
     line[at..].split_whitespace().next()?.parse().ok()
+}
+
+/// Appends every line `stream` yields to `sink`, on a thread of its own.
+pub fn collect_lines(
+    stream: impl std::io::Read + Send + 'static,
+    sink: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut out = sink.lock().unwrap();
+            out.push_str(&line);
+            out.push('\n');
+        }
+    })
 }
 
 /// Runs `gitgate ARGS…` to completion.

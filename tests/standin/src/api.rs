@@ -99,6 +99,9 @@ async fn respond(
     if used > RATE_LIMIT {
         return error(StatusCode::FORBIDDEN, "API rate limit exceeded");
     }
+    if crate::oauth::is_user_api(&parts.method, parts.uri.path()) {
+        return crate::oauth::api(shared, parts, body).await;
+    }
     let Some(route) = route(&parts.method, parts.uri.path()) else {
         return error(StatusCode::NOT_FOUND, "Not Found");
     };
@@ -161,7 +164,7 @@ async fn respond(
 /// Mints a token through the store (shared by the API and [`crate::StandIn::issue_token`]).
 pub(crate) fn mint(shared: &Shared, id: u64, req: MintRequest) -> Result<Minted, MintError> {
     let exists = |o: &str, r: &str| shared.repo_exists(o, r);
-    let token = new_token();
+    let token = new_token("ghs_");
     shared
         .tokens()
         .mint(id, req, token, SystemTime::now(), &exists)
@@ -179,17 +182,12 @@ fn mint_error(e: MintError) -> Response<RespBody> {
     error(status, &e.to_string())
 }
 
-/// `ghs_` + 36 random alphanumerics.
-fn new_token() -> String {
+/// `prefix` (`ghs_`, `ghu_`) + 36 random alphanumerics.
+pub(crate) fn new_token(prefix: &str) -> String {
     const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let rng = SystemRandom::new();
-    let mut token = String::from("ghs_");
-    let mut bytes = [0u8; 64];
+    let mut token = String::from(prefix);
     while token.len() < 40 {
-        // A failing system RNG would be a broken machine; fall back to nothing random.
-        if rng.fill(&mut bytes).is_err() {
-            bytes = [0; 64];
-        }
+        let bytes = random_bytes::<64>();
         // 248 = 4 * 62: rejection sampling keeps the choice uniform.
         for b in bytes.iter().filter(|&&b| b < 248) {
             if token.len() < 40 {
@@ -198,6 +196,15 @@ fn new_token() -> String {
         }
     }
     token
+}
+
+/// `N` random bytes (zeros if the system RNG fails: a broken machine, not a test concern).
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    if SystemRandom::new().fill(&mut bytes).is_err() {
+        bytes = [0; N];
+    }
+    bytes
 }
 
 fn check_jwt(shared: &Shared, parts: &Parts) -> Result<(), &'static str> {
@@ -292,7 +299,7 @@ fn minted_json(shared: &Shared, minted: &Minted) -> Value {
 }
 
 /// A made-up but stable numeric id for a name (FNV-1a, 31 bits).
-fn stable_id(name: &str) -> u64 {
+pub(crate) fn stable_id(name: &str) -> u64 {
     let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
@@ -387,10 +394,10 @@ mod tests {
 
     #[test]
     fn token_shape() {
-        let t = new_token();
+        let t = new_token("ghs_");
         assert_eq!(t.len(), 40);
         assert!(t.starts_with("ghs_"));
         assert!(t[4..].bytes().all(|b| b.is_ascii_alphanumeric()));
-        assert_ne!(t, new_token());
+        assert_ne!(t, new_token("ghs_"));
     }
 }

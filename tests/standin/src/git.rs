@@ -60,14 +60,16 @@ pub(crate) async fn handle(
         return unauthorized();
     };
     let exists = |o: &str, r: &str| shared.repo_exists(o, r);
-    let checked = shared.tokens().check_git(
-        &token,
-        &path.owner,
-        &path.repo,
-        access,
-        SystemTime::now(),
-        &exists,
-    );
+    let now = SystemTime::now();
+    let user = shared.users().user(&token, now).map(str::to_owned);
+    let checked = match user {
+        // A user token reaches what both the user and the App reach; the stand-in's users
+        // may write wherever the App is installed.
+        Some(_) => shared.tokens().check_user(&path.owner, &path.repo, &exists),
+        None => shared
+            .tokens()
+            .check_git(&token, &path.owner, &path.repo, access, now, &exists),
+    };
     match checked {
         Ok(()) => {}
         Err(Denied::Unauthorized) => return unauthorized(),

@@ -28,11 +28,13 @@ mod api;
 mod cgi;
 mod git;
 mod jwt;
+mod oauth;
 mod record;
 mod repos;
 mod server;
 mod tls;
 mod tokens;
+mod users;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
@@ -52,14 +54,20 @@ use tokio::sync::{Semaphore, watch};
 
 pub use record::RecordedRequest;
 pub use tokens::{AccountType, Installation, Mint, Selection};
+pub use users::UserEvent;
 
 use server::Shared;
 use tokens::{MintRequest, TokenStore, perms};
+use users::{DeviceSettings, UserStore};
 
 /// Default App id (`iss` of the JWT, `GET /app` → `id`).
 pub const DEFAULT_APP_ID: &str = "123456";
 /// Default installation access token lifetime, as on GitHub.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// The OAuth client id of the App (device flow), default.
+pub const DEFAULT_CLIENT_ID: &str = "Iv1.gitgatetest0001";
+/// The App's client secret (token revocation), default.
+pub const DEFAULT_CLIENT_SECRET: &str = "gitgate-test-client-secret";
 
 /// How to start a [`StandIn`].
 #[derive(Clone, Debug)]
@@ -76,6 +84,18 @@ pub struct Config {
     pub app_public_key_der: Option<Vec<u8>>,
     /// Create (and seed) every repository listed by the installations (default true).
     pub seed_repos: bool,
+    /// The App's OAuth client id (default [`DEFAULT_CLIENT_ID`]).
+    pub client_id: String,
+    /// The App's client secret (default [`DEFAULT_CLIENT_SECRET`]).
+    pub client_secret: String,
+    /// How long a device code waits for a person (default 900 s, as on GitHub).
+    pub device_code_lifetime: Duration,
+    /// The polling interval handed out with a device code (default 5 s, as on GitHub).
+    pub device_interval: Duration,
+    /// What `slow_down` adds to the interval (default 5 s, as on GitHub).
+    pub slow_down_step: Duration,
+    /// Lifetime of user access tokens (default 8 h, as on GitHub).
+    pub user_token_lifetime: Duration,
 }
 
 impl Default for Config {
@@ -86,6 +106,12 @@ impl Default for Config {
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             app_public_key_der: None,
             seed_repos: true,
+            client_id: DEFAULT_CLIENT_ID.to_owned(),
+            client_secret: DEFAULT_CLIENT_SECRET.to_owned(),
+            device_code_lifetime: Duration::from_secs(900),
+            device_interval: Duration::from_secs(5),
+            slow_down_step: Duration::from_secs(5),
+            user_token_lifetime: Duration::from_secs(8 * 3600),
         }
     }
 }
@@ -217,6 +243,15 @@ impl StandIn {
             app_public_key,
             recorder: Default::default(),
             tokens: Mutex::new(TokenStore::new(config.installations, config.token_lifetime)),
+            users: Mutex::new(UserStore::new(DeviceSettings {
+                client_id: config.client_id,
+                client_secret: config.client_secret,
+                code_lifetime: config.device_code_lifetime,
+                interval: config.device_interval,
+                slow_down_step: config.slow_down_step,
+                user_token_lifetime: config.user_token_lifetime,
+                refresh_token_lifetime: Duration::from_secs(15_811_200),
+            })),
             fault: watch::Sender::new(None),
             shutdown: watch::Sender::new(false),
             children: watch::Sender::new(0),
@@ -343,14 +378,21 @@ impl StandIn {
         self.shared.tokens().clear_mints();
     }
 
-    /// Every token minted so far (to scan output for leaks).
+    /// Every token handed out so far: installation tokens, user tokens and refresh tokens
+    /// (to scan output for leaks).
     pub fn tokens(&self) -> Vec<String> {
-        self.shared
+        let mut tokens: Vec<String> = self
+            .shared
             .tokens()
             .mints()
             .iter()
             .map(|m| m.token.clone())
-            .collect()
+            .collect();
+        for event in self.shared.users().events() {
+            tokens.push(event.access_token.clone());
+            tokens.extend(event.refresh_token.clone());
+        }
+        tokens
     }
 
     /// The configured installations.
@@ -371,6 +413,66 @@ impl StandIn {
             permissions: permissions.map(perms),
         };
         Ok(api::mint(&self.shared, installation_id, req)?.mint)
+    }
+
+    /// The App's OAuth client id (for `github.user.clientId`).
+    pub fn client_id(&self) -> String {
+        self.shared.users().settings().client_id.clone()
+    }
+
+    /// The App's client secret.
+    pub fn client_secret(&self) -> String {
+        self.shared.users().settings().client_secret.clone()
+    }
+
+    /// A person enters `user_code` at GitHub and approves it as `login`; false if no
+    /// device code waits under that user code.
+    pub fn approve_device(&self, user_code: &str, login: &str) -> bool {
+        self.shared.users().decide(user_code, Some(login))
+    }
+
+    /// A person enters `user_code` and cancels (the poll then gets `access_denied`).
+    pub fn deny_device(&self, user_code: &str) -> bool {
+        self.shared.users().decide(user_code, None)
+    }
+
+    /// The next `n` device-code polls get `slow_down`, however well timed.
+    pub fn slow_down_next(&self, n: u32) {
+        self.shared.users().force_slow_downs(n);
+    }
+
+    /// Every OAuth error answered so far (`authorization_pending`, `slow_down`, ...), in order.
+    pub fn oauth_errors(&self) -> Vec<&'static str> {
+        self.shared.users().errors().to_vec()
+    }
+
+    /// How long device codes handed out from now on wait for a person.
+    pub fn set_device_code_lifetime(&self, lifetime: Duration) {
+        self.shared.users().set_code_lifetime(lifetime);
+    }
+
+    /// Revokes a user token (and its refresh token), as the person or an admin can at
+    /// GitHub; false if it was not live.
+    pub fn revoke_user_token(&self, token: &str) -> bool {
+        self.shared.users().revoke(token)
+    }
+
+    /// Lifetime of user tokens issued from now on.
+    pub fn set_user_token_lifetime(&self, lifetime: Duration) {
+        self.shared.users().set_user_token_lifetime(lifetime);
+    }
+
+    /// Every user token grant, refresh and revocation so far, in order.
+    pub fn user_events(&self) -> Vec<UserEvent> {
+        self.shared.users().events().to_vec()
+    }
+
+    /// Whether `token` is a live user token (issued, not expired, not rotated or revoked).
+    pub fn user_token_live(&self, token: &str) -> bool {
+        self.shared
+            .users()
+            .user(token, std::time::SystemTime::now())
+            .is_some()
     }
 
     /// Switches a fault on (`Some`) or off (`None`); takes effect for the next request.

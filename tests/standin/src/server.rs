@@ -27,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::Fault;
 use crate::record::{Live, Recorder};
 use crate::tokens::TokenStore;
+use crate::users::UserStore;
 
 /// Most connections served at once; more are refused.
 const MAX_CONNECTIONS: usize = 256;
@@ -49,6 +50,7 @@ pub(crate) struct Shared {
     pub(crate) app_public_key: Vec<u8>,
     pub(crate) recorder: Recorder,
     pub(crate) tokens: Mutex<TokenStore>,
+    pub(crate) users: Mutex<UserStore>,
     pub(crate) fault: watch::Sender<Option<Fault>>,
     pub(crate) shutdown: watch::Sender<bool>,
     /// Number of live CGI children (shutdown waits for 0).
@@ -60,6 +62,10 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn tokens(&self) -> MutexGuard<'_, TokenStore> {
         self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn users(&self) -> MutexGuard<'_, UserStore> {
+        self.users.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn fault(&self) -> Option<Fault> {
@@ -143,6 +149,9 @@ async fn route(
         live: Arc::clone(&live),
     };
     let resp = match host.as_str() {
+        "github.com" if crate::oauth::is_login(parts.uri.path()) => {
+            crate::oauth::login(&shared, &parts, body).await
+        }
         "github.com" => crate::git::handle(&shared, peer, parts, body).await,
         "api.github.com" => crate::api::handle(&shared, parts, body).await,
         "tunnel.test" | "other.test" => text(StatusCode::OK, format!("hello from {host}\n")),

@@ -381,6 +381,19 @@ impl TokenStore {
         Ok(minted)
     }
 
+    /// Checks a git request for `owner/repo` (lowercase) carrying a live user token.
+    pub(crate) fn check_user(
+        &self,
+        owner: &str,
+        repo: &str,
+        exists: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<(), Denied> {
+        match self.for_repo(owner, repo, exists) {
+            Some(_) => Ok(()),
+            None => Err(Denied::NotFound),
+        }
+    }
+
     /// Checks a git request for `owner/repo` (lowercase) carrying `token`.
     pub(crate) fn check_git(
         &self,

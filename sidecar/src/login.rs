@@ -1,0 +1,75 @@
+//! `gitgate login`, `status` and `logout`: the operator's side of the device flow, talking
+//! to the running gitgate (its admin listener when configured, else the proxy port).
+
+use std::time::{Duration, Instant};
+
+use crate::health::call;
+
+/// How often `gitgate login` asks whether the person has entered the code.
+const POLL: Duration = Duration::from_secs(1);
+/// GitHub's device codes live 15 minutes; give up a little after.
+const GIVE_UP: Duration = Duration::from_secs(16 * 60);
+
+/// Where the login endpoints of `base` are, for `profile`.
+fn endpoint(base: &str, path: &str, profile: &str) -> String {
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("profile", profile)
+        .finish();
+    format!("{}{path}?{query}", base.trim_end_matches('/'))
+}
+
+/// Starts a login, prints what the person must do, and (with `wait`) waits for the
+/// outcome. Errors carry gitgate's own words.
+pub(crate) fn login(base: &str, profile: &str, wait: bool) -> Result<(), String> {
+    let (status, text) = call("POST", &endpoint(base, "/login", profile), false)?;
+    if status != 200 {
+        return Err(text.trim_end().trim_start_matches("gitgate: ").to_owned());
+    }
+    println!("{}", text.trim_end());
+    if !wait {
+        return Ok(());
+    }
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(POLL);
+        let (_, json) = call("GET", &endpoint(base, "/login", profile), true)?;
+        let state: serde_json::Value =
+            serde_json::from_str(&json).map_err(|e| format!("unreadable answer: {e}"))?;
+        if state.get("userCode").is_none() {
+            let (_, text) = call("GET", &endpoint(base, "/login", profile), false)?;
+            return if state["state"] == "loggedIn" {
+                println!("{}", text.trim_end());
+                Ok(())
+            } else {
+                Err(format!("login failed\n{}", text.trim_end()))
+            };
+        }
+        if started.elapsed() > GIVE_UP {
+            return Err("gave up waiting for the code to be entered".into());
+        }
+    }
+}
+
+/// Prints who is logged in; succeeds only when someone is.
+pub(crate) fn status(base: &str, profile: &str) -> Result<bool, String> {
+    let (code, json) = call("GET", &endpoint(base, "/login", profile), true)?;
+    let (_, text) = call("GET", &endpoint(base, "/login", profile), false)?;
+    if code != 200 {
+        return Err(text.trim_end().trim_start_matches("gitgate: ").to_owned());
+    }
+    println!("{}", text.trim_end());
+    let state: serde_json::Value =
+        serde_json::from_str(&json).map_err(|e| format!("unreadable answer: {e}"))?;
+    Ok(state["state"] == "loggedIn")
+}
+
+/// Logs out and prints what happened.
+pub(crate) fn logout(base: &str, profile: &str) -> Result<(), String> {
+    let (status, text) = call("POST", &endpoint(base, "/logout", profile), false)?;
+    let text = text.trim_end().trim_start_matches("gitgate: ");
+    if status != 200 {
+        return Err(text.to_owned());
+    }
+    println!("{text}");
+    Ok(())
+}

@@ -1,0 +1,503 @@
+//! Acting for a person: `github.user` and the device flow against the stand-in's
+//! `/login/device/code` and `/login/oauth/access_token`, driven by `gitgate login`
+//! and by `POST /login` from the sandbox; the token never leaves gitgate.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use gitgate_standin::{Config, StandIn};
+
+use crate::core::wait_until;
+use crate::harness::gitgate::{binary, cli, collect_lines};
+use crate::harness::{Gitgate, POLICY, Sandbox, text, upstream};
+
+/// A stand-in that hands out 1 s polling intervals (GitHub: 5 s) so tests stay short.
+fn standin() -> StandIn {
+    let mut config = Config::default();
+    config.device_interval = Duration::from_secs(1);
+    config.slow_down_step = Duration::from_secs(1);
+    StandIn::start(config).expect("start the GitHub stand-in")
+}
+
+/// gitgate acting for a user of the stand-in's App.
+fn start(standin: &StandIn) -> Gitgate {
+    Gitgate::start_in(config_dir(standin, &standin.client_id()))
+}
+
+/// A directory with `gitgate.yaml` for `github.user` with `client_id`.
+fn config_dir(standin: &StandIn, client_id: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, format!("{}\n", standin.client_secret())).unwrap();
+    let config = format!(
+        "listen: 127.0.0.1:0\n\
+         admin: 127.0.0.1:0\n\
+         github:\n  user: {{clientId: \"{client_id}\", clientSecretFile: {secret}}}\n\
+         {upstream}\
+         policy: {POLICY}\n",
+        secret = secret.display(),
+        upstream = upstream(standin),
+    );
+    std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
+    dir
+}
+
+/// Asserts that no file in the sandbox's HOME holds any token the stand-in handed out.
+fn assert_sandbox_holds_no_token(sandbox: &Sandbox, standin: &StandIn) {
+    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                files(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    files(sandbox.home.path(), &mut all);
+    assert!(all.len() > 10, "{all:?}");
+    let tokens = standin.tokens();
+    assert!(!tokens.is_empty());
+    for file in all {
+        let bytes = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
+        for token in &tokens {
+            assert!(
+                !bytes.contains(token.as_str()),
+                "{} holds a token",
+                file.display()
+            );
+        }
+    }
+}
+
+/// `gitgate login` running in the background, its output collected.
+struct Login {
+    child: Child,
+    output: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Login {
+    fn start(gitgate: &Gitgate, url: &str) -> Self {
+        let config = gitgate.dir.path().join("gitgate.yaml");
+        let mut child = Command::new(binary())
+            .args(["login", "--config"])
+            .arg(&config)
+            .args(["--url", url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn gitgate login");
+        let output = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            collect_lines(child.stdout.take().unwrap(), output.clone()),
+            collect_lines(child.stderr.take().unwrap(), output.clone()),
+        ];
+        Self {
+            child,
+            output,
+            readers,
+        }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// The code `gitgate login` told the person to enter.
+    fn user_code(&self) -> String {
+        let mut code = None;
+        wait_until(|| {
+            code = user_code(&self.output());
+            code.is_some()
+        });
+        code.unwrap()
+    }
+
+    /// Waits for the command to end; returns whether it succeeded, and its output.
+    fn finish(mut self) -> (bool, String) {
+        let mut status = None;
+        wait_until(|| {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
+        }
+        (status.unwrap().success(), self.output())
+    }
+}
+
+impl Drop for Login {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `XXXX-XXXX` after "enter the code ".
+fn user_code(text: &str) -> Option<String> {
+    let at = text.find("enter the code ")? + "enter the code ".len();
+    let code = text.get(at..at + 9)?;
+    (code.as_bytes()[4] == b'-').then(|| code.to_owned())
+}
+
+fn admin_url(gitgate: &Gitgate) -> String {
+    format!("http://{}", gitgate.admin_addr())
+}
+
+/// `gitgate status|logout --url URL`.
+fn run(gitgate: &Gitgate, command: &str, url: &str) -> std::process::Output {
+    let config = gitgate.dir.path().join("gitgate.yaml");
+    cli(
+        &[command, "--config", config.to_str().unwrap(), "--url", url],
+        gitgate.dir.path(),
+    )
+}
+
+#[test]
+fn a_person_logs_in_with_the_device_flow_and_git_clones_and_pushes_as_them() {
+    let standin = standin();
+    let gitgate = start(&standin);
+    let sandbox = Sandbox::new(&gitgate);
+    let url = "https://github.com/acme/app.git";
+
+    // Before anyone logs in, git says what to do.
+    let refused = sandbox.git_fails(sandbox.home.path(), &["clone", "-q", url, "early"]);
+    assert!(
+        refused.contains("no GitHub user is logged in") && refused.contains("gitgate login"),
+        "{refused}"
+    );
+    let status = run(&gitgate, "status", &admin_url(&gitgate));
+    assert!(!status.status.success(), "{}", text(&status));
+    assert!(
+        text(&status).contains("nobody is logged in"),
+        "{}",
+        text(&status)
+    );
+
+    // The operator runs `gitgate login`; it shows the URL and code and waits.
+    let login = Login::start(&gitgate, &admin_url(&gitgate));
+    let code = login.user_code();
+    assert!(
+        login
+            .output()
+            .contains("open https://github.com/login/device"),
+        "{}",
+        login.output()
+    );
+    // Meanwhile git tells the sandbox's user the same thing.
+    let waiting = sandbox.git_fails(sandbox.home.path(), &["clone", "-q", url, "waiting"]);
+    assert!(
+        waiting.contains("a GitHub login is waiting") && waiting.contains(&code),
+        "{waiting}"
+    );
+    // The person enters the code at GitHub and approves.
+    assert!(standin.approve_device(&code, "octo"));
+    let (ok, output) = login.finish();
+    assert!(ok, "{output}");
+    assert!(output.contains("logged in to GitHub as octo"), "{output}");
+
+    // git clones and pushes with the user's token; the sandbox never holds it.
+    let repo = sandbox.clone_repo("acme/app", "app");
+    sandbox.commit(&repo, "as-octo.txt", "pushed as a person");
+    sandbox.git_ok(&repo, &["push", "origin", "HEAD:main"]);
+    let events = standin.user_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let token = &events[0].access_token;
+    let git_requests: Vec<_> = standin
+        .requests()
+        .into_iter()
+        .filter(|r| r.host == "github.com" && r.path().starts_with("/acme/app.git/"))
+        .collect();
+    assert!(git_requests.len() >= 4, "{git_requests:?}");
+    for request in &git_requests {
+        assert_eq!(
+            request.header("authorization"),
+            Some(gitgate_standin::basic_auth(token).as_str()),
+            "{request:?}"
+        );
+    }
+    let pushed = gitgate.wait_for_record(|r| {
+        r["service"] == "receive-pack" && r["decision"] == "allow" && r["method"] == "POST"
+    });
+    assert_eq!(pushed["github_user"], "octo", "{pushed}");
+    assert!(
+        pushed.get("installation").is_none_or(|i| i.is_null()),
+        "{pushed}"
+    );
+
+    // `gitgate status` says who, and until when.
+    let status = run(&gitgate, "status", &admin_url(&gitgate));
+    assert!(status.status.success(), "{}", text(&status));
+    assert!(
+        text(&status).contains("default: logged in to GitHub as octo; the token expires at"),
+        "{}",
+        text(&status)
+    );
+
+    // Logout revokes the token at GitHub and forgets it; git is told to log in again.
+    let logout = run(&gitgate, "logout", &admin_url(&gitgate));
+    assert!(logout.status.success(), "{}", text(&logout));
+    assert!(
+        text(&logout).contains("logged out octo; GitHub revoked the token"),
+        "{}",
+        text(&logout)
+    );
+    assert!(!standin.user_token_live(token));
+    assert_eq!(standin.user_events().last().unwrap().kind, "revoke");
+    let after = sandbox.git_fails(sandbox.home.path(), &["clone", "-q", url, "after"]);
+    assert!(after.contains("no GitHub user is logged in"), "{after}");
+
+    assert_sandbox_holds_no_token(&sandbox, &standin);
+    gitgate.assert_no_secrets(&standin);
+}
+
+#[test]
+fn the_sandbox_logs_in_with_post_login_on_the_proxy_port() {
+    let standin = standin();
+    let gitgate = start(&standin);
+    let sandbox = Sandbox::new(&gitgate);
+    let login = format!("http://{}/login", gitgate.addr);
+    let curl = |args: &[&str]| {
+        let out = sandbox.curl(&[&["--noproxy", "*"], args].concat());
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let started = curl(&["-X", "POST", &login]);
+    let code = user_code(&started).unwrap_or_else(|| panic!("{started}"));
+    assert!(
+        started.contains("open https://github.com/login/device"),
+        "{started}"
+    );
+    // Asking again shows the same code rather than starting a second login.
+    assert_eq!(
+        user_code(&curl(&["-X", "POST", &login])),
+        Some(code.clone())
+    );
+    let pending: serde_json::Value =
+        serde_json::from_str(&curl(&["-H", "Accept: application/json", &login])).unwrap();
+    assert_eq!(pending["state"], "pending", "{pending}");
+    assert_eq!(pending["userCode"], code.as_str(), "{pending}");
+    assert_eq!(pending["profile"], "default", "{pending}");
+
+    assert!(standin.approve_device(&code, "hubot"));
+    let mut state = serde_json::Value::Null;
+    wait_until(|| {
+        state = serde_json::from_str(&curl(&["-H", "Accept: application/json", &login])).unwrap();
+        state["state"] != "pending"
+    });
+    assert_eq!(state["state"], "loggedIn", "{state}");
+    assert_eq!(state["login"], "hubot", "{state}");
+    let expires = state["expiresAt"].as_str().unwrap();
+    assert!(expires.ends_with('Z') && expires.len() == 20, "{state}");
+    sandbox.clone_repo("bob/tools", "tools");
+
+    // Only the one profile exists, and only the login endpoints answer.
+    let other = sandbox.curl(&[
+        "--noproxy",
+        "*",
+        "-X",
+        "POST",
+        &format!("{login}?profile=team-b"),
+    ]);
+    assert!(
+        text(&other).contains("there is no profile \"team-b\""),
+        "{}",
+        text(&other)
+    );
+    let wrong = sandbox.curl(&["--noproxy", "*", "-X", "DELETE", &login]);
+    assert!(
+        text(&wrong).contains("POST /login starts"),
+        "{}",
+        text(&wrong)
+    );
+
+    let out = curl(&["-X", "POST", &format!("http://{}/logout", gitgate.addr)]);
+    assert!(out.contains("logged out hubot"), "{out}");
+    gitgate.assert_no_secrets(&standin);
+}
+
+#[test]
+fn the_token_is_renewed_before_it_expires_and_git_never_sees_a_gap() {
+    let standin = standin();
+    // Eight-hour tokens renew 30 min ahead; these 8 s tokens renew at half-life (4 s).
+    standin.set_user_token_lifetime(Duration::from_secs(8));
+    let gitgate = start(&standin);
+    let sandbox = Sandbox::new(&gitgate);
+    let login = Login::start(&gitgate, &format!("http://{}", gitgate.addr));
+    assert!(standin.approve_device(&login.user_code(), "octo"));
+    let (ok, output) = login.finish();
+    assert!(ok, "{output}\n{}", gitgate.output());
+    let first = standin.user_events()[0].clone();
+    let first_expiry = first.expires_at.unwrap();
+
+    // The first token is replaced before it expires, and the replacement works.
+    wait_until(|| standin.user_events().iter().any(|e| e.kind == "refresh"));
+    let renewed = standin
+        .user_events()
+        .into_iter()
+        .find(|e| e.kind == "refresh")
+        .unwrap();
+    assert!(
+        SystemTime::now() < first_expiry,
+        "renewed only after the token expired"
+    );
+    assert!(!standin.user_token_live(&first.access_token));
+    // Past the first token's expiry, git goes on working on renewed tokens.
+    wait_until(|| SystemTime::now() > first_expiry + Duration::from_secs(1));
+    sandbox.clone_repo("acme/app", "app");
+    let used = standin
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.host == "github.com")
+        .and_then(|r| r.header("authorization").map(str::to_owned))
+        .unwrap();
+    assert_ne!(used, gitgate_standin::basic_auth(&first.access_token));
+    let live: Vec<_> = standin
+        .user_events()
+        .into_iter()
+        .filter(|e| standin.user_token_live(&e.access_token))
+        .collect();
+    assert_eq!(live.len(), 1, "exactly one live token: {live:?}");
+    assert!(
+        renewed.expires_at.unwrap() > first_expiry,
+        "{renewed:?} vs {first:?}"
+    );
+    assert!(
+        !standin
+            .requests()
+            .iter()
+            .any(|r| r.host == "github.com" && r.status == Some(401)),
+        "a git request hit an expired token"
+    );
+    gitgate.assert_no_secrets(&standin);
+}
+
+#[test]
+fn every_way_a_login_can_fail_reaches_the_terminal_in_plain_words() {
+    let standin = standin();
+    let gitgate = start(&standin);
+    let sandbox = Sandbox::new(&gitgate);
+    let admin = admin_url(&gitgate);
+
+    // The person cancels at GitHub.
+    let login = Login::start(&gitgate, &admin);
+    assert!(standin.deny_device(&login.user_code()));
+    let (ok, output) = login.finish();
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("login failed")
+            && output.contains("was cancelled at GitHub (access denied)"),
+        "{output}"
+    );
+    let git = sandbox.git_fails(
+        sandbox.home.path(),
+        &["clone", "-q", "https://github.com/acme/app.git", "denied"],
+    );
+    assert!(
+        git.contains("the last login failed") && git.contains("access denied"),
+        "{git}"
+    );
+
+    // Nobody enters the code in time.
+    standin.set_device_code_lifetime(Duration::from_secs(3));
+    let login = Login::start(&gitgate, &admin);
+    let code = login.user_code();
+    let (ok, output) = login.finish();
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains(&format!("the code {code} expired before it was entered")),
+        "{output}"
+    );
+    standin.set_device_code_lifetime(Duration::from_secs(900));
+
+    // GitHub asks gitgate to slow down twice: it waits longer each time, never polls
+    // early (the stand-in would answer slow_down again), and still logs in.
+    standin.slow_down_next(2);
+    let before = standin.oauth_errors().len();
+    let login = Login::start(&gitgate, &admin);
+    let code = login.user_code();
+    wait_until(|| {
+        standin.oauth_errors()[before..]
+            .iter()
+            .filter(|e| **e == "slow_down")
+            .count()
+            == 2
+    });
+    assert!(standin.approve_device(&code, "octo"));
+    let (ok, output) = login.finish();
+    assert!(ok, "{output}");
+    let answered = &standin.oauth_errors()[before..];
+    assert_eq!(
+        answered.iter().filter(|e| **e == "slow_down").count(),
+        2,
+        "{answered:?}"
+    );
+
+    // A wrong client id is named with the key to fix.
+    let misconfigured = Gitgate::start_in(config_dir(&standin, "Iv1.notthisapp"));
+    let config = misconfigured.dir.path().join("gitgate.yaml");
+    let out = cli(
+        &[
+            "login",
+            "--config",
+            config.to_str().unwrap(),
+            "--url",
+            &format!("http://{}", misconfigured.addr),
+        ],
+        misconfigured.dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("incorrect_client_credentials")
+            && text(&out).contains("github.user.clientId"),
+        "{}",
+        text(&out)
+    );
+    gitgate.assert_no_secrets(&standin);
+}
+
+#[test]
+fn a_token_github_stops_accepting_is_renewed_at_once() {
+    let standin = standin();
+    let gitgate = start(&standin);
+    let sandbox = Sandbox::new(&gitgate);
+    let login = Login::start(&gitgate, &admin_url(&gitgate));
+    assert!(standin.approve_device(&login.user_code(), "octo"));
+    assert!(login.finish().0);
+    // Someone revokes the token at GitHub behind gitgate's back (the refresh token too):
+    // git gets a plain answer, and gitgate says the session must be renewed.
+    let token = standin.user_events()[0].access_token.clone();
+    assert!(standin.revoke_user_token(&token));
+    let url = "https://github.com/acme/app.git";
+    let out = sandbox.git_fails(sandbox.home.path(), &["clone", "-q", url, "revoked"]);
+    assert!(
+        out.contains("refused gitgate's credential") && out.contains("gitgate login"),
+        "{out}"
+    );
+    // gitgate tries its refresh token at once; GitHub refuses that too.
+    let mut said = String::new();
+    wait_until(|| {
+        said = text(&run(&gitgate, "status", &admin_url(&gitgate)));
+        said.contains("bad_refresh_token")
+    });
+    assert!(said.contains("log in again"), "{said}");
+    // The refused token is not sent again: git is told to log in.
+    let requests = standin.requests().len();
+    let out = sandbox.git_fails(sandbox.home.path(), &["clone", "-q", url, "again"]);
+    assert!(
+        out.contains("is no longer valid") && out.contains("gitgate login"),
+        "{out}"
+    );
+    assert_eq!(
+        standin.requests().len(),
+        requests,
+        "a refused token went upstream"
+    );
+    gitgate.assert_no_secrets(&standin);
+}
