@@ -55,6 +55,10 @@ pub mod field {
     pub const TOKEN_SCOPE: &str = "token_scope";
     /// The GitHub user a user token acted for (device flow).
     pub const GITHUB_USER: &str = "github_user";
+    /// The profile a user session belongs to.
+    pub const PROFILE: &str = "profile";
+    /// What happened to a user session.
+    pub const EVENT: &str = "event";
     /// Within a ref entry: the ref name.
     pub const REF: &str = "ref";
     /// Within a ref entry: the old object id.
@@ -295,6 +299,22 @@ pub fn reload_line(file: &str, ok: bool, detail: &str, policy_hash: &str) -> Str
         field::DECISION: if ok { "allow" } else { "deny" },
         field::REASON: detail,
         field::POLICY_HASH: policy_hash,
+    })
+    .to_string();
+    line.push('\n');
+    line
+}
+
+/// A line recording what happened to a person's GitHub session (`github.user`):
+/// `event` is `logged_in`, `login_failed`, `renewed`, `renewal_failed` or `logged_out`.
+pub fn user_line(profile: &str, event: &str, login: Option<&str>, detail: &str) -> String {
+    let mut line = serde_json::json!({
+        field::TIME: rfc3339(SystemTime::now()),
+        field::KIND: "user_session",
+        field::PROFILE: profile,
+        field::EVENT: event,
+        field::GITHUB_USER: login,
+        field::REASON: detail,
     })
     .to_string();
     line.push('\n');

@@ -68,7 +68,13 @@ impl Tokens {
     /// proxy would.
     pub fn standalone(config: TokenConfig, settings: &Settings) -> Result<Self, BuildError> {
         let dialer = upstream::Dialer::new(&settings.upstream)?;
-        Ok(Tokens::new(config, settings, &dialer, Arc::default())?)
+        Ok(Tokens::new(
+            config,
+            settings,
+            &dialer,
+            Arc::default(),
+            None,
+        )?)
     }
 }
 
@@ -88,13 +94,14 @@ impl Proxy {
     ) -> Result<Self, BuildError> {
         let metrics = Arc::new(Metrics::default());
         let upstream = upstream::Upstream::new(&settings.upstream)?;
+        let audit = AuditLog::start(settings.audit.clone())?;
         let tokens = Arc::new(Tokens::new(
             tokens,
             &settings,
             upstream.dialer(),
             metrics.clone(),
+            Some(audit.clone()),
         )?);
-        let audit = AuditLog::start(settings.audit.clone())?;
         metrics.policy_loaded(Outcome::Ok, Some(&policy_hash(&policy)));
         let observer = observe::Observer::new(audit, metrics);
         let state = state::State::new(settings, ca, upstream, tokens, observer, policy);

@@ -200,7 +200,21 @@ fn a_person_logs_in_with_the_device_flow_and_git_clones_and_pushes_as_them() {
     assert!(ok, "{output}");
     assert!(output.contains("logged in to GitHub as octo"), "{output}");
 
-    // git clones and pushes with the user's token; the sandbox never holds it.
+    // git clones and pushes with the user's token; the sandbox never holds it. Policy
+    // still applies: the user may reach acme/secret at GitHub, the sandbox may not.
+    let secret = sandbox.git_fails(
+        sandbox.home.path(),
+        &[
+            "clone",
+            "-q",
+            "https://github.com/acme/secret.git",
+            "secret",
+        ],
+    );
+    assert!(
+        secret.contains("acme/secret is not in allowedRepos"),
+        "{secret}"
+    );
     let repo = sandbox.clone_repo("acme/app", "app");
     sandbox.commit(&repo, "as-octo.txt", "pushed as a person");
     sandbox.git_ok(&repo, &["push", "origin", "HEAD:main"]);
@@ -250,6 +264,18 @@ fn a_person_logs_in_with_the_device_flow_and_git_clones_and_pushes_as_them() {
     assert_eq!(standin.user_events().last().unwrap().kind, "revoke");
     let after = sandbox.git_fails(sandbox.home.path(), &["clone", "-q", url, "after"]);
     assert!(after.contains("no GitHub user is logged in"), "{after}");
+    // The audit log has the session's story.
+    let events: Vec<String> = gitgate
+        .audit()
+        .iter()
+        .filter(|r| r["kind"] == "user_session")
+        .map(|r| format!("{} {}", r["event"], r["github_user"]))
+        .collect();
+    assert_eq!(
+        events,
+        ["\"logged_in\" \"octo\"", "\"logged_out\" \"octo\""],
+        "{events:?}"
+    );
 
     assert_sandbox_holds_no_token(&sandbox, &standin);
     gitgate.assert_no_secrets(&standin);
@@ -342,6 +368,7 @@ fn the_token_is_renewed_before_it_expires_and_git_never_sees_a_gap() {
         .into_iter()
         .find(|e| e.kind == "refresh")
         .unwrap();
+    gitgate.wait_for_record(|r| r["kind"] == "user_session" && r["event"] == "renewed");
     assert!(
         SystemTime::now() < first_expiry,
         "renewed only after the token expired"
@@ -500,4 +527,60 @@ fn a_token_github_stops_accepting_is_renewed_at_once() {
         "a refused token went upstream"
     );
     gitgate.assert_no_secrets(&standin);
+}
+
+#[test]
+fn github_user_config_is_checked_and_described() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty-secret"), "\n").unwrap();
+    let cases = [
+        (
+            "  user: {clientId: Iv1.abc}\n  token: {env: GH}\n",
+            None,
+            "gitgate.yaml:1:1: github: set one of github.app, github.token or github.user, not several",
+        ),
+        (
+            "  user: {clientId: Iv1.abc, clientSecret: s}\n",
+            Some("gitgate.yaml:2:"),
+            "unknown field `clientSecret`",
+        ),
+        (
+            "  user: {clientId: Iv1.abc, clientSecretFile: empty-secret}\n",
+            Some("gitgate.yaml:2:"),
+            "empty-secret is empty",
+        ),
+        (
+            "  user: {clientId: \"\"}\n",
+            Some("gitgate.yaml:2:"),
+            "invalid App id",
+        ),
+    ];
+    for (github, location, expected) in cases {
+        std::fs::write(
+            dir.path().join("gitgate.yaml"),
+            format!("github:\n{github}"),
+        )
+        .unwrap();
+        let out = cli(&["check", "--config", "gitgate.yaml"], dir.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{github}: {stderr}");
+        assert!(
+            location.is_none_or(|l| stderr.contains(l)) && stderr.contains(expected),
+            "{github}: {stderr}"
+        );
+    }
+    std::fs::write(
+        dir.path().join("gitgate.yaml"),
+        "github:\n  user: {clientId: Iv1.abc, refreshMargin: 1h}\n",
+    )
+    .unwrap();
+    let out = cli(&["check", "--config", "gitgate.yaml"], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "GitHub user via the device flow, App client Iv1.abc (log in with `gitgate login`; renewed 3600 s before expiry; not revoked on logout: no clientSecretFile)"
+        ),
+        "{}",
+        text(&out)
+    );
 }

@@ -39,6 +39,7 @@ use static_source::StaticToken;
 use user::UserSource;
 
 use crate::Settings;
+use crate::audit::AuditLog;
 use crate::metrics::Metrics;
 use crate::upstream::Dialer;
 
@@ -154,6 +155,7 @@ impl Tokens {
         settings: &Settings,
         dialer: &Dialer,
         metrics: Arc<Metrics>,
+        audit: Option<AuditLog>,
     ) -> Result<Self, TokenError> {
         let api = settings.api_url.as_str();
         let client = || {
@@ -189,6 +191,7 @@ impl Tokens {
                 format!("https://{}", settings.github_host),
                 api,
                 client()?,
+                audit,
             ))),
         };
         Ok(Self { source })

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::device::{DeviceCode, Grant, Step, TokenReply};
-use super::{Secret, TokenError};
+use super::{DEFAULT_PROFILE, Secret, TokenError};
+use crate::audit::{self, AuditLog};
 
 /// `github.user`: the App's OAuth client.
 #[derive(Debug)]
@@ -111,10 +112,18 @@ pub(crate) struct UserSource {
     inner: Mutex<Inner>,
     /// Wakes the renewal task at once (GitHub refused the current token).
     renew_now: Notify,
+    /// Where session events are recorded (none for `gitgate doctor`).
+    audit: Option<AuditLog>,
 }
 
 impl UserSource {
-    pub(crate) fn new(config: UserConfig, web: String, api: &str, http: reqwest::Client) -> Self {
+    pub(crate) fn new(
+        config: UserConfig,
+        web: String,
+        api: &str,
+        http: reqwest::Client,
+        audit: Option<AuditLog>,
+    ) -> Self {
         Self {
             config,
             web,
@@ -122,6 +131,14 @@ impl UserSource {
             http,
             inner: Mutex::default(),
             renew_now: Notify::new(),
+            audit,
+        }
+    }
+
+    /// Writes a `user_session` audit record.
+    fn record(&self, event: &str, login: Option<&str>, detail: &str) {
+        if let Some(audit) = &self.audit {
+            audit.write(audit::user_line(DEFAULT_PROFILE, event, login, detail));
         }
     }
 
@@ -268,6 +285,7 @@ impl UserSource {
         match outcome {
             Ok((login, grant)) => {
                 tracing::info!(%login, "GitHub user logged in");
+                self.record("logged_in", Some(&login), "device flow approved");
                 inner.epoch += 1;
                 inner.last_error = None;
                 inner.session = Some(Session {
@@ -280,6 +298,7 @@ impl UserSource {
             }
             Err(why) => {
                 tracing::warn!(error = %why, "GitHub login failed");
+                self.record("login_failed", None, &why);
                 inner.last_error = Some(why);
             }
         }
@@ -375,6 +394,7 @@ impl UserSource {
             Ok(grant) => {
                 if let Some(session) = inner.session.as_mut() {
                     tracing::info!(login = %session.login, "renewed the GitHub user token");
+                    self.record("renewed", Some(&session.login), "refresh token used");
                     session.grant = grant;
                     session.refused = false;
                 }
@@ -383,6 +403,8 @@ impl UserSource {
             }
             Err(why) => {
                 tracing::warn!(error = %why, "renewing the GitHub user token failed");
+                let login = inner.session.as_ref().map(|s| s.login.as_str());
+                self.record("renewal_failed", login, &why);
                 inner.last_error = Some(format!("renewal failed: {why}"));
                 Err(if stop { Renewal::Stop } else { Renewal::Retry })
             }
@@ -431,6 +453,7 @@ impl UserSource {
             ),
         };
         tracing::info!(login = %session.login, revoked, "GitHub user logged out");
+        self.record("logged_out", Some(&session.login), &message);
         LogoutOutcome {
             profile: profile.to_owned(),
             login: Some(session.login),
@@ -469,7 +492,7 @@ impl UserSource {
         // outcome (and its reason) replaces it in one step.
         let waiting = inner.waiting.as_ref();
         LoginStatus {
-            profile: super::DEFAULT_PROFILE.to_owned(),
+            profile: DEFAULT_PROFILE.to_owned(),
             state: match (session, waiting) {
                 (Some(_), _) => "loggedIn",
                 (None, Some(_)) => "pending",
