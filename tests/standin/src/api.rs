@@ -313,7 +313,7 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-fn json_response(status: StatusCode, body: impl Into<JsonBody>) -> Response<RespBody> {
+pub(crate) fn json_response(status: StatusCode, body: impl Into<JsonBody>) -> Response<RespBody> {
     let mut resp = Response::new(full(body.into().0));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -324,7 +324,7 @@ fn json_response(status: StatusCode, body: impl Into<JsonBody>) -> Response<Resp
 }
 
 /// A GitHub error: `{"message": ..., "documentation_url": ...}`.
-fn error(status: StatusCode, message: &str) -> Response<RespBody> {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response<RespBody> {
     json_response(
         status,
         json!({"message": message, "documentation_url": DOCS}),
@@ -332,7 +332,7 @@ fn error(status: StatusCode, message: &str) -> Response<RespBody> {
 }
 
 /// A JSON body, from a value or from raw text (fault bodies).
-struct JsonBody(String);
+pub(crate) struct JsonBody(String);
 
 impl From<Value> for JsonBody {
     fn from(v: Value) -> Self {

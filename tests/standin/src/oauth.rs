@@ -11,6 +11,7 @@ use http::{HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Limited};
 use serde_json::{Value, json};
 
+use crate::api::{error, json_response};
 use crate::server::{Counted, RespBody, Shared, full, text};
 use crate::users::{Issued, OAuthError};
 
@@ -150,14 +151,11 @@ pub(crate) async fn api(shared: &Shared, parts: &Parts, body: Counted) -> Respon
         let token = auth(parts, &["bearer", "token"]);
         let users = shared.users();
         return match token.and_then(|t| users.user(&t, SystemTime::now())) {
-            Some(login) => api_json(
+            Some(login) => json_response(
                 StatusCode::OK,
                 json!({"login": login, "id": crate::api::stable_id(login), "type": "User"}),
             ),
-            None => api_json(
-                StatusCode::UNAUTHORIZED,
-                json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}),
-            ),
+            None => error(StatusCode::UNAUTHORIZED, "Bad credentials"),
         };
     }
     let client_id = revoked_client(path).unwrap_or_default();
@@ -169,10 +167,7 @@ pub(crate) async fn api(shared: &Shared, parts: &Parts, body: Counted) -> Respon
         .and_then(|b| b.split_once(':'))
         .is_some_and(|(id, secret)| id == client_id && shared.users().check_secret(id, secret));
     if !authorized {
-        return api_json(
-            StatusCode::NOT_FOUND,
-            json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}),
-        );
+        return error(StatusCode::NOT_FOUND, "Not Found");
     }
     let token = read(body)
         .await
@@ -182,10 +177,7 @@ pub(crate) async fn api(shared: &Shared, parts: &Parts, body: Counted) -> Respon
     if shared.users().revoke(&token) {
         reply(StatusCode::NO_CONTENT, "text/plain", String::new())
     } else {
-        api_json(
-            StatusCode::NOT_FOUND,
-            json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}),
-        )
+        error(StatusCode::NOT_FOUND, "Not Found")
     }
 }
 
@@ -205,10 +197,6 @@ async fn read(body: Counted) -> Option<bytes::Bytes> {
         .await
         .ok()
         .map(|c| c.to_bytes())
-}
-
-fn api_json(status: StatusCode, value: Value) -> Response<RespBody> {
-    reply(status, "application/json; charset=utf-8", value.to_string())
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<RespBody> {
