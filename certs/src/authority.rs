@@ -147,6 +147,18 @@ impl CertificateAuthority {
     pub fn server_config(&self, host: &str, now: SystemTime) -> Result<Arc<ServerConfig>, CaError> {
         self.leaves.get(host, now)
     }
+
+    /// A TLS server configuration for gitgate's own HTTPS proxy listener: a fresh leaf
+    /// for `names`, and client certificates checked by `clients` if given (not cached:
+    /// the caller keeps it and asks again before the leaf's 24 h are up).
+    pub fn proxy_server_config(
+        &self,
+        names: &[String],
+        clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+        now: SystemTime,
+    ) -> Result<Arc<ServerConfig>, CaError> {
+        self.leaves.minter().server_config(names, clients, now)
+    }
 }
 
 /// Generates a CA certificate and key as PEM text.

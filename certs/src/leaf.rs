@@ -10,6 +10,7 @@ use rcgen::{
 };
 use rustls::ServerConfig;
 use rustls::client::danger::ServerCertVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
@@ -54,10 +55,12 @@ impl LeafMinter {
         })
     }
 
-    /// Mints a leaf certificate for `host`, valid from an hour ago for a day.
-    fn mint(&self, host: &str, now: SystemTime) -> Result<CertificateDer<'static>, CaError> {
+    /// Mints a leaf certificate for `names` (DNS names or IP addresses; the first is
+    /// also the common name), valid from an hour ago for a day.
+    fn mint(&self, names: &[String], now: SystemTime) -> Result<CertificateDer<'static>, CaError> {
+        let host = names.first().map_or("", String::as_str);
         let gen_err = |e: rcgen::Error| CaError::Generate(format!("leaf for {host}: {e}"));
-        let mut params = CertificateParams::new(vec![host.to_owned()]).map_err(gen_err)?;
+        let mut params = CertificateParams::new(names.to_vec()).map_err(gen_err)?;
         params.distinguished_name.push(DnType::CommonName, host);
         params.not_before = (now - BACKDATE).into();
         params.not_after = (now + VALIDITY).into();
@@ -82,16 +85,25 @@ impl LeafMinter {
         Ok(SerialNumber::from_slice(&bytes))
     }
 
-    /// A server configuration presenting a fresh leaf for `host` (HTTP/1.1 only).
-    fn server_config(&self, host: &str, now: SystemTime) -> Result<Arc<ServerConfig>, CaError> {
-        let leaf = self.mint(host, now)?;
+    /// A server configuration presenting a fresh leaf for `names` (HTTP/1.1 only),
+    /// asking for client certificates when `clients` is given.
+    pub(crate) fn server_config(
+        &self,
+        names: &[String],
+        clients: Option<Arc<dyn ClientCertVerifier>>,
+        now: SystemTime,
+    ) -> Result<Arc<ServerConfig>, CaError> {
+        let leaf = self.mint(names, now)?;
         let certified =
             CertifiedKey::new(vec![leaf, self.ca_der.clone()], self.signing_key.clone());
-        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+        let builder = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| CaError::Generate(e.to_string()))?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+            .map_err(|e| CaError::Generate(e.to_string()))?;
+        let builder = match clients {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         // Our order (AES-128-GCM first) rather than the client's.
         config.ignore_client_order = true;
@@ -102,7 +114,7 @@ impl LeafMinter {
     /// verify against the certificate as a trust anchor.
     pub(crate) fn self_check(&self, now: SystemTime) -> Result<(), CaError> {
         const PROBE: &str = "gitgate-selfcheck.invalid";
-        let leaf = self.mint(PROBE, now)?;
+        let leaf = self.mint(&[PROBE.to_owned()], now)?;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca_der.clone()).map_err(|e| {
             CaError::Mismatch(format!("the certificate is not a usable trust anchor: {e}"))
@@ -142,6 +154,10 @@ impl LeafCache {
         }
     }
 
+    pub(crate) fn minter(&self) -> &LeafMinter {
+        &self.minter
+    }
+
     pub(crate) fn get(&self, host: &str, now: SystemTime) -> Result<Arc<ServerConfig>, CaError> {
         let fresh = |c: &Cached| {
             now.duration_since(c.minted)
@@ -152,7 +168,7 @@ impl LeafCache {
         if let Some(cached) = entries.get(host).filter(|c| fresh(c)) {
             return Ok(cached.config.clone());
         }
-        let config = self.minter.server_config(host, now)?;
+        let config = self.minter.server_config(&[host.to_owned()], None, now)?;
         if entries.len() >= MAX_CACHED {
             entries.retain(|_, c| fresh(c));
             if entries.len() >= MAX_CACHED {

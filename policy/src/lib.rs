@@ -17,6 +17,8 @@ mod host_pattern;
 mod object_id;
 mod pattern;
 mod policy;
+mod profile;
+mod profiles;
 mod raw;
 mod ref_pattern;
 mod ref_update;
@@ -32,6 +34,10 @@ pub use host_pattern::HostPattern;
 pub use object_id::{ObjectFormat, ObjectId, ObjectIdError};
 pub use pattern::{PatternError, PatternKind};
 pub use policy::{ConfigError, Policy};
+pub use profile::{
+    CertSubject, Cidr, Profile, ProfileError, ProfileName, RawProfile, SecretSha256,
+};
+pub use profiles::{Claims, Identity, IdentityError, Policies, ProfileSet, ProxyAuth};
 pub use raw::{Mode, RawPolicy};
 pub use ref_pattern::RefPattern;
 pub use ref_update::RefUpdate;

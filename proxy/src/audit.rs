@@ -55,7 +55,7 @@ pub mod field {
     pub const TOKEN_SCOPE: &str = "token_scope";
     /// The GitHub user a user token acted for (device flow).
     pub const GITHUB_USER: &str = "github_user";
-    /// The profile a user session belongs to.
+    /// The sandbox profile a request was decided under (or a user session belongs to).
     pub const PROFILE: &str = "profile";
     /// What happened to a user session.
     pub const EVENT: &str = "event";
@@ -184,6 +184,8 @@ pub struct Record {
     pub token_scope: Option<gitgate_policy::TokenScope>,
     /// The GitHub user a user token acted for.
     pub github_user: Option<std::sync::Arc<str>>,
+    /// The sandbox profile the request was decided under, when profiles are configured.
+    pub profile: Option<std::sync::Arc<str>>,
 }
 
 impl Record {
@@ -216,6 +218,7 @@ impl Record {
             installation: None,
             token_scope: None,
             github_user: None,
+            profile: None,
         }
     }
 
@@ -236,6 +239,9 @@ impl Record {
         put(field::KIND, "decision".into());
         put(field::CONNECTION, self.connection.into());
         put(field::CLIENT, self.client.to_string().into());
+        if let Some(profile) = &self.profile {
+            put(field::PROFILE, profile.as_ref().into());
+        }
         put(field::HOST, self.host.clone().into());
         put(field::METHOD, self.method.clone().into());
         put(field::PATH, self.path.clone().into());

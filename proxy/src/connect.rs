@@ -12,7 +12,7 @@ use crate::body::{ProxyBody, empty};
 use crate::git::enforce;
 use crate::reply::{self, Failure, Shape};
 use crate::state::{ConnCtx, State};
-use crate::{mitm, tunnel};
+use crate::{identity, mitm, tunnel};
 
 /// The CONNECT authority: the one host every byte of this tunnel is for.
 #[derive(Debug, Clone)]
@@ -50,9 +50,15 @@ pub(crate) async fn handle(
     };
     record.host = host.to_string();
     let target = Target { host, port };
-    let policy = state.policy();
+    let identity = match identity::identify(&state, &ctx, req.headers(), &mut record) {
+        Ok(identity) => identity,
+        Err(failure) => return refuse(&state, record, &failure),
+    };
+    let policy = identity.policy;
     let decision = match policy.decide_connect(&target.host, port) {
-        ConnectDecision::Intercept => return intercept(state, ctx, target, req),
+        ConnectDecision::Intercept => {
+            return intercept(state, ctx, target, identity.profile, req);
+        }
         ConnectDecision::Tunnel(decision) | ConnectDecision::Deny(decision) => decision,
     };
     if !enforce(&policy, &mut record, &decision) {
@@ -102,6 +108,7 @@ fn intercept(
     state: Arc<State>,
     ctx: ConnCtx,
     target: Target,
+    profile: Option<Arc<str>>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     tracing::debug!(host = %target.host, port = target.port, "intercepting");
@@ -109,7 +116,7 @@ fn intercept(
     tokio::spawn(
         async move {
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => mitm::serve(state, ctx, target, upgraded).await,
+                Ok(upgraded) => mitm::serve(state, ctx, target, profile, upgraded).await,
                 Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
             }
         }

@@ -9,6 +9,7 @@ use crate::audit::{Record, Service, Verdict};
 use crate::body::{ProxyBody, stream};
 use crate::git::enforce;
 use crate::headers::strip_hop_by_hop;
+use crate::identity;
 use crate::observe::Counted;
 use crate::reply::{self, Failure, Shape};
 use crate::state::{ConnCtx, State};
@@ -34,14 +35,20 @@ pub(crate) async fn plain(
     );
     let (parts, body) = req.into_parts();
     let (body, bytes_in) = Counted::new(body);
-    let response = match decide(state, &mut record, &parts) {
+    let response = match decide(state, ctx, &mut record, &parts) {
         Err(failure) => reply::failure(Shape::Text, &failure),
         Ok(()) => send(state, &mut record, parts, body, &authority).await,
     };
     state.observer.finish(record, bytes_in, response)
 }
 
-fn decide(state: &State, record: &mut Record, parts: &http::request::Parts) -> Result<(), Failure> {
+fn decide(
+    state: &State,
+    ctx: &ConnCtx,
+    record: &mut Record,
+    parts: &http::request::Parts,
+) -> Result<(), Failure> {
+    let policy = identity::identify(state, ctx, &parts.headers, record)?.policy;
     if parts.uri.scheme_str() != Some("http") {
         let reason = format!(
             "{} requests go through CONNECT; only http:// URLs may be sent to the proxy directly",
@@ -55,7 +62,6 @@ fn decide(state: &State, record: &mut Record, parts: &http::request::Parts) -> R
         record.decide(Verdict::Deny, "request", &reason);
         Failure::Client(reason)
     })?;
-    let policy = state.policy();
     let decision = policy.decide_plain_http(&host, parts.uri.port_u16().unwrap_or(80));
     if enforce(&policy, record, &decision) {
         Ok(())

@@ -18,14 +18,14 @@ use crate::token::Credential;
 
 pub(crate) async fn handle(
     state: &State,
+    policy: &Policy,
     req: Request<ClientBody>,
     record: &mut Record,
 ) -> Response<ProxyBody> {
-    let policy = state.policy();
     let git = match classify(req.method().as_str(), &record.path) {
         Ok(git) => git,
         Err(RequestError::NotGit(reason)) => {
-            return not_git(state, &policy, req, record, reason).await;
+            return not_git(state, policy, req, record, reason).await;
         }
         Err(malformed) => {
             let reason = malformed.to_string();
@@ -38,9 +38,9 @@ pub(crate) async fn handle(
     let (shape, decision) = match &git.kind {
         GitKind::InfoRefs(service) => (
             Shape::Advertisement(*service),
-            decide(&policy, &git, *service),
+            decide(policy, &git, *service),
         ),
-        GitKind::Rpc(service) => (Shape::RpcResult(*service), decide(&policy, &git, *service)),
+        GitKind::Rpc(service) => (Shape::RpcResult(*service), decide(policy, &git, *service)),
         GitKind::Lfs { .. } => (
             Shape::Text,
             Decision {
@@ -62,10 +62,10 @@ pub(crate) async fn handle(
         }
         GitKind::Lfs { .. } => audit::Service::Lfs,
     };
-    if !enforce(&policy, record, &decision) {
+    if !enforce(policy, record, &decision) {
         return reply::failure(shape, &Failure::Policy(decision.reason));
     }
-    let credential = match state.tokens.credential(&policy, &git.repo).await {
+    let credential = match state.tokens.credential(policy, &git.repo).await {
         Ok(credential) => credential,
         Err(error) => {
             tracing::warn!(%error, repo = %git.repo, "no credential");
@@ -84,7 +84,7 @@ pub(crate) async fn handle(
     record.github_user = credential.as_ref().and_then(Credential::user).cloned();
     let (parts, body) = req.into_parts();
     let body = if matches!(git.kind, GitKind::Rpc(Service::ReceivePack)) {
-        match push::inspect(state, &policy, &parts.headers, body, record).await {
+        match push::inspect(state, policy, &parts.headers, body, record).await {
             Inspected::Forward(body) => body,
             Inspected::Reply(response) => return response,
         }

@@ -13,7 +13,7 @@ use crate::framing::{CONFLICTING_FRAMING, Framing};
 use crate::observe::Counted;
 use crate::reply::{self, Failure, Shape};
 use crate::state::{ConnCtx, State};
-use crate::{api, git};
+use crate::{api, git, identity};
 
 /// A request body from the sandbox, with its bytes counted for the audit record.
 pub(crate) type ClientBody = Counted<Incoming>;
@@ -26,6 +26,9 @@ pub(crate) struct Session {
     /// Raised when the client sent a head with both `Content-Length` and `Transfer-Encoding`.
     pub(crate) framing: Arc<Framing>,
     pub(crate) ctx: ConnCtx,
+    /// The profile the CONNECT was identified as; every request inside is decided
+    /// under its current policy.
+    pub(crate) profile: Option<Arc<str>>,
 }
 
 pub(crate) async fn handle(
@@ -52,13 +55,18 @@ pub(crate) async fn handle(
         // connection.
         reply::closing(reply::failure(Shape::Text, &Failure::Client(message)))
     } else {
-        let settings = &state.settings;
-        let for_api = host == settings.api_host
-            && (host != settings.github_host || req.uri().path().starts_with("/api/"));
-        if for_api {
-            api::handle(&req, &mut record)
-        } else {
-            git::handle(state, req, &mut record).await
+        match identity::current(state, session.profile.as_ref(), &mut record) {
+            Err(failure) => reply::failure(Shape::Text, &failure),
+            Ok(identity) => {
+                let settings = &state.settings;
+                let for_api = host == settings.api_host
+                    && (host != settings.github_host || req.uri().path().starts_with("/api/"));
+                if for_api {
+                    api::handle(&req, &mut record)
+                } else {
+                    git::handle(state, &identity.policy, req, &mut record).await
+                }
+            }
         }
     };
     state.observer.finish(record, bytes_in, response)

@@ -18,12 +18,14 @@ mod framing;
 mod git;
 mod github;
 mod headers;
+mod identity;
 mod idle;
 mod listener;
 mod login;
 mod metrics;
 mod mitm;
 mod observe;
+mod proxy_tls;
 mod push;
 mod reply;
 mod serve;
@@ -38,13 +40,15 @@ use std::future::Future;
 use std::sync::Arc;
 
 use gitgate_certs::CertificateAuthority;
-use gitgate_policy::Policy;
+use gitgate_policy::{Policies, Policy};
 use tokio::net::TcpListener;
 
 use audit::AuditLog;
 use metrics::{Metrics, Outcome};
 
-pub use settings::{Limits, Settings};
+pub use metrics::DEFAULT_PROFILE_LABELS;
+pub use proxy_tls::ClientCaError;
+pub use settings::{Limits, ListenTls, Settings};
 pub use token::{TokenConfig, Tokens};
 pub use upstream::UpstreamSettings;
 
@@ -61,6 +65,9 @@ pub enum BuildError {
     /// The audit log could not be opened.
     #[error("audit.file: {0}")]
     Audit(#[from] std::io::Error),
+    /// `clientCa` is unusable.
+    #[error(transparent)]
+    ClientCa(#[from] ClientCaError),
 }
 
 impl Tokens {
@@ -81,6 +88,7 @@ impl Tokens {
 /// A configured proxy, ready to serve.
 pub struct Proxy {
     state: Arc<state::State>,
+    tls: Option<Arc<proxy_tls::ProxyTls>>,
 }
 
 impl Proxy {
@@ -89,10 +97,14 @@ impl Proxy {
     pub fn new(
         settings: Settings,
         ca: CertificateAuthority,
-        policy: Policy,
+        policies: Policies,
         tokens: TokenConfig,
     ) -> Result<Self, BuildError> {
-        let metrics = Arc::new(Metrics::default());
+        let tls = match &settings.listen_tls {
+            Some(listen_tls) => Some(Arc::new(proxy_tls::ProxyTls::new(listen_tls)?)),
+            None => None,
+        };
+        let metrics = Arc::new(Metrics::new(settings.max_profile_labels));
         let upstream = upstream::Upstream::new(&settings.upstream)?;
         let audit = AuditLog::start(settings.audit.clone())?;
         let tokens = Arc::new(Tokens::new(
@@ -102,20 +114,22 @@ impl Proxy {
             metrics.clone(),
             Some(audit.clone()),
         )?);
-        metrics.policy_loaded(Outcome::Ok, Some(&policy_hash(&policy)));
+        metrics.policy_loaded(Outcome::Ok, Some(&policies_hash(&policies)));
         let observer = observe::Observer::new(audit, metrics);
-        let state = state::State::new(settings, ca, upstream, tokens, observer, policy);
+        let state = state::State::new(settings, ca, upstream, tokens, observer, policies);
         Ok(Self {
             state: Arc::new(state),
+            tls,
         })
     }
 
-    /// Replaces the policy: new requests use it at once; requests in flight and open
-    /// tunnels finish under the one they started with. Tokens whose scope no longer fits
-    /// are dropped. Returns the new policy's hash.
-    pub fn set_policy(&self, policy: Policy, file: &str) -> String {
-        let hash = policy_hash(&policy);
-        self.state.set_policy(policy);
+    /// Replaces the policies (after an edit of `file`): new requests use them at once;
+    /// requests in flight and open tunnels to other hosts finish under the ones they
+    /// started with; intercepted connections keep their profile and get its new policy.
+    /// Tokens whose scope no policy asks for any more are dropped. Returns the hash.
+    pub fn set_policies(&self, policies: Policies, file: &str) -> String {
+        let hash = policies_hash(&policies);
+        self.state.set_policies(policies);
         self.state
             .observer
             .metrics
@@ -129,7 +143,7 @@ impl Proxy {
 
     /// Records a reload that failed; the policy in force stays.
     pub fn reload_failed(&self, file: &str, error: &str) {
-        let hash = policy_hash(&self.state.policy());
+        let hash = policies_hash(&self.state.policies());
         self.state
             .observer
             .metrics
@@ -153,9 +167,17 @@ impl Proxy {
     /// Serves clients on `listener` until `shutdown` resolves, then drains and writes
     /// the last audit records.
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        listener::run(self.state.clone(), listener, shutdown).await;
+        listener::run(self.state.clone(), listener, None, shutdown).await;
         let audit = self.state.observer.audit().clone();
         let _ = tokio::task::spawn_blocking(move || audit.close()).await;
+    }
+
+    /// Serves the HTTPS proxy listener (`listenTls`) until `shutdown` resolves; does
+    /// nothing when it is not configured.
+    pub async fn serve_tls(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        if let Some(tls) = &self.tls {
+            listener::run(self.state.clone(), listener, Some(tls.clone()), shutdown).await;
+        }
     }
 
     /// Serves the admin endpoints (`/healthz`, `/readyz`, `/metrics`) on `listener`
@@ -167,7 +189,28 @@ impl Proxy {
 
 /// A short, stable fingerprint of a policy (SHA-256 of its summary).
 pub fn policy_hash(policy: &Policy) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, policy.to_string().as_bytes());
+    fingerprint(policy.to_string().as_bytes())
+}
+
+/// A short, stable fingerprint of the policies: of the single policy, or of every
+/// profile's name and policy in name order.
+pub fn policies_hash(policies: &Policies) -> String {
+    match policies {
+        Policies::Single(policy) => policy_hash(policy),
+        Policies::Profiles(set) => {
+            let mut profiles: Vec<_> = set.iter().collect();
+            profiles.sort_by(|a, b| a.name.cmp(&b.name));
+            let mut summary = String::new();
+            for profile in profiles {
+                summary.push_str(&format!("profile {}\n{}\n", profile.name, profile.policy));
+            }
+            fingerprint(summary.as_bytes())
+        }
+    }
+}
+
+fn fingerprint(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
     digest.as_ref()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))

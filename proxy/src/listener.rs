@@ -20,14 +20,16 @@ use crate::body::ProxyBody;
 use crate::framing::{self, CONFLICTING_FRAMING, Framing};
 use crate::idle::IdleIo;
 use crate::login;
+use crate::proxy_tls::ProxyTls;
 use crate::state::{ConnCtx, Lifecycle, State};
-use crate::{connect, forward, reply, serve};
+use crate::{connect, forward, identity, reply, serve};
 
 /// Accepts clients until `shutdown` resolves, then waits up to the grace period for
-/// in-flight requests and tunnels.
+/// in-flight requests and tunnels. With `tls`, clients speak TLS to gitgate first.
 pub(crate) async fn run(
     state: Arc<State>,
     listener: TcpListener,
+    tls: Option<Arc<ProxyTls>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -40,11 +42,12 @@ pub(crate) async fn run(
                     let ctx = ConnCtx {
                         id: state.next_connection_id(),
                         client,
+                        cert_subjects: Arc::new([]),
                         lifecycle: Lifecycle::new(stop_rx.clone(), alive_tx.clone()),
                         _held: None,
                     };
                     let span = tracing::info_span!("conn", id = ctx.id, client = %client);
-                    tokio::spawn(connection(state.clone(), ctx, tcp).instrument(span));
+                    tokio::spawn(connection(state.clone(), ctx, tcp, tls.clone()).instrument(span));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -68,7 +71,12 @@ pub(crate) async fn run(
     }
 }
 
-async fn connection(state: Arc<State>, mut ctx: ConnCtx, tcp: TcpStream) {
+async fn connection(
+    state: Arc<State>,
+    mut ctx: ConnCtx,
+    tcp: TcpStream,
+    tls: Option<Arc<ProxyTls>>,
+) {
     let admitted = match state.admission.admit(ctx.client.ip()) {
         Ok(admitted) => admitted,
         Err(refused) => return refuse(&state, &ctx, tcp, refused).await,
@@ -78,7 +86,25 @@ async fn connection(state: Arc<State>, mut ctx: ConnCtx, tcp: TcpStream) {
         state.observer.metrics.connection_opened(),
     )));
     let _ = tcp.set_nodelay(true);
-    let (tcp, framing) = framing::watch(IdleIo::new(tcp, state.settings.limits.idle_timeout));
+    let Some(tls) = tls else {
+        return serve_proxy(state, ctx, tcp).await;
+    };
+    let timeout = state.settings.limits.tls_handshake_timeout;
+    match tls.accept(&state.ca, tcp, timeout).await {
+        Ok((stream, subjects)) => {
+            ctx.cert_subjects = subjects;
+            serve_proxy(state, ctx, stream).await;
+        }
+        Err(error) => tracing::info!(%error, "proxy TLS handshake failed"),
+    }
+}
+
+/// Serves the proxy protocol on an accepted (and, on `listenTls`, decrypted) connection.
+async fn serve_proxy<T>(state: Arc<State>, ctx: ConnCtx, io: T)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tcp, framing) = framing::watch(IdleIo::new(io, state.settings.limits.idle_timeout));
     let lifecycle = ctx.lifecycle.clone();
     let service = {
         let (state, ctx) = (state.clone(), ctx.clone());
@@ -133,6 +159,21 @@ async fn route(
         return forward::plain(&state, &ctx, req).await;
     }
     if login::is_login_path(req.uri().path()) {
+        // Among several sandboxes, only an identified one may log the person in or out.
+        let mut record = Record::new(
+            ctx.id,
+            ctx.client,
+            "",
+            req.method().as_str(),
+            req.uri().path(),
+            Service::Other,
+        );
+        if let Err(failure) = identity::identify(&state, &ctx, req.headers(), &mut record) {
+            let response = reply::failure(reply::Shape::Text, &failure);
+            record.status = response.status().as_u16();
+            state.observer.emit(&record);
+            return response;
+        }
         return login::handle(&state, &req).await;
     }
     reply::text(

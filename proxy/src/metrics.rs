@@ -1,5 +1,8 @@
-//! Prometheus metrics. Label values come from enums, so cardinality stays bounded.
+//! Prometheus metrics. Label values come from enums, or from profile names up to a
+//! configured count, so cardinality stays bounded.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,7 +49,11 @@ impl From<Verdict> for DecisionLabel {
 struct RequestLabels {
     host_class: HostClass,
     decision: DecisionLabel,
+    profile: String,
 }
+
+/// The `profile` label of requests from profiles beyond `metrics.maxProfileLabels`.
+pub(crate) const OTHER_PROFILES: &str = "_other";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
@@ -97,10 +104,25 @@ pub(crate) struct Metrics {
     policy_reloads: Family<OutcomeLabels, Counter>,
     policy_info: Family<PolicyLabels, Gauge>,
     policy_loaded: Gauge<f64, AtomicU64>,
+    rate_limit_remaining: Gauge,
+    /// Profile names that have a label of their own (at most `max_profile_labels`).
+    profile_labels: Mutex<HashSet<std::sync::Arc<str>>>,
+    max_profile_labels: usize,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::new(DEFAULT_PROFILE_LABELS)
+    }
+}
+
+/// Profiles that get a `profile` label of their own unless configured otherwise.
+pub const DEFAULT_PROFILE_LABELS: usize = 100;
+
+impl Metrics {
+    /// Metrics with at most `max_profile_labels` distinct `profile` label values (the
+    /// first profiles seen); requests of later ones are labelled `_other`.
+    pub(crate) fn new(max_profile_labels: usize) -> Self {
         let mut registry = Registry::with_prefix("gitgate");
         let requests = Family::default();
         registry.register(
@@ -164,7 +186,18 @@ impl Default for Metrics {
             "When the policy in force was loaded (Unix time)",
             policy_loaded.clone(),
         );
+        let rate_limit_remaining = Gauge::default();
+        // Unknown until the App's first API call.
+        rate_limit_remaining.set(-1);
+        registry.register(
+            "github_rate_limit_remaining",
+            "The GitHub App's remaining API requests in the current window (X-RateLimit-Remaining of its last API response)",
+            rate_limit_remaining.clone(),
+        );
         Self {
+            rate_limit_remaining,
+            profile_labels: Mutex::default(),
+            max_profile_labels,
             registry,
             requests,
             ref_updates,
@@ -195,6 +228,7 @@ impl Metrics {
             .get_or_create(&RequestLabels {
                 host_class,
                 decision,
+                profile: self.profile_label(record.profile.as_ref()),
             })
             .inc();
         for r in &record.refs {
@@ -214,6 +248,28 @@ impl Metrics {
                 direction: Direction::Out,
             })
             .inc_by(record.bytes_out);
+    }
+
+    /// The `profile` label for `profile`: its name while the label budget lasts.
+    fn profile_label(&self, profile: Option<&std::sync::Arc<str>>) -> String {
+        let Some(profile) = profile else {
+            return String::new();
+        };
+        let mut labels = self
+            .profile_labels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if labels.contains(profile) || labels.len() < self.max_profile_labels {
+            labels.insert(profile.clone());
+            profile.to_string()
+        } else {
+            OTHER_PROFILES.to_owned()
+        }
+    }
+
+    /// Records the App's remaining GitHub API budget.
+    pub(crate) fn rate_limit_remaining(&self, remaining: i64) {
+        self.rate_limit_remaining.set(remaining);
     }
 
     pub(crate) fn token_mint(&self, result: Outcome) {

@@ -17,7 +17,13 @@ use crate::serve;
 use crate::state::{ConnCtx, State};
 
 /// Accepts the client's TLS and serves the requests inside it.
-pub(crate) async fn serve(state: Arc<State>, ctx: ConnCtx, target: Target, upgraded: Upgraded) {
+pub(crate) async fn serve(
+    state: Arc<State>,
+    ctx: ConnCtx,
+    target: Target,
+    profile: Option<Arc<str>>,
+    upgraded: Upgraded,
+) {
     let limits = &state.settings.limits;
     let acceptor =
         LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded));
@@ -51,6 +57,7 @@ pub(crate) async fn serve(state: Arc<State>, ctx: ConnCtx, target: Target, upgra
         sni_mismatch,
         framing,
         ctx,
+        profile,
     });
     let service = {
         let (state, session) = (state.clone(), session.clone());

@@ -16,6 +16,8 @@ pub(crate) enum Failure {
     Client(String),
     /// The policy refused it (403).
     Policy(String),
+    /// The client did not prove which sandbox it is (407).
+    ProxyAuth(String),
     /// The upstream could not be reached or misbehaved (502).
     Upstream(String),
     /// No credential could be had (503).
@@ -31,6 +33,7 @@ impl Failure {
         match self {
             Failure::Client(_) => StatusCode::BAD_REQUEST,
             Failure::Policy(_) => StatusCode::FORBIDDEN,
+            Failure::ProxyAuth(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             Failure::Upstream(_) => StatusCode::BAD_GATEWAY,
             Failure::Token(_) => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -51,6 +54,7 @@ impl Failure {
         match self {
             Failure::Client(m)
             | Failure::Policy(m)
+            | Failure::ProxyAuth(m)
             | Failure::Upstream(m)
             | Failure::Token(m)
             | Failure::Timeout(m)
@@ -135,6 +139,12 @@ fn build(status: StatusCode, content_type: &str, bytes: Vec<u8>) -> Response<Pro
         headers.insert(header::CONTENT_TYPE, value);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+        headers.insert(
+            header::PROXY_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"gitgate\""),
+        );
+    }
     response
 }
 

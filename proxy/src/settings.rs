@@ -23,6 +23,19 @@ pub struct Settings {
     pub limits: Limits,
     /// Where audit records go.
     pub audit: AuditTarget,
+    /// The HTTPS proxy listener's TLS settings (`listenTls`), if it is enabled.
+    pub listen_tls: Option<ListenTls>,
+    /// At most this many profiles get a metric label of their own.
+    pub max_profile_labels: usize,
+}
+
+/// `listenTls`: gitgate as an HTTPS proxy, with client certificates as identities.
+#[derive(Debug, Clone)]
+pub struct ListenTls {
+    /// The names (DNS names or IP addresses) its certificate is minted for.
+    pub names: Vec<String>,
+    /// The CA certificates that sign sandbox client certificates (`clientCa`).
+    pub client_ca: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 impl Settings {

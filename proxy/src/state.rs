@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use gitgate_certs::CertificateAuthority;
-use gitgate_policy::Policy;
+use gitgate_policy::{CertSubject, Policies};
 use tokio::sync::{mpsc, watch};
 
 use crate::Settings;
@@ -24,7 +24,7 @@ pub(crate) struct State {
     pub(crate) observer: Observer,
     pub(crate) admission: Admission,
     pub(crate) tunnels: Arc<tokio::sync::Semaphore>,
-    policy: RwLock<Arc<Policy>>,
+    policies: RwLock<Arc<Policies>>,
     next_connection: AtomicU64,
 }
 
@@ -35,7 +35,7 @@ impl State {
         upstream: Upstream,
         tokens: Arc<Tokens>,
         observer: Observer,
-        policy: Policy,
+        policies: Policies,
     ) -> Self {
         let limits = &settings.limits;
         let admission = Admission::new(limits.max_connections, limits.max_connections_per_client);
@@ -48,22 +48,22 @@ impl State {
             observer,
             admission,
             tunnels,
-            policy: RwLock::new(Arc::new(policy)),
+            policies: RwLock::new(Arc::new(policies)),
             next_connection: AtomicU64::new(1),
         }
     }
 
-    /// The policy in force now; a request keeps the one it started with.
-    pub(crate) fn policy(&self) -> Arc<Policy> {
-        self.policy
+    /// The policies in force now; a request keeps the ones it started with.
+    pub(crate) fn policies(&self) -> Arc<Policies> {
+        self.policies
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    pub(crate) fn set_policy(&self, policy: Policy) {
-        self.tokens.policy_changed(&policy);
-        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+    pub(crate) fn set_policies(&self, policies: Policies) {
+        self.tokens.policies_changed(&policies);
+        *self.policies.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policies);
     }
 
     pub(crate) fn next_connection_id(&self) -> u64 {
@@ -76,6 +76,8 @@ impl State {
 pub(crate) struct ConnCtx {
     pub(crate) id: u64,
     pub(crate) client: SocketAddr,
+    /// The subjects of the client certificate verified on `listenTls` (else empty).
+    pub(crate) cert_subjects: Arc<[CertSubject]>,
     pub(crate) lifecycle: Lifecycle,
     /// Counts the connection against the limits and in the gauge for as long as any
     /// part of it lives, including a tunnel or an intercepted session after CONNECT.

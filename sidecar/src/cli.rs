@@ -52,6 +52,9 @@ pub enum Command {
         /// The config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// The sandbox profile to decide for (required when the config has profiles).
+        #[arg(long)]
+        profile: Option<String>,
         /// `clone` (also fetch) or `push`.
         #[arg(value_enum)]
         action: ExplainAction,

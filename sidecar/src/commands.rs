@@ -12,7 +12,7 @@ use gitgate_proxy::Tokens;
 
 use crate::cli::{CaCommand, Cli, Command, LoginTarget};
 use crate::config::{Config, ConfigError};
-use crate::reload::Watcher;
+use crate::reload::{self, Watcher};
 use crate::{EXIT_CONFIG, explain, health, logging, login, run, sandbox_env};
 
 pub(crate) fn dispatch(cli: Cli) -> ExitCode {
@@ -28,12 +28,15 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
         }
         Command::Explain {
             config,
+            profile,
             action,
             repo,
             refs,
         } => with_config(&config, |config| {
-            let (lines, allowed) = explain::explain(&config.policy, action, &repo, &refs)
-                .map_err(anyhow::Error::msg)?;
+            let policy =
+                explain::policy_of(&config, profile.as_deref()).map_err(anyhow::Error::msg)?;
+            let (lines, allowed) =
+                explain::explain(&policy, action, &repo, &refs).map_err(anyhow::Error::msg)?;
             for line in lines {
                 println!("{line}");
             }
@@ -150,9 +153,9 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 async fn serve(config: Config) -> Result<(), Failure> {
     use tokio::signal::unix::{SignalKind, signal};
-    let path = config.file.clone();
+    let (path, known) = (config.file.clone(), reload::Known::of(&config));
     let running = run::start(config).await?;
-    let watcher = Arc::new(Watcher::new(running.proxy().clone(), path));
+    let watcher = Arc::new(Watcher::new(running.proxy().clone(), path, known));
     let polling = tokio::spawn(watcher.clone().run());
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -199,8 +202,53 @@ fn check(config: Config) -> Result<(), Failure> {
         "upstream.caFile: {} extra trust anchor(s)",
         s.upstream.extra_roots.len()
     );
-    println!("{}", config.policy);
-    Ok(())
+    if let Some(tls) = &s.listen_tls {
+        println!(
+            "listenTls: {} (certificate for {}; client certificates: {})",
+            config.listen_tls.map_or(String::new(), |a| a.to_string()),
+            tls.names.join(", "),
+            if tls.client_ca.is_empty() {
+                "not asked for (no clientCa)".to_owned()
+            } else {
+                format!(
+                    "verified against {} clientCa certificate(s)",
+                    tls.client_ca.len()
+                )
+            }
+        );
+    }
+    let (policies, rejected) = config.policies();
+    match &policies {
+        gitgate_policy::Policies::Single(_) => println!("{}", config.policy),
+        gitgate_policy::Policies::Profiles(set) => {
+            println!(
+                "profiles: {} (top-level policy not used; unidentified clients get 407)",
+                set.len()
+            );
+            let mut profiles: Vec<_> = set.iter().collect();
+            profiles.sort_by(|a, b| a.name.cmp(&b.name));
+            for profile in profiles {
+                println!(
+                    "profile {}: {}",
+                    profile.name,
+                    profile.identities().join(", ")
+                );
+                for line in profile.policy.to_string().lines() {
+                    println!("  {line}");
+                }
+            }
+        }
+    }
+    if rejected.is_empty() {
+        return Ok(());
+    }
+    for (_, error) in &rejected {
+        eprintln!("gitgate: {error}");
+    }
+    Err(Failure::Other(anyhow::anyhow!(
+        "{} profile file(s) would be left out; their sandboxes would be refused",
+        rejected.len()
+    )))
 }
 
 fn describe_tokens(tokens: &gitgate_proxy::TokenConfig) -> String {

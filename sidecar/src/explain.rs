@@ -2,7 +2,50 @@
 
 use gitgate_policy::{Decision, ObjectFormat, ObjectId, Policy, RefUpdate, RepoPath};
 
+use std::sync::Arc;
+
 use crate::cli::ExplainAction;
+use crate::config::Config;
+
+/// The policy `explain` decides with: the profile's, or the single policy.
+pub(crate) fn policy_of(config: &Config, profile: Option<&str>) -> Result<Arc<Policy>, String> {
+    let (policies, _) = config.policies();
+    match (&policies, profile) {
+        (gitgate_policy::Policies::Single(policy), None) => Ok(policy.clone()),
+        (gitgate_policy::Policies::Single(_), Some(name)) => Err(format!(
+            "{} has no profiles; drop --profile {name}",
+            config.file.display()
+        )),
+        (gitgate_policy::Policies::Profiles(set), name) => {
+            let mut names: Vec<&str> = set.iter().map(|p| p.name.as_str()).collect();
+            names.sort_unstable();
+            let known = || {
+                let shown = names
+                    .iter()
+                    .take(20)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let more = if names.len() > 20 { ", …" } else { "" };
+                format!("profiles: {shown}{more}")
+            };
+            match name {
+                None => Err(format!(
+                    "{} has profiles; name one with --profile ({})",
+                    config.file.display(),
+                    known()
+                )),
+                Some(name) => set.get(name).map(|p| p.policy.clone()).ok_or_else(|| {
+                    format!(
+                        "no profile {name} in {} ({})",
+                        config.file.display(),
+                        known()
+                    )
+                }),
+            }
+        }
+    }
+}
 
 /// The decisions, as printable lines, and whether everything was allowed.
 pub(crate) fn explain(

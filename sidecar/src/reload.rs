@@ -1,18 +1,21 @@
-//! Live policy: the config file is watched (and re-read on SIGHUP); a valid new policy
-//! takes effect for new requests at once, an invalid one is refused and the old one stays.
+//! Live policy: the config file and the profile files of `profilesDir` are watched (and
+//! re-read on SIGHUP). A valid new policy or profile takes effect for new requests at
+//! once; an invalid one is refused and the one before it stays, file by file.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use gitgate_policy::{Policies, Profile};
 use gitgate_proxy::Proxy;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError, ProfileRules, profiles};
 
-/// How often the file is looked at.
+/// How often the files are looked at.
 const POLL: Duration = Duration::from_secs(1);
 
-/// What identifies the file's content without reading it: following symlinks, so the
+/// What identifies a file's content without reading it: following symlinks, so the
 /// atomic `..data` swap a kubelet does for a ConfigMap counts as a change.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 struct Stamp {
@@ -33,46 +36,107 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
-/// Watches the config file of a running proxy.
+/// One file of `profilesDir`: when it was last read, and its profile in force.
+struct ProfileFile {
+    stamp: Option<Stamp>,
+    in_force: Option<Arc<Profile>>,
+}
+
+/// What the watcher knows.
+pub(crate) struct Known {
+    config: Option<Stamp>,
+    /// The profiles of the config file, its `profilesDir` and how files are compiled;
+    /// `None` without profiles.
+    profiles: Option<(Vec<Arc<Profile>>, Option<PathBuf>, ProfileRules)>,
+    files: BTreeMap<PathBuf, ProfileFile>,
+}
+
+/// Watches the config (and profile) files of a running proxy.
 pub(crate) struct Watcher {
     proxy: Arc<Proxy>,
     path: PathBuf,
-    last: Mutex<Option<Stamp>>,
+    known: Mutex<Known>,
+}
+
+impl Known {
+    /// What `config`, the configuration the proxy is built from, holds.
+    pub(crate) fn of(config: &Config) -> Self {
+        let mut files = BTreeMap::new();
+        let profiles = config.profiles.as_ref().map(|p| {
+            for (path, loaded) in &p.files {
+                files.insert(
+                    path.clone(),
+                    ProfileFile {
+                        stamp: stamp(path),
+                        in_force: loaded.as_ref().ok().cloned(),
+                    },
+                );
+            }
+            (p.inline.clone(), p.dir.clone(), p.rules.clone())
+        });
+        Known {
+            config: stamp(&config.file),
+            profiles,
+            files,
+        }
+    }
 }
 
 impl Watcher {
-    pub(crate) fn new(proxy: Arc<Proxy>, path: PathBuf) -> Self {
-        let last = Mutex::new(stamp(&path));
-        Self { proxy, path, last }
+    pub(crate) fn new(proxy: Arc<Proxy>, path: PathBuf, known: Known) -> Self {
+        Self {
+            proxy,
+            path,
+            known: Mutex::new(known),
+        }
     }
 
-    /// Polls the file forever; reloads when it changed.
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Polls the files forever; reloads what changed.
     pub(crate) async fn run(self: Arc<Self>) {
         let mut tick = tokio::time::interval(POLL);
         loop {
             tick.tick().await;
             let now = stamp(&self.path);
-            let changed = {
-                let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-                let changed = now.is_some() && now != *last;
+            let config_changed = {
+                let mut known = self.known();
+                let changed = now.is_some() && now != known.config;
                 if changed {
-                    *last = now;
+                    known.config = now;
                 }
                 changed
             };
-            if changed {
+            if config_changed {
                 self.reload();
+            } else {
+                self.reload_profile_files(false);
             }
         }
     }
 
-    /// Reads the file again and applies its policy, or records why not.
+    /// Reads the config file again and applies its policy and profiles, or records why
+    /// not; then the profile files.
     pub(crate) fn reload(&self) {
         let file = self.path.display().to_string();
         match Config::load(&self.path) {
             Ok(config) => {
-                let hash = self.proxy.set_policy(config.policy, &file);
-                tracing::info!(%file, policy_hash = %hash, "policy reloaded");
+                let mut known = self.known();
+                known.profiles = config
+                    .profiles
+                    .as_ref()
+                    .map(|p| (p.inline.clone(), p.dir.clone(), p.rules.clone()));
+                if known.profiles.is_none() {
+                    known.files.clear();
+                    let policies = Policies::Single(Arc::new(config.policy));
+                    let hash = self.proxy.set_policies(policies, &file);
+                    tracing::info!(%file, policy_hash = %hash, "policy reloaded");
+                    return;
+                }
+                drop(known);
+                self.reload_profile_files(true);
             }
             Err(error) => {
                 tracing::error!(%error, "policy reload refused; the previous policy stays in force");
@@ -80,4 +144,102 @@ impl Watcher {
             }
         }
     }
+
+    /// Re-reads the profile files that changed (all of them with `all`) and applies
+    /// the result if anything changed.
+    fn reload_profile_files(&self, all: bool) {
+        let mut known = self.known();
+        let Some((inline, dir, rules)) = known.profiles.clone() else {
+            return;
+        };
+        let mut changed: Vec<(PathBuf, Option<Arc<Profile>>)> = Vec::new();
+        let listed = match &dir {
+            Some(dir) => match profiles::files(dir) {
+                Ok(listed) => listed,
+                Err(error) => {
+                    tracing::error!(%error, "cannot list profilesDir; the profiles in force stay");
+                    return;
+                }
+            },
+            None => Vec::new(),
+        };
+        let gone: Vec<PathBuf> = known
+            .files
+            .keys()
+            .filter(|path| !listed.contains(path))
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some(file) = known.files.remove(&path) {
+                tracing::info!(file = %path.display(), "profile file removed; its profile is gone");
+                changed.push((path, file.in_force));
+            }
+        }
+        for path in listed {
+            let now = stamp(&path);
+            let entry = known.files.entry(path.clone()).or_insert(ProfileFile {
+                stamp: None,
+                in_force: None,
+            });
+            if !all && now == entry.stamp {
+                continue;
+            }
+            entry.stamp = now;
+            match profiles::load(&path, &rules) {
+                Ok(profile) => changed.push((path, entry.in_force.replace(profile))),
+                Err(error) => self.refuse(&path, &error),
+            }
+        }
+        if changed.is_empty() && !all {
+            return;
+        }
+        loop {
+            let (policies, rejected) = assemble(&inline, &known.files);
+            // A changed file whose new profile conflicts with another keeps its old one.
+            let reverted: Vec<_> = rejected
+                .iter()
+                .filter_map(|(path, error)| {
+                    let (_, previous) = changed.iter().find(|(p, _)| p == path)?;
+                    self.refuse(path, error);
+                    Some((path.clone(), previous.clone()))
+                })
+                .collect();
+            if reverted.is_empty() {
+                let label = match changed.as_slice() {
+                    [(path, _)] if !all => path.display().to_string(),
+                    _ => self.path.display().to_string(),
+                };
+                let hash = self.proxy.set_policies(policies, &label);
+                tracing::info!(file = %label, policy_hash = %hash, "profiles reloaded");
+                return;
+            }
+            for (path, previous) in reverted {
+                changed.retain(|(p, _)| *p != path);
+                if let Some(file) = known.files.get_mut(&path) {
+                    file.in_force = previous;
+                }
+            }
+        }
+    }
+
+    fn refuse(&self, path: &Path, error: &ConfigError) {
+        let file = path.display().to_string();
+        tracing::error!(%error, "profile reload refused; the profile in force stays");
+        self.proxy.reload_failed(&file, &error.to_string());
+    }
+}
+
+/// The inline profiles and every profile file's profile in force.
+fn assemble(
+    inline: &[Arc<Profile>],
+    files: &BTreeMap<PathBuf, ProfileFile>,
+) -> (Policies, Vec<profiles::Rejected>) {
+    let in_force: Vec<(&Path, &Arc<Profile>)> = files
+        .iter()
+        .filter_map(|(path, f)| Some((path.as_path(), f.in_force.as_ref()?)))
+        .collect();
+    profiles::assemble(
+        inline,
+        in_force.into_iter().map(|(p, profile)| (p, Ok(profile))),
+    )
 }

@@ -19,6 +19,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The admin listener's address, when configured.
     pub admin: Option<SocketAddr>,
+    /// The HTTPS proxy listener's address, when configured.
+    pub tls: Option<SocketAddr>,
     /// The CA certificate sandboxes must trust.
     pub ca_cert: PathBuf,
     proxy: Arc<Proxy>,
@@ -41,6 +43,21 @@ impl Running {
     }
 }
 
+/// Binds the optional listener `key` (a config key, for the error) and says where.
+async fn bind_optional(
+    addr: Option<SocketAddr>,
+    key: &str,
+) -> anyhow::Result<(Option<TcpListener>, Option<SocketAddr>)> {
+    let Some(addr) = addr else {
+        return Ok((None, None));
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {key} {addr}"))?;
+    let bound = listener.local_addr()?;
+    Ok((Some(listener), Some(bound)))
+}
+
 /// Loads (or generates) the CA, binds the listeners and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (ca, provenance) = CertificateAuthority::load_or_generate(&config.ca_cert, &config.ca_key)
@@ -59,25 +76,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Messages that tell clients where gitgate is use the port actually bound.
     let mut config = config;
     config.settings.listen = addr;
-    let admin_listener = match config.admin {
-        Some(admin) => Some(
-            TcpListener::bind(admin)
-                .await
-                .with_context(|| format!("cannot listen on admin {admin}"))?,
-        ),
-        None => None,
-    };
-    let admin = admin_listener
-        .as_ref()
-        .map(TcpListener::local_addr)
-        .transpose()?;
+    let (admin_listener, admin) = bind_optional(config.admin, "admin").await?;
+    let (tls_listener, tls) = bind_optional(config.listen_tls, "listenTls").await?;
     let ca_cert = config.ca_cert.clone();
-    let proxy = Arc::new(Proxy::new(
-        config.settings,
-        ca,
-        config.policy,
-        config.tokens,
-    )?);
+    let (policies, rejected) = config.policies();
+    for (file, error) in &rejected {
+        tracing::error!(file = %file.display(), %error, "profile file left out; its clients are refused until it is fixed");
+    }
+    let proxy = Arc::new(Proxy::new(config.settings, ca, policies, config.tokens)?);
     tracing::info!(tokens = proxy.tokens().kind(), "credential source");
     if proxy.tokens().kind() == "none" {
         tracing::warn!(
@@ -94,6 +100,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tasks.push(tokio::spawn(async move {
         serving.serve(listener, until_stopped(rx)).await;
     }));
+    if let Some(tls_listener) = tls_listener {
+        let serving = proxy.clone();
+        let rx = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            serving.serve_tls(tls_listener, until_stopped(rx)).await;
+        }));
+        tracing::info!(addr = %tls.unwrap_or(addr), "HTTPS proxy listening");
+    }
     if let Some(admin_listener) = admin_listener {
         let serving = proxy.clone();
         tasks.push(tokio::spawn(async move {
@@ -107,6 +121,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running {
         addr,
         admin,
+        tls,
         ca_cert,
         proxy,
         stop,

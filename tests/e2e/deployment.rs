@@ -246,6 +246,14 @@ fn every_yaml_file_under_examples_parses() {
         "kubernetes/sidecar/secret.yaml",
         "kubernetes/sidecar/networkpolicy.yaml",
         "kubernetes/sidecar/kustomization.yaml",
+        "kubernetes/gateway/kustomization.yaml",
+        "kubernetes/gateway/deployment.yaml",
+        "kubernetes/gateway/service.yaml",
+        "kubernetes/gateway/pdb.yaml",
+        "kubernetes/gateway/hpa.yaml",
+        "kubernetes/gateway/configmap.yaml",
+        "kubernetes/gateway/profiles.yaml",
+        "kubernetes/gateway/secret.yaml",
     ] {
         assert!(
             yaml.contains(&example(expected)),
@@ -302,6 +310,60 @@ fn every_gitgate_config_in_examples_passes_check() {
             config.origin,
             text(&out)
         );
+    }
+}
+
+/// The gateway example: its config with its profiles ConfigMap as the profilesDir
+/// passes `gitgate check`, every profile loaded.
+#[test]
+fn the_gateway_example_checks_with_its_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = example("kubernetes/gateway");
+    let data = |file: &str, key: &str| -> Vec<(String, String)> {
+        let docs = yaml_documents(&gateway.join(file));
+        let map = docs[0]["data"]
+            .as_mapping()
+            .expect("ConfigMap data")
+            .clone();
+        map.into_iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().unwrap().to_owned(),
+                    v.as_str().unwrap().to_owned(),
+                )
+            })
+            .filter(|(k, _)| key.is_empty() || k == key)
+            .collect()
+    };
+    let profiles = dir.path().join("profiles.d");
+    std::fs::create_dir(&profiles).unwrap();
+    let entries = data("profiles.yaml", "");
+    for (name, text) in &entries {
+        std::fs::write(profiles.join(name), text).unwrap();
+    }
+    let key = app_key(dir.path());
+    let (_, config) = data("configmap.yaml", "gitgate.yaml").remove(0);
+    let value: Value = serde_yaml::from_str(&config).unwrap();
+    let config = config
+        .replace(
+            str_at(&value, "profilesDir"),
+            &profiles.display().to_string(),
+        )
+        .replace(
+            str_at(&value, "github.app.privateKeyFile"),
+            &key.display().to_string(),
+        );
+    std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
+    let out = cli(&["check", "--config", "gitgate.yaml"], dir.path());
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains(&format!("profiles: {}", entries.len())),
+        "{shown}"
+    );
+    for (name, _) in &entries {
+        let profile = name.trim_end_matches(".yaml");
+        assert!(shown.contains(&format!("profile {profile}:")), "{shown}");
     }
 }
 

@@ -11,6 +11,7 @@ mod core;
 mod deployment;
 mod git_policy;
 mod operations;
+mod profiles;
 mod signers;
 mod tokens;
 mod user_login;

@@ -8,21 +8,6 @@ use crate::core::wait_until;
 use crate::harness::gitgate::cli;
 use crate::harness::{self, Gitgate, POLICY, Sandbox, app_config, raw, text};
 
-fn decisions(gitgate: &Gitgate) -> Vec<Value> {
-    gitgate
-        .audit()
-        .into_iter()
-        .filter(|r| r["kind"] == "decision")
-        .collect()
-}
-
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    raw::exchange(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-}
-
 #[test]
 fn every_request_gets_one_audit_record_with_its_decision_and_no_token() {
     let standin = harness::standin();
@@ -46,14 +31,14 @@ fn every_request_gets_one_audit_record_with_its_decision_and_no_token() {
         b"CONNECT other.test:443 HTTP/1.1\r\nHost: other.test:443\r\n\r\n",
     );
     wait_until(|| {
-        let records = decisions(&gitgate);
+        let records = gitgate.decisions();
         records
             .iter()
             .any(|r| r["service"] == "tunnel" && r["decision"] == "allow")
             && records.iter().any(|r| r["host"] == "other.test")
     });
 
-    let records = decisions(&gitgate);
+    let records = gitgate.decisions();
     // One record per request that reached gitgate inside the GitHub tunnels.
     let upstream_git = standin
         .requests()
@@ -122,7 +107,7 @@ fn metrics_health_and_readiness() {
     );
     let gitgate = Gitgate::start(&config);
     let admin = gitgate.admin_addr();
-    assert!(http_get(admin, "/healthz").starts_with("HTTP/1.1 200"));
+    assert!(raw::http_get(admin, "/healthz").starts_with("HTTP/1.1 200"));
     let url = format!("http://{admin}/healthz");
     assert!(
         cli(&["health", "--url", &url], gitgate.dir.path())
@@ -135,14 +120,14 @@ fn metrics_health_and_readiness() {
             .status
             .success()
     );
-    let ready = http_get(admin, "/readyz");
+    let ready = raw::http_get(admin, "/readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     let sandbox = Sandbox::new(&gitgate);
     let repo = sandbox.clone_repo("acme/app", "app");
     sandbox.commit(&repo, "m.txt", "m\n");
     sandbox.git_ok(&repo, &["push", "origin", "HEAD:main"]);
     sandbox.git_fails(&repo, &["push", "origin", "HEAD:dev"]);
-    let metrics = http_get(admin, "/metrics");
+    let metrics = raw::http_get(admin, "/metrics");
     let value = |line_start: &str| -> f64 {
         metrics
             .lines()
@@ -151,9 +136,12 @@ fn metrics_health_and_readiness() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {line_start} in\n{metrics}"))
     };
-    assert!(value("gitgate_requests_total{host_class=\"Git\",decision=\"Allow\"}") >= 5.0);
+    // Without profiles the `profile` label is empty, which Prometheus reads as absent.
+    assert!(
+        value("gitgate_requests_total{host_class=\"Git\",decision=\"Allow\",profile=\"\"}") >= 5.0
+    );
     assert_eq!(
-        value("gitgate_requests_total{host_class=\"Git\",decision=\"Deny\"}"),
+        value("gitgate_requests_total{host_class=\"Git\",decision=\"Deny\",profile=\"\"}"),
         1.0
     );
     assert_eq!(value("gitgate_ref_updates_total{decision=\"Allow\"}"), 1.0);
@@ -168,7 +156,7 @@ fn metrics_health_and_readiness() {
     // Not ready when GitHub refuses the App and no token is cached.
     let broken = config.replace(&format!("id: \"{}\"", standin.app_id()), "id: \"999\"");
     let gitgate = Gitgate::start(&broken);
-    let ready = http_get(gitgate.admin_addr(), "/readyz");
+    let ready = raw::http_get(gitgate.admin_addr(), "/readyz");
     assert!(
         ready.starts_with("HTTP/1.1 503") && ready.contains("GitHub rejected the App JWT"),
         "{ready}"
@@ -315,8 +303,8 @@ fn report_mode_lets_a_denied_push_through_and_logs_what_would_have_been_denied()
         Some(head.as_str())
     );
     let is_push = |r: &Value| r["service"] == "receive-pack" && r["method"] == "POST";
-    wait_until(|| decisions(&gitgate).iter().any(is_push));
-    let push = decisions(&gitgate).into_iter().find(is_push).unwrap();
+    wait_until(|| gitgate.decisions().iter().any(is_push));
+    let push = gitgate.decisions().into_iter().find(is_push).unwrap();
     assert_eq!(push["decision"], "report");
     assert_eq!(push["refs"][0]["decision"], "report");
     assert!(
@@ -457,7 +445,7 @@ fn readiness_waits_for_nothing_without_an_app() {
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n{}policy: {POLICY}\n",
         harness::upstream(&standin)
     ));
-    let ready = http_get(gitgate.admin_addr(), "/readyz");
+    let ready = raw::http_get(gitgate.admin_addr(), "/readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
 }
 
@@ -532,11 +520,12 @@ fn report_mode_also_lets_denied_repos_and_hosts_through() {
         text(&out)
     );
     wait_until(|| {
-        decisions(&gitgate)
+        gitgate
+            .decisions()
             .iter()
             .any(|r| r["host"] == "other.test")
     });
-    let records = decisions(&gitgate);
+    let records = gitgate.decisions();
     let repo = records
         .iter()
         .find(|r| r["repo"] == "acme/lib-core")

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::jwt::{self, Jwt};
 use super::{Secret, Signer, TokenError, error_chain};
+use crate::metrics::Metrics;
 
 /// A JWT is re-signed when less than this remains.
 const JWT_REUSE_MARGIN: u64 = 60;
@@ -37,6 +38,7 @@ pub(crate) struct AppClient {
     api: String,
     api_host: String,
     http: reqwest::Client,
+    metrics: std::sync::Arc<Metrics>,
     /// The current JWT; the lock also keeps concurrent requests to one signing.
     jwt: tokio::sync::Mutex<Option<Jwt>>,
 }
@@ -59,7 +61,13 @@ struct GitHubError {
 }
 
 impl AppClient {
-    pub(crate) fn new(app_id: String, signer: Signer, api: &str, http: reqwest::Client) -> Self {
+    pub(crate) fn new(
+        app_id: String,
+        signer: Signer,
+        api: &str,
+        http: reqwest::Client,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Self {
         let api = api.trim_end_matches('/').to_owned();
         let api_host = reqwest::Url::parse(&api)
             .ok()
@@ -71,6 +79,7 @@ impl AppClient {
             api,
             api_host,
             http,
+            metrics,
             jwt: tokio::sync::Mutex::new(None),
         }
     }
@@ -126,6 +135,13 @@ impl AppClient {
         };
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
+        if let Some(remaining) = response
+            .headers()
+            .get("x-ratelimit-remaining")
+            .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+        {
+            self.metrics.rate_limit_remaining(remaining);
+        }
         let bytes = response.bytes().await.map_err(unreachable)?;
         if status == StatusCode::UNAUTHORIZED {
             return Err(TokenError::JwtRejected(message(&bytes)));

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use gitgate_policy::{Policy, RepoPath, TokenScope};
+use gitgate_policy::{Policies, Policy, RepoPath, TokenScope};
 use http::HeaderValue;
 
 pub use app::AppInfo;
@@ -171,7 +171,13 @@ impl Tokens {
             TokenConfig::App(app) => {
                 let app = *app;
                 let http = client()?;
-                let client = Arc::new(AppClient::new(app.id, app.signer, api, http));
+                let client = Arc::new(AppClient::new(
+                    app.id,
+                    app.signer,
+                    api,
+                    http,
+                    metrics.clone(),
+                ));
                 let installations = Installations {
                     known: app
                         .installations
@@ -284,10 +290,14 @@ impl Tokens {
         }
     }
 
-    /// The policy changed: drop tokens whose scope it no longer asks for.
-    pub fn policy_changed(&self, policy: &Policy) {
+    /// The policies changed: drop tokens whose scope none of them asks for any more.
+    pub fn policies_changed(&self, policies: &Policies) {
         if let Source::App { cache, .. } = &self.source {
-            cache.retain(|key| policy.token_scope(&key.owner).as_ref() == Some(&key.scope));
+            cache.retain(|key| {
+                policies
+                    .all()
+                    .any(|policy| policy.token_scope(&key.owner).as_ref() == Some(&key.scope))
+            });
         }
     }
 

@@ -1,6 +1,7 @@
 //! The config file: read, validated in two stages (raw YAML, then domain types), and
 //! every error reported as `FILE:LINE:COLUMN: key.path: what is wrong`.
 
+pub(crate) mod profiles;
 mod raw;
 mod values;
 
@@ -9,15 +10,17 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gitgate_policy::Policies;
 use gitgate_policy::Policy;
 use gitgate_proxy::audit::AuditTarget;
 use gitgate_proxy::token::{AppConfig, UserConfig};
-use gitgate_proxy::{Limits, Settings, TokenConfig, UpstreamSettings};
+use gitgate_proxy::{Limits, ListenTls, Settings, TokenConfig, UpstreamSettings};
 
+pub use profiles::{ProfileRules, Profiles};
 pub use raw::RawConfig;
 
 /// A config error, displayed the way editors and CI logs link to it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConfigError {
     /// The file.
     pub file: PathBuf,
@@ -55,12 +58,16 @@ pub struct Config {
     pub ca_cert: PathBuf,
     /// The CA key file.
     pub ca_key: PathBuf,
-    /// The compiled policy.
+    /// The compiled top-level policy (used only without profiles).
     pub policy: Policy,
+    /// The sandbox profiles, when `profiles` or `profilesDir` is set.
+    pub profiles: Option<Profiles>,
     /// Where credentials come from.
     pub tokens: TokenConfig,
     /// The admin listener, if any.
     pub admin: Option<std::net::SocketAddr>,
+    /// The HTTPS proxy listener, if any.
+    pub listen_tls: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -83,6 +90,18 @@ impl Config {
             .unwrap_or(Path::new("."));
         let raw: RawConfig = values::with_base_dir(dir, || parse(text, file))?;
         Self::compile(raw, file, dir)
+    }
+
+    /// The policies in force (every profile's that loaded, or the one `policy`), and
+    /// the profile files left out.
+    pub fn policies(&self) -> (Policies, Vec<profiles::Rejected>) {
+        match &self.profiles {
+            Some(profiles) => profiles.policies(),
+            None => (
+                Policies::Single(std::sync::Arc::new(self.policy.clone())),
+                Vec::new(),
+            ),
+        }
     }
 
     fn compile(raw: RawConfig, file: &Path, dir: &Path) -> Result<Self, ConfigError> {
@@ -137,6 +156,7 @@ impl Config {
         if let Some(bytes) = l.max_drain_bytes {
             limits.max_drain_bytes = bytes;
         }
+        let client_ca_set = raw.client_ca.is_some();
         let settings = Settings {
             listen: raw.listen,
             github_host: raw.github.host.clone(),
@@ -156,6 +176,57 @@ impl Config {
                 Some(path) => AuditTarget::File(path.0),
                 None => AuditTarget::Stdout,
             },
+            listen_tls: raw.listen_tls.map(|addr| {
+                let mut names = vec![addr.ip().to_string(), "localhost".to_owned()];
+                names.extend(raw.listen_tls_names.iter().cloned());
+                ListenTls {
+                    names,
+                    client_ca: raw.client_ca.map(|ca| ca.0).unwrap_or_default(),
+                }
+            }),
+            max_profile_labels: raw
+                .metrics
+                .max_profile_labels
+                .unwrap_or(gitgate_proxy::DEFAULT_PROFILE_LABELS),
+        };
+        if settings.listen_tls.is_none() && client_ca_set {
+            return Err(error(
+                "clientCa",
+                "client certificates are presented to the HTTPS proxy listener; set listenTls too"
+                    .into(),
+            ));
+        }
+        let rules = ProfileRules {
+            github_hosts: settings.intercepted_hosts(),
+            mtls: settings
+                .listen_tls
+                .as_ref()
+                .is_some_and(|tls| !tls.client_ca.is_empty()),
+        };
+        let profiles = if raw.profiles.is_some() || raw.profiles_dir.is_some() {
+            let inline = raw
+                .profiles
+                .iter()
+                .flatten()
+                .map(|(name, profile)| profiles::compile(name.clone(), profile, &rules, file))
+                .collect::<Result<Vec<_>, _>>()?;
+            let dir = raw.profiles_dir.map(|d| d.0);
+            let files = match &dir {
+                Some(dir) => profiles::load_dir(dir, &rules)?,
+                None => Vec::new(),
+            };
+            let profiles = Profiles {
+                inline,
+                dir,
+                files,
+                rules,
+            };
+            // Conflicts among the inline profiles are the config file's error.
+            gitgate_policy::ProfileSet::new(profiles.inline.iter().cloned())
+                .map_err(|e| error("profiles", e.to_string()))?;
+            Some(profiles)
+        } else {
+            None
         };
         let policy = Policy::compile(&raw.policy, &settings.intercepted_hosts())
             .map_err(|e| error("policy", e.to_string()))?;
@@ -189,12 +260,14 @@ impl Config {
             policy,
             tokens,
             admin: raw.admin,
+            listen_tls: raw.listen_tls,
+            profiles,
         })
     }
 }
 
 /// Deserializes with the key path tracked, and turns errors into [`ConfigError`]s.
-fn parse(text: &str, file: &Path) -> Result<RawConfig, ConfigError> {
+fn parse<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {
     let deserializer = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = e.path().to_string();

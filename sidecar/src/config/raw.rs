@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use gitgate_policy::RawPolicy;
+use gitgate_policy::{ProfileName, RawPolicy, RawProfile};
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
@@ -48,6 +48,34 @@ pub struct RawConfig {
     /// The admin listener (`/healthz`, `/readyz`, `/metrics`); off unless set.
     #[serde(default, deserialize_with = "some")]
     pub admin: Option<SocketAddr>,
+    /// Sandbox profiles by name; with them (or `profilesDir`), `policy` is not used.
+    #[serde(default, deserialize_with = "some")]
+    pub profiles: Option<BTreeMap<ProfileName, RawProfile>>,
+    /// A directory of profiles, one `NAME.yaml` each.
+    #[serde(default, deserialize_with = "some")]
+    pub profiles_dir: Option<ConfigPath>,
+    /// An HTTPS proxy listener, for client-certificate identities.
+    #[serde(default, deserialize_with = "some")]
+    pub listen_tls: Option<SocketAddr>,
+    /// Extra names for the `listenTls` certificate (its address and `localhost` are
+    /// always in it).
+    #[serde(default)]
+    pub listen_tls_names: Vec<String>,
+    /// The CA that signs sandbox client certificates (needs `listenTls`).
+    #[serde(default, deserialize_with = "some")]
+    pub client_ca: Option<RootsFile>,
+    /// Metrics settings.
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+/// `metrics:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawMetrics {
+    /// At most this many profiles get their own `profile` label (default 100).
+    #[serde(default, deserialize_with = "some")]
+    pub max_profile_labels: Option<usize>,
 }
 
 /// `audit:`.

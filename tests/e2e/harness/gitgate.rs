@@ -121,6 +121,14 @@ impl Gitgate {
             .collect()
     }
 
+    /// The `kind: decision` audit records so far.
+    pub fn decisions(&self) -> Vec<serde_json::Value> {
+        self.audit()
+            .into_iter()
+            .filter(|r| r["kind"] == "decision")
+            .collect()
+    }
+
     /// Waits until an audit record satisfies `matches` and returns it.
     pub fn wait_for_record(
         &self,
@@ -140,6 +148,14 @@ impl Gitgate {
             .lines()
             .find_map(|l| listening_addr(l, ": admin listening addr="))
             .expect("no admin listener in the log")
+    }
+
+    /// The HTTPS proxy listener's address (`listenTls`), from the log.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.output()
+            .lines()
+            .find_map(|l| listening_addr(l, ": HTTPS proxy listening addr="))
+            .expect("no HTTPS proxy listener in the log")
     }
 
     /// Rewrites the config file in place.

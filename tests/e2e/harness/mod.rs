@@ -2,6 +2,7 @@
 
 pub mod gitgate;
 pub mod raw;
+pub mod relay;
 pub mod sandbox;
 
 pub use gitgate::{Gitgate, app_config, upstream};

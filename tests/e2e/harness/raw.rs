@@ -7,6 +7,14 @@ use std::time::Duration;
 
 /// Sends `request` on a fresh connection and returns everything read until the
 /// server closes or goes quiet.
+/// `GET path` on the admin listener at `addr`; the whole answer.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
 pub fn exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream

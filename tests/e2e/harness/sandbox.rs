@@ -15,6 +15,12 @@ pub struct Sandbox {
 impl Sandbox {
     /// A sandbox whose traffic goes through `gitgate`.
     pub fn new(gitgate: &Gitgate) -> Self {
+        Self::with_proxy(gitgate, gitgate.proxy_url())
+    }
+
+    /// A sandbox whose traffic goes through `gitgate` at `proxy` (e.g. with a profile's
+    /// credentials in it, or through a relay).
+    pub fn with_proxy(gitgate: &Gitgate, proxy: String) -> Self {
         let home = tempfile::tempdir().expect("home");
         std::fs::write(
             home.path().join(".gitconfig"),
@@ -23,9 +29,19 @@ impl Sandbox {
         .expect("gitconfig");
         Self {
             home,
-            proxy: gitgate.proxy_url(),
+            proxy,
             ca: gitgate.ca_file(),
         }
+    }
+
+    /// Appends `text` to the sandbox's `~/.gitconfig`.
+    pub fn append_gitconfig(&self, text: &str) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.home.path().join(".gitconfig"))
+            .expect("gitconfig");
+        file.write_all(text.as_bytes()).expect("append gitconfig");
     }
 
     /// A path inside HOME.

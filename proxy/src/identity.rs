@@ -1,0 +1,118 @@
+//! Which sandbox a client is: its proxy credentials, client certificate and address,
+//! checked against the profiles. The secret is hashed at once and never kept.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use gitgate_policy::{Claims, Identity, IdentityError, Policies, ProxyAuth};
+use http::{HeaderMap, header};
+
+use crate::audit::{Record, Verdict};
+use crate::reply::Failure;
+use crate::state::{ConnCtx, State};
+
+/// Identifies the client of `ctx` sending a request with `headers`, and notes the
+/// profile in `record`; on failure, records the denial.
+pub(crate) fn identify(
+    state: &State,
+    ctx: &ConnCtx,
+    headers: &HeaderMap,
+    record: &mut Record,
+) -> Result<Identity, Failure> {
+    let policies = state.policies();
+    let result = match &*policies {
+        Policies::Single(_) => policies.identify(&Claims {
+            proxy_auth: None,
+            cert_subjects: &[],
+            source: ctx.client.ip(),
+        }),
+        Policies::Profiles(_) => {
+            let basic = headers
+                .get(header::PROXY_AUTHORIZATION)
+                .map(|value| decode_basic(value.as_bytes()));
+            let proxy_auth = basic.as_ref().map(|decoded| match decoded {
+                Some((user, secret_sha256)) => ProxyAuth::Basic {
+                    user,
+                    secret_sha256: *secret_sha256,
+                },
+                None => ProxyAuth::Malformed,
+            });
+            policies.identify(&Claims {
+                proxy_auth,
+                cert_subjects: &ctx.cert_subjects,
+                source: ctx.client.ip(),
+            })
+        }
+    };
+    settle(result, record)
+}
+
+/// The current policy of a connection identified earlier as `profile`.
+pub(crate) fn current(
+    state: &State,
+    profile: Option<&std::sync::Arc<str>>,
+    record: &mut Record,
+) -> Result<Identity, Failure> {
+    let result = state
+        .policies()
+        .current(profile.map(|p| &**p))
+        .map(|policy| Identity {
+            profile: profile.cloned(),
+            policy,
+        });
+    settle(result, record)
+}
+
+fn settle(
+    result: Result<Identity, IdentityError>,
+    record: &mut Record,
+) -> Result<Identity, Failure> {
+    match result {
+        Ok(identity) => {
+            record.profile = identity.profile.clone();
+            Ok(identity)
+        }
+        Err(error) => {
+            let reason = error.to_string();
+            record.decide(Verdict::Deny, "identity", &reason);
+            Err(if error.wants_credentials() {
+                Failure::ProxyAuth(reason)
+            } else {
+                Failure::Policy(reason)
+            })
+        }
+    }
+}
+
+/// `Basic base64(user:secret)` → the user and the SHA-256 of the secret.
+fn decode_basic(value: &[u8]) -> Option<(String, [u8; 32])> {
+    let value = std::str::from_utf8(value).ok()?.trim();
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = STANDARD.decode(encoded.trim()).ok()?;
+    let colon = decoded.iter().position(|b| *b == b':')?;
+    let user = std::str::from_utf8(&decoded[..colon]).ok()?.to_owned();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &decoded[colon + 1..]);
+    let mut secret_sha256 = [0u8; 32];
+    secret_sha256.copy_from_slice(digest.as_ref());
+    Some((user, secret_sha256))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_basic_and_hashes_the_secret() {
+        let (user, digest) = decode_basic(b"Basic YWdlbnQtYTpzM2NyZXQ=").unwrap();
+        assert_eq!(user, "agent-a");
+        // printf %s s3cret | sha256sum
+        let want = ring::digest::digest(&ring::digest::SHA256, b"s3cret");
+        assert_eq!(&digest[..], want.as_ref());
+        assert!(decode_basic(b"basic  YWdlbnQtYTpzM2NyZXQ= ").is_some());
+        for bad in [&b"Bearer abc"[..], b"Basic !!!", b"Basic YWJj", b"Basic"] {
+            assert!(decode_basic(bad).is_none(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! Many sandboxes through one gitgate: identity by proxy secret, source address and
+//! client certificate; per-profile policies, tokens, audit and metrics; live profile files.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use gitgate_standin::StandIn;
+
+use crate::core::wait_until;
+use crate::harness::gitgate::cli;
+use crate::harness::relay::Relay;
+use crate::harness::{self, Gitgate, Sandbox, raw, text, upstream};
+
+const SECRET_A: &str = "pa-9c1e7d5b2a4c6e8f0a1b2c3d4e5f6071";
+const SECRET_B: &str = "pb-1f2e3d4c5b6a79880716253443526170";
+const SECRET_C: &str = "pc-5a4b3c2d1e0f9e8d7c6b5a4938271605";
+
+/// `printf %s SECRET | sha256sum`, as an operator computes `secretSha256`.
+fn sha256_hex(secret: &str) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(secret.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+}
+
+/// A GitHub App config with an admin listener and `rest` (profiles and the like).
+fn config(standin: &StandIn, rest: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\ngithub:\n  app: {{id: \"{id}\", privateKeyFile: {key}}}\n{upstream}{rest}",
+        id = standin.app_id(),
+        key = standin.app_key_pkcs1_file().display(),
+        upstream = upstream(standin),
+    )
+}
+
+/// A profile entry (indented for `profiles:`) identified by `secret`.
+fn secret_profile(name: &str, secret: &str, policy: &str) -> String {
+    format!(
+        "  {name}:\n    secretSha256: \"{}\"\n    policy: {policy}\n",
+        sha256_hex(secret)
+    )
+}
+
+fn sandbox_as(gitgate: &Gitgate, profile: &str, secret: &str) -> Sandbox {
+    Sandbox::with_proxy(
+        gitgate,
+        format!("http://{profile}:{secret}@{}", gitgate.addr),
+    )
+}
+
+#[test]
+fn each_profile_pushes_only_where_it_may_and_same_scopes_share_a_token() {
+    let standin = harness::standin();
+    let app = "{allowedRepos: [acme/app], allowedRefs: [main]}";
+    let lib = "{allowedRepos: [acme/lib-core], allowedRefs: [main]}";
+    let gitgate = Gitgate::start(&config(
+        &standin,
+        &format!(
+            "profiles:\n{}{}{}",
+            secret_profile("agent-a", SECRET_A, app),
+            secret_profile("agent-b", SECRET_B, lib),
+            secret_profile("agent-c", SECRET_C, app),
+        ),
+    ));
+    let a = sandbox_as(&gitgate, "agent-a", SECRET_A);
+    let b = sandbox_as(&gitgate, "agent-b", SECRET_B);
+
+    let repo = a.clone_repo("acme/app", "app");
+    a.commit(&repo, "a.txt", "from a\n");
+    a.git_ok(&repo, &["push", "-q", "origin", "main"]);
+    let denied = a.git_fails(
+        a.home.path(),
+        &["clone", "-q", "https://github.com/acme/lib-core.git"],
+    );
+    assert!(
+        denied.contains("acme/lib-core is not in allowedRepos [acme/app]"),
+        "{denied}"
+    );
+
+    let repo = b.clone_repo("acme/lib-core", "lib");
+    b.commit(&repo, "b.txt", "from b\n");
+    b.git_ok(&repo, &["push", "-q", "origin", "main"]);
+    let denied = b.git_fails(
+        b.home.path(),
+        &["clone", "-q", "https://github.com/acme/app.git"],
+    );
+    assert!(
+        denied.contains("acme/app is not in allowedRepos [acme/lib-core]"),
+        "{denied}"
+    );
+
+    // Each profile's token covers its own repository and nothing another profile added.
+    let mints = standin.mints();
+    assert!(!mints.is_empty());
+    for mint in &mints {
+        let repos = mint.repositories.clone().unwrap_or_default();
+        assert!(repos == ["app"] || repos == ["lib-core"], "{repos:?}");
+    }
+    // agent-c asks for exactly agent-a's scope: it is served agent-a's token.
+    let before = standin.mints().len();
+    let c = sandbox_as(&gitgate, "agent-c", SECRET_C);
+    c.clone_repo("acme/app", "app");
+    assert_eq!(
+        standin.mints().len(),
+        before,
+        "agent-c minted a token of its own"
+    );
+
+    // Audit records and metrics name the profile.
+    for (profile, repo) in [("agent-a", "acme/app"), ("agent-b", "acme/lib-core")] {
+        gitgate.wait_for_record(|r| {
+            r["profile"] == profile
+                && r["repo"] == repo
+                && r["service"] == "receive-pack"
+                && r["decision"] == "allow"
+        });
+    }
+    gitgate.wait_for_record(|r| r["profile"] == "agent-c");
+    let metrics = raw::http_get(gitgate.admin_addr(), "/metrics");
+    assert!(metrics.contains("profile=\"agent-a\""), "{metrics}");
+    let remaining: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gitgate_github_rate_limit_remaining "))
+        .expect("rate limit gauge")
+        .trim()
+        .parse()
+        .unwrap();
+    // The stand-in counts down from 5000 with every API call, as GitHub does.
+    assert!((1..5000).contains(&remaining), "{remaining}");
+    gitgate.assert_no_secrets(&standin);
+    let output = gitgate.output();
+    for secret in [SECRET_A, SECRET_B, SECRET_C] {
+        assert!(!output.contains(secret), "gitgate printed a proxy secret");
+    }
+}
+
+#[test]
+fn a_missing_or_wrong_proxy_secret_gets_407_and_nothing_reaches_upstream() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&config(
+        &standin,
+        &format!(
+            "profiles:\n{}",
+            secret_profile("agent-a", SECRET_A, harness::POLICY)
+        ),
+    ));
+    standin.clear_requests();
+    let connect = |auth: &str| {
+        raw::exchange(
+            gitgate.addr,
+            format!("CONNECT github.com:443 HTTP/1.1\r\nHost: github.com:443\r\n{auth}\r\n")
+                .as_bytes(),
+        )
+    };
+    let basic = |user: &str, secret: &str| {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
+        format!("Proxy-Authorization: Basic {encoded}\r\n")
+    };
+    for (auth, why) in [
+        (String::new(), "did not identify itself"),
+        (
+            basic("agent-a", "wrong"),
+            "wrong secret for profile agent-a",
+        ),
+        (basic("nobody", SECRET_A), "no profile nobody"),
+        (
+            "Proxy-Authorization: Bearer x\r\n".to_owned(),
+            "is not Basic",
+        ),
+    ] {
+        let answer = connect(&auth);
+        assert!(answer.starts_with("HTTP/1.1 407"), "{answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("proxy-authenticate: basic realm=\"gitgate\""),
+            "{answer}"
+        );
+        assert!(answer.contains(why), "{answer}");
+    }
+    let plain = raw::exchange(
+        gitgate.addr,
+        b"GET http://tunnel.test/ HTTP/1.1\r\nHost: tunnel.test\r\n\r\n",
+    );
+    assert!(plain.starts_with("HTTP/1.1 407"), "{plain}");
+
+    let wrong = sandbox_as(&gitgate, "agent-a", "not-the-secret");
+    let failed = wrong.git_fails(
+        wrong.home.path(),
+        &["clone", "-q", "https://github.com/acme/app.git"],
+    );
+    assert!(failed.contains("407"), "{failed}");
+    let anonymous = Sandbox::new(&gitgate);
+    let out =
+        anonymous.curl(&["https://github.com/acme/app.git/info/refs?service=git-upload-pack"]);
+    assert!(
+        !out.status.success() && text(&out).contains("407"),
+        "{}",
+        text(&out)
+    );
+
+    assert!(standin.requests().is_empty(), "{:?}", standin.requests());
+    assert!(standin.mints().is_empty());
+    let records = gitgate.decisions();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["rule"] == "identity" && r["status"] == 407 && r["decision"] == "deny")
+    );
+    // The right secret still works.
+    sandbox_as(&gitgate, "agent-a", SECRET_A).clone_repo("acme/app", "app");
+}
+
+#[test]
+fn source_addresses_choose_the_profile() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&config(
+        &standin,
+        "profiles:\n  from-two:\n    sourceCidrs: [127.0.0.2]\n    policy: {allowedRepos: [acme/app]}\n  from-three:\n    sourceCidrs: [127.0.0.3/32]\n    policy: {allowedRepos: [acme/lib-core]}\n",
+    ));
+    let two = Relay::start("127.0.0.2".parse().unwrap(), gitgate.addr);
+    let three = Relay::start("127.0.0.3".parse().unwrap(), gitgate.addr);
+    let sandbox_two = Sandbox::with_proxy(&gitgate, format!("http://{}", two.addr));
+    let sandbox_three = Sandbox::with_proxy(&gitgate, format!("http://{}", three.addr));
+
+    sandbox_two.clone_repo("acme/app", "app");
+    let denied = sandbox_two.git_fails(
+        sandbox_two.home.path(),
+        &["clone", "-q", "https://github.com/acme/lib-core.git"],
+    );
+    assert!(
+        denied.contains("not in allowedRepos [acme/app]"),
+        "{denied}"
+    );
+    sandbox_three.clone_repo("acme/lib-core", "lib");
+    let denied = sandbox_three.git_fails(
+        sandbox_three.home.path(),
+        &["clone", "-q", "https://github.com/acme/app.git"],
+    );
+    assert!(
+        denied.contains("not in allowedRepos [acme/lib-core]"),
+        "{denied}"
+    );
+
+    // 127.0.0.1 matches no profile.
+    let answer = raw::exchange(
+        gitgate.addr,
+        b"CONNECT github.com:443 HTTP/1.1\r\nHost: github.com:443\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 407"), "{answer}");
+    let records = gitgate.decisions();
+    assert!(
+        records.iter().any(|r| r["profile"] == "from-two"
+            && r["client"].as_str().unwrap().starts_with("127.0.0.2:"))
+    );
+    assert!(
+        records.iter().any(|r| r["profile"] == "from-three"
+            && r["client"].as_str().unwrap().starts_with("127.0.0.3:"))
+    );
+}
+
+/// A CA and a client certificate for `cn` signed by it, as PEM files in `dir`.
+fn client_pki(
+    dir: &Path,
+    ca_name: &str,
+    cn: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(vec![]).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, ca_name);
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec![]).unwrap();
+    leaf.distinguished_name.push(DnType::CommonName, cn);
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    let paths = (
+        dir.join(format!("{ca_name}.pem")),
+        dir.join(format!("{cn}.pem")),
+        dir.join(format!("{cn}-key.pem")),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+#[test]
+fn a_client_certificate_on_the_https_proxy_listener_names_the_profile() {
+    let standin = harness::standin();
+    let pki = tempfile::tempdir().unwrap();
+    let (client_ca, cert, key) = client_pki(pki.path(), "sandbox-ca", "agent-m");
+    let (_, rogue_cert, rogue_key) = client_pki(pki.path(), "rogue-ca", "agent-m-rogue");
+    let gitgate = Gitgate::start(&config(
+        &standin,
+        &format!(
+            "listenTls: 127.0.0.1:0\nclientCa: {}\nprofiles:\n  agent-m:\n    clientCertSubjects: [CN=agent-m]\n    policy: {{allowedRepos: [acme/app], allowedRefs: [main]}}\n",
+            client_ca.display()
+        ),
+    ));
+    let proxy = format!("https://127.0.0.1:{}", gitgate.tls_addr().port());
+    let with_cert = |cert: &Path, key: &Path| {
+        let sandbox = Sandbox::with_proxy(&gitgate, proxy.clone());
+        sandbox.append_gitconfig(&format!(
+            "[http]\n\tproxy = {proxy}\n\tproxySSLCert = {}\n\tproxySSLKey = {}\n\tproxySSLCAInfo = {}\n",
+            cert.display(),
+            key.display(),
+            gitgate.ca_file().display()
+        ));
+        sandbox
+    };
+    let sandbox = with_cert(&cert, &key);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    sandbox.commit(&repo, "m.txt", "over mTLS\n");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "main"]);
+    let denied = sandbox.git_fails(
+        sandbox.home.path(),
+        &["clone", "-q", "https://github.com/acme/lib-core.git"],
+    );
+    assert!(
+        denied.contains("not in allowedRepos [acme/app]"),
+        "{denied}"
+    );
+    gitgate.wait_for_record(|r| {
+        r["profile"] == "agent-m" && r["service"] == "receive-pack" && r["decision"] == "allow"
+    });
+
+    // A certificate from another CA does not get through the handshake.
+    let rogue = with_cert(&rogue_cert, &rogue_key);
+    rogue.git_fails(
+        rogue.home.path(),
+        &["clone", "-q", "https://github.com/acme/app.git"],
+    );
+    // No certificate at all: TLS to gitgate works, but there is no identity.
+    let anonymous = Sandbox::with_proxy(&gitgate, proxy.clone());
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_connect}",
+            "--proxy",
+            &proxy,
+            "--proxy-cacert",
+        ])
+        .arg(gitgate.ca_file())
+        .args(["--cacert"])
+        .arg(gitgate.ca_file())
+        .arg("https://github.com/acme/app.git/info/refs?service=git-upload-pack")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("HOME", anonymous.home.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "407",
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_profile_file_edited_live_changes_only_that_profile() {
+    let standin = harness::standin();
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles.d");
+    std::fs::create_dir(&profiles).unwrap();
+    let write = |name: &str, body: &str| {
+        let tmp = profiles.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, body).unwrap();
+        std::fs::rename(tmp, profiles.join(name)).unwrap();
+    };
+    let profile = |secret: &str, repos: &str| {
+        format!(
+            "secretSha256: \"{}\"\npolicy: {{allowedRepos: [{repos}]}}\n",
+            sha256_hex(secret)
+        )
+    };
+    write("agent-a.yaml", &profile(SECRET_A, "acme/app"));
+    write("agent-b.yaml", &profile(SECRET_B, "acme/lib-core"));
+    std::fs::write(
+        dir.path().join("gitgate.yaml"),
+        config(&standin, "profilesDir: profiles.d\n"),
+    )
+    .unwrap();
+    let gitgate = Gitgate::start_in(dir);
+    let a = sandbox_as(&gitgate, "agent-a", SECRET_A);
+    let b = sandbox_as(&gitgate, "agent-b", SECRET_B);
+    let lib = ["clone", "-q", "https://github.com/acme/lib-core.git"];
+    a.git_fails(a.home.path(), &lib);
+
+    let reloaded = |file: &str, decision: &str| {
+        let file = file.to_owned();
+        let decision = decision.to_owned();
+        gitgate.wait_for_record(move |r| {
+            r["kind"] == "policy_reload"
+                && r["decision"] == decision.as_str()
+                && r["file"].as_str().is_some_and(|f| f.ends_with(&file))
+        })
+    };
+    write(
+        "agent-a.yaml",
+        &profile(SECRET_A, "acme/app, acme/lib-core"),
+    );
+    reloaded("agent-a.yaml", "allow");
+    a.git_ok(a.home.path(), &lib);
+    // agent-b is untouched.
+    b.git_fails(
+        b.home.path(),
+        &["clone", "-q", "https://github.com/acme/app.git"],
+    );
+    b.clone_repo("acme/lib-core", "lib");
+
+    // A broken edit is refused and agent-b keeps its profile.
+    write("agent-b.yaml", "secretSha256: [\npolicy: {}\n");
+    let refused = reloaded("agent-b.yaml", "deny");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("agent-b.yaml:"),
+        "{refused}"
+    );
+    b.clone_repo("acme/lib-core", "lib-again");
+
+    // A new file adds a profile; removing it removes the profile.
+    write("agent-c.yaml", &profile(SECRET_C, "acme/app"));
+    reloaded("agent-c.yaml", "allow");
+    let c = sandbox_as(&gitgate, "agent-c", SECRET_C);
+    c.clone_repo("acme/app", "app");
+    std::fs::remove_file(gitgate.dir.path().join("profiles.d/agent-c.yaml")).unwrap();
+    wait_until(|| {
+        let out = c.git(
+            c.home.path(),
+            &["ls-remote", "https://github.com/acme/app.git"],
+        );
+        !out.status.success() && text(&out).contains("407")
+    });
+}
+
+#[test]
+fn check_and_explain_cover_profiles_and_errors_name_the_place() {
+    let standin = harness::standin();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gitgate.yaml");
+    std::fs::write(
+        &path,
+        config(
+            &standin,
+            &format!(
+                "profiles:\n{}  by-address:\n    sourceCidrs: [10.0.3.0/24]\n    policy: {{allowedRepos: [acme/lib-core]}}\n",
+                secret_profile("agent-a", SECRET_A, "{allowedRepos: [acme/app], allowedRefs: [main]}")
+            ),
+        ),
+    )
+    .unwrap();
+    let config_arg = path.to_str().unwrap();
+    let out = cli(&["check", "--config", config_arg], dir.path());
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("profiles: 2"), "{shown}");
+    assert!(
+        shown.contains("profile agent-a: proxy secret (user agent-a)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("profile by-address: source 10.0.3.0/24"),
+        "{shown}"
+    );
+
+    let explain = |args: &[&str]| {
+        let mut all = vec!["explain", "--config", config_arg];
+        all.extend_from_slice(args);
+        cli(&all, dir.path())
+    };
+    let out = explain(&["--profile", "agent-a", "push", "acme/app", "main"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = explain(&["--profile", "by-address", "push", "acme/lib-core", "main"]);
+    assert!(
+        !out.status.success() && text(&out).contains("read-only"),
+        "{}",
+        text(&out)
+    );
+    let out = explain(&["clone", "acme/app"]);
+    assert!(
+        !out.status.success()
+            && text(&out).contains("name one with --profile (profiles: agent-a, by-address)"),
+        "{}",
+        text(&out)
+    );
+    let out = explain(&["--profile", "nope", "clone", "acme/app"]);
+    assert!(text(&out).contains("no profile nope"), "{}", text(&out));
+
+    for (rest, want) in [
+        (
+            "profiles:\n  x:\n    policy: {}\n",
+            "profiles.x: profile x has no identity",
+        ),
+        (
+            "profiles:\n  x:\n    clientCertSubjects: [CN=x]\n",
+            "profiles.x.clientCertSubjects: client certificates are only seen on listenTls with clientCa",
+        ),
+        (
+            "profiles:\n  x:\n    sourceCidrs: [10.0.3.5/24]\n",
+            "gitgate.yaml:10:19: profiles.x.sourceCidrs[0]: invalid address range \"10.0.3.5/24\": the address has bits set past the prefix; did you mean 10.0.3.0/24?",
+        ),
+        (
+            "profiles:\n  x:\n    sourceCidrs: [10.0.0.0/8]\n  y:\n    sourceCidrs: [10.0.0.0/8]\n",
+            "source range 10.0.0.0/8 is claimed by both profile x and profile y",
+        ),
+        (
+            "profiles:\n  bad/name:\n    sourceCidrs: [10.0.0.0/8]\n",
+            "invalid profile name \"bad/name\"",
+        ),
+        (
+            "clientCa: /nonexistent.pem\n",
+            "cannot read /nonexistent.pem",
+        ),
+    ] {
+        std::fs::write(&path, config(&standin, rest)).unwrap();
+        let out = cli(&["check", "--config", config_arg], dir.path());
+        assert_eq!(out.status.code(), Some(64), "{rest}: {}", text(&out));
+        assert!(text(&out).contains(want), "{rest}: {}", text(&out));
+    }
+}
