@@ -20,7 +20,7 @@ use crate::body::ProxyBody;
 use crate::framing::{self, CONFLICTING_FRAMING, Framing};
 use crate::idle::IdleIo;
 use crate::login;
-use crate::proxy_tls::ProxyTls;
+use crate::proxy_tls::{HandshakeError, ProxyTls};
 use crate::state::{ConnCtx, Lifecycle, State};
 use crate::{connect, forward, identity, reply, serve};
 
@@ -95,7 +95,15 @@ async fn connection(
             ctx.cert_subjects = subjects;
             serve_proxy(state, ctx, stream).await;
         }
-        Err(error) => tracing::info!(%error, "proxy TLS handshake failed"),
+        Err(HandshakeError::Failed(error)) => tracing::info!(%error, "proxy TLS handshake failed"),
+        Err(HandshakeError::Timeout) => serve::limit_hit(
+            &state,
+            &ctx,
+            "",
+            "limits.tlsHandshakeTimeout",
+            408,
+            "client TLS handshake to the proxy listener not completed in time (limits.tlsHandshakeTimeout)",
+        ),
     }
 }
 

@@ -19,6 +19,14 @@ use crate::settings::ListenTls;
 /// The proxy listener's certificate is re-minted after this long (it is valid for 24 h).
 const RENEW_AFTER: Duration = Duration::from_secs(12 * 3600);
 
+/// Why a client's TLS session to the proxy listener did not start.
+pub(crate) enum HandshakeError {
+    /// Not completed within `limits.tlsHandshakeTimeout`.
+    Timeout,
+    /// Refused or broken (no usable certificate, protocol error, …).
+    Failed(String),
+}
+
 /// Why `clientCa` cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("clientCa: {0}")]
@@ -72,17 +80,15 @@ impl ProxyTls {
         ca: &CertificateAuthority,
         tcp: TcpStream,
         timeout: Duration,
-    ) -> Result<(TlsStream<TcpStream>, Arc<[CertSubject]>), String> {
-        let config = self.config(ca).map_err(|e| e.to_string())?;
+    ) -> Result<(TlsStream<TcpStream>, Arc<[CertSubject]>), HandshakeError> {
+        let config = self
+            .config(ca)
+            .map_err(|e| HandshakeError::Failed(e.to_string()))?;
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => tls,
-            Ok(Err(error)) => return Err(format!("TLS handshake failed: {error}")),
-            Err(_) => {
-                return Err(
-                    "TLS handshake not completed in time (limits.tlsHandshakeTimeout)".into(),
-                );
-            }
+            Ok(Err(error)) => return Err(HandshakeError::Failed(error.to_string())),
+            Err(_) => return Err(HandshakeError::Timeout),
         };
         let subjects = tls
             .get_ref()

@@ -2,7 +2,7 @@
 //! re-read on SIGHUP). A valid new policy or profile takes effect for new requests at
 //! once; an invalid one is refused and the one before it stays, file by file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -112,7 +112,7 @@ impl Watcher {
             if config_changed {
                 self.reload();
             } else {
-                self.reload_profile_files(false);
+                self.reload_profile_files(None);
             }
         }
     }
@@ -136,7 +136,9 @@ impl Watcher {
                     return;
                 }
                 drop(known);
-                self.reload_profile_files(true);
+                // The config load has just read every profile file: use that reading.
+                let loaded = config.profiles.map(|p| p.files).unwrap_or_default();
+                self.reload_profile_files(Some(loaded));
             }
             Err(error) => {
                 tracing::error!(%error, "policy reload refused; the previous policy stays in force");
@@ -145,28 +147,33 @@ impl Watcher {
         }
     }
 
-    /// Re-reads the profile files that changed (all of them with `all`) and applies
-    /// the result if anything changed.
-    fn reload_profile_files(&self, all: bool) {
+    /// Applies the profile files: every one as `preloaded` gives them (after a config
+    /// reload), or else those whose file changed, read now; applies the result if
+    /// anything changed.
+    fn reload_profile_files(&self, preloaded: Option<Vec<profiles::Loaded>>) {
+        let all = preloaded.is_some();
         let mut known = self.known();
         let Some((inline, dir, rules)) = known.profiles.clone() else {
             return;
         };
         let mut changed: Vec<(PathBuf, Option<Arc<Profile>>)> = Vec::new();
-        let listed = match &dir {
+        let mut preloaded: BTreeMap<PathBuf, _> =
+            preloaded.unwrap_or_default().into_iter().collect();
+        let listed: BTreeSet<PathBuf> = match &dir {
+            _ if all => preloaded.keys().cloned().collect(),
             Some(dir) => match profiles::files(dir) {
-                Ok(listed) => listed,
+                Ok(listed) => listed.into_iter().collect(),
                 Err(error) => {
                     tracing::error!(%error, "cannot list profilesDir; the profiles in force stay");
                     return;
                 }
             },
-            None => Vec::new(),
+            None => BTreeSet::new(),
         };
         let gone: Vec<PathBuf> = known
             .files
             .keys()
-            .filter(|path| !listed.contains(path))
+            .filter(|path| !listed.contains(*path))
             .cloned()
             .collect();
         for path in gone {
@@ -185,7 +192,11 @@ impl Watcher {
                 continue;
             }
             entry.stamp = now;
-            match profiles::load(&path, &rules) {
+            let loaded = match preloaded.remove(&path) {
+                Some(loaded) => loaded,
+                None => profiles::load(&path, &rules),
+            };
+            match loaded {
                 Ok(profile) => changed.push((path, entry.in_force.replace(profile))),
                 Err(error) => self.refuse(&path, &error),
             }

@@ -194,6 +194,12 @@ fn a_missing_or_wrong_proxy_secret_gets_407_and_nothing_reaches_upstream() {
         b"GET http://tunnel.test/ HTTP/1.1\r\nHost: tunnel.test\r\n\r\n",
     );
     assert!(plain.starts_with("HTTP/1.1 407"), "{plain}");
+    // Only an identified sandbox may log the person in or out on the proxy port.
+    let login = raw::exchange(
+        gitgate.addr,
+        b"POST /logout HTTP/1.1\r\nHost: gitgate\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert!(login.starts_with("HTTP/1.1 407"), "{login}");
 
     let wrong = sandbox_as(&gitgate, "agent-a", "not-the-secret");
     let failed = wrong.git_fails(
@@ -308,7 +314,7 @@ fn a_client_certificate_on_the_https_proxy_listener_names_the_profile() {
     let gitgate = Gitgate::start(&config(
         &standin,
         &format!(
-            "listenTls: 127.0.0.1:0\nclientCa: {}\nprofiles:\n  agent-m:\n    clientCertSubjects: [CN=agent-m]\n    policy: {{allowedRepos: [acme/app], allowedRefs: [main]}}\n",
+            "listenTls: 127.0.0.1:0\nclientCa: {}\nlimits: {{tlsHandshakeTimeout: 1s}}\nprofiles:\n  agent-m:\n    clientCertSubjects: [CN=agent-m]\n    policy: {{allowedRepos: [acme/app], allowedRefs: [main]}}\n",
             client_ca.display()
         ),
     ));
@@ -373,6 +379,9 @@ fn a_client_certificate_on_the_https_proxy_listener_names_the_profile() {
         "{}",
         text(&out)
     );
+    // A client that never finishes its TLS handshake is cut off and recorded.
+    let _silent = std::net::TcpStream::connect(gitgate.tls_addr()).unwrap();
+    gitgate.wait_for_record(|r| r["rule"] == "limits.tlsHandshakeTimeout" && r["status"] == 408);
 }
 
 #[test]

@@ -180,7 +180,7 @@ impl TokenCache {
     }
 
     /// Drops every cached token whose scope `keep` no longer accepts.
-    pub(crate) fn retain(&self, keep: impl Fn(&ScopeKey) -> bool) {
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&ScopeKey) -> bool) {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.retain(|key, _| keep(key));
     }

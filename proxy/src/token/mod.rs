@@ -14,7 +14,7 @@ mod signer;
 mod static_source;
 mod user;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -293,10 +293,18 @@ impl Tokens {
     /// The policies changed: drop tokens whose scope none of them asks for any more.
     pub fn policies_changed(&self, policies: &Policies) {
         if let Source::App { cache, .. } = &self.source {
+            // Each owner's wanted scopes are computed once, not once per cached token.
+            let mut wanted: HashMap<String, HashSet<TokenScope>> = HashMap::new();
             cache.retain(|key| {
-                policies
-                    .all()
-                    .any(|policy| policy.token_scope(&key.owner).as_ref() == Some(&key.scope))
+                wanted
+                    .entry(key.owner.clone())
+                    .or_insert_with(|| {
+                        policies
+                            .all()
+                            .filter_map(|policy| policy.token_scope(&key.owner))
+                            .collect()
+                    })
+                    .contains(&key.scope)
             });
         }
     }
