@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
+import hashlib
 import json
 import os
 import random
@@ -45,8 +46,13 @@ AUTH = "Basic " + base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
 HOST = "github.com"
 BASE = f"https://{HOST}"
 
-PORTS = {"gitgate": 18080, "tinyproxy": 18081, "squid": 18082, "mitmproxy": 18083, "gitgate-b": 18084}
+PORTS = {"gitgate": 18080, "tinyproxy": 18081, "squid": 18082, "mitmproxy": 18083, "gitgate-b": 18084,
+         "gitgate-profiles": 18085}
 CONTENDERS = ["direct", "gitgate", "tinyproxy", "squid", "mitmproxy"]
+# Opt-in (`--only gitgate,gitgate-profiles`): one gitgate serving PROFILES sandboxes, each
+# identified by its own proxy secret (`Proxy-Authorization: Basic`) and with its own policy.
+OPTIONAL_CONTENDERS = ["gitgate-profiles"]
+PROFILES = 50
 # A/B: GITGATE_B_BIN and/or GITGATE_B_CONFIG add a second gitgate ("gitgate-b": another
 # build or another config), interleaved with the others in the same run.
 if os.environ.get("GITGATE_B_BIN") or os.environ.get("GITGATE_B_CONFIG"):
@@ -440,6 +446,16 @@ def start_proxy(name: str) -> tuple[subprocess.Popen, Path]:
         env.setdefault("RUST_LOG", "info")
         p = PROCS.start(name, [str(binary), "run", "--config", str(conf)], env=env)
         ca = gg / "ca" / "ca.pem"
+    elif name == "gitgate-profiles":
+        gg = WORK / name
+        gg.mkdir(exist_ok=True)
+        (gg / "token").write_text(TOKEN + "\n")
+        write_profiles(gg)
+        conf = fill(BENCH / "conf/gitgate-profiles.yaml", gg / "gitgate.yaml", PORT=port, GITGATE=gg, TLS=TLS)
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        p = PROCS.start(name, [str(GITGATE_BIN), "run", "--config", str(conf)], env=env)
+        ca = gg / "ca" / "ca.pem"
     elif name == "tinyproxy":
         conf = fill(BENCH / "conf/tinyproxy.conf", RUN / "tinyproxy.conf", PORT=port, RUN=RUN)
         p = PROCS.start(name, hosts_wrapped(["tinyproxy", "-d", "-c", str(conf)]))
@@ -477,6 +493,31 @@ def start_proxy(name: str) -> tuple[subprocess.Popen, Path]:
     return p, ca
 
 
+def write_profiles(gg: Path) -> None:
+    """PROFILES profile files (fresh random secrets, stored as SHA-256) in gg/profiles.d, each
+    allowing bench/* and a repository space of its own, and gg/proxy-users (NAME:SECRET
+    lines) for the latency client."""
+    pdir = gg / "profiles.d"
+    shutil.rmtree(pdir, ignore_errors=True)
+    pdir.mkdir()
+    users = []
+    for i in range(PROFILES):
+        name, secret = f"sandbox-{i:02d}", os.urandom(24).hex()
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        (pdir / f"{name}.yaml").write_text(
+            f'secretSha256: "{digest}"\n'
+            f'policy:\n  allowedRepos: ["bench/*", "team-{i:02d}/*"]\n  allowedRefs: ["*"]\n')
+        users.append(f"{name}:{secret}")
+    (gg / "proxy-users").write_text("\n".join(users) + "\n")
+
+
+def proxy_user(name: str) -> str | None:
+    """The first profile's NAME:SECRET for git and curl, when the contender needs one."""
+    if name != "gitgate-profiles":
+        return None
+    return (WORK / name / "proxy-users").read_text().splitlines()[0]
+
+
 # ---------------------------------------------------------------------- contenders
 
 
@@ -488,7 +529,10 @@ class Contender:
 
     @property
     def proxy(self) -> str | None:
-        return None if self.name == "direct" else f"http://127.0.0.1:{PORTS[self.name]}"
+        if self.name == "direct":
+            return None
+        user = proxy_user(self.name)
+        return f"http://{user + '@' if user else ''}127.0.0.1:{PORTS[self.name]}"
 
     @property
     def client_sends_auth(self) -> bool:
@@ -527,6 +571,8 @@ class Contender:
         o = ["--cafile", str(self.ca), "--host", HOST]
         if self.proxy:
             o += ["--target", f"127.0.0.1:{PORTS[self.name]}", "--proxy"]
+            if proxy_user(self.name):
+                o += ["--proxy-users", str(WORK / self.name / "proxy-users")]
         else:
             o += ["--target", "127.0.0.1:443"]
         if self.client_sends_auth:
@@ -605,6 +651,11 @@ def run_ka16(c: Contender, cfg) -> dict:
     return {"rate": o["rate"], "p50_ms": o["p50_us"] / 1e3, "p99_ms": o["p99_us"] / 1e3}
 
 
+def run_ka100(c: Contender, cfg) -> dict:
+    o = client(c, "keepalive", 100, cfg.ka100_requests)
+    return {"rate": o["rate"], "p50_ms": o["p50_us"] / 1e3, "p99_ms": o["p99_us"] / 1e3}
+
+
 def run_newconn(c: Contender, cfg) -> dict:
     o = client(c, "newconn", 1, cfg.newconn_requests)
     return {"p50_ms": o["p50_us"] / 1e3, "p99_ms": o["p99_us"] / 1e3, "rate": o["rate"]}
@@ -656,6 +707,7 @@ class Scenario:
     metrics: list
     gb: float = 0.0  # bytes moved per run, for proxy CPU s/GB
     prefetch: tuple = ()  # data paths (under DATA) read into the page cache first
+    default: bool = True  # run without --scenarios
 
 
 SCENARIOS = [
@@ -667,6 +719,9 @@ SCENARIOS = [
              [("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False), ("rate", "req/s", True)]),
     Scenario("ka16", "info/refs, 16 keep-alive connections", run_ka16, 5, 1,
              [("rate", "req/s", True), ("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False)]),
+    Scenario("ka100", "info/refs, 100 keep-alive connections", run_ka100, 5, 1,
+             [("rate", "req/s", True), ("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False)],
+             default=False),
     Scenario("newconn", "info/refs, new connection + TLS handshake each", run_newconn, 5, 1,
              [("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False)]),
     Scenario("push", "50 MiB `git push` (wall s)", run_push, 5, 1, [("wall_s", "wall s", False)],
@@ -681,6 +736,7 @@ class Cfg:
     quick: bool
     ka_requests: int = 500
     ka16_requests: int = 250
+    ka100_requests: int = 100
     newconn_requests: int = 500
     clones: int = 50
     perf: bool = False
@@ -802,6 +858,11 @@ def values(res: Result, name: str, metric: str) -> list:
     return [m[metric] if m else None for m in res.runs.get(name, [])]
 
 
+def pair_diffs(res: Result, name: str, metric: str) -> list:
+    return [a - d for a, d in zip(values(res, name, metric), values(res, "direct", metric))
+            if a is not None and d is not None]
+
+
 def pair_ratios(res: Result, name: str, metric: str) -> list:
     out = []
     for a, d in zip(values(res, name, metric), values(res, "direct", metric)):
@@ -900,7 +961,10 @@ def report(results: dict, cfg: Cfg, contenders, speed, started, load_before) -> 
              f"{facts['small_pack_bytes'] / 1e3:.0f} kB, info/refs advertisement {facts['refs_adv_bytes']} B, "
              f"download {facts['big_bytes'] / 2**30:.0f} GiB")
     L.append(f"- requests: keep-alive 1 conn × {cfg.ka_requests}; 16 conns × {cfg.ka16_requests}; "
-             f"new connection × {cfg.newconn_requests}; {cfg.clones} concurrent clones")
+             + (f"100 conns × {cfg.ka100_requests}; " if "ka100" in results else "")
+             + (f"gitgate-profiles: {PROFILES} profiles, connection i as profile i mod {PROFILES}; "
+                if "gitgate-profiles" in contenders else "")
+             + f"new connection × {cfg.newconn_requests}; {cfg.clones} concurrent clones")
     L.append("")
     L.append("Each cell: median over rounds, then (median of the per-round ratio to direct). "
              "Rounds interleave the contenders (A B C D E, rotated each round).")
@@ -964,6 +1028,7 @@ def report(results: dict, cfg: Cfg, contenders, speed, started, load_before) -> 
              "the proxy opens and re-seals, curl opens) against two direct; the ceiling column is "
              "cores × speed / 4, i.e. crypto alone, before copies, syscalls and HTTP framing.")
     L.append("")
+    L.extend(added_latency(results, contenders))
     L.append(targets(results, contenders))
     errs = [(k, e) for k, r in results.items() for e in r.errors]
     if errs:
@@ -1013,6 +1078,28 @@ def cpu_model(results: dict, cfg: Cfg, contenders) -> list:
     return L
 
 
+def added_latency(results: dict, contenders) -> list:
+    """For the many-connection scenarios: what each proxy adds to direct's p50 and p99
+    (median over rounds of the same-round difference)."""
+    L = []
+    for key in ("ka16", "ka100"):
+        if key not in results:
+            continue
+        res = results[key]
+        rows = []
+        for name in contenders:
+            if name == "direct":
+                continue
+            cells = []
+            for metric in ("p50_ms", "p99_ms"):
+                v = med(pair_diffs(res, name, metric))
+                cells.append("—" if v is None else f"{v:+.3f}")
+            rows.append(f"| {name} | " + " | ".join(cells) + " |")
+        L += [f"Added latency in `{key}` (ms over direct, median of same-round differences):", "",
+              "| contender | p50 | p99 |", "|---|---|---|", *rows, ""]
+    return L
+
+
 def targets(results: dict, contenders) -> str:
     if "gitgate" not in contenders:
         return ""
@@ -1035,9 +1122,7 @@ def targets(results: dict, contenders) -> str:
     v = ratio("ka16", "rate")
     add("16 keep-alive conns ≥ 0.6× direct request rate", v, lambda x: x >= 0.6, (f"{v:.3f}×" if v is not None else "—"))
     if "ka1" in results:
-        diffs = [a - d for a, d in zip(values(results["ka1"], "gitgate", "p50_ms"),
-                                       values(results["ka1"], "direct", "p50_ms")) if a is not None and d is not None]
-        v = med(diffs)
+        v = med(pair_diffs(results["ka1"], "gitgate", "p50_ms"))
         add("p50 added latency ≤ 0.1 ms (1 keep-alive conn)", v, lambda x: x <= 0.1,
             f"{fmt(v * 1000 if v is not None else None, 3)} µs")
     v = ratio("newconn", "p50_ms")
@@ -1093,6 +1178,7 @@ def main() -> int:
     ap.add_argument("--out", help="also write the markdown report here")
     ap.add_argument("--ka-requests", type=int, help="requests on the one keep-alive connection (500)")
     ap.add_argument("--ka16-requests", type=int, help="requests per connection with 16 connections")
+    ap.add_argument("--ka100-requests", type=int, help="requests per connection with 100 connections")
     ap.add_argument("--newconn-requests", type=int, help="requests, each on a new connection")
     ap.add_argument("--nginx-workers", type=int, default=2)
     ap.add_argument("--perf", action="store_true",
@@ -1103,15 +1189,15 @@ def main() -> int:
 
     cfg = Cfg(quick=args.quick, perf=args.perf)
     if args.quick:
-        cfg.ka_requests, cfg.ka16_requests, cfg.newconn_requests = 500, 100, 200
-    for k in ("ka_requests", "ka16_requests", "newconn_requests"):
+        cfg.ka_requests, cfg.ka16_requests, cfg.ka100_requests, cfg.newconn_requests = 500, 100, 40, 200
+    for k in ("ka_requests", "ka16_requests", "ka100_requests", "newconn_requests"):
         if getattr(args, k):
             setattr(cfg, k, getattr(args, k))
     contenders = CONTENDERS
     if args.only:
         wanted = set(args.only.split(",")) | {"direct"}
-        contenders = [c for c in CONTENDERS if c in wanted]
-    scenarios = SCENARIOS
+        contenders = [c for c in CONTENDERS + OPTIONAL_CONTENDERS if c in wanted]
+    scenarios = [s for s in SCENARIOS if s.default]
     if args.scenarios:
         keys = args.scenarios.split(",")
         scenarios = [s for s in SCENARIOS if s.key in keys]

@@ -10,6 +10,10 @@
 //!   connection with a new CONNECT and a full TLS handshake (no session resumption);
 //!   the timing covers everything from `connect()` to the last body byte.
 //!
+//! `--proxy-users FILE` (lines `NAME:SECRET`) sends `Proxy-Authorization: Basic` on each
+//! CONNECT, connection `i` as user `i mod N`: many sandboxes, each with its own gitgate
+//! profile, through one proxy.
+//!
 //! Prints one JSON object: counts, wall time, aggregate rate and latency percentiles.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -32,6 +36,8 @@ struct Opts {
     requests: usize,
     newconn: bool,
     expect_bytes: Option<u64>,
+    /// `Proxy-Authorization` values; connection `i` uses entry `i mod len`.
+    proxy_auth: Arc<Vec<String>>,
     tls: Arc<ClientConfig>,
 }
 
@@ -41,7 +47,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: gitgate-bench-client --target HOST:PORT [--proxy] --host NAME --path PATH \
          --cafile PEM [--header 'K: V']... [--conns N] [--requests N] \
-         [--mode keepalive|newconn] [--expect-bytes N]"
+         [--mode keepalive|newconn] [--expect-bytes N] [--proxy-users FILE]"
     );
     std::process::exit(2)
 }
@@ -52,6 +58,7 @@ fn parse() -> Opts {
         (None, false, "github.com".to_owned(), None, None);
     let (mut headers, mut conns, mut requests, mut newconn, mut expect_bytes) =
         (Vec::new(), 1usize, 500usize, false, None);
+    let mut proxy_auth = Vec::new();
     while let Some(arg) = args.next() {
         let mut val = || args.next().unwrap_or_else(|| usage());
         match arg.as_str() {
@@ -71,6 +78,14 @@ fn parse() -> Opts {
                 }
             }
             "--expect-bytes" => expect_bytes = Some(val().parse().unwrap_or_else(|_| usage())),
+            "--proxy-users" => {
+                let text = std::fs::read_to_string(val()).expect("read --proxy-users");
+                proxy_auth = text
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| format!("Basic {}", base64(l.trim().as_bytes())))
+                    .collect();
+            }
             _ => usage(),
         }
     }
@@ -101,6 +116,7 @@ fn parse() -> Opts {
         requests,
         newconn,
         expect_bytes,
+        proxy_auth: Arc::new(proxy_auth),
         tls: Arc::new(config),
     }
 }
@@ -109,15 +125,39 @@ fn other(msg: String) -> io::Error {
     io::Error::other(msg)
 }
 
+/// Standard base64 with padding (RFC 4648 §4), for `Proxy-Authorization: Basic`.
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// TCP (+ CONNECT) + TLS handshake; returns a buffered TLS stream ready for requests.
-fn connect(o: &Opts) -> io::Result<BufReader<Tls>> {
+/// `index` picks the connection's `--proxy-users` entry.
+fn connect(o: &Opts, index: usize) -> io::Result<BufReader<Tls>> {
     let mut tcp = TcpStream::connect_timeout(&o.target, Duration::from_secs(10))?;
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(Duration::from_secs(60)))?;
     if o.proxy {
+        let auth = match o.proxy_auth.get(index % o.proxy_auth.len().max(1)) {
+            Some(value) => format!("Proxy-Authorization: {value}\r\n"),
+            None => String::new(),
+        };
         write!(
             tcp,
-            "CONNECT {h}:443 HTTP/1.1\r\nHost: {h}:443\r\n\r\n",
+            "CONNECT {h}:443 HTTP/1.1\r\nHost: {h}:443\r\n{auth}\r\n",
             h = o.host
         )?;
         // Read the proxy's answer byte by byte: nothing after it may be consumed.
@@ -262,7 +302,7 @@ struct Outcome {
     end: Instant,
 }
 
-fn worker(o: Opts, barrier: Arc<Barrier>) -> Outcome {
+fn worker(o: Opts, index: usize, barrier: Arc<Barrier>) -> Outcome {
     let mut out = Outcome {
         latencies: Vec::with_capacity(o.requests),
         errors: 0,
@@ -281,7 +321,7 @@ fn worker(o: Opts, barrier: Arc<Barrier>) -> Outcome {
         barrier.wait();
         for _ in 0..o.requests {
             let t0 = Instant::now();
-            let result = connect(&o).and_then(|mut s| {
+            let result = connect(&o, index).and_then(|mut s| {
                 let r = request(&o, &mut s, &mut scratch);
                 close(s);
                 r
@@ -295,12 +335,12 @@ fn worker(o: Opts, barrier: Arc<Barrier>) -> Outcome {
             }
         }
     } else {
-        let mut conn = connect(&o).map_err(|e| fail(&mut out, e)).ok();
+        let mut conn = connect(&o, index).map_err(|e| fail(&mut out, e)).ok();
         barrier.wait();
         for _ in 0..o.requests {
             let mut s = match conn.take() {
                 Some(s) => s,
-                None => match connect(&o) {
+                None => match connect(&o, index) {
                     Ok(s) => s,
                     Err(e) => {
                         fail(&mut out, e);
@@ -340,9 +380,9 @@ fn main() {
     let o = parse();
     let barrier = Arc::new(Barrier::new(o.conns + 1));
     let handles: Vec<_> = (0..o.conns)
-        .map(|_| {
+        .map(|index| {
             let (o, b) = (o.clone(), barrier.clone());
-            std::thread::spawn(move || worker(o, b))
+            std::thread::spawn(move || worker(o, index, b))
         })
         .collect();
     barrier.wait();
@@ -387,5 +427,24 @@ fn main() {
     );
     if errors > 0 {
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        let vectors = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in vectors {
+            assert_eq!(super::base64(plain.as_bytes()), encoded, "{plain:?}");
+        }
     }
 }
