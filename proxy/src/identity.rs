@@ -52,6 +52,8 @@ pub(crate) fn current(
     profile: Option<&std::sync::Arc<str>>,
     record: &mut Record,
 ) -> Result<Identity, Failure> {
+    // The connection's profile, even when it has since been removed.
+    record.profile = profile.cloned();
     let result = state
         .policies()
         .current(profile.map(|p| &**p))

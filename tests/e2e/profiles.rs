@@ -51,6 +51,21 @@ fn secret_profile(name: &str, secret: &str, policy: &str) -> String {
     )
 }
 
+/// A `profilesDir` file body: identified by `secret`, allowed `repos` (YAML list items).
+fn profile_file(secret: &str, repos: &str) -> String {
+    format!(
+        "secretSha256: \"{}\"\npolicy: {{allowedRepos: [{repos}]}}\n",
+        sha256_hex(secret)
+    )
+}
+
+/// Replaces `dir/name` atomically (write aside, rename), as a ConfigMap update does.
+fn replace_file(dir: &Path, name: &str, body: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, body).unwrap();
+    std::fs::rename(tmp, dir.join(name)).unwrap();
+}
+
 fn sandbox_as(gitgate: &Gitgate, profile: &str, secret: &str) -> Sandbox {
     Sandbox::with_proxy(
         gitgate,
@@ -390,17 +405,8 @@ fn a_profile_file_edited_live_changes_only_that_profile() {
     let dir = tempfile::tempdir().unwrap();
     let profiles = dir.path().join("profiles.d");
     std::fs::create_dir(&profiles).unwrap();
-    let write = |name: &str, body: &str| {
-        let tmp = profiles.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, body).unwrap();
-        std::fs::rename(tmp, profiles.join(name)).unwrap();
-    };
-    let profile = |secret: &str, repos: &str| {
-        format!(
-            "secretSha256: \"{}\"\npolicy: {{allowedRepos: [{repos}]}}\n",
-            sha256_hex(secret)
-        )
-    };
+    let write = |name: &str, body: &str| replace_file(&profiles, name, body);
+    let profile = profile_file;
     write("agent-a.yaml", &profile(SECRET_A, "acme/app"));
     write("agent-b.yaml", &profile(SECRET_B, "acme/lib-core"));
     std::fs::write(
@@ -460,6 +466,79 @@ fn a_profile_file_edited_live_changes_only_that_profile() {
             &["ls-remote", "https://github.com/acme/app.git"],
         );
         !out.status.success() && text(&out).contains("407")
+    });
+}
+
+/// Every request inside a tunnel is decided under the profile bound at CONNECT, as that
+/// profile stands now: a live edit applies to the open tunnel, and a removed profile's
+/// tunnel gets 403 telling the client to reconnect.
+#[test]
+fn an_open_tunnel_follows_its_profile_live_and_ends_when_it_is_removed() {
+    use std::io::Write;
+    let standin = harness::standin();
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles.d");
+    std::fs::create_dir(&profiles).unwrap();
+    replace_file(
+        &profiles,
+        "agent-a.yaml",
+        &profile_file(SECRET_A, "acme/app"),
+    );
+    std::fs::write(
+        dir.path().join("gitgate.yaml"),
+        config(&standin, "profilesDir: profiles.d\n"),
+    )
+    .unwrap();
+    let gitgate = Gitgate::start_in(dir);
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("agent-a:{SECRET_A}"),
+    );
+    let mut tls = raw::mitm_tls_with(
+        gitgate.addr,
+        &format!("Proxy-Authorization: Basic {basic}\r\n"),
+        "github.com:443",
+        "github.com",
+        &gitgate.ca_file(),
+    );
+    let mut refs = || {
+        tls.write_all(
+            b"GET /acme/app.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: github.com\r\nUser-Agent: git/2.47\r\n\r\n",
+        )
+        .expect("write");
+        raw::read_response(&mut tls)
+    };
+    let first = refs();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+
+    replace_file(
+        &profiles,
+        "agent-a.yaml",
+        &profile_file(SECRET_A, "acme/lib-core"),
+    );
+    // git shows a denied ref advertisement as `remote error:`, from an ERR pkt-line.
+    let mut answer = String::new();
+    wait_until(|| {
+        answer = refs();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        answer.contains("ERR gitgate: acme/app is not in allowedRepos [acme/lib-core]")
+    });
+
+    std::fs::remove_file(profiles.join("agent-a.yaml")).unwrap();
+    wait_until(|| {
+        answer = refs();
+        assert!(!answer.is_empty(), "the tunnel closed");
+        !answer.contains("allowedRepos")
+    });
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer.contains(
+            "gitgate: profile agent-a was removed from gitgate's configuration; reconnect"
+        ),
+        "{answer}"
+    );
+    gitgate.wait_for_record(|r| {
+        r["profile"] == "agent-a" && r["status"] == 403 && r["rule"] == "identity"
     });
 }
 

@@ -24,28 +24,62 @@ pub fn exchange(addr: SocketAddr, request: &[u8]) -> String {
     read_response(&mut stream)
 }
 
-/// Reads one HTTP response head and its Content-Length body.
+/// Reads one HTTP response: its head and its body (Content-Length, or chunked and
+/// then decoded), leaving the stream at the next response.
 pub fn read_response(stream: &mut impl Read) -> String {
+    let head = read_until_blank_line(stream);
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_ascii_lowercase())
+        })
+    };
+    let mut body = Vec::new();
+    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        loop {
+            let size_line = read_line(stream);
+            let size =
+                usize::from_str_radix(size_line.trim().split(';').next().unwrap(), 16).unwrap_or(0);
+            if size == 0 {
+                // Trailer fields, if any, up to the empty line.
+                while !matches!(read_line(stream).as_str(), "\r\n" | "") {}
+                break;
+            }
+            let mut chunk = vec![0u8; size + 2];
+            if stream.read_exact(&mut chunk).is_err() {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        let length = header("content-length").map_or(0, |v| v.parse().unwrap_or(0));
+        body.resize(length, 0);
+        let _ = stream.read_exact(&mut body);
+    }
+    format!("{head}{}", String::from_utf8_lossy(&body))
+}
+
+/// Reads byte by byte up to and including `\r\n\r\n` (or the end of the stream).
+fn read_until_blank_line(stream: &mut impl Read) -> String {
+    read_until(stream, b"\r\n\r\n")
+}
+
+/// Reads byte by byte up to and including `\r\n` (or the end of the stream).
+fn read_line(stream: &mut impl Read) -> String {
+    read_until(stream, b"\r\n")
+}
+
+fn read_until(stream: &mut impl Read, end: &[u8]) -> String {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
+    while !buf.ends_with(end) {
         match stream.read(&mut byte) {
             Ok(1) => buf.push(byte[0]),
-            _ => return String::from_utf8_lossy(&buf).into_owned(),
+            _ => break,
         }
     }
-    let head = String::from_utf8_lossy(&buf).into_owned();
-    let length = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    let _ = stream.read_exact(&mut body);
-    format!("{head}{}", String::from_utf8_lossy(&body))
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// Opens `CONNECT host:443` to gitgate, then TLS with `sni` (trusting only `ca`),
@@ -56,12 +90,23 @@ pub fn mitm_tls(
     sni: &str,
     ca: &std::path::Path,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    mitm_tls_with(proxy, "", connect_to, sni, ca)
+}
+
+/// [`mitm_tls`] with `connect_headers` (each ending in CRLF) on the CONNECT request.
+pub fn mitm_tls_with(
+    proxy: SocketAddr,
+    connect_headers: &str,
+    connect_to: &str,
+    sni: &str,
+    ca: &std::path::Path,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let mut tcp = TcpStream::connect(proxy).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     write!(
         tcp,
-        "CONNECT {connect_to} HTTP/1.1\r\nHost: {connect_to}\r\n\r\n"
+        "CONNECT {connect_to} HTTP/1.1\r\nHost: {connect_to}\r\n{connect_headers}\r\n"
     )
     .expect("write");
     let head = read_response(&mut tcp);
