@@ -126,17 +126,12 @@ impl Policy {
     /// All commands of one push, atomically: if any is denied, the otherwise allowed ones
     /// are denied too (rule `atomic`).
     pub fn decide_push_commands(&self, updates: &[RefUpdate]) -> PushVerdict {
-        let mut refs: Vec<(RefUpdate, Decision)> = updates
-            .iter()
-            .map(|update| (update.clone(), self.decide_ref_update(update)))
-            .collect();
-        let allowed = refs.iter().all(|(_, decision)| decision.allowed);
-        if !allowed {
-            for (_, decision) in refs.iter_mut().filter(|(_, d)| d.allowed) {
-                *decision = Decision::atomic();
-            }
-        }
-        PushVerdict { allowed, refs }
+        PushVerdict::atomic(
+            updates
+                .iter()
+                .map(|update| (update.clone(), self.decide_ref_update(update)))
+                .collect(),
+        )
     }
 
     /// Whether any push can ever be allowed (some repository and some ref are listed).

@@ -70,6 +70,18 @@ pub struct PushVerdict {
 }
 
 impl PushVerdict {
+    /// The verdict on `refs` decided one by one: if any is denied, the allowed ones are
+    /// denied too (rule `atomic`).
+    pub(crate) fn atomic(mut refs: Vec<(RefUpdate, Decision)>) -> PushVerdict {
+        let allowed = refs.iter().all(|(_, decision)| decision.allowed);
+        if !allowed {
+            for (_, decision) in refs.iter_mut().filter(|(_, d)| d.allowed) {
+                *decision = Decision::atomic();
+            }
+        }
+        PushVerdict { allowed, refs }
+    }
+
     /// Every update denied with the same decision, e.g. when the repository itself is not
     /// allowed to be pushed to.
     pub fn reject_all(updates: &[RefUpdate], decision: &Decision) -> PushVerdict {

@@ -10,6 +10,8 @@
 
 pub mod git;
 
+mod byte_size;
+mod content;
 mod decide;
 mod decision;
 mod host;
@@ -28,6 +30,8 @@ mod repo_pattern;
 mod text;
 mod token_scope;
 
+pub use byte_size::{ByteSize, ByteSizeError};
+pub use content::{FastForward, LargeObject, PackFacts, RefAncestry};
 pub use decision::{ConnectDecision, Decision, PushVerdict};
 pub use host::{HostError, HostName, parse_authority};
 pub use host_pattern::HostPattern;
@@ -38,7 +42,7 @@ pub use profile::{
     CertSubject, Cidr, Profile, ProfileError, ProfileName, RawProfile, SecretSha256,
 };
 pub use profiles::{Claims, Identity, IdentityError, Policies, ProfileSet, ProxyAuth};
-pub use raw::{Mode, RawPolicy};
+pub use raw::{ForcePush, Mode, RawPolicy};
 pub use ref_pattern::RefPattern;
 pub use ref_update::RefUpdate;
 pub use refname::{RefName, RefNameError, RefNameProblem};

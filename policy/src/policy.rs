@@ -4,7 +4,8 @@ use std::fmt;
 
 use crate::host::{HostError, HostName};
 use crate::host_pattern::HostPattern;
-use crate::raw::{Mode, RawPolicy};
+use crate::byte_size::ByteSize;
+use crate::raw::{ForcePush, Mode, RawPolicy};
 use crate::ref_pattern::RefPattern;
 use crate::repo_pattern::RepoPattern;
 
@@ -21,6 +22,10 @@ pub struct Policy {
     pub(crate) mode: Mode,
     pub(crate) hosts: Vec<HostPattern>,
     pub(crate) github_hosts: Vec<HostName>,
+    pub(crate) force_push: ForcePush,
+    pub(crate) force_push_refs: Vec<RefPattern>,
+    pub(crate) max_blob_size: Option<ByteSize>,
+    pub(crate) max_push_size: Option<ByteSize>,
     /// `[acme/app, acme/lib-*]`, rendered once for denial reasons.
     pub(crate) repo_list: String,
     pub(crate) ref_list: String,
@@ -89,6 +94,10 @@ impl Policy {
             mode: raw.mode,
             hosts: raw.allow_hosts.clone(),
             github_hosts,
+            force_push: raw.force_push,
+            force_push_refs: raw.force_push_allowed_refs.clone(),
+            max_blob_size: raw.max_blob_size,
+            max_push_size: raw.max_push_size,
         })
     }
 

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use crate::byte_size::ByteSize;
 use crate::host_pattern::HostPattern;
 use crate::ref_pattern::RefPattern;
 use crate::repo_pattern::RepoPattern;
@@ -22,6 +23,26 @@ pub struct RawPolicy {
     pub allow_hosts: Vec<HostPattern>,
     /// `enforce` (the default) or `report`.
     pub mode: Mode,
+    /// `deny` (the default) or `allow`: whether a push may move a ref to a commit that
+    /// does not descend from the ref's current value.
+    pub force_push: ForcePush,
+    /// Refs where a forced update is allowed even under `forcePush: deny`.
+    pub force_push_allowed_refs: Vec<RefPattern>,
+    /// The largest object a push may carry.
+    pub max_blob_size: Option<ByteSize>,
+    /// The largest pack a push may carry.
+    pub max_push_size: Option<ByteSize>,
+}
+
+/// Whether non-fast-forward ref updates are allowed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForcePush {
+    /// Only fast-forwards (and creations, and deletions where `allowDeletes` says so).
+    #[default]
+    Deny,
+    /// Any update of an allowed ref.
+    Allow,
 }
 
 /// Whether denials bite.

@@ -1,0 +1,367 @@
+//! Rules on what a push carries, decided from facts read out of its pack: force-push
+//! protection and size limits.
+//!
+//! The proxy reads the pack ([`PackFacts`]), asks [`Policy::needs_pack`] first and
+//! [`fast_forward`] for each ref whose ancestry the pack alone cannot prove, resolves the
+//! rest through the GitHub API, and then gets the verdict from [`Policy::decide_content`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::byte_size::ByteSize;
+use crate::decision::{Decision, PushVerdict};
+use crate::policy::Policy;
+use crate::raw::ForcePush;
+use crate::ref_update::RefUpdate;
+use crate::refname::RefName;
+use crate::object_id::ObjectId;
+
+/// What the content rules need to know about a pushed pack.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PackFacts {
+    /// The pack's size in bytes (header, entries and trailer).
+    pub pack_bytes: u64,
+    /// Every commit in the pack, with its parents.
+    pub commits: HashMap<ObjectId, Vec<ObjectId>>,
+    /// Objects over the policy's `maxBlobSize`, largest first.
+    pub large_objects: Vec<LargeObject>,
+}
+
+/// An object over `maxBlobSize`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LargeObject {
+    /// Its id, when the pack let it be computed.
+    pub id: Option<ObjectId>,
+    /// Its size in bytes, inflated.
+    pub size: u64,
+    /// Where a pushed tree puts it (`assets/video.mp4`), when the pack shows that.
+    pub path: Option<String>,
+}
+
+/// Whether the pack proves that `old` is an ancestor of `new`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FastForward {
+    /// The walk from `new` through the pack's commits reached `old`.
+    Proven,
+    /// The walk left the pack at these commits (or `new` is not in the pack): `old` is an
+    /// ancestor of `new` exactly when it is an ancestor of (or equal to) one of them, which
+    /// only the server can tell.
+    Ask(Vec<ObjectId>),
+}
+
+/// What was found out about one ref update's ancestry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefAncestry {
+    /// `old` is an ancestor of `new`.
+    FastForward,
+    /// It is not: the update rewrites history.
+    Rewrite,
+    /// It could not be found out, and why.
+    Unknown(String),
+}
+
+/// Walks parents from `new` through `commits`; see [`FastForward`]. Visits each commit
+/// once, so the cost is bounded by the pack's size.
+pub fn fast_forward(
+    commits: &HashMap<ObjectId, Vec<ObjectId>>,
+    old: &ObjectId,
+    new: &ObjectId,
+) -> FastForward {
+    let mut seen: HashSet<&ObjectId> = HashSet::from([new]);
+    let mut queue: VecDeque<&ObjectId> = VecDeque::from([new]);
+    let mut boundary = Vec::new();
+    while let Some(id) = queue.pop_front() {
+        if id == old {
+            return FastForward::Proven;
+        }
+        match commits.get(id) {
+            Some(parents) => {
+                for parent in parents {
+                    if seen.insert(parent) {
+                        queue.push_back(parent);
+                    }
+                }
+            }
+            None => boundary.push(id.clone()),
+        }
+    }
+    FastForward::Ask(boundary)
+}
+
+impl Policy {
+    /// Whether a push with these (already allowed) updates must have its pack read: a size
+    /// limit is set, or some update moves an existing ref that is not exempt from
+    /// `forcePush: deny`.
+    pub fn needs_pack(&self, updates: &[RefUpdate]) -> bool {
+        let carries_pack = updates.iter().any(|u| !u.is_delete());
+        carries_pack
+            && (self.max_blob_size.is_some()
+                || self.max_push_size.is_some()
+                || updates.iter().any(|u| self.must_fast_forward(u)))
+    }
+
+    /// The configured `maxPushSize`.
+    pub fn max_push_size(&self) -> Option<ByteSize> {
+        self.max_push_size
+    }
+
+    /// The configured `maxBlobSize`.
+    pub fn max_blob_size(&self) -> Option<ByteSize> {
+        self.max_blob_size
+    }
+
+    /// Whether this update must be a fast-forward: it changes an existing ref, and
+    /// `forcePush` is `deny` and the ref is not in `forcePushAllowedRefs`.
+    pub fn must_fast_forward(&self, update: &RefUpdate) -> bool {
+        if update.is_create() || update.is_delete() || self.force_push == ForcePush::Allow {
+            return false;
+        }
+        match RefName::parse(&update.name) {
+            Ok(name) => !self.force_push_refs.iter().any(|p| p.matches(&name)),
+            Err(_) => true,
+        }
+    }
+
+    /// The verdict on a push's content, given its pack and the ancestry found for every
+    /// update that [`Policy::must_fast_forward`] (an update missing from `ancestry` is
+    /// denied as undecided). Atomic like [`Policy::decide_push_commands`].
+    pub fn decide_content(
+        &self,
+        updates: &[RefUpdate],
+        facts: &PackFacts,
+        ancestry: &HashMap<String, RefAncestry>,
+    ) -> PushVerdict {
+        let whole = self.decide_pack_limits(facts);
+        let refs = updates
+            .iter()
+            .map(|update| {
+                let decision = match &whole {
+                    Some(denied) if !update.is_delete() => denied.clone(),
+                    _ => self.decide_ancestry(update, ancestry.get(&update.name)),
+                };
+                (update.clone(), decision)
+            })
+            .collect();
+        PushVerdict::atomic(refs)
+    }
+
+    /// `maxPushSize`, then `maxBlobSize`: a denial that applies to every ref the pack is for.
+    fn decide_pack_limits(&self, facts: &PackFacts) -> Option<Decision> {
+        if let Some(limit) = self.max_push_size.filter(|l| facts.pack_bytes > l.0) {
+            return Some(Decision::deny(
+                "maxPushSize",
+                format!(
+                    "the pushed pack is {}, over maxPushSize {limit}",
+                    ByteSize(facts.pack_bytes)
+                ),
+            ));
+        }
+        let limit = self.max_blob_size?;
+        let largest = facts.large_objects.iter().find(|o| o.size > limit.0)?;
+        let what = match (&largest.path, &largest.id) {
+            (Some(path), _) => path.clone(),
+            (None, Some(id)) => format!("object {id}"),
+            (None, None) => "an object".to_owned(),
+        };
+        let more = match facts.large_objects.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        Some(Decision::deny(
+            "maxBlobSize",
+            format!(
+                "{what} is {}, over maxBlobSize {limit}{more}",
+                ByteSize(largest.size)
+            ),
+        ))
+    }
+
+    fn decide_ancestry(&self, update: &RefUpdate, ancestry: Option<&RefAncestry>) -> Decision {
+        if !self.must_fast_forward(update) {
+            return Decision::allow("content", format!("{} passes the content rules", update.name));
+        }
+        match ancestry {
+            Some(RefAncestry::FastForward) => Decision::allow(
+                "forcePush",
+                format!("{} is a fast-forward", update.name),
+            ),
+            Some(RefAncestry::Rewrite) => Decision::deny(
+                "forcePush",
+                "non-fast-forward update denied by policy",
+            ),
+            Some(RefAncestry::Unknown(why)) => Decision::deny(
+                "forcePush",
+                format!(
+                    "cannot tell whether this update is a fast-forward ({why}); denied by policy, retry later"
+                ),
+            ),
+            None => Decision::deny(
+                "forcePush",
+                "cannot tell whether this update is a fast-forward; denied by policy",
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object_id::ObjectFormat;
+
+    fn id(n: u8) -> ObjectId {
+        ObjectId::parse(&format!("{n:02x}").repeat(20)).unwrap()
+    }
+
+    fn policy(yaml: &str) -> Policy {
+        Policy::from_yaml(yaml, &["github.com".to_owned()]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn update(old: &ObjectId, new: &ObjectId, name: &str) -> RefUpdate {
+        RefUpdate {
+            old: old.clone(),
+            new: new.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// 1 <- 2 <- 3, and 2 <- 4 (a side branch); 5 is a merge of 3 and 9 (9 not in the pack).
+    fn history() -> HashMap<ObjectId, Vec<ObjectId>> {
+        HashMap::from([
+            (id(2), vec![id(1)]),
+            (id(3), vec![id(2)]),
+            (id(4), vec![id(2)]),
+            (id(5), vec![id(3), id(9)]),
+        ])
+    }
+
+    #[test]
+    fn walks_parents_through_the_pack() {
+        let commits = history();
+        assert_eq!(fast_forward(&commits, &id(2), &id(3)), FastForward::Proven);
+        assert_eq!(fast_forward(&commits, &id(1), &id(5)), FastForward::Proven);
+        assert_eq!(fast_forward(&commits, &id(3), &id(3)), FastForward::Proven);
+        // 4 is not an ancestor of 3: the walk ends where the pack ends, at 1.
+        assert_eq!(
+            fast_forward(&commits, &id(4), &id(3)),
+            FastForward::Ask(vec![id(1)])
+        );
+        // Both sides of the merge leave the pack.
+        assert_eq!(
+            fast_forward(&commits, &id(7), &id(5)),
+            FastForward::Ask(vec![id(9), id(1)])
+        );
+        // `new` not in the pack at all (pushing a commit the server has).
+        assert_eq!(
+            fast_forward(&commits, &id(7), &id(8)),
+            FastForward::Ask(vec![id(8)])
+        );
+    }
+
+    #[test]
+    fn a_cycle_of_parents_ends() {
+        let commits = HashMap::from([(id(1), vec![id(2)]), (id(2), vec![id(1)])]);
+        assert_eq!(
+            fast_forward(&commits, &id(3), &id(1)),
+            FastForward::Ask(vec![])
+        );
+    }
+
+    #[test]
+    fn which_updates_must_fast_forward() {
+        let zero = ObjectId::zero(ObjectFormat::Sha1);
+        let deny = policy("allowedRefs: ['*']\nforcePushAllowedRefs: ['agent/*']\n");
+        assert!(deny.must_fast_forward(&update(&id(1), &id(2), "refs/heads/main")));
+        assert!(!deny.must_fast_forward(&update(&id(1), &id(2), "refs/heads/agent/x")));
+        assert!(!deny.must_fast_forward(&update(&zero, &id(2), "refs/heads/main")));
+        assert!(!deny.must_fast_forward(&update(&id(1), &zero, "refs/heads/main")));
+        let allow = policy("allowedRefs: ['*']\nforcePush: allow\n");
+        assert!(!allow.must_fast_forward(&update(&id(1), &id(2), "refs/heads/main")));
+
+        // Reading the pack is needed only where some rule can apply.
+        assert!(deny.needs_pack(&[update(&id(1), &id(2), "refs/heads/main")]));
+        assert!(!deny.needs_pack(&[update(&id(1), &id(2), "refs/heads/agent/x")]));
+        assert!(!allow.needs_pack(&[update(&id(1), &id(2), "refs/heads/main")]));
+        let sized = policy("allowedRefs: ['*']\nforcePush: allow\nmaxPushSize: 1MB\n");
+        assert!(sized.needs_pack(&[update(&zero, &id(2), "refs/heads/new")]));
+        assert!(!sized.needs_pack(&[update(&id(1), &zero, "refs/heads/gone")]));
+    }
+
+    #[test]
+    fn decides_ancestry_per_ref_atomically() {
+        let p = policy("allowedRefs: ['*']\nforcePushAllowedRefs: ['agent/*']\n");
+        let updates = [
+            update(&id(1), &id(2), "refs/heads/main"),
+            update(&id(3), &id(4), "refs/heads/agent/x"),
+        ];
+        let facts = PackFacts::default();
+        let fast = HashMap::from([("refs/heads/main".to_owned(), RefAncestry::FastForward)]);
+        let verdict = p.decide_content(&updates, &facts, &fast);
+        assert!(verdict.allowed, "{verdict:?}");
+
+        let rewrite = HashMap::from([("refs/heads/main".to_owned(), RefAncestry::Rewrite)]);
+        let verdict = p.decide_content(&updates, &facts, &rewrite);
+        assert!(!verdict.allowed);
+        assert_eq!(verdict.refs[0].1.rule, "forcePush");
+        assert_eq!(
+            verdict.refs[0].1.reason,
+            "non-fast-forward update denied by policy"
+        );
+        assert!(verdict.refs[1].1.is_atomic_rejection());
+
+        let unknown = HashMap::from([(
+            "refs/heads/main".to_owned(),
+            RefAncestry::Unknown("the GitHub API did not answer".into()),
+        )]);
+        let verdict = p.decide_content(&updates, &facts, &unknown);
+        assert!(
+            verdict.refs[0]
+                .1
+                .reason
+                .contains("cannot tell whether this update is a fast-forward (the GitHub API did not answer)"),
+            "{verdict:?}"
+        );
+        let verdict = p.decide_content(&updates, &facts, &HashMap::new());
+        assert!(!verdict.allowed);
+    }
+
+    #[test]
+    fn size_limits_name_the_object_and_the_limit() {
+        let p = policy("allowedRefs: ['*']\nforcePush: allow\nmaxBlobSize: 50MB\nmaxPushSize: 1GB\n");
+        let updates = [update(&id(1), &id(2), "refs/heads/main")];
+        let mut facts = PackFacts {
+            pack_bytes: 70_000_000,
+            large_objects: vec![
+                LargeObject {
+                    id: Some(id(7)),
+                    size: 62_914_560,
+                    path: Some("assets/big.bin".into()),
+                },
+                LargeObject {
+                    id: Some(id(8)),
+                    size: 51_000_000,
+                    path: None,
+                },
+            ],
+            ..PackFacts::default()
+        };
+        let verdict = p.decide_content(&updates, &facts, &HashMap::new());
+        assert_eq!(verdict.refs[0].1.rule, "maxBlobSize");
+        assert_eq!(
+            verdict.refs[0].1.reason,
+            "assets/big.bin is 62.9 MB, over maxBlobSize 50.0 MB (and 1 more)"
+        );
+        facts.large_objects.remove(0);
+        let verdict = p.decide_content(&updates, &facts, &HashMap::new());
+        assert_eq!(
+            verdict.refs[0].1.reason,
+            format!("object {} is 51.0 MB, over maxBlobSize 50.0 MB", id(8))
+        );
+        facts.large_objects.clear();
+        assert!(p.decide_content(&updates, &facts, &HashMap::new()).allowed);
+        facts.pack_bytes = 1_500_000_000;
+        let verdict = p.decide_content(&updates, &facts, &HashMap::new());
+        assert_eq!(
+            (verdict.refs[0].1.rule.as_str(), verdict.refs[0].1.reason.as_str()),
+            ("maxPushSize", "the pushed pack is 1.50 GB, over maxPushSize 1.00 GB")
+        );
+    }
+}
