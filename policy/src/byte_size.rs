@@ -12,7 +12,9 @@ pub struct ByteSize(pub u64);
 
 /// Why a size did not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid size {0:?}: write a number of bytes, optionally with a unit (B, KB, MB, GB, KiB, MiB, GiB), e.g. 50MB")]
+#[error(
+    "invalid size {0:?}: write a number of bytes, optionally with a unit (B, KB, MB, GB, KiB, MiB, GiB), e.g. 50MB"
+)]
 pub struct ByteSizeError(String);
 
 impl FromStr for ByteSize {

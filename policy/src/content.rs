@@ -9,11 +9,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::byte_size::ByteSize;
 use crate::decision::{Decision, PushVerdict};
+use crate::object_id::ObjectId;
 use crate::policy::Policy;
 use crate::raw::ForcePush;
 use crate::ref_update::RefUpdate;
 use crate::refname::RefName;
-use crate::object_id::ObjectId;
 
 /// What the content rules need to know about a pushed pack.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -177,17 +177,18 @@ impl Policy {
 
     fn decide_ancestry(&self, update: &RefUpdate, ancestry: Option<&RefAncestry>) -> Decision {
         if !self.must_fast_forward(update) {
-            return Decision::allow("content", format!("{} passes the content rules", update.name));
+            return Decision::allow(
+                "content",
+                format!("{} passes the content rules", update.name),
+            );
         }
         match ancestry {
-            Some(RefAncestry::FastForward) => Decision::allow(
-                "forcePush",
-                format!("{} is a fast-forward", update.name),
-            ),
-            Some(RefAncestry::Rewrite) => Decision::deny(
-                "forcePush",
-                "non-fast-forward update denied by policy",
-            ),
+            Some(RefAncestry::FastForward) => {
+                Decision::allow("forcePush", format!("{} is a fast-forward", update.name))
+            }
+            Some(RefAncestry::Rewrite) => {
+                Decision::deny("forcePush", "non-fast-forward update denied by policy")
+            }
             Some(RefAncestry::Unknown(why)) => Decision::deny(
                 "forcePush",
                 format!(
@@ -313,10 +314,9 @@ mod tests {
         )]);
         let verdict = p.decide_content(&updates, &facts, &unknown);
         assert!(
-            verdict.refs[0]
-                .1
-                .reason
-                .contains("cannot tell whether this update is a fast-forward (the GitHub API did not answer)"),
+            verdict.refs[0].1.reason.contains(
+                "cannot tell whether this update is a fast-forward (the GitHub API did not answer)"
+            ),
             "{verdict:?}"
         );
         let verdict = p.decide_content(&updates, &facts, &HashMap::new());
@@ -325,7 +325,8 @@ mod tests {
 
     #[test]
     fn size_limits_name_the_object_and_the_limit() {
-        let p = policy("allowedRefs: ['*']\nforcePush: allow\nmaxBlobSize: 50MB\nmaxPushSize: 1GB\n");
+        let p =
+            policy("allowedRefs: ['*']\nforcePush: allow\nmaxBlobSize: 50MB\nmaxPushSize: 1GB\n");
         let updates = [update(&id(1), &id(2), "refs/heads/main")];
         let mut facts = PackFacts {
             pack_bytes: 70_000_000,
@@ -360,8 +361,14 @@ mod tests {
         facts.pack_bytes = 1_500_000_000;
         let verdict = p.decide_content(&updates, &facts, &HashMap::new());
         assert_eq!(
-            (verdict.refs[0].1.rule.as_str(), verdict.refs[0].1.reason.as_str()),
-            ("maxPushSize", "the pushed pack is 1.50 GB, over maxPushSize 1.00 GB")
+            (
+                verdict.refs[0].1.rule.as_str(),
+                verdict.refs[0].1.reason.as_str()
+            ),
+            (
+                "maxPushSize",
+                "the pushed pack is 1.50 GB, over maxPushSize 1.00 GB"
+            )
         );
     }
 }

@@ -31,7 +31,7 @@ mod text;
 mod token_scope;
 
 pub use byte_size::{ByteSize, ByteSizeError};
-pub use content::{FastForward, LargeObject, PackFacts, RefAncestry};
+pub use content::{FastForward, LargeObject, PackFacts, RefAncestry, fast_forward};
 pub use decision::{ConnectDecision, Decision, PushVerdict};
 pub use host::{HostError, HostName, parse_authority};
 pub use host_pattern::HostPattern;

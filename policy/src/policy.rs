@@ -2,9 +2,9 @@
 
 use std::fmt;
 
+use crate::byte_size::ByteSize;
 use crate::host::{HostError, HostName};
 use crate::host_pattern::HostPattern;
-use crate::byte_size::ByteSize;
 use crate::raw::{ForcePush, Mode, RawPolicy};
 use crate::ref_pattern::RefPattern;
 use crate::repo_pattern::RepoPattern;

@@ -25,6 +25,7 @@ mod login;
 mod metrics;
 mod mitm;
 mod observe;
+mod pack;
 mod proxy_tls;
 mod push;
 mod reply;
