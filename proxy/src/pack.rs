@@ -303,7 +303,131 @@ fn convert(id: &gix_hash::ObjectId) -> Result<ObjectId, PackError> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+
     use super::*;
+
+    fn git(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
+        let mut child = Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("git");
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(input) = input {
+            std::io::Write::write_all(&mut stdin, input).unwrap();
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        out.stdout
+    }
+
+    fn rev(dir: &Path, what: &str) -> ObjectId {
+        let out = git(dir, &["rev-parse", what], None);
+        ObjectId::parse(String::from_utf8(out).unwrap().trim()).unwrap()
+    }
+
+    fn read(bytes: Vec<u8>, max_blob: Option<u64>) -> Result<PackFacts, PackError> {
+        let pack = data::File::from_data(bytes, "pushed.pack".into(), HASH).map_err(fail)?;
+        facts(&pack, max_blob)
+    }
+
+    /// A repository with a first commit, then one that edits a file and adds a 3 MB
+    /// incompressible blob under `media/`.
+    fn repository() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        git(d, &["init", "-q", "-b", "main"], None);
+        let text: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(d.join("a.txt"), &text).unwrap();
+        git(d, &["add", "."], None);
+        git(d, &["commit", "-qm", "one"], None);
+        std::fs::write(d.join("a.txt"), format!("{text}one more\n")).unwrap();
+        std::fs::create_dir(d.join("media")).unwrap();
+        let mut noise = vec![0u8; 3 << 20];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for byte in &mut noise {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *byte = x as u8;
+        }
+        std::fs::write(d.join("media/big.bin"), noise).unwrap();
+        git(d, &["add", "."], None);
+        git(d, &["commit", "-qm", "two"], None);
+        dir
+    }
+
+    #[test]
+    fn reads_commits_and_large_objects_of_a_thin_pack() {
+        let dir = repository();
+        let d = dir.path();
+        // What `git push` sends for main: HEAD~1 -> HEAD, thin, deltas against HEAD~1.
+        let pack = git(
+            d,
+            &["pack-objects", "--thin", "--stdout", "--revs", "-q"],
+            Some(b"HEAD\n^HEAD~1\n"),
+        );
+        let facts = read(pack.clone(), Some(1 << 20)).unwrap();
+        assert_eq!(facts.pack_bytes, pack.len() as u64);
+        assert_eq!(
+            facts.commits,
+            HashMap::from([(rev(d, "HEAD"), vec![rev(d, "HEAD~1")])])
+        );
+        assert_eq!(
+            facts.large_objects,
+            [LargeObject {
+                id: Some(rev(d, "HEAD:media/big.bin")),
+                size: 3 << 20,
+                path: Some("media/big.bin".into()),
+            }]
+        );
+        // Without a limit nothing is listed; with a higher one neither.
+        assert!(read(pack.clone(), None).unwrap().large_objects.is_empty());
+        assert!(read(pack, Some(4 << 20)).unwrap().large_objects.is_empty());
+    }
+
+    #[test]
+    fn reads_a_whole_history_with_deltas() {
+        let dir = repository();
+        let d = dir.path();
+        let pack = git(
+            d,
+            &["pack-objects", "--stdout", "--revs", "-q"],
+            Some(b"HEAD\n"),
+        );
+        let facts = read(pack, Some(1 << 20)).unwrap();
+        assert_eq!(facts.commits.len(), 2);
+        assert_eq!(facts.commits[&rev(d, "HEAD~1")], Vec::<ObjectId>::new());
+        assert_eq!(facts.large_objects.len(), 1);
+    }
+
+    #[test]
+    fn refuses_damaged_packs() {
+        let dir = repository();
+        let pack = git(
+            dir.path(),
+            &["pack-objects", "--stdout", "--revs", "-q"],
+            Some(b"HEAD\n"),
+        );
+        let mut flipped = pack.clone();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 1;
+        let error = read(flipped, None).unwrap_err().to_string();
+        assert!(error.contains("checksum does not match"), "{error}");
+        let error = read(pack[..pack.len() / 2].to_vec(), None).unwrap_err();
+        assert!(error.to_string().starts_with("cannot read the pushed pack"));
+    }
 
     #[test]
     fn delta_header_numbers() {
