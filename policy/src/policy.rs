@@ -147,6 +147,19 @@ impl fmt::Display for Policy {
             "read-only: every push is denied",
         )?;
         writeln!(f, "allowDeletes: {}", self.allow_deletes)?;
+        match self.force_push {
+            ForcePush::Allow => writeln!(f, "forcePush: allow")?,
+            ForcePush::Deny => writeln!(
+                f,
+                "forcePush: deny (only fast-forwards; pushes that update a ref have their pack read)"
+            )?,
+        }
+        if !self.force_push_refs.is_empty() {
+            write_list(f, "forcePushAllowedRefs", &self.force_push_refs, "")?;
+        }
+        let limit = |size: Option<ByteSize>| size.map_or("none".to_owned(), |s| s.to_string());
+        writeln!(f, "maxBlobSize: {}", limit(self.max_blob_size))?;
+        writeln!(f, "maxPushSize: {}", limit(self.max_push_size))?;
         writeln!(f, "mode: {}", self.mode.as_str())?;
         write_list(f, "allowHosts", &self.hosts, "no other host is reachable")?;
         write_list(
@@ -250,9 +263,22 @@ mod tests {
             "allowedRepos:\n  - acme/app\n  - acme/lib-*\n\
              allowedRefs: none (read-only: every push is denied)\n\
              allowDeletes: false\n\
+             forcePush: deny (only fast-forwards; pushes that update a ref have their pack read)\n\
+             maxBlobSize: none\n\
+             maxPushSize: none\n\
              mode: enforce\n\
              allowHosts:\n  - crates.io\n\
              intercepted GitHub hosts (port 443):\n  - github.com\n  - api.github.com\n"
+        );
+        let policy = Policy::from_yaml(
+            "forcePush: allow\nforcePushAllowedRefs: ['agent/*']\nmaxBlobSize: 50MB\nmaxPushSize: 2GiB\n",
+            &hosts(),
+        )
+        .unwrap();
+        let text = policy.to_string();
+        assert!(
+            text.contains("forcePush: allow\nforcePushAllowedRefs:\n  - agent/*\nmaxBlobSize: 50.0 MB\nmaxPushSize: 2.15 GB\n"),
+            "{text}"
         );
     }
 }

@@ -84,7 +84,11 @@ pub(crate) async fn handle(
     record.github_user = credential.as_ref().and_then(Credential::user).cloned();
     let (parts, body) = req.into_parts();
     let body = if matches!(git.kind, GitKind::Rpc(Service::ReceivePack)) {
-        match push::inspect(state, policy, &parts.headers, body, record).await {
+        let to = push::PushTo {
+            repo: &git.repo,
+            credential: credential.as_ref(),
+        };
+        match push::inspect(state, policy, &to, &parts.headers, body, record).await {
             Inspected::Forward(body) => body,
             Inspected::Reply(response) => return response,
         }

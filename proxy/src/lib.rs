@@ -9,6 +9,7 @@
 
 mod admin;
 mod admission;
+mod ancestry;
 mod api;
 pub mod audit;
 mod body;
@@ -28,9 +29,11 @@ mod observe;
 mod pack;
 mod proxy_tls;
 mod push;
+mod push_content;
 mod reply;
 mod serve;
 mod settings;
+mod spool;
 mod state;
 mod tap;
 pub mod token;
@@ -117,7 +120,15 @@ impl Proxy {
         )?);
         metrics.policy_loaded(Outcome::Ok, Some(&policies_hash(&policies)));
         let observer = observe::Observer::new(audit, metrics);
-        let state = state::State::new(settings, ca, upstream, tokens, observer, policies);
+        let ancestry = ancestry::Ancestry::new(&settings, upstream.dialer())?;
+        let state = state::State::new(
+            settings,
+            ca,
+            upstream,
+            (tokens, ancestry),
+            observer,
+            policies,
+        );
         Ok(Self {
             state: Arc::new(state),
             tls,

@@ -2,13 +2,16 @@
 //! gitoxide's pack and object parsers: every commit and its parents, and the objects over
 //! `maxBlobSize` with their paths. Blocking and CPU-bound: run it off the async runtime.
 //!
-//! Memory stays bounded whatever the pack holds: commits and trees are decoded (with an
-//! allocation limit), blobs are only inflated in 64 KiB steps to learn their size and, when
-//! they are over the limit, their id. Deltas against objects outside the pack (a thin
-//! pack's bases, which the server has) cannot be resolved here; such an object's size still
-//! comes from its delta header.
+//! Memory stays bounded whatever the pack holds. A first pass streams the whole pack
+//! through gix's entry iterator, which checks the trailing checksum and lists the
+//! entries without keeping their data. Then only commits, trees and tags (and the deltas
+//! they are made of) are decoded, through a memory map that touches just their pages
+//! (with an allocation limit); blobs are read with positioned reads and inflated in 64 KiB
+//! steps, and only when they are over the limit, to learn their id. Deltas against
+//! objects outside the pack (a thin pack's bases, which the server has) cannot be
+//! resolved here; such an object's size still comes from its delta header.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use gitgate_policy::{LargeObject, ObjectId, PackFacts};
 use gix_object::Kind;
@@ -16,124 +19,227 @@ use gix_pack::data::{self, entry::Header};
 
 /// The object format of the packs gitgate reads.
 const HASH: gix_hash::Kind = gix_hash::Kind::Sha1;
-/// Inflate step for objects that are not kept in memory.
+/// Inflate and read step for objects that are not kept in memory.
 const STEP: usize = 64 * 1024;
 /// The largest commit, tree or tag gitgate decodes; larger ones fail the read.
-pub(crate) const MAX_DECODED: usize = 64 << 20;
+const MAX_DECODED: usize = 64 << 20;
 
 /// Why a pack could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read the pushed pack: {0}")]
 pub(crate) struct PackError(String);
 
-fn fail(what: impl std::fmt::Display) -> PackError {
+pub(crate) fn fail(what: impl std::fmt::Display) -> PackError {
     PackError(what.to_string())
 }
 
-/// What one pack entry turned out to be.
-enum Seen {
-    /// A commit, tree or tag, decoded.
-    Decoded(Kind, Vec<u8>),
-    /// A blob, or a delta whose base is outside the pack: only its size (and id, when known
-    /// and wanted) matter.
-    Sized { size: u64, id: Option<ObjectId> },
+/// Positioned reads of the pack's bytes, for objects streamed without a memory map.
+pub(crate) trait ReadAt {
+    /// Fills `buf` from `offset` as far as the data goes; returns the bytes read.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize>;
 }
 
-/// Reads `pack` (a whole pack: header, entries, trailer) and returns its facts; objects
-/// over `max_blob` bytes are listed.
+impl ReadAt for bytes::Bytes {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.len());
+        let n = buf.len().min(self.len() - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
+    }
+}
+
+impl ReadAt for std::fs::File {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
+}
+
+/// The same pack two ways: memory-mapped (for decoding commits and trees, touching only
+/// their pages) and for positioned reads (for streaming through everything else).
+pub(crate) struct Views<'a, T: gix_pack::FileData> {
+    pub(crate) mapped: data::File<T>,
+    pub(crate) reads: &'a dyn ReadAt,
+}
+
+impl<'a> Views<'a, bytes::Bytes> {
+    /// Views of a pack held in memory.
+    pub(crate) fn of_bytes(bytes: &'a bytes::Bytes) -> Result<Self, PackError> {
+        Ok(Views {
+            mapped: data::File::from_data(bytes.clone(), "pushed pack".into(), HASH)
+                .map_err(fail)?,
+            reads: bytes,
+        })
+    }
+}
+
+/// An entry the second pass decodes or follows: not an undeltified blob.
+struct Listed {
+    header: Header,
+    pack_offset: u64,
+}
+
+/// Reads the pack and returns its facts; objects over `max_blob` bytes are listed.
 pub(crate) fn facts<T: gix_pack::FileData>(
-    pack: &data::File<T>,
+    views: Views<'_, T>,
     max_blob: Option<u64>,
 ) -> Result<PackFacts, PackError> {
-    verify_trailer(pack)?;
+    let pack = &views.mapped.with_alloc_limit_bytes(Some(MAX_DECODED));
     let mut inflate = gix_zlib::Inflate::default();
-    let mut by_id: HashMap<gix_hash::ObjectId, data::Entry> = HashMap::new();
+    let (listed, large_objects) = list(views.reads, pack, max_blob, &mut inflate)?;
     let mut facts = PackFacts {
         pack_bytes: pack.data_len() as u64,
+        large_objects,
         ..PackFacts::default()
     };
+    let mut by_id: HashMap<gix_hash::ObjectId, data::Entry> = HashMap::new();
     let mut trees: HashMap<ObjectId, Vec<(String, bool, ObjectId)>> = HashMap::new();
     let mut roots: Vec<ObjectId> = Vec::new();
-    let mut offset = data::header::SIZE as u64;
-    for _ in 0..pack.num_objects() {
-        let entry = pack.entry(offset).map_err(fail)?;
-        let kind = kind_of(pack, &entry, &by_id)?;
-        let (seen, consumed) = match kind {
-            Some(kind @ (Kind::Commit | Kind::Tree | Kind::Tag)) => {
-                let mut out = Vec::new();
-                let resolve = |id: &gix_hash::oid, _: &mut Vec<u8>| {
-                    Ok(by_id
-                        .get(id)
-                        .cloned()
-                        .map(gix_pack::data::decode::entry::ResolvedBase::InPack))
-                };
-                pack.decode_entry(
-                    entry.clone(),
-                    &mut out,
-                    &mut inflate,
-                    &resolve,
-                    &mut gix_pack::cache::Never,
-                )
-                .map_err(fail)?;
-                let consumed = inflate_len(pack, &entry, &mut inflate, |_| {})?;
-                (Seen::Decoded(kind, out), consumed)
-            }
-            _ => sized(pack, &entry, kind, max_blob, &mut inflate)?,
+    for item in &listed {
+        let Some(kind @ (Kind::Commit | Kind::Tree | Kind::Tag)) = kind_of(pack, item, &by_id)?
+        else {
+            continue;
         };
-        match seen {
-            Seen::Decoded(kind, bytes) => {
-                let id = gix_object::compute_hash(HASH, kind, &bytes).map_err(fail)?;
-                let ours = convert(&id)?;
-                match kind {
-                    Kind::Commit => {
-                        let commit =
-                            gix_object::CommitRef::from_bytes(&bytes, HASH).map_err(fail)?;
-                        roots.push(convert(&commit.tree())?);
-                        let parents = commit
-                            .parents()
-                            .map(|p| convert(&p))
-                            .collect::<Result<_, _>>()?;
-                        facts.commits.insert(ours, parents);
-                    }
-                    Kind::Tree if max_blob.is_some() => {
-                        trees.insert(ours, tree_entries(&bytes)?);
-                    }
-                    _ => {}
-                }
-                by_id.insert(id, entry.clone());
+        let entry = pack.entry(item.pack_offset).map_err(fail)?;
+        let mut out = Vec::new();
+        let resolve = |id: &gix_hash::oid, _: &mut Vec<u8>| {
+            Ok(by_id
+                .get(id)
+                .cloned()
+                .map(gix_pack::data::decode::entry::ResolvedBase::InPack))
+        };
+        pack.decode_entry(
+            entry.clone(),
+            &mut out,
+            &mut inflate,
+            &resolve,
+            &mut gix_pack::cache::Never,
+        )
+        .map_err(fail)?;
+        let id = gix_object::compute_hash(HASH, kind, &out).map_err(fail)?;
+        let ours = convert(&id)?;
+        match kind {
+            Kind::Commit => {
+                let commit = gix_object::CommitRef::from_bytes(&out, HASH).map_err(fail)?;
+                roots.push(convert(&commit.tree())?);
+                let parents = commit
+                    .parents()
+                    .map(|p| convert(&p))
+                    .collect::<Result<_, _>>()?;
+                facts.commits.insert(ours, parents);
             }
-            Seen::Sized { size, id } => {
-                if max_blob.is_some_and(|max| size > max) {
-                    facts.large_objects.push(LargeObject {
-                        id,
-                        size,
-                        path: None,
-                    });
-                }
+            Kind::Tree if max_blob.is_some() => {
+                trees.insert(ours, tree_entries(&out)?);
             }
+            _ => {}
         }
-        offset = entry.data_offset + consumed;
-    }
-    if offset != pack.pack_end() as u64 {
-        return Err(fail(format!(
-            "{} bytes after the last object",
-            pack.pack_end() as u64 - offset
-        )));
+        by_id.insert(id, entry);
     }
     name_paths(&mut facts.large_objects, &trees, &roots);
-    facts.large_objects.sort_by(|a, b| b.size.cmp(&a.size));
+    facts
+        .large_objects
+        .sort_by_key(|o| std::cmp::Reverse(o.size));
     Ok(facts)
 }
 
-/// Checks the pack's trailing checksum against its contents.
-fn verify_trailer<T: gix_pack::FileData>(pack: &data::File<T>) -> Result<(), PackError> {
-    let body = pack
-        .entry_slice(0..pack.pack_end() as u64)
-        .ok_or_else(|| fail("truncated"))?;
+/// The first pass, streaming through the whole pack with bounded memory: verifies the
+/// trailing checksum, finds every entry's extent by inflating it, and on the way measures
+/// the objects over `max_blob` (hashing undeltified ones for their id). Returns the
+/// entries the second pass needs and the large objects.
+fn list<T: gix_pack::FileData>(
+    reads: &dyn ReadAt,
+    pack: &data::File<T>,
+    max_blob: Option<u64>,
+    inflate: &mut gix_zlib::Inflate,
+) -> Result<(Vec<Listed>, Vec<LargeObject>), PackError> {
+    let end = pack.pack_end() as u64;
+    verify_trailer(reads, end, pack.checksum())?;
+    let (mut listed, mut large) = (Vec::new(), Vec::new());
+    let mut offset = data::header::SIZE as u64;
+    let mut head = [0u8; 64];
+    for _ in 0..pack.num_objects() {
+        let n = reads.read_at(offset, &mut head).map_err(fail)?;
+        let entry = data::Entry::from_bytes(&head[..n], offset, HASH).map_err(fail)?;
+        let size = entry.decompressed_size;
+        let over = max_blob.is_some_and(|max| size > max);
+        let (consumed, object) = match entry.header {
+            Header::Blob | Header::Tree | Header::Commit | Header::Tag if over => {
+                let kind = entry.header.as_kind().unwrap_or(Kind::Blob);
+                let mut hasher = gix_hash::hasher(HASH);
+                hasher.update(&gix_object::encode::loose_header(kind, size));
+                let consumed = inflate_range(reads, &entry, end, inflate, |chunk| {
+                    hasher.update(chunk);
+                    true
+                })?;
+                let id = convert(&hasher.try_finalize().map_err(fail)?)?;
+                (
+                    consumed,
+                    Some(LargeObject {
+                        id: Some(id),
+                        size,
+                        path: None,
+                    }),
+                )
+            }
+            Header::OfsDelta { .. } | Header::RefDelta { .. } if max_blob.is_some() => {
+                // A delta starts with two sizes (base, result), each a little-endian
+                // base-128 number.
+                let mut sizes = Vec::with_capacity(20);
+                let consumed = inflate_range(reads, &entry, end, inflate, |chunk| {
+                    sizes.extend_from_slice(&chunk[..chunk.len().min(20 - sizes.len())]);
+                    true
+                })?;
+                let (_, rest) =
+                    varint(&sizes).ok_or_else(|| fail("a delta header is truncated"))?;
+                let (result, _) =
+                    varint(rest).ok_or_else(|| fail("a delta header is truncated"))?;
+                let object = max_blob.filter(|max| result > *max).map(|_| LargeObject {
+                    id: None,
+                    size: result,
+                    path: None,
+                });
+                (consumed, object)
+            }
+            _ => (inflate_range(reads, &entry, end, inflate, |_| true)?, None),
+        };
+        if entry.header != Header::Blob {
+            listed.push(Listed {
+                header: entry.header,
+                pack_offset: offset,
+            });
+        }
+        large.extend(object);
+        offset = entry.data_offset + consumed;
+    }
+    if offset != end {
+        return Err(fail(format!(
+            "{} bytes after the last object",
+            end.saturating_sub(offset)
+        )));
+    }
+    Ok((listed, large))
+}
+
+/// Checks the trailing checksum (at `end`) against the pack's bytes, read in steps.
+fn verify_trailer(
+    reads: &dyn ReadAt,
+    end: u64,
+    trailer: gix_hash::ObjectId,
+) -> Result<(), PackError> {
     let mut hasher = gix_hash::hasher(HASH);
-    hasher.update(body);
-    let actual = hasher.try_finalize().map_err(fail)?;
-    if actual != pack.checksum() {
+    let mut buf = vec![0u8; STEP];
+    let mut at = 0u64;
+    while at < end {
+        let want = (end - at).min(STEP as u64) as usize;
+        let n = reads.read_at(at, &mut buf[..want]).map_err(fail)?;
+        if n == 0 {
+            return Err(fail("truncated"));
+        }
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    if hasher.try_finalize().map_err(fail)? != trailer {
         return Err(fail("its checksum does not match its contents"));
     }
     Ok(())
@@ -143,100 +249,78 @@ fn verify_trailer<T: gix_pack::FileData>(pack: &data::File<T>) -> Result<(), Pac
 /// deltas to objects already seen; `None` when the chain leaves the pack.
 fn kind_of<T: gix_pack::FileData>(
     pack: &data::File<T>,
-    entry: &data::Entry,
+    item: &Listed,
     by_id: &HashMap<gix_hash::ObjectId, data::Entry>,
 ) -> Result<Option<Kind>, PackError> {
-    let mut cursor = entry.clone();
+    let mut header = item.header;
+    let mut at = item.pack_offset;
     for _ in 0..=pack.num_objects() {
-        cursor = match cursor.header {
+        let base = match header {
             Header::Commit => return Ok(Some(Kind::Commit)),
             Header::Tree => return Ok(Some(Kind::Tree)),
             Header::Blob => return Ok(Some(Kind::Blob)),
             Header::Tag => return Ok(Some(Kind::Tag)),
             Header::OfsDelta { base_distance } => {
-                let base = cursor
-                    .checked_base_pack_offset(base_distance)
+                let offset = Header::verified_base_pack_offset(at, base_distance)
                     .ok_or_else(|| fail("a delta points before the start of the pack"))?;
-                pack.entry(base).map_err(fail)?
+                pack.entry(offset).map_err(fail)?
             }
             Header::RefDelta { base_id } => match by_id.get(&base_id) {
                 Some(base) => base.clone(),
                 None => return Ok(None),
             },
         };
+        header = base.header;
+        at = base.pack_offset();
     }
     Err(fail("a delta chain loops"))
 }
 
-/// Size (and, when over `max_blob` and cheaply known, id) of a blob or of an object whose
-/// delta base is outside the pack; returns the compressed bytes the entry takes.
-fn sized<T: gix_pack::FileData>(
-    pack: &data::File<T>,
+/// Inflates the entry's data (which must end before `end`) in steps, handing each piece
+/// to `sink` (which returns whether it wants more); checks the inflated size against the
+/// entry's header and returns how many compressed bytes the entry takes.
+fn inflate_range(
+    reads: &dyn ReadAt,
     entry: &data::Entry,
-    kind: Option<Kind>,
-    max_blob: Option<u64>,
+    end: u64,
     inflate: &mut gix_zlib::Inflate,
-) -> Result<(Seen, u64), PackError> {
-    if !entry.header.is_delta() {
-        let size = entry.decompressed_size;
-        if max_blob.is_some_and(|max| size > max) {
-            let mut hasher = gix_hash::hasher(HASH);
-            hasher.update(&gix_object::encode::loose_header(
-                kind.unwrap_or(Kind::Blob),
-                size,
-            ));
-            let consumed = inflate_len(pack, entry, inflate, |chunk| hasher.update(chunk))?;
-            let id = convert(&hasher.try_finalize().map_err(fail)?)?;
-            return Ok((Seen::Sized { size, id: Some(id) }, consumed));
-        }
-        let consumed = inflate_len(pack, entry, inflate, |_| {})?;
-        return Ok((Seen::Sized { size, id: None }, consumed));
-    }
-    // A delta starts with two sizes (base, result), each a little-endian base-128 number.
-    let mut head = Vec::with_capacity(32);
-    let consumed = inflate_len(pack, entry, inflate, |chunk| {
-        let room = 32 - head.len().min(32);
-        head.extend_from_slice(&chunk[..chunk.len().min(room)]);
-    })?;
-    let (_, rest) = varint(&head).ok_or_else(|| fail("a delta header is truncated"))?;
-    let (size, _) = varint(rest).ok_or_else(|| fail("a delta header is truncated"))?;
-    Ok((Seen::Sized { size, id: None }, consumed))
-}
-
-/// Inflates `entry`'s data in steps, handing each piece to `sink`; returns how many
-/// compressed bytes it took.
-fn inflate_len<T: gix_pack::FileData>(
-    pack: &data::File<T>,
-    entry: &data::Entry,
-    inflate: &mut gix_zlib::Inflate,
-    mut sink: impl FnMut(&[u8]),
+    mut sink: impl FnMut(&[u8]) -> bool,
 ) -> Result<u64, PackError> {
-    let input = pack
-        .entry_slice(entry.data_offset..pack.pack_end() as u64)
-        .ok_or_else(|| fail("an object runs past the end of the pack"))?;
     inflate.reset();
-    let mut out = vec![0u8; STEP.min(entry.decompressed_size as usize + 1).max(1)];
-    let (mut read, mut written) = (0usize, 0u64);
+    let mut input = vec![0u8; STEP];
+    let mut out = vec![0u8; STEP];
+    let (mut filled, mut used_total, mut written, mut wanted) = (0usize, 0u64, 0u64, true);
     loop {
-        let (status, used, produced) = inflate.once(&input[read..], &mut out).map_err(fail)?;
-        read += used;
+        let at = entry.data_offset + used_total + filled as u64;
+        let room = (end.saturating_sub(at)).min((STEP - filled) as u64) as usize;
+        if room > 0 {
+            let n = reads
+                .read_at(at, &mut input[filled..filled + room])
+                .map_err(fail)?;
+            filled += n;
+        }
+        let (status, used, produced) = inflate.once(&input[..filled], &mut out).map_err(fail)?;
+        input.copy_within(used..filled, 0);
+        filled -= used;
+        used_total += used as u64;
         written += produced as u64;
-        sink(&out[..produced]);
         if written > entry.decompressed_size {
             return Err(fail("an object inflates to more than its header says"));
         }
-        match status {
-            gix_zlib::Status::StreamEnd => break,
-            _ if used == 0 && produced == 0 => {
-                return Err(fail("an object's compressed data is truncated"));
-            }
-            _ => {}
+        if wanted {
+            wanted = sink(&out[..produced]);
+        }
+        if status == gix_zlib::Status::StreamEnd {
+            break;
+        }
+        if used == 0 && produced == 0 {
+            return Err(fail("an object's compressed data is truncated"));
         }
     }
     if written != entry.decompressed_size {
         return Err(fail("an object inflates to less than its header says"));
     }
-    Ok(read as u64)
+    Ok(used_total)
 }
 
 /// A delta header number: 7 bits per byte, least significant first.
@@ -278,7 +362,7 @@ fn name_paths(
     }
     let mut paths: HashMap<&ObjectId, String> = HashMap::new();
     let mut stack: Vec<(&ObjectId, String)> = roots.iter().map(|r| (r, String::new())).collect();
-    let mut visited = std::collections::HashSet::new();
+    let mut visited = HashSet::new();
     while let Some((tree, prefix)) = stack.pop() {
         if !visited.insert(tree) {
             continue;
@@ -338,8 +422,8 @@ mod tests {
     }
 
     fn read(bytes: Vec<u8>, max_blob: Option<u64>) -> Result<PackFacts, PackError> {
-        let pack = data::File::from_data(bytes, "pushed.pack".into(), HASH).map_err(fail)?;
-        facts(&pack, max_blob)
+        let bytes = bytes::Bytes::from(bytes);
+        facts(Views::of_bytes(&bytes)?, max_blob)
     }
 
     /// A repository with a first commit, then one that edits a file and adds a 3 MB

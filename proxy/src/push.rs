@@ -7,10 +7,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use gitgate_policy::Policy;
 use gitgate_policy::git::receive_pack::{CommandReader, Limits, PushHeader, ReceivePackError};
 use gitgate_policy::git::report;
 use gitgate_policy::git::request::Service;
+use gitgate_policy::{Policy, RepoPath};
 use http::{HeaderMap, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -21,6 +21,7 @@ use crate::git::enforce;
 use crate::github::ClientBody;
 use crate::reply::{self, Failure, Shape};
 use crate::state::State;
+use crate::token::Credential;
 
 /// Compressed input is fed to the decoder in pieces this small, so one piece can
 /// inflate to at most about a megabyte (deflate's ratio is bounded near 1:1032).
@@ -34,9 +35,19 @@ pub(crate) enum Inspected {
     Reply(Response<ProxyBody>),
 }
 
+/// Where a push goes: the repository, and the credential gitgate sends with it (also
+/// used to ask the API about ancestry).
+pub(crate) struct PushTo<'a> {
+    pub(crate) repo: &'a RepoPath,
+    pub(crate) credential: Option<&'a Credential>,
+}
+
+/// Reads the command list and decides every ref update; where a content rule applies,
+/// holds and reads the pack as well ([`crate::push_content`]).
 pub(crate) async fn inspect(
     state: &State,
     policy: &Policy,
+    to: &PushTo<'_>,
     headers: &HeaderMap,
     mut body: ClientBody,
     record: &mut Record,
@@ -94,6 +105,28 @@ pub(crate) async fn inspect(
         }
     };
     let verdict = policy.decide_push_commands(&header.commands);
+    if !settle(policy, &verdict, record) {
+        return Inspected::Reply(reject(state, &header, &verdict, body, record).await);
+    }
+    if policy.needs_pack(&header.commands) {
+        let received = crate::push_content::Received {
+            header,
+            gzip: decoder.is_some(),
+            read,
+            body,
+        };
+        return crate::push_content::inspect(state, policy, to, received, record).await;
+    }
+    Inspected::Forward(stream(Prefixed { read, rest: body }))
+}
+
+/// Records the verdict's refs and its first denial; returns whether the push may proceed
+/// (allowed, or denied in report mode).
+pub(crate) fn settle(
+    policy: &Policy,
+    verdict: &gitgate_policy::PushVerdict,
+    record: &mut Record,
+) -> bool {
     let denied = if policy.mode() == gitgate_policy::Mode::Report {
         Verdict::Report
     } else {
@@ -115,14 +148,10 @@ pub(crate) async fn inspect(
             reason: decision.reason.clone(),
         })
         .collect();
-    let proceed = match verdict.first_denied() {
+    match verdict.first_denied() {
         None => true,
         Some((_, decision)) => enforce(policy, record, decision),
-    };
-    if proceed {
-        return Inspected::Forward(stream(Prefixed { read, rest: body }));
     }
-    Inspected::Reply(reject(state, &header, &verdict, body, record).await)
 }
 
 /// Why a push body was refused before its commands were decided, and the rule (a limit
@@ -210,7 +239,7 @@ fn content_encoding(
 }
 
 /// Answers a denied push after draining its body, so git reads the reasons.
-async fn reject(
+pub(crate) async fn reject(
     state: &State,
     header: &PushHeader,
     verdict: &gitgate_policy::PushVerdict,
@@ -263,9 +292,9 @@ async fn reject(
 }
 
 /// The bytes already read, then the rest of the request body, unchanged.
-struct Prefixed {
-    read: VecDeque<Bytes>,
-    rest: ClientBody,
+pub(crate) struct Prefixed {
+    pub(crate) read: VecDeque<Bytes>,
+    pub(crate) rest: ClientBody,
 }
 
 impl Body for Prefixed {

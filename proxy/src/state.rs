@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::Settings;
 use crate::admission::{Admission, Admitted};
+use crate::ancestry::Ancestry;
 use crate::metrics::Open;
 use crate::observe::Observer;
 use crate::token::Tokens;
@@ -21,6 +22,7 @@ pub(crate) struct State {
     pub(crate) ca: CertificateAuthority,
     pub(crate) upstream: Upstream,
     pub(crate) tokens: Arc<Tokens>,
+    pub(crate) ancestry: Ancestry,
     pub(crate) observer: Observer,
     pub(crate) admission: Admission,
     pub(crate) tunnels: Arc<tokio::sync::Semaphore>,
@@ -33,7 +35,7 @@ impl State {
         settings: Settings,
         ca: CertificateAuthority,
         upstream: Upstream,
-        tokens: Arc<Tokens>,
+        (tokens, ancestry): (Arc<Tokens>, Ancestry),
         observer: Observer,
         policies: Policies,
     ) -> Self {
@@ -45,6 +47,7 @@ impl State {
             ca,
             upstream,
             tokens,
+            ancestry,
             observer,
             admission,
             tunnels,

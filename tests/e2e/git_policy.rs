@@ -206,23 +206,13 @@ fn read_only_policy_refuses_the_push_advertisement() {
 #[test]
 fn a_50_mb_push_streams_through_in_bounded_memory() {
     let standin = harness::standin();
-    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    // No content rule applies (forcePush: allow, no size limits): the pure streaming path.
+    let policy = POLICY.replace('}', ", forcePush: allow}");
+    let gitgate = Gitgate::start(&app_config(&standin, &policy));
     let sandbox = Sandbox::new(&gitgate);
     let repo = sandbox.clone_repo("acme/app", "app");
     let before = gitgate.peak_rss_kib();
-    let mut file = std::fs::File::create(repo.join("big.bin")).unwrap();
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut chunk = vec![0u8; 1 << 20];
-    for _ in 0..50 {
-        for byte in chunk.iter_mut() {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            *byte = state as u8;
-        }
-        file.write_all(&chunk).unwrap();
-    }
-    drop(file);
+    harness::write_noise(&repo.join("big.bin"), 50);
     let head = {
         sandbox.git_ok(&repo, &["add", "big.bin"]);
         sandbox.git_ok(&repo, &["commit", "-q", "-m", "big"]);

@@ -12,6 +12,7 @@ mod deployment;
 mod git_policy;
 mod operations;
 mod profiles;
+mod push_content;
 mod signers;
 mod tokens;
 mod user_login;

@@ -90,6 +90,11 @@ impl Credential {
         sensitive(format!("Basic {encoded}"))
     }
 
+    /// `Authorization` for the REST API.
+    pub(crate) fn bearer(&self) -> HeaderValue {
+        sensitive(format!("Bearer {}", self.secret.expose()))
+    }
+
     /// The installation and scope the token was minted for (installation tokens only).
     pub(crate) fn scope(&self) -> Option<(u64, &TokenScope)> {
         self.key.as_ref().map(|k| (k.installation, &k.scope))
@@ -424,7 +429,7 @@ async fn installation(
 }
 
 /// An error and its causes on one line.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![error.to_string()];
     let mut source = error.source();
     while let Some(e) = source {
@@ -439,7 +444,7 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// The HTTP client for the GitHub API: the same verified TLS and `upstream.resolve`
 /// overrides as every other upstream connection, no proxy, no redirects.
-fn api_client(dialer: &Dialer) -> reqwest::Result<reqwest::Client> {
+pub(crate) fn api_client(dialer: &Dialer) -> reqwest::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .use_preconfigured_tls((*dialer.tls_config()).clone())
         .no_proxy()

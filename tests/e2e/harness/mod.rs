@@ -18,6 +18,24 @@ pub fn standin() -> StandIn {
 /// The usual policy: acme/app and acme/lib-* readable, pushes to main, release/* and v* tags.
 pub const POLICY: &str = "{allowedRepos: [acme/app, acme/lib-*, bob/tools], allowedRefs: [main, release/*, refs/tags/v*], allowHosts: [tunnel.test]}";
 
+/// Writes `mib` MiB of incompressible bytes to `path`.
+pub fn write_noise(path: &std::path::Path, mib: usize) {
+    use std::io::Write;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut chunk = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for byte in chunk.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *byte = state as u8;
+        }
+        file.write_all(&chunk).expect("write");
+    }
+    file.flush().expect("flush");
+}
+
 /// How many receive-pack POSTs reached the stand-in.
 pub fn receive_pack_posts(standin: &StandIn) -> usize {
     standin

@@ -102,6 +102,10 @@ async fn respond(
     if crate::oauth::is_user_api(&parts.method, parts.uri.path()) {
         return crate::oauth::api(shared, parts, body).await;
     }
+    let segments: Vec<&str> = parts.uri.path().split('/').skip(1).collect();
+    if let (&Method::GET, Some(compare)) = (&parts.method, crate::compare::route(&segments)) {
+        return crate::compare::handle(shared, parts, compare);
+    }
     let Some(route) = route(&parts.method, parts.uri.path()) else {
         return error(StatusCode::NOT_FOUND, "Not Found");
     };

@@ -26,6 +26,7 @@
 
 mod api;
 mod cgi;
+mod compare;
 mod git;
 mod jwt;
 mod oauth;

@@ -182,6 +182,15 @@ pub(crate) fn create(
     Ok(dir)
 }
 
+/// `git rev-list --count <range>` in the bare repository; `None` if a commit is unknown.
+pub(crate) fn count_commits(home: &Path, dir: &Path, range: &str) -> Option<u64> {
+    let mut cmd = git(home);
+    cmd.arg("--git-dir")
+        .arg(dir)
+        .args(["rev-list", "--count", "--end-of-options", range]);
+    run(cmd, None).ok()?.parse().ok()
+}
+
 /// `git rev-parse --verify -q <refname>` in the bare repository.
 pub(crate) fn rev_parse(home: &Path, dir: &Path, refname: &str) -> Option<String> {
     let mut cmd = git(home);

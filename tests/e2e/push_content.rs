@@ -1,0 +1,215 @@
+//! Rules on what a push carries, decided by reading its pack: force-push protection
+//! (from the pack, else through the stand-in's compare endpoint) and size limits.
+
+use std::path::Path;
+
+use gitgate_standin::{Fault, StandIn};
+
+use crate::harness::{self, Gitgate, Sandbox, app_config, text};
+
+const POLICY: &str = "{allowedRepos: [acme/app], allowedRefs: [main, topic, 'agent/*']}";
+
+fn rev(sandbox: &Sandbox, repo: &Path, what: &str) -> String {
+    String::from_utf8(sandbox.git(repo, &["rev-parse", what]).stdout)
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn upstream(standin: &StandIn, branch: &str) -> Option<String> {
+    standin.rev_parse("acme", "app", &format!("refs/heads/{branch}"))
+}
+
+fn compare_calls(standin: &StandIn) -> usize {
+    standin
+        .requests()
+        .iter()
+        .filter(|r| r.target.contains("/compare/"))
+        .count()
+}
+
+#[test]
+fn fast_forwards_pass_and_rewrites_are_refused_unless_the_ref_allows_them() {
+    let standin = harness::standin();
+    let policy = "{allowedRepos: [acme/app], allowedRefs: [main, 'agent/*'], forcePushAllowedRefs: ['agent/*']}";
+    let gitgate = Gitgate::start(&app_config(&standin, policy));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+
+    // A fast-forward, proven from the pack alone.
+    let one = sandbox.commit(&repo, "a.txt", "one\n");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(one.as_str()));
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:agent/x"]);
+
+    // Rewrite the last commit and force it onto main: refused, main unchanged.
+    sandbox.git_ok(&repo, &["commit", "-q", "--amend", "-m", "rewritten"]);
+    let rewritten = rev(&sandbox, &repo, "HEAD");
+    let denied = sandbox.git_fails(&repo, &["push", "--force", "origin", "HEAD:main"]);
+    assert!(
+        denied.contains(
+            "! [remote rejected] HEAD -> main (gitgate: non-fast-forward update denied by policy)"
+        ),
+        "{denied}"
+    );
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(one.as_str()));
+    // The same rewrite on a forcePushAllowedRefs branch goes through.
+    sandbox.git_ok(&repo, &["push", "-q", "--force", "origin", "HEAD:agent/x"]);
+    assert_eq!(
+        upstream(&standin, "agent/x").as_deref(),
+        Some(rewritten.as_str())
+    );
+    let record = gitgate.wait_for_record(|r| r["rule"] == "forcePush" && r["decision"] == "deny");
+    assert_eq!(record["refs"][0]["ref"], "refs/heads/main");
+    assert_eq!(
+        record["refs"][0]["reason"],
+        "non-fast-forward update denied by policy"
+    );
+    // The fast-forward was proven from the pack; only the rewrite, whose history leaves
+    // the pack at the old main's parent, was asked about (and the exempt ref not at all).
+    assert_eq!(compare_calls(&standin), 1);
+}
+
+#[test]
+fn history_outside_the_pack_is_decided_through_the_compare_api() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    // Upstream: main = c3 (c1 <- c2 <- c3), topic = c1.
+    let c1 = sandbox.commit(&repo, "a.txt", "1\n");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:topic"]);
+    let c2 = sandbox.commit(&repo, "a.txt", "2\n");
+    let c3 = sandbox.commit(&repo, "a.txt", "3\n");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+    // That pack held c2 and c3 only (upstream had c1 on topic): one API call for c1.
+    assert_eq!(compare_calls(&standin), 1);
+
+    // topic c1 -> c2: nothing new to send (c2 is reachable from main upstream), so the
+    // pack is empty and the API tells: a fast-forward.
+    sandbox.git_ok(
+        &repo,
+        &["push", "-q", "origin", &format!("{c2}:refs/heads/topic")],
+    );
+    assert_eq!(upstream(&standin, "topic").as_deref(), Some(c2.as_str()));
+    assert_eq!(compare_calls(&standin), 2);
+
+    // main c3 -> c2 is a rewind: refused, by the API's answer.
+    let denied = sandbox.git_fails(
+        &repo,
+        &[
+            "push",
+            "--force",
+            "origin",
+            &format!("{c2}:refs/heads/main"),
+        ],
+    );
+    assert!(
+        denied.contains("(gitgate: non-fast-forward update denied by policy)"),
+        "{denied}"
+    );
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(c3.as_str()));
+
+    // The API is down: an update it would have to decide is refused, saying why.
+    standin.set_fault(Some(Fault::ApiUnavailable));
+    let denied = sandbox.git_fails(
+        &repo,
+        &["push", "origin", &format!("{c3}:refs/heads/topic")],
+    );
+    assert!(
+        denied.contains("gitgate: cannot tell whether this update is a fast-forward (the GitHub API compare of acme/app failed: HTTP 503)"),
+        "{denied}"
+    );
+    assert_eq!(upstream(&standin, "topic").as_deref(), Some(c2.as_str()));
+    // A fast-forward the pack proves needs no API.
+    let c4 = sandbox.commit(&repo, "a.txt", "4\n");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(c4.as_str()));
+    standin.set_fault(None);
+    assert!(
+        standin.requests().iter().any(|r| r
+            .target
+            .contains(&format!("/repos/acme/app/compare/{c1}...{c2}"))),
+        "{:?}",
+        standin.requests()
+    );
+}
+
+#[test]
+fn a_blob_over_max_blob_size_is_refused_with_its_path() {
+    let standin = harness::standin();
+    let policy = "{allowedRepos: [acme/app], allowedRefs: [main], maxBlobSize: 50MB}";
+    let gitgate = Gitgate::start(&app_config(&standin, policy));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    let before = upstream(&standin, "main");
+
+    std::fs::create_dir(repo.join("media")).unwrap();
+    harness::write_noise(&repo.join("media/video.bin"), 60);
+    sandbox.git_ok(&repo, &["add", "media"]);
+    sandbox.git_ok(&repo, &["commit", "-q", "-m", "video"]);
+    let denied = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
+    assert!(
+        denied.contains("(gitgate: media/video.bin is 62.9 MB, over maxBlobSize 50.0 MB)"),
+        "{denied}"
+    );
+    assert_eq!(upstream(&standin, "main"), before);
+
+    // Replaced by a small file, the push passes.
+    sandbox.git_ok(&repo, &["rm", "-q", "media/video.bin"]);
+    sandbox.commit(&repo, "media/small.txt", "small\n");
+    sandbox.git_ok(&repo, &["reset", "-q", "--soft", "origin/main"]);
+    sandbox.git_ok(&repo, &["commit", "-q", "-m", "small media"]);
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+}
+
+#[test]
+fn a_pack_over_max_push_size_is_refused_before_it_is_all_read() {
+    let standin = harness::standin();
+    let policy = "{allowedRepos: [acme/app], allowedRefs: [main], maxPushSize: 5MB}";
+    let gitgate = Gitgate::start(&app_config(&standin, policy));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    harness::write_noise(&repo.join("big.bin"), 8);
+    sandbox.git_ok(&repo, &["add", "big.bin"]);
+    sandbox.git_ok(&repo, &["commit", "-q", "-m", "big"]);
+    let before = upstream(&standin, "main");
+    let denied = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
+    assert!(
+        denied.contains("gitgate: the pushed pack is over maxPushSize 5.00 MB"),
+        "{denied}"
+    );
+    assert_eq!(upstream(&standin, "main"), before);
+    // At most git's small probe request reached upstream, never the pack.
+    assert!(
+        standin
+            .requests()
+            .iter()
+            .filter(|r| r.target.ends_with("/git-receive-pack"))
+            .all(|r| r.body_bytes < 1024)
+    );
+}
+
+#[test]
+fn a_200_mb_push_with_rules_on_is_held_on_disk_in_bounded_memory() {
+    let standin = harness::standin();
+    let policy =
+        "{allowedRepos: [acme/app], allowedRefs: [main], maxBlobSize: 1GB, maxPushSize: 1GB}";
+    let gitgate = Gitgate::start(&app_config(&standin, policy));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    let before = gitgate.peak_rss_kib();
+    harness::write_noise(&repo.join("big.bin"), 200);
+    sandbox.git_ok(&repo, &["add", "big.bin"]);
+    sandbox.git_ok(&repo, &["commit", "-q", "-m", "big"]);
+    let head = rev(&sandbox, &repo, "HEAD");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(head.as_str()));
+    let growth = gitgate.peak_rss_kib().saturating_sub(before);
+    assert!(
+        growth < 16 * 1024,
+        "gitgate's peak RSS grew by {growth} KiB during a 200 MB push with rules on"
+    );
+    let out = sandbox.git(&repo, &["log", "-1", "--format=%H", "origin/main"]);
+    assert_eq!(text(&out).trim(), head);
+}
