@@ -205,8 +205,61 @@ impl Policy {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::object_id::ObjectFormat;
+
+    /// Commit `i`'s ancestors-or-self in a DAG where every parent index is smaller.
+    fn closure(parents: &[Vec<usize>], i: usize) -> HashSet<usize> {
+        let mut seen = HashSet::from([i]);
+        let mut stack = vec![i];
+        while let Some(c) = stack.pop() {
+            for &p in &parents[c] {
+                if seen.insert(p) {
+                    stack.push(p);
+                }
+            }
+        }
+        seen
+    }
+
+    proptest! {
+        /// Against the full history: `Proven` only when `old` really is an ancestor of
+        /// (or equal to) `new` (a pushed pack can never prove a rewrite to be a
+        /// fast-forward), and otherwise `old` is an ancestor of `new` exactly when it is
+        /// one of some commit where the walk left the pack.
+        #[test]
+        fn the_walk_agrees_with_the_whole_history(
+            raw in proptest::collection::vec(proptest::collection::vec(any::<prop::sample::Index>(), 0..3), 1..24),
+            in_pack in proptest::collection::vec(any::<bool>(), 24),
+            old in any::<prop::sample::Index>(),
+            new in any::<prop::sample::Index>(),
+        ) {
+            let n = raw.len();
+            let parents: Vec<Vec<usize>> = raw
+                .iter()
+                .enumerate()
+                .map(|(i, ps)| if i == 0 { vec![] } else { ps.iter().map(|p| p.index(i)).collect() })
+                .collect();
+            let commits: HashMap<ObjectId, Vec<ObjectId>> = (0..n)
+                .filter(|&i| in_pack[i])
+                .map(|i| (id(i as u8), parents[i].iter().map(|&p| id(p as u8)).collect()))
+                .collect();
+            let (old, new) = (old.index(n), new.index(n));
+            let truth = closure(&parents, new).contains(&old);
+            match fast_forward(&commits, &id(old as u8), &id(new as u8)) {
+                FastForward::Proven => prop_assert!(truth),
+                FastForward::Ask(heads) => {
+                    let via_heads = heads.iter().any(|h| {
+                        let h = (0..n).find(|&i| id(i as u8) == *h).unwrap();
+                        closure(&parents, h).contains(&old)
+                    });
+                    prop_assert_eq!(via_heads, truth);
+                }
+            }
+        }
+    }
 
     fn id(n: u8) -> ObjectId {
         ObjectId::parse(&format!("{n:02x}").repeat(20)).unwrap()

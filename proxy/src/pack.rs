@@ -496,6 +496,53 @@ mod tests {
         assert_eq!(facts.large_objects.len(), 1);
     }
 
+    /// Re-seals `pack` with a correct trailer, as an attacker crafting one would.
+    fn reseal(mut pack: Vec<u8>) -> Vec<u8> {
+        let end = pack.len() - 20;
+        let mut hasher = gix_hash::hasher(HASH);
+        hasher.update(&pack[..end]);
+        let id = hasher.try_finalize().unwrap();
+        pack[end..].copy_from_slice(id.as_bytes());
+        pack
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// A crafted pack (any bytes changed, a valid trailer) is read or refused, never a
+        /// panic, and never past the allocation limit.
+        #[test]
+        fn crafted_packs_are_read_or_refused(
+            edits in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()), 1..6),
+        ) {
+            let pack = small_pack();
+            let mut crafted = pack.clone();
+            let body = crafted.len() - 20;
+            for (at, byte) in &edits {
+                crafted[at.index(body)] = *byte;
+            }
+            let _ = read(reseal(crafted), Some(10));
+        }
+    }
+
+    /// A small history's pack, made once.
+    fn small_pack() -> Vec<u8> {
+        static PACK: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        PACK.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            git(d, &["init", "-q", "-b", "main"], None);
+            for i in 0..4 {
+                std::fs::write(d.join("a.txt"), format!("{}\n", "text ".repeat(40 + i))).unwrap();
+                std::fs::create_dir_all(d.join(format!("dir{i}"))).unwrap();
+                std::fs::write(d.join(format!("dir{i}/b.txt")), "b\n".repeat(i + 1)).unwrap();
+                git(d, &["add", "."], None);
+                git(d, &["commit", "-qm", &format!("c{i}")], None);
+            }
+            git(d, &["pack-objects", "--stdout", "--revs", "-q"], Some(b"HEAD\n"))
+        })
+        .clone()
+    }
+
     #[test]
     fn refuses_damaged_packs() {
         let dir = repository();
