@@ -22,8 +22,67 @@ pub struct PackFacts {
     pub pack_bytes: u64,
     /// Every commit in the pack, with its parents.
     pub commits: HashMap<ObjectId, Vec<ObjectId>>,
+    /// Every commit in the pack, with its root tree.
+    pub commit_trees: HashMap<ObjectId, ObjectId>,
+    /// The pack's trees (all of them when paths matter, else none).
+    pub trees: HashMap<ObjectId, Vec<TreeEntry>>,
     /// Objects over the policy's `maxBlobSize`, largest first.
     pub large_objects: Vec<LargeObject>,
+}
+
+/// One entry of a git tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeEntry {
+    /// The file or directory name.
+    pub name: String,
+    /// The git mode (`0o100644`, `0o100755`, `0o120000`, `0o040000`, `0o160000`).
+    pub mode: u32,
+    /// The object it names.
+    pub id: ObjectId,
+}
+
+impl TreeEntry {
+    /// Whether it is a directory.
+    pub fn is_tree(&self) -> bool {
+        self.mode & 0o170000 == 0o040000
+    }
+}
+
+/// Trees and commits read from the server (through the API) for the protected-paths
+/// check: the parents' side of a diff is usually not in the pack.
+#[derive(Clone, Debug, Default)]
+pub struct ServerObjects {
+    /// Trees by id.
+    pub trees: HashMap<ObjectId, Vec<TreeEntry>>,
+    /// Root trees by commit id.
+    pub commit_trees: HashMap<ObjectId, ObjectId>,
+}
+
+/// Something [`Policy::protected_changes`] needs from the server.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Lookup {
+    /// A tree's entries.
+    Tree(ObjectId),
+    /// A commit's root tree.
+    CommitTree(ObjectId),
+}
+
+/// A protected path that a pushed commit adds, changes or deletes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtectedChange {
+    /// The commit.
+    pub commit: ObjectId,
+    /// The path, from the repository root.
+    pub path: String,
+}
+
+/// Everything found out about a push beyond its pack, for [`Policy::decide_content`].
+#[derive(Clone, Debug, Default)]
+pub struct Findings {
+    /// Per ref name, for each update that must be a fast-forward.
+    pub ancestry: HashMap<String, RefAncestry>,
+    /// Protected paths the pushed commits touch, or why that could not be found out.
+    pub protected: Option<Result<Vec<ProtectedChange>, String>>,
 }
 
 /// An object over `maxBlobSize`.
@@ -96,7 +155,58 @@ impl Policy {
         carries_pack
             && (self.max_blob_size.is_some()
                 || self.max_push_size.is_some()
+                || !self.protected_paths.is_empty()
                 || updates.iter().any(|u| self.must_fast_forward(u)))
+    }
+
+    /// Whether `protectedPaths` is set (so the pack's trees matter).
+    pub fn protects_paths(&self) -> bool {
+        !self.protected_paths.is_empty()
+    }
+
+    /// The protected paths that the pack's commits add, change or delete, each commit
+    /// compared with each of its parents (a root commit with the empty tree). Directories
+    /// no pattern can reach are not entered. `Err` lists what must first be read from the
+    /// server (trees and commits outside the pack); call again with them in `server`.
+    pub fn protected_changes(
+        &self,
+        facts: &PackFacts,
+        server: &ServerObjects,
+    ) -> Result<Vec<ProtectedChange>, Vec<Lookup>> {
+        let mut diff = TreeDiff {
+            policy: self,
+            facts,
+            server,
+            missing: Vec::new(),
+            changed: Vec::new(),
+        };
+        let mut commits: Vec<&ObjectId> = facts.commits.keys().collect();
+        commits.sort();
+        for commit in commits {
+            let Some(tree) = facts.commit_trees.get(commit) else {
+                continue;
+            };
+            let parents = &facts.commits[commit];
+            if parents.is_empty() {
+                diff.walk(commit, Some(tree), None, "");
+            }
+            for parent in parents {
+                let parent_tree = facts
+                    .commit_trees
+                    .get(parent)
+                    .or_else(|| server.commit_trees.get(parent));
+                match parent_tree {
+                    Some(parent_tree) => diff.walk(commit, Some(tree), Some(parent_tree), ""),
+                    None => diff.missing.push(Lookup::CommitTree(parent.clone())),
+                }
+            }
+        }
+        if diff.missing.is_empty() {
+            Ok(diff.changed)
+        } else {
+            diff.missing.dedup();
+            Err(diff.missing)
+        }
     }
 
     /// The configured `maxPushSize`.
@@ -121,16 +231,20 @@ impl Policy {
         }
     }
 
-    /// The verdict on a push's content, given its pack and the ancestry found for every
-    /// update that [`Policy::must_fast_forward`] (an update missing from `ancestry` is
-    /// denied as undecided). Atomic like [`Policy::decide_push_commands`].
+    /// The verdict on a push's content, given its pack and the findings: the ancestry of
+    /// every update that [`Policy::must_fast_forward`] (one missing from it is denied as
+    /// undecided) and, with `protectedPaths`, the protected changes (missing: denied as
+    /// undecided). Atomic like [`Policy::decide_push_commands`].
     pub fn decide_content(
         &self,
         updates: &[RefUpdate],
         facts: &PackFacts,
-        ancestry: &HashMap<String, RefAncestry>,
+        findings: &Findings,
     ) -> PushVerdict {
-        let whole = self.decide_pack_limits(facts);
+        let ancestry = &findings.ancestry;
+        let whole = self
+            .decide_pack_limits(facts)
+            .or_else(|| self.decide_protected(findings.protected.as_ref()));
         let refs = updates
             .iter()
             .map(|update| {
@@ -175,6 +289,42 @@ impl Policy {
         ))
     }
 
+    /// `protectedPaths`: a denial for the whole push if a pushed commit touches one.
+    fn decide_protected(
+        &self,
+        found: Option<&Result<Vec<ProtectedChange>, String>>,
+    ) -> Option<Decision> {
+        if self.protected_paths.is_empty() {
+            return None;
+        }
+        match found {
+            Some(Ok(changes)) => {
+                let first = changes.first()?;
+                let short = first.commit.to_string();
+                let more = match changes.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more)", n - 1),
+                };
+                Some(Decision::deny(
+                    "protectedPaths",
+                    format!(
+                        "commit {} changes {}, which protectedPaths protects{more}",
+                        &short[..short.len().min(12)],
+                        first.path
+                    ),
+                ))
+            }
+            Some(Err(why)) => Some(Decision::deny(
+                "protectedPaths",
+                format!("cannot tell which paths this push changes ({why}); denied by policy"),
+            )),
+            None => Some(Decision::deny(
+                "protectedPaths",
+                "cannot tell which paths this push changes; denied by policy",
+            )),
+        }
+    }
+
     fn decide_ancestry(&self, update: &RefUpdate, ancestry: Option<&RefAncestry>) -> Decision {
         if !self.must_fast_forward(update) {
             return Decision::allow(
@@ -199,6 +349,90 @@ impl Policy {
                 "forcePush",
                 "cannot tell whether this update is a fast-forward; denied by policy",
             ),
+        }
+    }
+}
+
+/// One protected-paths walk over pairs of trees.
+struct TreeDiff<'a> {
+    policy: &'a Policy,
+    facts: &'a PackFacts,
+    server: &'a ServerObjects,
+    missing: Vec<Lookup>,
+    changed: Vec<ProtectedChange>,
+}
+
+impl TreeDiff<'_> {
+    fn tree(&mut self, id: &ObjectId) -> Option<&[TreeEntry]> {
+        let found = self
+            .facts
+            .trees
+            .get(id)
+            .or_else(|| self.server.trees.get(id));
+        if found.is_none() {
+            self.missing.push(Lookup::Tree(id.clone()));
+        }
+        found.map(Vec::as_slice)
+    }
+
+    /// Compares the directory `prefix` in two trees (`None`: absent).
+    fn walk(
+        &mut self,
+        commit: &ObjectId,
+        new: Option<&ObjectId>,
+        old: Option<&ObjectId>,
+        prefix: &str,
+    ) {
+        if new == old {
+            return;
+        }
+        // Both sides are looked up before giving up on either, so that one round of
+        // lookups brings the server's tree that a pushed thin delta may need as its base.
+        let new_entries = new.map(|id| self.tree(id).map(<[TreeEntry]>::to_vec));
+        let old_entries = old.map(|id| self.tree(id).map(<[TreeEntry]>::to_vec));
+        let (Some(new_entries), Some(old_entries)) = (
+            new_entries.unwrap_or(Some(Vec::new())),
+            old_entries.unwrap_or(Some(Vec::new())),
+        ) else {
+            return;
+        };
+        let mut names: Vec<&str> = new_entries
+            .iter()
+            .chain(&old_entries)
+            .map(|e| e.name.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let a = new_entries.iter().find(|e| e.name == name);
+            let b = old_entries.iter().find(|e| e.name == name);
+            if a.map(|e| (&e.id, e.mode)) == b.map(|e| (&e.id, e.mode)) {
+                continue;
+            }
+            let path = format!("{prefix}{name}");
+            let subtree = |e: Option<&TreeEntry>| e.filter(|e| e.is_tree()).map(|e| e.id.clone());
+            let (sub_new, sub_old) = (subtree(a), subtree(b));
+            if (sub_new.is_some() || sub_old.is_some())
+                && self
+                    .policy
+                    .protected_paths
+                    .iter()
+                    .any(|p| p.may_match_below(&path))
+            {
+                self.walk(
+                    commit,
+                    sub_new.as_ref(),
+                    sub_old.as_ref(),
+                    &format!("{path}/"),
+                );
+            }
+            let file_changed = a.is_some_and(|e| !e.is_tree()) || b.is_some_and(|e| !e.is_tree());
+            if file_changed && self.policy.protected_paths.iter().any(|p| p.matches(&path)) {
+                self.changed.push(ProtectedChange {
+                    commit: commit.clone(),
+                    path,
+                });
+            }
         }
     }
 }
@@ -263,6 +497,13 @@ mod tests {
 
     fn id(n: u8) -> ObjectId {
         ObjectId::parse(&format!("{n:02x}").repeat(20)).unwrap()
+    }
+
+    fn with(ancestry: HashMap<String, RefAncestry>) -> Findings {
+        Findings {
+            ancestry,
+            protected: None,
+        }
     }
 
     fn policy(yaml: &str) -> Policy {
@@ -348,11 +589,11 @@ mod tests {
         ];
         let facts = PackFacts::default();
         let fast = HashMap::from([("refs/heads/main".to_owned(), RefAncestry::FastForward)]);
-        let verdict = p.decide_content(&updates, &facts, &fast);
+        let verdict = p.decide_content(&updates, &facts, &with(fast.clone()));
         assert!(verdict.allowed, "{verdict:?}");
 
         let rewrite = HashMap::from([("refs/heads/main".to_owned(), RefAncestry::Rewrite)]);
-        let verdict = p.decide_content(&updates, &facts, &rewrite);
+        let verdict = p.decide_content(&updates, &facts, &with(rewrite.clone()));
         assert!(!verdict.allowed);
         assert_eq!(verdict.refs[0].1.rule, "forcePush");
         assert_eq!(
@@ -365,15 +606,153 @@ mod tests {
             "refs/heads/main".to_owned(),
             RefAncestry::Unknown("the GitHub API did not answer".into()),
         )]);
-        let verdict = p.decide_content(&updates, &facts, &unknown);
+        let verdict = p.decide_content(&updates, &facts, &with(unknown.clone()));
         assert!(
             verdict.refs[0].1.reason.contains(
                 "cannot tell whether this update is a fast-forward (the GitHub API did not answer)"
             ),
             "{verdict:?}"
         );
-        let verdict = p.decide_content(&updates, &facts, &HashMap::new());
+        let verdict = p.decide_content(&updates, &facts, &Findings::default());
         assert!(!verdict.allowed);
+    }
+
+    fn entry(name: &str, mode: u32, n: u8) -> TreeEntry {
+        TreeEntry {
+            name: name.to_owned(),
+            mode,
+            id: id(n),
+        }
+    }
+
+    /// Commit 10 (tree 20) on parent 11 (tree 21, from the server): `.github/workflows/ci.yml`
+    /// changed (blob 31 -> 30), `src/lib.rs` unchanged, `README` changed.
+    fn pushed() -> (PackFacts, ServerObjects) {
+        const FILE: u32 = 0o100644;
+        const DIR: u32 = 0o040000;
+        let facts = PackFacts {
+            commits: HashMap::from([(id(10), vec![id(11)])]),
+            commit_trees: HashMap::from([(id(10), id(20))]),
+            trees: HashMap::from([
+                (
+                    id(20),
+                    vec![
+                        entry(".github", DIR, 22),
+                        entry("README", FILE, 40),
+                        entry("src", DIR, 24),
+                    ],
+                ),
+                (id(22), vec![entry("workflows", DIR, 23)]),
+                (id(23), vec![entry("ci.yml", FILE, 30)]),
+            ]),
+            ..PackFacts::default()
+        };
+        let server = ServerObjects {
+            commit_trees: HashMap::from([(id(11), id(21))]),
+            trees: HashMap::from([
+                (
+                    id(21),
+                    vec![
+                        entry(".github", DIR, 25),
+                        entry("README", FILE, 41),
+                        entry("src", DIR, 24),
+                    ],
+                ),
+                (id(25), vec![entry("workflows", DIR, 26)]),
+                (id(26), vec![entry("ci.yml", FILE, 31)]),
+            ]),
+        };
+        (facts, server)
+    }
+
+    #[test]
+    fn protected_paths_are_found_by_diffing_each_commit_with_its_parents() {
+        let p = policy(
+            "allowedRefs: ['*']\nforcePush: allow\nprotectedPaths: ['.github/workflows/**', CODEOWNERS]\n",
+        );
+        let (facts, server) = pushed();
+        assert_eq!(
+            p.protected_changes(&facts, &server),
+            Ok(vec![ProtectedChange {
+                commit: id(10),
+                path: ".github/workflows/ci.yml".into()
+            }])
+        );
+        // Without the server's side, it asks for exactly what it needs.
+        assert_eq!(
+            p.protected_changes(&facts, &ServerObjects::default()),
+            Err(vec![Lookup::CommitTree(id(11))])
+        );
+        let mut partial = server.clone();
+        partial.trees.remove(&id(26));
+        assert_eq!(
+            p.protected_changes(&facts, &partial),
+            Err(vec![Lookup::Tree(id(26))])
+        );
+        // A mode change is a change; an unprotected change is none.
+        let readme = policy("allowedRefs: ['*']\nprotectedPaths: ['src/**']\n");
+        assert_eq!(readme.protected_changes(&facts, &server), Ok(vec![]));
+        let mut exec = facts.clone();
+        exec.trees.insert(
+            id(20),
+            vec![
+                entry(".github", 0o040000, 22),
+                entry("README", 0o100755, 41),
+                entry("src", 0o040000, 24),
+            ],
+        );
+        let top = policy("allowedRefs: ['*']\nprotectedPaths: [README]\n");
+        assert_eq!(
+            top.protected_changes(&exec, &server).unwrap()[0].path,
+            "README"
+        );
+        // A root commit is compared with the empty tree: every protected file is new.
+        let root = PackFacts {
+            commits: HashMap::from([(id(10), vec![])]),
+            ..facts
+        };
+        assert_eq!(
+            p.protected_changes(&root, &ServerObjects::default())
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_protected_change_denies_the_push_naming_commit_and_path() {
+        let p = policy(
+            "allowedRefs: ['*']\nforcePush: allow\nprotectedPaths: ['.github/workflows/**']\n",
+        );
+        let updates = [update(&id(1), &id(10), "refs/heads/main")];
+        let (facts, server) = pushed();
+        let findings = Findings {
+            ancestry: HashMap::new(),
+            protected: Some(Ok(p.protected_changes(&facts, &server).unwrap())),
+        };
+        let verdict = p.decide_content(&updates, &facts, &findings);
+        assert_eq!(verdict.refs[0].1.rule, "protectedPaths");
+        assert_eq!(
+            verdict.refs[0].1.reason,
+            format!(
+                "commit {} changes .github/workflows/ci.yml, which protectedPaths protects",
+                &id(10).to_string()[..12]
+            )
+        );
+        let unknown = Findings {
+            ancestry: HashMap::new(),
+            protected: Some(Err("the GitHub API did not answer".into())),
+        };
+        assert!(!p.decide_content(&updates, &facts, &unknown).allowed);
+        assert!(
+            !p.decide_content(&updates, &facts, &Findings::default())
+                .allowed
+        );
+        let clean = Findings {
+            ancestry: HashMap::new(),
+            protected: Some(Ok(vec![])),
+        };
+        assert!(p.decide_content(&updates, &facts, &clean).allowed);
     }
 
     #[test]
@@ -397,22 +776,25 @@ mod tests {
             ],
             ..PackFacts::default()
         };
-        let verdict = p.decide_content(&updates, &facts, &HashMap::new());
+        let verdict = p.decide_content(&updates, &facts, &Findings::default());
         assert_eq!(verdict.refs[0].1.rule, "maxBlobSize");
         assert_eq!(
             verdict.refs[0].1.reason,
             "assets/big.bin is 62.9 MB, over maxBlobSize 50.0 MB (and 1 more)"
         );
         facts.large_objects.remove(0);
-        let verdict = p.decide_content(&updates, &facts, &HashMap::new());
+        let verdict = p.decide_content(&updates, &facts, &Findings::default());
         assert_eq!(
             verdict.refs[0].1.reason,
             format!("object {} is 51.0 MB, over maxBlobSize 50.0 MB", id(8))
         );
         facts.large_objects.clear();
-        assert!(p.decide_content(&updates, &facts, &HashMap::new()).allowed);
+        assert!(
+            p.decide_content(&updates, &facts, &Findings::default())
+                .allowed
+        );
         facts.pack_bytes = 1_500_000_000;
-        let verdict = p.decide_content(&updates, &facts, &HashMap::new());
+        let verdict = p.decide_content(&updates, &facts, &Findings::default());
         assert_eq!(
             (
                 verdict.refs[0].1.rule.as_str(),

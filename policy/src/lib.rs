@@ -17,6 +17,7 @@ mod decision;
 mod host;
 mod host_pattern;
 mod object_id;
+mod path_pattern;
 mod pattern;
 mod policy;
 mod profile;
@@ -31,11 +32,15 @@ mod text;
 mod token_scope;
 
 pub use byte_size::{ByteSize, ByteSizeError};
-pub use content::{FastForward, LargeObject, PackFacts, RefAncestry, fast_forward};
+pub use content::{
+    FastForward, Findings, LargeObject, Lookup, PackFacts, ProtectedChange, RefAncestry,
+    ServerObjects, TreeEntry, fast_forward,
+};
 pub use decision::{ConnectDecision, Decision, PushVerdict};
 pub use host::{HostError, HostName, parse_authority};
 pub use host_pattern::HostPattern;
 pub use object_id::{ObjectFormat, ObjectId, ObjectIdError};
+pub use path_pattern::PathPattern;
 pub use pattern::{PatternError, PatternKind};
 pub use policy::{ConfigError, Policy};
 pub use profile::{

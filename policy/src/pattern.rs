@@ -15,6 +15,8 @@ pub enum PatternKind {
     Ref,
     /// An `allowHosts` entry.
     Host,
+    /// A `protectedPaths` entry.
+    Path,
 }
 
 impl fmt::Display for PatternKind {
@@ -23,6 +25,7 @@ impl fmt::Display for PatternKind {
             PatternKind::Repo => "repo",
             PatternKind::Ref => "ref",
             PatternKind::Host => "host",
+            PatternKind::Path => "path",
         })
     }
 }

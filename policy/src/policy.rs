@@ -26,6 +26,7 @@ pub struct Policy {
     pub(crate) force_push_refs: Vec<RefPattern>,
     pub(crate) max_blob_size: Option<ByteSize>,
     pub(crate) max_push_size: Option<ByteSize>,
+    pub(crate) protected_paths: Vec<crate::path_pattern::PathPattern>,
     /// `[acme/app, acme/lib-*]`, rendered once for denial reasons.
     pub(crate) repo_list: String,
     pub(crate) ref_list: String,
@@ -98,6 +99,7 @@ impl Policy {
             force_push_refs: raw.force_push_allowed_refs.clone(),
             max_blob_size: raw.max_blob_size,
             max_push_size: raw.max_push_size,
+            protected_paths: raw.protected_paths.clone(),
         })
     }
 
@@ -160,6 +162,9 @@ impl fmt::Display for Policy {
         let limit = |size: Option<ByteSize>| size.map_or("none".to_owned(), |s| s.to_string());
         writeln!(f, "maxBlobSize: {}", limit(self.max_blob_size))?;
         writeln!(f, "maxPushSize: {}", limit(self.max_push_size))?;
+        if !self.protected_paths.is_empty() {
+            write_list(f, "protectedPaths", &self.protected_paths, "")?;
+        }
         writeln!(f, "mode: {}", self.mode.as_str())?;
         write_list(f, "allowHosts", &self.hosts, "no other host is reachable")?;
         write_list(

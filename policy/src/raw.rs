@@ -4,6 +4,7 @@ use serde::Deserialize;
 
 use crate::byte_size::ByteSize;
 use crate::host_pattern::HostPattern;
+use crate::path_pattern::PathPattern;
 use crate::ref_pattern::RefPattern;
 use crate::repo_pattern::RepoPattern;
 
@@ -32,6 +33,8 @@ pub struct RawPolicy {
     pub max_blob_size: Option<ByteSize>,
     /// The largest pack a push may carry.
     pub max_push_size: Option<ByteSize>,
+    /// Files a push's new commits may not add, change or delete.
+    pub protected_paths: Vec<PathPattern>,
 }
 
 /// Whether non-fast-forward ref updates are allowed.

@@ -9,7 +9,6 @@
 
 mod admin;
 mod admission;
-mod ancestry;
 mod api;
 pub mod audit;
 mod body;
@@ -31,6 +30,7 @@ mod proxy_tls;
 mod push;
 mod push_content;
 mod reply;
+mod repo_api;
 mod serve;
 mod settings;
 mod spool;
@@ -120,12 +120,12 @@ impl Proxy {
         )?);
         metrics.policy_loaded(Outcome::Ok, Some(&policies_hash(&policies)));
         let observer = observe::Observer::new(audit, metrics);
-        let ancestry = ancestry::Ancestry::new(&settings, upstream.dialer())?;
+        let repo_api = repo_api::RepoApi::new(&settings, upstream.dialer())?;
         let state = state::State::new(
             settings,
             ca,
             upstream,
-            (tokens, ancestry),
+            (tokens, repo_api),
             observer,
             policies,
         );

@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use gitgate_policy::{LargeObject, ObjectId, PackFacts};
+use gitgate_policy::{LargeObject, ObjectId, PackFacts, TreeEntry};
 use gix_object::Kind;
 use gix_pack::data::{self, entry::Header};
 
@@ -59,55 +59,149 @@ impl ReadAt for std::fs::File {
 /// The same pack two ways: memory-mapped (for decoding commits and trees, touching only
 /// their pages) and for positioned reads (for streaming through everything else).
 pub(crate) struct Views<'a, T: gix_pack::FileData> {
-    pub(crate) mapped: data::File<T>,
-    pub(crate) reads: &'a dyn ReadAt,
+    mapped: data::File<T>,
+    reads: &'a dyn ReadAt,
 }
 
 impl<'a> Views<'a, bytes::Bytes> {
     /// Views of a pack held in memory.
     pub(crate) fn of_bytes(bytes: &'a bytes::Bytes) -> Result<Self, PackError> {
-        Ok(Views {
-            mapped: data::File::from_data(bytes.clone(), "pushed pack".into(), HASH)
-                .map_err(fail)?,
-            reads: bytes,
-        })
+        let mapped =
+            data::File::from_data(bytes.clone(), "pushed pack".into(), HASH).map_err(fail)?;
+        Ok(Views::new(mapped, bytes))
+    }
+}
+
+impl<'a, T: gix_pack::FileData> Views<'a, T> {
+    /// Views of `mapped`, with positioned reads from `reads` (the same bytes).
+    pub(crate) fn new(mapped: data::File<T>, reads: &'a dyn ReadAt) -> Self {
+        Views {
+            mapped: mapped.with_alloc_limit_bytes(Some(MAX_DECODED)),
+            reads,
+        }
     }
 }
 
 /// An entry the second pass decodes or follows: not an undeltified blob.
+#[derive(Debug)]
 struct Listed {
     header: Header,
     pack_offset: u64,
 }
 
-/// Reads the pack and returns its facts; objects over `max_blob` bytes are listed.
+/// What to read out of a pack.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Wants {
+    /// List objects over this size.
+    pub(crate) max_blob: Option<u64>,
+    /// Keep every tree (for the protected-paths diff).
+    pub(crate) trees: bool,
+}
+
+/// Trees from the server that a thin pack's deltas are made against, by id, in git's
+/// format.
+pub(crate) type Bases = HashMap<gix_hash::ObjectId, Vec<u8>>;
+
+/// [`list`] and [`decode`] on views whatever holds the pack's bytes.
+pub(crate) trait AnyViews {
+    fn list(&self, wants: Wants) -> Result<Listing, PackError>;
+    fn decode(&self, listing: &Listing, wants: Wants, bases: &Bases) -> Result<Decoded, PackError>;
+}
+
+impl<T: gix_pack::FileData> AnyViews for Views<'_, T> {
+    fn list(&self, wants: Wants) -> Result<Listing, PackError> {
+        list(self, wants)
+    }
+
+    fn decode(&self, listing: &Listing, wants: Wants, bases: &Bases) -> Result<Decoded, PackError> {
+        decode(self, listing, wants, bases)
+    }
+}
+
+/// A pack's facts, and the bases of the deltas that could not be decoded (outside the
+/// pack and the given bases: blobs or trees the server has).
+#[derive(Debug, Default)]
+pub(crate) struct Decoded {
+    pub(crate) facts: PackFacts,
+    pub(crate) unresolved: Vec<ObjectId>,
+}
+
+/// What the first pass found: the entries to decode, and the large objects.
+#[derive(Debug)]
+pub(crate) struct Listing {
+    listed: Vec<Listed>,
+    large_objects: Vec<LargeObject>,
+}
+
+/// Reads the pack and returns its facts; objects over `wants.max_blob` bytes are listed.
+#[cfg(test)]
 pub(crate) fn facts<T: gix_pack::FileData>(
     views: Views<'_, T>,
-    max_blob: Option<u64>,
-) -> Result<PackFacts, PackError> {
-    let pack = &views.mapped.with_alloc_limit_bytes(Some(MAX_DECODED));
+    wants: Wants,
+    bases: &Bases,
+) -> Result<Decoded, PackError> {
+    let listing = list(&views, wants)?;
+    decode(&views, &listing, wants, bases)
+}
+
+/// The first pass over the whole pack (see [`list_entries`]).
+pub(crate) fn list<T: gix_pack::FileData>(
+    views: &Views<'_, T>,
+    wants: Wants,
+) -> Result<Listing, PackError> {
     let mut inflate = gix_zlib::Inflate::default();
-    let (listed, large_objects) = list(views.reads, pack, max_blob, &mut inflate)?;
+    let (listed, large_objects) =
+        list_entries(views.reads, &views.mapped, wants.max_blob, &mut inflate)?;
+    Ok(Listing {
+        listed,
+        large_objects,
+    })
+}
+
+/// The second pass: decodes the listed commits and trees (with `bases` for a thin pack's
+/// deltas) and returns the facts. Cheap to repeat with more bases.
+pub(crate) fn decode<T: gix_pack::FileData>(
+    views: &Views<'_, T>,
+    listing: &Listing,
+    wants: Wants,
+    bases: &Bases,
+) -> Result<Decoded, PackError> {
+    let max_blob = wants.max_blob;
+    let pack = &views.mapped;
+    let mut inflate = gix_zlib::Inflate::default();
     let mut facts = PackFacts {
         pack_bytes: pack.data_len() as u64,
-        large_objects,
+        large_objects: listing.large_objects.clone(),
         ..PackFacts::default()
     };
     let mut by_id: HashMap<gix_hash::ObjectId, data::Entry> = HashMap::new();
-    let mut trees: HashMap<ObjectId, Vec<(String, bool, ObjectId)>> = HashMap::new();
-    let mut roots: Vec<ObjectId> = Vec::new();
-    for item in &listed {
-        let Some(kind @ (Kind::Commit | Kind::Tree | Kind::Tag)) = kind_of(pack, item, &by_id)?
-        else {
-            continue;
+    let mut unresolved = Vec::new();
+    for item in &listing.listed {
+        // A delta against an object outside the pack and `bases` stays undecoded: the
+        // rules that need it ask for its base, or deny.
+        let kind = match kind_of(pack, item, &by_id, bases)? {
+            Ok(kind @ (Kind::Commit | Kind::Tree | Kind::Tag)) => kind,
+            Ok(_) => continue,
+            Err(base) => {
+                unresolved.push(convert(&base)?);
+                continue;
+            }
         };
         let entry = pack.entry(item.pack_offset).map_err(fail)?;
         let mut out = Vec::new();
-        let resolve = |id: &gix_hash::oid, _: &mut Vec<u8>| {
-            Ok(by_id
-                .get(id)
-                .cloned()
-                .map(gix_pack::data::decode::entry::ResolvedBase::InPack))
+        let resolve = |id: &gix_hash::oid, out: &mut Vec<u8>| {
+            use gix_pack::data::decode::entry::ResolvedBase;
+            if let Some(entry) = by_id.get(id) {
+                return Ok(Some(ResolvedBase::InPack(entry.clone())));
+            }
+            Ok(bases.get(id).map(|raw| {
+                out.clear();
+                out.extend_from_slice(raw);
+                ResolvedBase::OutOfPack {
+                    kind: Kind::Tree,
+                    end: raw.len(),
+                }
+            }))
         };
         pack.decode_entry(
             entry.clone(),
@@ -122,32 +216,36 @@ pub(crate) fn facts<T: gix_pack::FileData>(
         match kind {
             Kind::Commit => {
                 let commit = gix_object::CommitRef::from_bytes(&out, HASH).map_err(fail)?;
-                roots.push(convert(&commit.tree())?);
                 let parents = commit
                     .parents()
                     .map(|p| convert(&p))
                     .collect::<Result<_, _>>()?;
+                facts
+                    .commit_trees
+                    .insert(ours.clone(), convert(&commit.tree())?);
                 facts.commits.insert(ours, parents);
             }
-            Kind::Tree if max_blob.is_some() => {
-                trees.insert(ours, tree_entries(&out)?);
+            Kind::Tree if max_blob.is_some() || wants.trees => {
+                facts.trees.insert(ours, tree_entries(&out)?);
             }
             _ => {}
         }
         by_id.insert(id, entry);
     }
-    name_paths(&mut facts.large_objects, &trees, &roots);
+    name_paths(&mut facts);
     facts
         .large_objects
         .sort_by_key(|o| std::cmp::Reverse(o.size));
-    Ok(facts)
+    unresolved.sort();
+    unresolved.dedup();
+    Ok(Decoded { facts, unresolved })
 }
 
 /// The first pass, streaming through the whole pack with bounded memory: verifies the
 /// trailing checksum, finds every entry's extent by inflating it, and on the way measures
 /// the objects over `max_blob` (hashing undeltified ones for their id). Returns the
 /// entries the second pass needs and the large objects.
-fn list<T: gix_pack::FileData>(
+fn list_entries<T: gix_pack::FileData>(
     reads: &dyn ReadAt,
     pack: &data::File<T>,
     max_blob: Option<u64>,
@@ -246,20 +344,22 @@ fn verify_trailer(
 }
 
 /// The kind an entry decodes to, following offset deltas within the pack and reference
-/// deltas to objects already seen; `None` when the chain leaves the pack.
+/// deltas to objects already seen or to the given bases; `Err(id)` names the base where
+/// the chain leaves both.
 fn kind_of<T: gix_pack::FileData>(
     pack: &data::File<T>,
     item: &Listed,
     by_id: &HashMap<gix_hash::ObjectId, data::Entry>,
-) -> Result<Option<Kind>, PackError> {
+    bases: &Bases,
+) -> Result<Result<Kind, gix_hash::ObjectId>, PackError> {
     let mut header = item.header;
     let mut at = item.pack_offset;
     for _ in 0..=pack.num_objects() {
         let base = match header {
-            Header::Commit => return Ok(Some(Kind::Commit)),
-            Header::Tree => return Ok(Some(Kind::Tree)),
-            Header::Blob => return Ok(Some(Kind::Blob)),
-            Header::Tag => return Ok(Some(Kind::Tag)),
+            Header::Commit => return Ok(Ok(Kind::Commit)),
+            Header::Tree => return Ok(Ok(Kind::Tree)),
+            Header::Blob => return Ok(Ok(Kind::Blob)),
+            Header::Tag => return Ok(Ok(Kind::Tag)),
             Header::OfsDelta { base_distance } => {
                 let offset = Header::verified_base_pack_offset(at, base_distance)
                     .ok_or_else(|| fail("a delta points before the start of the pack"))?;
@@ -267,7 +367,8 @@ fn kind_of<T: gix_pack::FileData>(
             }
             Header::RefDelta { base_id } => match by_id.get(&base_id) {
                 Some(base) => base.clone(),
-                None => return Ok(None),
+                None if bases.contains_key(&base_id) => return Ok(Ok(Kind::Tree)),
+                None => return Ok(Err(base_id)),
             },
         };
         header = base.header;
@@ -335,50 +436,60 @@ fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
     None
 }
 
-/// A tree's entries: name, whether it is a subtree, id.
-fn tree_entries(bytes: &[u8]) -> Result<Vec<(String, bool, ObjectId)>, PackError> {
+/// A tree's entries.
+fn tree_entries(bytes: &[u8]) -> Result<Vec<TreeEntry>, PackError> {
     let tree = gix_object::TreeRef::from_bytes(bytes, HASH).map_err(fail)?;
     tree.entries
         .iter()
         .map(|e| {
-            Ok((
-                e.filename.to_string(),
-                e.mode.is_tree(),
-                convert(&e.oid.to_owned())?,
-            ))
+            Ok(TreeEntry {
+                name: e.filename.to_string(),
+                mode: u32::from(e.mode.value()),
+                id: convert(&e.oid.to_owned())?,
+            })
         })
         .collect()
 }
 
 /// Fills in the path of each large object that a pushed commit's tree (as far as the
 /// pack holds its subtrees) names.
-fn name_paths(
-    large: &mut [LargeObject],
-    trees: &HashMap<ObjectId, Vec<(String, bool, ObjectId)>>,
-    roots: &[ObjectId],
-) {
-    if large.iter().all(|o| o.id.is_none()) {
+fn name_paths(facts: &mut PackFacts) {
+    if facts.large_objects.iter().all(|o| o.id.is_none()) {
         return;
     }
     let mut paths: HashMap<&ObjectId, String> = HashMap::new();
-    let mut stack: Vec<(&ObjectId, String)> = roots.iter().map(|r| (r, String::new())).collect();
+    let mut stack: Vec<(&ObjectId, String)> = facts
+        .commit_trees
+        .values()
+        .map(|r| (r, String::new()))
+        .collect();
     let mut visited = HashSet::new();
     while let Some((tree, prefix)) = stack.pop() {
         if !visited.insert(tree) {
             continue;
         }
-        for (name, is_tree, id) in trees.get(tree).into_iter().flatten() {
-            let path = format!("{prefix}{name}");
-            if *is_tree {
-                stack.push((id, format!("{path}/")));
+        for entry in facts.trees.get(tree).into_iter().flatten() {
+            let path = format!("{prefix}{}", entry.name);
+            if entry.is_tree() {
+                stack.push((&entry.id, format!("{path}/")));
             } else {
-                paths.entry(id).or_insert(path);
+                paths.entry(&entry.id).or_insert(path);
             }
         }
     }
-    for object in large.iter_mut() {
+    for object in facts.large_objects.iter_mut() {
         object.path = object.id.as_ref().and_then(|id| paths.get(id)).cloned();
     }
+}
+
+/// The id of an object of `kind` with these bytes.
+pub(crate) fn object_id(kind: Kind, bytes: &[u8]) -> Result<ObjectId, PackError> {
+    convert(&gix_object::compute_hash(HASH, kind, bytes).map_err(fail)?)
+}
+
+/// gitgate's object id as gix's.
+pub(crate) fn raw_id(id: &ObjectId) -> Result<gix_hash::ObjectId, PackError> {
+    gix_hash::ObjectId::from_hex(id.to_string().as_bytes()).map_err(fail)
 }
 
 fn convert(id: &gix_hash::ObjectId) -> Result<ObjectId, PackError> {
@@ -423,7 +534,11 @@ mod tests {
 
     fn read(bytes: Vec<u8>, max_blob: Option<u64>) -> Result<PackFacts, PackError> {
         let bytes = bytes::Bytes::from(bytes);
-        facts(Views::of_bytes(&bytes)?, max_blob)
+        let wants = Wants {
+            max_blob,
+            trees: false,
+        };
+        Ok(facts(Views::of_bytes(&bytes)?, wants, &Bases::new())?.facts)
     }
 
     /// A repository with a first commit, then one that edits a file and adds a 3 MB
@@ -479,6 +594,46 @@ mod tests {
         // Without a limit nothing is listed; with a higher one neither.
         assert!(read(pack.clone(), None).unwrap().large_objects.is_empty());
         assert!(read(pack, Some(4 << 20)).unwrap().large_objects.is_empty());
+    }
+
+    #[test]
+    fn thin_tree_deltas_decode_once_their_base_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        git(d, &["init", "-q", "-b", "main"], None);
+        for i in 0..300 {
+            std::fs::write(d.join(format!("f{i}.txt")), format!("file {i}\n")).unwrap();
+        }
+        git(d, &["add", "."], None);
+        git(d, &["commit", "-qm", "one"], None);
+        std::fs::write(d.join("f7.txt"), "changed\n").unwrap();
+        git(d, &["commit", "-qam", "two"], None);
+        let pack = git(
+            d,
+            &["pack-objects", "--thin", "--stdout", "--revs", "-q"],
+            Some(b"HEAD\n^HEAD~1\n"),
+        );
+        let bytes = bytes::Bytes::from(pack);
+        let views = Views::of_bytes(&bytes).unwrap();
+        let wants = Wants {
+            max_blob: None,
+            trees: true,
+        };
+        let listing = list(&views, wants).unwrap();
+        let root = rev(d, "HEAD^{tree}");
+        let without = decode(&views, &listing, wants, &Bases::new()).unwrap();
+        assert_eq!(without.facts.commit_trees[&rev(d, "HEAD")], root);
+        assert!(
+            !without.facts.trees.contains_key(&root),
+            "the root tree is a thin delta"
+        );
+        let old_root = rev(d, "HEAD~1^{tree}");
+        let raw = git(d, &["cat-file", "tree", &old_root.to_string()], None);
+        let bases = Bases::from([(raw_id(&old_root).unwrap(), raw)]);
+        assert_eq!(without.unresolved, std::slice::from_ref(&old_root));
+        let with = decode(&views, &listing, wants, &bases).unwrap();
+        assert!(with.unresolved.is_empty());
+        assert_eq!(with.facts.trees[&root].len(), 300);
     }
 
     #[test]
@@ -538,7 +693,11 @@ mod tests {
                 git(d, &["add", "."], None);
                 git(d, &["commit", "-qm", &format!("c{i}")], None);
             }
-            git(d, &["pack-objects", "--stdout", "--revs", "-q"], Some(b"HEAD\n"))
+            git(
+                d,
+                &["pack-objects", "--stdout", "--revs", "-q"],
+                Some(b"HEAD\n"),
+            )
         })
         .clone()
     }

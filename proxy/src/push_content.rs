@@ -3,29 +3,33 @@
 //! ref update is a fast-forward (from the pack, else from the GitHub API), decide, and
 //! then send the held body upstream or answer git with the reasons.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use gitgate_policy::git::receive_pack::PushHeader;
 use gitgate_policy::git::request::Service;
 use gitgate_policy::{
-    ByteSize, Decision, FastForward, PackFacts, Policy, PushVerdict, RefAncestry, RefUpdate,
-    fast_forward,
+    ByteSize, Decision, FastForward, Findings, Lookup, ObjectId, PackFacts, Policy,
+    ProtectedChange, PushVerdict, RefAncestry, RefUpdate, ServerObjects, fast_forward,
 };
 use http_body_util::BodyExt;
 
 use crate::audit::Record;
 use crate::body::stream;
 use crate::github::ClientBody;
+use crate::pack::{Bases, Decoded, Listing, Wants};
 use crate::push::{Inspected, PushTo, reject, settle};
 use crate::reply::{self, Failure, Shape};
-use crate::spool::Spool;
+use crate::spool::{Spool, Spooled};
 use crate::state::State;
 
 /// The most commits at which one update's history may leave the pack; each costs an API
 /// call, so beyond this the update is undecided (and denied).
 const MAX_ASKED: usize = 8;
+/// The most trees and commits one push's protected-paths check reads from the API.
+const MAX_LOOKUPS: usize = 256;
 
 /// A push whose command list has been read and allowed.
 pub(crate) struct Received {
@@ -110,27 +114,19 @@ pub(crate) async fn inspect(
         Ok(spooled) => spooled,
         Err(error) => return spool_failed(&error),
     };
-    let max_blob = policy.max_blob_size().map(|s| s.0);
-    let read = tokio::task::spawn_blocking(move || {
-        let facts = spooled.facts(max_blob);
-        (spooled, facts)
-    })
-    .await;
-    let (spooled, facts) = match read {
-        Ok(read) => read,
-        Err(error) => return spool_failed(&std::io::Error::other(error)),
+    let wants = Wants {
+        max_blob: policy.max_blob_size().map(|s| s.0),
+        trees: policy.protects_paths(),
     };
-    let verdict = match facts {
-        Ok(facts) => {
-            let ancestry = ancestry(state, policy, to, &header.commands, &facts).await;
-            policy.decide_content(&header.commands, &facts, &ancestry)
-        }
-        Err(error) => PushVerdict::reject_all(
+    let spooled = Arc::new(spooled);
+    let verdict = match examine(state, policy, to, &header.commands, &spooled, wants).await {
+        Ok(verdict) => verdict,
+        Err(reason) => PushVerdict::reject_all(
             &header.commands,
             &Decision {
                 allowed: false,
                 rule: "pack".into(),
-                reason: error.to_string(),
+                reason,
             },
         ),
     };
@@ -142,10 +138,159 @@ pub(crate) async fn inspect(
     if !settle(policy, &verdict, record) {
         return Inspected::Reply(reject(state, &header, &verdict, body, record).await);
     }
+    let Ok(spooled) = Arc::try_unwrap(spooled) else {
+        return spool_failed(&std::io::Error::other("the pack is still being read"));
+    };
     match spooled.into_body(head).await {
         Ok(body) => Inspected::Forward(stream(body)),
         Err(error) => spool_failed(&error),
     }
+}
+
+/// Reads the held pack and finds out what the content rules need; `Err` says why the
+/// pack could not be read.
+async fn examine(
+    state: &State,
+    policy: &Policy,
+    to: &PushTo<'_>,
+    updates: &[RefUpdate],
+    spooled: &Arc<Spooled>,
+    wants: Wants,
+) -> Result<PushVerdict, String> {
+    let listing = blocking(spooled, move |s| s.list(wants))
+        .await?
+        .map(Arc::new);
+    let pack = Pack {
+        spooled,
+        listing,
+        wants,
+    };
+    let mut decoded = pack.decode(Bases::new()).await?;
+    let protected = match policy.protects_paths() {
+        true => Some(protected(state, policy, to, &pack, &mut decoded).await),
+        false => None,
+    };
+    let facts = decoded.facts;
+    let findings = Findings {
+        ancestry: ancestry(state, policy, to, updates, &facts).await,
+        protected,
+    };
+    Ok(policy.decide_content(updates, &facts, &findings))
+}
+
+/// A held pack after its first pass, ready to be decoded (again, with more bases).
+struct Pack<'a> {
+    spooled: &'a Arc<Spooled>,
+    listing: Option<Arc<Listing>>,
+    wants: Wants,
+}
+
+impl Pack<'_> {
+    async fn decode(&self, bases: Bases) -> Result<Decoded, String> {
+        let (listing, wants) = (self.listing.clone(), self.wants);
+        blocking(self.spooled, move |s| {
+            s.decode(listing.as_deref(), wants, &bases)
+        })
+        .await
+    }
+}
+
+/// Runs a pack read off the async runtime.
+async fn blocking<R: Send + 'static>(
+    spooled: &Arc<Spooled>,
+    read: impl FnOnce(&Spooled) -> Result<R, crate::pack::PackError> + Send + 'static,
+) -> Result<R, String> {
+    let spooled = Arc::clone(spooled);
+    tokio::task::spawn_blocking(move || read(&spooled))
+        .await
+        .map_err(|e| format!("reading the pushed pack failed: {e}"))?
+        .map_err(|e| e.to_string())
+}
+
+/// The protected paths the pushed commits touch. Trees and commits outside the pack come
+/// from the API; trees the pack holds as deltas against the server's trees are decoded
+/// again once those trees are read: first the trees the diff itself reads (a pushed tree
+/// is usually a delta against the old tree at its path), else the deltas' own bases.
+async fn protected(
+    state: &State,
+    policy: &Policy,
+    to: &PushTo<'_>,
+    pack: &Pack<'_>,
+    decoded: &mut Decoded,
+) -> Result<Vec<ProtectedChange>, String> {
+    let mut server = ServerObjects::default();
+    let mut bases = Bases::new();
+    let mut budget = MAX_LOOKUPS;
+    let mut new_bases = false;
+    let mut tried: HashSet<ObjectId> = HashSet::new();
+    loop {
+        let lookups = match policy.protected_changes(&decoded.facts, &server) {
+            Ok(changes) => return Ok(changes),
+            Err(lookups) => lookups,
+        };
+        if lookups.len() > budget {
+            return Err(format!(
+                "finding the changed paths needs more than {MAX_LOOKUPS} trees and commits from the GitHub API"
+            ));
+        }
+        budget -= lookups.len();
+        let mut absent = Vec::new();
+        for lookup in lookups {
+            match lookup {
+                Lookup::CommitTree(id) => {
+                    let tree = state
+                        .repo_api
+                        .commit_tree(to.repo, &id, to.credential)
+                        .await?;
+                    server.commit_trees.insert(id, tree);
+                }
+                Lookup::Tree(id) => {
+                    tried.insert(id.clone());
+                    match state.repo_api.tree(to.repo, &id, to.credential).await? {
+                        Some(tree) => {
+                            add_base(&mut bases, &id, tree.raw)?;
+                            server.trees.insert(id, tree.entries);
+                            new_bases = true;
+                        }
+                        None => absent.push(id),
+                    }
+                }
+            }
+        }
+        let Some(id) = absent.first() else { continue };
+        if !new_bases {
+            // The missing trees' deltas are made against other trees: read those.
+            let untried: Vec<ObjectId> = decoded
+                .unresolved
+                .iter()
+                .filter(|base| !tried.contains(*base))
+                .take(budget)
+                .cloned()
+                .collect();
+            budget -= untried.len();
+            for base in untried {
+                tried.insert(base.clone());
+                if let Some(tree) = state.repo_api.tree(to.repo, &base, to.credential).await? {
+                    add_base(&mut bases, &base, tree.raw)?;
+                    server.trees.insert(base, tree.entries);
+                    new_bases = true;
+                }
+            }
+        }
+        if !new_bases {
+            return Err(format!(
+                "tree {id} is neither readable in the pushed pack nor on GitHub"
+            ));
+        }
+        *decoded = pack.decode(bases.clone()).await?;
+        new_bases = false;
+    }
+}
+
+fn add_base(bases: &mut Bases, id: &ObjectId, raw: Vec<u8>) -> Result<(), String> {
+    let id = crate::pack::raw_id(id).map_err(|e| e.to_string())?;
+    bases.insert(id, raw);
+    Ok(())
 }
 
 /// Splits the bytes read so far into the command list (`header_len` bytes) and the start
@@ -187,16 +332,11 @@ async fn ancestry(
 }
 
 /// Whether `old` is an ancestor of any of `heads`, per the API.
-async fn ask(
-    state: &State,
-    to: &PushTo<'_>,
-    old: &gitgate_policy::ObjectId,
-    heads: &[gitgate_policy::ObjectId],
-) -> RefAncestry {
+async fn ask(state: &State, to: &PushTo<'_>, old: &ObjectId, heads: &[ObjectId]) -> RefAncestry {
     let mut failure = None;
     for head in heads {
         match state
-            .ancestry
+            .repo_api
             .is_ancestor(to.repo, old, head, to.credential)
             .await
         {

@@ -8,12 +8,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use gitgate_policy::PackFacts;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use crate::body::BoxError;
-use crate::pack::{self, PackError};
+use crate::pack::{self, Bases, Listing, PackError, Wants};
 
 /// Packs up to this size stay in memory.
 pub(crate) const MEMORY: usize = 1 << 20;
@@ -82,20 +81,40 @@ impl Spool {
 }
 
 impl Spooled {
-    /// Reads the pack's facts (blocking: call it through `spawn_blocking`). An empty
-    /// spool is a push without a pack.
-    pub(crate) fn facts(&self, max_blob: Option<u64>) -> Result<PackFacts, PackError> {
+    /// The first pass over the pack ([`pack::list`]); `None` for a push without a pack.
+    /// Blocking, like [`Spooled::decode`]: call them through `spawn_blocking`.
+    pub(crate) fn list(&self, wants: Wants) -> Result<Option<Listing>, PackError> {
+        self.with_views(|views| views.list(wants))
+    }
+
+    /// The pack's facts from `listing` ([`pack::decode`]).
+    pub(crate) fn decode(
+        &self,
+        listing: Option<&Listing>,
+        wants: Wants,
+        bases: &Bases,
+    ) -> Result<pack::Decoded, PackError> {
+        let decoded = match listing {
+            Some(listing) => self.with_views(|views| views.decode(listing, wants, bases))?,
+            None => None,
+        };
+        Ok(decoded.unwrap_or_default())
+    }
+
+    /// Runs `read` on views of the pack (memory-mapping a spooled file); `None` when
+    /// there is no pack.
+    fn with_views<R>(
+        &self,
+        read: impl FnOnce(&dyn pack::AnyViews) -> Result<R, PackError>,
+    ) -> Result<Option<R>, PackError> {
         match self {
-            Spooled::Memory(bytes) if bytes.is_empty() => Ok(PackFacts::default()),
-            Spooled::Memory(bytes) => pack::facts(pack::Views::of_bytes(bytes)?, max_blob),
+            Spooled::Memory(bytes) if bytes.is_empty() => Ok(None),
+            Spooled::Memory(bytes) => read(&pack::Views::of_bytes(bytes)?).map(Some),
             Spooled::File(path, _) => {
                 let file = std::fs::File::open(path).map_err(pack::fail)?;
-                let views = pack::Views {
-                    mapped: gix_pack::data::File::at(path, gix_hash::Kind::Sha1)
-                        .map_err(pack::fail)?,
-                    reads: &file,
-                };
-                pack::facts(views, max_blob)
+                let mapped =
+                    gix_pack::data::File::at(path, gix_hash::Kind::Sha1).map_err(pack::fail)?;
+                read(&pack::Views::new(mapped, &file)).map(Some)
             }
         }
     }

@@ -10,9 +10,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::Settings;
 use crate::admission::{Admission, Admitted};
-use crate::ancestry::Ancestry;
 use crate::metrics::Open;
 use crate::observe::Observer;
+use crate::repo_api::RepoApi;
 use crate::token::Tokens;
 use crate::upstream::Upstream;
 
@@ -22,7 +22,7 @@ pub(crate) struct State {
     pub(crate) ca: CertificateAuthority,
     pub(crate) upstream: Upstream,
     pub(crate) tokens: Arc<Tokens>,
-    pub(crate) ancestry: Ancestry,
+    pub(crate) repo_api: RepoApi,
     pub(crate) observer: Observer,
     pub(crate) admission: Admission,
     pub(crate) tunnels: Arc<tokio::sync::Semaphore>,
@@ -35,7 +35,7 @@ impl State {
         settings: Settings,
         ca: CertificateAuthority,
         upstream: Upstream,
-        (tokens, ancestry): (Arc<Tokens>, Ancestry),
+        (tokens, repo_api): (Arc<Tokens>, RepoApi),
         observer: Observer,
         policies: Policies,
     ) -> Self {
@@ -47,7 +47,7 @@ impl State {
             ca,
             upstream,
             tokens,
-            ancestry,
+            repo_api,
             observer,
             admission,
             tunnels,

@@ -213,3 +213,74 @@ fn a_200_mb_push_with_rules_on_is_held_on_disk_in_bounded_memory() {
     let out = sandbox.git(&repo, &["log", "-1", "--format=%H", "origin/main"]);
     assert_eq!(text(&out).trim(), head);
 }
+
+#[test]
+fn pushes_touching_protected_paths_are_refused_others_pass() {
+    let standin = harness::standin();
+    // An unprotected gitgate seeds the repository: a workflow, and 300 files at the root
+    // so that git sends later root trees as thin deltas against the server's.
+    let open = Gitgate::start(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app], allowedRefs: [main]}",
+    ));
+    let seeder = Sandbox::new(&open);
+    let seed = seeder.clone_repo("acme/app", "seed");
+    for i in 0..300 {
+        std::fs::write(seed.join(format!("file-{i:03}.txt")), format!("file {i}\n")).unwrap();
+    }
+    seeder.git_ok(&seed, &["add", "."]);
+    seeder.commit(&seed, ".github/workflows/ci.yml", "on: push\n");
+    seeder.git_ok(&seed, &["push", "-q", "origin", "HEAD:main"]);
+
+    let policy = "{allowedRepos: [acme/app], allowedRefs: [main, 'agent/*'], protectedPaths: ['.github/workflows/**', CODEOWNERS]}";
+    let gitgate = Gitgate::start(&app_config(&standin, policy));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+
+    // Other files: passes (root trees come from the API to diff against, and as delta
+    // bases for the pushed root tree).
+    let fine = sandbox.commit(&repo, "file-007.txt", "changed\n");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(fine.as_str()));
+    let tree_calls = || {
+        standin
+            .requests()
+            .iter()
+            .filter(|r| r.target.contains("/git/trees/") || r.target.contains("/git/commits/"))
+            .count()
+    };
+    assert!(tree_calls() > 0);
+    // The pushed root tree came as a thin delta: gitgate first asked GitHub for it (404:
+    // it is new), then decoded it against the old root tree it had read.
+    let new_root = rev(&sandbox, &repo, "HEAD^{tree}");
+    assert!(standin.requests().iter().any(|r| {
+        r.target.ends_with(&format!("/git/trees/{new_root}")) && r.status == Some(404)
+    }));
+
+    // Changing the workflow, even on an agent branch: refused, naming commit and path.
+    let bad = sandbox.commit(
+        &repo,
+        ".github/workflows/ci.yml",
+        "on: [push, pull_request]\n",
+    );
+    let denied = sandbox.git_fails(&repo, &["push", "origin", "HEAD:agent/x"]);
+    let expected = format!(
+        "(gitgate: commit {} changes .github/workflows/ci.yml, which protectedPaths protects)",
+        &bad[..12]
+    );
+    assert!(denied.contains(&expected), "{denied}");
+    assert_eq!(upstream(&standin, "agent/x"), None);
+    // Adding CODEOWNERS and deleting the workflow, in a commit behind a harmless one.
+    sandbox.git_ok(&repo, &["reset", "-q", "--hard", "origin/main"]);
+    sandbox.commit(&repo, "CODEOWNERS", "* @acme/owners\n");
+    sandbox.git_ok(&repo, &["rm", "-q", ".github/workflows/ci.yml"]);
+    sandbox.git_ok(&repo, &["commit", "-q", "-m", "drop ci"]);
+    sandbox.commit(&repo, "file-001.txt", "harmless\n");
+    let denied = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
+    assert!(
+        denied.contains("which protectedPaths protects (and 1 more)"),
+        "{denied}"
+    );
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(fine.as_str()));
+    gitgate.wait_for_record(|r| r["rule"] == "protectedPaths" && r["decision"] == "deny");
+}

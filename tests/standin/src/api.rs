@@ -103,8 +103,8 @@ async fn respond(
         return crate::oauth::api(shared, parts, body).await;
     }
     let segments: Vec<&str> = parts.uri.path().split('/').skip(1).collect();
-    if let (&Method::GET, Some(compare)) = (&parts.method, crate::compare::route(&segments)) {
-        return crate::compare::handle(shared, parts, compare);
+    if let (&Method::GET, Some(call)) = (&parts.method, crate::repo_api::route(&segments)) {
+        return crate::repo_api::handle(shared, parts, call);
     }
     let Some(route) = route(&parts.method, parts.uri.path()) else {
         return error(StatusCode::NOT_FOUND, "Not Found");

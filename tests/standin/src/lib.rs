@@ -26,11 +26,11 @@
 
 mod api;
 mod cgi;
-mod compare;
 mod git;
 mod jwt;
 mod oauth;
 mod record;
+mod repo_api;
 mod repos;
 mod server;
 mod tls;

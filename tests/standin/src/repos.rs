@@ -182,6 +182,42 @@ pub(crate) fn create(
     Ok(dir)
 }
 
+/// `git ls-tree <sha>` (a tree id) in the bare repository; `None` if it is no tree.
+pub(crate) fn ls_tree(home: &Path, dir: &Path, sha: &str) -> Option<String> {
+    if !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut cmd = git(home);
+    cmd.arg("--git-dir").arg(dir).args([
+        "ls-tree",
+        "--full-tree",
+        "--end-of-options",
+        &format!("{sha}^{{tree}}"),
+    ]);
+    // Only a tree id itself, not a commit that has one.
+    let kind = {
+        let mut check = git(home);
+        check
+            .arg("--git-dir")
+            .arg(dir)
+            .args(["cat-file", "-t", sha]);
+        run(check, None).ok()?
+    };
+    (kind == "tree").then(|| run(cmd, None).ok()).flatten()
+}
+
+/// `git cat-file commit <sha>` in the bare repository.
+pub(crate) fn cat_commit(home: &Path, dir: &Path, sha: &str) -> Option<String> {
+    if !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut cmd = git(home);
+    cmd.arg("--git-dir")
+        .arg(dir)
+        .args(["cat-file", "commit", sha]);
+    run(cmd, None).ok()
+}
+
 /// `git rev-list --count <range>` in the bare repository; `None` if a commit is unknown.
 pub(crate) fn count_commits(home: &Path, dir: &Path, range: &str) -> Option<u64> {
     let mut cmd = git(home);

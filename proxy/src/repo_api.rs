@@ -1,0 +1,274 @@
+//! The GitHub API calls gitgate makes while it decides a push, with the push's own
+//! installation token: whether one commit is an ancestor of another
+//! (`GET /repos/{owner}/{repo}/compare/{base}...{head}`), a tree's entries
+//! (`GET …/git/trees/{sha}`) and a commit's root tree (`GET …/git/commits/{sha}`). Objects
+//! never change, so every definite answer is cached.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use gitgate_policy::{ObjectId, RepoPath, TreeEntry};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::settings::Settings;
+use crate::token::{Credential, TokenError};
+use crate::upstream::Dialer;
+
+/// Cached answers of each kind kept before that cache is emptied and starts over.
+const CACHE_ENTRIES: usize = 4096;
+/// The largest answer read.
+const MAX_ANSWER: usize = 8 << 20;
+
+/// A tree as gitgate uses it: its entries, and its exact bytes in git's format (the base
+/// a thin pack's delta may need).
+#[derive(Clone, Debug)]
+pub(crate) struct ServerTree {
+    pub(crate) entries: Vec<TreeEntry>,
+    pub(crate) raw: Vec<u8>,
+}
+
+/// The API client and its caches.
+pub(crate) struct RepoApi {
+    http: reqwest::Client,
+    api: String,
+    ancestry: Cache<(String, ObjectId, ObjectId), bool>,
+    trees: Cache<(String, ObjectId), ServerTree>,
+    commit_trees: Cache<(String, ObjectId), ObjectId>,
+}
+
+#[derive(Deserialize)]
+struct Comparison {
+    status: String,
+}
+
+#[derive(Deserialize)]
+struct ApiTree {
+    tree: Vec<ApiEntry>,
+    #[serde(default)]
+    truncated: bool,
+}
+
+#[derive(Deserialize)]
+struct ApiEntry {
+    path: String,
+    mode: String,
+    sha: String,
+}
+
+#[derive(Deserialize)]
+struct ApiCommit {
+    tree: ApiSha,
+}
+
+#[derive(Deserialize)]
+struct ApiSha {
+    sha: String,
+}
+
+impl RepoApi {
+    pub(crate) fn new(settings: &Settings, dialer: &Dialer) -> Result<Self, TokenError> {
+        Ok(Self {
+            http: crate::token::api_client(dialer).map_err(|e| TokenError::Unreachable {
+                host: settings.api_host.clone(),
+                detail: e.to_string(),
+            })?,
+            api: settings.api_url.clone(),
+            ancestry: Cache::default(),
+            trees: Cache::default(),
+            commit_trees: Cache::default(),
+        })
+    }
+
+    /// Whether `old` is `head` or one of its ancestors in `repo`; an error says why the
+    /// API could not tell.
+    pub(crate) async fn is_ancestor(
+        &self,
+        repo: &RepoPath,
+        old: &ObjectId,
+        head: &ObjectId,
+        credential: Option<&Credential>,
+    ) -> Result<bool, String> {
+        let key = (repo.to_string(), old.clone(), head.clone());
+        if let Some(known) = self.ancestry.get(&key) {
+            return Ok(known);
+        }
+        let path = format!("compare/{old}...{head}?per_page=1");
+        let comparison: Comparison = self
+            .get(repo, "compare", &path, credential)
+            .await?
+            .ok_or_else(|| format!("the GitHub API compare of {repo} failed: HTTP 404"))?;
+        let answer = match comparison.status.as_str() {
+            "identical" | "ahead" => true,
+            "behind" | "diverged" => false,
+            other => {
+                return Err(format!(
+                    "the GitHub API compare of {repo} answered an unknown status {other:?}"
+                ));
+            }
+        };
+        self.ancestry.put(key, answer);
+        Ok(answer)
+    }
+
+    /// The tree `id` of `repo`, checked against its id; `None` if GitHub has no such
+    /// tree.
+    pub(crate) async fn tree(
+        &self,
+        repo: &RepoPath,
+        id: &ObjectId,
+        credential: Option<&Credential>,
+    ) -> Result<Option<ServerTree>, String> {
+        let key = (repo.to_string(), id.clone());
+        if let Some(known) = self.trees.get(&key) {
+            return Ok(Some(known));
+        }
+        let Some(api) = self
+            .get::<ApiTree>(repo, "tree", &format!("git/trees/{id}"), credential)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let tree = server_tree(api, id)
+            .map_err(|why| format!("the GitHub API tree {id} of {repo} {why}"))?;
+        self.trees.put(key, tree.clone());
+        Ok(Some(tree))
+    }
+
+    /// The root tree of commit `id` in `repo`.
+    pub(crate) async fn commit_tree(
+        &self,
+        repo: &RepoPath,
+        id: &ObjectId,
+        credential: Option<&Credential>,
+    ) -> Result<ObjectId, String> {
+        let key = (repo.to_string(), id.clone());
+        if let Some(known) = self.commit_trees.get(&key) {
+            return Ok(known);
+        }
+        let api: ApiCommit = self
+            .get(repo, "commit", &format!("git/commits/{id}"), credential)
+            .await?
+            .ok_or_else(|| {
+                format!("commit {id} is neither in the pushed pack nor in {repo} on GitHub")
+            })?;
+        let tree = ObjectId::parse(&api.tree.sha)
+            .map_err(|e| format!("the GitHub API commit {id} of {repo} names a bad tree: {e}"))?;
+        self.commit_trees.put(key, tree.clone());
+        Ok(tree)
+    }
+
+    /// `GET {api}/repos/{repo}/{path}` as JSON, `None` on 404; `what` names the call in
+    /// errors.
+    async fn get<T: DeserializeOwned>(
+        &self,
+        repo: &RepoPath,
+        what: &str,
+        path: &str,
+        credential: Option<&Credential>,
+    ) -> Result<Option<T>, String> {
+        let url = format!("{}/repos/{repo}/{path}", self.api);
+        let mut request = self
+            .http
+            .get(&url)
+            .header("Accept", "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28");
+        if let Some(credential) = credential {
+            request = request.header(http::header::AUTHORIZATION, credential.bearer());
+        }
+        let failed = |detail: String| format!("the GitHub API {what} of {repo} failed: {detail}");
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| failed(crate::token::error_chain(&e)))?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| failed(crate::token::error_chain(&e)))?
+        {
+            if body.len() + chunk.len() > MAX_ANSWER {
+                return Err(failed(format!("answer over {MAX_ANSWER} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(failed(format!("HTTP {}", status.as_u16())));
+        }
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| failed(format!("unreadable answer: {e}")))
+    }
+}
+
+/// The API's tree as entries and as git's bytes (entries in git's order: by name, a
+/// directory sorting as if its name ended in `/`), which must hash to `id`.
+fn server_tree(api: ApiTree, id: &ObjectId) -> Result<ServerTree, String> {
+    if api.truncated {
+        return Err("is truncated".into());
+    }
+    let mut entries = api
+        .tree
+        .into_iter()
+        .map(|e| {
+            let mode = u32::from_str_radix(&e.mode, 8)
+                .map_err(|_| format!("has a bad mode {:?}", e.mode))?;
+            let oid = ObjectId::parse(&e.sha).map_err(|err| format!("has a bad id: {err}"))?;
+            Ok(TreeEntry {
+                name: e.path,
+                mode,
+                id: oid,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let sort_key = |e: &TreeEntry| {
+        let mut key = e.name.as_bytes().to_vec();
+        if e.is_tree() {
+            key.push(b'/');
+        }
+        key
+    };
+    entries.sort_by_key(sort_key);
+    let mut raw = Vec::new();
+    for e in &entries {
+        raw.extend_from_slice(format!("{:o} {}\0", e.mode, e.name).as_bytes());
+        let id = crate::pack::raw_id(&e.id).map_err(|err| err.to_string())?;
+        raw.extend_from_slice(id.as_bytes());
+    }
+    let actual = crate::pack::object_id(gix_object::Kind::Tree, &raw).map_err(|e| e.to_string())?;
+    if &actual != id {
+        return Err(format!("does not hash to its id (got {actual})"));
+    }
+    Ok(ServerTree { entries, raw })
+}
+
+/// A bounded map of definite answers.
+struct Cache<K, V>(Mutex<HashMap<K, V>>);
+
+impl<K, V> Default for Cache<K, V> {
+    fn default() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Cache<K, V> {
+    fn get(&self, key: &K) -> Option<V> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn put(&self, key: K, value: V) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= CACHE_ENTRIES {
+            map.clear();
+        }
+        map.insert(key, value);
+    }
+}

@@ -1,0 +1,176 @@
+//! Repository endpoints of `api.github.com` that gitgate reads during a push, each
+//! authenticated with an installation token (`Authorization: Bearer` or `token`) that must
+//! reach the repository with `contents: read`, as on GitHub, and computed by git in the
+//! bare repository:
+//!
+//! - `GET /repos/{owner}/{repo}/compare/{base}...{head}`: the ancestry `status`
+//!   (`identical`, `ahead`, `behind`, `diverged`), `ahead_by` and `behind_by`;
+//! - `GET /repos/{owner}/{repo}/git/trees/{sha}`: a tree's entries (`path`, `mode`,
+//!   `type`, `sha`);
+//! - `GET /repos/{owner}/{repo}/git/commits/{sha}`: a commit's `tree` and `parents`.
+//!
+//! An unknown object is a 404.
+
+use std::time::SystemTime;
+
+use http::request::Parts;
+use http::{Response, StatusCode, header};
+use serde_json::json;
+
+use crate::api::{error, json_response};
+use crate::server::{RespBody, Shared};
+use crate::tokens::{Access, Denied};
+
+/// One of the endpoints.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Route<'a> {
+    Compare { base: &'a str, head: &'a str },
+    Tree(&'a str),
+    Commit(&'a str),
+}
+
+/// The owner, repository and route, if `segments` (the path split at `/`) is one.
+pub(crate) fn route<'a>(segments: &[&'a str]) -> Option<(&'a str, &'a str, Route<'a>)> {
+    match segments {
+        ["repos", owner, repo, "compare", basehead] => {
+            let (base, head) = basehead.split_once("...")?;
+            Some((owner, repo, Route::Compare { base, head }))
+        }
+        ["repos", owner, repo, "git", "trees", sha] => Some((owner, repo, Route::Tree(sha))),
+        ["repos", owner, repo, "git", "commits", sha] => Some((owner, repo, Route::Commit(sha))),
+        _ => None,
+    }
+}
+
+pub(crate) fn handle(
+    shared: &Shared,
+    parts: &Parts,
+    (owner, repo, route): (&str, &str, Route<'_>),
+) -> Response<RespBody> {
+    let Some(token) = api_token(parts) else {
+        return error(StatusCode::UNAUTHORIZED, "Requires authentication");
+    };
+    let (owner, repo) = (owner.to_ascii_lowercase(), repo.to_ascii_lowercase());
+    let exists = |o: &str, r: &str| shared.repo_exists(o, r);
+    let checked = shared.tokens().check_git(
+        &token,
+        &owner,
+        &repo,
+        Access::Read,
+        SystemTime::now(),
+        &exists,
+    );
+    match checked {
+        Ok(()) => {}
+        Err(Denied::Unauthorized) => return error(StatusCode::UNAUTHORIZED, "Bad credentials"),
+        Err(Denied::NotFound) => return error(StatusCode::NOT_FOUND, "Not Found"),
+        Err(Denied::Forbidden(_)) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "Resource not accessible by integration",
+            );
+        }
+    }
+    let dir = crate::repos::repo_dir(&shared.repos, &owner, &repo);
+    let (base, head) = match route {
+        Route::Compare { base, head } => (base, head),
+        Route::Tree(sha) => return tree(shared, &dir, sha),
+        Route::Commit(sha) => return commit(shared, &dir, sha),
+    };
+    let count = |range: &str| crate::repos::count_commits(&shared.home, &dir, range);
+    match (
+        count(&format!("{base}..{head}")),
+        count(&format!("{head}..{base}")),
+    ) {
+        (Some(ahead), Some(behind)) => {
+            let status = match (ahead, behind) {
+                (0, 0) => "identical",
+                (_, 0) => "ahead",
+                (0, _) => "behind",
+                _ => "diverged",
+            };
+            json_response(
+                StatusCode::OK,
+                json!({"status": status, "ahead_by": ahead, "behind_by": behind, "commits": [], "files": []}),
+            )
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "No common ancestor between the two commits, or one of them does not exist",
+        ),
+    }
+}
+
+/// `git ls-tree` as GitHub's tree JSON.
+fn tree(shared: &Shared, dir: &std::path::Path, sha: &str) -> Response<RespBody> {
+    let Some(listing) = crate::repos::ls_tree(&shared.home, dir, sha) else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let entries: Vec<serde_json::Value> = listing
+        .lines()
+        .filter_map(|line| {
+            let (meta, path) = line.split_once('\t')?;
+            let mut meta = meta.split(' ');
+            let (mode, kind, id) = (meta.next()?, meta.next()?, meta.next()?);
+            Some(json!({"path": path, "mode": mode, "type": kind, "sha": id}))
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({"sha": sha, "tree": entries, "truncated": false}),
+    )
+}
+
+/// A commit's tree and parents as GitHub's git commit JSON.
+fn commit(shared: &Shared, dir: &std::path::Path, sha: &str) -> Response<RespBody> {
+    let Some(raw) = crate::repos::cat_commit(&shared.home, dir, sha) else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let field = |name: &'static str| -> Vec<serde_json::Value> {
+        raw.lines()
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| l.strip_prefix(name))
+            .map(|v| json!({"sha": v.trim()}))
+            .collect()
+    };
+    let tree = field("tree ").into_iter().next().unwrap_or_default();
+    let parents = field("parent ");
+    json_response(
+        StatusCode::OK,
+        json!({"sha": sha, "tree": tree, "parents": parents}),
+    )
+}
+
+/// The token of `Authorization: Bearer TOKEN` or `Authorization: token TOKEN`.
+fn api_token(parts: &Parts) -> Option<String> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let known = scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token");
+    (known && !token.trim().is_empty()).then(|| token.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            route(&["repos", "acme", "app", "compare", "a1...b2"]),
+            Some((
+                "acme",
+                "app",
+                Route::Compare {
+                    base: "a1",
+                    head: "b2"
+                }
+            ))
+        );
+        assert_eq!(
+            route(&["repos", "acme", "app", "git", "trees", "t1"]),
+            Some(("acme", "app", Route::Tree("t1")))
+        );
+        assert_eq!(route(&["repos", "acme", "app", "compare", "a1..b2"]), None);
+        assert_eq!(route(&["repos", "acme", "app", "installation"]), None);
+    }
+}
