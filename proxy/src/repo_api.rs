@@ -272,3 +272,74 @@ impl<K: std::hash::Hash + Eq, V: Clone> Cache<K, V> {
         map.insert(key, value);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `git mktree --missing` on `ls-tree` lines: git's own id for the tree.
+    fn git_tree_id(listing: &str) -> ObjectId {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str], input: Option<&str>| {
+            let mut child = std::process::Command::new("git")
+                .current_dir(dir.path())
+                .args(args)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("HOME", dir.path())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            if let Some(input) = input {
+                std::io::Write::write_all(&mut stdin, input.as_bytes()).unwrap();
+            }
+            drop(stdin);
+            String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+        };
+        git(&["init", "-q"], None);
+        ObjectId::parse(git(&["mktree", "--missing"], Some(listing)).trim()).unwrap()
+    }
+
+    #[test]
+    fn api_trees_become_git_trees_in_git_order() {
+        let (blob, tree) = ("a".repeat(40), "b".repeat(40));
+        // The API's order, which sorts the directory `a` before `a.txt`; git sorts it as
+        // `a/`, after `a.txt`.
+        let entries = [
+            ("a", "040000", &tree),
+            ("a.txt", "100644", &blob),
+            ("run", "100755", &blob),
+            ("link", "120000", &blob),
+        ];
+        let listing: String = entries
+            .iter()
+            .map(|(path, mode, sha)| {
+                let kind = if *mode == "040000" { "tree" } else { "blob" };
+                format!("{mode} {kind} {sha}\t{path}\n")
+            })
+            .collect();
+        let id = git_tree_id(&listing);
+        let api = ApiTree {
+            tree: entries
+                .iter()
+                .map(|(path, mode, sha)| ApiEntry {
+                    path: (*path).to_owned(),
+                    mode: (*mode).to_owned(),
+                    sha: (*sha).clone(),
+                })
+                .collect(),
+            truncated: false,
+        };
+        let tree = server_tree(api, &id).unwrap();
+        assert_eq!(tree.entries.len(), 4);
+        assert!(tree.entries.iter().any(|e| e.name == "a" && e.is_tree()));
+        // Any other id is refused.
+        let api = ApiTree {
+            tree: vec![],
+            truncated: false,
+        };
+        let error = server_tree(api, &id).unwrap_err();
+        assert!(error.starts_with("does not hash to its id"), "{error}");
+    }
+}
