@@ -14,6 +14,7 @@ use crate::policy::Policy;
 use crate::raw::ForcePush;
 use crate::ref_update::RefUpdate;
 use crate::refname::RefName;
+use crate::signers::{SignatureCheck, Signers};
 
 /// What the content rules need to know about a pushed pack.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -83,6 +84,9 @@ pub struct Findings {
     pub ancestry: HashMap<String, RefAncestry>,
     /// Protected paths the pushed commits touch, or why that could not be found out.
     pub protected: Option<Result<Vec<ProtectedChange>, String>>,
+    /// Every pushed commit's signature check and committer email (with
+    /// `requireSignedCommits`).
+    pub signatures: Vec<(ObjectId, SignatureCheck, String)>,
 }
 
 /// An object over `maxBlobSize`.
@@ -156,12 +160,18 @@ impl Policy {
             && (self.max_blob_size.is_some()
                 || self.max_push_size.is_some()
                 || !self.protected_paths.is_empty()
+                || self.signers.is_some()
                 || updates.iter().any(|u| self.must_fast_forward(u)))
     }
 
     /// Whether `protectedPaths` is set (so the pack's trees matter).
     pub fn protects_paths(&self) -> bool {
         !self.protected_paths.is_empty()
+    }
+
+    /// `requireSignedCommits`, if set.
+    pub fn signers(&self) -> Option<&Signers> {
+        self.signers.as_ref()
     }
 
     /// The protected paths that the pack's commits add, change or delete, each commit
@@ -244,6 +254,7 @@ impl Policy {
         let ancestry = &findings.ancestry;
         let whole = self
             .decide_pack_limits(facts)
+            .or_else(|| self.decide_signatures(&findings.signatures))
             .or_else(|| self.decide_protected(findings.protected.as_ref()));
         let refs = updates
             .iter()
@@ -286,6 +297,31 @@ impl Policy {
                 "{what} is {}, over maxBlobSize {limit}{more}",
                 ByteSize(largest.size)
             ),
+        ))
+    }
+
+    /// `requireSignedCommits`: a denial for the whole push naming the commits whose
+    /// signature is missing or not acceptable.
+    fn decide_signatures(&self, checks: &[(ObjectId, SignatureCheck, String)]) -> Option<Decision> {
+        let signers = self.signers.as_ref()?;
+        let mut refused: Vec<String> = checks
+            .iter()
+            .filter_map(|(commit, check, email)| {
+                let short = commit.to_string();
+                signers
+                    .refusal(check, email)
+                    .map(|why| format!("commit {} {why}", &short[..short.len().min(12)]))
+            })
+            .collect();
+        refused.sort();
+        let first = refused.first()?;
+        let more = match refused.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        Some(Decision::deny(
+            "requireSignedCommits",
+            format!("{first}{more}; every new commit must be signed with an allowed SSH key"),
         ))
     }
 
@@ -503,6 +539,7 @@ mod tests {
         Findings {
             ancestry,
             protected: None,
+            ..Findings::default()
         }
     }
 
@@ -729,6 +766,7 @@ mod tests {
         let findings = Findings {
             ancestry: HashMap::new(),
             protected: Some(Ok(p.protected_changes(&facts, &server).unwrap())),
+            ..Findings::default()
         };
         let verdict = p.decide_content(&updates, &facts, &findings);
         assert_eq!(verdict.refs[0].1.rule, "protectedPaths");
@@ -742,6 +780,7 @@ mod tests {
         let unknown = Findings {
             ancestry: HashMap::new(),
             protected: Some(Err("the GitHub API did not answer".into())),
+            ..Findings::default()
         };
         assert!(!p.decide_content(&updates, &facts, &unknown).allowed);
         assert!(
@@ -751,6 +790,7 @@ mod tests {
         let clean = Findings {
             ancestry: HashMap::new(),
             protected: Some(Ok(vec![])),
+            ..Findings::default()
         };
         assert!(p.decide_content(&updates, &facts, &clean).allowed);
     }

@@ -28,6 +28,7 @@ mod ref_update;
 mod refname;
 mod repo;
 mod repo_pattern;
+mod signers;
 mod text;
 mod token_scope;
 
@@ -53,4 +54,5 @@ pub use ref_update::RefUpdate;
 pub use refname::{RefName, RefNameError, RefNameProblem};
 pub use repo::{RepoPath, RepoPathError};
 pub use repo_pattern::RepoPattern;
+pub use signers::{RawSigners, SignatureCheck, SignerKey, Signers};
 pub use token_scope::{Access, TokenScope};

@@ -27,6 +27,7 @@ pub struct Policy {
     pub(crate) max_blob_size: Option<ByteSize>,
     pub(crate) max_push_size: Option<ByteSize>,
     pub(crate) protected_paths: Vec<crate::path_pattern::PathPattern>,
+    pub(crate) signers: Option<crate::signers::Signers>,
     /// `[acme/app, acme/lib-*]`, rendered once for denial reasons.
     pub(crate) repo_list: String,
     pub(crate) ref_list: String,
@@ -60,6 +61,9 @@ pub enum ConfigError {
         /// The GitHub host it names.
         host: String,
     },
+    /// `requireSignedCommits` is invalid.
+    #[error("invalid policy: {0}")]
+    Signers(String),
 }
 
 impl Policy {
@@ -100,6 +104,12 @@ impl Policy {
             max_blob_size: raw.max_blob_size,
             max_push_size: raw.max_push_size,
             protected_paths: raw.protected_paths.clone(),
+            signers: raw
+                .require_signed_commits
+                .as_ref()
+                .map(crate::signers::Signers::compile)
+                .transpose()
+                .map_err(ConfigError::Signers)?,
         })
     }
 
@@ -164,6 +174,18 @@ impl fmt::Display for Policy {
         writeln!(f, "maxPushSize: {}", limit(self.max_push_size))?;
         if !self.protected_paths.is_empty() {
             write_list(f, "protectedPaths", &self.protected_paths, "")?;
+        }
+        if let Some(signers) = &self.signers {
+            writeln!(
+                f,
+                "requireSignedCommits: {} SSH key(s){}",
+                signers.keys().len(),
+                if signers.matches_committer() {
+                    ", committer email must be a principal of the key"
+                } else {
+                    ""
+                }
+            )?;
         }
         writeln!(f, "mode: {}", self.mode.as_str())?;
         write_list(f, "allowHosts", &self.hosts, "no other host is reachable")?;

@@ -7,6 +7,7 @@ use crate::host_pattern::HostPattern;
 use crate::path_pattern::PathPattern;
 use crate::ref_pattern::RefPattern;
 use crate::repo_pattern::RepoPattern;
+use crate::signers::RawSigners;
 
 /// The raw `policy:` mapping. Every pattern is validated while it is deserialized, so the
 /// YAML library reports the line and column of a bad entry. Compile with
@@ -35,6 +36,8 @@ pub struct RawPolicy {
     pub max_push_size: Option<ByteSize>,
     /// Files a push's new commits may not add, change or delete.
     pub protected_paths: Vec<PathPattern>,
+    /// The SSH keys every new commit must be signed with.
+    pub require_signed_commits: Option<RawSigners>,
 }
 
 /// Whether non-fast-forward ref updates are allowed.

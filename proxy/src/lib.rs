@@ -33,6 +33,7 @@ mod reply;
 mod repo_api;
 mod serve;
 mod settings;
+mod signature;
 mod spool;
 mod state;
 mod tap;

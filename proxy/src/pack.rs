@@ -96,6 +96,19 @@ pub(crate) struct Wants {
     pub(crate) max_blob: Option<u64>,
     /// Keep every tree (for the protected-paths diff).
     pub(crate) trees: bool,
+    /// Keep every commit's signature and signed bytes.
+    pub(crate) signatures: bool,
+}
+
+/// A pushed commit's signature material.
+#[derive(Clone, Debug)]
+pub(crate) struct SignedCommit {
+    pub(crate) id: ObjectId,
+    pub(crate) committer_email: String,
+    /// The `gpgsig` header's value, if any.
+    pub(crate) signature: Option<Vec<u8>>,
+    /// The commit without its signature: what was signed.
+    pub(crate) payload: Vec<u8>,
 }
 
 /// Trees from the server that a thin pack's deltas are made against, by id, in git's
@@ -124,6 +137,8 @@ impl<T: gix_pack::FileData> AnyViews for Views<'_, T> {
 pub(crate) struct Decoded {
     pub(crate) facts: PackFacts,
     pub(crate) unresolved: Vec<ObjectId>,
+    /// With `wants.signatures`: every commit's signature material.
+    pub(crate) signed: Vec<SignedCommit>,
 }
 
 /// What the first pass found: the entries to decode, and the large objects.
@@ -176,6 +191,7 @@ pub(crate) fn decode<T: gix_pack::FileData>(
     };
     let mut by_id: HashMap<gix_hash::ObjectId, data::Entry> = HashMap::new();
     let mut unresolved = Vec::new();
+    let mut signed = Vec::new();
     for item in &listing.listed {
         // A delta against an object outside the pack and `bases` stays undecoded: the
         // rules that need it ask for its base, or deny.
@@ -223,6 +239,9 @@ pub(crate) fn decode<T: gix_pack::FileData>(
                 facts
                     .commit_trees
                     .insert(ours.clone(), convert(&commit.tree())?);
+                if wants.signatures {
+                    signed.push(signed_commit(&ours, &commit, &out)?);
+                }
                 facts.commits.insert(ours, parents);
             }
             Kind::Tree if max_blob.is_some() || wants.trees => {
@@ -238,7 +257,11 @@ pub(crate) fn decode<T: gix_pack::FileData>(
         .sort_by_key(|o| std::cmp::Reverse(o.size));
     unresolved.sort();
     unresolved.dedup();
-    Ok(Decoded { facts, unresolved })
+    Ok(Decoded {
+        facts,
+        unresolved,
+        signed,
+    })
 }
 
 /// The first pass, streaming through the whole pack with bounded memory: verifies the
@@ -317,6 +340,26 @@ fn list_entries<T: gix_pack::FileData>(
         )));
     }
     Ok((listed, large))
+}
+
+/// A decoded commit's signature material.
+fn signed_commit(
+    id: &ObjectId,
+    commit: &gix_object::CommitRef<'_>,
+    bytes: &[u8],
+) -> Result<SignedCommit, PackError> {
+    let committer_email = commit.committer().map_err(fail)?.email.to_string();
+    let (signature, payload) =
+        match gix_object::CommitRefIter::signature(bytes, HASH).map_err(fail)? {
+            Some((signature, signed)) => (Some(signature.to_vec()), signed.to_bstring().to_vec()),
+            None => (None, bytes.to_vec()),
+        };
+    Ok(SignedCommit {
+        id: id.clone(),
+        committer_email,
+        signature,
+        payload,
+    })
 }
 
 /// Checks the trailing checksum (at `end`) against the pack's bytes, read in steps.
@@ -536,7 +579,7 @@ mod tests {
         let bytes = bytes::Bytes::from(bytes);
         let wants = Wants {
             max_blob,
-            trees: false,
+            ..Wants::default()
         };
         Ok(facts(Views::of_bytes(&bytes)?, wants, &Bases::new())?.facts)
     }
@@ -616,8 +659,8 @@ mod tests {
         let bytes = bytes::Bytes::from(pack);
         let views = Views::of_bytes(&bytes).unwrap();
         let wants = Wants {
-            max_blob: None,
             trees: true,
+            ..Wants::default()
         };
         let listing = list(&views, wants).unwrap();
         let root = rev(d, "HEAD^{tree}");

@@ -22,6 +22,7 @@ use crate::github::ClientBody;
 use crate::pack::{Bases, Decoded, Listing, Wants};
 use crate::push::{Inspected, PushTo, reject, settle};
 use crate::reply::{self, Failure, Shape};
+use crate::signature::Verifier;
 use crate::spool::{Spool, Spooled};
 use crate::state::State;
 
@@ -117,6 +118,7 @@ pub(crate) async fn inspect(
     let wants = Wants {
         max_blob: policy.max_blob_size().map(|s| s.0),
         trees: policy.protects_paths(),
+        signatures: policy.signers().is_some(),
     };
     let spooled = Arc::new(spooled);
     let verdict = match examine(state, policy, to, &header.commands, &spooled, wants).await {
@@ -170,10 +172,22 @@ async fn examine(
         true => Some(protected(state, policy, to, &pack, &mut decoded).await),
         false => None,
     };
+    let signatures = match policy.signers() {
+        Some(signers) => {
+            let verifier = Verifier::new(signers);
+            decoded
+                .signed
+                .iter()
+                .map(|c| (c.id.clone(), verifier.check(c), c.committer_email.clone()))
+                .collect()
+        }
+        None => Vec::new(),
+    };
     let facts = decoded.facts;
     let findings = Findings {
         ancestry: ancestry(state, policy, to, updates, &facts).await,
         protected,
+        signatures,
     };
     Ok(policy.decide_content(updates, &facts, &findings))
 }

@@ -284,3 +284,131 @@ fn pushes_touching_protected_paths_are_refused_others_pass() {
     assert_eq!(upstream(&standin, "main").as_deref(), Some(fine.as_str()));
     gitgate.wait_for_record(|r| r["rule"] == "protectedPaths" && r["decision"] == "deny");
 }
+
+/// An ed25519 key pair made by `ssh-keygen` in `dir`; returns (private key file, public key line).
+fn ssh_key(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
+    let file = dir.join(name);
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&file)
+        .output()
+        .expect("ssh-keygen");
+    assert!(out.status.success(), "{}", text(&out));
+    let public = std::fs::read_to_string(file.with_extension("pub")).unwrap();
+    (file, public.trim().to_owned())
+}
+
+/// Commits a change to `a.txt`, signed with `key` when given.
+fn signed_commit(sandbox: &Sandbox, repo: &Path, key: Option<&Path>, contents: &str) -> String {
+    std::fs::write(repo.join("a.txt"), contents).unwrap();
+    sandbox.git_ok(repo, &["add", "a.txt"]);
+    match key {
+        Some(key) => sandbox.git_ok(
+            repo,
+            &[
+                "-c",
+                "gpg.format=ssh",
+                "-c",
+                &format!("user.signingkey={}", key.display()),
+                "commit",
+                "-q",
+                "-S",
+                "-m",
+                contents.trim(),
+            ],
+        ),
+        None => sandbox.git_ok(repo, &["commit", "-q", "-m", contents.trim()]),
+    };
+    rev(sandbox, repo, "HEAD")
+}
+
+#[test]
+fn commits_must_carry_an_ssh_signature_by_an_allowed_key() {
+    let keys = tempfile::tempdir().unwrap();
+    let (agent, agent_public) = ssh_key(keys.path(), "agent");
+    let (other, _) = ssh_key(keys.path(), "other");
+    let standin = harness::standin();
+    let policy = format!(
+        "{{allowedRepos: [acme/app], allowedRefs: [main], forcePush: allow, requireSignedCommits: {{keys: [\"{agent_public}\"]}}}}"
+    );
+    let gitgate = Gitgate::start(&app_config(&standin, &policy));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+
+    let good = signed_commit(&sandbox, &repo, Some(&agent), "signed\n");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(good.as_str()));
+
+    let wrong = signed_commit(&sandbox, &repo, Some(&other), "other key\n");
+    let denied = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
+    assert!(
+        denied.contains(&format!(
+            "(gitgate: commit {} is signed by a key that requireSignedCommits does not allow (SHA256:",
+            &wrong[..12]
+        )),
+        "{denied}"
+    );
+    sandbox.git_ok(&repo, &["reset", "-q", "--hard", "origin/main"]);
+    let unsigned = signed_commit(&sandbox, &repo, None, "unsigned\n");
+    let denied = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
+    assert!(
+        denied.contains(&format!(
+            "(gitgate: commit {} is not signed; every new commit must be signed with an allowed SSH key)",
+            &unsigned[..12]
+        )),
+        "{denied}"
+    );
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(good.as_str()));
+}
+
+#[test]
+fn an_allowed_signers_file_can_require_the_committer_to_be_the_keys_principal() {
+    let keys = tempfile::tempdir().unwrap();
+    let (agent, agent_public) = ssh_key(keys.path(), "agent");
+    let standin = harness::standin();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("allowed_signers"),
+        format!("# who may sign\nagent@example.com namespaces=\"git\" {agent_public}\n"),
+    )
+    .unwrap();
+    let policy = "{allowedRepos: [acme/app], allowedRefs: [main], forcePush: allow, requireSignedCommits: {allowedSignersFile: allowed_signers, committerEmailMatchesKey: true}}";
+    std::fs::write(
+        dir.path().join("gitgate.yaml"),
+        app_config(&standin, policy),
+    )
+    .unwrap();
+    let gitgate = Gitgate::start_in(dir);
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    sandbox.git_ok(&repo, &["config", "user.email", "agent@example.com"]);
+    let good = signed_commit(&sandbox, &repo, Some(&agent), "mine\n");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(good.as_str()));
+
+    sandbox.git_ok(&repo, &["config", "user.email", "mallory@example.com"]);
+    let stolen = signed_commit(&sandbox, &repo, Some(&agent), "not mine\n");
+    let denied = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
+    assert!(
+        denied.contains(&format!(
+            "commit {} is signed by a key whose principals do not include its committer mallory@example.com",
+            &stolen[..12]
+        )),
+        "{denied}"
+    );
+    // `gitgate check` names a missing allowed signers file.
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::write(
+        broken.path().join("gitgate.yaml"),
+        app_config(&standin, policy),
+    )
+    .unwrap();
+    let out = crate::harness::gitgate::cli(&["check", "--config", "gitgate.yaml"], broken.path());
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("policy.requireSignedCommits.allowedSignersFile")
+            && text(&out).contains("cannot read the allowed signers file"),
+        "{}",
+        text(&out)
+    );
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gitgate_policy::Policies;
-use gitgate_policy::Policy;
+use gitgate_policy::{Policy, RawPolicy};
 use gitgate_proxy::audit::AuditTarget;
 use gitgate_proxy::token::{AppConfig, UserConfig};
 use gitgate_proxy::{Limits, ListenTls, Settings, TokenConfig, UpstreamSettings};
@@ -88,7 +88,23 @@ impl Config {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let raw: RawConfig = values::with_base_dir(dir, || parse(text, file))?;
+        let mut raw: RawConfig = values::with_base_dir(dir, || parse(text, file))?;
+        let in_file = |key: String, message: String| ConfigError {
+            file: file.to_owned(),
+            location: None,
+            key,
+            message,
+        };
+        read_allowed_signers(&mut raw.policy, dir)
+            .map_err(|m| in_file("policy.requireSignedCommits.allowedSignersFile".into(), m))?;
+        for (name, profile) in raw.profiles.iter_mut().flatten() {
+            read_allowed_signers(&mut profile.policy, dir).map_err(|m| {
+                in_file(
+                    format!("profiles.{name}.policy.requireSignedCommits.allowedSignersFile"),
+                    m,
+                )
+            })?;
+        }
         Self::compile(raw, file, dir)
     }
 
@@ -304,4 +320,27 @@ fn strip_path_prefix<'a>(message: &'a str, key: &str) -> &'a str {
         }
     }
     message
+}
+
+/// Reads `requireSignedCommits.allowedSignersFile` (relative to `dir`) into the raw policy,
+/// since the policy crate reads no files. The file is read again whenever the config or
+/// profile file that names it is reloaded.
+pub(crate) fn read_allowed_signers(policy: &mut RawPolicy, dir: &Path) -> Result<(), String> {
+    let Some(signers) = &mut policy.require_signed_commits else {
+        return Ok(());
+    };
+    let Some(path) = &mut signers.allowed_signers_file else {
+        return Ok(());
+    };
+    if path.is_relative() {
+        *path = dir.join(&*path);
+    }
+    let text = std::fs::read_to_string(&*path).map_err(|e| {
+        format!(
+            "cannot read the allowed signers file {}: {e}",
+            path.display()
+        )
+    })?;
+    signers.allowed_signers = Some(text);
+    Ok(())
 }

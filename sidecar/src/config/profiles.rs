@@ -152,7 +152,10 @@ pub(crate) fn load(path: &Path, rules: &ProfileRules) -> Result<Arc<Profile>, Co
     })?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| error("", format!("cannot read the profile file: {e}")))?;
-    let raw: RawProfile = parse(&text, path)?;
+    let mut raw: RawProfile = parse(&text, path)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    super::read_allowed_signers(&mut raw.policy, dir)
+        .map_err(|m| error("policy.requireSignedCommits.allowedSignersFile", m))?;
     check(&raw, rules).map_err(|m| error("clientCertSubjects", m))?;
     Profile::compile(name, &raw, &rules.github_hosts)
         .map(Arc::new)
