@@ -59,8 +59,22 @@ pub struct ServerObjects {
     pub commit_trees: HashMap<ObjectId, ObjectId>,
 }
 
+/// The most tree entries one [`Policy::protected_changes`] call compares.
+const MAX_DIFF_WORK: usize = 2_000_000;
+/// The deepest directory nesting compared (git's own `core.maxTreeDepth` default).
+const MAX_TREE_DEPTH: usize = 4096;
+
+/// Why [`Policy::protected_changes`] has no answer yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unfinished {
+    /// These must first be read from the server.
+    Needs(Vec<Lookup>),
+    /// The comparison is over its bounds, and why: deny.
+    TooLarge(String),
+}
+
 /// Something [`Policy::protected_changes`] needs from the server.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Lookup {
     /// A tree's entries.
     Tree(ObjectId),
@@ -87,6 +101,10 @@ pub struct Findings {
     /// Every pushed commit's signature check and committer email (with
     /// `requireSignedCommits`).
     pub signatures: Vec<(ObjectId, SignatureCheck, String)>,
+    /// With `protectedPaths` or `requireSignedCommits`: why an update would bring in
+    /// commits the push does not carry (already on GitHub, but not on the ref), which
+    /// the rules cannot check.
+    pub unchecked: Vec<String>,
 }
 
 /// An object over `maxBlobSize`.
@@ -150,6 +168,32 @@ pub fn fast_forward(
     FastForward::Ask(boundary)
 }
 
+/// Every commit that `new`'s history reaches outside the pack: `new` itself if it is not
+/// in the pack, else each parent, at any depth through the pack's commits, that the pack
+/// does not hold. These are commits the push does not carry, so only the server can say
+/// what they are.
+pub fn outside_commits(
+    commits: &HashMap<ObjectId, Vec<ObjectId>>,
+    new: &ObjectId,
+) -> Vec<ObjectId> {
+    let mut seen: HashSet<&ObjectId> = HashSet::from([new]);
+    let mut queue: VecDeque<&ObjectId> = VecDeque::from([new]);
+    let mut outside = Vec::new();
+    while let Some(id) = queue.pop_front() {
+        match commits.get(id) {
+            Some(parents) => {
+                for parent in parents {
+                    if seen.insert(parent) {
+                        queue.push_back(parent);
+                    }
+                }
+            }
+            None => outside.push(id.clone()),
+        }
+    }
+    outside
+}
+
 impl Policy {
     /// Whether a push with these (already allowed) updates must have its pack read: a size
     /// limit is set, or some update moves an existing ref that is not exempt from
@@ -176,19 +220,22 @@ impl Policy {
 
     /// The protected paths that the pack's commits add, change or delete, each commit
     /// compared with each of its parents (a root commit with the empty tree). Directories
-    /// no pattern can reach are not entered. `Err` lists what must first be read from the
-    /// server (trees and commits outside the pack); call again with them in `server`.
+    /// no pattern can reach are not entered. [`Unfinished::Needs`] lists what must first
+    /// be read from the server (trees and commits outside the pack): call again with them
+    /// in `server`. The work is bounded whatever the pack holds
+    /// ([`Unfinished::TooLarge`]).
     pub fn protected_changes(
         &self,
         facts: &PackFacts,
         server: &ServerObjects,
-    ) -> Result<Vec<ProtectedChange>, Vec<Lookup>> {
+    ) -> Result<Vec<ProtectedChange>, Unfinished> {
         let mut diff = TreeDiff {
             policy: self,
             facts,
             server,
             missing: Vec::new(),
             changed: Vec::new(),
+            work: MAX_DIFF_WORK,
         };
         let mut commits: Vec<&ObjectId> = facts.commits.keys().collect();
         commits.sort();
@@ -198,7 +245,7 @@ impl Policy {
             };
             let parents = &facts.commits[commit];
             if parents.is_empty() {
-                diff.walk(commit, Some(tree), None, "");
+                diff.walk(commit, Some(tree), None)?;
             }
             for parent in parents {
                 let parent_tree = facts
@@ -206,7 +253,7 @@ impl Policy {
                     .get(parent)
                     .or_else(|| server.commit_trees.get(parent));
                 match parent_tree {
-                    Some(parent_tree) => diff.walk(commit, Some(tree), Some(parent_tree), ""),
+                    Some(parent_tree) => diff.walk(commit, Some(tree), Some(parent_tree))?,
                     None => diff.missing.push(Lookup::CommitTree(parent.clone())),
                 }
             }
@@ -214,8 +261,9 @@ impl Policy {
         if diff.missing.is_empty() {
             Ok(diff.changed)
         } else {
+            diff.missing.sort();
             diff.missing.dedup();
-            Err(diff.missing)
+            Err(Unfinished::Needs(diff.missing))
         }
     }
 
@@ -254,6 +302,7 @@ impl Policy {
         let ancestry = &findings.ancestry;
         let whole = self
             .decide_pack_limits(facts)
+            .or_else(|| self.decide_unchecked(&findings.unchecked))
             .or_else(|| self.decide_signatures(&findings.signatures))
             .or_else(|| self.decide_protected(findings.protected.as_ref()));
         let refs = updates
@@ -298,6 +347,23 @@ impl Policy {
                 ByteSize(largest.size)
             ),
         ))
+    }
+
+    /// Whether the rules that look at every new commit apply.
+    pub fn checks_each_commit(&self) -> bool {
+        self.signers.is_some() || !self.protected_paths.is_empty()
+    }
+
+    /// Commits the push would bring in without carrying them: a denial, as neither
+    /// `protectedPaths` nor `requireSignedCommits` could check them.
+    fn decide_unchecked(&self, unchecked: &[String]) -> Option<Decision> {
+        let first = unchecked.first()?;
+        let rule = if self.signers.is_some() {
+            "requireSignedCommits"
+        } else {
+            "protectedPaths"
+        };
+        Some(Decision::deny(rule, first.clone()))
     }
 
     /// `requireSignedCommits`: a denial for the whole push naming the commits whose
@@ -396,80 +462,90 @@ struct TreeDiff<'a> {
     server: &'a ServerObjects,
     missing: Vec<Lookup>,
     changed: Vec<ProtectedChange>,
+    /// Tree entries still allowed to be compared.
+    work: usize,
 }
 
-impl TreeDiff<'_> {
-    fn tree(&mut self, id: &ObjectId) -> Option<&[TreeEntry]> {
-        let found = self
-            .facts
-            .trees
-            .get(id)
-            .or_else(|| self.server.trees.get(id));
+impl<'a> TreeDiff<'a> {
+    /// A tree's entries by name (`None`, noted as missing, when neither the pack nor
+    /// the server objects have it).
+    fn tree(&mut self, id: &ObjectId) -> Option<HashMap<&'a str, &'a TreeEntry>> {
+        let (facts, server) = (self.facts, self.server);
+        let found = facts.trees.get(id).or_else(|| server.trees.get(id));
         if found.is_none() {
             self.missing.push(Lookup::Tree(id.clone()));
         }
-        found.map(Vec::as_slice)
+        found.map(|entries| entries.iter().map(|e| (e.name.as_str(), e)).collect())
     }
 
-    /// Compares the directory `prefix` in two trees (`None`: absent).
+    /// Compares two root trees (`None`: absent), directory by directory, with an
+    /// explicit stack so that no tree depth can exhaust the thread's.
     fn walk(
         &mut self,
         commit: &ObjectId,
         new: Option<&ObjectId>,
         old: Option<&ObjectId>,
-        prefix: &str,
-    ) {
-        if new == old {
-            return;
-        }
-        // Both sides are looked up before giving up on either, so that one round of
-        // lookups brings the server's tree that a pushed thin delta may need as its base.
-        let new_entries = new.map(|id| self.tree(id).map(<[TreeEntry]>::to_vec));
-        let old_entries = old.map(|id| self.tree(id).map(<[TreeEntry]>::to_vec));
-        let (Some(new_entries), Some(old_entries)) = (
-            new_entries.unwrap_or(Some(Vec::new())),
-            old_entries.unwrap_or(Some(Vec::new())),
-        ) else {
-            return;
-        };
-        let mut names: Vec<&str> = new_entries
-            .iter()
-            .chain(&old_entries)
-            .map(|e| e.name.as_str())
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        for name in names {
-            let a = new_entries.iter().find(|e| e.name == name);
-            let b = old_entries.iter().find(|e| e.name == name);
-            if a.map(|e| (&e.id, e.mode)) == b.map(|e| (&e.id, e.mode)) {
+    ) -> Result<(), Unfinished> {
+        let mut pending = vec![(new.cloned(), old.cloned(), String::new(), 0)];
+        while let Some((new, old, prefix, depth)) = pending.pop() {
+            if new == old {
                 continue;
             }
-            let path = format!("{prefix}{name}");
-            let subtree = |e: Option<&TreeEntry>| e.filter(|e| e.is_tree()).map(|e| e.id.clone());
-            let (sub_new, sub_old) = (subtree(a), subtree(b));
-            if (sub_new.is_some() || sub_old.is_some())
-                && self
-                    .policy
-                    .protected_paths
-                    .iter()
-                    .any(|p| p.may_match_below(&path))
-            {
-                self.walk(
-                    commit,
-                    sub_new.as_ref(),
-                    sub_old.as_ref(),
-                    &format!("{path}/"),
-                );
+            if depth > MAX_TREE_DEPTH {
+                return Err(Unfinished::TooLarge(format!(
+                    "a pushed tree is nested deeper than {MAX_TREE_DEPTH} directories"
+                )));
             }
-            let file_changed = a.is_some_and(|e| !e.is_tree()) || b.is_some_and(|e| !e.is_tree());
-            if file_changed && self.policy.protected_paths.iter().any(|p| p.matches(&path)) {
-                self.changed.push(ProtectedChange {
-                    commit: commit.clone(),
-                    path,
-                });
+            // Both sides are looked up before giving up on either, so that one round of
+            // lookups brings the server's tree a pushed thin delta may need as its base.
+            let new_entries = new.as_ref().map(|id| self.tree(id));
+            let old_entries = old.as_ref().map(|id| self.tree(id));
+            let (Some(new_entries), Some(old_entries)) = (
+                new_entries.unwrap_or_else(|| Some(HashMap::new())),
+                old_entries.unwrap_or_else(|| Some(HashMap::new())),
+            ) else {
+                continue;
+            };
+            let size = new_entries.len() + old_entries.len();
+            self.work = self.work.checked_sub(size).ok_or_else(|| {
+                Unfinished::TooLarge(format!(
+                    "the pushed trees are too large to compare (more than {MAX_DIFF_WORK} entries)"
+                ))
+            })?;
+            let mut names: Vec<&str> = new_entries
+                .keys()
+                .chain(old_entries.keys())
+                .copied()
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            for name in names {
+                let a = new_entries.get(name).copied();
+                let b = old_entries.get(name).copied();
+                if a.map(|e| (&e.id, e.mode)) == b.map(|e| (&e.id, e.mode)) {
+                    continue;
+                }
+                let path = format!("{prefix}{name}");
+                let subtree =
+                    |e: Option<&TreeEntry>| e.filter(|e| e.is_tree()).map(|e| e.id.clone());
+                let (sub_new, sub_old) = (subtree(a), subtree(b));
+                let protected = &self.policy.protected_paths;
+                if (sub_new.is_some() || sub_old.is_some())
+                    && protected.iter().any(|p| p.may_match_below(&path))
+                {
+                    pending.push((sub_new, sub_old, format!("{path}/"), depth + 1));
+                }
+                let file_changed =
+                    a.is_some_and(|e| !e.is_tree()) || b.is_some_and(|e| !e.is_tree());
+                if file_changed && protected.iter().any(|p| p.matches(&path)) {
+                    self.changed.push(ProtectedChange {
+                        commit: commit.clone(),
+                        path,
+                    });
+                }
             }
         }
+        Ok(())
     }
 }
 
@@ -718,13 +794,13 @@ mod tests {
         // Without the server's side, it asks for exactly what it needs.
         assert_eq!(
             p.protected_changes(&facts, &ServerObjects::default()),
-            Err(vec![Lookup::CommitTree(id(11))])
+            Err(Unfinished::Needs(vec![Lookup::CommitTree(id(11))]))
         );
         let mut partial = server.clone();
         partial.trees.remove(&id(26));
         assert_eq!(
             p.protected_changes(&facts, &partial),
-            Err(vec![Lookup::Tree(id(26))])
+            Err(Unfinished::Needs(vec![Lookup::Tree(id(26))]))
         );
         // A mode change is a change; an unprotected change is none.
         let readme = policy("allowedRefs: ['*']\nprotectedPaths: ['src/**']\n");
@@ -753,6 +829,45 @@ mod tests {
                 .unwrap()
                 .len(),
             1
+        );
+    }
+
+    #[test]
+    fn deep_trees_are_walked_without_recursion_and_within_bounds() {
+        const DIR: u32 = 0o040000;
+        let p = policy("allowedRefs: ['*']\nprotectedPaths: ['**/x']\n");
+        // Trees 1000.. nested `d/d/d/…`, `levels` deep, a file `x` at the bottom.
+        let nest = |levels: u32| {
+            let tid = |n: u32| ObjectId::parse(&format!("{n:040x}")).unwrap();
+            let mut trees = HashMap::new();
+            for level in 0..levels {
+                trees.insert(
+                    tid(1000 + level),
+                    vec![TreeEntry {
+                        name: "d".into(),
+                        mode: DIR,
+                        id: tid(1001 + level),
+                    }],
+                );
+            }
+            trees.insert(tid(1000 + levels), vec![entry("x", 0o100644, 30)]);
+            PackFacts {
+                commits: HashMap::from([(id(10), vec![])]),
+                commit_trees: HashMap::from([(id(10), tid(1000))]),
+                trees,
+                ..PackFacts::default()
+            }
+        };
+        let changes = p
+            .protected_changes(&nest(3000), &ServerObjects::default())
+            .unwrap();
+        assert_eq!(changes.len(), 1);
+        assert!(changes[0].path.ends_with("d/d/x"));
+        assert_eq!(
+            p.protected_changes(&nest(5000), &ServerObjects::default()),
+            Err(Unfinished::TooLarge(
+                "a pushed tree is nested deeper than 4096 directories".into()
+            ))
         );
     }
 

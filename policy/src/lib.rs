@@ -35,7 +35,7 @@ mod token_scope;
 pub use byte_size::{ByteSize, ByteSizeError};
 pub use content::{
     FastForward, Findings, LargeObject, Lookup, PackFacts, ProtectedChange, RefAncestry,
-    ServerObjects, TreeEntry, fast_forward,
+    ServerObjects, TreeEntry, Unfinished, fast_forward, outside_commits,
 };
 pub use decision::{ConnectDecision, Decision, PushVerdict};
 pub use host::{HostError, HostName, parse_authority};

@@ -7,6 +7,9 @@ use serde::Deserialize;
 
 use crate::pattern::{PatternKind, compile_glob, glob_matches};
 
+/// The one key type gitgate verifies.
+const ED25519: &str = "ssh-ed25519";
+
 /// `requireSignedCommits` as written. The allowed signers file is read by the caller
 /// (this crate reads no files) into `allowed_signers` before compiling.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -151,6 +154,9 @@ fn parse_signer_line(line: &str) -> Result<Option<SignerKey>, String> {
         .split(',')
         .map(|p| p.trim_matches('"').to_owned())
         .collect();
+    if principals.iter().any(|p| p.starts_with('!')) {
+        return Err("negated principals (\"!…\") are not supported by gitgate".into());
+    }
     let rest: Vec<&str> = words.collect();
     let (options, key_words) = match rest.first() {
         Some(first) if !is_key_type(first) => (Some(*first), &rest[1..]),
@@ -161,6 +167,9 @@ fn parse_signer_line(line: &str) -> Result<Option<SignerKey>, String> {
         match name.to_ascii_lowercase().as_str() {
             "namespaces" => {
                 let value = value.trim_matches('"');
+                if value.contains('!') {
+                    return Err("negated namespaces (\"!…\") are not supported by gitgate".into());
+                }
                 if !value.split(',').any(|n| n == "git" || n == "*") {
                     return Ok(None);
                 }
@@ -205,9 +214,18 @@ fn parse_key<'a>(words: &mut impl Iterator<Item = &'a str>) -> Result<SignerKey,
     if !is_key_type(algorithm) {
         return Err(format!("{algorithm:?} is not an SSH key type"));
     }
+    if algorithm != ED25519 {
+        return Err(format!(
+            "only {ED25519} keys are supported, not {algorithm}"
+        ));
+    }
     let base64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
-    if blob.len() < 16 || !blob.bytes().all(base64) {
+    if !blob.bytes().all(base64) {
         return Err("the key is not base64".into());
+    }
+    // base64 of: length 11, "ssh-ed25519", length 32, the 32-byte key.
+    if blob.len() != 68 || !blob.starts_with("AAAAC3NzaC1lZDI1NTE5AAAAI") {
+        return Err(format!("the key is not a well-formed {ED25519} public key"));
     }
     Ok(SignerKey {
         algorithm: algorithm.to_owned(),
@@ -228,7 +246,8 @@ fn principal_matches(pattern: &str, email: &str) -> bool {
 mod tests {
     use super::*;
 
-    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFVpK3wFtUrWpJcUuGbcl4XlBPbmA1Zq agent";
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFVpK3wFtUrWpJcUuGbcl4XlBPbmA1ZqQ2Vn7nTlW5xc agent";
 
     fn raw(keys: &[&str], file: Option<&str>) -> RawSigners {
         RawSigners {

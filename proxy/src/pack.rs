@@ -23,6 +23,10 @@ const HASH: gix_hash::Kind = gix_hash::Kind::Sha1;
 const STEP: usize = 64 * 1024;
 /// The largest commit, tree or tag gitgate decodes; larger ones fail the read.
 const MAX_DECODED: usize = 64 << 20;
+/// The most bytes one pack's decoding may produce and work through (objects and the
+/// delta chains applied to make them), whatever the pack's size: bounds the memory and
+/// CPU a crafted pack of small deltas can cost.
+const DECODE_BUDGET: u64 = 512 << 20;
 
 /// Why a pack could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +111,8 @@ pub(crate) struct SignedCommit {
     pub(crate) committer_email: String,
     /// The `gpgsig` header's value, if any.
     pub(crate) signature: Option<Vec<u8>>,
+    /// Whether another signature header is left in `payload`.
+    pub(crate) extra_signature: bool,
     /// The commit without its signature: what was signed.
     pub(crate) payload: Vec<u8>,
 }
@@ -190,13 +196,18 @@ pub(crate) fn decode<T: gix_pack::FileData>(
         ..PackFacts::default()
     };
     let mut by_id: HashMap<gix_hash::ObjectId, data::Entry> = HashMap::new();
+    let mut kinds: HashMap<u64, Result<Kind, gix_hash::ObjectId>> = HashMap::new();
     let mut unresolved = Vec::new();
     let mut signed = Vec::new();
+    let mut budget = DECODE_BUDGET;
+    let keep_trees = max_blob.is_some() || wants.trees;
     for item in &listing.listed {
-        // A delta against an object outside the pack and `bases` stays undecoded: the
-        // rules that need it ask for its base, or deny.
-        let kind = match kind_of(pack, item, &by_id, bases)? {
-            Ok(kind @ (Kind::Commit | Kind::Tree | Kind::Tag)) => kind,
+        // A delta against an object outside the pack and `bases` stays undecoded: a
+        // commit or tree that matters then shows up missing to the rules, which deny.
+        let kind = kind_of(pack, item, &by_id, bases, &mut kinds)?;
+        let kind = match kind {
+            Ok(kind @ (Kind::Commit | Kind::Tag)) => kind,
+            Ok(Kind::Tree) if keep_trees => Kind::Tree,
             Ok(_) => continue,
             Err(base) => {
                 unresolved.push(convert(&base)?);
@@ -219,14 +230,24 @@ pub(crate) fn decode<T: gix_pack::FileData>(
                 }
             }))
         };
-        pack.decode_entry(
-            entry.clone(),
-            &mut out,
-            &mut inflate,
-            &resolve,
-            &mut gix_pack::cache::Never,
-        )
-        .map_err(fail)?;
+        let outcome = pack
+            .decode_entry(
+                entry.clone(),
+                &mut out,
+                &mut inflate,
+                &resolve,
+                &mut gix_pack::cache::Never,
+            )
+            .map_err(fail)?;
+        let cost = outcome
+            .decompressed_size
+            .saturating_add(outcome.object_size);
+        budget = budget.checked_sub(cost).ok_or_else(|| {
+            fail(format!(
+                "its commits and trees take more than {} MiB to decode",
+                DECODE_BUDGET >> 20
+            ))
+        })?;
         let id = gix_object::compute_hash(HASH, kind, &out).map_err(fail)?;
         let ours = convert(&id)?;
         match kind {
@@ -277,19 +298,25 @@ fn list_entries<T: gix_pack::FileData>(
     let end = pack.pack_end() as u64;
     verify_trailer(reads, end, pack.checksum())?;
     let (mut listed, mut large) = (Vec::new(), Vec::new());
+    let mut window = Window::new(reads, end);
+    let mut out = vec![0u8; STEP];
     let mut offset = data::header::SIZE as u64;
-    let mut head = [0u8; 64];
     for _ in 0..pack.num_objects() {
-        let n = reads.read_at(offset, &mut head).map_err(fail)?;
-        let entry = data::Entry::from_bytes(&head[..n], offset, HASH).map_err(fail)?;
+        let head = window.bytes(offset, 64)?;
+        let entry = data::Entry::from_bytes(head, offset, HASH).map_err(fail)?;
         let size = entry.decompressed_size;
         let over = max_blob.is_some_and(|max| size > max);
+        let mut inflating = Inflating {
+            window: &mut window,
+            inflate,
+            out: &mut out,
+        };
         let (consumed, object) = match entry.header {
             Header::Blob | Header::Tree | Header::Commit | Header::Tag if over => {
                 let kind = entry.header.as_kind().unwrap_or(Kind::Blob);
                 let mut hasher = gix_hash::hasher(HASH);
                 hasher.update(&gix_object::encode::loose_header(kind, size));
-                let consumed = inflate_range(reads, &entry, end, inflate, |chunk| {
+                let consumed = inflating.run(&entry, |chunk| {
                     hasher.update(chunk);
                     true
                 })?;
@@ -307,7 +334,7 @@ fn list_entries<T: gix_pack::FileData>(
                 // A delta starts with two sizes (base, result), each a little-endian
                 // base-128 number.
                 let mut sizes = Vec::with_capacity(20);
-                let consumed = inflate_range(reads, &entry, end, inflate, |chunk| {
+                let consumed = inflating.run(&entry, |chunk| {
                     sizes.extend_from_slice(&chunk[..chunk.len().min(20 - sizes.len())]);
                     true
                 })?;
@@ -322,7 +349,7 @@ fn list_entries<T: gix_pack::FileData>(
                 });
                 (consumed, object)
             }
-            _ => (inflate_range(reads, &entry, end, inflate, |_| true)?, None),
+            _ => (inflating.run(&entry, |_| true)?, None),
         };
         if entry.header != Header::Blob {
             listed.push(Listed {
@@ -342,6 +369,100 @@ fn list_entries<T: gix_pack::FileData>(
     Ok((listed, large))
 }
 
+/// Sequential reads through the pack with one buffer, reused from entry to entry.
+struct Window<'a> {
+    reads: &'a dyn ReadAt,
+    end: u64,
+    buf: Vec<u8>,
+    /// The pack offset of `buf[0]`.
+    at: u64,
+    filled: usize,
+}
+
+impl<'a> Window<'a> {
+    fn new(reads: &'a dyn ReadAt, end: u64) -> Self {
+        Window {
+            reads,
+            end,
+            buf: vec![0u8; STEP],
+            at: 0,
+            filled: 0,
+        }
+    }
+
+    /// The buffered bytes from `offset` on (up to `end`), read ahead so that at least
+    /// `min` are there when the pack has them.
+    fn bytes(&mut self, offset: u64, min: usize) -> Result<&[u8], PackError> {
+        if offset >= self.at && offset <= self.at + self.filled as u64 {
+            let skip = (offset - self.at) as usize;
+            self.buf.copy_within(skip..self.filled, 0);
+            self.filled -= skip;
+        } else {
+            self.filled = 0;
+        }
+        self.at = offset;
+        while self.filled < min.min(STEP) {
+            let from = self.at + self.filled as u64;
+            let room = (self.end.saturating_sub(from)).min((STEP - self.filled) as u64) as usize;
+            if room == 0 {
+                break;
+            }
+            let n = self
+                .reads
+                .read_at(from, &mut self.buf[self.filled..self.filled + room])
+                .map_err(fail)?;
+            if n == 0 {
+                break;
+            }
+            self.filled += n;
+        }
+        Ok(&self.buf[..self.filled])
+    }
+}
+
+/// One entry's inflation, with the first pass's buffers.
+struct Inflating<'w, 'a> {
+    window: &'w mut Window<'a>,
+    inflate: &'w mut gix_zlib::Inflate,
+    out: &'w mut [u8],
+}
+
+impl Inflating<'_, '_> {
+    /// Inflates the entry's data in steps, handing each piece to `sink` (which returns
+    /// whether it wants more); checks the inflated size against the entry's header and
+    /// returns how many compressed bytes the entry takes.
+    fn run(
+        &mut self,
+        entry: &data::Entry,
+        mut sink: impl FnMut(&[u8]) -> bool,
+    ) -> Result<u64, PackError> {
+        self.inflate.reset();
+        let (mut used_total, mut written, mut wanted) = (0u64, 0u64, true);
+        loop {
+            let input = self.window.bytes(entry.data_offset + used_total, 4096)?;
+            let (status, used, produced) = self.inflate.once(input, self.out).map_err(fail)?;
+            used_total += used as u64;
+            written += produced as u64;
+            if written > entry.decompressed_size {
+                return Err(fail("an object inflates to more than its header says"));
+            }
+            if wanted {
+                wanted = sink(&self.out[..produced]);
+            }
+            if status == gix_zlib::Status::StreamEnd {
+                break;
+            }
+            if used == 0 && produced == 0 {
+                return Err(fail("an object's compressed data is truncated"));
+            }
+        }
+        if written != entry.decompressed_size {
+            return Err(fail("an object inflates to less than its header says"));
+        }
+        Ok(used_total)
+    }
+}
+
 /// A decoded commit's signature material.
 fn signed_commit(
     id: &ObjectId,
@@ -354,10 +475,17 @@ fn signed_commit(
             Some((signature, signed)) => (Some(signature.to_vec()), signed.to_bstring().to_vec()),
             None => (None, bytes.to_vec()),
         };
+    // git strips every signature header before verifying: one left in what was "signed"
+    // makes a commit git would not call verified.
+    let extra_signature = payload
+        .split(|b| *b == b'\n')
+        .take_while(|line| !line.is_empty())
+        .any(|line| line.starts_with(b"gpgsig ") || line.starts_with(b"gpgsig-sha256 "));
     Ok(SignedCommit {
         id: id.clone(),
         committer_email,
         signature,
+        extra_signature,
         payload,
     })
 }
@@ -394,10 +522,30 @@ fn kind_of<T: gix_pack::FileData>(
     item: &Listed,
     by_id: &HashMap<gix_hash::ObjectId, data::Entry>,
     bases: &Bases,
+    known: &mut HashMap<u64, Result<Kind, gix_hash::ObjectId>>,
+) -> Result<Result<Kind, gix_hash::ObjectId>, PackError> {
+    let kind = chain_kind(pack, item, by_id, bases, known)?;
+    known.insert(item.pack_offset, kind);
+    Ok(kind)
+}
+
+/// [`kind_of`] without remembering; an offset delta's base comes earlier in the pack, so
+/// its kind is usually known already and the chain is not walked again.
+fn chain_kind<T: gix_pack::FileData>(
+    pack: &data::File<T>,
+    item: &Listed,
+    by_id: &HashMap<gix_hash::ObjectId, data::Entry>,
+    bases: &Bases,
+    known: &HashMap<u64, Result<Kind, gix_hash::ObjectId>>,
 ) -> Result<Result<Kind, gix_hash::ObjectId>, PackError> {
     let mut header = item.header;
     let mut at = item.pack_offset;
     for _ in 0..=pack.num_objects() {
+        if at != item.pack_offset {
+            if let Some(kind) = known.get(&at) {
+                return Ok(*kind);
+            }
+        }
         let base = match header {
             Header::Commit => return Ok(Ok(Kind::Commit)),
             Header::Tree => return Ok(Ok(Kind::Tree)),
@@ -420,53 +568,6 @@ fn kind_of<T: gix_pack::FileData>(
     Err(fail("a delta chain loops"))
 }
 
-/// Inflates the entry's data (which must end before `end`) in steps, handing each piece
-/// to `sink` (which returns whether it wants more); checks the inflated size against the
-/// entry's header and returns how many compressed bytes the entry takes.
-fn inflate_range(
-    reads: &dyn ReadAt,
-    entry: &data::Entry,
-    end: u64,
-    inflate: &mut gix_zlib::Inflate,
-    mut sink: impl FnMut(&[u8]) -> bool,
-) -> Result<u64, PackError> {
-    inflate.reset();
-    let mut input = vec![0u8; STEP];
-    let mut out = vec![0u8; STEP];
-    let (mut filled, mut used_total, mut written, mut wanted) = (0usize, 0u64, 0u64, true);
-    loop {
-        let at = entry.data_offset + used_total + filled as u64;
-        let room = (end.saturating_sub(at)).min((STEP - filled) as u64) as usize;
-        if room > 0 {
-            let n = reads
-                .read_at(at, &mut input[filled..filled + room])
-                .map_err(fail)?;
-            filled += n;
-        }
-        let (status, used, produced) = inflate.once(&input[..filled], &mut out).map_err(fail)?;
-        input.copy_within(used..filled, 0);
-        filled -= used;
-        used_total += used as u64;
-        written += produced as u64;
-        if written > entry.decompressed_size {
-            return Err(fail("an object inflates to more than its header says"));
-        }
-        if wanted {
-            wanted = sink(&out[..produced]);
-        }
-        if status == gix_zlib::Status::StreamEnd {
-            break;
-        }
-        if used == 0 && produced == 0 {
-            return Err(fail("an object's compressed data is truncated"));
-        }
-    }
-    if written != entry.decompressed_size {
-        return Err(fail("an object inflates to less than its header says"));
-    }
-    Ok(used_total)
-}
-
 /// A delta header number: 7 bits per byte, least significant first.
 fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
     let mut value = 0u64;
@@ -486,7 +587,7 @@ fn tree_entries(bytes: &[u8]) -> Result<Vec<TreeEntry>, PackError> {
         .iter()
         .map(|e| {
             Ok(TreeEntry {
-                name: e.filename.to_string(),
+                name: entry_name(e.filename),
                 mode: u32::from(e.mode.value()),
                 id: convert(&e.oid.to_owned())?,
             })
@@ -494,32 +595,62 @@ fn tree_entries(bytes: &[u8]) -> Result<Vec<TreeEntry>, PackError> {
         .collect()
 }
 
+/// A tree entry's name as text, one-to-one: a name that is not UTF-8 becomes a NUL (which
+/// no git name contains) and its bytes in hex, so distinct names stay distinct.
+fn entry_name(name: &[u8]) -> String {
+    match std::str::from_utf8(name) {
+        Ok(text) => text.to_owned(),
+        Err(_) => name.iter().fold(String::from("\0"), |mut out, b| {
+            out.push_str(&format!("{b:02x}"));
+            out
+        }),
+    }
+}
+
 /// Fills in the path of each large object that a pushed commit's tree (as far as the
-/// pack holds its subtrees) names.
+/// pack holds its subtrees) names. Paths are spelled out only for those objects, from
+/// links to each entry's parent directory, so deep trees cost no more than their size.
 fn name_paths(facts: &mut PackFacts) {
-    if facts.large_objects.iter().all(|o| o.id.is_none()) {
+    let wanted: HashSet<&ObjectId> = facts
+        .large_objects
+        .iter()
+        .filter_map(|o| o.id.as_ref())
+        .collect();
+    if wanted.is_empty() {
         return;
     }
-    let mut paths: HashMap<&ObjectId, String> = HashMap::new();
-    let mut stack: Vec<(&ObjectId, String)> = facts
-        .commit_trees
-        .values()
-        .map(|r| (r, String::new()))
-        .collect();
+    // (name, parent directory's index) per visited directory; roots have no parent.
+    let mut dirs: Vec<(&str, Option<usize>)> = Vec::new();
+    let mut found: HashMap<&ObjectId, (&str, Option<usize>)> = HashMap::new();
+    let mut stack: Vec<(&ObjectId, Option<usize>)> =
+        facts.commit_trees.values().map(|r| (r, None)).collect();
     let mut visited = HashSet::new();
-    while let Some((tree, prefix)) = stack.pop() {
+    while let Some((tree, dir)) = stack.pop() {
         if !visited.insert(tree) {
             continue;
         }
         for entry in facts.trees.get(tree).into_iter().flatten() {
-            let path = format!("{prefix}{}", entry.name);
             if entry.is_tree() {
-                stack.push((&entry.id, format!("{path}/")));
-            } else {
-                paths.entry(&entry.id).or_insert(path);
+                dirs.push((&entry.name, dir));
+                stack.push((&entry.id, Some(dirs.len() - 1)));
+            } else if wanted.contains(&entry.id) {
+                found.entry(&entry.id).or_insert((&entry.name, dir));
             }
         }
     }
+    let spell = |(name, mut dir): (&str, Option<usize>)| {
+        let mut parts = vec![name];
+        while let Some(i) = dir {
+            parts.push(dirs[i].0);
+            dir = dirs[i].1;
+        }
+        parts.reverse();
+        parts.join("/")
+    };
+    let paths: HashMap<ObjectId, String> = found
+        .into_iter()
+        .map(|(id, place)| (id.clone(), spell(place)))
+        .collect();
     for object in facts.large_objects.iter_mut() {
         object.path = object.id.as_ref().and_then(|id| paths.get(id)).cloned();
     }
@@ -760,6 +891,14 @@ mod tests {
         assert!(error.contains("checksum does not match"), "{error}");
         let error = read(pack[..pack.len() / 2].to_vec(), None).unwrap_err();
         assert!(error.to_string().starts_with("cannot read the pushed pack"));
+    }
+
+    #[test]
+    fn entry_names_stay_distinct_when_they_are_not_utf8() {
+        assert_eq!(entry_name(b"ci.yml"), "ci.yml");
+        assert_ne!(entry_name(b"x\xff"), entry_name(b"x\xfe"));
+        assert_ne!(entry_name(b"x\xff"), "x\u{fffd}");
+        assert!(entry_name(b"x\xff").starts_with('\0'));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -12,16 +13,18 @@ use gitgate_policy::git::receive_pack::PushHeader;
 use gitgate_policy::git::request::Service;
 use gitgate_policy::{
     ByteSize, Decision, FastForward, Findings, Lookup, ObjectId, PackFacts, Policy,
-    ProtectedChange, PushVerdict, RefAncestry, RefUpdate, ServerObjects, fast_forward,
+    ProtectedChange, PushVerdict, RefAncestry, RefUpdate, ServerObjects, Unfinished, fast_forward,
+    outside_commits,
 };
 use http_body_util::BodyExt;
 
-use crate::audit::Record;
+use crate::audit::{Record, Verdict};
 use crate::body::stream;
 use crate::github::ClientBody;
 use crate::pack::{Bases, Decoded, Listing, Wants};
 use crate::push::{Inspected, PushTo, reject, settle};
 use crate::reply::{self, Failure, Shape};
+use crate::repo_api::{RepoApi, ServerTree};
 use crate::signature::Verifier;
 use crate::spool::{Spool, Spooled};
 use crate::state::State;
@@ -29,8 +32,64 @@ use crate::state::State;
 /// The most commits at which one update's history may leave the pack; each costs an API
 /// call, so beyond this the update is undecided (and denied).
 const MAX_ASKED: usize = 8;
-/// The most trees and commits one push's protected-paths check reads from the API.
-const MAX_LOOKUPS: usize = 256;
+/// The most GitHub API calls gitgate makes to decide one push.
+const MAX_API_CALLS: usize = 256;
+
+/// The GitHub API as one push may use it: with the push's repository and credential,
+/// and at most [`MAX_API_CALLS`] calls whatever the push holds.
+struct Api<'a> {
+    repo_api: &'a RepoApi,
+    to: &'a PushTo<'a>,
+    left: AtomicUsize,
+}
+
+impl<'a> Api<'a> {
+    fn new(state: &'a State, to: &'a PushTo<'a>) -> Self {
+        Api {
+            repo_api: &state.repo_api,
+            to,
+            left: AtomicUsize::new(MAX_API_CALLS),
+        }
+    }
+
+    /// Takes one call from the budget.
+    fn spend(&self) -> Result<(), String> {
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .map(drop)
+            .map_err(|_| {
+                format!("deciding this push needs more than the {MAX_API_CALLS} GitHub API calls gitgate makes for one push")
+            })
+    }
+
+    async fn is_ancestor(&self, old: &ObjectId, head: &ObjectId) -> Result<bool, String> {
+        self.spend()?;
+        self.repo_api
+            .is_ancestor(self.to.repo, old, head, self.to.credential)
+            .await
+    }
+
+    async fn on_default_branch(&self, commit: &ObjectId) -> Result<bool, String> {
+        self.spend()?;
+        self.repo_api
+            .on_default_branch(self.to.repo, commit, self.to.credential)
+            .await
+    }
+
+    async fn tree(&self, id: &ObjectId) -> Result<Option<ServerTree>, String> {
+        self.spend()?;
+        self.repo_api
+            .tree(self.to.repo, id, self.to.credential)
+            .await
+    }
+
+    async fn commit_tree(&self, id: &ObjectId) -> Result<ObjectId, String> {
+        self.spend()?;
+        self.repo_api
+            .commit_tree(self.to.repo, id, self.to.credential)
+            .await
+    }
+}
 
 /// A push whose command list has been read and allowed.
 pub(crate) struct Received {
@@ -87,6 +146,10 @@ pub(crate) async fn inspect(
             let verdict = PushVerdict::reject_all(&header.commands, &decision);
             settle(policy, &verdict, record);
             // Even in report mode: the pack was not kept, so it cannot be sent on.
+            record.decide(Verdict::Deny, &decision.rule, &decision.reason);
+            for refs in &mut record.refs {
+                refs.verdict = Verdict::Deny;
+            }
             return Inspected::Reply(reject(state, &header, &verdict, body, record).await);
         }
         let frame = match tokio::time::timeout(limits.body_idle_timeout, body.frame()).await {
@@ -167,9 +230,10 @@ async fn examine(
         listing,
         wants,
     };
+    let api = Api::new(state, to);
     let mut decoded = pack.decode(Bases::new()).await?;
     let protected = match policy.protects_paths() {
-        true => Some(protected(state, policy, to, &pack, &mut decoded).await),
+        true => Some(protected(&api, policy, &pack, &mut decoded).await),
         false => None,
     };
     let signatures = match policy.signers() {
@@ -184,10 +248,15 @@ async fn examine(
         None => Vec::new(),
     };
     let facts = decoded.facts;
+    let unchecked = match policy.checks_each_commit() {
+        true => unchecked(&api, updates, &facts).await,
+        false => Vec::new(),
+    };
     let findings = Findings {
-        ancestry: ancestry(state, policy, to, updates, &facts).await,
+        ancestry: ancestry(&api, policy, updates, &facts).await,
         protected,
         signatures,
+        unchecked,
     };
     Ok(policy.decide_content(updates, &facts, &findings))
 }
@@ -226,41 +295,31 @@ async fn blocking<R: Send + 'static>(
 /// again once those trees are read: first the trees the diff itself reads (a pushed tree
 /// is usually a delta against the old tree at its path), else the deltas' own bases.
 async fn protected(
-    state: &State,
+    api: &Api<'_>,
     policy: &Policy,
-    to: &PushTo<'_>,
     pack: &Pack<'_>,
     decoded: &mut Decoded,
 ) -> Result<Vec<ProtectedChange>, String> {
     let mut server = ServerObjects::default();
     let mut bases = Bases::new();
-    let mut budget = MAX_LOOKUPS;
     let mut new_bases = false;
     let mut tried: HashSet<ObjectId> = HashSet::new();
     loop {
         let lookups = match policy.protected_changes(&decoded.facts, &server) {
             Ok(changes) => return Ok(changes),
-            Err(lookups) => lookups,
+            Err(Unfinished::Needs(lookups)) => lookups,
+            Err(Unfinished::TooLarge(why)) => return Err(why),
         };
-        if lookups.len() > budget {
-            return Err(format!(
-                "finding the changed paths needs more than {MAX_LOOKUPS} trees and commits from the GitHub API"
-            ));
-        }
-        budget -= lookups.len();
         let mut absent = Vec::new();
         for lookup in lookups {
             match lookup {
                 Lookup::CommitTree(id) => {
-                    let tree = state
-                        .repo_api
-                        .commit_tree(to.repo, &id, to.credential)
-                        .await?;
+                    let tree = api.commit_tree(&id).await?;
                     server.commit_trees.insert(id, tree);
                 }
                 Lookup::Tree(id) => {
                     tried.insert(id.clone());
-                    match state.repo_api.tree(to.repo, &id, to.credential).await? {
+                    match api.tree(&id).await? {
                         Some(tree) => {
                             add_base(&mut bases, &id, tree.raw)?;
                             server.trees.insert(id, tree.entries);
@@ -278,13 +337,11 @@ async fn protected(
                 .unresolved
                 .iter()
                 .filter(|base| !tried.contains(*base))
-                .take(budget)
                 .cloned()
                 .collect();
-            budget -= untried.len();
             for base in untried {
                 tried.insert(base.clone());
-                if let Some(tree) = state.repo_api.tree(to.repo, &base, to.credential).await? {
+                if let Some(tree) = api.tree(&base).await? {
                     add_base(&mut bases, &base, tree.raw)?;
                     server.trees.insert(base, tree.entries);
                     new_bases = true;
@@ -324,9 +381,8 @@ async fn split_head(read: VecDeque<Bytes>, header_len: usize) -> std::io::Result
 /// Whether each update that must be a fast-forward is one: from the pack's commits, else
 /// by asking the API about each commit where the history leaves the pack.
 async fn ancestry(
-    state: &State,
+    api: &Api<'_>,
     policy: &Policy,
-    to: &PushTo<'_>,
     updates: &[RefUpdate],
     facts: &PackFacts,
 ) -> HashMap<String, RefAncestry> {
@@ -338,7 +394,7 @@ async fn ancestry(
                 "its history leaves the pushed pack at {} commits, more than gitgate asks GitHub about",
                 heads.len()
             )),
-            FastForward::Ask(heads) => ask(state, to, &update.old, &heads).await,
+            FastForward::Ask(heads) => ask(api, &update.old, &heads).await,
         };
         found.insert(update.name.clone(), answer);
     }
@@ -346,14 +402,10 @@ async fn ancestry(
 }
 
 /// Whether `old` is an ancestor of any of `heads`, per the API.
-async fn ask(state: &State, to: &PushTo<'_>, old: &ObjectId, heads: &[ObjectId]) -> RefAncestry {
+async fn ask(api: &Api<'_>, old: &ObjectId, heads: &[ObjectId]) -> RefAncestry {
     let mut failure = None;
     for head in heads {
-        match state
-            .repo_api
-            .is_ancestor(to.repo, old, head, to.credential)
-            .await
-        {
+        match api.is_ancestor(old, head).await {
             Ok(true) => return RefAncestry::FastForward,
             Ok(false) => {}
             Err(why) => failure = Some(why),
@@ -363,6 +415,41 @@ async fn ask(state: &State, to: &PushTo<'_>, old: &ObjectId, heads: &[ObjectId])
         Some(why) => RefAncestry::Unknown(why),
         None => RefAncestry::Rewrite,
     }
+}
+
+/// Why updates would bring in commits the push does not carry: every commit where an
+/// update's history leaves the pack must already be on the ref (or, for a new ref, on
+/// the default branch), since the per-commit rules can only check what they receive. A
+/// commit GitHub does not have at all (one the pack holds in a form gitgate cannot
+/// decode) fails the question and so is refused too.
+async fn unchecked(api: &Api<'_>, updates: &[RefUpdate], facts: &PackFacts) -> Vec<String> {
+    let mut problems = Vec::new();
+    for update in updates.iter().filter(|u| !u.is_delete()) {
+        for commit in outside_commits(&facts.commits, &update.new) {
+            if commit == update.old {
+                continue;
+            }
+            let (held, place) = match update.is_create() {
+                true => (api.on_default_branch(&commit).await, "the default branch"),
+                false => (
+                    api.is_ancestor(&commit, &update.old).await,
+                    update.name.as_str(),
+                ),
+            };
+            match held {
+                Ok(true) => {}
+                Ok(false) => problems.push(format!(
+                    "{} would bring in commit {commit}, which this push does not carry and which is not on {place}; push those commits through gitgate so that they can be checked",
+                    update.name
+                )),
+                Err(why) => problems.push(format!(
+                    "cannot check commit {commit}, which {} would bring in ({why}); denied by policy",
+                    update.name
+                )),
+            }
+        }
+    }
+    problems
 }
 
 fn spool_failed(error: &std::io::Error) -> Inspected {

@@ -32,7 +32,7 @@ pub(crate) struct ServerTree {
 pub(crate) struct RepoApi {
     http: reqwest::Client,
     api: String,
-    ancestry: Cache<(String, ObjectId, ObjectId), bool>,
+    ancestry: Cache<(String, String, String), bool>,
     trees: Cache<(String, ObjectId), ServerTree>,
     commit_trees: Cache<(String, ObjectId), ObjectId>,
 }
@@ -40,6 +40,11 @@ pub(crate) struct RepoApi {
 #[derive(Deserialize)]
 struct Comparison {
     status: String,
+}
+
+#[derive(Deserialize)]
+struct ApiRepo {
+    default_branch: String,
 }
 
 #[derive(Deserialize)]
@@ -89,26 +94,52 @@ impl RepoApi {
         head: &ObjectId,
         credential: Option<&Credential>,
     ) -> Result<bool, String> {
-        let key = (repo.to_string(), old.clone(), head.clone());
+        let key = (repo.to_string(), old.to_string(), head.to_string());
         if let Some(known) = self.ancestry.get(&key) {
             return Ok(known);
         }
-        let path = format!("compare/{old}...{head}?per_page=1");
+        let answer = self.compare(repo, &key.1, &key.2, credential).await?;
+        self.ancestry.put(key, answer);
+        Ok(answer)
+    }
+
+    /// Whether `commit` is on `repo`'s default branch (an ancestor of its tip or the tip
+    /// itself), now; not cached, as branches move.
+    pub(crate) async fn on_default_branch(
+        &self,
+        repo: &RepoPath,
+        commit: &ObjectId,
+        credential: Option<&Credential>,
+    ) -> Result<bool, String> {
+        let about: ApiRepo = self
+            .get(repo, "repository", "", credential)
+            .await?
+            .ok_or_else(|| format!("the GitHub API does not know {repo}"))?;
+        let branch = format!("heads/{}", about.default_branch);
+        self.compare(repo, &commit.to_string(), &branch, credential)
+            .await
+    }
+
+    /// `GET …/compare/{base}...{head}`: whether `base` is an ancestor of (or is) `head`.
+    async fn compare(
+        &self,
+        repo: &RepoPath,
+        base: &str,
+        head: &str,
+        credential: Option<&Credential>,
+    ) -> Result<bool, String> {
+        let path = format!("compare/{base}...{head}?per_page=1");
         let comparison: Comparison = self
             .get(repo, "compare", &path, credential)
             .await?
             .ok_or_else(|| format!("the GitHub API compare of {repo} failed: HTTP 404"))?;
-        let answer = match comparison.status.as_str() {
-            "identical" | "ahead" => true,
-            "behind" | "diverged" => false,
-            other => {
-                return Err(format!(
-                    "the GitHub API compare of {repo} answered an unknown status {other:?}"
-                ));
-            }
-        };
-        self.ancestry.put(key, answer);
-        Ok(answer)
+        match comparison.status.as_str() {
+            "identical" | "ahead" => Ok(true),
+            "behind" | "diverged" => Ok(false),
+            other => Err(format!(
+                "the GitHub API compare of {repo} answered an unknown status {other:?}"
+            )),
+        }
     }
 
     /// The tree `id` of `repo`, checked against its id; `None` if GitHub has no such
@@ -167,7 +198,10 @@ impl RepoApi {
         path: &str,
         credential: Option<&Credential>,
     ) -> Result<Option<T>, String> {
-        let url = format!("{}/repos/{repo}/{path}", self.api);
+        let url = match path {
+            "" => format!("{}/repos/{repo}", self.api),
+            path => format!("{}/repos/{repo}/{path}", self.api),
+        };
         let mut request = self
             .http
             .get(&url)
@@ -193,7 +227,10 @@ impl RepoApi {
             }
             body.extend_from_slice(&chunk);
         }
-        if status == reqwest::StatusCode::NOT_FOUND {
+        // 422: GitHub's answer for an id that names another kind of object.
+        if status == reqwest::StatusCode::NOT_FOUND
+            || status == reqwest::StatusCode::UNPROCESSABLE_ENTITY
+        {
             return Ok(None);
         }
         if !status.is_success() {

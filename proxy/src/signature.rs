@@ -36,6 +36,9 @@ impl<'a> Verifier<'a> {
         let Some(armored) = &commit.signature else {
             return SignatureCheck::Unsigned;
         };
+        if commit.extra_signature {
+            return SignatureCheck::Invalid("more than one signature header".into());
+        }
         if !armored.starts_with(b"-----BEGIN SSH SIGNATURE-----") {
             return SignatureCheck::NotSsh;
         }

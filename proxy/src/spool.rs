@@ -73,7 +73,6 @@ impl Spool {
             None => Ok(Spooled::Memory(Bytes::from(self.memory))),
             Some((mut file, path)) => {
                 file.flush().await?;
-                file.sync_data().await?;
                 Ok(Spooled::File(path, self.len))
             }
         }

@@ -412,3 +412,59 @@ fn an_allowed_signers_file_can_require_the_committer_to_be_the_keys_principal() 
         text(&out)
     );
 }
+
+#[test]
+fn commits_already_on_github_but_not_on_the_ref_cannot_slip_past_the_per_commit_rules() {
+    let keys = tempfile::tempdir().unwrap();
+    let (agent, agent_public) = ssh_key(keys.path(), "agent");
+    let standin = harness::standin();
+    // Someone else (through an open gitgate) leaves an unsigned commit on a branch.
+    let open = Gitgate::start(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app], allowedRefs: ['*']}",
+    ));
+    let other = Sandbox::new(&open);
+    let theirs = other.clone_repo("acme/app", "theirs");
+    let unsigned = signed_commit(&other, &theirs, None, "unsigned, elsewhere\n");
+    other.git_ok(&theirs, &["push", "-q", "origin", "HEAD:refs/heads/human"]);
+
+    let policy = format!(
+        "{{allowedRepos: [acme/app], allowedRefs: [main, 'agent/*'], requireSignedCommits: {{keys: [\"{agent_public}\"]}}}}"
+    );
+    let gitgate = Gitgate::start(&app_config(&standin, &policy));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    sandbox.git_ok(&repo, &["fetch", "-q", "origin", "human"]);
+    let main = rev(&sandbox, &repo, "origin/main");
+
+    // Pointing a new branch, or main, at that commit carries no pack to check: refused.
+    for target in ["refs/heads/agent/x", "refs/heads/main"] {
+        let denied = sandbox.git_fails(&repo, &["push", "origin", &format!("{unsigned}:{target}")]);
+        assert!(
+            denied.contains(&format!(
+                "would bring in commit {unsigned}, which this push does not carry"
+            )),
+            "{target}: {denied}"
+        );
+    }
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(main.as_str()));
+    assert_eq!(upstream(&standin, "agent/x"), None);
+
+    // A new branch at main's tip brings in nothing new: allowed. And signed work on it too.
+    sandbox.git_ok(
+        &repo,
+        &[
+            "push",
+            "-q",
+            "origin",
+            &format!("{main}:refs/heads/agent/y"),
+        ],
+    );
+    sandbox.git_ok(&repo, &["checkout", "-q", "-B", "work", "origin/main"]);
+    let signed = signed_commit(&sandbox, &repo, Some(&agent), "signed\n");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:agent/y"]);
+    assert_eq!(
+        upstream(&standin, "agent/y").as_deref(),
+        Some(signed.as_str())
+    );
+}

@@ -102,8 +102,7 @@ async fn respond(
     if crate::oauth::is_user_api(&parts.method, parts.uri.path()) {
         return crate::oauth::api(shared, parts, body).await;
     }
-    let segments: Vec<&str> = parts.uri.path().split('/').skip(1).collect();
-    if let (&Method::GET, Some(call)) = (&parts.method, crate::repo_api::route(&segments)) {
+    if let (&Method::GET, Some(call)) = (&parts.method, crate::repo_api::route(parts.uri.path())) {
         return crate::repo_api::handle(shared, parts, call);
     }
     let Some(route) = route(&parts.method, parts.uri.path()) else {

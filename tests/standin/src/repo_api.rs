@@ -24,22 +24,35 @@ use crate::tokens::{Access, Denied};
 /// One of the endpoints.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Route<'a> {
-    Compare { base: &'a str, head: &'a str },
+    Repository,
+    /// `base...head`, each a commit id or a ref name such as `heads/main`.
+    Compare {
+        base: &'a str,
+        head: &'a str,
+    },
     Tree(&'a str),
     Commit(&'a str),
 }
 
-/// The owner, repository and route, if `segments` (the path split at `/`) is one.
-pub(crate) fn route<'a>(segments: &[&'a str]) -> Option<(&'a str, &'a str, Route<'a>)> {
-    match segments {
-        ["repos", owner, repo, "compare", basehead] => {
+/// The owner, repository and route, if `path` is one.
+pub(crate) fn route(path: &str) -> Option<(&str, &str, Route<'_>)> {
+    let rest = path.strip_prefix("/repos/")?;
+    let (owner, rest) = rest.split_once('/')?;
+    let (repo, call) = rest.split_once('/').unwrap_or((rest, ""));
+    let route = match call.split_once('/') {
+        None if call.is_empty() => Route::Repository,
+        Some(("compare", basehead)) => {
             let (base, head) = basehead.split_once("...")?;
-            Some((owner, repo, Route::Compare { base, head }))
+            Route::Compare { base, head }
         }
-        ["repos", owner, repo, "git", "trees", sha] => Some((owner, repo, Route::Tree(sha))),
-        ["repos", owner, repo, "git", "commits", sha] => Some((owner, repo, Route::Commit(sha))),
-        _ => None,
-    }
+        Some(("git", object)) => match object.split_once('/')? {
+            ("trees", sha) if !sha.contains('/') => Route::Tree(sha),
+            ("commits", sha) if !sha.contains('/') => Route::Commit(sha),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some((owner, repo, route))
 }
 
 pub(crate) fn handle(
@@ -74,6 +87,12 @@ pub(crate) fn handle(
     let dir = crate::repos::repo_dir(&shared.repos, &owner, &repo);
     let (base, head) = match route {
         Route::Compare { base, head } => (base, head),
+        Route::Repository => {
+            return json_response(
+                StatusCode::OK,
+                json!({"full_name": format!("{owner}/{repo}"), "default_branch": "main"}),
+            );
+        }
         Route::Tree(sha) => return tree(shared, &dir, sha),
         Route::Commit(sha) => return commit(shared, &dir, sha),
     };
@@ -156,21 +175,25 @@ mod tests {
     #[test]
     fn routes() {
         assert_eq!(
-            route(&["repos", "acme", "app", "compare", "a1...b2"]),
+            route("/repos/acme/app/compare/a1...heads/main"),
             Some((
                 "acme",
                 "app",
                 Route::Compare {
                     base: "a1",
-                    head: "b2"
+                    head: "heads/main"
                 }
             ))
         );
         assert_eq!(
-            route(&["repos", "acme", "app", "git", "trees", "t1"]),
+            route("/repos/acme/app/git/trees/t1"),
             Some(("acme", "app", Route::Tree("t1")))
         );
-        assert_eq!(route(&["repos", "acme", "app", "compare", "a1..b2"]), None);
-        assert_eq!(route(&["repos", "acme", "app", "installation"]), None);
+        assert_eq!(
+            route("/repos/acme/app"),
+            Some(("acme", "app", Route::Repository))
+        );
+        assert_eq!(route("/repos/acme/app/compare/a1..b2"), None);
+        assert_eq!(route("/repos/acme/app/installation"), None);
     }
 }
