@@ -530,9 +530,14 @@ impl<'a> TreeDiff<'a> {
                     |e: Option<&TreeEntry>| e.filter(|e| e.is_tree()).map(|e| e.id.clone());
                 let (sub_new, sub_old) = (subtree(a), subtree(b));
                 let protected = &self.policy.protected_paths;
-                if (sub_new.is_some() || sub_old.is_some())
-                    && protected.iter().any(|p| p.may_match_below(&path))
-                {
+                let is_dir = sub_new.is_some() || sub_old.is_some();
+                if is_dir && protected.iter().any(|p| p.matches(&path)) {
+                    // A pattern naming a directory protects everything in it.
+                    self.changed.push(ProtectedChange {
+                        commit: commit.clone(),
+                        path: format!("{path}/"),
+                    });
+                } else if is_dir && protected.iter().any(|p| p.may_match_below(&path)) {
                     pending.push((sub_new, sub_old, format!("{path}/"), depth + 1));
                 }
                 let file_changed =
@@ -801,6 +806,12 @@ mod tests {
         assert_eq!(
             p.protected_changes(&facts, &partial),
             Err(Unfinished::Needs(vec![Lookup::Tree(id(26))]))
+        );
+        // A pattern naming a directory protects all of it.
+        let dir = policy("allowedRefs: ['*']\nprotectedPaths: [.github/workflows]\n");
+        assert_eq!(
+            dir.protected_changes(&facts, &server).unwrap()[0].path,
+            ".github/workflows/"
         );
         // A mode change is a change; an unprotected change is none.
         let readme = policy("allowedRefs: ['*']\nprotectedPaths: ['src/**']\n");

@@ -32,6 +32,8 @@ use crate::state::State;
 /// The most commits at which one update's history may leave the pack; each costs an API
 /// call, so beyond this the update is undecided (and denied).
 const MAX_ASKED: usize = 8;
+/// The largest push GitHub accepts; held packs stop there when no `maxPushSize` is set.
+const GITHUB_PUSH_LIMIT: ByteSize = ByteSize(2 << 30);
 /// The most GitHub API calls gitgate makes to decide one push.
 const MAX_API_CALLS: usize = 256;
 
@@ -132,14 +134,22 @@ pub(crate) async fn inspect(
         Err(error) => return spool_failed(&error),
     };
     let limits = &state.settings.limits;
-    let max_push = policy.max_push_size();
+    // Without maxPushSize, GitHub's own limit bounds what is held.
+    let (limit, rule, named) = match policy.max_push_size() {
+        Some(limit) => (limit, "maxPushSize", "maxPushSize"),
+        None => (
+            GITHUB_PUSH_LIMIT,
+            "limits.githubPushSize",
+            "GitHub's push limit",
+        ),
+    };
     loop {
-        if let Some(limit) = max_push.filter(|l| spool.len() > l.0) {
+        if spool.len() > limit.0 {
             let decision = Decision {
                 allowed: false,
-                rule: "maxPushSize".into(),
+                rule: rule.into(),
                 reason: format!(
-                    "the pushed pack is over maxPushSize {limit} (more than {} received)",
+                    "the pushed pack is over {named} {limit} (more than {} received)",
                     ByteSize(spool.len())
                 ),
             };
@@ -184,7 +194,16 @@ pub(crate) async fn inspect(
         signatures: policy.signers().is_some(),
     };
     let spooled = Arc::new(spooled);
-    let verdict = match examine(state, policy, to, &header.commands, &spooled, wants).await {
+    let deciding = examine(state, policy, to, &header.commands, &spooled, wants);
+    let decided = tokio::time::timeout(limits.response_header_timeout, deciding)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "deciding on the pushed pack took longer than {} s (limits.responseHeaderTimeout)",
+                limits.response_header_timeout.as_secs()
+            ))
+        });
+    let verdict = match decided {
         Ok(verdict) => verdict,
         Err(reason) => PushVerdict::reject_all(
             &header.commands,
