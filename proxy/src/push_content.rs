@@ -137,11 +137,7 @@ pub(crate) async fn inspect(
     // Without maxPushSize, GitHub's own limit bounds what is held.
     let (limit, rule, named) = match policy.max_push_size() {
         Some(limit) => (limit, "maxPushSize", "maxPushSize"),
-        None => (
-            GITHUB_PUSH_LIMIT,
-            "limits.githubPushSize",
-            "GitHub's push limit",
-        ),
+        None => (GITHUB_PUSH_LIMIT, "githubPushLimit", "GitHub's push limit"),
     };
     loop {
         if spool.len() > limit.0 {
