@@ -60,28 +60,26 @@ impl ReadAt for std::fs::File {
     }
 }
 
-/// The same pack two ways: memory-mapped (for decoding commits and trees, touching only
-/// their pages) and for positioned reads (for streaming through everything else).
-pub(crate) struct Views<'a, T: gix_pack::FileData> {
+/// The pack memory-mapped, for decoding commits and trees (touching only their pages).
+pub(crate) struct Views<T: gix_pack::FileData> {
     mapped: data::File<T>,
-    reads: &'a dyn ReadAt,
 }
 
-impl<'a> Views<'a, bytes::Bytes> {
+#[cfg(test)]
+impl Views<bytes::Bytes> {
     /// Views of a pack held in memory.
-    pub(crate) fn of_bytes(bytes: &'a bytes::Bytes) -> Result<Self, PackError> {
+    pub(crate) fn of_bytes(bytes: &bytes::Bytes) -> Result<Self, PackError> {
         let mapped =
             data::File::from_data(bytes.clone(), "pushed pack".into(), HASH).map_err(fail)?;
-        Ok(Views::new(mapped, bytes))
+        Ok(Views::new(mapped))
     }
 }
 
-impl<'a, T: gix_pack::FileData> Views<'a, T> {
-    /// Views of `mapped`, with positioned reads from `reads` (the same bytes).
-    pub(crate) fn new(mapped: data::File<T>, reads: &'a dyn ReadAt) -> Self {
+impl<T: gix_pack::FileData> Views<T> {
+    /// Views of `mapped`, decoded under the allocation limit.
+    pub(crate) fn new(mapped: data::File<T>) -> Self {
         Views {
             mapped: mapped.with_alloc_limit_bytes(Some(MAX_DECODED)),
-            reads,
         }
     }
 }
@@ -121,22 +119,6 @@ pub(crate) struct SignedCommit {
 /// format.
 pub(crate) type Bases = HashMap<gix_hash::ObjectId, Vec<u8>>;
 
-/// [`list`] and [`decode`] on views whatever holds the pack's bytes.
-pub(crate) trait AnyViews {
-    fn list(&self, wants: Wants) -> Result<Listing, PackError>;
-    fn decode(&self, listing: &Listing, wants: Wants, bases: &Bases) -> Result<Decoded, PackError>;
-}
-
-impl<T: gix_pack::FileData> AnyViews for Views<'_, T> {
-    fn list(&self, wants: Wants) -> Result<Listing, PackError> {
-        list(self, wants)
-    }
-
-    fn decode(&self, listing: &Listing, wants: Wants, bases: &Bases) -> Result<Decoded, PackError> {
-        decode(self, listing, wants, bases)
-    }
-}
-
 /// A pack's facts, and the bases of the deltas that could not be decoded (outside the
 /// pack and the given bases: blobs or trees the server has).
 #[derive(Debug, Default)]
@@ -154,35 +136,22 @@ pub(crate) struct Listing {
     large_objects: Vec<LargeObject>,
 }
 
-/// Reads the pack and returns its facts; objects over `wants.max_blob` bytes are listed.
+/// Reads the pack in memory and returns its facts; objects over `wants.max_blob` bytes
+/// are listed.
 #[cfg(test)]
-pub(crate) fn facts<T: gix_pack::FileData>(
-    views: Views<'_, T>,
+pub(crate) fn facts(
+    bytes: &bytes::Bytes,
     wants: Wants,
     bases: &Bases,
 ) -> Result<Decoded, PackError> {
-    let listing = list(&views, wants)?;
-    decode(&views, &listing, wants, bases)
-}
-
-/// The first pass over the whole pack (see [`list_entries`]).
-pub(crate) fn list<T: gix_pack::FileData>(
-    views: &Views<'_, T>,
-    wants: Wants,
-) -> Result<Listing, PackError> {
-    let mut inflate = gix_zlib::Inflate::default();
-    let (listed, large_objects) =
-        list_entries(views.reads, &views.mapped, wants.max_blob, &mut inflate)?;
-    Ok(Listing {
-        listed,
-        large_objects,
-    })
+    let listing = list_stream(bytes, wants.max_blob)?.ok_or_else(|| fail("empty"))?;
+    decode(&Views::of_bytes(bytes)?, &listing, wants, bases)
 }
 
 /// The second pass: decodes the listed commits and trees (with `bases` for a thin pack's
 /// deltas) and returns the facts. Cheap to repeat with more bases.
 pub(crate) fn decode<T: gix_pack::FileData>(
-    views: &Views<'_, T>,
+    views: &Views<T>,
     listing: &Listing,
     wants: Wants,
     bases: &Bases,
@@ -285,30 +254,39 @@ pub(crate) fn decode<T: gix_pack::FileData>(
     })
 }
 
-/// The first pass, streaming through the whole pack with bounded memory: verifies the
-/// trailing checksum, finds every entry's extent by inflating it, and on the way measures
-/// the objects over `max_blob` (hashing undeltified ones for their id). Returns the
-/// entries the second pass needs and the large objects.
-fn list_entries<T: gix_pack::FileData>(
+/// The first pass, streaming through the whole pack with bounded memory, in order, so it
+/// can follow a pack that is still arriving: finds every entry's extent by inflating it,
+/// measures the objects over `max_blob` on the way (hashing undeltified ones for their
+/// id), and checks the trailing checksum and that nothing follows it. Returns the entries
+/// the second pass needs and the large objects; `None` for an empty input (a push
+/// without a pack).
+pub(crate) fn list_stream(
     reads: &dyn ReadAt,
-    pack: &data::File<T>,
     max_blob: Option<u64>,
-    inflate: &mut gix_zlib::Inflate,
-) -> Result<(Vec<Listed>, Vec<LargeObject>), PackError> {
-    let end = pack.pack_end() as u64;
-    verify_trailer(reads, end, pack.checksum())?;
+) -> Result<Option<Listing>, PackError> {
+    let mut window = Window::new(reads);
+    let head = window.bytes(0, data::header::SIZE)?;
+    if head.is_empty() {
+        return Ok(None);
+    }
+    let header: &[u8; data::header::SIZE] = head
+        .get(..data::header::SIZE)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| fail("truncated header"))?;
+    let (_, objects) = data::header::decode(header).map_err(fail)?;
+    let mut checksum = Checksum::new(reads);
+    let mut inflate = gix_zlib::Inflate::default();
     let (mut listed, mut large) = (Vec::new(), Vec::new());
-    let mut window = Window::new(reads, end);
     let mut out = vec![0u8; STEP];
     let mut offset = data::header::SIZE as u64;
-    for _ in 0..pack.num_objects() {
+    for _ in 0..objects {
         let head = window.bytes(offset, 64)?;
         let entry = data::Entry::from_bytes(head, offset, HASH).map_err(fail)?;
         let size = entry.decompressed_size;
         let over = max_blob.is_some_and(|max| size > max);
         let mut inflating = Inflating {
             window: &mut window,
-            inflate,
+            inflate: &mut inflate,
             out: &mut out,
         };
         let (consumed, object) = match entry.header {
@@ -359,20 +337,82 @@ fn list_entries<T: gix_pack::FileData>(
         }
         large.extend(object);
         offset = entry.data_offset + consumed;
+        checksum.upto(offset)?;
     }
-    if offset != end {
-        return Err(fail(format!(
-            "{} bytes after the last object",
-            end.saturating_sub(offset)
-        )));
+    checksum.upto(offset)?;
+    checksum.trailer(offset)?;
+    Ok(Some(Listing {
+        listed,
+        large_objects: large,
+    }))
+}
+
+/// The pack's SHA-1, taken over what the entries have covered so far, then compared with
+/// the trailer that must end the input.
+struct Checksum<'a> {
+    reads: &'a dyn ReadAt,
+    hasher: gix_hash::Hasher,
+    done: u64,
+    buf: Vec<u8>,
+}
+
+impl<'a> Checksum<'a> {
+    fn new(reads: &'a dyn ReadAt) -> Self {
+        Checksum {
+            reads,
+            hasher: gix_hash::hasher(HASH),
+            done: 0,
+            buf: vec![0u8; STEP],
+        }
     }
-    Ok((listed, large))
+
+    /// Hashes the bytes up to `end`.
+    fn upto(&mut self, end: u64) -> Result<(), PackError> {
+        while self.done < end {
+            let want = (end - self.done).min(STEP as u64) as usize;
+            let n = self
+                .reads
+                .read_at(self.done, &mut self.buf[..want])
+                .map_err(fail)?;
+            if n == 0 {
+                return Err(fail("truncated"));
+            }
+            self.hasher.update(&self.buf[..n]);
+            self.done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Compares the hash with the trailer at `end`, which must be the last bytes.
+    fn trailer(self, end: u64) -> Result<(), PackError> {
+        let mut trailer = [0u8; 21];
+        let mut got = 0;
+        while got < trailer.len() {
+            let n = self
+                .reads
+                .read_at(end + got as u64, &mut trailer[got..])
+                .map_err(fail)?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        match got {
+            20 => {}
+            21 => return Err(fail("bytes follow its checksum")),
+            _ => return Err(fail("its checksum is missing")),
+        }
+        let actual = self.hasher.try_finalize().map_err(fail)?;
+        if actual.as_bytes() != &trailer[..20] {
+            return Err(fail("its checksum does not match its contents"));
+        }
+        Ok(())
+    }
 }
 
 /// Sequential reads through the pack with one buffer, reused from entry to entry.
 struct Window<'a> {
     reads: &'a dyn ReadAt,
-    end: u64,
     buf: Vec<u8>,
     /// The pack offset of `buf[0]`.
     at: u64,
@@ -380,18 +420,17 @@ struct Window<'a> {
 }
 
 impl<'a> Window<'a> {
-    fn new(reads: &'a dyn ReadAt, end: u64) -> Self {
+    fn new(reads: &'a dyn ReadAt) -> Self {
         Window {
             reads,
-            end,
             buf: vec![0u8; STEP],
             at: 0,
             filled: 0,
         }
     }
 
-    /// The buffered bytes from `offset` on (up to `end`), read ahead so that at least
-    /// `min` are there when the pack has them.
+    /// The buffered bytes from `offset` on, read ahead so that at least `min` are there
+    /// when the input has them.
     fn bytes(&mut self, offset: u64, min: usize) -> Result<&[u8], PackError> {
         if offset >= self.at && offset <= self.at + self.filled as u64 {
             let skip = (offset - self.at) as usize;
@@ -403,13 +442,9 @@ impl<'a> Window<'a> {
         self.at = offset;
         while self.filled < min.min(STEP) {
             let from = self.at + self.filled as u64;
-            let room = (self.end.saturating_sub(from)).min((STEP - self.filled) as u64) as usize;
-            if room == 0 {
-                break;
-            }
             let n = self
                 .reads
-                .read_at(from, &mut self.buf[self.filled..self.filled + room])
+                .read_at(from, &mut self.buf[self.filled..])
                 .map_err(fail)?;
             if n == 0 {
                 break;
@@ -488,30 +523,6 @@ fn signed_commit(
         extra_signature,
         payload,
     })
-}
-
-/// Checks the trailing checksum (at `end`) against the pack's bytes, read in steps.
-fn verify_trailer(
-    reads: &dyn ReadAt,
-    end: u64,
-    trailer: gix_hash::ObjectId,
-) -> Result<(), PackError> {
-    let mut hasher = gix_hash::hasher(HASH);
-    let mut buf = vec![0u8; STEP];
-    let mut at = 0u64;
-    while at < end {
-        let want = (end - at).min(STEP as u64) as usize;
-        let n = reads.read_at(at, &mut buf[..want]).map_err(fail)?;
-        if n == 0 {
-            return Err(fail("truncated"));
-        }
-        hasher.update(&buf[..n]);
-        at += n as u64;
-    }
-    if hasher.try_finalize().map_err(fail)? != trailer {
-        return Err(fail("its checksum does not match its contents"));
-    }
-    Ok(())
 }
 
 /// The kind an entry decodes to, following offset deltas within the pack and reference
@@ -671,7 +682,7 @@ fn convert(id: &gix_hash::ObjectId) -> Result<ObjectId, PackError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::Path;
     use std::process::{Command, Stdio};
 
@@ -712,7 +723,7 @@ mod tests {
             max_blob,
             ..Wants::default()
         };
-        Ok(facts(Views::of_bytes(&bytes)?, wants, &Bases::new())?.facts)
+        Ok(facts(&bytes, wants, &Bases::new())?.facts)
     }
 
     /// A repository with a first commit, then one that edits a file and adds a 3 MB
@@ -793,7 +804,7 @@ mod tests {
             trees: true,
             ..Wants::default()
         };
-        let listing = list(&views, wants).unwrap();
+        let listing = list_stream(&bytes, wants.max_blob).unwrap().unwrap();
         let root = rev(d, "HEAD^{tree}");
         let without = decode(&views, &listing, wants, &Bases::new()).unwrap();
         assert_eq!(without.facts.commit_trees[&rev(d, "HEAD")], root);
@@ -854,7 +865,7 @@ mod tests {
     }
 
     /// A small history's pack, made once.
-    fn small_pack() -> Vec<u8> {
+    pub(crate) fn small_pack() -> Vec<u8> {
         static PACK: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
         PACK.get_or_init(|| {
             let dir = tempfile::tempdir().unwrap();
@@ -884,13 +895,28 @@ mod tests {
             &["pack-objects", "--stdout", "--revs", "-q"],
             Some(b"HEAD\n"),
         );
+        // A byte of the trailer, of the data, and a cut anywhere.
+        let mut flipped = pack.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        let error = read(flipped, None).unwrap_err().to_string();
+        assert!(error.contains("checksum does not match"), "{error}");
         let mut flipped = pack.clone();
         let middle = flipped.len() / 2;
         flipped[middle] ^= 1;
         let error = read(flipped, None).unwrap_err().to_string();
-        assert!(error.contains("checksum does not match"), "{error}");
+        assert!(error.starts_with("cannot read the pushed pack"), "{error}");
+        let error = read(pack[..pack.len() - 10].to_vec(), None).unwrap_err();
+        assert!(error.to_string().contains("checksum is missing"), "{error}");
         let error = read(pack[..pack.len() / 2].to_vec(), None).unwrap_err();
         assert!(error.to_string().starts_with("cannot read the pushed pack"));
+        let mut longer = pack.clone();
+        longer.push(0);
+        let error = read(longer, None).unwrap_err();
+        assert!(
+            error.to_string().contains("bytes follow its checksum"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -129,8 +129,19 @@ pub(crate) async fn inspect(
         return Inspected::Reply(reject(state, &header, &verdict, body, record).await);
     }
     let started = Instant::now();
-    let (head, mut spool) = match split_head(read, header.header_len).await {
-        Ok(split) => split,
+    let wants = Wants {
+        max_blob: policy.max_blob_size().map(|s| s.0),
+        trees: policy.protects_paths(),
+        signatures: policy.signers().is_some(),
+    };
+    let (mut spool, following) = match Spool::new().await {
+        Ok(spool) => spool,
+        Err(error) => return spool_failed(&error),
+    };
+    // The first pass reads the pack as it arrives, on a blocking thread.
+    let first_pass = tokio::task::spawn_blocking(move || following.list(wants));
+    let head = match split_head(read, header.header_len, &mut spool).await {
+        Ok(head) => head,
         Err(error) => return spool_failed(&error),
     };
     let limits = &state.settings.limits;
@@ -156,6 +167,8 @@ pub(crate) async fn inspect(
             for refs in &mut record.refs {
                 refs.verdict = Verdict::Deny;
             }
+            // Ends the first pass while the rest of the body is drained.
+            drop(spool);
             return Inspected::Reply(reject(state, &header, &verdict, body, record).await);
         }
         let frame = match tokio::time::timeout(limits.body_idle_timeout, body.frame()).await {
@@ -184,13 +197,20 @@ pub(crate) async fn inspect(
         Ok(spooled) => spooled,
         Err(error) => return spool_failed(&error),
     };
-    let wants = Wants {
-        max_blob: policy.max_blob_size().map(|s| s.0),
-        trees: policy.protects_paths(),
-        signatures: policy.signers().is_some(),
+    let listing = match first_pass.await {
+        Ok(listing) => listing.map_err(|e| e.to_string()),
+        Err(error) => Err(format!("reading the pushed pack failed: {error}")),
     };
     let spooled = Arc::new(spooled);
-    let deciding = examine(state, policy, to, &header.commands, &spooled, wants);
+    let deciding = examine(
+        state,
+        policy,
+        to,
+        &header.commands,
+        &spooled,
+        wants,
+        listing,
+    );
     let decided = tokio::time::timeout(limits.response_header_timeout, deciding)
         .await
         .unwrap_or_else(|_| {
@@ -236,10 +256,9 @@ async fn examine(
     updates: &[RefUpdate],
     spooled: &Arc<Spooled>,
     wants: Wants,
+    listing: Result<Option<Listing>, String>,
 ) -> Result<PushVerdict, String> {
-    let listing = blocking(spooled, move |s| s.list(wants))
-        .await?
-        .map(Arc::new);
+    let listing = listing?.map(Arc::new);
     let pack = Pack {
         spooled,
         listing,
@@ -379,18 +398,21 @@ fn add_base(bases: &mut Bases, id: &ObjectId, raw: Vec<u8>) -> Result<(), String
     Ok(())
 }
 
-/// Splits the bytes read so far into the command list (`header_len` bytes) and the start
-/// of the pack, which goes into a new spool.
-async fn split_head(read: VecDeque<Bytes>, header_len: usize) -> std::io::Result<(Bytes, Spool)> {
+/// Splits the bytes read so far into the command list (`header_len` bytes), returned,
+/// and the start of the pack, written to `spool`.
+async fn split_head(
+    read: VecDeque<Bytes>,
+    header_len: usize,
+    spool: &mut Spool,
+) -> std::io::Result<Bytes> {
     let mut head = BytesMut::with_capacity(header_len);
-    let mut spool = Spool::new();
     for piece in read {
         let room = header_len - head.len();
         let (into_head, rest) = piece.split_at(room.min(piece.len()));
         head.extend_from_slice(into_head);
         spool.write(rest).await?;
     }
-    Ok((head.freeze(), spool))
+    Ok(head.freeze())
 }
 
 /// Whether each update that must be a fast-forward is one: from the pack's commits, else

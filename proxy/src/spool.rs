@@ -1,10 +1,12 @@
-//! A pushed pack held back until the content rules have decided: in memory up to a
-//! threshold, then in an unlinked-on-drop temporary file, so memory per push stays
-//! bounded whatever the pack's size. Once decided, it is either read by
-//! [`crate::pack::facts`] and then sent upstream as a body, or dropped.
+//! A pushed pack held back until the content rules have decided, in an unlinked-on-drop
+//! temporary file, so memory per push stays bounded whatever the pack's size. While it is
+//! written, [`crate::pack::list_stream`] reads it on a blocking thread through
+//! [`Following`], so the first pass is done by the time the last byte arrives. Once
+//! decided, the pack is either sent upstream as a body or dropped.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -12,140 +14,175 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use crate::body::BoxError;
-use crate::pack::{self, Bases, Listing, PackError, Wants};
+use crate::pack::{self, Bases, Listing, PackError, ReadAt, Wants};
 
-/// Packs up to this size stay in memory.
-pub(crate) const MEMORY: usize = 1 << 20;
 /// Read step when sending a spooled file.
 const READ_STEP: usize = 64 * 1024;
 
+/// How far the writer has got, shared with the reader that follows it.
+#[derive(Default)]
+struct Progress {
+    written: u64,
+    done: bool,
+    abandoned: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    progress: Mutex<Progress>,
+    grew: Condvar,
+}
+
+impl Shared {
+    fn progress(&self) -> MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Progress)) {
+        change(&mut self.progress());
+        self.grew.notify_all();
+    }
+}
+
 /// A pack being received.
 pub(crate) struct Spool {
-    memory: Vec<u8>,
-    file: Option<(tokio::fs::File, tempfile::TempPath)>,
-    len: u64,
+    file: tokio::fs::File,
+    path: Option<tempfile::TempPath>,
+    shared: Arc<Shared>,
+}
+
+/// Positioned reads of a pack that is still being written: a read past what has been
+/// written waits for more, and ends (0 bytes) only once the pack is complete.
+pub(crate) struct Following {
+    file: std::fs::File,
+    shared: Arc<Shared>,
 }
 
 /// A complete pack.
-pub(crate) enum Spooled {
-    Memory(Bytes),
-    File(tempfile::TempPath, u64),
+pub(crate) struct Spooled {
+    path: tempfile::TempPath,
+    len: u64,
 }
 
 impl Spool {
-    pub(crate) fn new() -> Self {
-        Self {
-            memory: Vec::new(),
-            file: None,
-            len: 0,
-        }
+    /// A new spool, and the reader that follows what is written to it.
+    pub(crate) async fn new() -> io::Result<(Self, Following)> {
+        let temp = tokio::task::spawn_blocking(tempfile::NamedTempFile::new)
+            .await
+            .map_err(io::Error::other)??;
+        let reader = temp.reopen()?;
+        let (file, path) = temp.into_parts();
+        let shared = Arc::new(Shared::default());
+        let following = Following {
+            file: reader,
+            shared: Arc::clone(&shared),
+        };
+        let spool = Spool {
+            file: tokio::fs::File::from_std(file),
+            path: Some(path),
+            shared,
+        };
+        Ok((spool, following))
     }
 
     /// Bytes received so far.
     pub(crate) fn len(&self) -> u64 {
-        self.len
+        self.shared.progress().written
     }
 
     pub(crate) async fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        self.len += data.len() as u64;
-        if self.file.is_none() && self.memory.len() + data.len() <= MEMORY {
-            self.memory.extend_from_slice(data);
-            return Ok(());
-        }
-        if self.file.is_none() {
-            let temp = tokio::task::spawn_blocking(tempfile::NamedTempFile::new)
-                .await
-                .map_err(io::Error::other)??;
-            let (std_file, path) = temp.into_parts();
-            let mut file = tokio::fs::File::from_std(std_file);
-            file.write_all(&self.memory).await?;
-            self.memory = Vec::new();
-            self.file = Some((file, path));
-        }
-        if let Some((file, _)) = &mut self.file {
-            file.write_all(data).await?;
-        }
+        self.file.write_all(data).await?;
+        // Reads of the file see what the write handed to the kernel.
+        self.file.flush().await?;
+        let n = data.len() as u64;
+        self.shared.update(|p| p.written += n);
         Ok(())
     }
 
-    pub(crate) async fn finish(self) -> io::Result<Spooled> {
-        match self.file {
-            None => Ok(Spooled::Memory(Bytes::from(self.memory))),
-            Some((mut file, path)) => {
-                file.flush().await?;
-                Ok(Spooled::File(path, self.len))
+    pub(crate) async fn finish(mut self) -> io::Result<Spooled> {
+        self.file.flush().await?;
+        self.shared.update(|p| p.done = true);
+        let len = self.len();
+        let path = self
+            .path
+            .take()
+            .ok_or_else(|| io::Error::other("spool finished twice"))?;
+        Ok(Spooled { path, len })
+    }
+}
+
+impl Drop for Spool {
+    /// A spool dropped before it is finished (a refused or broken push) ends its reader.
+    fn drop(&mut self) {
+        self.shared.update(|p| p.abandoned = true);
+    }
+}
+
+impl ReadAt for Following {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let mut progress = self.shared.progress();
+        loop {
+            if offset < progress.written {
+                let n = buf.len().min((progress.written - offset) as usize);
+                drop(progress);
+                return std::os::unix::fs::FileExt::read_at(&self.file, &mut buf[..n], offset);
             }
+            if progress.done {
+                return Ok(0);
+            }
+            if progress.abandoned {
+                return Err(io::Error::other(
+                    "the push ended before its pack was complete",
+                ));
+            }
+            progress = self
+                .shared
+                .grew
+                .wait(progress)
+                .unwrap_or_else(|p| p.into_inner());
         }
     }
 }
 
-impl Spooled {
-    /// The first pass over the pack ([`pack::list`]); `None` for a push without a pack.
-    /// Blocking, like [`Spooled::decode`]: call them through `spawn_blocking`.
+impl Following {
+    /// The first pass over the pack as it arrives ([`pack::list_stream`]); `None` for a
+    /// push without a pack. Blocking: run it through `spawn_blocking`.
     pub(crate) fn list(&self, wants: Wants) -> Result<Option<Listing>, PackError> {
-        self.with_views(|views| views.list(wants))
+        pack::list_stream(self, wants.max_blob)
     }
+}
 
-    /// The pack's facts from `listing` ([`pack::decode`]).
+impl Spooled {
+    /// The pack's facts from `listing` ([`pack::decode`]). Blocking.
     pub(crate) fn decode(
         &self,
         listing: Option<&Listing>,
         wants: Wants,
         bases: &Bases,
     ) -> Result<pack::Decoded, PackError> {
-        let decoded = match listing {
-            Some(listing) => self.with_views(|views| views.decode(listing, wants, bases))?,
-            None => None,
+        let Some(listing) = listing else {
+            return Ok(pack::Decoded::default());
         };
-        Ok(decoded.unwrap_or_default())
-    }
-
-    /// Runs `read` on views of the pack (memory-mapping a spooled file); `None` when
-    /// there is no pack.
-    fn with_views<R>(
-        &self,
-        read: impl FnOnce(&dyn pack::AnyViews) -> Result<R, PackError>,
-    ) -> Result<Option<R>, PackError> {
-        match self {
-            Spooled::Memory(bytes) if bytes.is_empty() => Ok(None),
-            Spooled::Memory(bytes) => read(&pack::Views::of_bytes(bytes)?).map(Some),
-            Spooled::File(path, _) => {
-                let file = std::fs::File::open(path).map_err(pack::fail)?;
-                let mapped =
-                    gix_pack::data::File::at(path, gix_hash::Kind::Sha1).map_err(pack::fail)?;
-                read(&pack::Views::new(mapped, &file)).map(Some)
-            }
-        }
+        let mapped =
+            gix_pack::data::File::at(&self.path, gix_hash::Kind::Sha1).map_err(pack::fail)?;
+        pack::decode(&pack::Views::new(mapped), listing, wants, bases)
     }
 
     /// The body to send upstream: `head` (the command list, as received), then the pack.
     pub(crate) async fn into_body(self, head: Bytes) -> io::Result<SpooledBody> {
-        let (file, len) = match self {
-            Spooled::Memory(bytes) => {
-                let len = (head.len() + bytes.len()) as u64;
-                return Ok(SpooledBody {
-                    queued: vec![bytes, head],
-                    file: None,
-                    remaining: len,
-                });
-            }
-            Spooled::File(path, len) => {
-                let file = tokio::fs::File::open(&path).await?;
-                ((file, path), len)
-            }
-        };
+        let file = tokio::fs::File::open(&self.path).await?;
         Ok(SpooledBody {
-            remaining: head.len() as u64 + len,
-            queued: vec![head],
-            file: Some(file),
+            remaining: head.len() as u64 + self.len,
+            head: Some(head),
+            file: Some((file, self.path)),
         })
     }
 }
 
-/// A spooled push body being sent: the queued pieces (last first), then the file; the
-/// temporary file is removed when the body is dropped.
+/// A spooled push body being sent: the command list, then the file; the temporary file
+/// is removed when the body is dropped.
 pub(crate) struct SpooledBody {
-    queued: Vec<Bytes>,
+    head: Option<Bytes>,
     file: Option<(tokio::fs::File, tempfile::TempPath)>,
     remaining: u64,
 }
@@ -158,9 +195,9 @@ impl Body for SpooledBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(piece) = self.queued.pop() {
-            self.remaining -= piece.len() as u64;
-            return Poll::Ready(Some(Ok(Frame::data(piece))));
+        if let Some(head) = self.head.take() {
+            self.remaining -= head.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(head))));
         }
         let Some((file, _)) = &mut self.file else {
             return Poll::Ready(None);
@@ -188,10 +225,76 @@ impl Body for SpooledBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.remaining == 0 && self.queued.is_empty()
+        self.remaining == 0 && self.head.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wants() -> Wants {
+        Wants::default()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_pass_follows_a_pack_as_it_is_written() {
+        let pack = crate::pack::tests::small_pack();
+        let (mut spool, following) = Spool::new().await.unwrap();
+        let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
+        for piece in pack.chunks(7) {
+            spool.write(piece).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !first_pass.is_finished(),
+            "it waits for the end of the pack"
+        );
+        let spooled = spool.finish().await.unwrap();
+        let listing = first_pass.await.unwrap().unwrap().expect("a pack");
+        let decoded = spooled
+            .decode(Some(&listing), wants(), &Bases::new())
+            .unwrap();
+        assert_eq!(decoded.facts.commits.len(), 4);
+        assert_eq!(decoded.facts.pack_bytes, pack.len() as u64);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_push_that_ends_early_ends_the_first_pass() {
+        let pack = crate::pack::tests::small_pack();
+        let (mut spool, following) = Spool::new().await.unwrap();
+        let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
+        spool.write(&pack[..pack.len() / 2]).await.unwrap();
+        drop(spool);
+        let error = first_pass.await.unwrap().unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("the push ended before its pack was complete"),
+            "{error}"
+        );
+        // An empty pack (a push of commits upstream has) is read.
+        let empty: Vec<u8> = {
+            let mut p = b"PACK\0\0\0\x02\0\0\0\0".to_vec();
+            let mut hasher = gix_hash::hasher(gix_hash::Kind::Sha1);
+            hasher.update(&p);
+            p.extend_from_slice(hasher.try_finalize().unwrap().as_bytes());
+            p
+        };
+        let (mut spool, following) = Spool::new().await.unwrap();
+        let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
+        spool.write(&empty).await.unwrap();
+        spool.finish().await.unwrap();
+        let listing = first_pass.await.unwrap().unwrap().expect("a pack");
+        assert!(format!("{listing:?}").contains("listed: []"));
+        // A push without a pack has no listing.
+        let (spool, following) = Spool::new().await.unwrap();
+        let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
+        spool.finish().await.unwrap();
+        assert!(first_pass.await.unwrap().unwrap().is_none());
     }
 }
