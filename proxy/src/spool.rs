@@ -18,6 +18,9 @@ use crate::pack::{self, Bases, Listing, PackError, ReadAt, Wants};
 
 /// Read step when sending a spooled file.
 const READ_STEP: usize = 64 * 1024;
+/// Written bytes are handed to the following reader in steps this large (each step
+/// waits for the file write to complete).
+const FOLLOW_STEP: u64 = 1 << 20;
 
 /// How far the writer has got, shared with the reader that follows it.
 #[derive(Default)]
@@ -49,6 +52,8 @@ pub(crate) struct Spool {
     file: tokio::fs::File,
     path: Option<tempfile::TempPath>,
     shared: Arc<Shared>,
+    /// Bytes written, including those not yet handed to the reader.
+    len: u64,
 }
 
 /// Positioned reads of a pack that is still being written: a read past what has been
@@ -81,28 +86,38 @@ impl Spool {
             file: tokio::fs::File::from_std(file),
             path: Some(path),
             shared,
+            len: 0,
         };
         Ok((spool, following))
     }
 
     /// Bytes received so far.
     pub(crate) fn len(&self) -> u64 {
-        self.shared.progress().written
+        self.len
     }
 
     pub(crate) async fn write(&mut self, data: &[u8]) -> io::Result<()> {
         self.file.write_all(data).await?;
-        // Reads of the file see what the write handed to the kernel.
+        self.len += data.len() as u64;
+        if self.len - self.shared.progress().written >= FOLLOW_STEP {
+            self.hand_over().await?;
+        }
+        Ok(())
+    }
+
+    /// Lets the reader see everything written: reads of the file see what the completed
+    /// write handed to the kernel.
+    async fn hand_over(&mut self) -> io::Result<()> {
         self.file.flush().await?;
-        let n = data.len() as u64;
-        self.shared.update(|p| p.written += n);
+        let len = self.len;
+        self.shared.update(|p| p.written = len);
         Ok(())
     }
 
     pub(crate) async fn finish(mut self) -> io::Result<Spooled> {
-        self.file.flush().await?;
+        self.hand_over().await?;
         self.shared.update(|p| p.done = true);
-        let len = self.len();
+        let len = self.len;
         let path = self
             .path
             .take()
