@@ -12,6 +12,7 @@ use crate::body::{ProxyBody, empty, stream};
 use crate::github::ClientBody;
 use crate::headers::{sanitize_request, strip_hop_by_hop};
 use crate::push::{self, Inspected};
+use crate::push_content;
 use crate::reply::{self, Failure, Shape};
 use crate::state::State;
 use crate::token::Credential;
@@ -83,20 +84,42 @@ pub(crate) async fn handle(
     }
     record.github_user = credential.as_ref().and_then(Credential::user).cloned();
     let (parts, body) = req.into_parts();
-    let body = if matches!(git.kind, GitKind::Rpc(Service::ReceivePack)) {
-        let to = push::PushTo {
-            repo: &git.repo,
-            credential: credential.as_ref(),
-        };
+    let to = push::PushTo {
+        repo: &git.repo,
+        credential: credential.as_ref(),
+    };
+    let (body, deciding) = if matches!(git.kind, GitKind::Rpc(Service::ReceivePack)) {
         match push::inspect(state, policy, &to, &parts.headers, body, record).await {
-            Inspected::Forward(body) => body,
+            Inspected::Forward(body) => (body, None),
             Inspected::Reply(response) => return response,
+            Inspected::Streaming(streaming) => (streaming.body, Some(streaming.outcome)),
         }
     } else {
-        stream(body)
+        (stream(body), None)
     };
     let target = git.canonical_target();
-    let response = match forward(state, &target, parts, body, credential.as_ref(), record).await {
+    let sent = match deciding {
+        None => forward(state, &target, parts, body, credential.as_ref(), record).await,
+        Some(deciding) => {
+            // The push goes upstream while it is decided; a refusal breaks it off.
+            let mut upstream_record = record.clone();
+            let upstream = forward(
+                state,
+                &target,
+                parts,
+                body,
+                credential.as_ref(),
+                &mut upstream_record,
+            );
+            let (sent, outcome) = tokio::join!(upstream, deciding);
+            record.upstream_status = upstream_record.upstream_status;
+            match push_content::conclude(policy, outcome, record) {
+                push_content::Concluded::Forward(_) => sent,
+                push_content::Concluded::Reply(response) => return response,
+            }
+        }
+    };
+    let response = match sent {
         Ok(response) => response,
         Err(failure) => return reply::failure(upstream_shape(shape), &failure),
     };

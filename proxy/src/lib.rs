@@ -53,7 +53,7 @@ use metrics::{Metrics, Outcome};
 
 pub use metrics::DEFAULT_PROFILE_LABELS;
 pub use proxy_tls::ClientCaError;
-pub use settings::{Limits, ListenTls, Settings};
+pub use settings::{Limits, ListenTls, PushHold, Settings};
 pub use token::{TokenConfig, Tokens};
 pub use upstream::UpstreamSettings;
 

@@ -28,11 +28,14 @@ use crate::token::Credential;
 const GZIP_STEP: usize = 1024;
 
 /// What to do with a push.
-pub(crate) enum Inspected {
+pub(crate) enum Inspected<'a> {
     /// Every ref update is allowed: send this body (the bytes read so far, then the rest).
     Forward(ProxyBody),
     /// Answer the client without contacting upstream.
     Reply(Response<ProxyBody>),
+    /// Send this body upstream while the push is still being decided; the decision ends
+    /// it ([`crate::settings::PushHold::Trailer`]).
+    Streaming(crate::push_content::Streaming<'a>),
 }
 
 /// Where a push goes: the repository, and the credential gitgate sends with it (also
@@ -44,14 +47,14 @@ pub(crate) struct PushTo<'a> {
 
 /// Reads the command list and decides every ref update; where a content rule applies,
 /// holds and reads the pack as well ([`crate::push_content`]).
-pub(crate) async fn inspect(
-    state: &State,
-    policy: &Policy,
-    to: &PushTo<'_>,
+pub(crate) async fn inspect<'a>(
+    state: &'a State,
+    policy: &'a Policy,
+    to: &'a PushTo<'a>,
     headers: &HeaderMap,
     mut body: ClientBody,
     record: &mut Record,
-) -> Inspected {
+) -> Inspected<'a> {
     let shape = Shape::RpcResult(Service::ReceivePack);
     let limits = &state.settings.limits;
     let mut decoder = match content_encoding(headers) {

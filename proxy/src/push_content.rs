@@ -10,21 +10,24 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use gitgate_policy::git::receive_pack::PushHeader;
+use gitgate_policy::git::report;
 use gitgate_policy::git::request::Service;
 use gitgate_policy::{
     ByteSize, Decision, FastForward, Findings, Lookup, ObjectId, PackFacts, Policy,
     ProtectedChange, PushVerdict, RefAncestry, RefUpdate, ServerObjects, Unfinished, fast_forward,
     outside_commits,
 };
+use http::Response;
 use http_body_util::BodyExt;
 
 use crate::audit::{Record, Verdict};
-use crate::body::stream;
+use crate::body::{BoxError, ProxyBody, stream};
 use crate::github::ClientBody;
 use crate::pack::{Bases, Decoded, Listing, Wants};
 use crate::push::{Inspected, PushTo, reject, settle};
 use crate::reply::{self, Failure, Shape};
 use crate::repo_api::{RepoApi, ServerTree};
+use crate::settings::PushHold;
 use crate::signature::Verifier;
 use crate::spool::{Spool, Spooled};
 use crate::state::State;
@@ -34,6 +37,8 @@ use crate::state::State;
 const MAX_ASKED: usize = 8;
 /// The largest push GitHub accepts; held packs stop there when no `maxPushSize` is set.
 const GITHUB_PUSH_LIMIT: ByteSize = ByteSize(2 << 30);
+/// The bytes of a pack's trailing checksum (SHA-1).
+const TRAILER: usize = 20;
 /// The most GitHub API calls gitgate makes to decide one push.
 const MAX_API_CALLS: usize = 256;
 
@@ -103,18 +108,18 @@ pub(crate) struct Received {
     pub(crate) body: ClientBody,
 }
 
-pub(crate) async fn inspect(
-    state: &State,
-    policy: &Policy,
-    to: &PushTo<'_>,
+pub(crate) async fn inspect<'a>(
+    state: &'a State,
+    policy: &'a Policy,
+    to: &'a PushTo<'a>,
     received: Received,
     record: &mut Record,
-) -> Inspected {
+) -> Inspected<'a> {
     let Received {
         header,
         gzip,
         read,
-        mut body,
+        body,
     } = received;
     if gzip {
         let decision = Decision {
@@ -128,123 +133,311 @@ pub(crate) async fn inspect(
         }
         return Inspected::Reply(reject(state, &header, &verdict, body, record).await);
     }
-    let started = Instant::now();
+    let (spool, following) = match Spool::new().await {
+        Ok(spool) => spool,
+        Err(error) => return spool_failed(&error),
+    };
+    let (head, pack_start) = split_head(read, header.header_len);
     let wants = Wants {
         max_blob: policy.max_blob_size().map(|s| s.0),
         trees: policy.protects_paths(),
         signatures: policy.signers().is_some(),
     };
-    let (mut spool, following) = match Spool::new().await {
-        Ok(spool) => spool,
-        Err(error) => return spool_failed(&error),
-    };
     // The first pass reads the pack as it arrives, on a blocking thread.
     let first_pass = tokio::task::spawn_blocking(move || following.list(wants));
-    let head = match split_head(read, header.header_len, &mut spool).await {
-        Ok(head) => head,
-        Err(error) => return spool_failed(&error),
-    };
-    let limits = &state.settings.limits;
-    // Without maxPushSize, GitHub's own limit bounds what is held.
-    let (limit, rule, named) = match policy.max_push_size() {
-        Some(limit) => (limit, "maxPushSize", "maxPushSize"),
-        None => (GITHUB_PUSH_LIMIT, "githubPushLimit", "GitHub's push limit"),
-    };
-    loop {
-        if spool.len() > limit.0 {
-            let decision = Decision {
-                allowed: false,
-                rule: rule.into(),
-                reason: format!(
-                    "the pushed pack is over {named} {limit} (more than {} received)",
-                    ByteSize(spool.len())
-                ),
-            };
-            let verdict = PushVerdict::reject_all(&header.commands, &decision);
-            settle(policy, &verdict, record);
-            // Even in report mode: the pack was not kept, so it cannot be sent on.
-            record.decide(Verdict::Deny, &decision.rule, &decision.reason);
-            for refs in &mut record.refs {
-                refs.verdict = Verdict::Deny;
-            }
-            // Ends the first pass while the rest of the body is drained.
-            drop(spool);
-            return Inspected::Reply(reject(state, &header, &verdict, body, record).await);
-        }
-        let frame = match tokio::time::timeout(limits.body_idle_timeout, body.frame()).await {
-            Ok(Some(Ok(frame))) => frame,
-            Ok(None) => break,
-            Ok(Some(Err(error))) => {
-                return Inspected::Reply(reply::failure(
-                    Shape::Text,
-                    &Failure::Client(format!("reading the push body failed: {error}")),
-                ));
-            }
-            Err(_) => {
-                return Inspected::Reply(reply::failure(
-                    Shape::Text,
-                    &Failure::Client("push body stalled".into()),
-                ));
-            }
-        };
-        if let Ok(data) = frame.into_data() {
-            if let Err(error) = spool.write(&data).await {
-                return spool_failed(&error);
-            }
-        }
-    }
-    let spooled = match spool.finish().await {
-        Ok(spooled) => spooled,
-        Err(error) => return spool_failed(&error),
-    };
-    let listing = match first_pass.await {
-        Ok(listing) => listing.map_err(|e| e.to_string()),
-        Err(error) => Err(format!("reading the pushed pack failed: {error}")),
-    };
-    let spooled = Arc::new(spooled);
-    let deciding = examine(
+    let held = Held {
         state,
         policy,
         to,
-        &header.commands,
-        &spooled,
+        header,
         wants,
-        listing,
-    );
-    let decided = tokio::time::timeout(limits.response_header_timeout, deciding)
-        .await
-        .unwrap_or_else(|_| {
-            Err(format!(
-                "deciding on the pushed pack took longer than {} s (limits.responseHeaderTimeout)",
-                limits.response_header_timeout.as_secs()
-            ))
-        });
-    let verdict = match decided {
-        Ok(verdict) => verdict,
-        Err(reason) => PushVerdict::reject_all(
-            &header.commands,
-            &Decision {
-                allowed: false,
-                rule: "pack".into(),
-                reason,
-            },
-        ),
+        spool,
+        first_pass,
+        pack_start,
+        body,
+        record: record.clone(),
     };
-    tracing::debug!(
-        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-        allowed = verdict.allowed,
-        "push content decided"
-    );
-    if !settle(policy, &verdict, record) {
-        return Inspected::Reply(reject(state, &header, &verdict, body, record).await);
+    match state.settings.limits.push_hold {
+        PushHold::Pack => {
+            let outcome = held.run(None).await;
+            match conclude(policy, outcome, record) {
+                Concluded::Reply(response) => Inspected::Reply(response),
+                Concluded::Forward(spooled) => match spooled.into_body(head).await {
+                    Ok(body) => Inspected::Forward(stream(body)),
+                    Err(error) => spool_failed(&error),
+                },
+            }
+        }
+        PushHold::Trailer => {
+            let (tx, rx) = tokio::sync::mpsc::channel(8);
+            let upstream = stream(Channel {
+                head: Some(head),
+                rx,
+            });
+            let outcome = Box::pin(async move {
+                let mut forwarder = Forwarder {
+                    tx,
+                    tail: BytesMut::new(),
+                };
+                let outcome = held.run(Some(&mut forwarder)).await;
+                let proceed = match &outcome {
+                    Outcome::Decided { verdict, .. } => {
+                        verdict.allowed || policy.mode() == gitgate_policy::Mode::Report
+                    }
+                    _ => false,
+                };
+                forwarder.end(proceed).await;
+                outcome
+            });
+            Inspected::Streaming(Streaming {
+                body: upstream,
+                outcome,
+            })
+        }
     }
-    let Ok(spooled) = Arc::try_unwrap(spooled) else {
-        return spool_failed(&std::io::Error::other("the pack is still being read"));
-    };
-    match spooled.into_body(head).await {
-        Ok(body) => Inspected::Forward(stream(body)),
-        Err(error) => spool_failed(&error),
+}
+
+/// A push being held (all of it, or its trailer) while its pack is read and decided.
+struct Held<'a> {
+    state: &'a State,
+    policy: &'a Policy,
+    to: &'a PushTo<'a>,
+    header: PushHeader,
+    wants: Wants,
+    spool: Spool,
+    first_pass: tokio::task::JoinHandle<Result<Option<Listing>, crate::pack::PackError>>,
+    /// The start of the pack, read with the command list.
+    pack_start: Vec<Bytes>,
+    body: ClientBody,
+    /// A copy of the request's record, for what a refusal records on its own.
+    record: Record,
+}
+
+/// How a held push ended.
+pub(crate) enum Outcome {
+    /// Decided: send it on if `verdict` allows (or in report mode), else refuse.
+    Decided {
+        verdict: PushVerdict,
+        spooled: Spooled,
+        header: PushHeader,
+    },
+    /// Refused before it was complete (over the size limit): answer this, whatever the
+    /// mode, and record the verdict as a denial.
+    Stopped {
+        verdict: PushVerdict,
+        response: Response<ProxyBody>,
+    },
+    /// It failed (the client stalled or broke off, the spool failed): answer this.
+    Failed(Response<ProxyBody>),
+}
+
+/// What to do once a held push is decided.
+pub(crate) enum Concluded {
+    Forward(Spooled),
+    Reply(Response<ProxyBody>),
+}
+
+/// Records the outcome of a held push and says what to do with it.
+pub(crate) fn conclude(policy: &Policy, outcome: Outcome, record: &mut Record) -> Concluded {
+    match outcome {
+        Outcome::Decided {
+            verdict,
+            spooled,
+            header,
+        } => {
+            if settle(policy, &verdict, record) {
+                return Concluded::Forward(spooled);
+            }
+            let bytes =
+                report::rejected_push(&header, &verdict, Some("gitgate: push rejected by policy"));
+            Concluded::Reply(reply::git("application/x-git-receive-pack-result", bytes))
+        }
+        Outcome::Stopped { verdict, response } => {
+            settle(policy, &verdict, record);
+            // Even in report mode: the pack was not kept, so it cannot be sent on.
+            if let Some((_, decision)) = verdict.first_denied() {
+                record.decide(Verdict::Deny, &decision.rule, &decision.reason);
+            }
+            for refs in &mut record.refs {
+                refs.verdict = Verdict::Deny;
+            }
+            Concluded::Reply(response)
+        }
+        Outcome::Failed(response) => Concluded::Reply(response),
     }
+}
+
+impl Held<'_> {
+    /// Receives the rest of the pack (also handing it to `forwarder`, if any), then
+    /// decides.
+    async fn run(mut self, mut forwarder: Option<&mut Forwarder>) -> Outcome {
+        let started = Instant::now();
+        let limits = &self.state.settings.limits;
+        // Without maxPushSize, GitHub's own limit bounds what is held.
+        let (limit, rule, named) = match self.policy.max_push_size() {
+            Some(limit) => (limit, "maxPushSize", "maxPushSize"),
+            None => (GITHUB_PUSH_LIMIT, "githubPushLimit", "GitHub's push limit"),
+        };
+        let mut pending = std::mem::take(&mut self.pack_start).into_iter();
+        loop {
+            if self.spool.len() > limit.0 {
+                let decision = Decision {
+                    allowed: false,
+                    rule: rule.into(),
+                    reason: format!(
+                        "the pushed pack is over {named} {limit} (more than {} received)",
+                        ByteSize(self.spool.len())
+                    ),
+                };
+                let verdict = PushVerdict::reject_all(&self.header.commands, &decision);
+                // Ends the first pass while the rest of the body is drained.
+                drop(self.spool);
+                let response =
+                    reject(self.state, &self.header, &verdict, self.body, &self.record).await;
+                return Outcome::Stopped { verdict, response };
+            }
+            let next = match pending.next() {
+                Some(piece) => Ok(Some(Ok(http_body::Frame::data(piece)))),
+                None => tokio::time::timeout(limits.body_idle_timeout, self.body.frame()).await,
+            };
+            let frame = match next {
+                Ok(Some(Ok(frame))) => frame,
+                Ok(None) => break,
+                Ok(Some(Err(error))) => {
+                    return Outcome::Failed(reply::failure(
+                        Shape::Text,
+                        &Failure::Client(format!("reading the push body failed: {error}")),
+                    ));
+                }
+                Err(_) => {
+                    return Outcome::Failed(reply::failure(
+                        Shape::Text,
+                        &Failure::Client("push body stalled".into()),
+                    ));
+                }
+            };
+            if let Ok(data) = frame.into_data() {
+                if let Err(error) = self.spool.write(&data).await {
+                    return failed(&error);
+                }
+                if let Some(forwarder) = forwarder.as_deref_mut() {
+                    forwarder.send(&data).await;
+                }
+            }
+        }
+        let spooled = match self.spool.finish().await {
+            Ok(spooled) => spooled,
+            Err(error) => return failed(&error),
+        };
+        let listing = match self.first_pass.await {
+            Ok(listing) => listing.map_err(|e| e.to_string()),
+            Err(error) => Err(format!("reading the pushed pack failed: {error}")),
+        };
+        let spooled = Arc::new(spooled);
+        let deciding = examine(
+            self.state,
+            self.policy,
+            self.to,
+            &self.header.commands,
+            &spooled,
+            self.wants,
+            listing,
+        );
+        let decided = tokio::time::timeout(limits.response_header_timeout, deciding)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "deciding on the pushed pack took longer than {} s (limits.responseHeaderTimeout)",
+                    limits.response_header_timeout.as_secs()
+                ))
+            });
+        let verdict = match decided {
+            Ok(verdict) => verdict,
+            Err(reason) => PushVerdict::reject_all(
+                &self.header.commands,
+                &Decision {
+                    allowed: false,
+                    rule: "pack".into(),
+                    reason,
+                },
+            ),
+        };
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            allowed = verdict.allowed,
+            "push content decided"
+        );
+        let Ok(spooled) = Arc::try_unwrap(spooled) else {
+            return failed(&std::io::Error::other("the pack is still being read"));
+        };
+        Outcome::Decided {
+            verdict,
+            spooled,
+            header: self.header,
+        }
+    }
+}
+
+/// A push sent on as it arrives, all but its last 20 bytes (the pack's trailing
+/// checksum), which go only once the push is allowed.
+struct Forwarder {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>,
+    tail: BytesMut,
+}
+
+impl Forwarder {
+    async fn send(&mut self, data: &[u8]) {
+        self.tail.extend_from_slice(data);
+        if self.tail.len() > TRAILER {
+            let ready = self.tail.split_to(self.tail.len() - TRAILER).freeze();
+            // Upstream gone: its own error is what the client will see.
+            let _ = self.tx.send(Ok(ready)).await;
+        }
+    }
+
+    /// Sends the trailer if the push may go on; otherwise breaks the upstream request,
+    /// so that what upstream received is a pack without its checksum.
+    async fn end(self, proceed: bool) {
+        let last = match proceed {
+            true => Ok(self.tail.freeze()),
+            false => Err("push refused by gitgate".into()),
+        };
+        let _ = self.tx.send(last).await;
+    }
+}
+
+/// The upstream body of a push sent on as it arrives.
+struct Channel {
+    head: Option<Bytes>,
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>,
+}
+
+impl http_body::Body for Channel {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if let Some(head) = self.head.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(head))));
+        }
+        self.rx
+            .poll_recv(cx)
+            .map(|next| next.map(|piece| piece.map(http_body::Frame::data)))
+    }
+}
+
+/// A held push sent on as it arrives ([`PushHold::Trailer`]): the upstream body, and the
+/// decision that ends it.
+pub(crate) struct Streaming<'a> {
+    pub(crate) body: ProxyBody,
+    pub(crate) outcome: std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send + 'a>>,
+}
+
+fn failed(error: &std::io::Error) -> Outcome {
+    Outcome::Failed(spool_failure(error))
 }
 
 /// Reads the held pack and finds out what the content rules need; `Err` says why the
@@ -398,21 +591,20 @@ fn add_base(bases: &mut Bases, id: &ObjectId, raw: Vec<u8>) -> Result<(), String
     Ok(())
 }
 
-/// Splits the bytes read so far into the command list (`header_len` bytes), returned,
-/// and the start of the pack, written to `spool`.
-async fn split_head(
-    read: VecDeque<Bytes>,
-    header_len: usize,
-    spool: &mut Spool,
-) -> std::io::Result<Bytes> {
+/// Splits the bytes read so far into the command list (`header_len` bytes) and the
+/// start of the pack.
+fn split_head(read: VecDeque<Bytes>, header_len: usize) -> (Bytes, Vec<Bytes>) {
     let mut head = BytesMut::with_capacity(header_len);
-    for piece in read {
+    let mut pack = Vec::new();
+    for mut piece in read {
         let room = header_len - head.len();
-        let (into_head, rest) = piece.split_at(room.min(piece.len()));
-        head.extend_from_slice(into_head);
-        spool.write(rest).await?;
+        let rest = piece.split_off(room.min(piece.len()));
+        head.extend_from_slice(&piece);
+        if !rest.is_empty() {
+            pack.push(rest);
+        }
     }
-    Ok(head.freeze())
+    (head.freeze(), pack)
 }
 
 /// Whether each update that must be a fast-forward is one: from the pack's commits, else
@@ -489,12 +681,16 @@ async fn unchecked(api: &Api<'_>, updates: &[RefUpdate], facts: &PackFacts) -> V
     problems
 }
 
-fn spool_failed(error: &std::io::Error) -> Inspected {
+fn spool_failed<'a>(error: &std::io::Error) -> Inspected<'a> {
+    Inspected::Reply(spool_failure(error))
+}
+
+fn spool_failure(error: &std::io::Error) -> Response<ProxyBody> {
     tracing::error!(%error, "cannot hold a pushed pack");
-    Inspected::Reply(reply::failure(
+    reply::failure(
         Shape::RpcResult(Service::ReceivePack),
         &Failure::Upstream(format!(
             "gitgate could not hold the pushed pack to check it ({error}); check gitgate's temporary directory"
         )),
-    ))
+    )
 }

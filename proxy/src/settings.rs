@@ -80,6 +80,20 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// The most header fields in a request.
     pub max_headers: usize,
+    /// What a push that a content rule applies to holds back until it is decided.
+    pub push_hold: PushHold,
+}
+
+/// What a push that a content rule applies to holds back until every rule has passed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushHold {
+    /// The whole pack: nothing of it reaches GitHub before the decision.
+    #[default]
+    Pack,
+    /// Only its trailing checksum: the pack goes upstream as it arrives, and a refusal
+    /// breaks the upstream request, leaving GitHub a pack it cannot apply.
+    Trailer,
 }
 
 impl Default for Limits {
@@ -99,6 +113,7 @@ impl Default for Limits {
             max_tunnels: 1024,
             max_header_bytes: 64 << 10,
             max_headers: 100,
+            push_hold: PushHold::Pack,
         }
     }
 }

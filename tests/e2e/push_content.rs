@@ -468,3 +468,46 @@ fn commits_already_on_github_but_not_on_the_ref_cannot_slip_past_the_per_commit_
         Some(signed.as_str())
     );
 }
+
+#[test]
+fn holding_back_only_the_trailer_streams_the_pack_and_a_refusal_leaves_upstream_nothing() {
+    let standin = harness::standin();
+    let policy = "{allowedRepos: [acme/app], allowedRefs: [main], maxBlobSize: 5MB}";
+    let config = format!(
+        "{}limits: {{pushHold: trailer}}\n",
+        app_config(&standin, policy)
+    );
+    let gitgate = Gitgate::start(&config);
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+
+    // Allowed: sent on as it arrives, then its checksum once decided.
+    let fine = sandbox.commit(&repo, "a.txt", "fine\n");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(fine.as_str()));
+
+    // Refused: upstream has received all of the pack but its checksum, then the request
+    // broke off; `git http-backend` applies nothing from a pack without its checksum.
+    harness::write_noise(&repo.join("big.bin"), 6);
+    sandbox.git_ok(&repo, &["add", "big.bin"]);
+    sandbox.git_ok(&repo, &["commit", "-q", "-m", "big"]);
+    let denied = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
+    assert!(
+        denied.contains("(gitgate: big.bin is 6.29 MB, over maxBlobSize 5.00 MB)"),
+        "{denied}"
+    );
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(fine.as_str()));
+    let largest = standin
+        .requests()
+        .iter()
+        .filter(|r| r.target.ends_with("/git-receive-pack"))
+        .map(|r| r.body_bytes)
+        .max()
+        .unwrap();
+    assert!(largest > 6 << 20, "upstream received {largest} bytes");
+    // The next push works on the same gitgate.
+    sandbox.git_ok(&repo, &["reset", "-q", "--hard", "origin/main"]);
+    let after = sandbox.commit(&repo, "a.txt", "after\n");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(after.as_str()));
+}

@@ -172,6 +172,9 @@ impl Config {
         if let Some(bytes) = l.max_drain_bytes {
             limits.max_drain_bytes = bytes;
         }
+        if let Some(hold) = l.push_hold {
+            limits.push_hold = hold;
+        }
         let client_ca_set = raw.client_ca.is_some();
         let settings = Settings {
             listen: raw.listen,

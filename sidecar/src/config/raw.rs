@@ -428,6 +428,9 @@ pub struct RawLimits {
     /// Most bytes of a denied push read so git can show the reason.
     #[serde(default, deserialize_with = "some")]
     pub max_drain_bytes: Option<u64>,
+    /// What a push that a content rule applies to holds back: `pack` or `trailer`.
+    #[serde(default, deserialize_with = "some")]
+    pub push_hold: Option<gitgate_proxy::PushHold>,
     /// Close connections idle this long.
     #[serde(default, deserialize_with = "some")]
     pub idle_timeout: Option<HumanDuration>,
