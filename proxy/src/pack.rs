@@ -13,12 +13,17 @@
 
 use std::collections::{HashMap, HashSet};
 
-use gitgate_policy::{LargeObject, ObjectId, PackFacts, TreeEntry};
+use gitgate_policy::{LargeObject, ObjectFormat, ObjectId, PackFacts, TreeEntry};
 use gix_object::Kind;
 use gix_pack::data::{self, entry::Header};
 
-/// The object format of the packs gitgate reads.
-const HASH: gix_hash::Kind = gix_hash::Kind::Sha1;
+/// The hash of a push's objects, from its object format.
+pub(crate) fn hash_kind(format: ObjectFormat) -> gix_hash::Kind {
+    match format {
+        ObjectFormat::Sha1 => gix_hash::Kind::Sha1,
+        ObjectFormat::Sha256 => gix_hash::Kind::Sha256,
+    }
+}
 /// Inflate and read step for objects that are not kept in memory.
 const STEP: usize = 64 * 1024;
 /// The largest commit, tree or tag gitgate decodes; larger ones fail the read.
@@ -68,9 +73,9 @@ pub(crate) struct Views<T: gix_pack::FileData> {
 #[cfg(test)]
 impl Views<bytes::Bytes> {
     /// Views of a pack held in memory.
-    pub(crate) fn of_bytes(bytes: &bytes::Bytes) -> Result<Self, PackError> {
+    pub(crate) fn of_bytes(bytes: &bytes::Bytes, kind: gix_hash::Kind) -> Result<Self, PackError> {
         let mapped =
-            data::File::from_data(bytes.clone(), "pushed pack".into(), HASH).map_err(fail)?;
+            data::File::from_data(bytes.clone(), "pushed pack".into(), kind).map_err(fail)?;
         Ok(Views::new(mapped))
     }
 }
@@ -143,9 +148,10 @@ pub(crate) fn facts(
     bytes: &bytes::Bytes,
     wants: Wants,
     bases: &Bases,
+    hash: gix_hash::Kind,
 ) -> Result<Decoded, PackError> {
-    let listing = list_stream(bytes, wants.max_blob)?.ok_or_else(|| fail("empty"))?;
-    decode(&Views::of_bytes(bytes)?, &listing, wants, bases)
+    let listing = list_stream(bytes, wants.max_blob, hash)?.ok_or_else(|| fail("empty"))?;
+    decode(&Views::of_bytes(bytes, hash)?, &listing, wants, bases)
 }
 
 /// The second pass: decodes the listed commits and trees (with `bases` for a thin pack's
@@ -158,6 +164,7 @@ pub(crate) fn decode<T: gix_pack::FileData>(
 ) -> Result<Decoded, PackError> {
     let max_blob = wants.max_blob;
     let pack = &views.mapped;
+    let hash = pack.object_hash();
     let mut inflate = gix_zlib::Inflate::default();
     let mut facts = PackFacts {
         pack_bytes: pack.data_len() as u64,
@@ -217,11 +224,11 @@ pub(crate) fn decode<T: gix_pack::FileData>(
                 DECODE_BUDGET >> 20
             ))
         })?;
-        let id = gix_object::compute_hash(HASH, kind, &out).map_err(fail)?;
+        let id = gix_object::compute_hash(hash, kind, &out).map_err(fail)?;
         let ours = convert(&id)?;
         match kind {
             Kind::Commit => {
-                let commit = gix_object::CommitRef::from_bytes(&out, HASH).map_err(fail)?;
+                let commit = gix_object::CommitRef::from_bytes(&out, hash).map_err(fail)?;
                 let parents = commit
                     .parents()
                     .map(|p| convert(&p))
@@ -230,12 +237,12 @@ pub(crate) fn decode<T: gix_pack::FileData>(
                     .commit_trees
                     .insert(ours.clone(), convert(&commit.tree())?);
                 if wants.signatures {
-                    signed.push(signed_commit(&ours, &commit, &out)?);
+                    signed.push(signed_commit(&ours, &commit, &out, hash)?);
                 }
                 facts.commits.insert(ours, parents);
             }
             Kind::Tree if max_blob.is_some() || wants.trees => {
-                facts.trees.insert(ours, tree_entries(&out)?);
+                facts.trees.insert(ours, tree_entries(&out, hash)?);
             }
             _ => {}
         }
@@ -263,6 +270,7 @@ pub(crate) fn decode<T: gix_pack::FileData>(
 pub(crate) fn list_stream(
     reads: &dyn ReadAt,
     max_blob: Option<u64>,
+    hash: gix_hash::Kind,
 ) -> Result<Option<Listing>, PackError> {
     let mut window = Window::new(reads);
     let head = window.bytes(0, data::header::SIZE)?;
@@ -274,14 +282,14 @@ pub(crate) fn list_stream(
         .and_then(|h| h.try_into().ok())
         .ok_or_else(|| fail("truncated header"))?;
     let (_, objects) = data::header::decode(header).map_err(fail)?;
-    let mut checksum = Checksum::new(reads);
+    let mut checksum = Checksum::new(reads, hash);
     let mut inflate = gix_zlib::Inflate::default();
     let (mut listed, mut large) = (Vec::new(), Vec::new());
     let mut out = vec![0u8; STEP];
     let mut offset = data::header::SIZE as u64;
     for _ in 0..objects {
         let head = window.bytes(offset, 64)?;
-        let entry = data::Entry::from_bytes(head, offset, HASH).map_err(fail)?;
+        let entry = data::Entry::from_bytes(head, offset, hash).map_err(fail)?;
         let size = entry.decompressed_size;
         let over = max_blob.is_some_and(|max| size > max);
         let mut inflating = Inflating {
@@ -292,7 +300,7 @@ pub(crate) fn list_stream(
         let (consumed, object) = match entry.header {
             Header::Blob | Header::Tree | Header::Commit | Header::Tag if over => {
                 let kind = entry.header.as_kind().unwrap_or(Kind::Blob);
-                let mut hasher = gix_hash::hasher(HASH);
+                let mut hasher = gix_hash::hasher(hash);
                 hasher.update(&gix_object::encode::loose_header(kind, size));
                 let consumed = inflating.run(&entry, |chunk| {
                     hasher.update(chunk);
@@ -352,15 +360,17 @@ pub(crate) fn list_stream(
 struct Checksum<'a> {
     reads: &'a dyn ReadAt,
     hasher: gix_hash::Hasher,
+    len: usize,
     done: u64,
     buf: Vec<u8>,
 }
 
 impl<'a> Checksum<'a> {
-    fn new(reads: &'a dyn ReadAt) -> Self {
+    fn new(reads: &'a dyn ReadAt, hash: gix_hash::Kind) -> Self {
         Checksum {
             reads,
-            hasher: gix_hash::hasher(HASH),
+            hasher: gix_hash::hasher(hash),
+            len: hash.len_in_bytes(),
             done: 0,
             buf: vec![0u8; STEP],
         }
@@ -385,7 +395,7 @@ impl<'a> Checksum<'a> {
 
     /// Compares the hash with the trailer at `end`, which must be the last bytes.
     fn trailer(self, end: u64) -> Result<(), PackError> {
-        let mut trailer = [0u8; 21];
+        let mut trailer = vec![0u8; self.len + 1];
         let mut got = 0;
         while got < trailer.len() {
             let n = self
@@ -397,13 +407,14 @@ impl<'a> Checksum<'a> {
             }
             got += n;
         }
-        match got {
-            20 => {}
-            21 => return Err(fail("bytes follow its checksum")),
-            _ => return Err(fail("its checksum is missing")),
+        if got > self.len {
+            return Err(fail("bytes follow its checksum"));
+        }
+        if got < self.len {
+            return Err(fail("its checksum is missing"));
         }
         let actual = self.hasher.try_finalize().map_err(fail)?;
-        if actual.as_bytes() != &trailer[..20] {
+        if actual.as_bytes() != &trailer[..self.len] {
             return Err(fail("its checksum does not match its contents"));
         }
         Ok(())
@@ -503,10 +514,11 @@ fn signed_commit(
     id: &ObjectId,
     commit: &gix_object::CommitRef<'_>,
     bytes: &[u8],
+    hash: gix_hash::Kind,
 ) -> Result<SignedCommit, PackError> {
     let committer_email = commit.committer().map_err(fail)?.email.to_string();
     let (signature, payload) =
-        match gix_object::CommitRefIter::signature(bytes, HASH).map_err(fail)? {
+        match gix_object::CommitRefIter::signature(bytes, hash).map_err(fail)? {
             Some((signature, signed)) => (Some(signature.to_vec()), signed.to_bstring().to_vec()),
             None => (None, bytes.to_vec()),
         };
@@ -592,8 +604,8 @@ fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
 }
 
 /// A tree's entries.
-fn tree_entries(bytes: &[u8]) -> Result<Vec<TreeEntry>, PackError> {
-    let tree = gix_object::TreeRef::from_bytes(bytes, HASH).map_err(fail)?;
+fn tree_entries(bytes: &[u8], hash: gix_hash::Kind) -> Result<Vec<TreeEntry>, PackError> {
+    let tree = gix_object::TreeRef::from_bytes(bytes, hash).map_err(fail)?;
     tree.entries
         .iter()
         .map(|e| {
@@ -668,8 +680,12 @@ fn name_paths(facts: &mut PackFacts) {
 }
 
 /// The id of an object of `kind` with these bytes.
-pub(crate) fn object_id(kind: Kind, bytes: &[u8]) -> Result<ObjectId, PackError> {
-    convert(&gix_object::compute_hash(HASH, kind, bytes).map_err(fail)?)
+pub(crate) fn object_id(
+    hash: gix_hash::Kind,
+    kind: Kind,
+    bytes: &[u8],
+) -> Result<ObjectId, PackError> {
+    convert(&gix_object::compute_hash(hash, kind, bytes).map_err(fail)?)
 }
 
 /// gitgate's object id as gix's.
@@ -687,6 +703,8 @@ pub(crate) mod tests {
     use std::process::{Command, Stdio};
 
     use super::*;
+
+    const SHA1: gix_hash::Kind = gix_hash::Kind::Sha1;
 
     fn git(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
         let mut child = Command::new("git")
@@ -723,7 +741,7 @@ pub(crate) mod tests {
             max_blob,
             ..Wants::default()
         };
-        Ok(facts(&bytes, wants, &Bases::new())?.facts)
+        Ok(facts(&bytes, wants, &Bases::new(), SHA1)?.facts)
     }
 
     /// A repository with a first commit, then one that edits a file and adds a 3 MB
@@ -799,12 +817,12 @@ pub(crate) mod tests {
             Some(b"HEAD\n^HEAD~1\n"),
         );
         let bytes = bytes::Bytes::from(pack);
-        let views = Views::of_bytes(&bytes).unwrap();
+        let views = Views::of_bytes(&bytes, SHA1).unwrap();
         let wants = Wants {
             trees: true,
             ..Wants::default()
         };
-        let listing = list_stream(&bytes, wants.max_blob).unwrap().unwrap();
+        let listing = list_stream(&bytes, wants.max_blob, SHA1).unwrap().unwrap();
         let root = rev(d, "HEAD^{tree}");
         let without = decode(&views, &listing, wants, &Bases::new()).unwrap();
         assert_eq!(without.facts.commit_trees[&rev(d, "HEAD")], root);
@@ -819,6 +837,41 @@ pub(crate) mod tests {
         let with = decode(&views, &listing, wants, &bases).unwrap();
         assert!(with.unresolved.is_empty());
         assert_eq!(with.facts.trees[&root].len(), 300);
+    }
+
+    #[test]
+    fn reads_sha256_packs() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        git(
+            d,
+            &["init", "-q", "-b", "main", "--object-format=sha256"],
+            None,
+        );
+        std::fs::write(d.join("a.txt"), "one\n").unwrap();
+        git(d, &["add", "."], None);
+        git(d, &["commit", "-qm", "one"], None);
+        std::fs::write(d.join("big.bin"), vec![7u8; 3000]).unwrap();
+        git(d, &["add", "."], None);
+        git(d, &["commit", "-qm", "two"], None);
+        let pack = git(
+            d,
+            &["pack-objects", "--stdout", "--revs", "-q"],
+            Some(b"HEAD\n"),
+        );
+        let wants = Wants {
+            max_blob: Some(1000),
+            ..Wants::default()
+        };
+        let bytes = bytes::Bytes::from(pack);
+        let read = facts(&bytes, wants, &Bases::new(), gix_hash::Kind::Sha256).unwrap();
+        let head = rev(d, "HEAD");
+        assert_eq!(head.to_string().len(), 64);
+        assert_eq!(read.facts.commits[&head], [rev(d, "HEAD~1")]);
+        assert_eq!(read.facts.large_objects[0].id, Some(rev(d, "HEAD:big.bin")));
+        assert_eq!(read.facts.large_objects[0].path.as_deref(), Some("big.bin"));
+        // Read as SHA-1, the same bytes are refused, never misread.
+        assert!(facts(&bytes, wants, &Bases::new(), SHA1).is_err());
     }
 
     #[test]
@@ -839,7 +892,7 @@ pub(crate) mod tests {
     /// Re-seals `pack` with a correct trailer, as an attacker crafting one would.
     fn reseal(mut pack: Vec<u8>) -> Vec<u8> {
         let end = pack.len() - 20;
-        let mut hasher = gix_hash::hasher(HASH);
+        let mut hasher = gix_hash::hasher(SHA1);
         hasher.update(&pack[..end]);
         let id = hasher.try_finalize().unwrap();
         pack[end..].copy_from_slice(id.as_bytes());

@@ -13,7 +13,7 @@ use gitgate_policy::git::receive_pack::PushHeader;
 use gitgate_policy::git::report;
 use gitgate_policy::git::request::Service;
 use gitgate_policy::{
-    ByteSize, Decision, FastForward, Findings, Lookup, ObjectId, PackFacts, Policy,
+    ByteSize, Decision, FastForward, Findings, Lookup, ObjectFormat, ObjectId, PackFacts, Policy,
     ProtectedChange, PushVerdict, RefAncestry, RefUpdate, ServerObjects, Unfinished, fast_forward,
     outside_commits,
 };
@@ -37,8 +37,6 @@ use crate::state::State;
 const MAX_ASKED: usize = 8;
 /// The largest push GitHub accepts; held packs stop there when no `maxPushSize` is set.
 const GITHUB_PUSH_LIMIT: ByteSize = ByteSize(2 << 30);
-/// The bytes of a pack's trailing checksum (SHA-1).
-const TRAILER: usize = 20;
 /// The most GitHub API calls gitgate makes to decide one push.
 const MAX_API_CALLS: usize = 256;
 
@@ -133,7 +131,12 @@ pub(crate) async fn inspect<'a>(
         }
         return Inspected::Reply(reject(state, &header, &verdict, body, record).await);
     }
-    let (spool, following) = match Spool::new().await {
+    let format = header
+        .commands
+        .first()
+        .map_or(ObjectFormat::Sha1, |c| c.new.format());
+    let hash = crate::pack::hash_kind(format);
+    let (spool, following) = match Spool::new(hash).await {
         Ok(spool) => spool,
         Err(error) => return spool_failed(&error),
     };
@@ -178,6 +181,7 @@ pub(crate) async fn inspect<'a>(
                 let mut forwarder = Forwarder {
                     tx,
                     tail: BytesMut::new(),
+                    trailer: hash.len_in_bytes(),
                 };
                 let outcome = held.run(Some(&mut forwarder)).await;
                 let proceed = match &outcome {
@@ -383,13 +387,15 @@ impl Held<'_> {
 struct Forwarder {
     tx: tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>,
     tail: BytesMut,
+    /// The trailing checksum's length.
+    trailer: usize,
 }
 
 impl Forwarder {
     async fn send(&mut self, data: &[u8]) {
         self.tail.extend_from_slice(data);
-        if self.tail.len() > TRAILER {
-            let ready = self.tail.split_to(self.tail.len() - TRAILER).freeze();
+        if self.tail.len() > self.trailer {
+            let ready = self.tail.split_to(self.tail.len() - self.trailer).freeze();
             // Upstream gone: its own error is what the client will see.
             let _ = self.tx.send(Ok(ready)).await;
         }

@@ -276,7 +276,9 @@ fn server_tree(api: ApiTree, id: &ObjectId) -> Result<ServerTree, String> {
         let id = crate::pack::raw_id(&e.id).map_err(|err| err.to_string())?;
         raw.extend_from_slice(id.as_bytes());
     }
-    let actual = crate::pack::object_id(gix_object::Kind::Tree, &raw).map_err(|e| e.to_string())?;
+    let hash = crate::pack::hash_kind(id.format());
+    let actual =
+        crate::pack::object_id(hash, gix_object::Kind::Tree, &raw).map_err(|e| e.to_string())?;
     if &actual != id {
         return Err(format!("does not hash to its id (got {actual})"));
     }

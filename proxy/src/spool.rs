@@ -49,6 +49,7 @@ impl Shared {
 
 /// A pack being received.
 pub(crate) struct Spool {
+    hash: gix_hash::Kind,
     file: tokio::fs::File,
     path: Option<tempfile::TempPath>,
     shared: Arc<Shared>,
@@ -59,19 +60,22 @@ pub(crate) struct Spool {
 /// Positioned reads of a pack that is still being written: a read past what has been
 /// written waits for more, and ends (0 bytes) only once the pack is complete.
 pub(crate) struct Following {
+    hash: gix_hash::Kind,
     file: std::fs::File,
     shared: Arc<Shared>,
 }
 
 /// A complete pack.
 pub(crate) struct Spooled {
+    hash: gix_hash::Kind,
     path: tempfile::TempPath,
     len: u64,
 }
 
 impl Spool {
-    /// A new spool, and the reader that follows what is written to it.
-    pub(crate) async fn new() -> io::Result<(Self, Following)> {
+    /// A new spool for a pack whose objects are hashed with `hash`, and the reader that
+    /// follows what is written to it.
+    pub(crate) async fn new(hash: gix_hash::Kind) -> io::Result<(Self, Following)> {
         let temp = tokio::task::spawn_blocking(tempfile::NamedTempFile::new)
             .await
             .map_err(io::Error::other)??;
@@ -79,10 +83,12 @@ impl Spool {
         let (file, path) = temp.into_parts();
         let shared = Arc::new(Shared::default());
         let following = Following {
+            hash,
             file: reader,
             shared: Arc::clone(&shared),
         };
         let spool = Spool {
+            hash,
             file: tokio::fs::File::from_std(file),
             path: Some(path),
             shared,
@@ -122,7 +128,11 @@ impl Spool {
             .path
             .take()
             .ok_or_else(|| io::Error::other("spool finished twice"))?;
-        Ok(Spooled { path, len })
+        Ok(Spooled {
+            hash: self.hash,
+            path,
+            len,
+        })
     }
 }
 
@@ -163,7 +173,7 @@ impl Following {
     /// The first pass over the pack as it arrives ([`pack::list_stream`]); `None` for a
     /// push without a pack. Blocking: run it through `spawn_blocking`.
     pub(crate) fn list(&self, wants: Wants) -> Result<Option<Listing>, PackError> {
-        pack::list_stream(self, wants.max_blob)
+        pack::list_stream(self, wants.max_blob, self.hash)
     }
 }
 
@@ -178,8 +188,7 @@ impl Spooled {
         let Some(listing) = listing else {
             return Ok(pack::Decoded::default());
         };
-        let mapped =
-            gix_pack::data::File::at(&self.path, gix_hash::Kind::Sha1).map_err(pack::fail)?;
+        let mapped = gix_pack::data::File::at(&self.path, self.hash).map_err(pack::fail)?;
         pack::decode(&pack::Views::new(mapped), listing, wants, bases)
     }
 
@@ -259,7 +268,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_first_pass_follows_a_pack_as_it_is_written() {
         let pack = crate::pack::tests::small_pack();
-        let (mut spool, following) = Spool::new().await.unwrap();
+        let (mut spool, following) = Spool::new(gix_hash::Kind::Sha1).await.unwrap();
         let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
         for piece in pack.chunks(7) {
             spool.write(piece).await.unwrap();
@@ -281,7 +290,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_push_that_ends_early_ends_the_first_pass() {
         let pack = crate::pack::tests::small_pack();
-        let (mut spool, following) = Spool::new().await.unwrap();
+        let (mut spool, following) = Spool::new(gix_hash::Kind::Sha1).await.unwrap();
         let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
         spool.write(&pack[..pack.len() / 2]).await.unwrap();
         drop(spool);
@@ -300,14 +309,14 @@ mod tests {
             p.extend_from_slice(hasher.try_finalize().unwrap().as_bytes());
             p
         };
-        let (mut spool, following) = Spool::new().await.unwrap();
+        let (mut spool, following) = Spool::new(gix_hash::Kind::Sha1).await.unwrap();
         let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
         spool.write(&empty).await.unwrap();
         spool.finish().await.unwrap();
         let listing = first_pass.await.unwrap().unwrap().expect("a pack");
         assert!(format!("{listing:?}").contains("listed: []"));
         // A push without a pack has no listing.
-        let (spool, following) = Spool::new().await.unwrap();
+        let (spool, following) = Spool::new(gix_hash::Kind::Sha1).await.unwrap();
         let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
         spool.finish().await.unwrap();
         assert!(first_pass.await.unwrap().unwrap().is_none());
