@@ -59,8 +59,9 @@ pub struct ServerObjects {
     pub commit_trees: HashMap<ObjectId, ObjectId>,
 }
 
-/// The most tree entries one [`Policy::protected_changes`] call compares.
-const MAX_DIFF_WORK: usize = 2_000_000;
+/// The most tree entries one [`Policy::protected_changes`] call compares (an entry deep
+/// in the tree counts for more, one more per 64 bytes of its directory's path).
+const MAX_DIFF_WORK: usize = 1_000_000;
 /// The deepest directory nesting compared (git's own `core.maxTreeDepth` default).
 const MAX_TREE_DEPTH: usize = 4096;
 
@@ -506,7 +507,8 @@ impl<'a> TreeDiff<'a> {
             ) else {
                 continue;
             };
-            let size = new_entries.len() + old_entries.len();
+            // Every entry's path is spelled out from this prefix: long prefixes cost more.
+            let size = (new_entries.len() + old_entries.len()) * (1 + prefix.len() / 64);
             self.work = self.work.checked_sub(size).ok_or_else(|| {
                 Unfinished::TooLarge(format!(
                     "the pushed trees are too large to compare (more than {MAX_DIFF_WORK} entries)"

@@ -538,7 +538,10 @@ async fn protected(
     let mut new_bases = false;
     let mut tried: HashSet<ObjectId> = HashSet::new();
     loop {
-        let lookups = match policy.protected_changes(&decoded.facts, &server) {
+        // Bounded, but it can take a moment on a large push: off the async workers.
+        let diff =
+            tokio::task::block_in_place(|| policy.protected_changes(&decoded.facts, &server));
+        let lookups = match diff {
             Ok(changes) => return Ok(changes),
             Err(Unfinished::Needs(lookups)) => lookups,
             Err(Unfinished::TooLarge(why)) => return Err(why),
