@@ -65,28 +65,13 @@ impl ReadAt for std::fs::File {
     }
 }
 
-/// The pack memory-mapped, for decoding commits and trees (touching only their pages).
-pub(crate) struct Views<T: gix_pack::FileData> {
-    mapped: data::File<T>,
-}
-
+/// A pack held in memory, as the second pass reads it.
 #[cfg(test)]
-impl Views<bytes::Bytes> {
-    /// Views of a pack held in memory.
-    pub(crate) fn of_bytes(bytes: &bytes::Bytes, kind: gix_hash::Kind) -> Result<Self, PackError> {
-        let mapped =
-            data::File::from_data(bytes.clone(), "pushed pack".into(), kind).map_err(fail)?;
-        Ok(Views::new(mapped))
-    }
-}
-
-impl<T: gix_pack::FileData> Views<T> {
-    /// Views of `mapped`, decoded under the allocation limit.
-    pub(crate) fn new(mapped: data::File<T>) -> Self {
-        Views {
-            mapped: mapped.with_alloc_limit_bytes(Some(MAX_DECODED)),
-        }
-    }
+pub(crate) fn in_memory(
+    bytes: &bytes::Bytes,
+    hash: gix_hash::Kind,
+) -> Result<data::File<bytes::Bytes>, PackError> {
+    data::File::from_data(bytes.clone(), "pushed pack".into(), hash).map_err(fail)
 }
 
 /// An entry the second pass decodes or follows: not an undeltified blob.
@@ -151,19 +136,20 @@ pub(crate) fn facts(
     hash: gix_hash::Kind,
 ) -> Result<Decoded, PackError> {
     let listing = list_stream(bytes, wants.max_blob, hash)?.ok_or_else(|| fail("empty"))?;
-    decode(&Views::of_bytes(bytes, hash)?, &listing, wants, bases)
+    decode(in_memory(bytes, hash)?, &listing, wants, bases)
 }
 
-/// The second pass: decodes the listed commits and trees (with `bases` for a thin pack's
-/// deltas) and returns the facts. Cheap to repeat with more bases.
+/// The second pass: decodes the listed commits and trees of `pack` (memory-mapped, so
+/// that only their pages are touched; with `bases` for a thin pack's deltas) under the
+/// allocation limit, and returns the facts. Cheap to repeat with more bases.
 pub(crate) fn decode<T: gix_pack::FileData>(
-    views: &Views<T>,
+    pack: data::File<T>,
     listing: &Listing,
     wants: Wants,
     bases: &Bases,
 ) -> Result<Decoded, PackError> {
     let max_blob = wants.max_blob;
-    let pack = &views.mapped;
+    let pack = &pack.with_alloc_limit_bytes(Some(MAX_DECODED));
     let hash = pack.object_hash();
     let mut inflate = gix_zlib::Inflate::default();
     let mut facts = PackFacts {
@@ -817,14 +803,19 @@ pub(crate) mod tests {
             Some(b"HEAD\n^HEAD~1\n"),
         );
         let bytes = bytes::Bytes::from(pack);
-        let views = Views::of_bytes(&bytes, SHA1).unwrap();
         let wants = Wants {
             trees: true,
             ..Wants::default()
         };
         let listing = list_stream(&bytes, wants.max_blob, SHA1).unwrap().unwrap();
         let root = rev(d, "HEAD^{tree}");
-        let without = decode(&views, &listing, wants, &Bases::new()).unwrap();
+        let without = decode(
+            in_memory(&bytes, SHA1).unwrap(),
+            &listing,
+            wants,
+            &Bases::new(),
+        )
+        .unwrap();
         assert_eq!(without.facts.commit_trees[&rev(d, "HEAD")], root);
         assert!(
             !without.facts.trees.contains_key(&root),
@@ -834,7 +825,7 @@ pub(crate) mod tests {
         let raw = git(d, &["cat-file", "tree", &old_root.to_string()], None);
         let bases = Bases::from([(raw_id(&old_root).unwrap(), raw)]);
         assert_eq!(without.unresolved, std::slice::from_ref(&old_root));
-        let with = decode(&views, &listing, wants, &bases).unwrap();
+        let with = decode(in_memory(&bytes, SHA1).unwrap(), &listing, wants, &bases).unwrap();
         assert!(with.unresolved.is_empty());
         assert_eq!(with.facts.trees[&root].len(), 300);
     }

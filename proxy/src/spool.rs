@@ -189,7 +189,7 @@ impl Spooled {
             return Ok(pack::Decoded::default());
         };
         let mapped = gix_pack::data::File::at(&self.path, self.hash).map_err(pack::fail)?;
-        pack::decode(&pack::Views::new(mapped), listing, wants, bases)
+        pack::decode(mapped, listing, wants, bases)
     }
 
     /// The body to send upstream: `head` (the command list, as received), then the pack.
