@@ -94,7 +94,12 @@ impl Policy {
     /// One push command: a valid ref name that matches `allowedRefs`; a delete also needs
     /// `allowDeletes`.
     pub fn decide_ref_update(&self, update: &RefUpdate) -> Decision {
-        let name = match RefName::parse(&update.name) {
+        self.decide_ref_name(&update.name, update.is_delete())
+    }
+
+    /// A ref name that matches `allowedRefs`; a delete also needs `allowDeletes`.
+    pub(crate) fn decide_ref_name(&self, name: &str, delete: bool) -> Decision {
+        let name = match RefName::parse(name) {
             Ok(name) => name,
             Err(e) => return Decision::deny("refName", e.to_string()),
         };
@@ -105,7 +110,7 @@ impl Policy {
             );
         };
         let rule = format!("allowedRefs[{pattern}]");
-        match (update.is_delete(), self.allow_deletes) {
+        match (delete, self.allow_deletes) {
             (false, _) => Decision::allow(
                 rule,
                 format!("{name} matches allowedRefs pattern {pattern}"),

@@ -28,6 +28,8 @@ pub struct Policy {
     pub(crate) max_push_size: Option<ByteSize>,
     pub(crate) protected_paths: Vec<crate::path_pattern::PathPattern>,
     pub(crate) signers: Option<crate::signers::Signers>,
+    /// `policy.api`, sorted and deduplicated; `None` when absent.
+    pub(crate) api: Option<Vec<crate::api::Operation>>,
     /// `[acme/app, acme/lib-*]`, rendered once for denial reasons.
     pub(crate) repo_list: String,
     pub(crate) ref_list: String,
@@ -110,6 +112,11 @@ impl Policy {
                 .map(crate::signers::Signers::compile)
                 .transpose()
                 .map_err(ConfigError::Signers)?,
+            api: raw.api.clone().map(|mut ops| {
+                ops.sort();
+                ops.dedup();
+                ops
+            }),
         })
     }
 
@@ -186,6 +193,10 @@ impl fmt::Display for Policy {
                     ""
                 }
             )?;
+        }
+        match &self.api {
+            None => writeln!(f, "api: denied (no policy.api)")?,
+            Some(ops) => write_list(f, "api", ops, "denied (empty)")?,
         }
         writeln!(f, "mode: {}", self.mode.as_str())?;
         write_list(f, "allowHosts", &self.hosts, "no other host is reachable")?;
@@ -293,6 +304,7 @@ mod tests {
              forcePush: deny (only fast-forwards; pushes that update a ref have their pack read)\n\
              maxBlobSize: none\n\
              maxPushSize: none\n\
+             api: denied (no policy.api)\n\
              mode: enforce\n\
              allowHosts:\n  - crates.io\n\
              intercepted GitHub hosts (port 443):\n  - github.com\n  - api.github.com\n"

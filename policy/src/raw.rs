@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use crate::api::Operation;
 use crate::byte_size::ByteSize;
 use crate::host_pattern::HostPattern;
 use crate::path_pattern::PathPattern;
@@ -38,6 +39,9 @@ pub struct RawPolicy {
     pub protected_paths: Vec<PathPattern>,
     /// The SSH keys every new commit must be signed with.
     pub require_signed_commits: Option<RawSigners>,
+    /// The GitHub API operations allowed, from gitgate's catalogue; absent means the
+    /// API is denied.
+    pub api: Option<Vec<Operation>>,
 }
 
 /// Whether non-fast-forward ref updates are allowed.

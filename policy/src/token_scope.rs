@@ -1,5 +1,7 @@
 //! The narrowest GitHub App installation token that serves an owner's allowed repositories.
 
+use std::collections::BTreeMap;
+
 use crate::policy::Policy;
 use crate::repo::{RepoPath, is_owner};
 
@@ -36,7 +38,9 @@ impl Policy {
     /// The token scope for `owner`: `None` if no `allowedRepos` pattern can match the owner.
     /// Repositories are the literal names of the matching patterns, or the whole
     /// installation if any matching pattern has a glob repo part. `contents` is `write` when
-    /// `allowedRefs` is not empty, else `read`; `metadata` is always `read`.
+    /// `allowedRefs` is not empty, else `read`; `metadata` is always `read`; each
+    /// operation in `policy.api` adds its permissions (`contents: write` only with
+    /// `allowedRefs`).
     pub fn token_scope(&self, owner: &str) -> Option<TokenScope> {
         let owner = owner.to_ascii_lowercase();
         if !is_owner(&owner) {
@@ -61,12 +65,18 @@ impl Policy {
         } else {
             Access::Write
         };
+        let mut permissions: BTreeMap<&str, Access> =
+            [("contents", contents), ("metadata", Access::Read)].into();
+        for (name, access) in self.api_permissions() {
+            let level = permissions.entry(name).or_insert(access);
+            *level = (*level).max(access);
+        }
         Some(TokenScope {
             repositories,
-            permissions: vec![
-                ("contents".to_owned(), contents),
-                ("metadata".to_owned(), Access::Read),
-            ],
+            permissions: permissions
+                .into_iter()
+                .map(|(name, access)| (name.to_owned(), access))
+                .collect(),
         })
     }
 
@@ -168,6 +178,47 @@ mod tests {
         assert_eq!(
             (Access::Read.as_str(), Access::Write.as_str()),
             ("read", "write")
+        );
+    }
+
+    #[test]
+    fn api_operations_grow_the_scope_by_exactly_their_permissions() {
+        let perms = |yaml: &str| -> Vec<(String, &str)> {
+            scope(yaml, "acme")
+                .unwrap()
+                .permissions
+                .into_iter()
+                .map(|(n, a)| (n, a.as_str()))
+                .collect()
+        };
+        let own = |list: &[(&str, &'static str)]| -> Vec<(String, &'static str)> {
+            list.iter().map(|(n, a)| (n.to_string(), *a)).collect()
+        };
+        assert_eq!(
+            perms(
+                "{allowedRepos: [acme/app], allowedRefs: [main], api: [read, pulls.create, checks.read]}"
+            ),
+            own(&[
+                ("checks", "read"),
+                ("contents", "write"),
+                ("issues", "read"),
+                ("metadata", "read"),
+                ("pull_requests", "write"),
+                ("statuses", "read"),
+            ])
+        );
+        // Without allowedRefs no API call may change a ref: contents stays read.
+        assert_eq!(
+            perms("{allowedRepos: [acme/app], api: [contents.write, pulls.merge]}"),
+            own(&[
+                ("contents", "read"),
+                ("metadata", "read"),
+                ("pull_requests", "write")
+            ])
+        );
+        assert_eq!(
+            perms("{allowedRepos: [acme/app], api: []}"),
+            own(&[("contents", "read"), ("metadata", "read")])
         );
     }
 }

@@ -143,7 +143,7 @@ fn broken() {
         ),
         (
             include_str!("fixtures/unknown-field.yaml"),
-            "unknown field `allowedBranches`, expected one of `allowedRepos`, `allowedRefs`, `allowDeletes`, `allowHosts`, `mode`, `forcePush`, `forcePushAllowedRefs`, `maxBlobSize`, `maxPushSize`, `protectedPaths`, `requireSignedCommits` at line 2 column 1",
+            "unknown field `allowedBranches`, expected one of `allowedRepos`, `allowedRefs`, `allowDeletes`, `allowHosts`, `mode`, `forcePush`, `forcePushAllowedRefs`, `maxBlobSize`, `maxPushSize`, `protectedPaths`, `requireSignedCommits`, `api` at line 2 column 1",
         ),
         (
             include_str!("fixtures/github-in-allow-hosts.yaml"),

@@ -1,19 +1,443 @@
-//! The GitHub REST/GraphQL API host. Denied until `policy.api` exists.
+//! The GitHub API (REST and GraphQL) under `policy.api`: each call is mapped to the
+//! catalogue, the repositories it reaches are checked against `allowedRepos`, the refs it
+//! changes are decided like a push (looked up where the request does not name them), and
+//! only then is it forwarded with the installation token. Denials are GitHub-shaped JSON.
 
-use http::{Request, Response};
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use gitgate_policy::api::{self, Effect, FieldCheck, Operation, RefChange, RefTarget, RepoRef};
+use gitgate_policy::{Decision, Policy, RepoPath};
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
 
 use crate::audit::{Record, Service, Verdict};
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, empty, full, stream};
+use crate::git::enforce;
 use crate::github::ClientBody;
+use crate::headers::strip_hop_by_hop;
 use crate::reply::{self, Failure, Shape};
+use crate::repo_api::Node;
+use crate::send;
+use crate::state::State;
+use crate::token::Credential;
 
-pub(crate) fn handle(req: &Request<ClientBody>, record: &mut Record) -> Response<ProxyBody> {
-    let reason = format!(
-        "{} {} denied: the GitHub API is not enabled for this sandbox (only git over HTTPS is)",
-        req.method(),
-        req.uri().path()
-    );
+/// The largest REST body read to find the refs a call changes.
+const MAX_REST_BODY: usize = 8 << 20;
+/// The largest GraphQL request read.
+const MAX_GRAPHQL_BODY: usize = 1 << 20;
+
+/// Why a call is not forwarded (already recorded); answered as GitHub-shaped JSON.
+type Answered = Failure;
+
+pub(crate) async fn handle(
+    state: &State,
+    policy: &Policy,
+    req: Request<ClientBody>,
+    record: &mut Record,
+) -> Response<ProxyBody> {
     record.service = Service::Api;
+    let settings = &state.settings;
+    let path = req.uri().path().to_owned();
+    let ghes = settings.api_host == settings.github_host;
+    let prepared = if (ghes && path == "/api/graphql") || (!ghes && path == "/graphql") {
+        graphql(state, policy, req, record).await
+    } else {
+        let rest = if ghes {
+            path.strip_prefix("/api/v3").unwrap_or(&path).to_owned()
+        } else {
+            path
+        };
+        rest_call(state, policy, &rest, req, record).await
+    };
+    let (url, parts, body, credential) = match prepared {
+        Ok(prepared) => prepared,
+        Err(failure) => return reply::failure(Shape::Json, &failure),
+    };
+    let authorization = credential.as_ref().map(Credential::bearer);
+    match send::upstream(
+        state,
+        &settings.api_host,
+        &url,
+        parts,
+        body,
+        authorization,
+        record,
+    )
+    .await
+    {
+        Ok(response) => answer(state, response, credential.as_ref()),
+        Err(failure) => reply::failure(Shape::Json, &failure),
+    }
+}
+
+/// A request ready to forward: URL, head, body and credential.
+type Prepared = (String, http::request::Parts, ProxyBody, Option<Credential>);
+
+/// A REST call: classified, its operation, repository and ref changes decided.
+async fn rest_call(
+    state: &State,
+    policy: &Policy,
+    path: &str,
+    req: Request<ClientBody>,
+    record: &mut Record,
+) -> Result<Prepared, Answered> {
+    let method = req.method().as_str().to_owned();
+    let call = api::classify(&method, path).map_err(|reason| deny_now(record, reason))?;
+    let what = format!("{method} {}", call.target);
+    check(
+        policy,
+        record,
+        &policy.decide_operation(call.operations, &what),
+    )?;
+    refuse_query_on_write(&req, record)?;
+    let writes = call
+        .operations
+        .iter()
+        .any(|op| matches!(op, Operation::ContentsWrite | Operation::PullsMerge));
+    if let Some(repo) = &call.repo {
+        record.repo = Some(repo.to_string());
+        check(policy, record, &policy.decide_repo(repo))?;
+        if writes {
+            check(policy, record, &policy.decide_push(repo))?;
+        }
+    }
+    let credential = credential(state, policy, call.repo.as_ref(), record).await?;
+    let (parts, body) = req.into_parts();
+    let body = if call.effect == Effect::None {
+        stream(body)
+    } else {
+        let bytes = collect(state, &parts, body, MAX_REST_BODY).await?;
+        let json = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            api::parse_strict(&bytes).map_err(|e| client_error(record, e))?
+        };
+        let changes = call
+            .effect
+            .changes(&json)
+            .map_err(|reason| deny_now(record, format!("{what}: {reason}")))?;
+        let repo = call
+            .repo
+            .as_ref()
+            .ok_or_else(|| internal("a ref change without a repository"))?;
+        for change in &changes {
+            let name = rest_target(state, repo, &change.target, credential.as_ref())
+                .await
+                .map_err(|e| lookup_failed(record, e))?;
+            decide_change(policy, record, &name, change)?;
+        }
+        full(bytes)
+    };
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let url = format!("{}{}{query}", state.settings.api_url, call.target);
+    Ok((url, parts, body, credential))
+}
+
+/// A GraphQL request: every root field of its document mapped and decided.
+async fn graphql(
+    state: &State,
+    policy: &Policy,
+    req: Request<ClientBody>,
+    record: &mut Record,
+) -> Result<Prepared, Answered> {
+    if req.method() != Method::POST {
+        let reason = format!(
+            "{} on the GraphQL endpoint: only POST is forwarded",
+            req.method()
+        );
+        return Err(deny_now(record, reason));
+    }
+    refuse_query_on_write(&req, record)?;
+    let (parts, body) = req.into_parts();
+    let bytes = collect(state, &parts, body, MAX_GRAPHQL_BODY).await?;
+    let fields = api::analyse(&bytes).map_err(|reason| deny_now(record, reason))?;
+    for field in &fields {
+        check(
+            policy,
+            record,
+            &policy.decide_operation(field.operations, &field.field),
+        )?;
+    }
+    // The token is the one of the first repository named; node ids are looked up with it.
+    let named = fields.iter().flat_map(|f| &f.repos).find_map(|r| match r {
+        RepoRef::Named(repo) => Some(repo.clone()),
+        RepoRef::Node(_) => None,
+    });
+    let credential = credential(state, policy, named.as_ref(), record).await?;
+    let mut nodes = HashMap::new();
+    for field in &fields {
+        decide_field(
+            state,
+            policy,
+            field,
+            credential.as_ref(),
+            &mut nodes,
+            record,
+        )
+        .await?;
+    }
+    let url = graphql_url(&state.settings.api_url);
+    Ok((url, parts, full(bytes), credential))
+}
+
+/// One GraphQL root field: its repositories allowed (writable if it changes refs), and
+/// each ref change decided.
+async fn decide_field(
+    state: &State,
+    policy: &Policy,
+    field: &FieldCheck,
+    credential: Option<&Credential>,
+    nodes: &mut HashMap<String, Node>,
+    record: &mut Record,
+) -> Result<(), Answered> {
+    for repo_ref in &field.repos {
+        let repo = match repo_ref {
+            RepoRef::Named(repo) => repo.clone(),
+            RepoRef::Node(id) => {
+                let node = node(state, id, credential, nodes, record).await?;
+                node.repo.ok_or_else(|| {
+                    deny_now(
+                        record,
+                        format!(
+                            "{}: gitgate cannot tell which repository node {id} ({}) belongs to",
+                            field.field, node.typename
+                        ),
+                    )
+                })?
+            }
+        };
+        record.repo.get_or_insert_with(|| repo.to_string());
+        check(policy, record, &policy.decide_repo(&repo))?;
+        if !field.changes.is_empty() {
+            check(policy, record, &policy.decide_push(&repo))?;
+        }
+    }
+    for change in &field.changes {
+        let name = match &change.target {
+            RefTarget::Named(name) => Some(name.clone()),
+            RefTarget::RefNode(id) => node(state, id, credential, nodes, record).await?.ref_name,
+            RefTarget::PullNodeBase(id) => {
+                node(state, id, credential, nodes, record).await?.base_ref
+            }
+            other => return Err(internal(&format!("{other:?} in a GraphQL field"))),
+        };
+        let Some(name) = name else {
+            return Err(deny_now(
+                record,
+                format!("{}: gitgate cannot tell which ref it changes", field.field),
+            ));
+        };
+        decide_change(policy, record, &name, change)?;
+    }
+    Ok(())
+}
+
+/// Node `id`, looked up once per request.
+async fn node(
+    state: &State,
+    id: &str,
+    credential: Option<&Credential>,
+    nodes: &mut HashMap<String, Node>,
+    record: &mut Record,
+) -> Result<Node, Answered> {
+    if let Some(node) = nodes.get(id) {
+        return Ok(node.clone());
+    }
+    let node = state
+        .repo_api
+        .node(id, credential)
+        .await
+        .map_err(|e| lookup_failed(record, e))?
+        .unwrap_or_else(|| Node {
+            typename: "not found".into(),
+            ..Node::default()
+        });
+    nodes.insert(id.to_owned(), node.clone());
+    Ok(node)
+}
+
+/// The full ref name a REST change targets, looked up where the request does not say.
+async fn rest_target(
+    state: &State,
+    repo: &RepoPath,
+    target: &RefTarget,
+    credential: Option<&Credential>,
+) -> Result<String, String> {
+    let api = &state.repo_api;
+    Ok(match target {
+        RefTarget::Named(name) => name.clone(),
+        RefTarget::DefaultBranch => {
+            format!("refs/heads/{}", api.default_branch(repo, credential).await?)
+        }
+        RefTarget::PullBase(n) => api.pull_refs(repo, *n, credential).await?.base,
+        RefTarget::PullHead(n) => api.pull_refs(repo, *n, credential).await?.head,
+        RefTarget::RefNode(_) | RefTarget::PullNodeBase(_) => {
+            return Err("a GraphQL node in a REST call".into());
+        }
+    })
+}
+
+fn decide_change(
+    policy: &Policy,
+    record: &mut Record,
+    name: &str,
+    change: &RefChange,
+) -> Result<(), Answered> {
+    check(
+        policy,
+        record,
+        &policy.decide_ref_change(name, change.kind, &change.content),
+    )
+}
+
+/// The token for `repo`'s owner; calls without a repository use the first account
+/// `allowedRepos` names.
+async fn credential(
+    state: &State,
+    policy: &Policy,
+    repo: Option<&RepoPath>,
+    record: &mut Record,
+) -> Result<Option<Credential>, Answered> {
+    let fallback = policy.named_repos().into_iter().next();
+    let Some(repo) = repo.or(fallback.as_ref()) else {
+        let reason = "gitgate has no account to pick a token for this call: allowedRepos names no owner literally".to_owned();
+        return Err(deny_now(record, reason));
+    };
+    match state.tokens.credential(policy, repo).await {
+        Ok(credential) => {
+            record.note_credential(credential.as_ref());
+            Ok(credential)
+        }
+        Err(error) => {
+            tracing::warn!(%error, %repo, "no credential");
+            Err(Failure::Token(error.to_string()))
+        }
+    }
+}
+
+/// Records `decision`; a denial (outside report mode) is answered at once.
+fn check(policy: &Policy, record: &mut Record, decision: &Decision) -> Result<(), Answered> {
+    if enforce(policy, record, decision) {
+        Ok(())
+    } else {
+        Err(Failure::Policy(decision.reason.clone()))
+    }
+}
+
+/// A denial that report mode cannot wave through, because gitgate does not know what
+/// the call would do (or whom to ask with which token).
+fn deny_now(record: &mut Record, reason: String) -> Answered {
     record.decide(Verdict::Deny, "api", &reason);
-    reply::failure(Shape::Json, &Failure::Policy(reason))
+    Failure::Policy(reason)
+}
+
+/// Parameters in the query string of a write would reach GitHub beside the body
+/// gitgate decided on; they are refused.
+fn refuse_query_on_write(req: &Request<ClientBody>, record: &mut Record) -> Result<(), Answered> {
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
+    if !read && req.uri().query().is_some() {
+        let reason = format!(
+            "{} with a query string: gitgate decides on the JSON body and forwards writes without a query",
+            req.method()
+        );
+        return Err(deny_now(record, reason));
+    }
+    Ok(())
+}
+
+/// Reads a body gitgate must decide on, up to `limit` bytes; it must not be compressed.
+async fn collect(
+    state: &State,
+    parts: &http::request::Parts,
+    mut body: ClientBody,
+    limit: usize,
+) -> Result<Bytes, Answered> {
+    if parts.headers.contains_key(header::CONTENT_ENCODING) {
+        return Err(Failure::Client("gitgate reads this request's body and cannot when it is compressed (Content-Encoding); send it uncompressed".into()));
+    }
+    let idle = state.settings.limits.body_idle_timeout;
+    let mut buf = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => {
+                return Err(Failure::Client(
+                    "the request body stalled (limits.bodyIdleTimeout)".into(),
+                ));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(error))) => {
+                return Err(Failure::Client(format!(
+                    "the request body could not be read: {error}"
+                )));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(Failure::Client(format!(
+                    "the request body is larger than the {limit} bytes gitgate reads to decide on it"
+                )));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+fn client_error(record: &mut Record, reason: String) -> Answered {
+    record.decide(Verdict::Deny, "request", &reason);
+    Failure::Client(reason)
+}
+
+fn lookup_failed(record: &mut Record, reason: String) -> Answered {
+    let reason = format!("gitgate could not look up what this call changes: {reason}");
+    record.decide(Verdict::Deny, "lookup", &reason);
+    Failure::Upstream(reason)
+}
+
+fn internal(what: &str) -> Answered {
+    tracing::error!(what, "API decision bug");
+    Failure::Upstream(format!("internal error: {what}"))
+}
+
+/// The GraphQL endpoint beside the REST base: `…/api/graphql` on GHES (`…/api/v3`),
+/// `…/graphql` on github.com.
+pub(crate) fn graphql_url(api: &str) -> String {
+    match api.strip_suffix("/api/v3") {
+        Some(base) => format!("{base}/api/graphql"),
+        None => format!("{api}/graphql"),
+    }
+}
+
+/// Passes GitHub's answer on; a 401 drops the token gitgate used.
+fn answer(
+    state: &State,
+    response: Response<Incoming>,
+    credential: Option<&Credential>,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    if parts.status == StatusCode::UNAUTHORIZED {
+        if let Some(credential) = credential {
+            state.tokens.reject(credential);
+        }
+        let failure = Failure::Upstream(format!(
+            "{} refused gitgate's credential (HTTP 401); retry, and if it persists check the GitHub App's installation",
+            state.settings.api_host
+        ));
+        return reply::failure(Shape::Json, &failure);
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::WWW_AUTHENTICATE);
+    let body = if parts.status == StatusCode::NO_CONTENT {
+        empty()
+    } else {
+        stream(body)
+    };
+    Response::from_parts(parts, body)
 }

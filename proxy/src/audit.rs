@@ -229,6 +229,15 @@ impl Record {
         self.reason = reason.to_owned();
     }
 
+    /// Notes what the request's credential was scoped to (never the token).
+    pub(crate) fn note_credential(&mut self, credential: Option<&crate::token::Credential>) {
+        if let Some((installation, scope)) = credential.and_then(crate::token::Credential::scope) {
+            self.installation = Some(installation);
+            self.token_scope = Some(scope.clone());
+        }
+        self.github_user = credential.and_then(crate::token::Credential::user).cloned();
+    }
+
     /// The record as one JSON line.
     pub fn to_line(&self) -> String {
         let mut m = Map::new();

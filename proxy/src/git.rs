@@ -1,19 +1,18 @@
 //! git smart HTTP on the git host: classify, decide, inject the credential, forward.
 
-use std::time::Instant;
-
 use gitgate_policy::git::request::{GitKind, GitRequest, RequestError, Service, classify};
 use gitgate_policy::{Decision, Mode, Policy};
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::audit::{self, Record, Verdict};
 use crate::body::{ProxyBody, empty, stream};
 use crate::github::ClientBody;
-use crate::headers::{sanitize_request, strip_hop_by_hop};
+use crate::headers::strip_hop_by_hop;
 use crate::push::{self, Inspected};
 use crate::push_content;
 use crate::reply::{self, Failure, Shape};
+use crate::send;
 use crate::state::State;
 use crate::token::Credential;
 
@@ -78,11 +77,7 @@ pub(crate) async fn handle(
             return reply::failure(shape, &Failure::Token(error.to_string()));
         }
     };
-    if let Some((installation, scope)) = credential.as_ref().and_then(Credential::scope) {
-        record.installation = Some(installation);
-        record.token_scope = Some(scope.clone());
-    }
-    record.github_user = credential.as_ref().and_then(Credential::user).cloned();
+    record.note_credential(credential.as_ref());
     let (parts, body) = req.into_parts();
     let to = push::PushTo {
         repo: &git.repo,
@@ -185,37 +180,9 @@ async fn forward(
     record: &mut Record,
 ) -> Result<Response<Incoming>, Failure> {
     let host = &state.settings.github_host;
-    let uri = format!("https://{host}{target}");
-    let mut headers = parts.headers;
-    sanitize_request(&mut headers);
-    if let Ok(value) = HeaderValue::from_str(host) {
-        headers.insert(header::HOST, value);
-    }
-    if let Some(credential) = credential {
-        headers.insert(header::AUTHORIZATION, credential.basic());
-    }
-    let mut request = Request::new(body);
-    *request.method_mut() = parts.method;
-    *request.headers_mut() = headers;
-    *request.uri_mut() = uri
-        .parse()
-        .map_err(|_| Failure::Client(format!("cannot forward to {uri}")))?;
-    let limits = &state.settings.limits;
-    let started = Instant::now();
-    let sent =
-        tokio::time::timeout(limits.response_header_timeout, state.upstream.send(request)).await;
-    state.observer.metrics.upstream_latency(started.elapsed());
-    match sent {
-        Ok(Ok(response)) => {
-            record.upstream_status = Some(response.status().as_u16());
-            Ok(response)
-        }
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "upstream request failed");
-            Err(Failure::Upstream(format!("cannot reach {host}: {error}")))
-        }
-        Err(_) => Err(Failure::no_answer(host, limits.response_header_timeout)),
-    }
+    let url = format!("https://{host}{target}");
+    let authorization = credential.map(Credential::basic);
+    send::upstream(state, host, &url, parts, body, authorization, record).await
 }
 
 /// Upstream failures are a 502/504 with a text body (git shows it as `remote:` lines on

@@ -62,7 +62,7 @@ pub(crate) async fn handle(
                 let for_api = host == settings.api_host
                     && (host != settings.github_host || req.uri().path().starts_with("/api/"));
                 if for_api {
-                    api::handle(&req, &mut record)
+                    api::handle(state, &identity.policy, req, &mut record).await
                 } else {
                     git::handle(state, &identity.policy, req, &mut record).await
                 }

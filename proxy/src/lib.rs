@@ -31,6 +31,7 @@ mod push;
 mod push_content;
 mod reply;
 mod repo_api;
+mod send;
 mod serve;
 mod settings;
 mod signature;

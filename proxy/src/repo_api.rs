@@ -32,6 +32,8 @@ pub(crate) struct ServerTree {
 pub(crate) struct RepoApi {
     http: reqwest::Client,
     api: String,
+    graphql: String,
+    nodes: Cache<String, Node>,
     ancestry: Cache<(String, String, String), bool>,
     trees: Cache<(String, ObjectId), ServerTree>,
     commit_trees: Cache<(String, ObjectId), ObjectId>,
@@ -45,6 +47,78 @@ struct Comparison {
 #[derive(Deserialize)]
 struct ApiRepo {
     default_branch: String,
+}
+
+#[derive(Deserialize)]
+struct ApiPull {
+    base: ApiBranch,
+    head: ApiBranch,
+}
+
+#[derive(Deserialize)]
+struct ApiBranch {
+    #[serde(rename = "ref")]
+    name: String,
+    repo: Option<ApiFullName>,
+}
+
+#[derive(Deserialize)]
+struct ApiFullName {
+    full_name: String,
+}
+
+/// A pull request's base and head branches, as full ref names.
+#[derive(Clone, Debug)]
+pub(crate) struct PullRefs {
+    pub(crate) base: String,
+    pub(crate) head: String,
+}
+
+/// What gitgate needs to know about a GraphQL node.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Node {
+    pub(crate) typename: String,
+    /// The repository it belongs to (or is).
+    pub(crate) repo: Option<RepoPath>,
+    /// A `Ref`'s full name.
+    pub(crate) ref_name: Option<String>,
+    /// A `PullRequest`'s base branch, as a full ref name.
+    pub(crate) base_ref: Option<String>,
+}
+
+/// The node lookup: one query that answers for every node type gitgate decides on.
+const NODE_QUERY: &str = "query gitgateNode($id: ID!) { node(id: $id) { __typename \
+... on Repository { nameWithOwner } \
+... on Ref { prefix name repository { nameWithOwner } } \
+... on PullRequest { baseRefName repository { nameWithOwner } } \
+... on Issue { repository { nameWithOwner } } } }";
+
+#[derive(Deserialize)]
+struct NodeAnswer {
+    data: Option<NodeData>,
+}
+
+#[derive(Deserialize)]
+struct NodeData {
+    node: Option<ApiNode>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiNode {
+    #[serde(rename = "__typename")]
+    typename: String,
+    name_with_owner: Option<String>,
+    prefix: Option<String>,
+    name: Option<String>,
+    base_ref_name: Option<String>,
+    repository: Option<ApiNameWithOwner>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiNameWithOwner {
+    name_with_owner: String,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +153,8 @@ impl RepoApi {
                 detail: e.to_string(),
             })?,
             api: settings.api_url.clone(),
+            graphql: crate::api::graphql_url(&settings.api_url),
+            nodes: Cache::default(),
             ancestry: Cache::default(),
             trees: Cache::default(),
             commit_trees: Cache::default(),
@@ -111,13 +187,97 @@ impl RepoApi {
         commit: &ObjectId,
         credential: Option<&Credential>,
     ) -> Result<bool, String> {
+        let branch = format!("heads/{}", self.default_branch(repo, credential).await?);
+        self.compare(repo, &commit.to_string(), &branch, credential)
+            .await
+    }
+
+    /// `repo`'s default branch name, now.
+    pub(crate) async fn default_branch(
+        &self,
+        repo: &RepoPath,
+        credential: Option<&Credential>,
+    ) -> Result<String, String> {
         let about: ApiRepo = self
             .get(repo, "repository", "", credential)
             .await?
             .ok_or_else(|| format!("the GitHub API does not know {repo}"))?;
-        let branch = format!("heads/{}", about.default_branch);
-        self.compare(repo, &commit.to_string(), &branch, credential)
-            .await
+        Ok(about.default_branch)
+    }
+
+    /// Pull request `number`'s base and head refs, now; its head must be in `repo`
+    /// itself (gitgate does not decide on refs of other repositories' forks).
+    pub(crate) async fn pull_refs(
+        &self,
+        repo: &RepoPath,
+        number: u64,
+        credential: Option<&Credential>,
+    ) -> Result<PullRefs, String> {
+        let pull: ApiPull = self
+            .get(repo, "pull request", &format!("pulls/{number}"), credential)
+            .await?
+            .ok_or_else(|| format!("{repo} has no pull request #{number}"))?;
+        let same = |b: &ApiBranch| {
+            b.repo
+                .as_ref()
+                .and_then(|r| RepoPath::parse(&r.full_name).ok())
+                .is_some_and(|r| &r == repo)
+        };
+        if !same(&pull.head) || !same(&pull.base) {
+            return Err(format!(
+                "pull request #{number} of {repo} has its head in another repository"
+            ));
+        }
+        Ok(PullRefs {
+            base: format!("refs/heads/{}", pull.base.name),
+            head: format!("refs/heads/{}", pull.head.name),
+        })
+    }
+
+    /// The GraphQL node `id`; `None` if GitHub does not show it to the token. Nodes
+    /// other than pull requests (whose base can be edited) are cached.
+    pub(crate) async fn node(
+        &self,
+        id: &str,
+        credential: Option<&Credential>,
+    ) -> Result<Option<Node>, String> {
+        if let Some(known) = self.nodes.get(&id.to_owned()) {
+            return Ok(Some(known));
+        }
+        let query = serde_json::json!({"query": NODE_QUERY, "variables": {"id": id}});
+        let what = format!("GraphQL lookup of node {id}");
+        let answer: NodeAnswer = self
+            .send(
+                self.http
+                    .post(&self.graphql)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(query.to_string()),
+                &what,
+                credential,
+            )
+            .await?
+            .ok_or_else(|| format!("the {what} failed: HTTP 404"))?;
+        let Some(api) = answer.data.and_then(|d| d.node) else {
+            return Ok(None);
+        };
+        let repo_name = api
+            .name_with_owner
+            .or(api.repository.map(|r| r.name_with_owner));
+        let node = Node {
+            repo: repo_name.and_then(|n| RepoPath::parse(&n).ok()),
+            ref_name: match (&api.prefix, &api.name) {
+                (Some(prefix), Some(name)) if api.typename == "Ref" => {
+                    Some(format!("{prefix}{name}"))
+                }
+                _ => None,
+            },
+            base_ref: api.base_ref_name.map(|b| format!("refs/heads/{b}")),
+            typename: api.typename,
+        };
+        if node.typename != "PullRequest" {
+            self.nodes.put(id.to_owned(), node.clone());
+        }
+        Ok(Some(node))
     }
 
     /// `GET …/compare/{base}...{head}`: whether `base` is an ancestor of (or is) `head`.
@@ -202,15 +362,28 @@ impl RepoApi {
             "" => format!("{}/repos/{repo}", self.api),
             path => format!("{}/repos/{repo}/{path}", self.api),
         };
-        let mut request = self
-            .http
-            .get(&url)
+        self.send(
+            self.http.get(&url),
+            &format!("{what} of {repo}"),
+            credential,
+        )
+        .await
+    }
+
+    /// Sends `request` as JSON, `None` on 404 and 422; `what` names the call in errors.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+        credential: Option<&Credential>,
+    ) -> Result<Option<T>, String> {
+        let mut request = request
             .header("Accept", "application/vnd.github+json")
             .header("X-GitHub-Api-Version", "2022-11-28");
         if let Some(credential) = credential {
             request = request.header(http::header::AUTHORIZATION, credential.bearer());
         }
-        let failed = |detail: String| format!("the GitHub API {what} of {repo} failed: {detail}");
+        let failed = |detail: String| format!("the GitHub API {what} failed: {detail}");
         let mut response = request
             .send()
             .await

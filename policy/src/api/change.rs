@@ -1,0 +1,438 @@
+//! Ref changes made through the API, and their decision under the push rules.
+
+use serde_json::Value;
+
+use crate::decision::Decision;
+use crate::policy::Policy;
+use crate::raw::ForcePush;
+use crate::refname::RefName;
+
+/// What a REST call does to refs, before its body is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Nothing.
+    None,
+    /// Writes git objects (blobs, trees, commits, tag objects) and no ref.
+    Objects,
+    /// `POST git/refs`: creates the body's `ref` at its `sha`.
+    CreateRef,
+    /// `PATCH git/refs/…`: moves this ref (`force` in the body).
+    UpdateRef(String),
+    /// `DELETE git/refs/…`: deletes this ref.
+    DeleteRef(String),
+    /// `PUT`/`DELETE contents/{path}`: a commit on the body's `branch` (default branch
+    /// when absent).
+    Contents {
+        /// The file's path in the repository.
+        path: String,
+        /// Whether the file is deleted.
+        delete: bool,
+    },
+    /// `POST merges`: a merge commit on the body's `base`.
+    Merge,
+    /// `POST merge-upstream`: the fork's body `branch` catches up with upstream.
+    MergeUpstream,
+    /// `PUT pulls/{n}/merge`: a merge into the pull request's base branch.
+    PullMerge(u64),
+    /// `PUT pulls/{n}/update-branch`: a merge of the base into the pull request's head.
+    PullUpdateBranch(u64),
+    /// `POST branches/{branch}/rename`: this ref goes, the body's `new_name` comes.
+    Rename(String),
+    /// `POST releases` / `PATCH releases/{id}`: the body's `tag_name` is created when
+    /// the tag does not exist.
+    Release,
+}
+
+/// The ref a change targets, as far as the request says.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RefTarget {
+    /// A full ref name (`refs/heads/main`).
+    Named(String),
+    /// The repository's default branch (looked up).
+    DefaultBranch,
+    /// The base branch of pull request number N (looked up).
+    PullBase(u64),
+    /// The head branch of pull request number N (looked up).
+    PullHead(u64),
+    /// A GraphQL `Ref` node (looked up).
+    RefNode(String),
+    /// The base branch of a GraphQL `PullRequest` node (looked up).
+    PullNodeBase(String),
+}
+
+/// How a change moves its ref.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    /// The ref is created.
+    Create,
+    /// The ref moves; `force` allows a non-fast-forward.
+    Update {
+        /// Whether a non-fast-forward is asked for.
+        force: bool,
+    },
+    /// The ref is deleted.
+    Delete,
+}
+
+/// What a change puts on its ref, for the content rules.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Content {
+    /// Nothing (a deletion).
+    None,
+    /// A commit GitHub writes, changing these paths; `largest` is the largest file's size.
+    Files {
+        /// The paths added, changed or deleted.
+        paths: Vec<String>,
+        /// The largest file written, in bytes.
+        largest: u64,
+    },
+    /// A merge GitHub computes: the changed paths are not known in advance.
+    Merge,
+    /// An existing commit named by id or ref: its history is not known in advance.
+    Existing,
+}
+
+/// One ref change an API call makes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RefChange {
+    /// The ref.
+    pub target: RefTarget,
+    /// Create, update or delete.
+    pub kind: ChangeKind,
+    /// What it brings.
+    pub content: Content,
+}
+
+impl Effect {
+    /// The ref changes the call makes, given its JSON body (`Value::Null` when it has
+    /// none). `Err` says which field is missing or unusable: gitgate denies what it
+    /// cannot pin down.
+    pub fn changes(&self, body: &Value) -> Result<Vec<RefChange>, String> {
+        let update = |target, content| RefChange {
+            target,
+            kind: ChangeKind::Update { force: false },
+            content,
+        };
+        Ok(match self {
+            Effect::None | Effect::Objects => Vec::new(),
+            Effect::CreateRef => vec![RefChange {
+                target: RefTarget::Named(full_ref(body, "ref")?),
+                kind: ChangeKind::Create,
+                content: Content::Existing,
+            }],
+            Effect::UpdateRef(name) => vec![RefChange {
+                target: RefTarget::Named(name.clone()),
+                kind: ChangeKind::Update {
+                    force: flag(body, "force")?,
+                },
+                content: Content::Existing,
+            }],
+            Effect::DeleteRef(name) => vec![RefChange {
+                target: RefTarget::Named(name.clone()),
+                kind: ChangeKind::Delete,
+                content: Content::None,
+            }],
+            Effect::Contents { path, delete } => {
+                let target = match optional_str(body, "branch")? {
+                    Some(branch) => RefTarget::Named(branch_ref(branch)?),
+                    None => RefTarget::DefaultBranch,
+                };
+                let largest = if *delete {
+                    0
+                } else {
+                    base64_len(optional_str(body, "content")?.unwrap_or(""))
+                };
+                vec![update(
+                    target,
+                    Content::Files {
+                        paths: vec![path.clone()],
+                        largest,
+                    },
+                )]
+            }
+            Effect::Merge => vec![update(
+                RefTarget::Named(branch_ref(required_str(body, "base")?)?),
+                Content::Merge,
+            )],
+            Effect::MergeUpstream => vec![update(
+                RefTarget::Named(branch_ref(required_str(body, "branch")?)?),
+                Content::Merge,
+            )],
+            Effect::PullMerge(n) => vec![update(RefTarget::PullBase(*n), Content::Merge)],
+            Effect::PullUpdateBranch(n) => vec![update(RefTarget::PullHead(*n), Content::Merge)],
+            Effect::Rename(old) => vec![
+                RefChange {
+                    target: RefTarget::Named(old.clone()),
+                    kind: ChangeKind::Delete,
+                    content: Content::None,
+                },
+                RefChange {
+                    target: RefTarget::Named(branch_ref(required_str(body, "new_name")?)?),
+                    kind: ChangeKind::Create,
+                    content: Content::Existing,
+                },
+            ],
+            Effect::Release => match optional_str(body, "tag_name")? {
+                Some(tag) => vec![RefChange {
+                    target: RefTarget::Named(short_ref("refs/tags/", tag)?),
+                    kind: ChangeKind::Create,
+                    content: Content::Existing,
+                }],
+                None => Vec::new(),
+            },
+        })
+    }
+}
+
+/// The decoded size of base64 `text`.
+pub(crate) fn base64_len(text: &str) -> u64 {
+    let len = text.bytes().filter(|b| !b.is_ascii_whitespace()).count() as u64;
+    len / 4 * 3
+}
+
+fn field<'a>(body: &'a Value, key: &str) -> Option<&'a Value> {
+    body.as_object()?.get(key).filter(|v| !v.is_null())
+}
+
+fn optional_str<'a>(body: &'a Value, key: &str) -> Result<Option<&'a str>, String> {
+    match field(body, key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("the body's \"{key}\" is not a string")),
+    }
+}
+
+fn required_str<'a>(body: &'a Value, key: &str) -> Result<&'a str, String> {
+    optional_str(body, key)?.ok_or_else(|| format!("the body has no \"{key}\""))
+}
+
+fn flag(body: &Value, key: &str) -> Result<bool, String> {
+    match field(body, key) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(format!("the body's \"{key}\" is not true or false")),
+    }
+}
+
+/// A field holding a full ref name (`refs/heads/x`).
+fn full_ref(body: &Value, key: &str) -> Result<String, String> {
+    let name = required_str(body, key)?;
+    if !name.starts_with("refs/") {
+        return Err(format!(
+            "the body's \"{key}\" ({name:?}) is not a full ref name starting with refs/"
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// A branch name as the API takes it (unqualified) as a full ref name.
+pub(crate) fn branch_ref(name: &str) -> Result<String, String> {
+    short_ref("refs/heads/", name)
+}
+
+/// `prefix` + `name`; a name that already starts with `refs/` is ambiguous (GitHub may
+/// read it either way) and refused.
+fn short_ref(prefix: &str, name: &str) -> Result<String, String> {
+    if name.starts_with("refs/") || name.is_empty() {
+        return Err(format!(
+            "the ref name {name:?} is ambiguous: give the short name (without refs/)"
+        ));
+    }
+    Ok(format!("{prefix}{name}"))
+}
+
+impl Policy {
+    /// One ref change made through the API, under the push rules: a valid name that
+    /// matches `allowedRefs`; a delete needs `allowDeletes`; a forced update needs
+    /// `forcePush: allow` or `forcePushAllowedRefs`. GitHub writes API commits itself, so
+    /// under `requireSignedCommits` only deletions pass, and with `protectedPaths` only
+    /// changes whose paths are known and unprotected; `maxBlobSize` bounds the files.
+    pub fn decide_ref_change(&self, name: &str, kind: ChangeKind, content: &Content) -> Decision {
+        let decision = self.decide_ref_name(name, kind == ChangeKind::Delete);
+        if !decision.allowed {
+            return decision;
+        }
+        let forced = kind == ChangeKind::Update { force: true };
+        if forced && self.force_push == ForcePush::Deny {
+            let allowed = RefName::parse(name)
+                .map(|n| self.force_push_refs.iter().any(|p| p.matches(&n)))
+                .unwrap_or(false);
+            if !allowed {
+                return Decision::deny(
+                    "forcePush",
+                    format!(
+                        "a forced update of {name} is not allowed (forcePush is deny and {name} is not in forcePushAllowedRefs)"
+                    ),
+                );
+            }
+        }
+        if *content == Content::None {
+            return decision;
+        }
+        if self.signers.is_some() {
+            return Decision::deny(
+                "requireSignedCommits",
+                format!(
+                    "{name} cannot change through the API: requireSignedCommits needs every new commit signed by an allowed key, which GitHub's API commits are not; push signed commits with git instead"
+                ),
+            );
+        }
+        if let Content::Files { largest, .. } = content
+            && let Some(max) = self.max_blob_size
+            && *largest > max.0
+        {
+            return Decision::deny(
+                "maxBlobSize",
+                format!("a file of {largest} bytes is larger than maxBlobSize ({max})"),
+            );
+        }
+        if !self.protected_paths.is_empty() {
+            let Content::Files { paths, .. } = content else {
+                return Decision::deny(
+                    "protectedPaths",
+                    format!(
+                        "{name} cannot change through the API while protectedPaths is set: gitgate cannot tell which files a merge or an existing commit changes; push with git instead"
+                    ),
+                );
+            };
+            if let Some((path, pattern)) = paths.iter().find_map(|path| {
+                self.protected_paths
+                    .iter()
+                    .find(|p| p.matches(path))
+                    .map(|p| (path, p))
+            }) {
+                return Decision::deny(
+                    format!("protectedPaths[{pattern}]"),
+                    format!("{path} is protected by protectedPaths pattern {pattern}"),
+                );
+            }
+        }
+        decision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(yaml: &str) -> Policy {
+        Policy::from_yaml(yaml, &["github.com".to_owned()]).unwrap()
+    }
+
+    #[test]
+    fn effects_read_their_fields() {
+        let named = |s: &str| RefTarget::Named(s.to_owned());
+        let changes = Effect::CreateRef
+            .changes(&json!({"ref": "refs/heads/x", "sha": "a"}))
+            .unwrap();
+        assert_eq!(changes[0].target, named("refs/heads/x"));
+        assert_eq!(changes[0].kind, ChangeKind::Create);
+        let changes = Effect::UpdateRef("refs/heads/main".into())
+            .changes(&json!({"sha": "a", "force": true}))
+            .unwrap();
+        assert_eq!(changes[0].kind, ChangeKind::Update { force: true });
+        let contents = Effect::Contents {
+            path: "a.txt".into(),
+            delete: false,
+        };
+        let changes = contents.changes(&json!({"content": "aGVsbG8h"})).unwrap();
+        assert_eq!(changes[0].target, RefTarget::DefaultBranch);
+        assert_eq!(
+            changes[0].content,
+            Content::Files {
+                paths: vec!["a.txt".into()],
+                largest: 6
+            }
+        );
+        let changes = contents.changes(&json!({"branch": "dev"})).unwrap();
+        assert_eq!(changes[0].target, named("refs/heads/dev"));
+        let changes = Effect::Rename("refs/heads/old".into())
+            .changes(&json!({"new_name": "new"}))
+            .unwrap();
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[0].kind, ChangeKind::Delete);
+        assert_eq!(changes[1].target, named("refs/heads/new"));
+        assert!(Effect::Release.changes(&json!({})).unwrap().is_empty());
+        assert_eq!(
+            Effect::Release.changes(&json!({"tag_name": "v1"})).unwrap()[0].target,
+            named("refs/tags/v1")
+        );
+        for (effect, body, want) in [
+            (Effect::CreateRef, json!({}), "no \"ref\""),
+            (
+                Effect::CreateRef,
+                json!({"ref": "heads/x"}),
+                "full ref name",
+            ),
+            (Effect::Merge, json!({"base": 1}), "not a string"),
+            (
+                Effect::Merge,
+                json!({"base": "refs/heads/main"}),
+                "ambiguous",
+            ),
+            (
+                Effect::UpdateRef("refs/heads/a".into()),
+                json!({"force": "yes"}),
+                "true or false",
+            ),
+            (contents.clone(), json!({"branch": ""}), "ambiguous"),
+        ] {
+            let err = effect.changes(&body).unwrap_err();
+            assert!(err.contains(want), "{effect:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn ref_changes_follow_the_push_rules() {
+        let update = ChangeKind::Update { force: false };
+        let files = |p: &str, largest| Content::Files {
+            paths: vec![p.to_owned()],
+            largest,
+        };
+        let p = policy("{allowedRepos: [acme/app], allowedRefs: [main, 'feature/*']}");
+        assert!(
+            p.decide_ref_change("refs/heads/main", update, &Content::Merge)
+                .allowed
+        );
+        let d = p.decide_ref_change("refs/heads/release", update, &Content::Merge);
+        assert_eq!((d.allowed, d.rule.as_str()), (false, "allowedRefs"));
+        let d = p.decide_ref_change("refs/heads/feature/x", ChangeKind::Delete, &Content::None);
+        assert_eq!(d.rule, "allowDeletes");
+        let d = p.decide_ref_change(
+            "refs/heads/main",
+            ChangeKind::Update { force: true },
+            &Content::Existing,
+        );
+        assert_eq!(d.rule, "forcePush");
+
+        let p = policy(
+            "{allowedRepos: [acme/app], allowedRefs: ['**'], forcePushAllowedRefs: ['feature/*'], protectedPaths: ['.github/**'], maxBlobSize: 10B}",
+        );
+        let force = ChangeKind::Update { force: true };
+        assert!(
+            p.decide_ref_change("refs/heads/feature/x", force, &files("a", 1))
+                .allowed
+        );
+        let d = p.decide_ref_change(
+            "refs/heads/main",
+            update,
+            &files(".github/workflows/ci.yml", 1),
+        );
+        assert_eq!(d.rule, "protectedPaths[.github/**]");
+        let d = p.decide_ref_change("refs/heads/main", update, &Content::Merge);
+        assert_eq!(d.rule, "protectedPaths");
+        let d = p.decide_ref_change("refs/heads/main", update, &files("a", 11));
+        assert_eq!(d.rule, "maxBlobSize");
+
+        let p = policy(
+            "{allowedRepos: [acme/app], allowedRefs: [main], allowDeletes: true, requireSignedCommits: {keys: ['ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFVpK3wFtUrWpJcUuGbcl4XlBPbmA1ZqQ2Vn7nTlW5xc']}}",
+        );
+        let d = p.decide_ref_change("refs/heads/main", update, &files("a", 1));
+        assert_eq!(d.rule, "requireSignedCommits");
+        assert!(
+            p.decide_ref_change("refs/heads/main", ChangeKind::Delete, &Content::None)
+                .allowed
+        );
+    }
+}

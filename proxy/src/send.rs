@@ -1,0 +1,56 @@
+//! One request to a GitHub host upstream: the client's headers sanitized, `Host` and
+//! gitgate's credential set, the response head awaited within the limits.
+
+use std::time::Instant;
+
+use http::{HeaderValue, Request, Response, header};
+use hyper::body::Incoming;
+
+use crate::audit::Record;
+use crate::body::ProxyBody;
+use crate::headers::sanitize_request;
+use crate::reply::Failure;
+use crate::state::State;
+
+/// Sends `parts` with `body` to `url` on `host`, with `authorization` if any, and notes
+/// the upstream status in `record`.
+pub(crate) async fn upstream(
+    state: &State,
+    host: &str,
+    url: &str,
+    parts: http::request::Parts,
+    body: ProxyBody,
+    authorization: Option<HeaderValue>,
+    record: &mut Record,
+) -> Result<Response<Incoming>, Failure> {
+    let mut headers = parts.headers;
+    sanitize_request(&mut headers);
+    if let Ok(value) = HeaderValue::from_str(host) {
+        headers.insert(header::HOST, value);
+    }
+    if let Some(authorization) = authorization {
+        headers.insert(header::AUTHORIZATION, authorization);
+    }
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method;
+    *request.headers_mut() = headers;
+    *request.uri_mut() = url
+        .parse()
+        .map_err(|_| Failure::Client(format!("cannot forward to {url}")))?;
+    let limits = &state.settings.limits;
+    let started = Instant::now();
+    let sent =
+        tokio::time::timeout(limits.response_header_timeout, state.upstream.send(request)).await;
+    state.observer.metrics.upstream_latency(started.elapsed());
+    match sent {
+        Ok(Ok(response)) => {
+            record.upstream_status = Some(response.status().as_u16());
+            Ok(response)
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "upstream request failed");
+            Err(Failure::Upstream(format!("cannot reach {host}: {error}")))
+        }
+        Err(_) => Err(Failure::no_answer(host, limits.response_header_timeout)),
+    }
+}
