@@ -6,6 +6,7 @@
 mod harness;
 
 mod adversarial;
+mod api;
 mod cli;
 mod core;
 mod deployment;

@@ -181,7 +181,7 @@ fn repo_route(method: &str, read: bool, tail: &[&str]) -> Option<(&'static [Oper
         ("POST", ["merge-upstream"]) => Some((CONTENTS_WRITE, Effect::MergeUpstream)),
         ("POST", ["branches", branch, "rename"]) => Some((
             CONTENTS_WRITE,
-            Effect::Rename(format!("refs/heads/{}", percent_decode(branch)?)),
+            Effect::Rename(format!("refs/heads/{}", decode_path(&[branch])?)),
         )),
         ("POST", ["releases"]) => Some((CONTENTS_WRITE, Effect::Release)),
         ("PATCH", ["releases", id]) if is_number(id) => Some((CONTENTS_WRITE, Effect::Release)),
@@ -206,17 +206,24 @@ fn ref_from_path(segments: &[&str]) -> Option<String> {
     Some(format!("refs/{decoded}"))
 }
 
+/// The segments percent-decoded and joined with `/`; `None` if any is malformed or the
+/// result has an empty, `.` or `..` component, a `\\` or a control character (each would
+/// let the path mean something else upstream than here). An encoded `/` (`%2F`, as
+/// clients send branch names) is one more separator.
 fn decode_path(segments: &[&str]) -> Option<String> {
     let parts = segments
         .iter()
         .map(|s| percent_decode(s))
         .collect::<Option<Vec<String>>>()?;
-    Some(parts.join("/"))
+    let path = parts.join("/");
+    let hostile = path
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+        || path.chars().any(|c| c == '\\' || c.is_control());
+    (!hostile).then_some(path)
 }
 
-/// Percent-decodes one segment; `None` if it is malformed, decodes to a `/`, a `\`, a
-/// control byte or invalid UTF-8, or is `.`/`..` once decoded (each would let a path mean
-/// something else upstream than here).
+/// Percent-decodes one segment; `None` if it is malformed or not UTF-8.
 fn percent_decode(segment: &str) -> Option<String> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -231,14 +238,7 @@ fn percent_decode(segment: &str) -> Option<String> {
             i += 1;
         }
     }
-    let decoded = String::from_utf8(out).ok()?;
-    let hostile = decoded.is_empty()
-        || decoded == "."
-        || decoded == ".."
-        || decoded
-            .chars()
-            .any(|c| c == '/' || c == '\\' || c.is_control());
-    (!hostile).then_some(decoded)
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -360,6 +360,18 @@ mod tests {
             ),
             (
                 "POST",
+                "/repos/acme/app/branches/agent%2Fx/rename",
+                &[Op::ContentsWrite],
+                Effect::Rename("refs/heads/agent/x".into()),
+            ),
+            (
+                "PATCH",
+                "/repos/acme/app/git/refs/heads%2Fmain",
+                &[Op::ContentsWrite],
+                Effect::UpdateRef("refs/heads/main".into()),
+            ),
+            (
+                "POST",
                 "/repos/acme/app/releases",
                 &[Op::ContentsWrite],
                 Effect::Release,
@@ -404,9 +416,15 @@ mod tests {
             ("GET", "/repos/acme/a\\b", "0x5c"),
             (
                 "PATCH",
-                "/repos/acme/app/git/refs/heads%2Fmain",
+                "/repos/acme/app/git/refs/heads/a%2F..%2Fb",
                 "not an operation",
             ),
+            (
+                "PUT",
+                "/repos/acme/app/contents/a%2F%2Fb",
+                "not an operation",
+            ),
+            ("PUT", "/repos/acme/app/contents/a%5Cb", "not an operation"),
             (
                 "PATCH",
                 "/repos/acme/app/git/refs/heads/%2e%2e",

@@ -5,6 +5,9 @@ use std::process::{Command, Output};
 
 use super::gitgate::Gitgate;
 
+/// The `GH_TOKEN` the sandbox's gh runs with: not a credential.
+pub const GH_PLACEHOLDER: &str = "gitgate-replaces-this";
+
 /// A client environment with its own HOME and no credentials.
 pub struct Sandbox {
     pub home: tempfile::TempDir,
@@ -125,6 +128,34 @@ impl Sandbox {
         self.git_ok(repo, &["commit", "-q", "-m", &format!("change {file}")]);
         let out = self.git(repo, &["rev-parse", "HEAD"]);
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// `gh ARGS…` in `cwd` (GitHub CLI, host github.com), trusting gitgate's CA; its
+    /// configuration and its response cache (under TMPDIR) live in HOME. gh refuses to
+    /// start without some token, so it gets [`GH_PLACEHOLDER`], which is no credential:
+    /// gitgate replaces it.
+    pub fn gh(&self, cwd: &Path, args: &[&str]) -> Output {
+        let mut command = Command::new("gh");
+        self.env(&mut command);
+        let tmp = self.home.path().join("tmp");
+        std::fs::create_dir_all(&tmp).expect("gh TMPDIR");
+        command
+            .envs([
+                ("SSL_CERT_FILE", self.ca.as_os_str()),
+                (
+                    "GH_CONFIG_DIR",
+                    self.home.path().join(".config/gh").as_os_str(),
+                ),
+                ("GH_NO_UPDATE_NOTIFIER", "1".as_ref()),
+                ("GH_PROMPT_DISABLED", "1".as_ref()),
+                ("NO_COLOR", "1".as_ref()),
+                ("TMPDIR", tmp.as_os_str()),
+                ("GH_TOKEN", GH_PLACEHOLDER.as_ref()),
+            ])
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .expect("run gh")
     }
 
     /// `curl ARGS…` through the proxy, trusting gitgate's CA.

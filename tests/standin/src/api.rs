@@ -105,6 +105,12 @@ async fn respond(
     if let (&Method::GET, Some(call)) = (&parts.method, crate::repo_api::route(parts.uri.path())) {
         return crate::repo_api::handle(shared, parts, call);
     }
+    if let Some(call) = crate::rest::route(&parts.method, parts.uri.path()) {
+        return crate::rest::handle(shared, parts, body, call).await;
+    }
+    if (&parts.method, parts.uri.path()) == (&Method::POST, "/graphql") {
+        return crate::graphql::handle(shared, parts, body).await;
+    }
     let Some(route) = route(&parts.method, parts.uri.path()) else {
         return error(StatusCode::NOT_FOUND, "Not Found");
     };

@@ -6,7 +6,10 @@
 //! - `github.com`: git smart HTTP through the real `git http-backend`, behind GitHub-style
 //!   installation-token auth (`Authorization: Basic base64("x-access-token:" + token)`);
 //! - `api.github.com`: the GitHub App endpoints (App JWT verified with RS256), which mint the
-//!   tokens the git side accepts;
+//!   tokens the git side accepts; REST routes for pull requests, comments, refs, contents,
+//!   merges, branch renames and releases; and `POST /graphql`, a small schema executed for
+//!   real (repository, node, pull requests, refs, commits); each authorized by the token's
+//!   repositories and permissions as GitHub does;
 //! - `tunnel.test`, `other.test`: `hello from <host>\n`.
 //!
 //! Every request is recorded ([`StandIn::requests`]), every token mint too
@@ -27,11 +30,17 @@
 mod api;
 mod cgi;
 mod git;
+mod gitops;
+mod graphql;
+mod hub;
+
+pub use hub::{Pull, PullState};
 mod jwt;
 mod oauth;
 mod record;
 mod repo_api;
 mod repos;
+mod rest;
 mod server;
 mod tls;
 mod tokens;
@@ -118,7 +127,8 @@ impl Default for Config {
 }
 
 /// Installation 1001 on org `acme` (selected: `app`, `lib-core`, `secret`) and 2002 on user
-/// `bob` (all repositories; `tools` seeded); both `contents: write, metadata: read`.
+/// `bob` (all repositories; `tools` seeded); both with the permissions of
+/// [`Installation::new`].
 pub fn default_installations() -> Vec<Installation> {
     vec![
         Installation::new(
@@ -258,6 +268,7 @@ impl StandIn {
             children: watch::Sender::new(0),
             cgi_slots: Arc::new(Semaphore::new(server::MAX_CGI)),
             api_calls: AtomicU64::new(0),
+            pulls: Mutex::new(Vec::new()),
         });
 
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).context("binding")?;
@@ -504,6 +515,27 @@ impl StandIn {
     /// `git rev-parse --verify -q <refname>` in the bare repo; `None` if it does not resolve.
     pub fn rev_parse(&self, owner: &str, name: &str, refname: &str) -> Option<String> {
         repos::rev_parse(&self.shared.home, &self.repo_dir(owner, name), refname)
+    }
+
+    /// Points `refname` of `owner/name` at `target` (a commit or ref), as a push would.
+    pub fn update_ref(
+        &self,
+        owner: &str,
+        name: &str,
+        refname: &str,
+        target: &str,
+    ) -> anyhow::Result<()> {
+        let dir = self.repo_dir(owner, name);
+        let repo = self.shared.repo(&dir);
+        let sha = repo
+            .resolve(target)
+            .with_context(|| format!("{target} does not resolve"))?;
+        repo.update_ref(refname, &sha, None)
+    }
+
+    /// Pull requests opened through the API, in order.
+    pub fn pull_requests(&self) -> Vec<Pull> {
+        self.shared.pulls().clone()
     }
 
     /// Stops the server, kills CGI children and deletes the temp dir (as dropping does).

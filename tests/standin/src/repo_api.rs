@@ -161,7 +161,7 @@ fn commit(shared: &Shared, dir: &std::path::Path, sha: &str) -> Response<RespBod
 }
 
 /// The token of `Authorization: Bearer TOKEN` or `Authorization: token TOKEN`.
-fn api_token(parts: &Parts) -> Option<String> {
+pub(crate) fn api_token(parts: &Parts) -> Option<String> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let known = scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token");

@@ -120,7 +120,7 @@ pub(crate) fn git(home: &Path) -> Command {
     cmd
 }
 
-fn run(mut cmd: Command, input: Option<&[u8]>) -> anyhow::Result<String> {
+pub(crate) fn run(mut cmd: Command, input: Option<&[u8]>) -> anyhow::Result<String> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     if input.is_some() {
         cmd.stdin(Stdio::piped());

@@ -57,11 +57,17 @@ pub(crate) struct Shared {
     pub(crate) children: watch::Sender<usize>,
     pub(crate) cgi_slots: Arc<Semaphore>,
     pub(crate) api_calls: AtomicU64,
+    /// Pull requests opened through the API.
+    pub(crate) pulls: Mutex<Vec<crate::hub::Pull>>,
 }
 
 impl Shared {
     pub(crate) fn tokens(&self) -> MutexGuard<'_, TokenStore> {
         self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn pulls(&self) -> MutexGuard<'_, Vec<crate::hub::Pull>> {
+        self.pulls.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn users(&self) -> MutexGuard<'_, UserStore> {

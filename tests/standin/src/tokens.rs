@@ -70,7 +70,9 @@ pub struct Installation {
 }
 
 impl Installation {
-    /// An installation with the given repositories and `contents: write, metadata: read`.
+    /// An installation with the given repositories and the permissions of an App that
+    /// serves git and the API: `contents`, `pull_requests` and `issues` write;
+    /// `metadata`, `actions`, `checks` and `statuses` read.
     pub fn new(
         id: u64,
         account: &str,
@@ -87,7 +89,15 @@ impl Installation {
                 .iter()
                 .map(|r| r.to_ascii_lowercase())
                 .collect(),
-            permissions: perms(&[("contents", "write"), ("metadata", "read")]),
+            permissions: perms(&[
+                ("actions", "read"),
+                ("checks", "read"),
+                ("contents", "write"),
+                ("issues", "write"),
+                ("metadata", "read"),
+                ("pull_requests", "write"),
+                ("statuses", "read"),
+            ]),
         }
     }
 
@@ -138,7 +148,7 @@ struct Grant {
     installation: usize,
     /// `None` = every repository of the installation.
     repositories: Option<BTreeSet<String>>,
-    contents: Level,
+    permissions: BTreeMap<String, Level>,
     expires_at: SystemTime,
 }
 
@@ -342,10 +352,10 @@ impl TokenStore {
                 asked.clone()
             }
         };
-        let contents = permissions
-            .get("contents")
-            .and_then(|l| Level::parse(l))
-            .unwrap_or(Level::None);
+        let levels = permissions
+            .iter()
+            .filter_map(|(name, level)| Some((name.clone(), Level::parse(level)?)))
+            .collect();
 
         let expires_at = whole_seconds(now + self.lifetime);
         let repositories = match &scoped {
@@ -373,7 +383,7 @@ impl TokenStore {
             Grant {
                 installation: index,
                 repositories: scoped,
-                contents,
+                permissions: levels,
                 expires_at,
             },
         );
@@ -404,6 +414,56 @@ impl TokenStore {
         now: SystemTime,
         exists: &dyn Fn(&str, &str) -> bool,
     ) -> Result<(), Denied> {
+        let need = match access {
+            Access::Read => Level::Read,
+            Access::Write => Level::Write,
+        };
+        match self.check(token, owner, repo, &[&[("contents", need)]], now, exists) {
+            Err(Denied::Forbidden(_)) => Err(Denied::Forbidden(access)),
+            checked => checked,
+        }
+    }
+
+    /// Checks an API call on `owner/repo` (lowercase) carrying `token`: the token must
+    /// reach the repository and hold every permission of at least one of `alternatives`
+    /// (an empty list needs only `metadata`), as GitHub checks an installation token.
+    pub(crate) fn check(
+        &self,
+        token: &str,
+        owner: &str,
+        repo: &str,
+        alternatives: &[&[(&str, Level)]],
+        now: SystemTime,
+        exists: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<(), Denied> {
+        self.reach(token, owner, repo, now, exists)?;
+        let grant = self.grants.get(token).ok_or(Denied::Unauthorized)?;
+        let holds = |needs: &&[(&str, Level)]| {
+            needs.iter().all(|(name, level)| {
+                grant.permissions.get(*name).copied().unwrap_or(Level::None) >= *level
+            })
+        };
+        if alternatives.is_empty() || alternatives.iter().any(holds) {
+            Ok(())
+        } else {
+            Err(Denied::Forbidden(Access::Write))
+        }
+    }
+
+    /// Whether `token` is a live installation token.
+    pub(crate) fn live(&self, token: &str, now: SystemTime) -> bool {
+        self.grants.get(token).is_some_and(|g| g.expires_at > now)
+    }
+
+    /// Whether `token` is live and reaches `owner/repo`.
+    fn reach(
+        &self,
+        token: &str,
+        owner: &str,
+        repo: &str,
+        now: SystemTime,
+        exists: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<(), Denied> {
         let grant = self.grants.get(token).ok_or(Denied::Unauthorized)?;
         if grant.expires_at <= now {
             return Err(Denied::Unauthorized);
@@ -415,13 +475,6 @@ impl TokenStore {
         };
         if !reaches {
             return Err(Denied::NotFound);
-        }
-        let need = match access {
-            Access::Read => Level::Read,
-            Access::Write => Level::Write,
-        };
-        if grant.contents < need {
-            return Err(Denied::Forbidden(access));
         }
         Ok(())
     }
@@ -475,7 +528,7 @@ mod tests {
             ),
             (
                 1001,
-                req(None, Some(&[("issues", "read")])),
+                req(None, Some(&[("administration", "read")])),
                 Err(MintError::PermissionNotGranted),
             ),
             (

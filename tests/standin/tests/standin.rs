@@ -408,7 +408,7 @@ fn api_routes_and_validation() {
     assert_eq!(inst["repository_selection"], "selected");
     assert_eq!(
         inst["permissions"],
-        json!({"contents": "write", "metadata": "read"})
+        json!({"actions": "read", "checks": "read", "contents": "write", "issues": "write", "metadata": "read", "pull_requests": "write", "statuses": "read"})
     );
     assert_eq!(
         get("/users/bob/installation").json()["repository_selection"],
@@ -436,7 +436,7 @@ fn api_routes_and_validation() {
         ),
         (
             1001,
-            json!({"permissions": {"issues": "write"}}),
+            json!({"permissions": {"administration": "write"}}),
             422,
             perm_err,
         ),
@@ -466,7 +466,7 @@ fn api_routes_and_validation() {
     let minted = resp.json();
     assert_eq!(
         minted["permissions"],
-        json!({"contents": "write", "metadata": "read"})
+        json!({"actions": "read", "checks": "read", "contents": "write", "issues": "write", "metadata": "read", "pull_requests": "write", "statuses": "read"})
     );
     assert_eq!(minted["repository_selection"], "all");
     assert_eq!(minted["repositories"][0]["full_name"], "bob/tools");

@@ -1,0 +1,498 @@
+//! The GitHub API through gitgate: `gh`, REST and GraphQL with `curl`, under
+//! `policy.api`; the ref-changing back doors decided like pushes.
+
+use gitgate_standin::{PullState, StandIn};
+use serde_json::{Value, json};
+
+use crate::harness::sandbox::GH_PLACEHOLDER;
+use crate::harness::{Gitgate, Sandbox, app_config, standin, text};
+
+const POLICY: &str = "{allowedRepos: [acme/app], allowedRefs: [main, 'agent/*'], api: [read, pulls.create, pulls.comment]}";
+const WRITER: &str = "{allowedRepos: [acme/app], allowedRefs: [main, 'agent/*'], api: [read, contents.write, pulls.create, pulls.merge]}";
+
+/// `curl -X METHOD https://api.github.com{path}` with a JSON body: status and JSON answer.
+fn call(sandbox: &Sandbox, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    call_raw(sandbox, method, path, body.map(Value::to_string).as_deref())
+}
+
+/// Like [`call`], with the body as bytes.
+fn call_raw(sandbox: &Sandbox, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let url = format!("https://api.github.com{path}");
+    let mut args = vec![
+        "-X",
+        method,
+        &url,
+        "-H",
+        "Accept: application/vnd.github+json",
+        "-w",
+        "\n%{http_code}",
+    ];
+    if let Some(body) = body {
+        args.extend([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ]);
+    }
+    let out = sandbox.curl(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (answer, status) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    let status = status
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{method} {path}: {}", text(&out)));
+    (status, serde_json::from_str(answer).unwrap_or(Value::Null))
+}
+
+fn graphql(sandbox: &Sandbox, query: &str, variables: Value) -> (u16, Value) {
+    call(
+        sandbox,
+        "POST",
+        "/graphql",
+        Some(&json!({"query": query, "variables": variables})),
+    )
+}
+
+/// A 403 from gitgate whose message says `why`.
+fn denied(answer: (u16, Value), why: &str) {
+    let (status, body) = answer;
+    let message = body["message"].as_str().unwrap_or_default();
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        message.starts_with("gitgate: ") && message.contains(why),
+        "{message}"
+    );
+    assert!(body["documentation_url"].is_string(), "{body}");
+}
+
+/// How many requests for `path` reached the stand-in.
+fn reached(standin: &StandIn, method: &str, path: &str) -> usize {
+    standin
+        .requests()
+        .iter()
+        .filter(|r| r.method == method && r.path() == path)
+        .count()
+}
+
+/// A sandbox with `agent/x` pushed (one commit ahead of main); `release` exists upstream.
+fn pushed(standin: &StandIn, gitgate: &Gitgate) -> (Sandbox, String) {
+    let sandbox = Sandbox::new(gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    sandbox.git_ok(&repo, &["checkout", "-q", "-b", "agent/x"]);
+    let head = sandbox.commit(&repo, "fix.txt", "fixed\n");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "agent/x"]);
+    standin
+        .update_ref("acme", "app", "refs/heads/release", "main")
+        .unwrap();
+    (sandbox, head)
+}
+
+#[test]
+fn gh_opens_and_comments_on_a_pull_request_with_no_token_in_the_sandbox() {
+    let standin = standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let (sandbox, _) = pushed(&standin, &gitgate);
+    let repo = sandbox.path("app");
+    let gh = |args: &[&str]| {
+        let out = sandbox.gh(&repo, args);
+        assert!(out.status.success(), "gh {args:?}:\n{}", text(&out));
+        text(&out)
+    };
+    let created = gh(&[
+        "pr",
+        "create",
+        "--repo",
+        "acme/app",
+        "--base",
+        "main",
+        "--head",
+        "agent/x",
+        "--title",
+        "Fix",
+        "--body",
+        "Done by an agent",
+    ]);
+    assert!(
+        created.contains("https://github.com/acme/app/pull/1"),
+        "{created}"
+    );
+    gh(&[
+        "pr",
+        "comment",
+        "1",
+        "--repo",
+        "acme/app",
+        "--body",
+        "Ready for review",
+    ]);
+    let pulls = standin.pull_requests();
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(
+        (
+            pulls[0].base.as_str(),
+            pulls[0].head.as_str(),
+            pulls[0].title.as_str()
+        ),
+        ("main", "agent/x", "Fix")
+    );
+    assert_eq!(pulls[0].comments, ["Ready for review"]);
+
+    // Merging is not in this policy's api list: gh shows gitgate's reason.
+    let out = sandbox.gh(
+        &repo,
+        &["pr", "merge", "1", "--repo", "acme/app", "--merge"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("needs pulls.merge in policy.api"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(standin.pull_requests()[0].state, PullState::Open);
+
+    // Every API request upstream carried gitgate's installation token, never the sandbox's
+    // placeholder.
+    let api: Vec<_> = standin
+        .requests()
+        .into_iter()
+        .filter(|r| r.host == "api.github.com" && r.path() == "/graphql")
+        .collect();
+    assert!(api.len() >= 2, "{api:?}");
+    for request in &api {
+        let auth = request.header("authorization").unwrap_or_default();
+        assert!(auth.starts_with("Bearer ghs_"), "{auth}");
+        assert!(!auth.contains(GH_PLACEHOLDER));
+    }
+    gitgate.assert_no_secrets(&standin);
+}
+
+#[test]
+fn rest_calls_that_move_refs_are_decided_like_pushes() {
+    let standin = standin();
+    let gitgate = Gitgate::start(&app_config(&standin, WRITER));
+    let (sandbox, head) = pushed(&standin, &gitgate);
+    let main = standin.rev_parse("acme", "app", "refs/heads/main").unwrap();
+    let tip = |name: &str| standin.rev_parse("acme", "app", name);
+
+    // git refs: create, update, force, delete.
+    denied(
+        call(
+            &sandbox,
+            "POST",
+            "/repos/acme/app/git/refs",
+            Some(&json!({"ref": "refs/heads/release2", "sha": head})),
+        ),
+        "refs/heads/release2 is not in allowedRefs",
+    );
+    let (status, _) = call(
+        &sandbox,
+        "POST",
+        "/repos/acme/app/git/refs",
+        Some(&json!({"ref": "refs/heads/agent/y", "sha": main})),
+    );
+    assert_eq!(status, 201);
+    assert_eq!(tip("refs/heads/agent/y").as_deref(), Some(main.as_str()));
+    denied(
+        call(
+            &sandbox,
+            "PATCH",
+            "/repos/acme/app/git/refs/heads/release",
+            Some(&json!({"sha": head})),
+        ),
+        "refs/heads/release is not in allowedRefs",
+    );
+    denied(
+        call(
+            &sandbox,
+            "PATCH",
+            "/repos/acme/app/git/refs/heads/agent/x",
+            Some(&json!({"sha": main, "force": true})),
+        ),
+        "forced update of refs/heads/agent/x is not allowed",
+    );
+    let (status, _) = call(
+        &sandbox,
+        "PATCH",
+        "/repos/acme/app/git/refs/heads/agent/y",
+        Some(&json!({"sha": head})),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(tip("refs/heads/agent/y"), Some(head.clone()));
+    denied(
+        call(
+            &sandbox,
+            "DELETE",
+            "/repos/acme/app/git/refs/heads/agent/y",
+            None,
+        ),
+        "allowDeletes is false",
+    );
+    assert_eq!(
+        reached(&standin, "PATCH", "/repos/acme/app/git/refs/heads/release"),
+        0
+    );
+    assert_eq!(
+        reached(&standin, "DELETE", "/repos/acme/app/git/refs/heads/agent/y"),
+        0
+    );
+    assert_eq!(tip("refs/heads/release").as_deref(), Some(main.as_str()));
+
+    // contents: the branch field, or the default branch (looked up) when absent.
+    let file = json!({"message": "m", "content": "aGVsbG8K", "branch": "release"});
+    denied(
+        call(
+            &sandbox,
+            "PUT",
+            "/repos/acme/app/contents/docs/a.md",
+            Some(&file),
+        ),
+        "refs/heads/release is not in allowedRefs",
+    );
+    let (status, _) = call(
+        &sandbox,
+        "PUT",
+        "/repos/acme/app/contents/docs/a.md",
+        Some(&json!({"message": "m", "content": "aGVsbG8K"})),
+    );
+    assert_eq!(status, 201);
+    assert_ne!(tip("refs/heads/main").as_deref(), Some(main.as_str()));
+    denied(
+        call(
+            &sandbox,
+            "PUT",
+            "/repos/acme/app/contents/docs/a.md?branch=release",
+            Some(&json!({"message": "m", "content": "aGVsbG8K"})),
+        ),
+        "query string",
+    );
+    // A key given twice could mean one thing to gitgate and another to GitHub.
+    let (status, body) = call_raw(
+        &sandbox,
+        "PUT",
+        "/repos/acme/app/contents/b.md",
+        Some(r#"{"message": "m", "content": "aGk=", "branch": "main", "branch": "release"}"#),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("appears twice"),
+        "{body}"
+    );
+
+    // merges, pull request merges (base looked up), renames, releases.
+    denied(
+        call(
+            &sandbox,
+            "POST",
+            "/repos/acme/app/merges",
+            Some(&json!({"base": "release", "head": "agent/x"})),
+        ),
+        "refs/heads/release is not in allowedRefs",
+    );
+    let (status, body) = call(
+        &sandbox,
+        "POST",
+        "/repos/acme/app/pulls",
+        Some(&json!({"title": "t", "base": "release", "head": "agent/x"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    denied(
+        call(&sandbox, "PUT", "/repos/acme/app/pulls/1/merge", None),
+        "refs/heads/release is not in allowedRefs",
+    );
+    assert_eq!(standin.pull_requests()[0].state, PullState::Open);
+    let (status, body) = call(
+        &sandbox,
+        "POST",
+        "/repos/acme/app/pulls",
+        Some(&json!({"title": "t", "base": "main", "head": "agent/y"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = call(&sandbox, "PUT", "/repos/acme/app/pulls/2/merge", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(standin.pull_requests()[1].state, PullState::Merged);
+    denied(
+        call(
+            &sandbox,
+            "POST",
+            "/repos/acme/app/branches/agent%2Fx/rename",
+            Some(&json!({"new_name": "agent/z"})),
+        ),
+        "allowDeletes is false",
+    );
+    denied(
+        call(
+            &sandbox,
+            "POST",
+            "/repos/acme/app/releases",
+            Some(&json!({"tag_name": "v1"})),
+        ),
+        "refs/tags/v1 is not in allowedRefs",
+    );
+    assert!(tip("refs/tags/v1").is_none());
+
+    // Outside the catalogue or the repositories.
+    denied(
+        call(
+            &sandbox,
+            "PATCH",
+            "/repos/acme/app",
+            Some(&json!({"default_branch": "release"})),
+        ),
+        "not an operation in gitgate's API catalogue",
+    );
+    denied(
+        call(&sandbox, "DELETE", "/repos/acme/app", None),
+        "not an operation",
+    );
+    denied(
+        call(&sandbox, "GET", "/repos/acme/secret/pulls", None),
+        "acme/secret is not in allowedRepos",
+    );
+    denied(
+        call(&sandbox, "GET", "/user/repos", None),
+        "not an operation",
+    );
+}
+
+#[test]
+fn graphql_mutations_outside_the_catalogue_or_onto_refused_refs_are_denied() {
+    let standin = standin();
+    let gitgate = Gitgate::start(&app_config(&standin, WRITER));
+    let (sandbox, head) = pushed(&standin, &gitgate);
+    let tip = |name: &str| standin.rev_parse("acme", "app", name);
+    let ok = |(status, body): (u16, Value)| {
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("errors").is_none(), "{body}");
+        body
+    };
+
+    denied(
+        graphql(
+            &sandbox,
+            "mutation { deleteRepository(input: {repositoryId: \"R:acme/app\"}) { clientMutationId } }",
+            json!({}),
+        ),
+        "mutation deleteRepository is not in gitgate's API catalogue",
+    );
+    denied(
+        graphql(&sandbox, "{ repository(owner: \"acme\"", json!({})),
+        "does not parse",
+    );
+    denied(
+        graphql(
+            &sandbox,
+            "query($o: String!) { repository(owner: $o, name: \"secret\") { id } }",
+            json!({"o": "acme"}),
+        ),
+        "acme/secret is not in allowedRepos",
+    );
+    denied(
+        graphql(
+            &sandbox,
+            "{ node(id: \"R:acme/secret\") { id } }",
+            json!({}),
+        ),
+        "cannot tell which repository node R:acme/secret",
+    );
+    denied(
+        graphql(
+            &sandbox,
+            "mutation($id: ID!) { addComment(input: {subjectId: $id, body: \"x\"}) { clientMutationId } }",
+            json!({"id": "PR:acme/app:1"}),
+        ),
+        "needs issues.write or pulls.comment in policy.api",
+    );
+
+    // Refs named in the request, and refs behind node ids (looked up).
+    let create = "mutation($name: String!, $oid: GitObjectID!) { createRef(input: {repositoryId: \"R:acme/app\", name: $name, oid: $oid}) { ref { name } } }";
+    denied(
+        graphql(
+            &sandbox,
+            create,
+            json!({"name": "refs/heads/release2", "oid": head}),
+        ),
+        "refs/heads/release2 is not in allowedRefs",
+    );
+    ok(graphql(
+        &sandbox,
+        create,
+        json!({"name": "refs/heads/agent/g", "oid": head}),
+    ));
+    assert_eq!(tip("refs/heads/agent/g"), Some(head.clone()));
+    let update = "mutation($ref: ID!, $oid: GitObjectID!, $force: Boolean) { updateRef(input: {refId: $ref, oid: $oid, force: $force}) { ref { name } } }";
+    denied(
+        graphql(
+            &sandbox,
+            update,
+            json!({"ref": "REF:acme/app:refs/heads/release", "oid": head}),
+        ),
+        "refs/heads/release is not in allowedRefs",
+    );
+    let main = tip("refs/heads/main").unwrap();
+    denied(
+        graphql(
+            &sandbox,
+            update,
+            json!({"ref": "REF:acme/app:refs/heads/agent/g", "oid": main, "force": true}),
+        ),
+        "forced update of refs/heads/agent/g is not allowed",
+    );
+    assert_eq!(tip("refs/heads/agent/g"), Some(head.clone()));
+
+    let commit = "mutation($branch: String!) { createCommitOnBranch(input: {branch: {repositoryNameWithOwner: \"acme/app\", branchName: $branch}, message: {headline: \"h\"}, fileChanges: {additions: [{path: \"notes.txt\", contents: \"aGkK\"}]}}) { commit { oid } } }";
+    denied(
+        graphql(&sandbox, commit, json!({"branch": "release"})),
+        "refs/heads/release is not in allowedRefs",
+    );
+    let body = ok(graphql(&sandbox, commit, json!({"branch": "agent/g"})));
+    assert_eq!(
+        tip("refs/heads/agent/g").as_ref(),
+        body["data"]["createCommitOnBranch"]["commit"]["oid"]
+            .as_str()
+            .map(str::to_owned)
+            .as_ref()
+    );
+
+    let (status, body) = call(
+        &sandbox,
+        "POST",
+        "/repos/acme/app/pulls",
+        Some(&json!({"title": "t", "base": "release", "head": "agent/x"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let merge = "mutation($pr: ID!) { mergePullRequest(input: {pullRequestId: $pr}) { pullRequest { state } } }";
+    denied(
+        graphql(&sandbox, merge, json!({"pr": body["node_id"]})),
+        "refs/heads/release is not in allowedRefs",
+    );
+    assert_eq!(standin.pull_requests()[0].state, PullState::Open);
+    assert_eq!(tip("refs/heads/release"), Some(main));
+}
+
+#[test]
+fn without_policy_api_the_api_stays_closed() {
+    let standin = standin();
+    let gitgate = Gitgate::start(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app], allowedRefs: [main]}",
+    ));
+    let sandbox = Sandbox::new(&gitgate);
+    denied(
+        call(&sandbox, "GET", "/repos/acme/app", None),
+        "policy.api is absent",
+    );
+    denied(
+        graphql(&sandbox, "{ viewer { login } }", json!({})),
+        "policy.api is absent",
+    );
+    assert!(
+        standin
+            .requests()
+            .iter()
+            .all(|r| r.host != "api.github.com" || r.path().starts_with("/app"))
+    );
+}
