@@ -23,7 +23,8 @@ impl Decision {
     /// The reason given with [`Decision::ATOMIC_RULE`].
     pub const ATOMIC_REASON: &'static str = "atomic push rejected: another ref was denied";
 
-    pub(crate) fn allow(rule: impl Into<String>, reason: impl Into<String>) -> Decision {
+    /// An allowing decision.
+    pub fn allow(rule: impl Into<String>, reason: impl Into<String>) -> Decision {
         Decision {
             allowed: true,
             rule: rule.into(),
@@ -31,7 +32,8 @@ impl Decision {
         }
     }
 
-    pub(crate) fn deny(rule: impl Into<String>, reason: impl Into<String>) -> Decision {
+    /// A denying decision.
+    pub fn deny(rule: impl Into<String>, reason: impl Into<String>) -> Decision {
         Decision {
             allowed: false,
             rule: rule.into(),

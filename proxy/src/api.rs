@@ -9,11 +9,10 @@ use bytes::Bytes;
 use gitgate_policy::api::{self, Effect, FieldCheck, Operation, RefChange, RefTarget, RepoRef};
 use gitgate_policy::{Decision, Policy, RepoPath};
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
 use crate::audit::{Record, Service, Verdict};
-use crate::body::{ProxyBody, empty, full, stream};
+use crate::body::{ProxyBody, empty, full, read_bounded, stream};
 use crate::git::enforce;
 use crate::github::ClientBody;
 use crate::headers::strip_hop_by_hop;
@@ -351,43 +350,25 @@ fn refuse_query_on_write(req: &Request<ClientBody>, record: &mut Record) -> Resu
     Ok(())
 }
 
-/// Reads a body gitgate must decide on, up to `limit` bytes; it must not be compressed.
+/// Reads a request body gitgate must decide on, up to `limit` bytes; it must not be
+/// compressed.
 async fn collect(
     state: &State,
     parts: &http::request::Parts,
-    mut body: ClientBody,
+    body: ClientBody,
     limit: usize,
 ) -> Result<Bytes, Answered> {
     if parts.headers.contains_key(header::CONTENT_ENCODING) {
         return Err(Failure::Client("gitgate reads this request's body and cannot when it is compressed (Content-Encoding); send it uncompressed".into()));
     }
-    let idle = state.settings.limits.body_idle_timeout;
-    let mut buf = Vec::new();
-    loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => {
-                return Err(Failure::Client(
-                    "the request body stalled (limits.bodyIdleTimeout)".into(),
-                ));
-            }
-            Ok(None) => break,
-            Ok(Some(Err(error))) => {
-                return Err(Failure::Client(format!(
-                    "the request body could not be read: {error}"
-                )));
-            }
-            Ok(Some(Ok(frame))) => frame,
-        };
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(Failure::Client(format!(
-                    "the request body is larger than the {limit} bytes gitgate reads to decide on it"
-                )));
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(Bytes::from(buf))
+    read_bounded(
+        body,
+        limit,
+        state.settings.limits.body_idle_timeout,
+        "request",
+    )
+    .await
+    .map_err(Failure::Client)
 }
 
 fn client_error(record: &mut Record, reason: String) -> Answered {

@@ -22,6 +22,40 @@ pub(crate) fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
+/// Reads all of `body`, at most `limit` bytes, each frame within `idle`; the error
+/// says what went wrong with the `what` body (`request`, `response`).
+pub(crate) async fn read_bounded<B>(
+    mut body: B,
+    limit: usize,
+    idle: std::time::Duration,
+    what: &str,
+) -> Result<Bytes, String>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut buf = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(format!("the {what} body stalled (limits.bodyIdleTimeout)")),
+            Ok(None) => break,
+            Ok(Some(Err(error))) => {
+                return Err(format!("the {what} body could not be read: {error}"));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(format!(
+                    "the {what} body is larger than the {limit} bytes gitgate reads to decide on it"
+                ));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
 /// Any streamed body (a hyper `Incoming`, a prefixed stream, …) as a [`ProxyBody`].
 pub(crate) fn stream<B>(body: B) -> ProxyBody
 where

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use gitgate_policy::{ConnectDecision, HostName};
+use std::time::SystemTime;
+
+use gitgate_policy::{ConnectDecision, Decision, HostName};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tracing::Instrument;
@@ -12,7 +14,7 @@ use crate::body::{ProxyBody, empty};
 use crate::git::enforce;
 use crate::reply::{self, Failure, Shape};
 use crate::state::{ConnCtx, State};
-use crate::{identity, mitm, tunnel};
+use crate::{identity, mitm, storage, tunnel};
 
 /// The CONNECT authority: the one host every byte of this tunnel is for.
 #[derive(Debug, Clone)]
@@ -59,7 +61,11 @@ pub(crate) async fn handle(
         ConnectDecision::Intercept => {
             return intercept(state, ctx, target, identity.profile, req);
         }
-        ConnectDecision::Tunnel(decision) | ConnectDecision::Deny(decision) => decision,
+        ConnectDecision::Tunnel(decision) => decision,
+        ConnectDecision::Deny(decision) => {
+            let client = (identity.profile.clone(), ctx.client.ip());
+            storage_grant(&state, &client, &target).unwrap_or(decision)
+        }
     };
     if !enforce(&policy, &mut record, &decision) {
         tracing::info!(host = %target.host, port, rule = %decision.rule, reason = %decision.reason, "CONNECT denied");
@@ -101,6 +107,22 @@ pub(crate) async fn handle(
         .instrument(span),
     );
     ok()
+}
+
+/// An LFS storage host a batch response opened to this client, while it is open.
+fn storage_grant(state: &State, client: &storage::Client, target: &Target) -> Option<Decision> {
+    let now = SystemTime::now();
+    let until = state
+        .storage
+        .until(client, &target.host, target.port, now)?;
+    let left = until.duration_since(now).unwrap_or_default().as_secs();
+    Some(Decision::allow(
+        "lfsStorage",
+        format!(
+            "{}:{} serves Git LFS objects to this client (named by an LFS batch response; {left} s left)",
+            target.host, target.port
+        ),
+    ))
 }
 
 /// Answers 200 and serves the decrypted requests of the tunnel.

@@ -9,6 +9,7 @@ use crate::audit::{self, Record, Verdict};
 use crate::body::{ProxyBody, empty, stream};
 use crate::github::ClientBody;
 use crate::headers::strip_hop_by_hop;
+use crate::lfs;
 use crate::push::{self, Inspected};
 use crate::push_content;
 use crate::reply::{self, Failure, Shape};
@@ -35,33 +36,20 @@ pub(crate) async fn handle(
     };
     record.path = git.canonical_target();
     record.repo = Some(git.repo.to_string());
-    let (shape, decision) = match &git.kind {
-        GitKind::InfoRefs(service) => (
-            Shape::Advertisement(*service),
-            decide(policy, &git, *service),
-        ),
-        GitKind::Rpc(service) => (Shape::RpcResult(*service), decide(policy, &git, *service)),
-        GitKind::Lfs { .. } => (
-            Shape::Text,
-            Decision {
-                allowed: false,
-                rule: "lfs".into(),
-                reason: format!(
-                    "Git LFS for {} is not enabled in this gitgate build",
-                    git.repo
-                ),
-            },
-        ),
-    };
-    record.service = match &git.kind {
-        GitKind::InfoRefs(Service::UploadPack) | GitKind::Rpc(Service::UploadPack) => {
-            audit::Service::UploadPack
+    let (shape, service) = match &git.kind {
+        GitKind::InfoRefs(service) => (Shape::Advertisement(*service), *service),
+        GitKind::Rpc(service) => (Shape::RpcResult(*service), *service),
+        GitKind::Lfs { rest } => {
+            record.service = audit::Service::Lfs;
+            let target = git.canonical_target();
+            return lfs::handle(state, policy, &git.repo, &target, rest, req, record).await;
         }
-        GitKind::InfoRefs(Service::ReceivePack) | GitKind::Rpc(Service::ReceivePack) => {
-            audit::Service::ReceivePack
-        }
-        GitKind::Lfs { .. } => audit::Service::Lfs,
     };
+    record.service = match service {
+        Service::UploadPack => audit::Service::UploadPack,
+        Service::ReceivePack => audit::Service::ReceivePack,
+    };
+    let decision = decide(policy, &git, service);
     if !enforce(policy, record, &decision) {
         return reply::failure(shape, &Failure::Policy(decision.reason));
     }
@@ -171,7 +159,7 @@ async fn not_git(
 }
 
 /// Sends the request to `target` on the git host, with `credential` if any.
-async fn forward(
+pub(crate) async fn forward(
     state: &State,
     target: &str,
     parts: http::request::Parts,

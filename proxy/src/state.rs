@@ -26,6 +26,8 @@ pub(crate) struct State {
     pub(crate) observer: Observer,
     pub(crate) admission: Admission,
     pub(crate) tunnels: Arc<tokio::sync::Semaphore>,
+    /// LFS storage hosts batch responses opened to their clients.
+    pub(crate) storage: crate::storage::StorageGrants,
     policies: RwLock<Arc<Policies>>,
     next_connection: AtomicU64,
 }
@@ -51,6 +53,7 @@ impl State {
             observer,
             admission,
             tunnels,
+            storage: Default::default(),
             policies: RwLock::new(Arc::new(policies)),
             next_connection: AtomicU64::new(1),
         }

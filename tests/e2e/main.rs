@@ -11,6 +11,7 @@ mod cli;
 mod core;
 mod deployment;
 mod git_policy;
+mod lfs;
 mod operations;
 mod profiles;
 mod push_content;

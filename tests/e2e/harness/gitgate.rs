@@ -34,7 +34,7 @@ pub fn app_config(standin: &StandIn, policy: &str) -> String {
 pub fn upstream(standin: &StandIn) -> String {
     let addr = standin.addr();
     format!(
-        "upstream:\n  caFile: {ca}\n  resolve: {{github.com: \"{addr}\", api.github.com: \"{addr}\", tunnel.test: \"{addr}\", other.test: \"{addr}\"}}\n",
+        "upstream:\n  caFile: {ca}\n  resolve: {{github.com: \"{addr}\", api.github.com: \"{addr}\", tunnel.test: \"{addr}\", other.test: \"{addr}\", lfs-storage.test: \"{addr}\"}}\n",
         ca = standin.ca_file().display()
     )
 }

@@ -47,6 +47,12 @@ pub(crate) async fn handle(
     let Some(path) = parse_git_path(parts.uri.path()) else {
         return text(StatusCode::NOT_FOUND, "Not Found\n");
     };
+    if matches!(
+        path.endpoint,
+        Endpoint::LfsBatch | Endpoint::LfsLocks | Endpoint::LfsLocksVerify
+    ) {
+        return crate::lfs::handle(shared, &parts, body, &path).await;
+    }
     let query = parts.uri.query().unwrap_or_default();
     let access = match (&parts.method, path.endpoint, query) {
         (&Method::GET, Endpoint::InfoRefs, "service=git-upload-pack") => Access::Read,
@@ -125,7 +131,7 @@ async fn wait_while_stalled(shared: &Shared, push: bool) {
 }
 
 /// The token from `Authorization: Basic base64("x-access-token:" + token)`.
-fn basic_token(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn basic_token(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, encoded) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {

@@ -10,6 +10,7 @@
 //!   merges, branch renames and releases; and `POST /graphql`, a small schema executed for
 //!   real (repository, node, pull requests, refs, commits); each authorized by the token's
 //!   repositories and permissions as GitHub does;
+//! - `lfs-storage.test`: LFS object storage behind signed, expiring batch-action URLs;
 //! - `tunnel.test`, `other.test`: `hello from <host>\n`.
 //!
 //! Every request is recorded ([`StandIn::requests`]), every token mint too
@@ -33,8 +34,10 @@ mod git;
 mod gitops;
 mod graphql;
 mod hub;
+mod lfs;
 
 pub use hub::{Pull, PullState};
+pub use lfs::STORAGE_HOST as LFS_STORAGE_HOST;
 mod jwt;
 mod oauth;
 mod record;
@@ -269,6 +272,7 @@ impl StandIn {
             cgi_slots: Arc::new(Semaphore::new(server::MAX_CGI)),
             api_calls: AtomicU64::new(0),
             pulls: Mutex::new(Vec::new()),
+            lfs_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &api::random_bytes::<32>()),
         });
 
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).context("binding")?;
@@ -531,6 +535,11 @@ impl StandIn {
             .resolve(target)
             .with_context(|| format!("{target} does not resolve"))?;
         repo.update_ref(refname, &sha, None)
+    }
+
+    /// The LFS object `oid` stored for `owner/name`, if it was uploaded.
+    pub fn lfs_object(&self, owner: &str, name: &str, oid: &str) -> Option<Vec<u8>> {
+        std::fs::read(lfs::object_path(&self.shared, owner, name, oid)).ok()
     }
 
     /// Pull requests opened through the API, in order.

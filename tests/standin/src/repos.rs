@@ -22,6 +22,9 @@ pub(crate) enum Endpoint {
     InfoRefs,
     UploadPack,
     ReceivePack,
+    LfsBatch,
+    LfsLocks,
+    LfsLocksVerify,
 }
 
 /// `/<owner>/<repo>[.git]/<endpoint>`, owner and repo lowercased, `.git` stripped.
@@ -39,6 +42,9 @@ impl GitPath {
             Endpoint::InfoRefs => "info/refs",
             Endpoint::UploadPack => "git-upload-pack",
             Endpoint::ReceivePack => "git-receive-pack",
+            Endpoint::LfsBatch => "info/lfs/objects/batch",
+            Endpoint::LfsLocks => "info/lfs/locks",
+            Endpoint::LfsLocksVerify => "info/lfs/locks/verify",
         };
         format!("/{}/{}.git/{tail}", self.owner, self.repo)
     }
@@ -54,6 +60,9 @@ pub(crate) fn parse_git_path(path: &str) -> Option<GitPath> {
         "info/refs" => Endpoint::InfoRefs,
         "git-upload-pack" => Endpoint::UploadPack,
         "git-receive-pack" => Endpoint::ReceivePack,
+        "info/lfs/objects/batch" => Endpoint::LfsBatch,
+        "info/lfs/locks" => Endpoint::LfsLocks,
+        "info/lfs/locks/verify" => Endpoint::LfsLocksVerify,
         _ => return None,
     };
     let repo = repo.strip_suffix(".git").unwrap_or(repo);

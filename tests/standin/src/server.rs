@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) children: watch::Sender<usize>,
     pub(crate) cgi_slots: Arc<Semaphore>,
     pub(crate) api_calls: AtomicU64,
+    /// Signs LFS action `href`s for the storage host.
+    pub(crate) lfs_key: ring::hmac::Key,
     /// Pull requests opened through the API.
     pub(crate) pulls: Mutex<Vec<crate::hub::Pull>>,
 }
@@ -160,6 +162,7 @@ async fn route(
         }
         "github.com" => crate::git::handle(&shared, peer, parts, body).await,
         "api.github.com" => crate::api::handle(&shared, parts, body).await,
+        crate::lfs::STORAGE_HOST => crate::lfs::storage(&shared, &parts, body).await,
         "tunnel.test" | "other.test" => text(StatusCode::OK, format!("hello from {host}\n")),
         _ => text(
             StatusCode::MISDIRECTED_REQUEST,

@@ -12,8 +12,13 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
 
 /// Names the server certificate is valid for.
-pub(crate) const SERVER_NAMES: [&str; 4] =
-    ["github.com", "api.github.com", "tunnel.test", "other.test"];
+pub(crate) const SERVER_NAMES: [&str; 5] = [
+    "github.com",
+    "api.github.com",
+    "tunnel.test",
+    "other.test",
+    crate::lfs::STORAGE_HOST,
+];
 
 /// A freshly generated CA (PEM) and a rustls server config whose leaf it signed.
 pub(crate) struct Tls {

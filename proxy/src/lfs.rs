@@ -1,0 +1,126 @@
+//! Git LFS on the git host: the batch and locks endpoints get the installation token
+//! after the policy allows the repository (writable for uploads and lock writes); a batch
+//! response's storage hosts become reachable for that client until the actions expire.
+
+use std::time::SystemTime;
+
+use gitgate_policy::git::lfs::{self, LfsCall, LfsOperation};
+use gitgate_policy::{Policy, RepoPath};
+use http::{Request, Response, StatusCode, header};
+
+use crate::audit::{Record, Verdict};
+use crate::body::{ProxyBody, full, read_bounded, stream};
+use crate::git::{enforce, forward};
+use crate::github::ClientBody;
+use crate::headers::strip_hop_by_hop;
+use crate::reply::{self, Failure, Shape};
+use crate::state::State;
+
+/// The largest batch request read.
+const MAX_BATCH_REQUEST: usize = 1 << 20;
+/// The largest batch response read for its storage hosts.
+const MAX_BATCH_RESPONSE: usize = 8 << 20;
+
+pub(crate) async fn handle(
+    state: &State,
+    policy: &Policy,
+    repo: &RepoPath,
+    target: &str,
+    rest: &str,
+    req: Request<ClientBody>,
+    record: &mut Record,
+) -> Response<ProxyBody> {
+    match call(state, policy, repo, target, rest, req, record).await {
+        Ok(response) => response,
+        Err(failure) => reply::failure(Shape::Json, &failure),
+    }
+}
+
+async fn call(
+    state: &State,
+    policy: &Policy,
+    repo: &RepoPath,
+    target: &str,
+    rest: &str,
+    req: Request<ClientBody>,
+    record: &mut Record,
+) -> Result<Response<ProxyBody>, Failure> {
+    let lfs_call = lfs::classify_lfs(req.method().as_str(), rest).map_err(|reason| {
+        record.decide(Verdict::Deny, "lfs", &reason);
+        Failure::Policy(reason)
+    })?;
+    let (parts, body) = req.into_parts();
+    let idle = state.settings.limits.body_idle_timeout;
+    let (what, body) = match lfs_call {
+        LfsCall::Batch => {
+            let bytes = read_bounded(body, MAX_BATCH_REQUEST, idle, "LFS batch request")
+                .await
+                .map_err(Failure::Client)?;
+            let operation = lfs::batch_operation(&bytes).map_err(|reason| {
+                record.decide(Verdict::Deny, "lfs", &reason);
+                Failure::Client(reason)
+            })?;
+            let what = match operation {
+                LfsOperation::Download => "download",
+                LfsOperation::Upload => "upload",
+            };
+            (what, full(bytes))
+        }
+        LfsCall::ListLocks => ("lock listing", stream(body)),
+        LfsCall::WriteLocks => ("lock change", stream(body)),
+        LfsCall::VerifyLocks => ("lock verification before an upload", stream(body)),
+    };
+    let write = !matches!(what, "download" | "lock listing");
+    let decision = policy.decide_lfs(repo, write);
+    if !enforce(policy, record, &decision) {
+        return Err(Failure::Policy(format!(
+            "Git LFS {what} for {repo} denied: {}",
+            decision.reason
+        )));
+    }
+    let credential = state
+        .tokens
+        .credential(policy, repo)
+        .await
+        .map_err(|e| Failure::Token(e.to_string()))?;
+    record.note_credential(credential.as_ref());
+    let response = forward(state, target, parts, body, credential.as_ref(), record).await?;
+    let (mut parts, body) = response.into_parts();
+    if parts.status == StatusCode::UNAUTHORIZED {
+        if let Some(credential) = &credential {
+            state.tokens.reject(credential);
+        }
+        return Err(Failure::Upstream(format!(
+            "{} refused gitgate's credential for {repo} (HTTP 401); retry, and if it persists check that the GitHub App can access this repository",
+            state.settings.github_host
+        )));
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::WWW_AUTHENTICATE);
+    parts.headers.remove("lfs-authenticate");
+    if lfs_call != LfsCall::Batch || !parts.status.is_success() {
+        return Ok(Response::from_parts(parts, stream(body)));
+    }
+    let bytes = read_bounded(body, MAX_BATCH_RESPONSE, idle, "LFS batch response")
+        .await
+        .map_err(Failure::Upstream)?;
+    grant_storage(state, policy, record, &bytes);
+    Ok(Response::from_parts(parts, full(bytes)))
+}
+
+/// Lets this client tunnel to the storage hosts of a batch response's actions.
+fn grant_storage(state: &State, policy: &Policy, record: &Record, response: &[u8]) {
+    let now = SystemTime::now();
+    match lfs::storage_grants(response, now, |host| policy.is_github_host(host)) {
+        Ok(grants) => {
+            for grant in &grants {
+                tracing::info!(host = %grant.host, port = grant.port, "LFS storage host granted");
+            }
+            let client = (record.profile.clone(), record.client.ip());
+            state.storage.grant(client, grants, now);
+        }
+        Err(error) => {
+            tracing::warn!(%error, "LFS batch response not understood; no storage host granted")
+        }
+    }
+}

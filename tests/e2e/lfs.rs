@@ -1,0 +1,191 @@
+//! Git LFS through gitgate: the batch API gets the token, uploads need a writable
+//! repository, and storage hosts open only to the client a batch response named them to.
+
+use std::path::{Path, PathBuf};
+
+use gitgate_standin::{LFS_STORAGE_HOST, StandIn};
+
+use crate::harness::{Gitgate, Sandbox, app_config, standin, text, write_noise};
+
+/// The sandbox trusts gitgate's CA for GitHub and the storage host's own CA (here the
+/// stand-in's): storage is tunneled, TLS end to end.
+fn lfs_sandbox(standin: &StandIn, gitgate: &Gitgate) -> (Sandbox, PathBuf) {
+    let sandbox = Sandbox::new(gitgate);
+    let bundle = sandbox.path("ca-bundle.pem");
+    let gitgate_ca = std::fs::read_to_string(gitgate.ca_file()).expect("gitgate CA");
+    std::fs::write(&bundle, format!("{gitgate_ca}\n{}", standin.ca_pem())).expect("bundle");
+    let out = sandbox.git(sandbox.home.path(), &["lfs", "install", "--skip-repo"]);
+    assert!(out.status.success(), "git lfs install: {}", text(&out));
+    (sandbox, bundle)
+}
+
+fn git_ok(sandbox: &Sandbox, bundle: &Path, cwd: &Path, args: &[&str]) -> String {
+    let out = sandbox.git_with_env(cwd, args, &[("GIT_SSL_CAINFO", bundle.to_str().unwrap())]);
+    assert!(out.status.success(), "git {args:?}:\n{}", text(&out));
+    text(&out)
+}
+
+/// The sha256 of `path`, as LFS names objects.
+fn oid(path: &Path) -> String {
+    let bytes = std::fs::read(path).expect("read");
+    let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn git_lfs_pushes_and_pulls_an_object_through_gitgate() {
+    let standin = standin();
+    let gitgate = Gitgate::start(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app], allowedRefs: [main]}",
+    ));
+    let (sandbox, bundle) = lfs_sandbox(&standin, &gitgate);
+    let home = sandbox.home.path().to_owned();
+    git_ok(
+        &sandbox,
+        &bundle,
+        &home,
+        &["clone", "-q", "https://github.com/acme/app.git", "app"],
+    );
+    let repo = sandbox.path("app");
+    git_ok(&sandbox, &bundle, &repo, &["lfs", "track", "*.bin"]);
+    write_noise(&repo.join("model.bin"), 2);
+    let oid = oid(&repo.join("model.bin"));
+    git_ok(
+        &sandbox,
+        &bundle,
+        &repo,
+        &["add", ".gitattributes", "model.bin"],
+    );
+    git_ok(
+        &sandbox,
+        &bundle,
+        &repo,
+        &["commit", "-q", "-m", "add a model"],
+    );
+    git_ok(&sandbox, &bundle, &repo, &["push", "-q", "origin", "main"]);
+    let stored = standin
+        .lfs_object("acme", "app", &oid)
+        .expect("the object reached storage");
+    assert_eq!(stored, std::fs::read(repo.join("model.bin")).unwrap());
+
+    git_ok(
+        &sandbox,
+        &bundle,
+        &home,
+        &["clone", "-q", "https://github.com/acme/app.git", "again"],
+    );
+    assert_eq!(
+        std::fs::read(sandbox.path("again/model.bin")).unwrap(),
+        stored
+    );
+
+    // The batch calls carried gitgate's token; the storage host saw none.
+    let requests = standin.requests();
+    let batches: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path().ends_with("/info/lfs/objects/batch"))
+        .collect();
+    assert!(batches.len() >= 2, "{batches:?}");
+    assert!(batches.iter().all(|r| {
+        r.header("authorization")
+            .is_some_and(|a| a.starts_with("Basic "))
+    }));
+    let storage: Vec<_> = requests
+        .iter()
+        .filter(|r| r.host == LFS_STORAGE_HOST)
+        .collect();
+    assert_eq!(
+        storage
+            .iter()
+            .map(|r| r.method.as_str())
+            .collect::<Vec<_>>(),
+        ["PUT", "GET"]
+    );
+    assert!(
+        storage.iter().all(|r| r.header("authorization").is_none()),
+        "{storage:?}"
+    );
+    let tunnels = gitgate.decisions();
+    assert!(
+        tunnels
+            .iter()
+            .any(|d| d["host"] == LFS_STORAGE_HOST && d["rule"] == "lfsStorage"),
+        "{tunnels:?}"
+    );
+    gitgate.assert_no_secrets(&standin);
+}
+
+#[test]
+fn storage_hosts_stay_closed_without_a_batch_response_and_uploads_need_a_writable_repo() {
+    let standin = standin();
+    let gitgate = Gitgate::start(&app_config(&standin, "{allowedRepos: [acme/app]}"));
+    let (sandbox, bundle) = lfs_sandbox(&standin, &gitgate);
+    let out = sandbox.curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("https://{LFS_STORAGE_HOST}/"),
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("403"), "{}", text(&out));
+
+    let home = sandbox.home.path().to_owned();
+    git_ok(
+        &sandbox,
+        &bundle,
+        &home,
+        &["clone", "-q", "https://github.com/acme/app.git", "app"],
+    );
+    let repo = sandbox.path("app");
+    git_ok(&sandbox, &bundle, &repo, &["lfs", "track", "*.bin"]);
+    write_noise(&repo.join("model.bin"), 1);
+    let oid = oid(&repo.join("model.bin"));
+    git_ok(
+        &sandbox,
+        &bundle,
+        &repo,
+        &["add", ".gitattributes", "model.bin"],
+    );
+    git_ok(
+        &sandbox,
+        &bundle,
+        &repo,
+        &["commit", "-q", "-m", "add a model"],
+    );
+    // git push itself is refused before its pre-push hook runs; `git lfs push` uploads
+    // without a push, after verifying locks (which needs push access too).
+    let env = [("GIT_SSL_CAINFO", bundle.to_str().unwrap())];
+    for (args, step) in [
+        (
+            &["lfs", "push", "origin", "main"][..],
+            "lock verification before an upload",
+        ),
+        (
+            &[
+                "-c",
+                "lfs.locksverify=false",
+                "lfs",
+                "push",
+                "origin",
+                "main",
+            ],
+            "upload",
+        ),
+    ] {
+        let out = sandbox.git_with_env(&repo, args, &env);
+        assert!(!out.status.success());
+        let want = format!(
+            "gitgate: Git LFS {step} for acme/app denied: acme/app is read-only by policy (allowedRefs is empty)"
+        );
+        assert!(text(&out).contains(&want), "{}", text(&out));
+    }
+    assert!(standin.lfs_object("acme", "app", &oid).is_none());
+    assert!(
+        standin
+            .requests()
+            .iter()
+            .all(|r| r.host != LFS_STORAGE_HOST)
+    );
+}
