@@ -391,7 +391,7 @@ fn malformed_receive_pack_bodies_get_4xx_and_the_next_clone_works() {
 }
 
 #[test]
-fn the_api_host_and_git_lfs_are_denied_with_reasons_clients_show() {
+fn the_api_without_policy_api_and_lfs_outside_allowed_repos_are_denied_with_reasons() {
     let standin = harness::standin();
     let gitgate = Gitgate::start(&app_config(&standin, POLICY));
     let sandbox = Sandbox::new(&gitgate);
@@ -421,11 +421,14 @@ fn the_api_host_and_git_lfs_are_denied_with_reasons_clients_show() {
         "Content-Type: application/vnd.git-lfs+json",
         "-d",
         "{\"operation\":\"download\",\"objects\":[]}",
-        "https://github.com/acme/app.git/info/lfs/objects/batch",
+        "https://github.com/acme/secret.git/info/lfs/objects/batch",
     ]);
     let body = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        body.ends_with("\n403") && body.contains("Git LFS for acme/app is not enabled"),
+        body.ends_with("\n403")
+            && body.contains(
+                "gitgate: Git LFS download for acme/secret denied: acme/secret is not in allowedRepos"
+            ),
         "{body}"
     );
     assert!(
