@@ -49,8 +49,12 @@ async fn call(
         record.decide(Verdict::Deny, "lfs", &reason);
         Failure::Policy(reason)
     })?;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let idle = state.settings.limits.body_idle_timeout;
+    if lfs_call == LfsCall::Batch {
+        // gitgate reads the answer for its storage hosts: ask for it uncompressed.
+        parts.headers.remove(header::ACCEPT_ENCODING);
+    }
     let (what, body) = match lfs_call {
         LfsCall::Batch => {
             let bytes = read_bounded(body, MAX_BATCH_REQUEST, idle, "LFS batch request")

@@ -496,3 +496,75 @@ fn without_policy_api_the_api_stays_closed() {
             .all(|r| r.host != "api.github.com" || r.path().starts_with("/app"))
     );
 }
+
+#[test]
+fn on_github_enterprise_the_api_below_api_v3_and_api_graphql_is_under_the_same_policy() {
+    let standin = standin();
+    let config = format!(
+        "listen: 127.0.0.1:0\n\
+         github:\n  host: github.com\n  apiUrl: https://github.com/api/v3\n  app: {{id: \"{id}\", privateKeyFile: {key}}}\n\
+         {upstream}\
+         policy: {WRITER}\n",
+        id = standin.app_id(),
+        key = standin.app_key_pkcs1_file().display(),
+        upstream = crate::harness::upstream(&standin),
+    );
+    let gitgate = Gitgate::start(&config);
+    let (sandbox, head) = pushed(&standin, &gitgate);
+    let ghes = |method: &str, path: &str, body: Option<&Value>| {
+        let url = format!("https://github.com{path}");
+        let body = body.map(Value::to_string);
+        let mut args = vec!["-X", method, url.as_str(), "-w", "\n%{http_code}"];
+        if let Some(body) = &body {
+            args.extend([
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                body,
+            ]);
+        }
+        let out = sandbox.curl(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (answer, status) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+        (
+            status.trim().parse::<u16>().unwrap_or(0),
+            serde_json::from_str::<Value>(answer).unwrap_or(Value::Null),
+        )
+    };
+    let (status, body) = ghes("GET", "/api/v3/repos/acme/app/pulls", None);
+    assert_eq!(status, 200, "{body}");
+    denied(
+        ghes("GET", "/api/v3/repos/acme/secret/pulls", None),
+        "acme/secret is not in allowedRepos",
+    );
+    denied(
+        ghes(
+            "PATCH",
+            "/api/v3/repos/acme/app/git/refs/heads/release",
+            Some(&json!({"sha": head})),
+        ),
+        "refs/heads/release is not in allowedRefs",
+    );
+    let create = json!({"query": "mutation($oid: GitObjectID!) { createRef(input: {repositoryId: \"R:acme/app\", name: \"refs/heads/release2\", oid: $oid}) { ref { name } } }", "variables": {"oid": head}});
+    denied(
+        ghes("POST", "/api/graphql", Some(&create)),
+        "refs/heads/release2 is not in allowedRefs",
+    );
+    let query =
+        json!({"query": "{ repository(owner: \"acme\", name: \"app\") { nameWithOwner } }"});
+    let (status, body) = ghes("POST", "/api/graphql", Some(&query));
+    assert_eq!(
+        (status, &body["data"]["repository"]["nameWithOwner"]),
+        (200, &json!("acme/app")),
+        "{body}"
+    );
+    // Paths outside /api/ on the git host stay git-only.
+    let (status, _) = ghes("GET", "/repos/acme/app/pulls", None);
+    assert_eq!(status, 403);
+    assert!(
+        standin
+            .requests()
+            .iter()
+            .all(|r| r.host != "api.github.com")
+    );
+}

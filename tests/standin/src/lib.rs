@@ -10,6 +10,8 @@
 //!   merges, branch renames and releases; and `POST /graphql`, a small schema executed for
 //!   real (repository, node, pull requests, refs, commits); each authorized by the token's
 //!   repositories and permissions as GitHub does;
+//! - `github.com/api/v3/…`, `github.com/api/graphql`: the same API as GitHub Enterprise
+//!   Server lays it out;
 //! - `lfs-storage.test`: LFS object storage behind signed, expiring batch-action URLs;
 //! - `tunnel.test`, `other.test`: `hello from <host>\n`.
 //!

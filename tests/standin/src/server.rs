@@ -160,6 +160,11 @@ async fn route(
         "github.com" if crate::oauth::is_login(parts.uri.path()) => {
             crate::oauth::login(&shared, &parts, body).await
         }
+        // GitHub Enterprise Server's layout: the API below /api/v3, GraphQL at /api/graphql.
+        "github.com" if parts.uri.path().starts_with("/api/") => match ghes_api(parts) {
+            Some(parts) => crate::api::handle(&shared, parts, body).await,
+            None => text(StatusCode::NOT_FOUND, "Not Found\n"),
+        },
         "github.com" => crate::git::handle(&shared, peer, parts, body).await,
         "api.github.com" => crate::api::handle(&shared, parts, body).await,
         crate::lfs::STORAGE_HOST => crate::lfs::storage(&shared, &parts, body).await,
@@ -171,6 +176,23 @@ async fn route(
     };
     live.set_status(resp.status().as_u16());
     resp
+}
+
+/// A GHES API request (`/api/v3/…`, `/api/graphql`) as the `api.github.com` one.
+fn ghes_api(mut parts: Parts) -> Option<Parts> {
+    let path_and_query = parts.uri.path_and_query()?.as_str();
+    let rest = match path_and_query.strip_prefix("/api/v3") {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') || rest.starts_with('?') => rest,
+        _ if parts.uri.path() == "/api/graphql" => "/graphql",
+        _ => return None,
+    };
+    let rest = if rest.is_empty() || rest.starts_with('?') {
+        format!("/{rest}")
+    } else {
+        rest.to_owned()
+    };
+    parts.uri = rest.parse().ok()?;
+    Some(parts)
 }
 
 /// `Host` header (or the URI authority), port stripped, lowercased.
