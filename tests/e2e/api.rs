@@ -457,6 +457,24 @@ fn graphql_mutations_outside_the_catalogue_or_onto_refused_refs_are_denied() {
             .as_ref()
     );
 
+    for (mutation, why) in [
+        (
+            "mutation { deleteRef(input: {refId: \"REF:acme/app:refs/heads/agent/g\"}) { clientMutationId } }",
+            "allowDeletes is false",
+        ),
+        (
+            "mutation { mergeBranch(input: {repositoryId: \"R:acme/app\", base: \"release\", head: \"agent/x\"}) { clientMutationId } }",
+            "refs/heads/release is not in allowedRefs",
+        ),
+        (
+            "mutation { updateRefs(input: {repositoryId: \"R:acme/app\", refUpdates: [{name: \"refs/heads/agent/g\", afterOid: \"1111111111111111111111111111111111111111\"}, {name: \"refs/heads/release\", afterOid: \"1111111111111111111111111111111111111111\"}]}) { clientMutationId } }",
+            "refs/heads/release is not in allowedRefs",
+        ),
+    ] {
+        denied(graphql(&sandbox, mutation, json!({})), why);
+    }
+    assert!(tip("refs/heads/agent/g").is_some());
+
     let (status, body) = call(
         &sandbox,
         "POST",
