@@ -12,10 +12,9 @@ use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::audit::{Record, Service, Verdict};
-use crate::body::{ProxyBody, empty, full, read_bounded, stream};
+use crate::body::{ProxyBody, full, read_bounded, stream};
 use crate::git::enforce;
 use crate::github::ClientBody;
-use crate::headers::strip_hop_by_hop;
 use crate::reply::{self, Failure, Shape};
 use crate::repo_api::Node;
 use crate::send;
@@ -402,8 +401,7 @@ fn answer(
     response: Response<Incoming>,
     credential: Option<&Credential>,
 ) -> Response<ProxyBody> {
-    let (mut parts, body) = response.into_parts();
-    if parts.status == StatusCode::UNAUTHORIZED {
+    if response.status() == StatusCode::UNAUTHORIZED {
         if let Some(credential) = credential {
             state.tokens.reject(credential);
         }
@@ -413,12 +411,5 @@ fn answer(
         ));
         return reply::failure(Shape::Json, &failure);
     }
-    strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(header::WWW_AUTHENTICATE);
-    let body = if parts.status == StatusCode::NO_CONTENT {
-        empty()
-    } else {
-        stream(body)
-    };
-    Response::from_parts(parts, body)
+    send::relay(response)
 }

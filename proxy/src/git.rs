@@ -6,9 +6,8 @@ use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::audit::{self, Record, Verdict};
-use crate::body::{ProxyBody, empty, stream};
+use crate::body::{ProxyBody, stream};
 use crate::github::ClientBody;
-use crate::headers::strip_hop_by_hop;
 use crate::lfs;
 use crate::push::{self, Inspected};
 use crate::push_content;
@@ -42,7 +41,9 @@ pub(crate) async fn handle(
         GitKind::Lfs { rest } => {
             record.service = audit::Service::Lfs;
             let target = git.canonical_target();
-            return lfs::handle(state, policy, &git.repo, &target, rest, req, record).await;
+            return lfs::handle(state, policy, &git.repo, &target, rest, req, record)
+                .await
+                .unwrap_or_else(|failure| reply::failure(Shape::Json, &failure));
         }
     };
     record.service = match service {
@@ -148,12 +149,7 @@ async fn not_git(
     let (parts, body) = req.into_parts();
     let target = record.path.clone();
     match forward(state, &target, parts, stream(body), None, record).await {
-        Ok(response) => {
-            let (mut parts, body) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            parts.headers.remove(header::WWW_AUTHENTICATE);
-            Response::from_parts(parts, stream(body))
-        }
+        Ok(response) => send::relay(response),
         Err(failure) => reply::failure(Shape::Text, &failure),
     }
 }
@@ -190,8 +186,7 @@ fn answer(
     credential: Option<&Credential>,
     shape: Shape,
 ) -> Response<ProxyBody> {
-    let (mut parts, body) = response.into_parts();
-    if parts.status == StatusCode::UNAUTHORIZED {
+    if response.status() == StatusCode::UNAUTHORIZED {
         // Never let the sandbox see a credential challenge: git would prompt for one.
         if let Some(credential) = credential {
             state.tokens.reject(credential);
@@ -211,10 +206,10 @@ fn answer(
         ));
         return reply::failure(upstream_shape(shape), &failure);
     }
-    if let (GitKind::InfoRefs(service), true) = (&git.kind, parts.status.is_success()) {
+    if let (GitKind::InfoRefs(service), true) = (&git.kind, response.status().is_success()) {
         let expected = format!("application/x-{}-advertisement", service.as_str());
-        let actual = parts
-            .headers
+        let actual = response
+            .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
@@ -230,12 +225,5 @@ fn answer(
             );
         }
     }
-    strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(header::WWW_AUTHENTICATE);
-    let body = if parts.status == StatusCode::NO_CONTENT {
-        empty()
-    } else {
-        stream(body)
-    };
-    Response::from_parts(parts, body)
+    send::relay(response)
 }

@@ -12,8 +12,8 @@ use crate::audit::{Record, Verdict};
 use crate::body::{ProxyBody, full, read_bounded, stream};
 use crate::git::{enforce, forward};
 use crate::github::ClientBody;
-use crate::headers::strip_hop_by_hop;
-use crate::reply::{self, Failure, Shape};
+use crate::reply::Failure;
+use crate::send;
 use crate::state::State;
 
 /// The largest batch request read.
@@ -21,22 +21,9 @@ const MAX_BATCH_REQUEST: usize = 1 << 20;
 /// The largest batch response read for its storage hosts.
 const MAX_BATCH_RESPONSE: usize = 8 << 20;
 
+/// One LFS request: decided, forwarded with the token, its batch answer read for storage
+/// hosts; a refusal or failure is for the caller to answer (as JSON, which git-lfs shows).
 pub(crate) async fn handle(
-    state: &State,
-    policy: &Policy,
-    repo: &RepoPath,
-    target: &str,
-    rest: &str,
-    req: Request<ClientBody>,
-    record: &mut Record,
-) -> Response<ProxyBody> {
-    match call(state, policy, repo, target, rest, req, record).await {
-        Ok(response) => response,
-        Err(failure) => reply::failure(Shape::Json, &failure),
-    }
-}
-
-async fn call(
     state: &State,
     policy: &Policy,
     repo: &RepoPath,
@@ -99,12 +86,10 @@ async fn call(
             state.settings.github_host
         )));
     }
-    strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(header::WWW_AUTHENTICATE);
-    parts.headers.remove("lfs-authenticate");
     if lfs_call != LfsCall::Batch || !parts.status.is_success() {
-        return Ok(Response::from_parts(parts, stream(body)));
+        return Ok(send::relay(Response::from_parts(parts, body)));
     }
+    send::clean_head(&mut parts);
     let bytes = read_bounded(body, MAX_BATCH_RESPONSE, idle, "LFS batch response")
         .await
         .map_err(Failure::Upstream)?;

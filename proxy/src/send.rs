@@ -3,14 +3,34 @@
 
 use std::time::Instant;
 
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::audit::Record;
-use crate::body::ProxyBody;
-use crate::headers::sanitize_request;
+use crate::body::{ProxyBody, empty, stream};
+use crate::headers::{sanitize_request, strip_hop_by_hop};
 use crate::reply::Failure;
 use crate::state::State;
+
+/// Removes from an upstream answer's head what must not reach the sandbox: hop-by-hop
+/// headers and credential challenges (git and git-lfs would prompt for a password).
+pub(crate) fn clean_head(parts: &mut http::response::Parts) {
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::WWW_AUTHENTICATE);
+    parts.headers.remove("lfs-authenticate");
+}
+
+/// An upstream answer passed on, streamed, its head cleaned.
+pub(crate) fn relay(response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    clean_head(&mut parts);
+    let body = if parts.status == StatusCode::NO_CONTENT {
+        empty()
+    } else {
+        stream(body)
+    };
+    Response::from_parts(parts, body)
+}
 
 /// Sends `parts` with `body` to `url` on `host`, with `authorization` if any, and notes
 /// the upstream status in `record`.

@@ -12,16 +12,16 @@ const WRITER: &str = "{allowedRepos: [acme/app], allowedRefs: [main, 'agent/*'],
 
 /// `curl -X METHOD https://api.github.com{path}` with a JSON body: status and JSON answer.
 fn call(sandbox: &Sandbox, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    call_raw(sandbox, method, path, body.map(Value::to_string).as_deref())
+    let url = format!("https://api.github.com{path}");
+    call_raw(sandbox, method, &url, body.map(Value::to_string).as_deref())
 }
 
-/// Like [`call`], with the body as bytes.
-fn call_raw(sandbox: &Sandbox, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let url = format!("https://api.github.com{path}");
+/// `curl -X METHOD URL` with the body as bytes: status and JSON answer.
+fn call_raw(sandbox: &Sandbox, method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
     let mut args = vec![
         "-X",
         method,
-        &url,
+        url,
         "-H",
         "Accept: application/vnd.github+json",
         "-w",
@@ -41,7 +41,7 @@ fn call_raw(sandbox: &Sandbox, method: &str, path: &str, body: Option<&str>) -> 
     let status = status
         .trim()
         .parse()
-        .unwrap_or_else(|_| panic!("{method} {path}: {}", text(&out)));
+        .unwrap_or_else(|_| panic!("{method} {url}: {}", text(&out)));
     (status, serde_json::from_str(answer).unwrap_or(Value::Null))
 }
 
@@ -270,7 +270,7 @@ fn rest_calls_that_move_refs_are_decided_like_pushes() {
     let (status, body) = call_raw(
         &sandbox,
         "PUT",
-        "/repos/acme/app/contents/b.md",
+        "https://api.github.com/repos/acme/app/contents/b.md",
         Some(r#"{"message": "m", "content": "aGk=", "branch": "main", "branch": "release"}"#),
     );
     assert_eq!(status, 400, "{body}");
@@ -531,22 +531,11 @@ fn on_github_enterprise_the_api_below_api_v3_and_api_graphql_is_under_the_same_p
     let (sandbox, head) = pushed(&standin, &gitgate);
     let ghes = |method: &str, path: &str, body: Option<&Value>| {
         let url = format!("https://github.com{path}");
-        let body = body.map(Value::to_string);
-        let mut args = vec!["-X", method, url.as_str(), "-w", "\n%{http_code}"];
-        if let Some(body) = &body {
-            args.extend([
-                "-H",
-                "Content-Type: application/json",
-                "--data-binary",
-                body,
-            ]);
-        }
-        let out = sandbox.curl(&args);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (answer, status) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
-        (
-            status.trim().parse::<u16>().unwrap_or(0),
-            serde_json::from_str::<Value>(answer).unwrap_or(Value::Null),
+        call_raw(
+            &sandbox,
+            method,
+            &url,
+            body.map(Value::to_string).as_deref(),
         )
     };
     let (status, body) = ghes("GET", "/api/v3/repos/acme/app/pulls", None);

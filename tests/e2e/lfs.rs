@@ -25,6 +25,25 @@ fn git_ok(sandbox: &Sandbox, bundle: &Path, cwd: &Path, args: &[&str]) -> String
     text(&out)
 }
 
+/// Clones acme/app into HOME/app and commits `mib` MiB as an LFS-tracked `model.bin`;
+/// the clone and the object's oid.
+fn commit_model(sandbox: &Sandbox, bundle: &Path, mib: usize) -> (PathBuf, String) {
+    let home = sandbox.home.path().to_owned();
+    let url = "https://github.com/acme/app.git";
+    git_ok(sandbox, bundle, &home, &["clone", "-q", url, "app"]);
+    let repo = sandbox.path("app");
+    git_ok(sandbox, bundle, &repo, &["lfs", "track", "*.bin"]);
+    write_noise(&repo.join("model.bin"), mib);
+    let oid = oid(&repo.join("model.bin"));
+    for args in [
+        &["add", ".gitattributes", "model.bin"][..],
+        &["commit", "-q", "-m", "add a model"],
+    ] {
+        git_ok(sandbox, bundle, &repo, args);
+    }
+    (repo, oid)
+}
+
 /// The sha256 of `path`, as LFS names objects.
 fn oid(path: &Path) -> String {
     let bytes = std::fs::read(path).expect("read");
@@ -41,28 +60,7 @@ fn git_lfs_pushes_and_pulls_an_object_through_gitgate() {
     ));
     let (sandbox, bundle) = lfs_sandbox(&standin, &gitgate);
     let home = sandbox.home.path().to_owned();
-    git_ok(
-        &sandbox,
-        &bundle,
-        &home,
-        &["clone", "-q", "https://github.com/acme/app.git", "app"],
-    );
-    let repo = sandbox.path("app");
-    git_ok(&sandbox, &bundle, &repo, &["lfs", "track", "*.bin"]);
-    write_noise(&repo.join("model.bin"), 2);
-    let oid = oid(&repo.join("model.bin"));
-    git_ok(
-        &sandbox,
-        &bundle,
-        &repo,
-        &["add", ".gitattributes", "model.bin"],
-    );
-    git_ok(
-        &sandbox,
-        &bundle,
-        &repo,
-        &["commit", "-q", "-m", "add a model"],
-    );
+    let (repo, oid) = commit_model(&sandbox, &bundle, 2);
     git_ok(&sandbox, &bundle, &repo, &["push", "-q", "origin", "main"]);
     let stored = standin
         .lfs_object("acme", "app", &oid)
@@ -131,29 +129,7 @@ fn storage_hosts_stay_closed_without_a_batch_response_and_uploads_need_a_writabl
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("403"), "{}", text(&out));
 
-    let home = sandbox.home.path().to_owned();
-    git_ok(
-        &sandbox,
-        &bundle,
-        &home,
-        &["clone", "-q", "https://github.com/acme/app.git", "app"],
-    );
-    let repo = sandbox.path("app");
-    git_ok(&sandbox, &bundle, &repo, &["lfs", "track", "*.bin"]);
-    write_noise(&repo.join("model.bin"), 1);
-    let oid = oid(&repo.join("model.bin"));
-    git_ok(
-        &sandbox,
-        &bundle,
-        &repo,
-        &["add", ".gitattributes", "model.bin"],
-    );
-    git_ok(
-        &sandbox,
-        &bundle,
-        &repo,
-        &["commit", "-q", "-m", "add a model"],
-    );
+    let (repo, oid) = commit_model(&sandbox, &bundle, 1);
     // git push itself is refused before its pre-push hook runs; `git lfs push` uploads
     // without a push, after verifying locks (which needs push access too).
     let env = [("GIT_SSL_CAINFO", bundle.to_str().unwrap())];
