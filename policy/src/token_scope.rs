@@ -38,10 +38,31 @@ impl Policy {
     /// The token scope for `owner`: `None` if no `allowedRepos` pattern can match the owner.
     /// Repositories are the literal names of the matching patterns, or the whole
     /// installation if any matching pattern has a glob repo part. `contents` is `write` when
-    /// `allowedRefs` is not empty, else `read`; `metadata` is always `read`; each
-    /// operation in `policy.api` adds its permissions (`contents: write` only with
-    /// `allowedRefs`).
+    /// `allowedRefs` is not empty, else `read`; `metadata` is always `read`. This is the
+    /// scope of git requests; see [`Policy::api_token_scope`] for API calls.
     pub fn token_scope(&self, owner: &str) -> Option<TokenScope> {
+        self.scope(owner, false)
+    }
+
+    /// The token scope for GitHub API calls on `owner`'s repositories: the
+    /// [`Policy::token_scope`] plus the permissions of each operation in `policy.api`
+    /// (`contents: write` only with `allowedRefs`). Git requests never carry these.
+    pub fn api_token_scope(&self, owner: &str) -> Option<TokenScope> {
+        self.scope(owner, true)
+    }
+
+    /// Every scope a token for `owner` may be minted for (git, and the API's when it
+    /// differs), for `gitgate doctor` and for dropping tokens a reload made unused.
+    pub fn token_scopes(&self, owner: &str) -> Vec<TokenScope> {
+        let mut scopes: Vec<TokenScope> = [self.token_scope(owner), self.api_token_scope(owner)]
+            .into_iter()
+            .flatten()
+            .collect();
+        scopes.dedup();
+        scopes
+    }
+
+    fn scope(&self, owner: &str, api: bool) -> Option<TokenScope> {
         let owner = owner.to_ascii_lowercase();
         if !is_owner(&owner) {
             return None;
@@ -67,9 +88,11 @@ impl Policy {
         };
         let mut permissions: BTreeMap<&str, Access> =
             [("contents", contents), ("metadata", Access::Read)].into();
-        for (name, access) in self.api_permissions() {
-            let level = permissions.entry(name).or_insert(access);
-            *level = (*level).max(access);
+        if api {
+            for (name, access) in self.api_permissions() {
+                let level = permissions.entry(name).or_insert(access);
+                *level = (*level).max(access);
+            }
         }
         Some(TokenScope {
             repositories,
@@ -182,9 +205,11 @@ mod tests {
     }
 
     #[test]
-    fn api_operations_grow_the_scope_by_exactly_their_permissions() {
+    fn api_operations_grow_the_api_scope_by_exactly_their_permissions() {
+        let policy = |yaml: &str| Policy::from_yaml(yaml, &["github.com".to_owned()]).unwrap();
         let perms = |yaml: &str| -> Vec<(String, &str)> {
-            scope(yaml, "acme")
+            policy(yaml)
+                .api_token_scope("acme")
                 .unwrap()
                 .permissions
                 .into_iter()
@@ -220,5 +245,16 @@ mod tests {
             perms("{allowedRepos: [acme/app], api: []}"),
             own(&[("contents", "read"), ("metadata", "read")])
         );
+        // Git requests keep the narrow scope; the API's is a second one.
+        let p = policy("{allowedRepos: [acme/app], allowedRefs: [main], api: [pulls.create]}");
+        let git = p.token_scope("acme").unwrap();
+        assert_eq!(git.permissions.len(), 2);
+        assert_eq!(
+            p.token_scopes("acme"),
+            [git.clone(), p.api_token_scope("acme").unwrap()]
+        );
+        let p = policy("{allowedRepos: [acme/app], api: [user.read]}");
+        assert_eq!(p.token_scopes("acme"), [p.token_scope("acme").unwrap()]);
+        assert!(p.token_scopes("other").is_empty());
     }
 }

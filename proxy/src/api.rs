@@ -19,7 +19,7 @@ use crate::reply::{self, Failure, Shape};
 use crate::repo_api::Node;
 use crate::send;
 use crate::state::State;
-use crate::token::Credential;
+use crate::token::{Credential, Purpose};
 
 /// The largest REST body read to find the refs a call changes.
 const MAX_REST_BODY: usize = 8 << 20;
@@ -307,7 +307,7 @@ async fn credential(
         let reason = "gitgate has no account to pick a token for this call: allowedRepos names no owner literally".to_owned();
         return Err(deny_now(record, reason));
     };
-    match state.tokens.credential(policy, repo).await {
+    match state.tokens.credential(policy, repo, Purpose::Api).await {
         Ok(credential) => {
             record.note_credential(credential.as_ref());
             Ok(credential)

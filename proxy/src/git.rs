@@ -14,7 +14,7 @@ use crate::push_content;
 use crate::reply::{self, Failure, Shape};
 use crate::send;
 use crate::state::State;
-use crate::token::Credential;
+use crate::token::{Credential, Purpose};
 
 pub(crate) async fn handle(
     state: &State,
@@ -54,7 +54,11 @@ pub(crate) async fn handle(
     if !enforce(policy, record, &decision) {
         return reply::failure(shape, &Failure::Policy(decision.reason));
     }
-    let credential = match state.tokens.credential(policy, &git.repo).await {
+    let credential = match state
+        .tokens
+        .credential(policy, &git.repo, Purpose::Git)
+        .await
+    {
         Ok(credential) => credential,
         Err(error) => {
             tracing::warn!(%error, repo = %git.repo, "no credential");

@@ -15,6 +15,7 @@ use crate::github::ClientBody;
 use crate::reply::Failure;
 use crate::send;
 use crate::state::State;
+use crate::token::Purpose;
 
 /// The largest batch request read.
 const MAX_BATCH_REQUEST: usize = 1 << 20;
@@ -71,7 +72,7 @@ pub(crate) async fn handle(
     }
     let credential = state
         .tokens
-        .credential(policy, repo)
+        .credential(policy, repo, Purpose::Git)
         .await
         .map_err(|e| Failure::Token(e.to_string()))?;
     record.note_credential(credential.as_ref());

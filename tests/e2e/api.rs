@@ -164,7 +164,53 @@ fn gh_opens_and_comments_on_a_pull_request_with_no_token_in_the_sandbox() {
         assert!(auth.starts_with("Bearer ghs_"), "{auth}");
         assert!(!auth.contains(GH_PLACEHOLDER));
     }
+    // git requests carry the narrow token; only API calls carry pull_requests: write.
+    let scopes = |service: &str| -> Vec<Value> {
+        gitgate
+            .decisions()
+            .into_iter()
+            .filter(|d| d["service"] == service)
+            .map(|d| d["token_scope"]["permissions"].clone())
+            .collect()
+    };
+    let git = scopes("receive-pack");
+    assert!(!git.is_empty());
+    assert!(
+        git.iter()
+            .all(|p| *p == json!({"contents": "write", "metadata": "read"})),
+        "{git:?}"
+    );
+    let api = scopes("api");
+    assert!(api.iter().any(|p| p["pull_requests"] == "write"), "{api:?}");
     gitgate.assert_no_secrets(&standin);
+}
+
+#[test]
+fn an_app_without_an_api_permission_still_serves_git_and_says_what_to_grant() {
+    let mut installation = gitgate_standin::default_installations().remove(0);
+    installation.permissions = [("contents", "write"), ("metadata", "read")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let mut config = gitgate_standin::Config::default();
+    config.installations = vec![installation];
+    let standin = StandIn::start(config).expect("stand-in");
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let (sandbox, _) = pushed(&standin, &gitgate);
+    let out = sandbox.gh(
+        &sandbox.path("app"),
+        &[
+            "pr", "create", "--repo", "acme/app", "--base", "main", "--head", "agent/x", "--title",
+            "t", "--body", "b",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("The permissions requested are not granted to this installation. (gitgate asked for contents: write, issues: read, metadata: read, pull_requests: write on app;"),
+        "{}",
+        text(&out)
+    );
+    assert!(standin.pull_requests().is_empty());
 }
 
 #[test]

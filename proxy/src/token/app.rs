@@ -198,10 +198,27 @@ impl AppClient {
         let minted_at = SystemTime::now();
         let (status, bytes) = self.call(Method::POST, &path, Some(body)).await?;
         if status != StatusCode::CREATED {
+            let mut message = message(&bytes);
+            if status == StatusCode::UNPROCESSABLE_ENTITY {
+                // Say what was asked, so the operator can grant it or narrow the policy.
+                let asked: Vec<String> = scope
+                    .permissions
+                    .iter()
+                    .map(|(name, access)| format!("{name}: {}", access.as_str()))
+                    .collect();
+                let repos = scope
+                    .repositories
+                    .as_ref()
+                    .map_or("all repositories".to_owned(), |r| r.join(", "));
+                message = format!(
+                    "{message} (gitgate asked for {} on {repos}; grant the GitHub App these permissions and repositories, or narrow the policy)",
+                    asked.join(", ")
+                );
+            }
             return Err(TokenError::Refused {
                 installation,
                 status: status.as_u16(),
-                message: message(&bytes),
+                message,
             });
         }
         let token: AccessToken =

@@ -75,6 +75,16 @@ pub struct AppConfig {
     pub refresh_margin: Duration,
 }
 
+/// What a credential is for: git (and LFS) requests get the policy's narrow scope, API
+/// calls that scope plus `policy.api`'s permissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// git smart HTTP and Git LFS.
+    Git,
+    /// The REST and GraphQL API.
+    Api,
+}
+
 /// A credential for one request, with what it is scoped to (for audit, never the token).
 #[derive(Clone, Debug)]
 pub(crate) struct Credential {
@@ -241,11 +251,13 @@ impl Tokens {
         Some(self.user()?.logout(DEFAULT_PROFILE).await)
     }
 
-    /// The credential for a request to `repo` under `policy`, or `None` without a source.
+    /// The credential for a request to `repo` under `policy`, or `None` without a source;
+    /// an installation token is scoped for `purpose`.
     pub(crate) async fn credential(
         &self,
         policy: &Policy,
         repo: &RepoPath,
+        purpose: Purpose,
     ) -> Result<Option<Credential>, TokenError> {
         match &self.source {
             Source::None => Ok(None),
@@ -267,7 +279,11 @@ impl Tokens {
                 client,
                 installations,
             } => {
-                let Some(scope) = policy.token_scope(repo.owner()) else {
+                let scope = match purpose {
+                    Purpose::Git => policy.token_scope(repo.owner()),
+                    Purpose::Api => policy.api_token_scope(repo.owner()),
+                };
+                let Some(scope) = scope else {
                     return Ok(None);
                 };
                 let installation = installation(client, installations, repo).await?;
@@ -306,7 +322,7 @@ impl Tokens {
                     .or_insert_with(|| {
                         policies
                             .all()
-                            .filter_map(|policy| policy.token_scope(&key.owner))
+                            .flat_map(|policy| policy.token_scopes(&key.owner))
                             .collect()
                     })
                     .contains(&key.scope)
@@ -363,22 +379,21 @@ impl Tokens {
         let app = client.app().await?;
         let mut rows = Vec::new();
         for repo in repos {
-            let Some(scope) = policy.token_scope(repo.owner()) else {
-                continue;
-            };
-            let installation = installation(client, installations, repo).await?;
-            let key = ScopeKey {
-                owner: repo.owner().to_owned(),
-                installation,
-                scope: scope.clone(),
-            };
-            let minted = cache.get(&key).await?;
-            rows.push(DoctorRow {
-                owner: repo.owner().to_owned(),
-                installation,
-                scope,
-                expires_at: minted.expires_at,
-            });
+            for scope in policy.token_scopes(repo.owner()) {
+                let installation = installation(client, installations, repo).await?;
+                let key = ScopeKey {
+                    owner: repo.owner().to_owned(),
+                    installation,
+                    scope: scope.clone(),
+                };
+                let minted = cache.get(&key).await?;
+                rows.push(DoctorRow {
+                    owner: repo.owner().to_owned(),
+                    installation,
+                    scope,
+                    expires_at: minted.expires_at,
+                });
+            }
         }
         Ok((Some(app), rows))
     }
