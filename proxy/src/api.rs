@@ -89,7 +89,7 @@ async fn rest_call(
         record,
         &policy.decide_operation(call.operations, &what),
     )?;
-    refuse_query_on_write(&req, record)?;
+    refuse_ambiguous_write(&req, record)?;
     let writes = call
         .operations
         .iter()
@@ -151,7 +151,7 @@ async fn graphql(
         );
         return Err(deny_now(record, reason));
     }
-    refuse_query_on_write(&req, record)?;
+    refuse_ambiguous_write(&req, record)?;
     let (parts, body) = req.into_parts();
     let bytes = collect(state, &parts, body, MAX_GRAPHQL_BODY).await?;
     let fields = api::analyse(&bytes).map_err(|reason| deny_now(record, reason))?;
@@ -335,14 +335,46 @@ fn deny_now(record: &mut Record, reason: String) -> Answered {
     Failure::Policy(reason)
 }
 
-/// Parameters in the query string of a write would reach GitHub beside the body
-/// gitgate decided on; they are refused.
-fn refuse_query_on_write(req: &Request<ClientBody>, record: &mut Record) -> Result<(), Answered> {
-    let read = matches!(*req.method(), Method::GET | Method::HEAD);
-    if !read && req.uri().query().is_some() {
+/// Headers that ask a server to treat the request as another method.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// A write must mean what gitgate decided on: no query string (GitHub would merge its
+/// parameters into the body), no method override header, and a JSON body, not a form
+/// (whose `_method` field some frameworks read as the method).
+fn refuse_ambiguous_write(req: &Request<ClientBody>, record: &mut Record) -> Result<(), Answered> {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Ok(());
+    }
+    let method = req.method();
+    if req.uri().query().is_some() {
         let reason = format!(
-            "{} with a query string: gitgate decides on the JSON body and forwards writes without a query",
-            req.method()
+            "{method} with a query string: gitgate decides on the JSON body and forwards writes without a query"
+        );
+        return Err(deny_now(record, reason));
+    }
+    if let Some(name) = METHOD_OVERRIDES
+        .iter()
+        .find(|h| req.headers().contains_key(**h))
+    {
+        let reason =
+            format!("{method} with {name}: gitgate forwards each call as the method it decided on");
+        return Err(deny_now(record, reason));
+    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if content_type.starts_with("application/x-www-form-urlencoded")
+        || content_type.starts_with("multipart/")
+    {
+        let reason = format!(
+            "{method} with a {content_type} body: send JSON (Content-Type: application/json), as the GitHub API expects"
         );
         return Err(deny_now(record, reason));
     }

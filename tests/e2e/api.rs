@@ -312,6 +312,33 @@ fn rest_calls_that_move_refs_are_decided_like_pushes() {
         ),
         "query string",
     );
+    // A method override or a form body could make GitHub run another call than the one
+    // decided on.
+    let url = "https://api.github.com/repos/acme/app/pulls";
+    for (header, why) in [
+        ("X-HTTP-Method-Override: PATCH", "x-http-method-override"),
+        (
+            "Content-Type: application/x-www-form-urlencoded",
+            "send JSON",
+        ),
+    ] {
+        let out = sandbox.curl(&[
+            "-X",
+            "POST",
+            url,
+            "-H",
+            header,
+            "--data-binary",
+            "_method=PATCH&title=t",
+        ]);
+        let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert!(
+            answer["message"].as_str().unwrap_or_default().contains(why),
+            "{answer}"
+        );
+    }
+    assert_eq!(reached(&standin, "POST", "/repos/acme/app/pulls"), 0);
+
     // A key given twice could mean one thing to gitgate and another to GitHub.
     let (status, body) = call_raw(
         &sandbox,
