@@ -55,12 +55,13 @@ pub enum Command {
         /// The sandbox profile to decide for (required when the config has profiles).
         #[arg(long)]
         profile: Option<String>,
-        /// `clone` (also fetch) or `push`.
+        /// `clone` (also fetch), `push` or `api`.
         #[arg(value_enum)]
         action: ExplainAction,
-        /// OWNER/REPO.
+        /// OWNER/REPO; for `api`, the call: `'PUT /repos/acme/app/contents/a.md'`.
         repo: String,
-        /// Refs a push updates: `main`, `refs/tags/v1`; `:main` deletes.
+        /// Refs a push updates: `main`, `refs/tags/v1`; `:main` deletes. For `api`, the
+        /// call's JSON body, if any.
         refs: Vec<String>,
     },
     /// Print the environment a sandbox needs to use this gitgate.
@@ -152,6 +153,9 @@ pub enum ExplainAction {
     Clone,
     /// Push.
     Push,
+    /// A GitHub API call: REPO is `'METHOD PATH'`, the optional next argument its JSON
+    /// body (required for `POST /graphql`).
+    Api,
 }
 
 /// How `gitgate env` prints.

@@ -47,6 +47,14 @@ pub(crate) fn policy_of(config: &Config, profile: Option<&str>) -> Result<Arc<Po
     }
 }
 
+/// One line of an explanation: a decision, or a note.
+pub(crate) enum Line {
+    /// What was decided, and how.
+    Decided(String, Decision),
+    /// Something decided only when the request is made.
+    Note(String),
+}
+
 /// The decisions, as printable lines, and whether everything was allowed.
 pub(crate) fn explain(
     policy: &Policy,
@@ -54,33 +62,36 @@ pub(crate) fn explain(
     repo: &str,
     refs: &[String],
 ) -> Result<(Vec<String>, bool), String> {
-    let repo = RepoPath::parse(repo).map_err(|e| format!("{repo:?} is not OWNER/REPO: {e}"))?;
+    let mut found = Vec::new();
+    match action {
+        ExplainAction::Api => {
+            crate::explain_api::explain(
+                policy,
+                repo,
+                refs.first().map(String::as_str),
+                &mut found,
+            )?;
+        }
+        ExplainAction::Clone | ExplainAction::Push => {
+            let repo =
+                RepoPath::parse(repo).map_err(|e| format!("{repo:?} is not OWNER/REPO: {e}"))?;
+            git(policy, action, &repo, refs, &mut found);
+        }
+    }
     let mut lines = Vec::new();
     let mut allowed = true;
-    let mut note = |what: String, decision: &Decision| {
-        allowed &= decision.allowed;
-        let verdict = if decision.allowed { "allow" } else { "deny " };
-        lines.push(format!(
-            "{verdict} {what}: {} [rule: {}]",
-            decision.reason, decision.rule
-        ));
-    };
-    match action {
-        ExplainAction::Clone => note(format!("clone {repo}"), &policy.decide_repo(&repo)),
-        ExplainAction::Push => {
-            note(format!("push to {repo}"), &policy.decide_push(&repo));
-            for update in refs.iter().map(|r| update(r)) {
-                let what = if update.is_delete() {
-                    "delete"
-                } else {
-                    "update"
-                };
-                note(
-                    format!("{what} {}", update.name),
-                    &policy.decide_ref_update(&update),
-                );
+    for line in found {
+        lines.push(match line {
+            Line::Decided(what, decision) => {
+                allowed &= decision.allowed;
+                let verdict = if decision.allowed { "allow" } else { "deny " };
+                format!(
+                    "{verdict} {what}: {} [rule: {}]",
+                    decision.reason, decision.rule
+                )
             }
-        }
+            Line::Note(note) => format!("note: {note}"),
+        });
     }
     if action == ExplainAction::Push && !allowed && refs.len() > 1 {
         lines.push("note: pushes are atomic: a push with a denied ref updates no ref".into());
@@ -89,6 +100,38 @@ pub(crate) fn explain(
         lines.push("note: policy.mode is report: denials are logged, not enforced".into());
     }
     Ok((lines, allowed))
+}
+
+/// A clone, or a push of `refs`.
+fn git(
+    policy: &Policy,
+    action: ExplainAction,
+    repo: &RepoPath,
+    refs: &[String],
+    out: &mut Vec<Line>,
+) {
+    if action != ExplainAction::Push {
+        out.push(Line::Decided(
+            format!("clone {repo}"),
+            policy.decide_repo(repo),
+        ));
+        return;
+    }
+    out.push(Line::Decided(
+        format!("push to {repo}"),
+        policy.decide_push(repo),
+    ));
+    for update in refs.iter().map(|r| update(r)) {
+        let what = if update.is_delete() {
+            "delete"
+        } else {
+            "update"
+        };
+        out.push(Line::Decided(
+            format!("{what} {}", update.name),
+            policy.decide_ref_update(&update),
+        ));
+    }
 }
 
 /// A ref update for `spec`: `main` means `refs/heads/main`; a leading `:` deletes.

@@ -7,6 +7,7 @@ pub mod cli;
 mod commands;
 pub mod config;
 mod explain;
+mod explain_api;
 mod health;
 mod logging;
 mod login;

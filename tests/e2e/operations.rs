@@ -392,6 +392,28 @@ fn explain_prints_decisions_and_rules_without_network() {
         dir.path(),
     );
     assert!(out.status.success());
+
+    // An API call, with the refs it would change.
+    std::fs::write(
+        dir.path().join("gitgate.yaml"),
+        "policy: {allowedRepos: [\"acme/*\"], allowedRefs: [main], api: [read, contents.write]}\n",
+    )
+    .unwrap();
+    let out = cli(
+        &[
+            "explain",
+            "--config",
+            "gitgate.yaml",
+            "api",
+            "PATCH /repos/acme/app/git/refs/heads/main",
+            r#"{"sha": "0123", "force": true}"#,
+        ],
+        dir.path(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("allow PATCH /repos/acme/app/git/refs/heads/main: PATCH /repos/acme/app/git/refs/heads/main is allowed by policy.api contents.write [rule: api[contents.write]]"), "{stdout}");
+    assert!(stdout.contains("deny  forced update of refs/heads/main: a forced update of refs/heads/main is not allowed"), "{stdout}");
 }
 
 #[test]
