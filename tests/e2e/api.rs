@@ -648,3 +648,59 @@ fn on_github_enterprise_the_api_below_api_v3_and_api_graphql_is_under_the_same_p
             .all(|r| r.host != "api.github.com")
     );
 }
+
+#[test]
+fn updating_a_pull_requests_branch_is_decided_on_its_head_looked_up() {
+    let standin = standin();
+    let policy = "{allowedRepos: [acme/app], allowedRefs: [main, 'agent/*'], api: [read, pulls.create, pulls.update, contents.write]}";
+    let gitgate = Gitgate::start(&app_config(&standin, policy));
+    let (sandbox, head) = pushed(&standin, &gitgate);
+    standin
+        .update_ref("acme", "app", "refs/heads/release", "refs/heads/agent/x")
+        .unwrap();
+    // main moves on, so both pull requests are behind it.
+    let (status, _) = call(
+        &sandbox,
+        "PUT",
+        "/repos/acme/app/contents/news.md",
+        Some(&json!({"message": "news", "content": "bmV3cwo=", "branch": "main"})),
+    );
+    assert_eq!(status, 201);
+    for (head_branch, number) in [("release", 1), ("agent/x", 2)] {
+        let (status, body) = call(
+            &sandbox,
+            "POST",
+            "/repos/acme/app/pulls",
+            Some(&json!({"title": "t", "base": "main", "head": head_branch})),
+        );
+        assert_eq!(
+            (status, body["number"].as_u64()),
+            (201, Some(number)),
+            "{body}"
+        );
+    }
+    denied(
+        call(
+            &sandbox,
+            "PUT",
+            "/repos/acme/app/pulls/1/update-branch",
+            None,
+        ),
+        "refs/heads/release is not in allowedRefs",
+    );
+    assert_eq!(
+        standin.rev_parse("acme", "app", "refs/heads/release"),
+        Some(head.clone())
+    );
+    let (status, body) = call(
+        &sandbox,
+        "PUT",
+        "/repos/acme/app/pulls/2/update-branch",
+        None,
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_ne!(
+        standin.rev_parse("acme", "app", "refs/heads/agent/x"),
+        Some(head)
+    );
+}

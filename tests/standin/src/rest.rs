@@ -3,7 +3,7 @@
 //! repository and hold the permission the route needs.
 //!
 //! - `GET|POST /repos/{o}/{r}/pulls`, `GET /repos/{o}/{r}/pulls/{n}`,
-//!   `PUT …/pulls/{n}/merge`, `POST …/issues/{n}/comments`;
+//!   `PUT …/pulls/{n}/merge`, `PUT …/pulls/{n}/update-branch`, `POST …/issues/{n}/comments`;
 //! - `POST …/git/refs`, `PATCH|DELETE …/git/refs/{ref}`;
 //! - `PUT|DELETE …/contents/{path}` (`branch`, default `main`);
 //! - `POST …/merges`, `POST …/branches/{b}/rename`, `POST …/releases`.
@@ -29,6 +29,7 @@ pub(crate) enum Call {
     GetPull(u64),
     CreatePull,
     MergePull(u64),
+    UpdateBranch(u64),
     Comment(u64),
     CreateRef,
     UpdateRef(String),
@@ -51,6 +52,7 @@ pub(crate) fn route(method: &Method, path: &str) -> Option<(String, String, Call
         (&Method::GET, ["pulls", x]) => Call::GetPull(n(x)?),
         (&Method::POST, ["pulls"]) => Call::CreatePull,
         (&Method::PUT, ["pulls", x, "merge"]) => Call::MergePull(n(x)?),
+        (&Method::PUT, ["pulls", x, "update-branch"]) => Call::UpdateBranch(n(x)?),
         (&Method::POST, ["issues", x, "comments"]) => Call::Comment(n(x)?),
         (&Method::POST, ["git", "refs"]) => Call::CreateRef,
         (&Method::PATCH, ["git", "refs", name @ ..]) => {
@@ -79,7 +81,9 @@ fn needs(call: &Call) -> &'static [&'static [(&'static str, Level)]] {
     match call {
         Call::ListPulls | Call::GetPull(_) => &[&[("pull_requests", Read)]],
         Call::CreatePull => &[&[("pull_requests", Write)]],
-        Call::MergePull(_) => &[&[("contents", Write), ("pull_requests", Write)]],
+        Call::MergePull(_) | Call::UpdateBranch(_) => {
+            &[&[("contents", Write), ("pull_requests", Write)]]
+        }
         Call::Comment(_) => &[&[("issues", Write)], &[("pull_requests", Write)]],
         _ => &[&[("contents", Write)]],
     }
@@ -161,6 +165,16 @@ fn respond(
         Call::MergePull(n) => {
             let sha = hub::merge_pull(shared, owner, repo, *n)?;
             ok(json!({"sha": sha, "merged": true, "message": "Pull Request successfully merged"}))
+        }
+        Call::UpdateBranch(n) => {
+            // The base merged into the head, as GitHub's "Update branch" button does.
+            let pull = hub::pull(shared, owner, repo, *n)?;
+            let message = format!("Merge branch '{}' into {}", pull.base, pull.head);
+            hub::merge_branches(shared, owner, repo, &pull.head, &pull.base, &message)?;
+            Ok((
+                StatusCode::ACCEPTED,
+                json!({"message": "Updating pull request branch."}),
+            ))
         }
         Call::Comment(n) => {
             let id = hub::comment(shared, owner, repo, *n, str_field(body, "body")?)?;
