@@ -236,7 +236,8 @@ async fn decide_field(
     Ok(())
 }
 
-/// Node `id`, looked up once per request.
+/// Node `id`, looked up once per request (never across requests, see
+/// [`crate::repo_api::RepoApi::node`]).
 async fn node(
     state: &State,
     id: &str,
@@ -302,8 +303,15 @@ async fn credential(
     repo: Option<&RepoPath>,
     record: &mut Record,
 ) -> Result<Option<Credential>, Answered> {
-    let fallback = policy.named_repos().into_iter().next();
-    let Some(repo) = repo.or(fallback.as_ref()) else {
+    let fallback;
+    let repo = match repo {
+        Some(repo) => Some(repo),
+        None => {
+            fallback = policy.named_repos().into_iter().next();
+            fallback.as_ref()
+        }
+    };
+    let Some(repo) = repo else {
         let reason = "gitgate has no account to pick a token for this call: allowedRepos names no owner literally".to_owned();
         return Err(deny_now(record, reason));
     };

@@ -43,7 +43,7 @@ pub(crate) async fn handle(
         // gitgate reads the answer for its storage hosts: ask for it uncompressed.
         parts.headers.remove(header::ACCEPT_ENCODING);
     }
-    let (what, body) = match lfs_call {
+    let (what, write, body) = match lfs_call {
         LfsCall::Batch => {
             let bytes = read_bounded(body, MAX_BATCH_REQUEST, idle, "LFS batch request")
                 .await
@@ -52,17 +52,15 @@ pub(crate) async fn handle(
                 record.decide(Verdict::Deny, "lfs", &reason);
                 Failure::Client(reason)
             })?;
-            let what = match operation {
-                LfsOperation::Download => "download",
-                LfsOperation::Upload => "upload",
-            };
-            (what, full(bytes))
+            match operation {
+                LfsOperation::Download => ("download", false, full(bytes)),
+                LfsOperation::Upload => ("upload", true, full(bytes)),
+            }
         }
-        LfsCall::ListLocks => ("lock listing", stream(body)),
-        LfsCall::WriteLocks => ("lock change", stream(body)),
-        LfsCall::VerifyLocks => ("lock verification before an upload", stream(body)),
+        LfsCall::ListLocks => ("lock listing", false, stream(body)),
+        LfsCall::WriteLocks => ("lock change", true, stream(body)),
+        LfsCall::VerifyLocks => ("lock verification before an upload", true, stream(body)),
     };
-    let write = !matches!(what, "download" | "lock listing");
     let decision = policy.decide_lfs(repo, write);
     if !enforce(policy, record, &decision) {
         return Err(Failure::Policy(format!(

@@ -33,7 +33,6 @@ pub(crate) struct RepoApi {
     http: reqwest::Client,
     api: String,
     graphql: String,
-    nodes: Cache<String, Node>,
     ancestry: Cache<(String, String, String), bool>,
     trees: Cache<(String, ObjectId), ServerTree>,
     commit_trees: Cache<(String, ObjectId), ObjectId>,
@@ -154,7 +153,6 @@ impl RepoApi {
             })?,
             api: settings.api_url.clone(),
             graphql: crate::api::graphql_url(&settings.api_url),
-            nodes: Cache::default(),
             ancestry: Cache::default(),
             trees: Cache::default(),
             commit_trees: Cache::default(),
@@ -234,16 +232,15 @@ impl RepoApi {
         })
     }
 
-    /// The GraphQL node `id`; `None` if GitHub does not show it to the token. Nodes
-    /// other than pull requests (whose base can be edited) are cached.
+    /// The GraphQL node `id`, now; `None` if GitHub does not show it to the token. Not
+    /// cached across requests: a repository can be renamed or transferred, an issue moved
+    /// and a pull request's base edited while the id stays, and a stale answer would
+    /// decide on the wrong repository or ref.
     pub(crate) async fn node(
         &self,
         id: &str,
         credential: Option<&Credential>,
     ) -> Result<Option<Node>, String> {
-        if let Some(known) = self.nodes.get(&id.to_owned()) {
-            return Ok(Some(known));
-        }
         let query = serde_json::json!({"query": NODE_QUERY, "variables": {"id": id}});
         let what = format!("GraphQL lookup of node {id}");
         let answer: NodeAnswer = self
@@ -263,7 +260,7 @@ impl RepoApi {
         let repo_name = api
             .name_with_owner
             .or(api.repository.map(|r| r.name_with_owner));
-        let node = Node {
+        Ok(Some(Node {
             repo: repo_name.and_then(|n| RepoPath::parse(&n).ok()),
             ref_name: match (&api.prefix, &api.name) {
                 (Some(prefix), Some(name)) if api.typename == "Ref" => {
@@ -273,11 +270,7 @@ impl RepoApi {
             },
             base_ref: api.base_ref_name.map(|b| format!("refs/heads/{b}")),
             typename: api.typename,
-        };
-        if node.typename != "PullRequest" {
-            self.nodes.put(id.to_owned(), node.clone());
-        }
-        Ok(Some(node))
+        }))
     }
 
     /// `GET …/compare/{base}...{head}`: whether `base` is an ancestor of (or is) `head`.

@@ -19,6 +19,9 @@ use crate::repo::RepoPath;
 const MAX_NESTING: usize = 64;
 /// Most root fields across a document's operations.
 const MAX_ROOT_FIELDS: usize = 64;
+/// Most node ids a document may make gitgate look up (GitHub's own `nodes(ids:)` cap):
+/// each costs an API call with the installation's rate limit.
+const MAX_NODE_IDS: usize = 100;
 /// Root query fields that read no repository.
 const NEUTRAL_QUERIES: &[&str] = &[
     "viewer",
@@ -123,6 +126,16 @@ pub fn analyse(body: &[u8]) -> Result<Vec<FieldCheck>, String> {
     }
     if checks.is_empty() {
         return Err("the GraphQL document has no operation".into());
+    }
+    let node_ids = checks
+        .iter()
+        .flat_map(|c| &c.repos)
+        .filter(|r| matches!(r, RepoRef::Node(_)))
+        .count();
+    if node_ids > MAX_NODE_IDS {
+        return Err(format!(
+            "the GraphQL document names {node_ids} node ids; gitgate looks up at most {MAX_NODE_IDS}"
+        ));
     }
     Ok(checks)
 }
@@ -641,6 +654,13 @@ mod tests {
         ] {
             assert!(analyse(body).is_err());
         }
+        let ids: Vec<String> = (0..=MAX_NODE_IDS).map(|i| format!("N{i}")).collect();
+        let err = analysed(
+            "query($ids: [ID!]!) { nodes(ids: $ids) { id } }",
+            json!({"ids": ids}),
+        )
+        .unwrap_err();
+        assert!(err.contains("at most 100"), "{err}");
         let deep = format!(
             "{{ viewer {} }}",
             "{ a ".repeat(MAX_NESTING) + &"}".repeat(MAX_NESTING)
