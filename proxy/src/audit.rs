@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
 
-use serde_json::{Map, Value};
+mod line;
 
 /// The field names of an audit record.
 pub mod field {
@@ -240,68 +240,19 @@ impl Record {
 
     /// The record as one JSON line.
     pub fn to_line(&self) -> String {
-        let mut m = Map::new();
-        let mut put = |k: &str, v: Value| {
-            m.insert(k.to_owned(), v);
-        };
-        put(field::TIME, rfc3339(self.started).into());
-        put(field::KIND, "decision".into());
-        put(field::CONNECTION, self.connection.into());
-        put(field::CLIENT, self.client.to_string().into());
-        if let Some(profile) = &self.profile {
-            put(field::PROFILE, profile.as_ref().into());
-        }
-        put(field::HOST, self.host.clone().into());
-        put(field::METHOD, self.method.clone().into());
-        put(field::PATH, self.path.clone().into());
-        put(field::REPO, self.repo.clone().into());
-        put(field::SERVICE, self.service.as_str().into());
-        if !self.refs.is_empty() {
-            let refs = self
-                .refs
-                .iter()
-                .map(|r| {
-                    serde_json::json!({
-                        field::REF: r.name, field::OLD: r.old, field::NEW: r.new,
-                        field::DECISION: r.verdict.as_str(), field::RULE: r.rule, field::REASON: r.reason,
-                    })
-                })
-                .collect();
-            put(field::REFS, Value::Array(refs));
-        }
-        put(
-            field::DECISION,
-            self.verdict.unwrap_or(Verdict::Deny).as_str().into(),
-        );
-        put(field::RULE, self.rule.clone().into());
-        put(field::REASON, self.reason.clone().into());
-        put(field::STATUS, self.status.into());
-        put(field::UPSTREAM_STATUS, self.upstream_status.into());
-        put(field::BYTES_IN, self.bytes_in.into());
-        put(field::BYTES_OUT, self.bytes_out.into());
         let elapsed = self.started.elapsed().unwrap_or(Duration::ZERO);
-        put(
-            field::DURATION_MS,
-            ((elapsed.as_secs_f64() * 1e6).round() / 1e3).into(),
-        );
-        put(field::INSTALLATION, self.installation.into());
-        if let Some(scope) = &self.token_scope {
-            let permissions: Map<String, Value> = scope
-                .permissions
-                .iter()
-                .map(|(p, a)| (p.clone(), a.as_str().into()))
-                .collect();
-            put(
-                field::TOKEN_SCOPE,
-                serde_json::json!({"repositories": scope.repositories, "permissions": permissions}),
-            );
+        let line = line::Line {
+            record: self,
+            time: &rfc3339(self.started),
+            duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+        };
+        let mut out = Vec::with_capacity(512);
+        // Writing these plain types into a Vec cannot fail.
+        if serde_json::to_writer(&mut out, &line).is_err() {
+            out.clear();
         }
-        if let Some(user) = &self.github_user {
-            put(field::GITHUB_USER, user.as_ref().into());
-        }
-        let mut line = Value::Object(m).to_string();
-        line.push('\n');
-        line
+        out.push(b'\n');
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -533,6 +484,7 @@ fn file_identity(_: &std::path::Path) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn records_serialise_with_the_constant_field_names() {
