@@ -30,6 +30,7 @@ mod pack;
 mod proxy_tls;
 mod push;
 mod push_content;
+mod read_ahead;
 mod reply;
 mod repo_api;
 mod send;

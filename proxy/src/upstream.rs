@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::body::ProxyBody;
+use crate::read_ahead::ReadAhead;
 
 /// How upstream connections are made.
 #[derive(Debug, Clone)]
@@ -181,7 +182,7 @@ impl Dialer {
             ServerName::try_from(host.clone()).map_err(|_| ConnectError::BadUri(host.clone()))?;
         let stream = self
             .tls
-            .connect(name, tcp)
+            .connect(name, ReadAhead::new(tcp))
             .await
             .map_err(|source| ConnectError::Tls { host, addr, source })?;
         Ok(Conn::Tls(Box::new(TokioIo::new(stream))))
@@ -220,7 +221,7 @@ impl tower_service::Service<Uri> for Dialer {
 /// An upstream connection, plain or TLS.
 pub(crate) enum Conn {
     Plain(TokioIo<TcpStream>),
-    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>),
+    Tls(Box<TokioIo<tokio_rustls::client::TlsStream<ReadAhead<TcpStream>>>>),
 }
 
 impl Connection for Conn {
