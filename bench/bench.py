@@ -3,7 +3,7 @@
 
 Starts a local github.com (nginx + TLS + fcgiwrap + git http-backend on 127.0.0.1:443),
 generates the data, then measures the contenders run by run, interleaved within each
-round (direct, gitgate, tinyproxy, squid, mitmproxy, rotated every round), and prints
+round (direct, gitgate, nginx-relay, tinyproxy, squid, mitmproxy, rotated every round), and prints
 medians, per-pair ratios against direct, proxy CPU seconds and peak RSS per scenario.
 """
 
@@ -47,8 +47,11 @@ HOST = "github.com"
 BASE = f"https://{HOST}"
 
 PORTS = {"gitgate": 18080, "tinyproxy": 18081, "squid": 18082, "mitmproxy": 18083, "gitgate-b": 18084,
-         "gitgate-profiles": 18085}
-CONTENDERS = ["direct", "gitgate", "tinyproxy", "squid", "mitmproxy"]
+         "gitgate-profiles": 18085, "nginx-relay": 443}
+# Where a client connects when it does not go through a forward proxy: the upstream itself
+# (direct), or the reference TLS relay, which the client reaches as if it were github.com.
+ADDRS = {"direct": "127.0.0.1", "nginx-relay": "127.0.0.2"}
+CONTENDERS = ["direct", "gitgate", "nginx-relay", "tinyproxy", "squid", "mitmproxy"]
 # Opt-in (`--only gitgate,gitgate-profiles`): one gitgate serving PROFILES sandboxes, each
 # identified by its own proxy secret (`Proxy-Authorization: Basic`) and with its own policy.
 OPTIONAL_CONTENDERS = ["gitgate-profiles"]
@@ -251,22 +254,23 @@ def fill(template: Path, out: Path, **vars) -> Path:
     return out
 
 
-def wait_port(port: int, proc: subprocess.Popen | None, what: str, timeout=30.0) -> None:
+def wait_port(port: int, proc: subprocess.Popen | None, what: str, timeout=30.0,
+              addr: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise SystemExit(f"{what} exited with status {proc.returncode}; see {RUN}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection((addr, port), timeout=0.5).close()
             return
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"{what} did not listen on port {port} within {timeout:.0f} s")
 
 
-def port_free(port: int) -> bool:
+def port_free(port: int, addr: str = "127.0.0.1") -> bool:
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.3).close()
+        socket.create_connection((addr, port), timeout=0.3).close()
         return False
     except OSError:
         return True
@@ -456,6 +460,12 @@ def start_proxy(name: str) -> tuple[subprocess.Popen, Path]:
         env.setdefault("RUST_LOG", "info")
         p = PROCS.start(name, [str(GITGATE_BIN), "run", "--config", str(conf)], env=env)
         ca = gg / "ca" / "ca.pem"
+    elif name == "nginx-relay":
+        for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (RUN / f"nginx-relay-{d}").mkdir(exist_ok=True)
+        conf = fill(BENCH / "conf/nginx-relay.conf", RUN / "nginx-relay.conf", RUN=RUN, TLS=TLS, AUTH=AUTH)
+        p = PROCS.start(name, ["nginx", "-c", str(conf), "-e", str(RUN / "nginx-relay-error.log")])
+        ca = TLS / "upstream-ca.pem"
     elif name == "tinyproxy":
         conf = fill(BENCH / "conf/tinyproxy.conf", RUN / "tinyproxy.conf", PORT=port, RUN=RUN)
         p = PROCS.start(name, hosts_wrapped(["tinyproxy", "-d", "-c", str(conf)]))
@@ -484,7 +494,7 @@ def start_proxy(name: str) -> tuple[subprocess.Popen, Path]:
         ca = MITM_CONF / "mitmproxy-ca-cert.pem"
     else:
         raise ValueError(name)
-    wait_port(port, p, name, timeout=60)
+    wait_port(port, p, name, timeout=60, addr=ADDRS.get(name, "127.0.0.1"))
     deadline = time.monotonic() + 20
     while not ca.exists():
         if time.monotonic() > deadline:
@@ -529,7 +539,7 @@ class Contender:
 
     @property
     def proxy(self) -> str | None:
-        if self.name == "direct":
+        if self.name in ADDRS:
             return None
         user = proxy_user(self.name)
         return f"http://{user + '@' if user else ''}127.0.0.1:{PORTS[self.name]}"
@@ -555,14 +565,14 @@ class Contender:
         if self.proxy:
             o += ["-c", f"http.proxy={self.proxy}"]
         else:
-            o += ["-c", f"http.curloptResolve={HOST}:443:127.0.0.1"]
+            o += ["-c", f"http.curloptResolve={HOST}:443:{ADDRS[self.name]}"]
         if self.client_sends_auth:
             o += ["-c", f"http.extraHeader=Authorization: {AUTH}"]
         return o
 
     def curl_opts(self) -> list[str]:
         o = ["--cacert", str(self.ca)]
-        o += ["--proxy", self.proxy] if self.proxy else ["--resolve", f"{HOST}:443:127.0.0.1"]
+        o += ["--proxy", self.proxy] if self.proxy else ["--resolve", f"{HOST}:443:{ADDRS[self.name]}"]
         if self.client_sends_auth:
             o += ["-H", f"Authorization: {AUTH}"]
         return o
@@ -574,7 +584,7 @@ class Contender:
             if proxy_user(self.name):
                 o += ["--proxy-users", str(WORK / self.name / "proxy-users")]
         else:
-            o += ["--target", "127.0.0.1:443"]
+            o += ["--target", f"{ADDRS[self.name]}:443"]
         if self.client_sends_auth:
             o += ["--header", f"Authorization: {AUTH}"]
         return o
@@ -1203,7 +1213,7 @@ def main() -> int:
         scenarios = [s for s in SCENARIOS if s.key in keys]
 
     for name in contenders:
-        if name != "direct" and not port_free(PORTS[name]):
+        if name != "direct" and not port_free(PORTS[name], ADDRS.get(name, "127.0.0.1")):
             raise SystemExit(f"port {PORTS[name]} ({name}) is in use")
     if not port_free(443):
         raise SystemExit("port 443 is in use (the local github.com needs it)")
