@@ -33,14 +33,14 @@ pub(crate) async fn handle(
             return reply::failure(Shape::Text, &Failure::Client(reason));
         }
     };
-    record.path = git.canonical_target();
+    let target = git.canonical_target();
+    record.path.clone_from(&target);
     record.repo = Some(git.repo.to_string());
     let (shape, service) = match &git.kind {
         GitKind::InfoRefs(service) => (Shape::Advertisement(*service), *service),
         GitKind::Rpc(service) => (Shape::RpcResult(*service), *service),
         GitKind::Lfs { rest } => {
             record.service = audit::Service::Lfs;
-            let target = git.canonical_target();
             return lfs::handle(state, policy, &git.repo, &target, rest, req, record)
                 .await
                 .unwrap_or_else(|failure| reply::failure(Shape::Json, &failure));
@@ -85,7 +85,6 @@ pub(crate) async fn handle(
     } else {
         (stream(body), None)
     };
-    let target = git.canonical_target();
     let sent = match deciding {
         None => forward(state, &target, parts, body, credential.as_ref(), record).await,
         Some(deciding) => {
