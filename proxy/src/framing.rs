@@ -44,34 +44,55 @@ struct Fields {
 
 impl HeadScan {
     /// Scans the next bytes of the stream, in any split.
-    pub(crate) fn feed(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            if byte == b'\n' {
-                self.end_line();
-                continue;
-            }
-            if self.carriage_return {
-                self.push(b'\r');
-            }
-            self.carriage_return = byte == b'\r';
-            if !self.carriage_return {
-                self.push(byte.to_ascii_lowercase());
-            }
+    ///
+    /// Work is per line, not per byte: only a line's first [`PREFIX`] and last [`TAIL`]
+    /// bytes matter, and line ends are found with `memchr`, so a pushed pack costs little
+    /// more than the search for its newlines.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) {
+        while let Some(end) = memchr::memchr(b'\n', bytes) {
+            self.extend(&bytes[..end]);
+            self.end_line();
+            bytes = &bytes[end + 1..];
         }
+        self.extend(bytes);
+    }
+
+    /// Adds a piece of the current line (no `\n` in it). One `\r` right before the line's
+    /// `\n` is not part of the line; it is held back until the next byte shows whether it is.
+    fn extend(&mut self, piece: &[u8]) {
+        let Some((&last, rest)) = piece.split_last() else {
+            return;
+        };
+        if std::mem::take(&mut self.carriage_return) {
+            self.push(b"\r");
+        }
+        if last == b'\r' {
+            self.push(rest);
+            self.carriage_return = true;
+        } else {
+            self.push(piece);
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.len < PREFIX {
+            let n = bytes.len().min(PREFIX - self.len);
+            self.prefix[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+            self.prefix[self.len..self.len + n].make_ascii_lowercase();
+        }
+        if bytes.len() >= TAIL {
+            self.tail.copy_from_slice(&bytes[bytes.len() - TAIL..]);
+        } else {
+            self.tail.copy_within(bytes.len().., 0);
+            self.tail[TAIL - bytes.len()..].copy_from_slice(bytes);
+        }
+        self.tail[TAIL - bytes.len().min(TAIL)..].make_ascii_lowercase();
+        self.len = self.len.saturating_add(bytes.len());
     }
 
     /// Whether any head so far carried both `Content-Length` and `Transfer-Encoding`.
     pub(crate) fn conflict(&self) -> bool {
         self.conflict
-    }
-
-    fn push(&mut self, byte: u8) {
-        if self.len < PREFIX {
-            self.prefix[self.len] = byte;
-        }
-        self.tail.copy_within(1.., 0);
-        self.tail[TAIL - 1] = byte;
-        self.len = self.len.saturating_add(1);
     }
 
     fn end_line(&mut self) {
@@ -200,6 +221,20 @@ mod tests {
     }
 
     #[test]
+    fn only_the_carriage_return_before_a_line_feed_ends_a_line_in_any_split() {
+        // "HTTP/1.1\r\r\n" is not a request line: one \r is part of it.
+        let stream =
+            b"POST / HTTP/1.1\r\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for cut in 0..stream.len() {
+            let mut s = HeadScan::default();
+            s.feed(&stream[..cut]);
+            s.feed(&stream[cut..]);
+            assert!(!s.conflict(), "cut at {cut}");
+        }
+        assert!(!model(stream));
+    }
+
+    #[test]
     fn the_flag_is_sticky() {
         let mut s = HeadScan::default();
         s.feed(BOTH.as_bytes());
@@ -207,7 +242,64 @@ mod tests {
         assert!(s.conflict());
     }
 
+    /// The scan's definition, line by line over the whole stream: a line is what lies
+    /// between `\n`s, less one `\r` at its end, compared case-insensitively.
+    fn model(stream: &[u8]) -> bool {
+        let mut lines: Vec<&[u8]> = stream.split(|&b| b == b'\n').collect();
+        lines.pop(); // an unfinished last line has not ended yet
+        let (mut head, mut conflict) = (None::<(bool, bool)>, false);
+        for line in lines {
+            let line = line
+                .strip_suffix(b"\r")
+                .unwrap_or(line)
+                .to_ascii_lowercase();
+            if line.is_empty() {
+                head = None;
+            } else if line.ends_with(b" http/1.1") || line.ends_with(b" http/1.0") {
+                head = Some((false, false));
+            } else if let Some((length, encoding)) = &mut head {
+                *length |= line.starts_with(b"content-length:");
+                *encoding |= line.starts_with(b"transfer-encoding:");
+                conflict |= *length && *encoding;
+            }
+        }
+        conflict
+    }
+
+    fn header_soup() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(&b"POST / HTTP/1.1"[..]),
+            Just(&b"get /x http/1.0"[..]),
+            Just(&b"Content-Length: 4"[..]),
+            Just(&b"TRANSFER-ENCODING: chunked"[..]),
+            Just(&b"transfer-encoding:"[..]),
+            Just(&b"Host: x"[..]),
+            Just(&b"\r\n"[..]),
+            Just(&b"\n"[..]),
+            Just(&b"\r"[..]),
+            Just(&b" "[..]),
+            Just(&b"\x00\xff"[..]),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|pieces| pieces.concat())
+    }
+
     proptest! {
+        #[test]
+        fn the_scan_agrees_with_the_line_by_line_model_in_any_split(
+            stream in prop_oneof![header_soup(), proptest::collection::vec(any::<u8>(), 0..400)],
+            cuts in proptest::collection::vec(0usize..400, 0..6),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(stream.len())).collect();
+            cuts.sort_unstable();
+            let mut scan = HeadScan::default();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([stream.len()]) {
+                scan.feed(&stream[from..cut]);
+                from = cut;
+            }
+            prop_assert_eq!(scan.conflict(), model(&stream));
+        }
+
         #[test]
         fn any_split_gives_the_same_answer(
             bytes in proptest::collection::vec(any::<u8>(), 0..300),
