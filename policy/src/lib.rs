@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod git;
+pub mod http_framing;
 
 mod byte_size;
 mod content;
