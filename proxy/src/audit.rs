@@ -246,13 +246,10 @@ impl Record {
             time: &rfc3339(self.started),
             duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
         };
-        let mut out = Vec::with_capacity(512);
-        // Writing these plain types into a Vec cannot fail.
-        if serde_json::to_writer(&mut out, &line).is_err() {
-            out.clear();
-        }
-        out.push(b'\n');
-        String::from_utf8(out).unwrap_or_default()
+        // Strings, numbers and string-keyed maps: serialising them cannot fail.
+        let mut line = serde_json::to_string(&line).unwrap_or_default();
+        line.push('\n');
+        line
     }
 }
 
