@@ -497,14 +497,23 @@ fn holding_back_only_the_trailer_streams_the_pack_and_a_refusal_leaves_upstream_
         "{denied}"
     );
     assert_eq!(upstream(&standin, "main").as_deref(), Some(fine.as_str()));
-    let largest = standin
-        .requests()
-        .iter()
-        .filter(|r| r.target.ends_with("/git-receive-pack"))
-        .map(|r| r.body_bytes)
-        .max()
-        .unwrap();
-    assert!(largest > 6 << 20, "upstream received {largest} bytes");
+    // git reports the refusal as soon as gitgate answers; the stand-in may still be
+    // reading what was sent before the break, so its count is awaited, not sampled.
+    let mut largest = 0;
+    let received = (0..250).any(|_| {
+        largest = standin
+            .requests()
+            .iter()
+            .filter(|r| r.target.ends_with("/git-receive-pack"))
+            .map(|r| r.body_bytes)
+            .max()
+            .unwrap();
+        largest > 6 << 20 || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            false
+        }
+    });
+    assert!(received, "upstream received {largest} bytes");
     // The next push works on the same gitgate.
     sandbox.git_ok(&repo, &["reset", "-q", "--hard", "origin/main"]);
     let after = sandbox.commit(&repo, "a.txt", "after\n");
