@@ -238,18 +238,32 @@ impl Record {
         self.github_user = credential.and_then(crate::token::Credential::user).cloned();
     }
 
-    /// The record as one JSON line.
-    pub fn to_line(&self) -> String {
-        let elapsed = self.started.elapsed().unwrap_or(Duration::ZERO);
+    /// How long ago the request started: its duration, when asked at its end.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed().unwrap_or(Duration::ZERO)
+    }
+
+    /// Appends the record's JSON line (ending in `\n`) to `out`, with `duration` as the
+    /// time the request took.
+    pub fn write_line(&self, duration: Duration, out: &mut Vec<u8>) {
         let line = line::Line {
             record: self,
             time: &rfc3339(self.started),
-            duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+            duration_ms: (duration.as_secs_f64() * 1e6).round() / 1e3,
         };
-        // Strings, numbers and string-keyed maps: serialising them cannot fail.
-        let mut line = serde_json::to_string(&line).unwrap_or_default();
-        line.push('\n');
-        line
+        // Strings, numbers and string-keyed maps into a Vec: serialising them cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &line);
+        out.push(b'\n');
+    }
+
+    /// An estimate of the line's length in bytes, for the audit buffer's memory bound.
+    fn weight(&self) -> usize {
+        let refs: usize = self
+            .refs
+            .iter()
+            .map(|r| r.name.len() + r.rule.len() + r.reason.len() + 200)
+            .sum();
+        400 + self.host.len() + self.path.len() + self.rule.len() + self.reason.len() + refs
     }
 }
 
@@ -299,12 +313,40 @@ pub enum AuditTarget {
     File(PathBuf),
 }
 
-/// Records waiting for the writer thread.
+/// One entry waiting for the writer thread.
+enum Entry {
+    /// A line already formatted, ending in `\n`.
+    Line(String),
+    /// A request record and how long the request took: the writer thread formats it, so
+    /// no request waits for its line to be written out.
+    Request(Box<Record>, Duration),
+}
+
+impl Entry {
+    /// Bytes the entry counts for against [`MAX_PENDING`].
+    fn weight(&self) -> usize {
+        match self {
+            Entry::Line(line) => line.len(),
+            Entry::Request(record, _) => record.weight(),
+        }
+    }
+
+    fn append_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Entry::Line(line) => out.extend_from_slice(line.as_bytes()),
+            Entry::Request(record, duration) => record.write_line(*duration, out),
+        }
+    }
+}
+
+/// Entries waiting for the writer thread.
 #[derive(Default)]
 struct Pending {
-    lines: String,
+    entries: Vec<Entry>,
+    /// The entries' weight.
+    bytes: usize,
     dropped: u64,
-    /// A reopen was asked for when `lines` was this long: what came before goes to the
+    /// A reopen was asked for when `entries` was this long: what came before goes to the
     /// old file, what came after to the new one.
     reopen_at: Option<usize>,
     closed: bool,
@@ -356,13 +398,25 @@ impl AuditLog {
 
     /// Queues a line.
     pub fn write(&self, line: String) {
+        self.push(Entry::Line(line));
+    }
+
+    /// Queues a request's record, its duration fixed now; the writer thread formats it.
+    pub fn record(&self, record: Record) {
+        let duration = record.elapsed();
+        self.push(Entry::Request(Box::new(record), duration));
+    }
+
+    fn push(&self, entry: Entry) {
+        let weight = entry.weight();
         let mut pending = self.lock();
-        if pending.lines.len() + line.len() > MAX_PENDING {
+        if pending.bytes + weight > MAX_PENDING {
             pending.dropped += 1;
             return;
         }
-        pending.lines.push_str(&line);
-        if pending.lines.len() > MAX_PENDING / 2 {
+        pending.bytes += weight;
+        pending.entries.push(entry);
+        if pending.bytes > MAX_PENDING / 2 {
             self.pending.1.notify_one();
         }
     }
@@ -370,7 +424,7 @@ impl AuditLog {
     /// Reopens the audit file (after SIGHUP).
     pub fn reopen(&self) {
         let mut pending = self.lock();
-        pending.reopen_at = Some(pending.lines.len());
+        pending.reopen_at = Some(pending.entries.len());
         self.pending.1.notify_one();
     }
 }
@@ -379,6 +433,8 @@ struct Writer {
     target: AuditTarget,
     out: Box<dyn Write + Send>,
     identity: Option<(u64, u64)>,
+    /// Lines formatted, waiting to be written (kept between rounds).
+    buffer: Vec<u8>,
 }
 
 impl Writer {
@@ -391,6 +447,7 @@ impl Writer {
             target,
             out,
             identity,
+            buffer: Vec::new(),
         })
     }
 
@@ -398,36 +455,54 @@ impl Writer {
     fn run(mut self, pending: &(Mutex<Pending>, Condvar)) {
         let mut last_check = std::time::Instant::now();
         loop {
-            let (lines, dropped, reopen_at, closed) = {
+            let taken = {
                 let guard = pending.0.lock().unwrap_or_else(|p| p.into_inner());
                 let (mut guard, _) = pending
                     .1
                     .wait_timeout_while(guard, FLUSH_EVERY, |p| {
-                        p.reopen_at.is_none() && !p.closed && p.lines.len() <= MAX_PENDING / 2
+                        p.reopen_at.is_none() && !p.closed && p.bytes <= MAX_PENDING / 2
                     })
                     .unwrap_or_else(|p| p.into_inner());
-                let taken = std::mem::take(&mut *guard);
-                (taken.lines, taken.dropped, taken.reopen_at, taken.closed)
+                std::mem::take(&mut *guard)
             };
-            if dropped > 0 {
-                tracing::warn!(dropped, "audit buffer full; records were dropped");
+            if taken.dropped > 0 {
+                tracing::warn!(
+                    dropped = taken.dropped,
+                    "audit buffer full; records were dropped"
+                );
             }
-            let (before, after) = lines.split_at(reopen_at.unwrap_or(0));
-            self.write(before.as_bytes());
-            if reopen_at.is_some()
+            let (before, after) = taken.entries.split_at(taken.reopen_at.unwrap_or(0));
+            self.write(before);
+            if taken.reopen_at.is_some()
                 || (last_check.elapsed() > Duration::from_secs(1) && self.rotated_away())
             {
                 last_check = std::time::Instant::now();
                 self.reopen();
             }
-            self.write(after.as_bytes());
-            if closed {
+            self.write(after);
+            if taken.closed {
                 return;
             }
         }
     }
 
-    fn write(&mut self, bytes: &[u8]) {
+    fn write(&mut self, entries: &[Entry]) {
+        if entries.is_empty() {
+            return;
+        }
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        for entry in entries {
+            entry.append_to(&mut buffer);
+        }
+        self.write_bytes(&buffer);
+        // Keep a buffer of ordinary size for the next round, not one a burst grew.
+        if buffer.capacity() <= 1 << 20 {
+            self.buffer = buffer;
+        }
+    }
+
+    fn write_bytes(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
@@ -500,7 +575,9 @@ mod tests {
             "a/b is not in allowedRepos []",
         );
         r.status = 200;
-        let v: Value = serde_json::from_str(&r.to_line()).unwrap();
+        let mut line = Vec::new();
+        r.write_line(Duration::from_millis(3), &mut line);
+        let v: Value = serde_json::from_slice(&line).unwrap();
         for name in [
             field::TIME,
             field::CONNECTION,
@@ -529,10 +606,7 @@ mod tests {
 
     #[test]
     fn file_is_reopened_after_rotation() {
-        let dir = std::env::temp_dir().join(format!("gitgate-audit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("audit.log");
-        let log = AuditLog::start(AuditTarget::File(path.clone())).unwrap();
+        let (dir, path, log) = log_in_temp_dir("rotation");
         log.write("one\n".into());
         wait_for(|| {
             std::fs::read_to_string(&path)
@@ -553,6 +627,39 @@ mod tests {
                 .contains("two")
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn records_are_formatted_by_the_writer_in_queue_order() {
+        let (dir, path, log) = log_in_temp_dir("order");
+        let record = |path: &str| {
+            let client = "127.0.0.1:1".parse().unwrap();
+            Record::new(1, client, "github.com", "GET", path, Service::Other)
+        };
+        log.record(record("/first"));
+        log.write("{\"kind\":\"between\"}\n".into());
+        log.record(record("/last"));
+        log.close();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0][field::PATH], "/first");
+        assert_eq!(lines[1][field::KIND], "between");
+        assert_eq!(lines[2][field::PATH], "/last");
+        assert!(lines[2][field::DURATION_MS].as_f64().unwrap() >= 0.0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A fresh directory for the test `name`, and an audit log writing `audit.log` in it.
+    fn log_in_temp_dir(name: &str) -> (PathBuf, PathBuf, AuditLog) {
+        let dir = std::env::temp_dir().join(format!("gitgate-audit-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.log");
+        let log = AuditLog::start(AuditTarget::File(path.clone())).unwrap();
+        (dir, path, log)
     }
 
     fn wait_for(condition: impl Fn() -> bool) {

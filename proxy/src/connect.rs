@@ -154,7 +154,7 @@ fn refuse(state: &State, mut record: Record, failure: &Failure) -> Response<Prox
     if record.verdict.is_none() {
         record.decide(Verdict::Deny, "upstream", failure.message());
     }
-    state.observer.emit(&record);
+    state.observer.emit(record);
     response
 }
 

@@ -141,7 +141,7 @@ async fn refuse(state: &State, ctx: &ConnCtx, mut tcp: TcpStream, refused: Refus
     let mut record = Record::new(ctx.id, ctx.client, "", "", "", Service::Other);
     record.decide(Verdict::Deny, refused.rule(), &reason);
     record.status = 503;
-    state.observer.emit(&record);
+    state.observer.emit(record);
 }
 
 /// The proxy protocol: CONNECT, absolute-form plain HTTP, or a request meant for a server.
@@ -179,7 +179,7 @@ async fn route(
         if let Err(failure) = identity::identify(&state, &ctx, req.headers(), &mut record) {
             let response = reply::failure(reply::Shape::Text, &failure);
             record.status = response.status().as_u16();
-            state.observer.emit(&record);
+            state.observer.emit(record);
             return response;
         }
         return login::handle(&state, &req).await;
@@ -212,7 +212,7 @@ fn conflicting_framing(
     );
     record.decide(Verdict::Deny, "request", CONFLICTING_FRAMING);
     record.status = 400;
-    state.observer.emit(&record);
+    state.observer.emit(record);
     reply::closing(reply::text(
         StatusCode::BAD_REQUEST,
         &format!("gitgate: {CONFLICTING_FRAMING}"),

@@ -26,10 +26,10 @@ impl Observer {
         Self { audit, metrics }
     }
 
-    /// Writes the record and counts it.
-    pub(crate) fn emit(&self, record: &Record) {
-        self.metrics.record(record);
-        self.audit.write(record.to_line());
+    /// Counts the record and queues it for the audit log.
+    pub(crate) fn emit(&self, record: Record) {
+        self.metrics.record(&record);
+        self.audit.record(record);
     }
 
     pub(crate) fn audit(&self) -> &AuditLog {
@@ -116,7 +116,7 @@ impl Finishing {
         if let Some(mut record) = self.record.take() {
             record.bytes_in = self.bytes_in.load(Ordering::Relaxed);
             record.bytes_out = self.sent;
-            self.observer.emit(&record);
+            self.observer.emit(record);
         }
     }
 }

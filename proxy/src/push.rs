@@ -289,7 +289,7 @@ pub(crate) async fn reject(
         );
         over.status = 200;
         over.bytes_in = drained;
-        state.observer.emit(&over);
+        state.observer.emit(over);
     }
     reply::closing(response)
 }

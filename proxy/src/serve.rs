@@ -84,7 +84,7 @@ pub(crate) fn limit_hit(
     let mut record = Record::new(ctx.id, ctx.client, host, "", "", Service::Other);
     record.decide(Verdict::Deny, rule, reason);
     record.status = status;
-    state.observer.emit(&record);
+    state.observer.emit(record);
 }
 
 /// Connections that can be asked to stop after the current request.

@@ -25,7 +25,7 @@ pub(crate) async fn run(
     }
     record.bytes_in = client.tap.read;
     record.bytes_out = client.tap.written;
-    state.observer.emit(&record);
+    state.observer.emit(record);
 }
 
 /// Counts what passes, so the totals survive a tunnel that ends in an error.

@@ -108,6 +108,8 @@ impl Serialize for Permissions<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::super::{Record, Service, Verdict};
     use super::*;
     use gitgate_policy::{Access, TokenScope};
@@ -254,7 +256,7 @@ mod tests {
     }
 
     #[test]
-    fn to_line_is_one_line_with_the_duration_and_time() {
+    fn a_written_line_is_one_line_with_the_duration_and_time() {
         let r = Record::new(
             1,
             "127.0.0.1:9".parse().unwrap(),
@@ -263,10 +265,13 @@ mod tests {
             "/",
             Service::Other,
         );
-        let line = r.to_line();
+        let mut line = b"before\n".to_vec();
+        r.write_line(Duration::from_micros(1_234_567), &mut line);
+        let line = String::from_utf8(line).unwrap();
+        let line = line.strip_prefix("before\n").unwrap();
         assert!(line.ends_with("}\n") && line.matches('\n').count() == 1);
-        let v: Value = serde_json::from_str(&line).unwrap();
-        assert!(v[field::DURATION_MS].as_f64().unwrap() >= 0.0);
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v[field::DURATION_MS].as_f64(), Some(1234.567));
         assert!(v[field::TIME].as_str().unwrap().ends_with('Z'));
     }
 }
