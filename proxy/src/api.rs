@@ -53,11 +53,15 @@ pub(crate) async fn handle(
         Ok(prepared) => prepared,
         Err(failure) => return reply::failure(Shape::Json, &failure),
     };
+    let Ok(uri) = url.parse() else {
+        let failure = Failure::Client(format!("cannot forward to {url}"));
+        return reply::failure(Shape::Json, &failure);
+    };
     let authorization = credential.as_ref().map(Credential::bearer);
     match send::upstream(
         state,
         &settings.api_host,
-        &url,
+        uri,
         parts,
         body,
         authorization,

@@ -167,9 +167,9 @@ pub(crate) async fn forward(
     record: &mut Record,
 ) -> Result<Response<Incoming>, Failure> {
     let host = &state.settings.github_host;
-    let url = format!("https://{host}{target}");
+    let uri = send::https_uri(host, target)?;
     let authorization = credential.map(Credential::basic);
-    send::upstream(state, host, &url, parts, body, authorization, record).await
+    send::upstream(state, host, uri, parts, body, authorization, record).await
 }
 
 /// Upstream failures are a 502/504 with a text body (git shows it as `remote:` lines on
@@ -179,6 +179,17 @@ fn upstream_shape(shape: Shape) -> Shape {
         Shape::RpcResult(_) => shape,
         _ => Shape::Text,
     }
+}
+
+/// `content_type` is `application/x-<service>-advertisement` (any case).
+fn is_advertisement(content_type: &str, service: Service) -> bool {
+    let service = service.as_str().as_bytes();
+    let (head, tail) = (b"application/x-", b"-advertisement");
+    let value = content_type.as_bytes();
+    value.len() == head.len() + service.len() + tail.len()
+        && value[..head.len()].eq_ignore_ascii_case(head)
+        && value[head.len()..head.len() + service.len()].eq_ignore_ascii_case(service)
+        && value[value.len() - tail.len()..].eq_ignore_ascii_case(tail)
 }
 
 /// Passes upstream's answer on, except what must not reach the sandbox.
@@ -210,13 +221,12 @@ fn answer(
         return reply::failure(upstream_shape(shape), &failure);
     }
     if let (GitKind::InfoRefs(service), true) = (&git.kind, response.status().is_success()) {
-        let expected = format!("application/x-{}-advertisement", service.as_str());
         let actual = response
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if !actual.eq_ignore_ascii_case(&expected) {
+        if !is_advertisement(actual, *service) {
             // A 200 that is not a smart advertisement would send git down the dumb-HTTP path.
             return reply::failure(
                 shape,
@@ -229,4 +239,35 @@ fn answer(
         }
     }
     send::relay(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_services_own_advertisement_type_passes() {
+        let upload = Service::UploadPack;
+        for ok in [
+            "application/x-git-upload-pack-advertisement",
+            "Application/X-Git-Upload-Pack-Advertisement",
+        ] {
+            assert!(is_advertisement(ok, upload), "{ok}");
+        }
+        for bad in [
+            "",
+            "text/plain",
+            "application/x-git-receive-pack-advertisement",
+            "application/x-git-upload-pack-advertisement; charset=utf-8",
+            "application/x-git-upload-pack-result",
+            "application/x-git-upload-packadvertisement-",
+            "xapplication/x-git-upload-pack-advertisement",
+        ] {
+            assert!(!is_advertisement(bad, upload), "{bad}");
+        }
+        assert!(is_advertisement(
+            "application/x-git-receive-pack-advertisement",
+            Service::ReceivePack
+        ));
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 
 use crate::audit::Record;
@@ -20,6 +20,16 @@ pub(crate) fn clean_head(parts: &mut http::response::Parts) {
     parts.headers.remove("lfs-authenticate");
 }
 
+/// `https://host` with `path_and_query`, or why it is not a URI.
+pub(crate) fn https_uri(host: &str, path_and_query: &str) -> Result<Uri, Failure> {
+    Uri::builder()
+        .scheme(http::uri::Scheme::HTTPS)
+        .authority(host)
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| Failure::Client(format!("cannot forward to https://{host}{path_and_query}")))
+}
+
 /// An upstream answer passed on, streamed, its head cleaned.
 pub(crate) fn relay(response: Response<Incoming>) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
@@ -32,12 +42,12 @@ pub(crate) fn relay(response: Response<Incoming>) -> Response<ProxyBody> {
     Response::from_parts(parts, body)
 }
 
-/// Sends `parts` with `body` to `url` on `host`, with `authorization` if any, and notes
+/// Sends `parts` with `body` to `uri` on `host`, with `authorization` if any, and notes
 /// the upstream status in `record`.
 pub(crate) async fn upstream(
     state: &State,
     host: &str,
-    url: &str,
+    uri: Uri,
     parts: http::request::Parts,
     body: ProxyBody,
     authorization: Option<HeaderValue>,
@@ -54,9 +64,7 @@ pub(crate) async fn upstream(
     let mut request = Request::new(body);
     *request.method_mut() = parts.method;
     *request.headers_mut() = headers;
-    *request.uri_mut() = url
-        .parse()
-        .map_err(|_| Failure::Client(format!("cannot forward to {url}")))?;
+    *request.uri_mut() = uri;
     let limits = &state.settings.limits;
     let started = Instant::now();
     let sent =

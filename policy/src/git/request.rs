@@ -76,12 +76,18 @@ impl GitRequest {
     /// The target to send upstream: `/owner/name.git/…`, lowercase, with exactly the allowed
     /// suffix and query.
     pub fn canonical_target(&self) -> String {
-        let base = format!("/{}/{}.git", self.repo.owner(), self.repo.name());
-        match &self.kind {
-            GitKind::InfoRefs(service) => format!("{base}/info/refs?service={}", service.as_str()),
-            GitKind::Rpc(service) => format!("{base}/{}", service.as_str()),
-            GitKind::Lfs { rest } => format!("{base}/info/lfs/{rest}"),
+        let (middle, tail) = match &self.kind {
+            GitKind::InfoRefs(service) => ("/info/refs?service=", service.as_str()),
+            GitKind::Rpc(service) => ("/", service.as_str()),
+            GitKind::Lfs { rest } => ("/info/lfs/", rest.as_str()),
+        };
+        let (owner, name) = (self.repo.owner(), self.repo.name());
+        let mut target =
+            String::with_capacity(owner.len() + name.len() + middle.len() + tail.len() + 6);
+        for part in ["/", owner, "/", name, ".git", middle, tail] {
+            target.push_str(part);
         }
+        target
     }
 }
 

@@ -19,8 +19,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use gitgate_policy::{Policies, Policy, RepoPath, TokenScope};
 use http::HeaderValue;
 
@@ -30,6 +28,7 @@ pub use key::{AppKey, KeyError};
 #[cfg(feature = "aws-kms")]
 pub use kms::KmsSigner;
 pub use secret::Secret;
+use secret::sensitive;
 pub use signer::{CommandSigner, Signer};
 pub use user::{LoginStatus, LogoutOutcome, UserConfig};
 
@@ -96,8 +95,7 @@ pub(crate) struct Credential {
 impl Credential {
     /// `Authorization` for git smart HTTP and LFS on the git host.
     pub(crate) fn basic(&self) -> HeaderValue {
-        let encoded = STANDARD.encode(format!("x-access-token:{}", self.secret.expose()));
-        sensitive(format!("Basic {encoded}"))
+        self.secret.basic()
     }
 
     /// `Authorization` for the REST API.
@@ -114,12 +112,6 @@ impl Credential {
     pub(crate) fn user(&self) -> Option<&Arc<str>> {
         self.user.as_ref()
     }
-}
-
-fn sensitive(value: String) -> HeaderValue {
-    let mut value = HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""));
-    value.set_sensitive(true);
-    value
 }
 
 /// One owner's line in `gitgate doctor`.
