@@ -124,6 +124,58 @@ fn same_authority(value: &str, target: &Target) -> bool {
         }
         _ => (value, 443),
     };
+    if port != target.port {
+        return false;
+    }
+    // The usual case, the canonical spelling, needs no parsing.
+    if host == target.host.as_str() {
+        return true;
+    }
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    gitgate_policy::HostName::parse(host).is_ok_and(|h| h == target.host) && port == target.port
+    gitgate_policy::HostName::parse(host).is_ok_and(|h| h == target.host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gitgate_policy::HostName;
+
+    fn target(host: &str, port: u16) -> Target {
+        Target {
+            host: HostName::parse(host).unwrap(),
+            port,
+        }
+    }
+
+    #[test]
+    fn the_host_header_must_name_the_connect_target() {
+        let github = target("github.com", 443);
+        for same in [
+            "github.com",
+            "GitHub.COM",
+            "github.com:443",
+            "github.com.",
+            "GITHUB.com.:443",
+        ] {
+            assert!(same_authority(same, &github), "{same}");
+        }
+        for other in [
+            "github.com:444",
+            "evil.com",
+            "github.com.evil",
+            "",
+            ":443",
+            "github.com:x",
+        ] {
+            assert!(!same_authority(other, &github), "{other}");
+        }
+        let v6 = target("[::1]", 8443);
+        assert!(same_authority("[::1]:8443", &v6));
+        assert!(same_authority("[0::1]:8443", &v6));
+        assert!(!same_authority("[::1]", &v6));
+        assert!(!same_authority("[::2]:8443", &v6));
+        let v4 = target("127.0.0.1", 443);
+        assert!(same_authority("127.0.0.1", &v4));
+        assert!(!same_authority("127.0.0.2", &v4));
+    }
 }
