@@ -256,14 +256,38 @@ impl Record {
         out.push(b'\n');
     }
 
-    /// An estimate of the line's length in bytes, for the audit buffer's memory bound.
+    /// The memory the record holds, its struct and every string it owns or shares, for
+    /// the audit buffer's bound (the sandbox chooses some of them: method, path, refs).
     fn weight(&self) -> usize {
-        let refs: usize = self
-            .refs
-            .iter()
-            .map(|r| r.name.len() + r.rule.len() + r.reason.len() + 200)
-            .sum();
-        400 + self.host.len() + self.path.len() + self.rule.len() + self.reason.len() + refs
+        let shared = [&self.github_user, &self.profile]
+            .into_iter()
+            .flatten()
+            .map(|s| s.len());
+        let scope = self.token_scope.iter().flat_map(|scope| {
+            let repos = scope.repositories.iter().flatten().map(String::len);
+            let permissions = scope.permissions.iter().map(|(name, _)| name.len());
+            repos
+                .chain(permissions)
+                .map(|len| len + size_of::<String>())
+        });
+        let refs = self.refs.iter().map(|r| {
+            size_of::<RefRecord>()
+                + [&r.name, &r.old, &r.new, &r.rule, &r.reason]
+                    .map(String::len)
+                    .iter()
+                    .sum::<usize>()
+        });
+        let own = [
+            &self.host,
+            &self.method,
+            &self.path,
+            &self.rule,
+            &self.reason,
+        ]
+        .into_iter()
+        .chain(&self.repo)
+        .map(String::len);
+        size_of::<Record>() + own.chain(shared).chain(scope).chain(refs).sum::<usize>()
     }
 }
 
@@ -359,9 +383,13 @@ pub struct AuditLog {
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
-/// Buffered bytes between requests and the writer; past this, records are dropped (and
-/// the count logged) rather than slowing requests down or growing memory.
+/// Memory the entries waiting for the writer may hold (lines' bytes, records' weight);
+/// past this, entries are dropped (and the count logged) rather than slowing requests down
+/// or growing memory.
 const MAX_PENDING: usize = 8 << 20;
+
+/// The writer formats and writes this much at a time.
+const WRITE_CHUNK: usize = 256 << 10;
 
 /// The writer wakes this often, and earlier when the buffer fills up.
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
@@ -494,10 +522,15 @@ impl Writer {
         buffer.clear();
         for entry in entries {
             entry.append_to(&mut buffer);
+            // Written in pieces: a backlog is not held twice, queued and formatted.
+            if buffer.len() >= WRITE_CHUNK {
+                self.write_bytes(&buffer);
+                buffer.clear();
+            }
         }
         self.write_bytes(&buffer);
-        // Keep a buffer of ordinary size for the next round, not one a burst grew.
-        if buffer.capacity() <= 1 << 20 {
+        // Keep a buffer of ordinary size for the next round, not one a long line grew.
+        if buffer.capacity() <= 2 * WRITE_CHUNK {
             self.buffer = buffer;
         }
     }
@@ -651,6 +684,51 @@ mod tests {
         assert_eq!(lines[2][field::PATH], "/last");
         assert!(lines[2][field::DURATION_MS].as_f64().unwrap() >= 0.0);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_records_weight_counts_every_string_it_holds() {
+        let long = "x".repeat(10_000);
+        let base = Record::new(
+            1,
+            "127.0.0.1:1".parse().unwrap(),
+            "",
+            "",
+            "",
+            Service::Other,
+        );
+        type Setter = fn(&mut Record, &str);
+        let setters: [(&str, Setter); 10] = [
+            ("host", |r, s| r.host = s.into()),
+            ("method", |r, s| r.method = s.into()),
+            ("path", |r, s| r.path = s.into()),
+            ("rule", |r, s| r.rule = s.into()),
+            ("reason", |r, s| r.reason = s.into()),
+            ("repo", |r, s| r.repo = Some(s.into())),
+            ("github_user", |r, s| r.github_user = Some(s.into())),
+            ("profile", |r, s| r.profile = Some(s.into())),
+            ("token_scope", |r, s| {
+                r.token_scope = Some(gitgate_policy::TokenScope {
+                    repositories: Some(vec![s.into()]),
+                    permissions: vec![(s.into(), gitgate_policy::Access::Read)],
+                })
+            }),
+            ("refs", |r, s| {
+                r.refs.push(RefRecord {
+                    name: s.into(),
+                    old: s.into(),
+                    new: s.into(),
+                    verdict: Verdict::Allow,
+                    rule: s.into(),
+                    reason: s.into(),
+                })
+            }),
+        ];
+        for (field, set) in setters {
+            let mut r = base.clone();
+            set(&mut r, &long);
+            assert!(r.weight() >= base.weight() + long.len(), "{field}");
+        }
     }
 
     /// A fresh directory for the test `name`, and an audit log writing `audit.log` in it.

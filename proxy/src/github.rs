@@ -116,7 +116,8 @@ fn check_request(session: &Session, req: &Request<ClientBody>) -> Result<(), Str
 /// `host[:port]` names the target (case-insensitive, port 443 implied).
 fn same_authority(value: &str, target: &Target) -> bool {
     let (host, port) = match value.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+        // In `[v6]:port` the port follows the bracket; `[v6]` alone has none.
+        Some((host, port)) if !value.starts_with('[') || host.ends_with(']') => {
             match port.parse::<u16>() {
                 Ok(port) => (host, port),
                 Err(_) => return false,
@@ -173,6 +174,10 @@ mod tests {
         assert!(same_authority("[::1]:8443", &v6));
         assert!(same_authority("[0::1]:8443", &v6));
         assert!(!same_authority("[::1]", &v6));
+        let v6_default = target("[::1]", 443);
+        assert!(same_authority("[::1]", &v6_default));
+        assert!(same_authority("[::1]:443", &v6_default));
+        assert!(!same_authority("[::1]:", &v6_default));
         assert!(!same_authority("[::2]:8443", &v6));
         let v4 = target("127.0.0.1", 443);
         assert!(same_authority("127.0.0.1", &v4));

@@ -4,7 +4,7 @@ use http::HeaderMap;
 use http::header::{self, HeaderName};
 
 /// Headers that describe one connection and are never forwarded (RFC 9110 §7.6.1),
-/// plus `Proxy-*` credentials and `Expect` (answered by gitgate itself).
+/// plus `Proxy-*` credentials.
 const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
