@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -38,6 +39,10 @@ MITM_CONF = WORK / "mitmproxy"
 SCRATCH = Path("/dev/shm/gitgate-bench") if Path("/dev/shm").is_dir() else WORK / "scratch"
 
 GITGATE_BIN = Path(os.environ.get("GITGATE_BIN", ROOT / "target/release/gitgate"))
+# --callgrind: gitgate runs under valgrind's callgrind, counting instructions only while a
+# measured round runs (its timings are then meaningless; the counts are exact).
+CALLGRIND_DIR = WORK / "callgrind"
+CALLGRIND = False
 CLIENT_BIN = Path(os.environ.get("BENCH_CLIENT", WORK / "client-target/release/gitgate-bench-client"))
 MITMDUMP = Path(os.environ.get("MITMDUMP", WORK / "venv/bin/mitmdump"))
 
@@ -448,7 +453,12 @@ def start_proxy(name: str) -> tuple[subprocess.Popen, Path]:
         conf = fill(template, gg / "gitgate.yaml", PORT=port, GITGATE=gg, TLS=TLS)
         env = dict(os.environ, BENCH_GITHUB_TOKEN=TOKEN)
         env.setdefault("RUST_LOG", "info")
-        p = PROCS.start(name, [str(binary), "run", "--config", str(conf)], env=env)
+        cmd = [str(binary), "run", "--config", str(conf)]
+        if CALLGRIND:
+            CALLGRIND_DIR.mkdir(exist_ok=True)
+            cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--collect-atstart=no",
+                   f"--callgrind-out-file={CALLGRIND_DIR / name}.%p", *cmd]
+        p = PROCS.start(name, cmd, env=env)
         ca = gg / "ca" / "ca.pem"
     elif name == "gitgate-profiles":
         gg = WORK / name
@@ -762,6 +772,7 @@ class Result:
     load: dict = field(default_factory=dict)
     client_cpu: dict = field(default_factory=dict)  # contender -> client processes' CPU s per round
     upstream_cpu: dict = field(default_factory=dict)  # contender -> nginx + fcgiwrap CPU s per round
+    instructions: dict = field(default_factory=dict)  # --callgrind: contender -> role -> count
 
 
 def start_perf(key: str, r: int, c: Contender):
@@ -788,6 +799,39 @@ def stop_perf(perf) -> None:
         subprocess.run(["perf", "report", "-i", str(out), "--stdio", "--no-children", "--sort", "dso,symbol",
                         "-g", "none", "--percent-limit", "0.5"], stdout=f, stderr=subprocess.DEVNULL)
     log(f"  perf profile of gitgate: {txt}")
+
+
+# Requests one measured run of a scenario makes (for instructions per request).
+REQUESTS_PER_RUN = {
+    "ka1": lambda cfg: cfg.ka_requests,
+    "ka16": lambda cfg: 16 * cfg.ka16_requests,
+    "ka100": lambda cfg: 100 * cfg.ka100_requests,
+    "newconn": lambda cfg: cfg.newconn_requests,
+}
+
+
+def callgrind_collect(pid: int, on: bool) -> None:
+    sh(["callgrind_control", "-i", "on" if on else "off", str(pid)], capture_output=True)
+
+
+def callgrind_instructions(name: str, pid: int) -> dict:
+    """Dumps what callgrind counted in the measured rounds; instructions by thread role."""
+    before = set(CALLGRIND_DIR.glob(f"{name}.{pid}.*"))
+    sh(["callgrind_control", "-d", str(pid)], capture_output=True)
+    roles = {"async workers": 0, "audit writer": 0, "other threads": 0}
+    for f in sorted(set(CALLGRIND_DIR.glob(f"{name}.{pid}.*")) - before):
+        text = f.read_text(errors="replace")
+        total = re.search(r"^summary: (\d+)", text, re.M)
+        if not total:
+            continue
+        if "audit::Writer" in text:
+            role = "audit writer"
+        elif "multi_thread::worker" in text:
+            role = "async workers"
+        else:
+            role = "other threads"
+        roles[role] += int(total.group(1))
+    return roles
 
 
 def prefetch(paths) -> None:
@@ -825,6 +869,9 @@ def run_scenario(sc: Scenario, cfg: Cfg, contenders: list[str], rounds: int) -> 
                 client0 = children_cpu_s()
                 up0 = sum(cpu_seconds(p, reaped=True) for p in UPSTREAM_PIDS)
                 perf = start_perf(sc.key, r, c) if cfg.perf and name == "gitgate" else None
+                counted = CALLGRIND and c.proc is not None and name.startswith("gitgate")
+                if counted:
+                    callgrind_collect(c.proc.pid, True)
                 try:
                     m = sc.fn(c, cfg)
                 except (RunFailed, subprocess.TimeoutExpired) as e:
@@ -834,6 +881,8 @@ def run_scenario(sc: Scenario, cfg: Cfg, contenders: list[str], rounds: int) -> 
                 finally:
                     if perf:
                         stop_perf(perf)
+                    if counted:
+                        callgrind_collect(c.proc.pid, False)
                 if c.proc:
                     res.cpu.setdefault(name, []).append(cpu_seconds(c.proc.pid) - before)
                 res.client_cpu.setdefault(name, []).append(children_cpu_s() - client0)
@@ -847,6 +896,9 @@ def run_scenario(sc: Scenario, cfg: Cfg, contenders: list[str], rounds: int) -> 
             c = live[name]
             if c.proc:
                 res.rss[name] = peak_rss_mb(c.proc.pid)
+            if CALLGRIND and c.proc and name.startswith("gitgate"):
+                res.instructions[name] = callgrind_instructions(name, c.proc.pid)
+                log(f"  {name} instructions in the measured rounds: {res.instructions[name]}")
     finally:
         for name in contenders:
             if name != "direct":
@@ -954,6 +1006,28 @@ def versions() -> dict:
     }
 
 
+def instruction_table(results: dict, cfg: Cfg) -> list[str]:
+    """With --callgrind: what gitgate executed in the measured rounds, by thread role."""
+    rows = []
+    for sc in SCENARIOS:
+        res = results.get(sc.key)
+        if not res:
+            continue
+        per_run = REQUESTS_PER_RUN.get(sc.key)
+        for name, roles in res.instructions.items():
+            runs = len(res.runs.get(name, []))
+            n = per_run(cfg) * runs if per_run else runs
+            unit = "request" if per_run else "run"
+            cells = [f"{v / n:,.0f}" for v in roles.values()]
+            rows.append(f"| {sc.key} | {name} | " + " | ".join(cells) + f" | {sum(roles.values()) / n:,.0f} per {unit} |")
+    if not rows:
+        return []
+    roles = " | ".join(next(iter(r for res in results.values() for r in res.instructions.values())))
+    return ["Instructions gitgate executed in the measured rounds (valgrind callgrind, exact counts), "
+            "per request (per run in scenarios that are not a request count):", "",
+            f"| scenario | contender | {roles} | all threads |", "|---|---|---|---|---|---|", *rows, ""]
+
+
 def report(results: dict, cfg: Cfg, contenders, speed, started, load_before) -> str:
     L = []
     m = machine()
@@ -1013,6 +1087,7 @@ def report(results: dict, cfg: Cfg, contenders, speed, started, load_before) -> 
             cells += [f"{fmt(cpu)}{extra}", fmt(res.rss.get(p))]
         L.append(f"| {sc.key} | " + " | ".join(cells) + " |")
     L.append("")
+    L.extend(instruction_table(results, cfg))
     L.extend(cpu_model(results, cfg, contenders))
     L.append("Was the machine quiet? CPU used by other processes while each scenario ran "
              "(all CPUs' user + system time minus this run's own processes), and hypervisor steal:")
@@ -1193,11 +1268,18 @@ def main() -> int:
     ap.add_argument("--nginx-workers", type=int, default=2)
     ap.add_argument("--perf", action="store_true",
                     help="profile gitgate's runs with perf record (reports under WORK/perf/); skews its timings")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="count gitgate's instructions (valgrind callgrind) in the measured rounds, "
+                         "by thread; its timings are then meaningless")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                     help="before measuring, wait up to this long for the machine to be idle")
     args = ap.parse_args()
 
     cfg = Cfg(quick=args.quick, perf=args.perf)
+    global CALLGRIND
+    CALLGRIND = args.callgrind
+    if CALLGRIND and not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        raise SystemExit("--callgrind needs valgrind (apt-get install valgrind)")
     if args.quick:
         cfg.ka_requests, cfg.ka16_requests, cfg.ka100_requests, cfg.newconn_requests = 500, 100, 40, 200
     for k in ("ka_requests", "ka16_requests", "ka100_requests", "newconn_requests"):
