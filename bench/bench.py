@@ -456,7 +456,7 @@ def start_proxy(name: str) -> tuple[subprocess.Popen, Path]:
         cmd = [str(binary), "run", "--config", str(conf)]
         if CALLGRIND:
             CALLGRIND_DIR.mkdir(exist_ok=True)
-            cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--collect-atstart=no",
+            cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--instr-atstart=no",
                    f"--callgrind-out-file={CALLGRIND_DIR / name}.%p", *cmd]
         p = PROCS.start(name, cmd, env=env)
         ca = gg / "ca" / "ca.pem"
@@ -821,7 +821,7 @@ def callgrind_instructions(name: str, pid: int) -> dict:
     roles = {"async workers": 0, "audit writer": 0, "other threads": 0}
     for f in sorted(set(CALLGRIND_DIR.glob(f"{name}.{pid}.*")) - before):
         text = f.read_text(errors="replace")
-        total = re.search(r"^summary: (\d+)", text, re.M)
+        total = re.search(r"^totals: (\d+)", text, re.M)
         if not total:
             continue
         if "audit::Writer" in text:
