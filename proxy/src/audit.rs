@@ -376,6 +376,21 @@ struct Pending {
     closed: bool,
 }
 
+impl Pending {
+    /// Queues `entry`, or counts it dropped if it would take the queue past
+    /// [`MAX_PENDING`]; true once the queue holds more than half of that (time to write).
+    fn push(&mut self, entry: Entry) -> bool {
+        let weight = entry.weight();
+        if self.bytes + weight > MAX_PENDING {
+            self.dropped += 1;
+        } else {
+            self.bytes += weight;
+            self.entries.push(entry);
+        }
+        self.bytes > MAX_PENDING / 2
+    }
+}
+
 /// The sending side of the audit log. Cheap to clone; a send is a push onto a buffer.
 #[derive(Clone)]
 pub struct AuditLog {
@@ -436,15 +451,8 @@ impl AuditLog {
     }
 
     fn push(&self, entry: Entry) {
-        let weight = entry.weight();
-        let mut pending = self.lock();
-        if pending.bytes + weight > MAX_PENDING {
-            pending.dropped += 1;
-            return;
-        }
-        pending.bytes += weight;
-        pending.entries.push(entry);
-        if pending.bytes > MAX_PENDING / 2 {
+        let past_half = self.lock().push(entry);
+        if past_half {
             self.pending.1.notify_one();
         }
     }
@@ -729,6 +737,32 @@ mod tests {
             set(&mut r, &long);
             assert!(r.weight() >= base.weight() + long.len(), "{field}");
         }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_growing() {
+        let mut pending = Pending::default();
+        let mut big = Record::new(
+            1,
+            "127.0.0.1:1".parse().unwrap(),
+            "",
+            "",
+            "",
+            Service::Other,
+        );
+        // A sandbox can choose a long method; the record's weight must count it.
+        big.method = "M".repeat(MAX_PENDING / 8);
+        let mut wake = Vec::new();
+        for _ in 0..10 {
+            wake.push(pending.push(Entry::Request(Box::new(big.clone()), Duration::ZERO)));
+        }
+        assert_eq!(pending.entries.len(), 7);
+        assert_eq!(pending.dropped, 3);
+        assert!(pending.bytes <= MAX_PENDING);
+        assert_eq!(&wake[..4], [false, false, false, true]);
+        // Small lines still fit in what is left.
+        assert!(pending.push(Entry::Line("{}\n".into())));
+        assert_eq!(pending.entries.len(), 8);
     }
 
     /// A fresh directory for the test `name`, and an audit log writing `audit.log` in it.
