@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # gitgate performance benchmark: one command.
 #
-#   bench/run.sh            full run (5 rounds per scenario, ~15 min)
+#   bench/run.sh            full run (5 rounds per scenario, 11 for ka1, 9 for clones50; ~13 min)
 #   bench/run.sh --quick    one round per scenario (< 3 min once the data exists)
 #
 # Other options are passed to bench/bench.py (--only gitgate,squid, --scenarios download,
