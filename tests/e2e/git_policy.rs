@@ -228,13 +228,7 @@ fn a_50_mb_push_streams_through_in_bounded_memory() {
             .as_deref(),
         Some(head.as_str())
     );
-    let pushed = standin
-        .requests()
-        .iter()
-        .filter(|r| r.target.ends_with("/git-receive-pack"))
-        .map(|r| r.body_bytes)
-        .max()
-        .unwrap();
+    let pushed = harness::largest_receive_pack_body(&standin);
     assert!(pushed > 50 << 20, "pack was {pushed} bytes");
     let growth = gitgate.peak_rss_kib().saturating_sub(before);
     assert!(

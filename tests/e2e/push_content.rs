@@ -499,21 +499,7 @@ fn holding_back_only_the_trailer_streams_the_pack_and_a_refusal_leaves_upstream_
     assert_eq!(upstream(&standin, "main").as_deref(), Some(fine.as_str()));
     // git reports the refusal as soon as gitgate answers; the stand-in may still be
     // reading what was sent before the break, so its count is awaited, not sampled.
-    let mut largest = 0;
-    let received = (0..250).any(|_| {
-        largest = standin
-            .requests()
-            .iter()
-            .filter(|r| r.target.ends_with("/git-receive-pack"))
-            .map(|r| r.body_bytes)
-            .max()
-            .unwrap();
-        largest > 6 << 20 || {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            false
-        }
-    });
-    assert!(received, "upstream received {largest} bytes");
+    crate::core::wait_until(|| harness::largest_receive_pack_body(&standin) > 6 << 20);
     // The next push works on the same gitgate.
     sandbox.git_ok(&repo, &["reset", "-q", "--hard", "origin/main"]);
     let after = sandbox.commit(&repo, "a.txt", "after\n");

@@ -36,6 +36,17 @@ pub fn write_noise(path: &std::path::Path, mib: usize) {
     file.flush().expect("flush");
 }
 
+/// The largest receive-pack body (bytes) the stand-in has read so far.
+pub fn largest_receive_pack_body(standin: &StandIn) -> u64 {
+    standin
+        .requests()
+        .iter()
+        .filter(|r| r.target.ends_with("/git-receive-pack"))
+        .map(|r| r.body_bytes)
+        .max()
+        .unwrap_or(0)
+}
+
 /// How many receive-pack POSTs reached the stand-in.
 pub fn receive_pack_posts(standin: &StandIn) -> usize {
     standin
