@@ -4,8 +4,10 @@
 //! download costs one `recv` (and one window-update ACK) per record. [`ReadAhead`] reads up
 //! to [`STEP`] bytes at once and hands them out from memory. The buffer is held only while
 //! data is flowing: it is given back as soon as the socket has nothing more to read, so an
-//! idle pooled connection costs no memory for it.
+//! idle pooled connection costs no memory for it. Each thread keeps one given-back buffer
+//! for the next reader, so a small response does not cost a 64 KiB allocation and free.
 
+use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -15,6 +17,26 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// How much one read from the socket may bring in.
 pub(crate) const STEP: usize = 64 * 1024;
+
+thread_local! {
+    /// An empty buffer of [`STEP`] bytes, given back by a reader whose socket ran dry.
+    static SPARE: Cell<Option<BytesMut>> = const { Cell::new(None) };
+}
+
+/// A buffer of at least [`STEP`] bytes: this thread's spare, or a new one.
+fn take_spare() -> BytesMut {
+    let mut buf = SPARE.take().unwrap_or_default();
+    buf.reserve(STEP);
+    buf
+}
+
+/// Keeps an emptied buffer as this thread's spare (one at most; any other is freed).
+fn give_back(mut buf: BytesMut) {
+    buf.clear();
+    if buf.capacity() > 0 {
+        SPARE.set(Some(buf));
+    }
+}
 
 /// `inner`, read [`STEP`] bytes at a time.
 pub(crate) struct ReadAhead<T> {
@@ -42,11 +64,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
             if dst.remaining() >= STEP {
                 return Pin::new(&mut this.inner).poll_read(cx, dst);
             }
-            this.buf.reserve(STEP);
+            if this.buf.capacity() == 0 {
+                this.buf = take_spare();
+            } else {
+                this.buf.reserve(STEP);
+            }
             match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.buf) {
                 Poll::Pending => {
                     // Nothing to read now: the connection may stay idle for long.
-                    this.buf = BytesMut::new();
+                    give_back(std::mem::take(&mut this.buf));
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
@@ -171,6 +197,18 @@ mod tests {
     fn a_connection_with_nothing_to_read_holds_no_buffer() {
         let (out, reads, held) = drain(vec![vec![1; 100]; 3], 4096);
         assert_eq!((out.len(), reads, held), (300, 4, 0));
+    }
+
+    #[test]
+    fn readers_on_one_thread_reuse_the_buffer_the_last_one_gave_back() {
+        drain(vec![vec![1; 100]; 3], 4096);
+        let spare = take_spare();
+        assert!(spare.capacity() >= STEP);
+        let addr = spare.as_ptr();
+        give_back(spare);
+        let (out, _, held) = drain(vec![vec![2; 100]; 2], 4096);
+        assert_eq!((out.len(), held), (200, 0));
+        assert_eq!(take_spare().as_ptr(), addr, "a new buffer was allocated");
     }
 
     proptest! {
