@@ -46,6 +46,10 @@ pub(crate) fn fail(what: impl std::fmt::Display) -> PackError {
 pub(crate) trait ReadAt {
     /// Fills `buf` from `offset` as far as the data goes; returns the bytes read.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize>;
+
+    /// Told by the first pass that the bytes before `end` belong to the pack's objects:
+    /// none of them is the trailing checksum or anything after it.
+    fn objects_reach(&self, _end: u64) {}
 }
 
 impl ReadAt for bytes::Bytes {
@@ -475,6 +479,9 @@ impl Inflating<'_, '_> {
             let (status, used, produced) = self.inflate.once(input, self.out).map_err(fail)?;
             used_total += used as u64;
             written += produced as u64;
+            self.window
+                .reads
+                .objects_reach(entry.data_offset + used_total);
             if written > entry.decompressed_size {
                 return Err(fail("an object inflates to more than its header says"));
             }

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -146,6 +147,7 @@ pub(crate) async fn inspect<'a>(
         trees: policy.protects_paths(),
         signatures: policy.signers().is_some(),
     };
+    let objects = following.objects();
     // The first pass reads the pack as it arrives, on a blocking thread.
     let first_pass = tokio::task::spawn_blocking(move || following.list(wants));
     let held = Held {
@@ -181,7 +183,8 @@ pub(crate) async fn inspect<'a>(
                 let mut forwarder = Forwarder {
                     tx,
                     tail: BytesMut::new(),
-                    trailer: hash.len_in_bytes(),
+                    sent: 0,
+                    objects,
                 };
                 let outcome = held.run(Some(&mut forwarder)).await;
                 let proceed = match &outcome {
@@ -302,7 +305,18 @@ impl Held<'_> {
             }
             let next = match pending.next() {
                 Some(piece) => Ok(Some(Ok(http_body::Frame::data(piece)))),
-                None => tokio::time::timeout(limits.body_idle_timeout, self.body.frame()).await,
+                None => {
+                    let frame = tokio::time::timeout(limits.body_idle_timeout, self.body.frame());
+                    match forwarder.as_deref_mut() {
+                        None => frame.await,
+                        Some(forwarder) => {
+                            match forwarder.meanwhile(&mut self.spool, frame).await {
+                                Ok(next) => next,
+                                Err(error) => return failed(&error),
+                            }
+                        }
+                    }
+                }
             };
             let frame = match next {
                 Ok(Some(Ok(frame))) => frame,
@@ -314,10 +328,8 @@ impl Held<'_> {
                     ));
                 }
                 Err(_) => {
-                    return Outcome::Failed(reply::failure(
-                        Shape::Text,
-                        &Failure::Client("push body stalled".into()),
-                    ));
+                    let message = crate::body::stalled("push", limits.body_idle_timeout);
+                    return Outcome::Failed(reply::failure(Shape::Text, &Failure::Client(message)));
                 }
             };
             if let Ok(data) = frame.into_data() {
@@ -382,27 +394,82 @@ impl Held<'_> {
     }
 }
 
-/// A push sent on as it arrives, all but its last 20 bytes (the pack's trailing
-/// checksum), which go only once the push is allowed.
+/// How far received pack bytes may run ahead of the first pass before the client is made
+/// to wait for it.
+const MAX_AHEAD: usize = 4 << 20;
+
+/// A push sent on as it arrives, but only as far as the first pass has found the pack's
+/// objects to reach: the trailing checksum (and anything a client put after it) goes only
+/// once the push is allowed, so upstream cannot complete a refused pack.
 struct Forwarder {
     tx: tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>,
+    /// Received bytes not sent on yet; the first is at pack offset `sent`.
     tail: BytesMut,
-    /// The trailing checksum's length.
-    trailer: usize,
+    sent: u64,
+    /// How far the pack's objects reach, from the first pass.
+    objects: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Forwarder {
     async fn send(&mut self, data: &[u8]) {
+        if self.objects.has_changed().is_err() {
+            // The first pass is over, so the pack is complete or refused: what follows
+            // is never sent on before the decision, nor kept.
+            return;
+        }
         self.tail.extend_from_slice(data);
-        if self.tail.len() > self.trailer {
-            let ready = self.tail.split_to(self.tail.len() - self.trailer).freeze();
+        self.flush().await;
+        while self.tail.len() > MAX_AHEAD {
+            if self.objects.changed().await.is_err() {
+                return;
+            }
+            self.flush().await;
+        }
+    }
+
+    /// Waits for `next` (the client's next frame). If the client pauses, the first pass
+    /// is shown everything written so far, and what it finds to be objects meanwhile is
+    /// sent on.
+    async fn meanwhile<T>(
+        &mut self,
+        spool: &mut Spool,
+        next: impl std::future::Future<Output = T>,
+    ) -> std::io::Result<T> {
+        let mut next = std::pin::pin!(next);
+        let polled = std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await;
+        if let Poll::Ready(ready) = polled {
+            return Ok(ready);
+        }
+        spool.hand_over().await?;
+        loop {
+            tokio::select! {
+                ready = &mut next => return Ok(ready),
+                changed = self.objects.changed() => {
+                    self.flush().await;
+                    if changed.is_err() {
+                        // The first pass is over; it will find no more.
+                        return Ok(next.await);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends on the received bytes that the first pass has found to be objects.
+    async fn flush(&mut self) {
+        let reach = *self.objects.borrow_and_update();
+        let n = reach.saturating_sub(self.sent).min(self.tail.len() as u64) as usize;
+        if n > 0 {
+            let ready = self.tail.split_to(n).freeze();
+            self.sent += n as u64;
             // Upstream gone: its own error is what the client will see.
             let _ = self.tx.send(Ok(ready)).await;
         }
     }
 
-    /// Sends the trailer if the push may go on; otherwise breaks the upstream request,
-    /// so that what upstream received is a pack without its checksum.
+    /// Sends the rest (the last objects and the trailing checksum) if the push may go on;
+    /// otherwise breaks the upstream request, so that what upstream received is part of a
+    /// pack without its checksum.
     async fn end(self, proceed: bool) {
         let last = match proceed {
             true => Ok(self.tail.freeze()),

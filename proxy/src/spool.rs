@@ -63,6 +63,8 @@ pub(crate) struct Following {
     hash: gix_hash::Kind,
     file: std::fs::File,
     shared: Arc<Shared>,
+    /// How far the first pass has found the pack's objects to reach.
+    objects: tokio::sync::watch::Sender<u64>,
 }
 
 /// A complete pack.
@@ -86,6 +88,7 @@ impl Spool {
             hash,
             file: reader,
             shared: Arc::clone(&shared),
+            objects: tokio::sync::watch::Sender::new(0),
         };
         let spool = Spool {
             hash,
@@ -113,7 +116,7 @@ impl Spool {
 
     /// Lets the reader see everything written: reads of the file see what the completed
     /// write handed to the kernel.
-    async fn hand_over(&mut self) -> io::Result<()> {
+    pub(crate) async fn hand_over(&mut self) -> io::Result<()> {
         self.file.flush().await?;
         let len = self.len;
         self.shared.update(|p| p.written = len);
@@ -167,9 +170,23 @@ impl ReadAt for Following {
                 .unwrap_or_else(|p| p.into_inner());
         }
     }
+
+    fn objects_reach(&self, end: u64) {
+        self.objects.send_if_modified(|reach| {
+            let further = end > *reach;
+            *reach = (*reach).max(end);
+            further
+        });
+    }
 }
 
 impl Following {
+    /// Watches how far the first pass has found the pack's objects to reach (ending when
+    /// the first pass does): bytes before that are not the trailing checksum.
+    pub(crate) fn objects(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.objects.subscribe()
+    }
+
     /// The first pass over the pack as it arrives ([`pack::list_stream`]); `None` for a
     /// push without a pack. Blocking: run it through `spawn_blocking`.
     pub(crate) fn list(&self, wants: Wants) -> Result<Option<Listing>, PackError> {

@@ -486,14 +486,15 @@ fn holding_back_only_the_trailer_streams_the_pack_and_a_refusal_leaves_upstream_
     sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
     assert_eq!(upstream(&standin, "main").as_deref(), Some(fine.as_str()));
 
-    // Refused: upstream has received all of the pack but its checksum, then the request
-    // broke off; `git http-backend` applies nothing from a pack without its checksum.
-    harness::write_noise(&repo.join("big.bin"), 6);
+    // Refused: upstream has received the pack as far as gitgate had read it (at most a
+    // few MiB behind what arrived), never its checksum, then the request broke off;
+    // `git http-backend` applies nothing from a pack without its checksum.
+    harness::write_noise(&repo.join("big.bin"), 12);
     sandbox.git_ok(&repo, &["add", "big.bin"]);
     sandbox.git_ok(&repo, &["commit", "-q", "-m", "big"]);
     let denied = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
     assert!(
-        denied.contains("(gitgate: big.bin is 6.29 MB, over maxBlobSize 5.00 MB)"),
+        denied.contains("(gitgate: big.bin is 12.6 MB, over maxBlobSize 5.00 MB)"),
         "{denied}"
     );
     assert_eq!(upstream(&standin, "main").as_deref(), Some(fine.as_str()));
@@ -505,4 +506,66 @@ fn holding_back_only_the_trailer_streams_the_pack_and_a_refusal_leaves_upstream_
     let after = sandbox.commit(&repo, "a.txt", "after\n");
     sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
     assert_eq!(upstream(&standin, "main").as_deref(), Some(after.as_str()));
+}
+
+#[test]
+fn bytes_after_the_pack_checksum_never_let_upstream_complete_a_refused_pack() {
+    use std::io::Write;
+    let standin = harness::standin();
+    let config = format!(
+        "{}limits: {{pushHold: trailer}}\n",
+        app_config(&standin, "{allowedRepos: [acme/app], allowedRefs: [main]}")
+    );
+    let gitgate = Gitgate::start(&config);
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    let main = rev(&sandbox, &repo, "origin/main");
+    // A commit with no history: pointing main at it is a force push (refused by default).
+    sandbox.git_ok(&repo, &["checkout", "-q", "--orphan", "rewrite"]);
+    let orphan = sandbox.commit(&repo, "b.txt", "rewritten\n");
+    let mut packer = std::process::Command::new("git")
+        .args(["pack-objects", "--stdout", "--revs", "-q"])
+        .current_dir(&repo)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(packer.stdin.take().unwrap(), "{orphan}").unwrap();
+    let pack = packer.wait_with_output().unwrap().stdout;
+    assert!(pack.starts_with(b"PACK"), "{pack:?}");
+
+    // The pack with its own valid checksum, then junk: a gitgate that held back only the
+    // body's last 20 bytes would send the whole pack, and git would apply it.
+    let command = format!("{main} {orphan} refs/heads/main\0report-status\n");
+    let mut body = format!("{:04x}{command}0000", command.len() + 4).into_bytes();
+    let head_len = body.len() as u64;
+    body.extend_from_slice(&pack);
+    // (more than the first pass reads ahead, so it can reach them before the body ends)
+    body.extend_from_slice(&[b'J'; 8192]);
+    let mut tls = harness::raw::mitm_tls(
+        gitgate.addr,
+        "github.com:443",
+        "github.com",
+        &gitgate.ca_file(),
+    );
+    write!(
+        tls,
+        "POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\nContent-Type: application/x-git-receive-pack-request\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let (most, last) = body.split_at(body.len() - 1);
+    tls.write_all(most).unwrap();
+    tls.flush().unwrap();
+    // Upstream gets every object as it arrives, but not the checksum after them.
+    let objects = head_len + pack.len() as u64 - 20;
+    crate::core::wait_until(|| harness::largest_receive_pack_body(&standin) >= objects);
+    assert_eq!(harness::largest_receive_pack_body(&standin), objects);
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(main.as_str()));
+
+    tls.write_all(last).unwrap();
+    let reply = harness::raw::read_response(&mut tls);
+    assert!(reply.contains("bytes follow its checksum"), "{reply}");
+    assert!(reply.contains("ng refs/heads/main"), "{reply}");
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(main.as_str()));
 }
