@@ -53,6 +53,10 @@ pub mod field {
     pub const INSTALLATION: &str = "installation";
     /// The token's scope: `{repositories, permissions}`.
     pub const TOKEN_SCOPE: &str = "token_scope";
+    /// What went wrong after the decision, when something did: the error gitgate answered
+    /// with (upstream unreachable, no credential, a stalled body), or the response body
+    /// failing partway.
+    pub const ERROR: &str = "error";
     /// The GitHub user a user token acted for (device flow).
     pub const GITHUB_USER: &str = "github_user";
     /// The sandbox profile a request was decided under (or a user session belongs to).
@@ -186,6 +190,8 @@ pub struct Record {
     pub github_user: Option<std::sync::Arc<str>>,
     /// The sandbox profile the request was decided under, when profiles are configured.
     pub profile: Option<std::sync::Arc<str>>,
+    /// What went wrong after the decision, if anything.
+    pub error: Option<String>,
 }
 
 impl Record {
@@ -219,6 +225,7 @@ impl Record {
             token_scope: None,
             github_user: None,
             profile: None,
+            error: None,
         }
     }
 
@@ -286,6 +293,7 @@ impl Record {
         ]
         .into_iter()
         .chain(&self.repo)
+        .chain(&self.error)
         .map(String::len);
         size_of::<Record>() + own.chain(shared).chain(scope).chain(refs).sum::<usize>()
     }

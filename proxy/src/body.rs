@@ -22,6 +22,14 @@ pub(crate) fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
+/// Why a `what` body (`request`, `push`, ...) was given up on after `idle` without a byte.
+pub(crate) fn stalled(what: &str, idle: std::time::Duration) -> String {
+    format!(
+        "the {what} body stalled: nothing arrived for {} s (limits.bodyIdleTimeout)",
+        idle.as_secs()
+    )
+}
+
 /// Reads all of `body`, at most `limit` bytes, each frame within `idle`; the error
 /// says what went wrong with the `what` body (`request`, `response`).
 pub(crate) async fn read_bounded<B>(
@@ -37,7 +45,7 @@ where
     let mut buf = Vec::new();
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => return Err(format!("the {what} body stalled (limits.bodyIdleTimeout)")),
+            Err(_) => return Err(stalled(what, idle)),
             Ok(None) => break,
             Ok(Some(Err(error))) => {
                 return Err(format!("the {what} body could not be read: {error}"));

@@ -149,8 +149,8 @@ fn intercept(
 
 /// Refuses the CONNECT and writes its audit record.
 fn refuse(state: &State, mut record: Record, failure: &Failure) -> Response<ProxyBody> {
-    let response = reply::failure(Shape::Text, failure);
-    record.status = response.status().as_u16();
+    let mut response = reply::failure(Shape::Text, failure);
+    crate::observe::answered(&mut record, &mut response);
     if record.verdict.is_none() {
         record.decide(Verdict::Deny, "upstream", failure.message());
     }

@@ -37,17 +37,20 @@ pub(crate) async fn plain(
     let (body, bytes_in) = Counted::new(body);
     let response = match decide(state, ctx, &mut record, &parts) {
         Err(failure) => reply::failure(Shape::Text, &failure),
-        Ok(()) => send(state, &mut record, parts, body, &authority).await,
+        Ok(canonical) => send(state, &mut record, parts, body, &canonical).await,
     };
     state.observer.finish(record, bytes_in, response)
 }
 
+/// Decides on a plain HTTP request; returns the authority to send it to, canonical (the
+/// one the decision and `upstream.resolve` are about, whatever case or trailing dot the
+/// client wrote).
 fn decide(
     state: &State,
     ctx: &ConnCtx,
     record: &mut Record,
     parts: &http::request::Parts,
-) -> Result<(), Failure> {
+) -> Result<String, Failure> {
     let policy = identity::identify(state, ctx, &parts.headers, record)?.policy;
     if parts.uri.scheme_str() != Some("http") {
         let reason = format!(
@@ -62,9 +65,13 @@ fn decide(
         record.decide(Verdict::Deny, "request", &reason);
         Failure::Client(reason)
     })?;
-    let decision = policy.decide_plain_http(&host, parts.uri.port_u16().unwrap_or(80));
+    let port = parts.uri.port_u16().unwrap_or(80);
+    let decision = policy.decide_plain_http(&host, port);
     if enforce(&policy, record, &decision) {
-        Ok(())
+        Ok(match port {
+            80 => host.to_string(),
+            port => format!("{host}:{port}"),
+        })
     } else {
         Err(Failure::Policy(decision.reason))
     }
@@ -82,6 +89,14 @@ async fn send(
     if let Ok(value) = HeaderValue::from_str(authority) {
         parts.headers.insert(header::HOST, value);
     }
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    match format!("http://{authority}{path}").parse() {
+        Ok(uri) => parts.uri = uri,
+        Err(error) => {
+            let failure = Failure::Client(format!("bad request target: {error}"));
+            return reply::failure(Shape::Text, &failure);
+        }
+    }
     let limit = state.settings.limits.response_header_timeout;
     let sent = tokio::time::timeout(
         limit,
@@ -97,10 +112,9 @@ async fn send(
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, stream(body))
         }
-        Ok(Err(error)) => reply::failure(
-            Shape::Text,
-            &Failure::Upstream(format!("cannot reach {authority}: {error}")),
-        ),
+        Ok(Err(error)) => {
+            reply::failure(Shape::Text, &Failure::Upstream(error.describe(authority)))
+        }
         Err(_) => reply::failure(Shape::Text, &Failure::no_answer(authority, limit)),
     }
 }

@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use crate::audit::{AuditLog, Record};
 use crate::body::{BoxError, ProxyBody, stream};
 use crate::metrics::Metrics;
+use crate::reply::Failed;
 
 /// The audit log and the metrics, together.
 #[derive(Clone)]
@@ -41,9 +42,9 @@ impl Observer {
         &self,
         mut record: Record,
         bytes_in: Arc<AtomicU64>,
-        response: Response<ProxyBody>,
+        mut response: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
-        record.status = response.status().as_u16();
+        answered(&mut record, &mut response);
         let observer = self.clone();
         response.map(|inner| {
             stream(Finishing {
@@ -54,6 +55,15 @@ impl Observer {
                 observer,
             })
         })
+    }
+}
+
+/// Notes in `record` the status gitgate answers with and, if the answer reports a
+/// failure (not a refusal), the failure.
+pub(crate) fn answered(record: &mut Record, response: &mut Response<ProxyBody>) {
+    record.status = response.status().as_u16();
+    if let Some(Failed(error)) = response.extensions_mut().remove() {
+        record.error.get_or_insert(error);
     }
 }
 
@@ -136,7 +146,16 @@ impl Body for Finishing {
                     self.sent += data.len() as u64;
                 }
             }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.done(),
+            Poll::Ready(Some(Err(error))) => {
+                let sent = self.sent;
+                if let Some(record) = &mut self.record {
+                    record.error.get_or_insert_with(|| {
+                        format!("the response body failed after {sent} bytes: {error}")
+                    });
+                }
+                self.done();
+            }
+            Poll::Ready(None) => self.done(),
             Poll::Pending => {}
         }
         polled

@@ -66,16 +66,15 @@ pub(crate) async fn inspect<'a>(
         max_header_bytes: limits.max_push_header_bytes,
     });
     let mut read: VecDeque<Bytes> = VecDeque::new();
+    // Bytes as sent: gzip can make them many more than the command list they carry.
+    let mut sent = 0;
     let header = loop {
         let frame = match tokio::time::timeout(limits.body_idle_timeout, body.frame()).await {
             Ok(frame) => frame,
             Err(_) => {
-                return Inspected::Reply(reply::failure(
-                    shape,
-                    &Failure::Client(
-                        "push body stalled before its command list was complete".into(),
-                    ),
-                ));
+                let message = crate::body::stalled("push", limits.body_idle_timeout);
+                record.decide(Verdict::Deny, "limits.bodyIdleTimeout", &message);
+                return Inspected::Reply(reply::failure(shape, &Failure::Client(message)));
             }
         };
         let parsed = match frame {
@@ -88,8 +87,18 @@ pub(crate) async fn inspect<'a>(
             }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
+                    sent += data.len();
                     read.push_back(data.clone());
-                    feed(&mut reader, decoder.as_mut(), &data)
+                    match feed(&mut reader, decoder.as_mut(), &data) {
+                        Ok(None) if sent > limits.max_push_header_bytes => Err(Malformed {
+                            rule: "limits.maxPushHeaderBytes",
+                            message: format!(
+                                "push header exceeds {} bytes as sent (limits.maxPushHeaderBytes)",
+                                limits.max_push_header_bytes
+                            ),
+                        }),
+                        parsed => parsed,
+                    }
                 }
                 Err(_) => continue,
             },

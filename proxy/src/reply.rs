@@ -84,8 +84,22 @@ pub(crate) fn closing(mut response: Response<ProxyBody>) -> Response<ProxyBody> 
     response
 }
 
+/// A failure other than a refusal, carried on gitgate's answer to the audit record.
+#[derive(Clone)]
+pub(crate) struct Failed(pub(crate) String);
+
 /// Tells the client about `failure` in the shape it can show.
 pub(crate) fn failure(shape: Shape, failure: &Failure) -> Response<ProxyBody> {
+    let mut response = render(shape, failure);
+    if !matches!(failure, Failure::Policy(_) | Failure::ProxyAuth(_)) {
+        response
+            .extensions_mut()
+            .insert(Failed(failure.message().to_owned()));
+    }
+    response
+}
+
+fn render(shape: Shape, failure: &Failure) -> Response<ProxyBody> {
     let message = format!("gitgate: {}", failure.message());
     match shape {
         Shape::Text => text(failure.status(), &message),

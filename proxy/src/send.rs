@@ -76,8 +76,9 @@ pub(crate) async fn upstream(
             Ok(response)
         }
         Ok(Err(error)) => {
-            tracing::warn!(%error, "upstream request failed");
-            Err(Failure::Upstream(format!("cannot reach {host}: {error}")))
+            let message = error.describe(host);
+            tracing::warn!(error = %message, "upstream request failed");
+            Err(Failure::Upstream(message))
         }
         Err(_) => Err(Failure::no_answer(host, limits.response_header_timeout)),
     }

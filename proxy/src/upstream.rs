@@ -113,6 +113,16 @@ impl Dialer {
         if let Some(addr) = self.resolve.get(host) {
             return Ok(vec![*addr]);
         }
+        let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+        if let Ok(ip) = literal.unwrap_or(host).parse::<IpAddr>() {
+            if forbidden(ip) {
+                return Err(ConnectError::Forbidden {
+                    host: host.to_owned(),
+                    addr: ip,
+                });
+            }
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
         let resolve_err = |source| ConnectError::Resolve {
             host: host.to_owned(),
             source,
@@ -314,8 +324,32 @@ impl Upstream {
     pub(crate) async fn send(
         &self,
         request: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, String> {
-        self.client.request(request).await.map_err(|e| describe(&e))
+    ) -> Result<Response<Incoming>, SendError> {
+        self.client.request(request).await.map_err(|e| SendError {
+            connect: e.is_connect(),
+            detail: describe(&e),
+        })
+    }
+}
+
+/// Why an upstream request got no response.
+pub(crate) struct SendError {
+    /// No connection could be made (as opposed to one failing during the exchange).
+    connect: bool,
+    detail: String,
+}
+
+impl SendError {
+    /// What to tell the client about the request to `host`.
+    pub(crate) fn describe(&self, host: &str) -> String {
+        if self.connect {
+            format!("cannot reach {host}: {}", self.detail)
+        } else {
+            format!(
+                "{host} closed the connection or failed before answering: {}",
+                self.detail
+            )
+        }
     }
 }
 
@@ -351,6 +385,29 @@ mod tests {
         }
         for ip in ["140.82.112.3", "10.1.2.3", "2606:50c0:8000::153"] {
             assert!(!forbidden(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn ip_literals_are_dialled_as_written_bracketed_or_not() {
+        let dialer = Dialer::new(&UpstreamSettings {
+            resolve: HashMap::new(),
+            extra_roots: Vec::new(),
+            connect_timeout: Duration::from_secs(1),
+            pool_idle_timeout: Duration::from_secs(1),
+        })
+        .unwrap();
+        for (host, want) in [
+            ("[2606:50c0:8000::153]", "[2606:50c0:8000::153]:443"),
+            ("2606:50c0:8000::153", "[2606:50c0:8000::153]:443"),
+            ("140.82.112.3", "140.82.112.3:443"),
+        ] {
+            let addrs = dialer.addresses(host, 443).await.unwrap();
+            assert_eq!(addrs, [want.parse().unwrap()], "{host}");
+        }
+        for host in ["[::1]", "127.0.0.1", "169.254.169.254"] {
+            let refused = dialer.addresses(host, 443).await.unwrap_err();
+            assert!(matches!(refused, ConnectError::Forbidden { .. }), "{host}");
         }
     }
 }

@@ -323,6 +323,15 @@ fn mutation_check(name: &str, arguments: &Map<String, Value>) -> Result<FieldChe
         "createCommitOnBranch" => {
             let branch = at(arguments, &["input", "branch"])
                 .ok_or("createCommitOnBranch has no input.branch")?;
+            // Both forms at once: which one GitHub follows is not gitgate's to guess.
+            if branch.get("id").is_some()
+                && (branch.get("repositoryNameWithOwner").is_some()
+                    || branch.get("branchName").is_some())
+            {
+                return Err(
+                    "createCommitOnBranch names its branch by both id and repositoryNameWithOwner/branchName; give one".into(),
+                );
+            }
             let (repo, target) = match branch.get("id").and_then(Value::as_str) {
                 Some(id) => (
                     RepoRef::Node(id.to_owned()),
@@ -643,6 +652,11 @@ mod tests {
                 "does not parse",
             ),
             ("fragment F on Query { id }", json!({}), "no operation"),
+            (
+                "mutation($b: CommittableBranch!) { createCommitOnBranch(input: {branch: $b, expectedHeadOid: \"a\", message: {headline: \"h\"}}) { commit { oid } } }",
+                json!({"b": {"id": "B_1", "repositoryNameWithOwner": "acme/other", "branchName": "main"}}),
+                "by both id and repositoryNameWithOwner/branchName",
+            ),
         ] {
             let err = analysed(query, variables).expect_err(query);
             assert!(err.contains(want), "{query}: {err}");

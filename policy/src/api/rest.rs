@@ -50,6 +50,13 @@ pub fn classify(method: &str, path: &str) -> Result<RestCall, String> {
             "{path} has an empty, . or .. segment; gitgate forwards only canonical paths"
         ));
     }
+    // GitHub may decode the path before routing it: what it would see must be canonical
+    // too.
+    if !segments.is_empty() && decode_path(&segments).is_none() {
+        return Err(format!(
+            "{path} decodes to a path with an empty, . or .. segment, a \\ or a control character, or has a malformed %-escape; gitgate forwards only canonical paths"
+        ));
+    }
     let read = matches!(method, "GET" | "HEAD");
     match segments.as_slice() {
         ["repos", owner, name, tail @ ..] => {
@@ -417,24 +424,45 @@ mod tests {
             (
                 "PATCH",
                 "/repos/acme/app/git/refs/heads/a%2F..%2Fb",
-                "not an operation",
+                "decodes to a path",
             ),
             (
                 "PUT",
                 "/repos/acme/app/contents/a%2F%2Fb",
-                "not an operation",
+                "decodes to a path",
             ),
-            ("PUT", "/repos/acme/app/contents/a%5Cb", "not an operation"),
+            ("PUT", "/repos/acme/app/contents/a%5Cb", "decodes to a path"),
             (
                 "PATCH",
                 "/repos/acme/app/git/refs/heads/%2e%2e",
-                "not an operation",
+                "decodes to a path",
             ),
-            ("PUT", "/repos/acme/app/contents/a%ZZ", "not an operation"),
+            ("PUT", "/repos/acme/app/contents/a%ZZ", "decodes to a path"),
         ] {
             let err = classify(method, path).expect_err(path);
             assert!(err.contains(want), "{method} {path}: {err}");
         }
+    }
+
+    #[test]
+    fn encoded_dots_slashes_and_backslashes_are_refused() {
+        for path in [
+            "/repos/acme/app/%2e%2e/%2e%2e/repos/acme/secret/contents/x",
+            "/repos/acme/app/contents/a%2F..%2Fb",
+            "/repos/acme/app/contents/%2E",
+            "/repos/acme/app/contents/a%5cb",
+            "/repos/acme/app/contents/a%2F%2Fb",
+            "/repos/acme/app/contents/a%0a",
+            "/repos/acme/app/contents/a%zz",
+            "/search/%2e%2e",
+        ] {
+            let refused = classify("GET", path).unwrap_err();
+            assert!(refused.contains("decodes to a path"), "{path}: {refused}");
+        }
+        // Encoded characters that are not separators stay allowed, as written.
+        let call = ok("GET", "/repos/acme/app/contents/my%20file.txt");
+        assert_eq!(call.target, "/repos/acme/app/contents/my%20file.txt");
+        ok("GET", "/repos/acme/app/branches/feature%2Fx");
     }
 
     proptest::proptest! {
@@ -446,6 +474,10 @@ mod tests {
             if let Ok(call) = classify(&method, &path) {
                 proptest::prop_assert!(!call.target.contains("//"));
                 proptest::prop_assert!(!call.target.split('/').any(|s| s == ".."));
+                if call.target != "/" {
+                    let segments: Vec<&str> = call.target[1..].split('/').collect();
+                    proptest::prop_assert!(decode_path(&segments).is_some(), "{}", call.target);
+                }
             }
         }
     }

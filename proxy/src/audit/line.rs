@@ -26,6 +26,9 @@ impl Serialize for Line<'_> {
         let verdict = r.verdict.unwrap_or(super::Verdict::Deny);
         m.serialize_entry(field::DECISION, verdict.as_str())?;
         m.serialize_entry(field::DURATION_MS, &self.duration_ms)?;
+        if let Some(error) = &r.error {
+            m.serialize_entry(field::ERROR, error)?;
+        }
         if let Some(user) = &r.github_user {
             m.serialize_entry(field::GITHUB_USER, user.as_ref())?;
         }
@@ -167,6 +170,9 @@ mod tests {
         if let Some(user) = &r.github_user {
             put(field::GITHUB_USER, user.as_ref().into());
         }
+        if let Some(error) = &r.error {
+            put(field::ERROR, error.clone().into());
+        }
         Value::Object(m).to_string()
     }
 
@@ -224,6 +230,7 @@ mod tests {
             token_scope in proptest::option::of(scope()),
             github_user in proptest::option::of(text()),
             profile in proptest::option::of(text()),
+            error in proptest::option::of(text()),
         ) -> Record {
             let mut r = Record::new(connection, client, &host, &method, &path, Service::Api);
             r.repo = repo;
@@ -239,6 +246,7 @@ mod tests {
             r.token_scope = token_scope;
             r.github_user = github_user.map(Into::into);
             r.profile = profile.map(Into::into);
+            r.error = error;
             r
         }
     }
