@@ -103,26 +103,50 @@ fn other_hosts_are_refused_with_a_reason() {
     assert!(standin.requests().iter().all(|r| r.host != "other.test"));
 }
 
-#[test]
-fn plain_http_to_an_allow_listed_host_is_forwarded_untouched() {
-    // A plain HTTP upstream that echoes the request head it received.
+/// A plain HTTP upstream that answers `connections` connections, one request each, with
+/// the request head it received.
+fn echo_upstream(connections: usize) -> (u16, std::thread::JoinHandle<()>) {
     let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = server.local_addr().unwrap().port();
+    server.set_nonblocking(true).unwrap();
     let echo = std::thread::spawn(move || {
-        let (mut conn, _) = server.accept().unwrap();
-        let head = raw::read_response(&mut conn);
-        let body = format!("seen:\n{head}");
-        write!(
-            conn,
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
+        for _ in 0..connections {
+            let mut accepted = None;
+            wait_until(|| {
+                accepted = server.accept().ok();
+                accepted.is_some()
+            });
+            let (mut conn, _) = accepted.unwrap();
+            conn.set_nonblocking(false).unwrap();
+            let head = raw::read_response(&mut conn);
+            let body = format!("seen:\n{head}");
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+        }
     });
-    let config = format!(
-        "listen: 127.0.0.1:0\nupstream:\n  resolve: {{plain.test: \"127.0.0.1:{port}\"}}\npolicy: {{allowHosts: [\"plain.test:{port}\"]}}\n"
+    (port, echo)
+}
+
+#[test]
+fn plain_http_to_an_allow_listed_host_is_forwarded_untouched() {
+    let (port, echo) = echo_upstream(1);
+    // gitgate holds a token (a clone minted one) that must not ride along.
+    let standin = harness::standin();
+    let config = app_config(
+        &standin,
+        &format!("{{allowedRepos: [acme/app], allowHosts: [\"plain.test:{port}\"]}}"),
+    )
+    .replace(
+        "resolve: {",
+        &format!("resolve: {{plain.test: \"127.0.0.1:{port}\", "),
     );
     let gitgate = Gitgate::start(&config);
+    Sandbox::new(&gitgate).clone_repo("acme/app", "app");
+    assert!(!standin.tokens().is_empty(), "the clone minted no token");
     let reply = raw::exchange(
         gitgate.addr,
         format!("GET http://plain.test:{port}/x HTTP/1.1\r\nHost: plain.test:{port}\r\nProxy-Authorization: Basic c2VjcmV0\r\nAuthorization: Bearer mine\r\n\r\n").as_bytes(),
@@ -140,7 +164,37 @@ fn plain_http_to_an_allow_listed_host_is_forwarded_untouched() {
         !reply.to_ascii_lowercase().contains("proxy-authorization"),
         "{reply}"
     );
-    assert!(!reply.contains("x-access-token"), "{reply}");
+    let authorizations = reply
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+        .count();
+    assert_eq!(authorizations, 1, "{reply}");
+    harness::assert_no_secret(&standin, "the plain HTTP upstream", &reply);
+}
+
+#[test]
+fn plain_http_goes_to_the_pinned_address_whatever_case_or_trailing_dot_the_client_writes() {
+    let (port, echo) = echo_upstream(2);
+    // Without the pin, plain.test resolves nowhere: only the pin can reach the echo.
+    let config = format!(
+        "listen: 127.0.0.1:0\nupstream:\n  resolve: {{plain.test: \"127.0.0.1:{port}\"}}\npolicy: {{allowHosts: [\"plain.test:{port}\"]}}\n"
+    );
+    let gitgate = Gitgate::start(&config);
+    for host in ["PLAIN.Test", "plain.test."] {
+        let reply = raw::exchange(
+            gitgate.addr,
+            format!("GET http://{host}:{port}/x HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n")
+                .as_bytes(),
+        );
+        assert!(reply.starts_with("HTTP/1.1 200"), "{host}: {reply}");
+        assert!(
+            reply
+                .to_ascii_lowercase()
+                .contains(&format!("host: plain.test:{port}")),
+            "{reply}"
+        );
+    }
+    echo.join().unwrap();
 }
 
 #[test]

@@ -15,6 +15,18 @@ pub fn standin() -> StandIn {
     StandIn::start(Default::default()).expect("start the GitHub stand-in")
 }
 
+/// Asserts that `text` (from `what`) holds no credential in any form the stand-in knows:
+/// a token raw or base64-encoded in a `Basic` value, or an App JWT.
+#[track_caller]
+pub fn assert_no_secret(standin: &StandIn, what: &str, text: &str) {
+    for secret in standin.secrets() {
+        assert!(
+            !text.contains(&secret),
+            "{what} holds a credential ({secret}):\n{text}"
+        );
+    }
+}
+
 /// The usual policy: acme/app and acme/lib-* readable, pushes to main, release/* and v* tags.
 pub const POLICY: &str = "{allowedRepos: [acme/app, acme/lib-*, bob/tools], allowedRefs: [main, release/*, refs/tags/v*], allowHosts: [tunnel.test]}";
 

@@ -181,6 +181,10 @@ pub enum Fault {
     },
 }
 
+/// `base64("x-access-token:")`: every git `Basic` credential value starts with it (the
+/// 15 bytes are five whole base64 groups).
+pub const BASIC_PREFIX: &str = "eC1hY2Nlc3MtdG9rZW46";
+
 /// `Basic base64("x-access-token:" + token)`, the value of an `Authorization` header for git.
 pub fn basic_auth(token: &str) -> String {
     let encoded =
@@ -413,6 +417,32 @@ impl StandIn {
         tokens
     }
 
+    /// Every text form of a credential gitgate holds: each token raw and as the base64 in
+    /// git's `Basic` value, the base64 of `x-access-token:` that starts every such value,
+    /// and each credential presented to the GitHub hosts (App JWTs, user tokens). Output
+    /// that contains none of them leaked none.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets = vec![BASIC_PREFIX.to_owned()];
+        for token in self.tokens() {
+            secrets.push(basic_auth(&token)["Basic ".len()..].to_owned());
+            secrets.push(token);
+        }
+        for request in self.requests() {
+            if request.host != "github.com" && request.host != "api.github.com" {
+                continue;
+            }
+            if let Some((_, credential)) = request
+                .header("authorization")
+                .and_then(|v| v.split_once(' '))
+            {
+                secrets.push(credential.trim().to_owned());
+            }
+        }
+        secrets.sort();
+        secrets.dedup();
+        secrets
+    }
+
     /// The configured installations.
     pub fn installations(&self) -> Vec<Installation> {
         self.shared.tokens().installations().to_vec()
@@ -619,4 +649,16 @@ fn generate_app_key(pkcs1: &Path, pkcs8: &Path) -> anyhow::Result<Vec<u8>> {
         "PKCS#1 and PKCS#8 keys differ"
     );
     Ok(public)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_basic_credential_starts_with_the_prefix() {
+        for token in ["t", "ghs_abc", "x"] {
+            assert!(basic_auth(token).starts_with(&format!("Basic {BASIC_PREFIX}")));
+        }
+    }
 }
