@@ -137,7 +137,7 @@ pub(crate) async fn inspect<'a>(
         .first()
         .map_or(ObjectFormat::Sha1, |c| c.new.format());
     let hash = crate::pack::hash_kind(format);
-    let (spool, following) = match Spool::new(hash).await {
+    let (spool, following) = match Spool::new(hash, state.held_pushes.clone()).await {
         Ok(spool) => spool,
         Err(error) => return spool_failed(&error),
     };
@@ -275,6 +275,21 @@ pub(crate) fn conclude(policy: &Policy, outcome: Outcome, record: &mut Record) -
 }
 
 impl Held<'_> {
+    /// Refuses the push before its pack is complete: drops what was held, drains the
+    /// rest of the body, and answers with `reason` for every ref.
+    async fn stop(self, rule: &str, reason: String) -> Outcome {
+        let decision = Decision {
+            allowed: false,
+            rule: rule.into(),
+            reason,
+        };
+        let verdict = PushVerdict::reject_all(&self.header.commands, &decision);
+        // Ends the first pass while the rest of the body is drained.
+        drop(self.spool);
+        let response = reject(self.state, &self.header, &verdict, self.body, &self.record).await;
+        Outcome::Stopped { verdict, response }
+    }
+
     /// Receives the rest of the pack (also handing it to `forwarder`, if any), then
     /// decides.
     async fn run(mut self, mut forwarder: Option<&mut Forwarder>) -> Outcome {
@@ -288,20 +303,21 @@ impl Held<'_> {
         let mut pending = std::mem::take(&mut self.pack_start).into_iter();
         loop {
             if self.spool.len() > limit.0 {
-                let decision = Decision {
-                    allowed: false,
-                    rule: rule.into(),
-                    reason: format!(
-                        "the pushed pack is over {named} {limit} (more than {} received)",
-                        ByteSize(self.spool.len())
-                    ),
+                let reason = format!(
+                    "the pushed pack is over {named} {limit} (more than {} received)",
+                    ByteSize(self.spool.len())
+                );
+                return self.stop(rule, reason).await;
+            }
+            if self.first_pass.is_finished() {
+                // Before the pack is complete, the first pass ends only on a pack it cannot
+                // read: refuse now rather than hold the rest.
+                let reason = match (&mut self.first_pass).await {
+                    Ok(Err(error)) => error.to_string(),
+                    Ok(Ok(_)) => "the pushed pack ended early".to_owned(),
+                    Err(error) => format!("reading the pushed pack failed: {error}"),
                 };
-                let verdict = PushVerdict::reject_all(&self.header.commands, &decision);
-                // Ends the first pass while the rest of the body is drained.
-                drop(self.spool);
-                let response =
-                    reject(self.state, &self.header, &verdict, self.body, &self.record).await;
-                return Outcome::Stopped { verdict, response };
+                return self.stop("pack", reason).await;
             }
             let next = match pending.next() {
                 Some(piece) => Ok(Some(Ok(http_body::Frame::data(piece)))),
@@ -333,6 +349,15 @@ impl Held<'_> {
                 }
             };
             if let Ok(data) = frame.into_data() {
+                if !self.spool.reserve(data.len() as u64) {
+                    let budget = &self.state.held_pushes;
+                    let reason = format!(
+                        "this push would take the pushes gitgate holds on disk to check them past limits.maxHeldPushBytes {} ({} held now); retry when others have finished",
+                        ByteSize(budget.limit()),
+                        ByteSize(budget.used())
+                    );
+                    return self.stop("limits.maxHeldPushBytes", reason).await;
+                }
                 if let Err(error) = self.spool.write(&data).await {
                     return failed(&error);
                 }

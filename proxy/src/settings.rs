@@ -66,6 +66,9 @@ pub struct Limits {
     pub max_push_commands: usize,
     /// The most bytes read and discarded from a denied push so git can show the reason.
     pub max_drain_bytes: u64,
+    /// Most bytes of pushes held on disk at once (while content rules decide), all
+    /// clients together; a push that would go past it is refused.
+    pub max_held_push_bytes: u64,
     /// In-flight requests get this long to finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// A connection on which no byte moves either way for this long is closed.
@@ -106,6 +109,7 @@ impl Default for Limits {
             max_push_header_bytes: 1 << 20,
             max_push_commands: 1000,
             max_drain_bytes: 2 << 30,
+            max_held_push_bytes: 4 << 30,
             shutdown_grace: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
             max_connections: 4096,

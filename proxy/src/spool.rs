@@ -6,6 +6,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -47,6 +48,60 @@ impl Shared {
     }
 }
 
+/// The disk all held pushes may take together (`limits.maxHeldPushBytes`).
+pub(crate) struct DiskBudget {
+    used: AtomicU64,
+    limit: u64,
+}
+
+impl DiskBudget {
+    pub(crate) fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            used: AtomicU64::new(0),
+            limit,
+        })
+    }
+
+    /// Bytes held now.
+    pub(crate) fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
+/// Part of the budget, given back when dropped (with the file that took it).
+struct Reservation {
+    budget: Arc<DiskBudget>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// Takes `more` bytes of the budget; `false` if that would exceed it.
+    fn grow(&mut self, more: u64) -> bool {
+        let limit = self.budget.limit;
+        let taken = self
+            .budget
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(more).filter(|total| *total <= limit)
+            })
+            .is_ok();
+        if taken {
+            self.bytes += more;
+        }
+        taken
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// A pack being received.
 pub(crate) struct Spool {
     hash: gix_hash::Kind,
@@ -55,6 +110,7 @@ pub(crate) struct Spool {
     shared: Arc<Shared>,
     /// Bytes written, including those not yet handed to the reader.
     len: u64,
+    reserved: Option<Reservation>,
 }
 
 /// Positioned reads of a pack that is still being written: a read past what has been
@@ -72,12 +128,16 @@ pub(crate) struct Spooled {
     hash: gix_hash::Kind,
     path: tempfile::TempPath,
     len: u64,
+    _reserved: Option<Reservation>,
 }
 
 impl Spool {
-    /// A new spool for a pack whose objects are hashed with `hash`, and the reader that
-    /// follows what is written to it.
-    pub(crate) async fn new(hash: gix_hash::Kind) -> io::Result<(Self, Following)> {
+    /// A new spool for a pack whose objects are hashed with `hash`, taking its bytes from
+    /// `budget`, and the reader that follows what is written to it.
+    pub(crate) async fn new(
+        hash: gix_hash::Kind,
+        budget: Arc<DiskBudget>,
+    ) -> io::Result<(Self, Following)> {
         let temp = tokio::task::spawn_blocking(tempfile::NamedTempFile::new)
             .await
             .map_err(io::Error::other)??;
@@ -96,6 +156,7 @@ impl Spool {
             path: Some(path),
             shared,
             len: 0,
+            reserved: Some(Reservation { budget, bytes: 0 }),
         };
         Ok((spool, following))
     }
@@ -103,6 +164,11 @@ impl Spool {
     /// Bytes received so far.
     pub(crate) fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Takes room for `more` bytes from the disk budget; `false` if it is spent.
+    pub(crate) fn reserve(&mut self, more: u64) -> bool {
+        self.reserved.as_mut().is_some_and(|r| r.grow(more))
     }
 
     pub(crate) async fn write(&mut self, data: &[u8]) -> io::Result<()> {
@@ -135,6 +201,7 @@ impl Spool {
             hash: self.hash,
             path,
             len,
+            _reserved: self.reserved.take(),
         })
     }
 }
@@ -215,16 +282,16 @@ impl Spooled {
         Ok(SpooledBody {
             remaining: head.len() as u64 + self.len,
             head: Some(head),
-            file: Some((file, self.path)),
+            file: Some((file, self)),
         })
     }
 }
 
 /// A spooled push body being sent: the command list, then the file; the temporary file
-/// is removed when the body is dropped.
+/// is removed (and its disk budget given back) when the body is dropped.
 pub(crate) struct SpooledBody {
     head: Option<Bytes>,
-    file: Option<(tokio::fs::File, tempfile::TempPath)>,
+    file: Option<(tokio::fs::File, Spooled)>,
     remaining: u64,
 }
 
@@ -285,7 +352,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_first_pass_follows_a_pack_as_it_is_written() {
         let pack = crate::pack::tests::small_pack();
-        let (mut spool, following) = Spool::new(gix_hash::Kind::Sha1).await.unwrap();
+        let (mut spool, following) = Spool::new(gix_hash::Kind::Sha1, DiskBudget::new(u64::MAX))
+            .await
+            .unwrap();
         let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
         for piece in pack.chunks(7) {
             spool.write(piece).await.unwrap();
@@ -307,7 +376,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_push_that_ends_early_ends_the_first_pass() {
         let pack = crate::pack::tests::small_pack();
-        let (mut spool, following) = Spool::new(gix_hash::Kind::Sha1).await.unwrap();
+        let (mut spool, following) = Spool::new(gix_hash::Kind::Sha1, DiskBudget::new(u64::MAX))
+            .await
+            .unwrap();
         let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
         spool.write(&pack[..pack.len() / 2]).await.unwrap();
         drop(spool);
@@ -326,16 +397,53 @@ mod tests {
             p.extend_from_slice(hasher.try_finalize().unwrap().as_bytes());
             p
         };
-        let (mut spool, following) = Spool::new(gix_hash::Kind::Sha1).await.unwrap();
+        let (mut spool, following) = Spool::new(gix_hash::Kind::Sha1, DiskBudget::new(u64::MAX))
+            .await
+            .unwrap();
         let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
         spool.write(&empty).await.unwrap();
         spool.finish().await.unwrap();
         let listing = first_pass.await.unwrap().unwrap().expect("a pack");
         assert!(format!("{listing:?}").contains("listed: []"));
         // A push without a pack has no listing.
-        let (spool, following) = Spool::new(gix_hash::Kind::Sha1).await.unwrap();
+        let (spool, following) = Spool::new(gix_hash::Kind::Sha1, DiskBudget::new(u64::MAX))
+            .await
+            .unwrap();
         let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
         spool.finish().await.unwrap();
         assert!(first_pass.await.unwrap().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn held_packs_share_one_disk_budget_until_their_files_are_gone() {
+        let budget = DiskBudget::new(100);
+        let (mut first, _) = Spool::new(gix_hash::Kind::Sha1, budget.clone())
+            .await
+            .unwrap();
+        let (mut second, _) = Spool::new(gix_hash::Kind::Sha1, budget.clone())
+            .await
+            .unwrap();
+        assert!(first.reserve(60));
+        first.write(&[1; 60]).await.unwrap();
+        assert!(!second.reserve(41), "past the budget");
+        assert!(second.reserve(40));
+        assert_eq!(budget.used(), 100);
+        drop(second);
+        assert_eq!(budget.used(), 60, "a dropped spool gives its share back");
+        // A finished pack keeps its share while its body is sent, and until it is dropped.
+        let body = first
+            .finish()
+            .await
+            .unwrap()
+            .into_body(Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(budget.used(), 60);
+        let sent = http_body_util::BodyExt::collect(body)
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(sent.len(), 60);
+        assert_eq!(budget.used(), 0);
     }
 }

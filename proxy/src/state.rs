@@ -28,6 +28,8 @@ pub(crate) struct State {
     pub(crate) tunnels: Arc<tokio::sync::Semaphore>,
     /// LFS storage hosts batch responses opened to their clients.
     pub(crate) storage: crate::storage::StorageGrants,
+    /// The disk held pushes take, together.
+    pub(crate) held_pushes: Arc<crate::spool::DiskBudget>,
     policies: RwLock<Arc<Policies>>,
     next_connection: AtomicU64,
 }
@@ -44,6 +46,7 @@ impl State {
         let limits = &settings.limits;
         let admission = Admission::new(limits.max_connections, limits.max_connections_per_client);
         let tunnels = Arc::new(tokio::sync::Semaphore::new(limits.max_tunnels));
+        let held_pushes = crate::spool::DiskBudget::new(limits.max_held_push_bytes);
         Self {
             settings,
             ca,
@@ -54,6 +57,7 @@ impl State {
             admission,
             tunnels,
             storage: Default::default(),
+            held_pushes,
             policies: RwLock::new(Arc::new(policies)),
             next_connection: AtomicU64::new(1),
         }

@@ -569,3 +569,50 @@ fn bytes_after_the_pack_checksum_never_let_upstream_complete_a_refused_pack() {
     assert!(reply.contains("ng refs/heads/main"), "{reply}");
     assert_eq!(upstream(&standin, "main").as_deref(), Some(main.as_str()));
 }
+
+#[test]
+fn held_pushes_stay_within_max_held_push_bytes_and_an_unreadable_pack_is_refused_at_once() {
+    let standin = harness::standin();
+    let config = format!(
+        "{}limits: {{maxHeldPushBytes: 4MiB}}\n",
+        app_config(&standin, "{allowedRepos: [acme/app], allowedRefs: [main]}")
+    );
+    let gitgate = Gitgate::start(&config);
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    let main = rev(&sandbox, &repo, "origin/main");
+
+    // A push larger than the budget (forcePush: deny makes gitgate hold it): refused, saying
+    // which limit, and recorded.
+    harness::write_noise(&repo.join("big.bin"), 6);
+    sandbox.git_ok(&repo, &["add", "big.bin"]);
+    sandbox.git_ok(&repo, &["commit", "-q", "-m", "big"]);
+    let denied = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
+    assert!(
+        denied.contains("past limits.maxHeldPushBytes 4.19 MB ("),
+        "{denied}"
+    );
+    gitgate.wait_for_record(|r| r["rule"] == "limits.maxHeldPushBytes");
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(main.as_str()));
+
+    // The refused push gave its share back: a small one fits.
+    sandbox.git_ok(&repo, &["reset", "-q", "--hard", "origin/main"]);
+    let small = sandbox.commit(&repo, "a.txt", "small\n");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(small.as_str()));
+
+    // A body that is no pack: refused as soon as the first pass finds so, not held until
+    // the budget runs out.
+    let command = format!("{small} {main} refs/heads/main\0report-status\n");
+    let mut body = format!("{:04x}{command}0000", command.len() + 4).into_bytes();
+    body.extend_from_slice(b"PACK\0\0\0\x09\0\0\0\x01");
+    let noise = tempfile::NamedTempFile::new().unwrap();
+    harness::write_noise(noise.path(), 8);
+    body.extend_from_slice(&std::fs::read(noise.path()).unwrap());
+    let reply = harness::raw::post_receive_pack(&gitgate, "", &body);
+    assert!(reply.contains("ng refs/heads/main"), "{reply}");
+    assert!(!reply.contains("maxHeldPushBytes"), "{reply}");
+    let record = gitgate.wait_for_record(|r| r["rule"] == "pack");
+    assert_eq!(record["decision"], "deny", "{record}");
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(small.as_str()));
+}

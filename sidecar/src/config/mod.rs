@@ -170,7 +170,10 @@ impl Config {
         count(&mut limits.max_push_header_bytes, l.max_push_header_bytes);
         count(&mut limits.max_push_commands, l.max_push_commands);
         if let Some(bytes) = l.max_drain_bytes {
-            limits.max_drain_bytes = bytes;
+            limits.max_drain_bytes = bytes.0;
+        }
+        if let Some(bytes) = l.max_held_push_bytes {
+            limits.max_held_push_bytes = bytes.0;
         }
         if let Some(hold) = l.push_hold {
             limits.push_hold = hold;

@@ -427,7 +427,10 @@ pub struct RawLimits {
     pub shutdown_grace: Option<HumanDuration>,
     /// Most bytes of a denied push read so git can show the reason.
     #[serde(default, deserialize_with = "some")]
-    pub max_drain_bytes: Option<u64>,
+    pub max_drain_bytes: Option<gitgate_policy::ByteSize>,
+    /// Most bytes of pushes held on disk at once, all clients together.
+    #[serde(default, deserialize_with = "some")]
+    pub max_held_push_bytes: Option<gitgate_policy::ByteSize>,
     /// What a push that a content rule applies to holds back: `pack` or `trailer`.
     #[serde(default, deserialize_with = "some")]
     pub push_hold: Option<gitgate_proxy::PushHold>,
