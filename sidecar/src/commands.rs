@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use gitgate_certs::CertificateAuthority;
-use gitgate_policy::RepoPath;
 use gitgate_proxy::Tokens;
+use gitgate_proxy::token::DoctorRow;
 
 use crate::cli::{CaCommand, Cli, Command, LoginTarget};
 use crate::config::{Config, ConfigError};
@@ -278,22 +278,47 @@ fn describe_tokens(tokens: &gitgate_proxy::TokenConfig) -> String {
 }
 
 async fn doctor(config: Config) -> Result<(), Failure> {
-    let repos: Vec<RepoPath> = config.policy.named_repos();
+    let (policies, _) = config.policies();
     let tokens =
         Tokens::standalone(config.tokens, &config.settings).map_err(anyhow::Error::from)?;
     println!("credentials: {}", tokens.kind());
+    if tokens.is_none() {
+        return Err(anyhow::anyhow!(
+            "no GitHub credential is configured (github.app, github.token or github.user), so there is nothing to check; git requests would reach GitHub without one"
+        )
+        .into());
+    }
     if tokens.login_status().is_some() {
         println!(
             "doctor: the token comes from a person's login, held only by the running gitgate; see `gitgate status --config FILE`"
         );
         return Ok(());
     }
-    let (app, rows) = tokens
-        .doctor(&config.policy, &repos)
-        .await
-        .map_err(anyhow::Error::from)?;
+    // Every policy in force: the top-level one, or each profile's.
+    let (mut app, mut rows) = (None, Vec::new());
+    for policy in policies.all() {
+        let (checked, found) = tokens
+            .doctor(policy, &policy.named_repos())
+            .await
+            .map_err(anyhow::Error::from)?;
+        app = app.or(checked);
+        for row in found {
+            let seen = rows.iter().any(|r: &DoctorRow| {
+                (&r.owner, r.installation, &r.scope) == (&row.owner, row.installation, &row.scope)
+            });
+            if !seen {
+                rows.push(row);
+            }
+        }
+    }
     if let Some(app) = app {
         println!("app: id {} ({}), JWT accepted", app.id, app.slug);
+    }
+    if rows.is_empty() {
+        println!(
+            "doctor: no policy names an owner to mint a token for (patterns like */x name none); nothing more to check"
+        );
+        return Ok(());
     }
     println!(
         "{:<20} {:>13}  {:<40} {:<28} expires in",

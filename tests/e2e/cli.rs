@@ -186,6 +186,23 @@ fn doctor_checks_the_app_and_mints_each_scope_without_printing_tokens() {
 }
 
 #[test]
+fn doctor_without_a_credential_says_there_is_nothing_to_check() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gitgate.yaml"),
+        "listen: 127.0.0.1:0\npolicy: {allowedRepos: [acme/app]}\n",
+    )
+    .unwrap();
+    let out = cli(&["doctor", "--config", "gitgate.yaml"], dir.path());
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no GitHub credential is configured"),
+        "{}",
+        crate::harness::text(&out)
+    );
+}
+
+#[test]
 fn log_format_json_writes_one_json_object_per_line() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();

@@ -627,3 +627,33 @@ fn check_and_explain_cover_profiles_and_errors_name_the_place() {
         assert!(text(&out).contains(want), "{rest}: {}", text(&out));
     }
 }
+
+#[test]
+fn doctor_checks_every_profiles_owners() {
+    let standin = harness::standin();
+    let dir = tempfile::tempdir().unwrap();
+    let body = config(
+        &standin,
+        &format!(
+            "profiles:\n{}{}",
+            secret_profile(
+                "agent-a",
+                SECRET_A,
+                "{allowedRepos: [acme/app], allowedRefs: [main]}"
+            ),
+            secret_profile("agent-b", SECRET_B, "{allowedRepos: [bob/tools]}"),
+        ),
+    );
+    std::fs::write(dir.path().join("gitgate.yaml"), body).unwrap();
+    let out = cli(&["doctor", "--config", "gitgate.yaml"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    for (owner, installation) in [("acme", "1001"), ("bob", "2002")] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(owner))
+            .unwrap_or_else(|| panic!("no row for {owner}:\n{stdout}"));
+        assert!(row.contains(installation), "{row}");
+    }
+    assert_eq!(standin.mints().len(), 2, "{stdout}");
+}

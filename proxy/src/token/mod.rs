@@ -210,7 +210,12 @@ impl Tokens {
         Ok(Self { source })
     }
 
-    /// Whether requests get a credential at all.
+    /// Whether no credential is configured (requests go upstream without one).
+    pub fn is_none(&self) -> bool {
+        matches!(self.source, Source::None)
+    }
+
+    /// What kind of credential this is, for people.
     pub fn kind(&self) -> &'static str {
         match self.source {
             Source::None => "none",
