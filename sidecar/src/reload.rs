@@ -49,6 +49,8 @@ pub(crate) struct Known {
     /// `None` without profiles.
     profiles: Option<(Vec<Arc<Profile>>, Option<PathBuf>, ProfileRules)>,
     files: BTreeMap<PathBuf, ProfileFile>,
+    /// The settings applied at start ([`Config::restart_only`]).
+    started_with: Vec<(&'static str, String)>,
 }
 
 /// Watches the config (and profile) files of a running proxy.
@@ -78,6 +80,7 @@ impl Known {
             config: stamp(&config.file),
             profiles,
             files,
+            started_with: config.restart_only(),
         }
     }
 }
@@ -124,6 +127,20 @@ impl Watcher {
         match Config::load(&self.path) {
             Ok(config) => {
                 let mut known = self.known();
+                let unapplied: Vec<&str> = config
+                    .restart_only()
+                    .iter()
+                    .zip(&known.started_with)
+                    .filter(|(new, old)| new != old)
+                    .map(|((key, _), _)| *key)
+                    .collect();
+                if !unapplied.is_empty() {
+                    tracing::warn!(
+                        %file,
+                        keys = %unapplied.join(", "),
+                        "the config file changes settings that apply only when gitgate starts; they are not applied until it restarts (the policy is)"
+                    );
+                }
                 known.profiles = config
                     .profiles
                     .as_ref()

@@ -212,6 +212,40 @@ fn policy_reloads_live_and_a_broken_edit_keeps_the_old_policy() {
     sandbox.commit(&repo, "s.txt", "s\n");
     sandbox.git_ok(&repo, &["push", "origin", "HEAD:dev"]);
     sandbox.git_fails(&repo, &["push", "origin", "HEAD:other"]);
+
+    // A truncated file is refused too, not taken as "deny everything".
+    gitgate.rewrite_config("# nothing here\n");
+    wait_until(|| {
+        gitgate.audit().iter().any(|r| {
+            r["kind"] == "policy_reload"
+                && r["reason"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("the config file is empty"))
+        })
+    });
+    sandbox.commit(&repo, "t.txt", "t\n");
+    sandbox.git_ok(&repo, &["push", "origin", "HEAD:dev"]);
+
+    // Settings that apply only at start are named when an edit changes them.
+    gitgate.rewrite_config(&format!(
+        "{}limits: {{maxTunnels: 7}}\n",
+        app_config(&standin, "{allowedRepos: [acme/app], allowedRefs: [main]}")
+    ));
+    wait_until(|| gitgate.output().contains("apply only when gitgate starts"));
+    let warned = gitgate.output();
+    assert!(
+        warned.contains("apply only when gitgate starts; they are not applied until it restarts (the policy is) file=")
+            && warned.contains(" keys=limits\n"),
+        "{warned}"
+    );
+    assert_eq!(
+        warned.matches("apply only when gitgate starts").count(),
+        1,
+        "{warned}"
+    );
+    // The policy of that edit applies: dev is no longer allowed.
+    sandbox.commit(&repo, "u.txt", "u\n");
+    sandbox.git_fails(&repo, &["push", "origin", "HEAD:dev"]);
 }
 
 #[test]

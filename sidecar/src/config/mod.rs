@@ -84,6 +84,20 @@ impl Config {
 
     /// Validates config text; relative paths resolve against `file`'s directory.
     pub fn from_str(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let blank = |line: &str| {
+            let line = line.trim();
+            line.is_empty() || line.starts_with('#') || line == "---"
+        };
+        if text.lines().all(blank) {
+            // A truncated file (an editor crash, a bad ConfigMap write) would otherwise
+            // deny every request.
+            return Err(ConfigError {
+                file: file.to_owned(),
+                location: Some((1, 1)),
+                key: String::new(),
+                message: "the config file is empty (or only comments); write at least `policy:` (see the README's example)".into(),
+            });
+        }
         let dir = file
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -106,6 +120,33 @@ impl Config {
             })?;
         }
         Self::compile(raw, file, dir)
+    }
+
+    /// The settings a running gitgate applies only when it starts, each with its value,
+    /// to tell which of them an edit changed.
+    pub fn restart_only(&self) -> Vec<(&'static str, String)> {
+        let s = &self.settings;
+        vec![
+            ("listen", s.listen.to_string()),
+            ("listenTls", format!("{:?}", self.listen_tls)),
+            ("admin", format!("{:?}", self.admin)),
+            ("ca", format!("{:?} {:?}", self.ca_cert, self.ca_key)),
+            (
+                "github",
+                format!("{:?} {} {}", self.tokens, s.github_host, s.api_url),
+            ),
+            ("upstream", {
+                let u = &s.upstream;
+                let resolve: std::collections::BTreeMap<_, _> = u.resolve.iter().collect();
+                format!(
+                    "{resolve:?} {:?} {:?} {:?}",
+                    u.extra_roots, u.connect_timeout, u.pool_idle_timeout
+                )
+            }),
+            ("limits", format!("{:?}", s.limits)),
+            ("audit", format!("{:?}", s.audit)),
+            ("metrics", s.max_profile_labels.to_string()),
+        ]
     }
 
     /// The policies in force (every profile's that loaded, or the one `policy`), and
