@@ -87,11 +87,27 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
         Err(Failure::Other(error)) => {
-            eprintln!("gitgate: {error:#}");
+            eprintln!("gitgate: {}", chain(&error));
             ExitCode::FAILURE
         }
         Err(Failure::Denied) => ExitCode::FAILURE,
     }
+}
+
+/// The error and its causes, `: `-joined, leaving out a cause whose text the message
+/// already holds (most errors here already say their cause).
+fn chain(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
+    }
+    message
 }
 
 /// Runs `f` with the URL of the running gitgate named by `target` and its profile.
@@ -179,13 +195,19 @@ async fn serve(config: Config) -> Result<(), Failure> {
 }
 
 fn check(config: Config) -> Result<(), Failure> {
+    if let Some(problem) = start_problems(&config).into_iter().reduce(|first, next| {
+        eprintln!("gitgate: {first}");
+        next
+    }) {
+        return Err(Failure::Config(problem));
+    }
     let s = &config.settings;
     println!("config: {} is valid", config.file.display());
     println!("listen: {}", s.listen);
-    let ca_state = match (config.ca_cert.exists(), config.ca_key.exists()) {
-        (true, true) => "present",
-        (false, false) => "absent: generated on first run",
-        _ => "INCOMPLETE: gitgate run will refuse to start",
+    // Both files or neither: start_problems refused one without the other.
+    let ca_state = match config.ca_cert.exists() {
+        true => "present",
+        false => "absent: generated on first run",
     };
     println!(
         "ca: cert {} key {} ({ca_state})",
@@ -249,6 +271,50 @@ fn check(config: Config) -> Result<(), Failure> {
         "{} profile file(s) would be left out; their sandboxes would be refused",
         rejected.len()
     )))
+}
+
+/// What would stop `gitgate run` from starting with `config` here, beyond the config's
+/// own validity: a half-present CA, a missing token.
+fn start_problems(config: &Config) -> Vec<ConfigError> {
+    use gitgate_proxy::TokenConfig;
+    let problem = |key: &str, message: String| ConfigError {
+        file: config.file.clone(),
+        location: None,
+        key: key.to_owned(),
+        message,
+    };
+    let mut problems = Vec::new();
+    if config.ca_cert.exists() != config.ca_key.exists() {
+        let (present, missing) = match config.ca_cert.exists() {
+            true => (&config.ca_cert, &config.ca_key),
+            false => (&config.ca_key, &config.ca_cert),
+        };
+        problems.push(problem(
+            "ca",
+            format!(
+                "{} exists but {} does not; gitgate run refuses to start: provide both, or remove both to have a CA generated",
+                present.display(),
+                missing.display()
+            ),
+        ));
+    }
+    match &config.tokens {
+        TokenConfig::Env(name) if std::env::var_os(name).is_none_or(|v| v.is_empty()) => {
+            problems.push(problem(
+                "github.token.env",
+                format!("{name} is not set in this environment; gitgate run needs it"),
+            ));
+        }
+        TokenConfig::File(path) if !path.is_file() => problems.push(problem(
+            "github.token.file",
+            format!(
+                "{} is not a readable file; gitgate run needs it",
+                path.display()
+            ),
+        )),
+        _ => {}
+    }
+    problems
 }
 
 fn describe_tokens(tokens: &gitgate_proxy::TokenConfig) -> String {
@@ -358,6 +424,13 @@ async fn doctor(config: Config) -> Result<(), Failure> {
 fn ca_init(out: &Path) -> Result<(), Failure> {
     let cert = out.join("ca.pem");
     let key = out.join("ca-key.pem");
+    if let Some(existing) = [&cert, &key].into_iter().find(|p| p.exists()) {
+        return Err(anyhow::anyhow!(
+            "{} already exists; `gitgate ca init` never overwrites a CA: choose another --out, or remove the files",
+            existing.display()
+        )
+        .into());
+    }
     CertificateAuthority::create(&cert, &key).context("cannot create the CA")?;
     println!(
         "wrote {} (certificate: give this to sandboxes)",

@@ -203,6 +203,60 @@ fn doctor_without_a_credential_says_there_is_nothing_to_check() {
 }
 
 #[test]
+fn check_refuses_what_run_would_refuse_naming_file_key_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = cli(&["ca", "init", "--out", "half"], dir.path());
+    assert!(init.status.success(), "{}", crate::harness::text(&init));
+    let again = cli(&["ca", "init", "--out", "half"], dir.path());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains(
+            "half/ca.pem already exists; `gitgate ca init` never overwrites a CA: choose another --out"
+        ),
+        "{}",
+        crate::harness::text(&again)
+    );
+    std::fs::remove_file(dir.path().join("half/ca-key.pem")).unwrap();
+    for (config, want) in [
+        (
+            "# only a comment\n",
+            "gitgate.yaml:1:1: the config file is empty",
+        ),
+        (
+            "listen: 127.0.0.1:0\nlimits: {idleTimeout: 0s}\n",
+            "gitgate.yaml:2:23: limits.idleTimeout: a timeout of 0s would cut off every connection",
+        ),
+        (
+            "github:\n  app: {id: \"1\", signer: {command: [/nonexistent/sign]}}\n",
+            "github.app.signer: signer.command program \"/nonexistent/sign\" is not found",
+        ),
+        (
+            "audit: {file: /nonexistent/dir/audit.jsonl}\n",
+            "gitgate.yaml: audit.file: the directory /nonexistent/dir of /nonexistent/dir/audit.jsonl does not exist",
+        ),
+        (
+            "ca: {cert: half/ca.pem, key: half/ca-key.pem}\n",
+            "gitgate.yaml: ca: half/ca.pem exists but half/ca-key.pem does not; gitgate run refuses to start",
+        ),
+        (
+            "github: {token: {env: GITGATE_TEST_UNSET_VARIABLE}}\n",
+            "github.token.env: GITGATE_TEST_UNSET_VARIABLE is not set in this environment",
+        ),
+    ] {
+        std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
+        let out = cli(&["check", "--config", "gitgate.yaml"], dir.path());
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{config}{}",
+            crate::harness::text(&out)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(want), "{config}\n{stderr}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("is valid"));
+    }
+}
+
+#[test]
 fn log_format_json_writes_one_json_object_per_line() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();

@@ -144,7 +144,7 @@ fn exactly_one_way_of_signing_is_accepted() {
     let key = standin.app_key_pkcs1_file().display().to_string();
     let cases = [
         (
-            format!("{{id: \"1\", privateKeyFile: {key}, signer: {{command: [x]}}}}"),
+            format!("{{id: \"1\", privateKeyFile: {key}, signer: {{command: [true]}}}}"),
             "github.app takes exactly one of `privateKeyFile: PATH`, `signer: {command: [...]}`",
         ),
         ("{id: \"1\"}".to_owned(), "github.app takes exactly one of"),

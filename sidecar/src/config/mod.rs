@@ -181,20 +181,27 @@ impl Config {
             .collect();
         let mut limits = Limits::default();
         let l = &raw.limits;
-        let set = |slot: &mut Duration, value: &Option<values::HumanDuration>| {
+        let set = |slot: &mut Duration, value: Option<Duration>| {
             if let Some(v) = value {
-                *slot = v.0;
+                *slot = v;
             }
         };
-        set(&mut limits.header_read_timeout, &l.header_read_timeout);
-        set(&mut limits.tls_handshake_timeout, &l.tls_handshake_timeout);
+        let timeout = |t: Option<values::Timeout>| t.map(|t| t.0);
+        set(
+            &mut limits.header_read_timeout,
+            timeout(l.header_read_timeout),
+        );
+        set(
+            &mut limits.tls_handshake_timeout,
+            timeout(l.tls_handshake_timeout),
+        );
         set(
             &mut limits.response_header_timeout,
-            &l.response_header_timeout,
+            timeout(l.response_header_timeout),
         );
-        set(&mut limits.body_idle_timeout, &l.body_idle_timeout);
-        set(&mut limits.shutdown_grace, &l.shutdown_grace);
-        set(&mut limits.idle_timeout, &l.idle_timeout);
+        set(&mut limits.body_idle_timeout, timeout(l.body_idle_timeout));
+        set(&mut limits.shutdown_grace, l.shutdown_grace.map(|d| d.0));
+        set(&mut limits.idle_timeout, timeout(l.idle_timeout));
         let count = |slot: &mut usize, value: Option<raw::Count>| {
             if let Some(v) = value {
                 *slot = v.0;
@@ -236,7 +243,20 @@ impl Config {
             },
             limits,
             audit: match raw.audit.file {
-                Some(path) => AuditTarget::File(path.0),
+                Some(path) => {
+                    let dir = path.0.parent().filter(|d| !d.as_os_str().is_empty());
+                    if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+                        return Err(error(
+                            "audit.file",
+                            format!(
+                                "the directory {} of {} does not exist; create it, or choose another path",
+                                dir.display(),
+                                path.0.display()
+                            ),
+                        ));
+                    }
+                    AuditTarget::File(path.0)
+                }
                 None => AuditTarget::Stdout,
             },
             listen_tls: raw.listen_tls.map(|addr| {

@@ -11,7 +11,7 @@ use serde::de::{self, Deserializer};
 use gitgate_proxy::token::{CommandSigner, Signer};
 
 use super::values::{
-    ApiUrl, AppKeyFile, ConfigPath, HumanDuration, RootsFile, SecretFile, parse_api_url,
+    ApiUrl, AppKeyFile, ConfigPath, HumanDuration, RootsFile, SecretFile, Timeout, parse_api_url,
 };
 
 /// Deserializes a present value directly (not through `Option`'s visitor), so errors
@@ -243,6 +243,13 @@ impl<'de> Deserialize<'de> for RawSigner {
         let fields = Fields::deserialize(d)?;
         let timeout = fields.timeout.map_or(SIGNER_TIMEOUT, |t| t.0);
         match (fields.command, fields.aws_kms) {
+            (Some(argv), None) if argv.first().is_some_and(|p| !p.is_empty() && !is_program(p)) => {
+                Err(de::Error::custom(format!(
+                    "signer.command program {:?} is not found{}; give its absolute path, or install it",
+                    argv[0],
+                    if argv[0].contains('/') { "" } else { " on PATH" }
+                )))
+            }
             (Some(argv), None) => CommandSigner::new(argv, timeout)
                 .map(|c| Self(Signer::Command(c)))
                 .ok_or_else(|| {
@@ -375,7 +382,7 @@ pub struct RawUpstream {
     pub ca_file: Option<RootsFile>,
     /// TCP connect timeout (default 10s).
     #[serde(default, deserialize_with = "some")]
-    pub connect_timeout: Option<HumanDuration>,
+    pub connect_timeout: Option<Timeout>,
 }
 
 /// A limit: a whole number of at least 1.
@@ -412,16 +419,16 @@ impl<'de> Deserialize<'de> for Count {
 pub struct RawLimits {
     /// Request head deadline.
     #[serde(default, deserialize_with = "some")]
-    pub header_read_timeout: Option<HumanDuration>,
+    pub header_read_timeout: Option<Timeout>,
     /// Client TLS handshake deadline.
     #[serde(default, deserialize_with = "some")]
-    pub tls_handshake_timeout: Option<HumanDuration>,
+    pub tls_handshake_timeout: Option<Timeout>,
     /// Upstream response head deadline.
     #[serde(default, deserialize_with = "some")]
-    pub response_header_timeout: Option<HumanDuration>,
+    pub response_header_timeout: Option<Timeout>,
     /// Request body idle deadline.
     #[serde(default, deserialize_with = "some")]
-    pub body_idle_timeout: Option<HumanDuration>,
+    pub body_idle_timeout: Option<Timeout>,
     /// Shutdown grace period.
     #[serde(default, deserialize_with = "some")]
     pub shutdown_grace: Option<HumanDuration>,
@@ -436,7 +443,7 @@ pub struct RawLimits {
     pub push_hold: Option<gitgate_proxy::PushHold>,
     /// Close connections idle this long.
     #[serde(default, deserialize_with = "some")]
-    pub idle_timeout: Option<HumanDuration>,
+    pub idle_timeout: Option<Timeout>,
     /// Most client connections at once.
     #[serde(default, deserialize_with = "some")]
     pub max_connections: Option<Count>,
@@ -458,4 +465,17 @@ pub struct RawLimits {
     /// Most ref updates in one push.
     #[serde(default, deserialize_with = "some")]
     pub max_push_commands: Option<Count>,
+}
+
+/// Whether `program` names a file that can be run: a path, or a name on `PATH`.
+fn is_program(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |path: &std::path::Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return runnable(std::path::Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| runnable(&dir.join(program))))
 }

@@ -88,6 +88,24 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// A duration that must be above zero: a timeout of 0 would cut off every connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeout(pub Duration);
+
+impl<'de> Deserialize<'de> for Timeout {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "a duration", |raw| match parse_duration(raw) {
+            Some(Duration::ZERO) => Err(format!(
+                "a timeout of {raw} would cut off every connection; give a duration above 0, e.g. 30s"
+            )),
+            Some(duration) => Ok(Self(duration)),
+            None => Err(format!(
+                "invalid duration {raw:?}: expected e.g. 500ms, 30s, 10m or 1h"
+            )),
+        })
+    }
+}
+
 fn parse_duration(raw: &str) -> Option<Duration> {
     let split = raw.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = raw.split_at(split);
