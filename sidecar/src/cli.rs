@@ -121,7 +121,7 @@ pub struct LoginTarget {
     /// The config file of the running gitgate.
     #[arg(long, short)]
     pub config: PathBuf,
-    /// The profile to log in for.
+    /// The profile whose session this is about (one session per profile).
     #[arg(long, default_value = "default")]
     pub profile: String,
     /// gitgate's URL (default: the admin listener if configured, else the proxy port).

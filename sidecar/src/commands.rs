@@ -38,7 +38,7 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
             let (lines, allowed) =
                 explain::explain(&policy, action, &repo, &refs).map_err(anyhow::Error::msg)?;
             for line in lines {
-                println!("{line}");
+                say!("{line}");
             }
             if allowed {
                 Ok(())
@@ -52,9 +52,20 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
             proxy_url,
             ca_file,
         } => with_config(&config, |config| {
+            if proxy_url.is_none() && config.settings.listen.port() == 0 {
+                return Err(anyhow::anyhow!(
+                    "listen has port 0 (a port chosen at start); pass --proxy-url with the address gitgate listens on"
+                )
+                .into());
+            }
             let proxy_url = proxy_url.unwrap_or_else(|| default_proxy_url(config.settings.listen));
-            let ca_file = ca_file.unwrap_or(config.ca_cert).display().to_string();
-            print!(
+            // The sandbox does not share this shell's directory: name the CA absolutely.
+            let ca_file = match ca_file {
+                Some(given) => given,
+                None => std::path::absolute(&config.ca_cert)?,
+            };
+            let ca_file = ca_file.display().to_string();
+            say_raw!(
                 "{}",
                 sandbox_env::render(&sandbox_env::variables(&proxy_url, &ca_file), format)
             );
@@ -202,30 +213,30 @@ fn check(config: Config) -> Result<(), Failure> {
         return Err(Failure::Config(problem));
     }
     let s = &config.settings;
-    println!("config: {} is valid", config.file.display());
-    println!("listen: {}", s.listen);
+    say!("config: {} is valid", config.file.display());
+    say!("listen: {}", s.listen);
     // Both files or neither: start_problems refused one without the other.
     let ca_state = match config.ca_cert.exists() {
         true => "present",
         false => "absent: generated on first run",
     };
-    println!(
+    say!(
         "ca: cert {} key {} ({ca_state})",
         config.ca_cert.display(),
         config.ca_key.display()
     );
-    println!("github.host: {}", s.github_host);
-    println!("github.apiUrl: {}", s.api_url);
-    println!("credentials: {}", describe_tokens(&config.tokens));
+    say!("github.host: {}", s.github_host);
+    say!("github.apiUrl: {}", s.api_url);
+    say!("credentials: {}", describe_tokens(&config.tokens));
     for (host, addr) in &s.upstream.resolve {
-        println!("upstream.resolve: {host} -> {addr}");
+        say!("upstream.resolve: {host} -> {addr}");
     }
-    println!(
+    say!(
         "upstream.caFile: {} extra trust anchor(s)",
         s.upstream.extra_roots.len()
     );
     if let Some(tls) = &s.listen_tls {
-        println!(
+        say!(
             "listenTls: {} (certificate for {}; client certificates: {})",
             config.listen_tls.map_or(String::new(), |a| a.to_string()),
             tls.names.join(", "),
@@ -241,22 +252,22 @@ fn check(config: Config) -> Result<(), Failure> {
     }
     let (policies, rejected) = config.policies();
     match &policies {
-        gitgate_policy::Policies::Single(_) => println!("{}", config.policy),
+        gitgate_policy::Policies::Single(_) => say!("{}", config.policy),
         gitgate_policy::Policies::Profiles(set) => {
-            println!(
+            say!(
                 "profiles: {} (top-level policy not used; unidentified clients get 407)",
                 set.len()
             );
             let mut profiles: Vec<_> = set.iter().collect();
             profiles.sort_by(|a, b| a.name.cmp(&b.name));
             for profile in profiles {
-                println!(
+                say!(
                     "profile {}: {}",
                     profile.name,
                     profile.identities().join(", ")
                 );
                 for line in profile.policy.to_string().lines() {
-                    println!("  {line}");
+                    say!("  {line}");
                 }
             }
         }
@@ -347,7 +358,7 @@ async fn doctor(config: Config) -> Result<(), Failure> {
     let (policies, _) = config.policies();
     let tokens =
         Tokens::standalone(config.tokens, &config.settings).map_err(anyhow::Error::from)?;
-    println!("credentials: {}", tokens.kind());
+    say!("credentials: {}", tokens.kind());
     if tokens.is_none() {
         return Err(anyhow::anyhow!(
             "no GitHub credential is configured (github.app, github.token or github.user), so there is nothing to check; git requests would reach GitHub without one"
@@ -355,7 +366,7 @@ async fn doctor(config: Config) -> Result<(), Failure> {
         .into());
     }
     if tokens.login_status().is_some() {
-        println!(
+        say!(
             "doctor: the token comes from a person's login, held only by the running gitgate; see `gitgate status --config FILE`"
         );
         return Ok(());
@@ -378,17 +389,20 @@ async fn doctor(config: Config) -> Result<(), Failure> {
         }
     }
     if let Some(app) = app {
-        println!("app: id {} ({}), JWT accepted", app.id, app.slug);
+        say!("app: id {} ({}), JWT accepted", app.id, app.slug);
     }
     if rows.is_empty() {
-        println!(
+        say!(
             "doctor: no policy names an owner to mint a token for (patterns like */x name none); nothing more to check"
         );
         return Ok(());
     }
-    println!(
+    say!(
         "{:<20} {:>13}  {:<40} {:<28} expires in",
-        "owner", "installation", "repositories", "permissions"
+        "owner",
+        "installation",
+        "repositories",
+        "permissions"
     );
     for row in rows {
         let repositories = row
@@ -407,7 +421,7 @@ async fn doctor(config: Config) -> Result<(), Failure> {
             .duration_since(SystemTime::now())
             .unwrap_or_default()
             .as_secs();
-        println!(
+        say!(
             "{:<20} {:>13}  {:<40} {:<28} {}m{:02}s",
             row.owner,
             row.installation,
@@ -417,7 +431,7 @@ async fn doctor(config: Config) -> Result<(), Failure> {
             left % 60
         );
     }
-    println!("doctor: all checks passed");
+    say!("doctor: all checks passed");
     Ok(())
 }
 
@@ -432,11 +446,11 @@ fn ca_init(out: &Path) -> Result<(), Failure> {
         .into());
     }
     CertificateAuthority::create(&cert, &key).context("cannot create the CA")?;
-    println!(
+    say!(
         "wrote {} (certificate: give this to sandboxes)",
         cert.display()
     );
-    println!(
+    say!(
         "wrote {} (private key, mode 0600: keep it with gitgate only)",
         key.display()
     );
@@ -450,6 +464,6 @@ fn ca_print(config: Config) -> Result<(), Failure> {
             config.ca_cert.display()
         )
     })?;
-    print!("{pem}");
+    say_raw!("{pem}");
     Ok(())
 }

@@ -25,7 +25,7 @@ pub(crate) fn login(base: &str, profile: &str, wait: bool) -> Result<(), String>
     if status != 200 {
         return Err(text.trim_end().trim_start_matches("gitgate: ").to_owned());
     }
-    println!("{}", text.trim_end());
+    say!("{}", text.trim_end());
     if !wait {
         return Ok(());
     }
@@ -38,7 +38,7 @@ pub(crate) fn login(base: &str, profile: &str, wait: bool) -> Result<(), String>
         if state.get("userCode").is_none() {
             let (_, text) = call("GET", &endpoint(base, "/login", profile), false)?;
             return if state["state"] == "loggedIn" {
-                println!("{}", text.trim_end());
+                say!("{}", text.trim_end());
                 Ok(())
             } else {
                 Err(format!("login failed\n{}", text.trim_end()))
@@ -57,7 +57,7 @@ pub(crate) fn status(base: &str, profile: &str) -> Result<bool, String> {
     if code != 200 {
         return Err(text.trim_end().trim_start_matches("gitgate: ").to_owned());
     }
-    println!("{}", text.trim_end());
+    say!("{}", text.trim_end());
     let state: serde_json::Value =
         serde_json::from_str(&json).map_err(|e| format!("unreadable answer: {e}"))?;
     Ok(state["state"] == "loggedIn")
@@ -70,6 +70,6 @@ pub(crate) fn logout(base: &str, profile: &str) -> Result<(), String> {
     if status != 200 {
         return Err(text.to_owned());
     }
-    println!("{text}");
+    say!("{text}");
     Ok(())
 }

@@ -492,6 +492,37 @@ fn env_prints_what_a_sandbox_needs() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("REQUESTS_CA_BUNDLE=/etc/gitgate/ca.pem")
     );
+    // A relative CA path is printed absolute (the sandbox's directory is not this one);
+    // a port chosen at start cannot be printed.
+    std::fs::write(
+        dir.path().join("gitgate.yaml"),
+        "listen: 127.0.0.1:0\nca: {cert: ./ca/ca.pem, key: ./ca/ca-key.pem}\n",
+    )
+    .unwrap();
+    let out = cli(&["env", "--config", "gitgate.yaml"], dir.path());
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listen has port 0"),
+        "{}",
+        text(&out)
+    );
+    let out = cli(
+        &[
+            "env",
+            "--config",
+            "gitgate.yaml",
+            "--proxy-url",
+            "http://gitgate:3128",
+        ],
+        dir.path(),
+    );
+    let ca = dir.path().canonicalize().unwrap().join("ca/ca.pem");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("export GIT_SSL_CAINFO='{}'", ca.display())),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
