@@ -214,11 +214,88 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &d));
     }
 
+    /// A TLS handshake, in memory, between `server` and a client that trusts only `ca`,
+    /// connects to `name`, and believes the time is `at`.
+    fn handshake(
+        ca: &CertificateAuthority,
+        server: Arc<rustls::ServerConfig>,
+        name: &str,
+        at: SystemTime,
+    ) -> Result<(), rustls::Error> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+        #[derive(Debug)]
+        struct At(UnixTime);
+        impl rustls::time_provider::TimeProvider for At {
+            fn current_time(&self) -> Option<UnixTime> {
+                Some(self.0)
+            }
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let since = at.duration_since(std::time::UNIX_EPOCH).unwrap();
+        let config = rustls::ClientConfig::builder_with_details(
+            crate::crypto_provider(),
+            Arc::new(At(UnixTime::since_unix_epoch(since))),
+        )
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut server = rustls::ServerConnection::new(server).unwrap();
+        while client.is_handshaking() || server.is_handshaking() {
+            let (mut to_server, mut to_client) = (Vec::new(), Vec::new());
+            client.write_tls(&mut to_server).unwrap();
+            server.read_tls(&mut &to_server[..]).unwrap();
+            server.process_new_packets()?;
+            server.write_tls(&mut to_client).unwrap();
+            client.read_tls(&mut &to_client[..]).unwrap();
+            client.process_new_packets()?;
+            if to_server.is_empty() && to_client.is_empty() {
+                return Err(rustls::Error::General("the handshake stalled".into()));
+            }
+        }
+        Ok(())
+    }
+
     #[test]
     fn leaf_names_the_host_and_offers_only_http1() {
         let ca = ca();
         let config = ca.server_config("github.com", SystemTime::now()).unwrap();
         assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn a_client_trusting_the_ca_accepts_the_leaf_for_its_host_only_and_for_a_day() {
+        let (ca, other) = (ca(), ca());
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let leaf = ca.server_config("github.com", now).unwrap();
+        handshake(&ca, leaf.clone(), "github.com", now).unwrap();
+        handshake(&ca, leaf.clone(), "github.com", now + 23 * hour).unwrap();
+        handshake(&ca, leaf.clone(), "github.com", now - hour / 2).unwrap();
+        for (name, at) in [
+            ("api.github.com", now),
+            ("evil.example", now),
+            ("github.com", now + 25 * hour),
+            ("github.com", now - 2 * hour),
+        ] {
+            let refused = handshake(&ca, leaf.clone(), name, at);
+            assert!(
+                matches!(refused, Err(rustls::Error::InvalidCertificate(_))),
+                "{name} at {at:?}: {refused:?}"
+            );
+        }
+        // Another CA's client does not trust it at all.
+        let refused = handshake(&other, leaf, "github.com", now);
+        assert!(
+            matches!(refused, Err(rustls::Error::InvalidCertificate(_))),
+            "{refused:?}"
+        );
     }
 
     #[test]

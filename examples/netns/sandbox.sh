@@ -195,7 +195,7 @@ fi
 
 # --- the sandbox ------------------------------------------------------------------------
 # gitgate's CA, readable by the sandbox user wherever the config keeps it.
-ca_source="$("$gitgate" env --config "$config" --format dotenv | sed -n 's/^GIT_SSL_CAINFO=//p')"
+ca_source="$("$gitgate" env --config "$config" --format dotenv --proxy-url "http://$proxy_addr" | sed -n 's/^GIT_SSL_CAINFO=//p')"
 install -m 0644 "$ca_source" "$work/ca.pem"
 mkdir -p "$work/home"
 chown "$uid:$gid" "$work/home"

@@ -261,14 +261,16 @@ fn log_format_json_writes_one_json_object_per_line() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gitgate.yaml"), "listen: 127.0.0.1:0\n").unwrap();
-    let mut child = std::process::Command::new(crate::harness::gitgate::binary())
-        .args(["--log-format", "json", "run", "--config", "gitgate.yaml"])
-        .current_dir(dir.path())
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut child = crate::harness::gitgate::Killed(
+        std::process::Command::new(crate::harness::gitgate::binary())
+            .args(["--log-format", "json", "run", "--config", "gitgate.yaml"])
+            .current_dir(dir.path())
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
     let mut seen = Vec::new();
     for line in stderr.lines().map_while(Result::ok) {
         let value: serde_json::Value =
@@ -279,8 +281,7 @@ fn log_format_json_writes_one_json_object_per_line() {
             break;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let listening = seen.last().unwrap();
     assert_eq!(listening["message"], "listening", "{seen:?}");
     assert!(

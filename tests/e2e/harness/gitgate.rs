@@ -259,11 +259,36 @@ pub fn collect_lines(
     })
 }
 
-/// Runs `gitgate ARGS…` to completion.
+/// A child process killed (and reaped) when dropped, so a failing test leaks nothing.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `gitgate ARGS…` to completion; a command still running after 60 s (one that
+/// should have exited) is killed and fails the test.
 pub fn cli(args: &[&str], cwd: &Path) -> std::process::Output {
-    Command::new(binary())
+    let child = Command::new(binary())
         .args(args)
         .current_dir(cwd)
-        .output()
-        .expect("run gitgate")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gitgate");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(output) => output.expect("run gitgate"),
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("gitgate {args:?} did not exit within 60 s");
+        }
+    }
 }

@@ -67,6 +67,9 @@ impl Sandbox {
             ("GIT_CONFIG_NOSYSTEM".to_owned(), "1".to_owned()),
             ("GIT_TERMINAL_PROMPT".to_owned(), "0".to_owned()),
             ("GIT_ASKPASS".to_owned(), "/bin/false".to_owned()),
+            // A transfer stalled for 30 s fails the test instead of hanging it.
+            ("GIT_HTTP_LOW_SPEED_LIMIT".to_owned(), "1".to_owned()),
+            ("GIT_HTTP_LOW_SPEED_TIME".to_owned(), "30".to_owned()),
         ]);
         env
     }
