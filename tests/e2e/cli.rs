@@ -231,7 +231,7 @@ fn check_refuses_what_run_would_refuse_naming_file_key_and_fix() {
         ),
         (
             "audit: {file: /nonexistent/dir/audit.jsonl}\n",
-            "gitgate.yaml: audit.file: the directory /nonexistent/dir of /nonexistent/dir/audit.jsonl does not exist",
+            "gitgate.yaml:1:9: audit.file: the directory /nonexistent/dir of /nonexistent/dir/audit.jsonl does not exist",
         ),
         (
             "ca: {cert: half/ca.pem, key: half/ca-key.pem}\n",
@@ -328,4 +328,25 @@ fn an_app_key_readable_by_others_is_refused_with_the_fix() {
             .status
             .success()
     );
+}
+
+#[test]
+fn errors_found_after_parsing_name_the_line_and_column_of_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (config, want) in [
+        (
+            "listen: 127.0.0.1:0\npolicy:\n  allowedRepos: [a/b]\n  allowedRefs: [main]\n  maxPushSize: 2TB\n",
+            "gitgate.yaml:5:3: policy.maxPushSize: invalid size \"2TB\"",
+        ),
+        (
+            "listen: 127.0.0.1:0\npolicy: {allowedRepos: [a/b]}\npolicy: {allowedRepos: [c/d]}\n",
+            "gitgate.yaml:3:1: policy: policy is given twice; keep one",
+        ),
+    ] {
+        std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
+        let out = cli(&["check", "--config", "gitgate.yaml"], dir.path());
+        assert_eq!(out.status.code(), Some(64), "{config}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(want), "{config}\n{stderr}");
+    }
 }

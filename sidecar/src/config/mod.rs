@@ -1,6 +1,7 @@
 //! The config file: read, validated in two stages (raw YAML, then domain types), and
 //! every error reported as `FILE:LINE:COLUMN: key.path: what is wrong`.
 
+mod locate;
 pub(crate) mod profiles;
 mod raw;
 mod values;
@@ -104,8 +105,8 @@ impl Config {
             .unwrap_or(Path::new("."));
         let mut raw: RawConfig = values::with_base_dir(dir, || parse(text, file))?;
         let in_file = |key: String, message: String| ConfigError {
+            location: locate::locate(text, &key, 0).map(|(at, _)| at),
             file: file.to_owned(),
-            location: None,
             key,
             message,
         };
@@ -119,7 +120,13 @@ impl Config {
                 )
             })?;
         }
-        Self::compile(raw, file, dir)
+        Self::compile(raw, file, dir).map_err(|mut error| {
+            // Found after parsing: point at the key in the text.
+            if error.location.is_none() {
+                error.location = locate::locate(text, &error.key, 0).map(|(at, _)| at);
+            }
+            error
+        })
     }
 
     /// The settings a running gitgate applies only when it starts, each with its value,
@@ -353,14 +360,32 @@ impl Config {
 fn parse<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {
     let deserializer = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let key = e.path().to_string();
+        let mut key = e.path().to_string();
         let inner = e.into_inner();
-        let location = inner.location().map(|l| (l.line(), l.column()));
+        let mut location = inner.location().map(|l| (l.line(), l.column()));
         let mut message = inner.to_string();
         if let Some(at) = message.rfind(" at line ") {
             message.truncate(at);
         }
-        let message = strip_path_prefix(&message, &key).to_owned();
+        let mut message = strip_path_prefix(&message, &key).to_owned();
+        // The parser places some errors at the start of the enclosing mapping: a value
+        // checked as a whole (sizes, patterns), or a key given twice.
+        let duplicate = message
+            .strip_prefix("duplicate field `")
+            .and_then(|rest| rest.strip_suffix('`'))
+            .map(str::to_owned);
+        if let Some(name) = duplicate {
+            key = match key.as_str() {
+                "" | "." => name.clone(),
+                parent => format!("{parent}.{name}"),
+            };
+            message = format!("{name} is given twice; keep one");
+            location = locate::locate(text, &key, 1).map(|(at, _)| at).or(location);
+        } else if let Some((at, true)) = locate::locate(text, &key, 0) {
+            if location.is_none_or(|(line, _)| at.0 > line) {
+                location = Some(at);
+            }
+        }
         ConfigError {
             file: file.to_owned(),
             location,
