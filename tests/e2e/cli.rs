@@ -336,7 +336,7 @@ fn errors_found_after_parsing_name_the_line_and_column_of_their_key() {
     for (config, want) in [
         (
             "listen: 127.0.0.1:0\npolicy:\n  allowedRepos: [a/b]\n  allowedRefs: [main]\n  maxPushSize: 2TB\n",
-            "gitgate.yaml:5:3: policy.maxPushSize: invalid size \"2TB\"",
+            "gitgate.yaml:5:16: policy.maxPushSize: invalid size \"2TB\"",
         ),
         (
             "listen: 127.0.0.1:0\npolicy: {allowedRepos: [a/b]}\npolicy: {allowedRepos: [c/d]}\n",
@@ -348,5 +348,42 @@ fn errors_found_after_parsing_name_the_line_and_column_of_their_key() {
         assert_eq!(out.status.code(), Some(64), "{config}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(want), "{config}\n{stderr}");
+    }
+}
+
+#[test]
+fn type_and_syntax_errors_say_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    for (config, want) in [
+        (
+            "github:\n  app: {id: -5, privateKeyFile: k}\n",
+            "gitgate.yaml:2:13: github.app.id: invalid App id -5: expected the numeric App ID (e.g. 123456) or the Client ID",
+        ),
+        (
+            "policy: {allowedRepos: [a/b], maxBlobSize: 1e9}\n",
+            "policy.maxBlobSize: invalid size \"1000000000.0\": write a number of bytes",
+        ),
+        (
+            "listen: 3128\n",
+            "gitgate.yaml:1:9: listen: invalid socket address syntax: expected IP:PORT, e.g. 0.0.0.0:3128",
+        ),
+        (
+            "policy:\n\tallowedRepos: [a/b]\n",
+            "a tab character; YAML indents with spaces only",
+        ),
+        (
+            "[listen, policy]\n",
+            "gitgate.yaml:1:1: the file must be a mapping of settings",
+        ),
+    ] {
+        std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
+        let out = cli(&["check", "--config", "gitgate.yaml"], dir.path());
+        assert_eq!(out.status.code(), Some(64), "{config}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(want), "{config}\n{stderr}");
+        assert!(
+            !stderr.contains("untagged") && !stderr.contains("RawConfig"),
+            "{stderr}"
+        );
     }
 }

@@ -386,6 +386,11 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> Result<T, C
                 location = Some(at);
             }
         }
+        if key == "?" {
+            key.clear();
+        }
+        let line = location.and_then(|(line, _)| text.lines().nth(line.saturating_sub(1)));
+        let message = plainer(message, &key, line.unwrap_or_default());
         ConfigError {
             file: file.to_owned(),
             location,
@@ -393,6 +398,24 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> Result<T, C
             message,
         }
     })
+}
+
+/// The parser's message, in words that say what to write instead where it speaks of
+/// Rust types or YAML internals.
+fn plainer(message: String, key: &str, line: &str) -> String {
+    if message.contains("expected struct RawConfig") {
+        return "the file must be a mapping of settings (`key: value` lines), not a list or a single value".into();
+    }
+    if message.starts_with("unknown field `<<`") {
+        return "YAML merge keys (`<<: *anchor`) are not supported; write the keys out".into();
+    }
+    if matches!(key, "listen" | "listenTls" | "admin") && message.contains("socket address") {
+        return format!("{message}: expected IP:PORT, e.g. 0.0.0.0:3128");
+    }
+    if message.contains("cannot start any token") && line.contains('\t') {
+        return format!("{message}: a tab character; YAML indents with spaces only");
+    }
+    message
 }
 
 /// yaml_serde prefixes its messages with the path of the enclosing node; the error

@@ -299,25 +299,37 @@ pub struct AppId(pub String);
 
 impl<'de> Deserialize<'de> for AppId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            Number(u64),
-            Text(String),
+        struct Visitor;
+        fn invalid<E: de::Error>(shown: impl std::fmt::Display) -> E {
+            E::custom(format!(
+                "invalid App id {shown}: expected the numeric App ID (e.g. 123456) or the Client ID (e.g. Iv23li...)"
+            ))
         }
-        match Either::deserialize(d)? {
-            Either::Number(n) => Ok(Self(n.to_string())),
-            Either::Text(s)
-                if !s.trim().is_empty()
-                    && s.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-') =>
-            {
-                Ok(Self(s))
+        impl de::Visitor<'_> for Visitor {
+            type Value = AppId;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the numeric App ID or the Client ID")
             }
-            Either::Text(s) => Err(de::Error::custom(format!(
-                "invalid App id {s:?}: expected the numeric App ID or the Client ID"
-            ))),
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<AppId, E> {
+                Ok(AppId(n.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<AppId, E> {
+                u64::try_from(n).map_or_else(|_| Err(invalid(n)), |n| self.visit_u64(n))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<AppId, E> {
+                Err(invalid(n))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<AppId, E> {
+                let valid = !s.trim().is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-');
+                match valid {
+                    true => Ok(AppId(s.to_owned())),
+                    false => Err(invalid(format_args!("{s:?}"))),
+                }
+            }
         }
+        d.deserialize_any(Visitor)
     }
 }
 
