@@ -305,12 +305,25 @@ fn hold(
         }
         let mut refused = n - streams.len();
         let mut held = Vec::new();
+        // All at once: a refused connection has its 503 within the window, an admitted
+        // one stays silent (gitgate waits for its request).
+        let mut reads = tokio::task::JoinSet::new();
         for mut stream in streams {
-            let mut buf = [0u8; 12];
-            match tokio::time::timeout(Duration::from_millis(20), stream.read_exact(&mut buf)).await
-            {
-                Ok(_) => refused += 1,
-                Err(_) => held.push(stream),
+            reads.spawn(async move {
+                let mut buf = [0u8; 12];
+                let read =
+                    tokio::time::timeout(Duration::from_millis(500), stream.read_exact(&mut buf))
+                        .await;
+                (stream, read.map(|_| buf))
+            });
+        }
+        while let Some(done) = reads.join_next().await {
+            match done.unwrap() {
+                (_, Ok(answer)) => {
+                    assert_eq!(&answer, b"HTTP/1.1 503", "a refusal");
+                    refused += 1;
+                }
+                (stream, Err(_)) => held.push(stream),
             }
         }
         (refused, held)
@@ -526,8 +539,14 @@ fn a_redirect_to_another_host_is_passed_on_and_never_followed_with_the_token() {
         "{}",
         text(&out)
     );
-    // git follows it through gitgate: the tunnel host gets no token.
-    let _ = sandbox.git(
+    // git follows it through gitgate (a tunnel to tunnel.test, whose certificate git can
+    // check with the stand-in's CA): the tunnel host gets the request, and no token.
+    let bundle = sandbox.path("both-cas.pem");
+    let cas = [gitgate.ca_file(), standin.ca_file().to_owned()]
+        .map(|ca| std::fs::read_to_string(ca).unwrap())
+        .concat();
+    std::fs::write(&bundle, cas).unwrap();
+    let out = sandbox.git_with_env(
         sandbox.home.path(),
         &[
             "-c",
@@ -535,13 +554,21 @@ fn a_redirect_to_another_host_is_passed_on_and_never_followed_with_the_token() {
             "ls-remote",
             "https://github.com/acme/app.git",
         ],
+        &[("GIT_SSL_CAINFO", &bundle.display().to_string())],
     );
     standin.set_fault(None);
-    for request in standin
+    let followed: Vec<_> = standin
         .requests()
-        .iter()
-        .filter(|r| r.host != "github.com" && r.host != "api.github.com")
-    {
+        .into_iter()
+        .filter(|r| r.host == "tunnel.test")
+        .collect();
+    assert!(
+        !followed.is_empty(),
+        "git did not follow the redirect: {}",
+        text(&out)
+    );
+    for request in &followed {
+        assert_eq!(request.target, "/stolen/info/refs?service=git-upload-pack");
         assert!(request.header("authorization").is_none(), "{request:?}");
     }
     still_serves(&gitgate, &standin, "after");
