@@ -68,3 +68,102 @@ impl<'a> Verifier<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gitgate_policy::{ObjectFormat, ObjectId, RawSigners};
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// An ed25519 key made by `ssh-keygen`: (private key file, public key line).
+    fn key(dir: &Path, name: &str) -> (PathBuf, String) {
+        let file = dir.join(name);
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+            .arg(&file)
+            .status()
+            .expect("ssh-keygen");
+        assert!(made.success());
+        let public = std::fs::read_to_string(file.with_extension("pub")).unwrap();
+        (file, public.trim().to_owned())
+    }
+
+    /// `payload` signed by `key` in `namespace`, as `ssh-keygen -Y sign` (and git) write it.
+    fn sign(key: &Path, namespace: &str, payload: &[u8]) -> Vec<u8> {
+        let file = key.with_extension("payload");
+        std::fs::write(&file, payload).unwrap();
+        // ssh-keygen does not overwrite a signature file.
+        let _ = std::fs::remove_file(file.with_extension("payload.sig"));
+        let signed = Command::new("ssh-keygen")
+            .args(["-q", "-Y", "sign", "-n", namespace, "-f"])
+            .arg(key)
+            .arg(&file)
+            .status()
+            .expect("ssh-keygen");
+        assert!(signed.success());
+        std::fs::read(file.with_extension("payload.sig")).unwrap()
+    }
+
+    fn commit(signature: Option<Vec<u8>>, payload: &[u8]) -> SignedCommit {
+        SignedCommit {
+            id: ObjectId::zero(ObjectFormat::Sha1),
+            committer_email: "agent@example.com".into(),
+            signature,
+            extra_signature: false,
+            payload: payload.to_vec(),
+        }
+    }
+
+    #[test]
+    fn each_way_a_signature_can_fail_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, agent_public) = key(dir.path(), "agent");
+        let (stranger, _) = key(dir.path(), "stranger");
+        let signers = Signers::compile(&RawSigners {
+            keys: vec![agent_public],
+            ..Default::default()
+        })
+        .unwrap();
+        let verifier = Verifier::new(&signers);
+        let payload = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n\nwork\n";
+
+        let good = commit(Some(sign(&agent, "git", payload)), payload);
+        assert!(matches!(verifier.check(&good), SignatureCheck::Verified(_)));
+
+        let tampered = commit(Some(sign(&agent, "git", payload)), b"tree 0\n\nother\n");
+        assert!(matches!(
+            verifier.check(&tampered),
+            SignatureCheck::Invalid(_)
+        ));
+
+        let other_namespace = commit(Some(sign(&agent, "file", payload)), payload);
+        match verifier.check(&other_namespace) {
+            SignatureCheck::Invalid(why) => assert!(why.contains("namespace \"file\""), "{why}"),
+            other => panic!("{other:?}"),
+        }
+
+        let strangers = commit(Some(sign(&stranger, "git", payload)), payload);
+        assert!(matches!(
+            verifier.check(&strangers),
+            SignatureCheck::UnknownKey(_)
+        ));
+
+        let mut twice = good;
+        twice.extra_signature = true;
+        match verifier.check(&twice) {
+            SignatureCheck::Invalid(why) => assert_eq!(why, "more than one signature header"),
+            other => panic!("{other:?}"),
+        }
+
+        let pgp =
+            b"-----BEGIN PGP SIGNATURE-----\n\niQEzBAABCAAdFiEE\n-----END PGP SIGNATURE-----\n";
+        let openpgp = commit(Some(pgp.to_vec()), payload);
+        assert!(matches!(verifier.check(&openpgp), SignatureCheck::NotSsh));
+
+        assert!(matches!(
+            verifier.check(&commit(None, payload)),
+            SignatureCheck::Unsigned
+        ));
+    }
+}
