@@ -76,6 +76,14 @@ pub enum HostError {
         /// The offending authority.
         authority: String,
     },
+    /// A URL where a host (and port) was expected.
+    #[error("\"{authority}\" is a URL; write only the host, with :PORT if not 443 (e.g. {host})")]
+    Url {
+        /// The offending text.
+        authority: String,
+        /// The host the URL names.
+        host: String,
+    },
     /// A port that is not a number in 1..=65535.
     #[error("authority \"{authority}\" has an invalid port \"{port}\"; expected 1..65535")]
     InvalidPort {
@@ -157,6 +165,17 @@ impl fmt::Display for HostName {
     }
 }
 
+/// Refuses a URL where a host (and port) belongs, naming the host to write instead.
+pub(crate) fn not_a_url(text: &str) -> Result<(), HostError> {
+    match text.split_once("://") {
+        Some((_, rest)) => Err(HostError::Url {
+            authority: show(text),
+            host: show(rest.split(['/', '?', '#']).next().unwrap_or_default()),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn show(input: &str) -> String {
     printable(input.as_bytes(), SHOW)
 }
@@ -207,6 +226,7 @@ fn validate_dns_name(name: &str) -> Result<(), HostError> {
 /// Splits a CONNECT target `host:port` or `[v6]:port` (port required, 1..=65535) and
 /// validates both parts.
 pub fn parse_authority(authority: &str) -> Result<(HostName, u16), HostError> {
+    not_a_url(authority)?;
     let (host, port) = if authority.starts_with('[') {
         let end = authority.find(']').ok_or_else(|| HostError::InvalidIpv6 {
             host: show(authority),
@@ -325,6 +345,10 @@ mod tests {
             ("[::1]443", "has no port"),
             ("::1:443", "without brackets"),
             ("github.com:", "invalid port \"\""),
+            (
+                "https://crates.io/x",
+                "\"https://crates.io/x\" is a URL; write only the host, with :PORT if not 443 (e.g. crates.io)",
+            ),
             ("github.com:0", "invalid port \"0\""),
             ("github.com:65536", "invalid port"),
             ("github.com:+443", "invalid port"),

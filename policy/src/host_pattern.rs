@@ -53,6 +53,7 @@ impl FromStr for HostPattern {
 
     fn from_str(text: &str) -> Result<HostPattern, PatternError> {
         let error = |reason: String| PatternError::new(PatternKind::Host, text, reason);
+        crate::host::not_a_url(text).map_err(|e| error(e.to_string()))?;
         let (wildcard, rest) = match text.strip_prefix("*.") {
             Some(rest) => (true, rest),
             None => (false, text),
@@ -153,7 +154,10 @@ mod tests {
             ("crates.io:", "invalid port \"\""),
             ("[::1]:x", "invalid port \"x\""),
             ("*.10.0.0.1", "needs a DNS name"),
-            ("https://crates.io", "invalid port \"//crates.io\""),
+            (
+                "https://crates.io",
+                "is a URL; write only the host, with :PORT if not 443 (e.g. crates.io)",
+            ),
             ("crates io", "contains ' '"),
             ("crates.io/x", "contains '/'"),
             ("127.1", "looks numeric"),

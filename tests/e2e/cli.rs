@@ -241,6 +241,14 @@ fn check_refuses_what_run_would_refuse_naming_file_key_and_fix() {
             "github: {token: {env: GITGATE_TEST_UNSET_VARIABLE}}\n",
             "github.token.env: GITGATE_TEST_UNSET_VARIABLE is not set in this environment",
         ),
+        (
+            "github:\n  app: {id: \"1\", privateKeyFile: half}\n",
+            "github.app.privateKeyFile: half: is a directory; give the App's private key file",
+        ),
+        (
+            "policy: {allowHosts: [\"https://crates.io/x\"]}\n",
+            "\"https://crates.io/x\" is a URL; write only the host, with :PORT if not 443 (e.g. crates.io)",
+        ),
     ] {
         std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
         let out = cli(&["check", "--config", "gitgate.yaml"], dir.path());

@@ -33,12 +33,16 @@ impl AppKey {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path)
-                .map_err(|e| err(e.to_string()))?
-                .permissions()
-                .mode()
-                & 0o777;
-            if mode & 0o077 != 0 {
+            let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+            if meta.is_dir() {
+                return Err(err(
+                    "is a directory; give the App's private key file (the .pem GitHub let you download)".into(),
+                ));
+            }
+            let mode = meta.permissions().mode() & 0o777;
+            let looks_like_a_key =
+                std::fs::read_to_string(path).is_ok_and(|pem| pem.contains("PRIVATE KEY-----"));
+            if mode & 0o077 != 0 && looks_like_a_key {
                 return Err(err(format!(
                     "readable by group or others (mode {mode:04o}); run `chmod 600 {}`",
                     path.display()
