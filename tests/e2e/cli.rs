@@ -202,6 +202,26 @@ fn doctor_without_a_credential_says_there_is_nothing_to_check() {
     );
 }
 
+/// Runs `gitgate check` on `config` in `dir`: it must exit 64, say `want` on stderr, and
+/// never claim the file is valid.
+fn check_refuses(dir: &std::path::Path, config: &str, want: &str) {
+    std::fs::write(dir.join("gitgate.yaml"), config).unwrap();
+    let out = cli(&["check", "--config", "gitgate.yaml"], dir);
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "{config}{}",
+        crate::harness::text(&out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(want), "{config}\n{stderr}");
+    assert!(
+        !stderr.contains("untagged") && !stderr.contains("RawConfig"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("is valid"));
+}
+
 #[test]
 fn check_refuses_what_run_would_refuse_naming_file_key_and_fix() {
     let dir = tempfile::tempdir().unwrap();
@@ -250,17 +270,7 @@ fn check_refuses_what_run_would_refuse_naming_file_key_and_fix() {
             "\"https://crates.io/x\" is a URL; write only the host, with :PORT if not 443 (e.g. crates.io)",
         ),
     ] {
-        std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
-        let out = cli(&["check", "--config", "gitgate.yaml"], dir.path());
-        assert_eq!(
-            out.status.code(),
-            Some(64),
-            "{config}{}",
-            crate::harness::text(&out)
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(want), "{config}\n{stderr}");
-        assert!(!String::from_utf8_lossy(&out.stdout).contains("is valid"));
+        check_refuses(dir.path(), config, want);
     }
 }
 
@@ -351,11 +361,7 @@ fn errors_found_after_parsing_name_the_line_and_column_of_their_key() {
             "gitgate.yaml:3:1: policy: policy is given twice; keep one",
         ),
     ] {
-        std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
-        let out = cli(&["check", "--config", "gitgate.yaml"], dir.path());
-        assert_eq!(out.status.code(), Some(64), "{config}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(want), "{config}\n{stderr}");
+        check_refuses(dir.path(), config, want);
     }
 }
 
@@ -384,14 +390,6 @@ fn type_and_syntax_errors_say_what_to_write() {
             "gitgate.yaml:1:1: the file must be a mapping of settings",
         ),
     ] {
-        std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
-        let out = cli(&["check", "--config", "gitgate.yaml"], dir.path());
-        assert_eq!(out.status.code(), Some(64), "{config}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(want), "{config}\n{stderr}");
-        assert!(
-            !stderr.contains("untagged") && !stderr.contains("RawConfig"),
-            "{stderr}"
-        );
+        check_refuses(dir.path(), config, want);
     }
 }

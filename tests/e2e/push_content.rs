@@ -1,7 +1,7 @@
 //! Rules on what a push carries, decided by reading its pack: force-push protection
 //! (from the pack, else through the stand-in's compare endpoint) and size limits.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gitgate_standin::{Fault, StandIn};
 
@@ -18,6 +18,16 @@ fn rev(sandbox: &Sandbox, repo: &Path, what: &str) -> String {
 
 fn upstream(standin: &StandIn, branch: &str) -> Option<String> {
     standin.rev_parse("acme", "app", &format!("refs/heads/{branch}"))
+}
+
+/// gitgate with `policy` and `limits` (a YAML flow mapping), a sandbox, and its clone of
+/// acme/app.
+fn with_limits(standin: &StandIn, policy: &str, limits: &str) -> (Gitgate, Sandbox, PathBuf) {
+    let config = format!("{}limits: {limits}\n", app_config(standin, policy));
+    let gitgate = Gitgate::start(&config);
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    (gitgate, sandbox, repo)
 }
 
 fn compare_calls(standin: &StandIn) -> usize {
@@ -473,13 +483,7 @@ fn commits_already_on_github_but_not_on_the_ref_cannot_slip_past_the_per_commit_
 fn holding_back_only_the_trailer_streams_the_pack_and_a_refusal_leaves_upstream_nothing() {
     let standin = harness::standin();
     let policy = "{allowedRepos: [acme/app], allowedRefs: [main], maxBlobSize: 5MB}";
-    let config = format!(
-        "{}limits: {{pushHold: trailer}}\n",
-        app_config(&standin, policy)
-    );
-    let gitgate = Gitgate::start(&config);
-    let sandbox = Sandbox::new(&gitgate);
-    let repo = sandbox.clone_repo("acme/app", "app");
+    let (_gitgate, sandbox, repo) = with_limits(&standin, policy, "{pushHold: trailer}");
 
     // Allowed: sent on as it arrives, then its checksum once decided.
     let fine = sandbox.commit(&repo, "a.txt", "fine\n");
@@ -512,13 +516,8 @@ fn holding_back_only_the_trailer_streams_the_pack_and_a_refusal_leaves_upstream_
 fn bytes_after_the_pack_checksum_never_let_upstream_complete_a_refused_pack() {
     use std::io::Write;
     let standin = harness::standin();
-    let config = format!(
-        "{}limits: {{pushHold: trailer}}\n",
-        app_config(&standin, "{allowedRepos: [acme/app], allowedRefs: [main]}")
-    );
-    let gitgate = Gitgate::start(&config);
-    let sandbox = Sandbox::new(&gitgate);
-    let repo = sandbox.clone_repo("acme/app", "app");
+    let policy = "{allowedRepos: [acme/app], allowedRefs: [main]}";
+    let (gitgate, sandbox, repo) = with_limits(&standin, policy, "{pushHold: trailer}");
     let main = rev(&sandbox, &repo, "origin/main");
     // A commit with no history: pointing main at it is a force push (refused by default).
     sandbox.git_ok(&repo, &["checkout", "-q", "--orphan", "rewrite"]);
@@ -573,13 +572,8 @@ fn bytes_after_the_pack_checksum_never_let_upstream_complete_a_refused_pack() {
 #[test]
 fn held_pushes_stay_within_max_held_push_bytes_and_an_unreadable_pack_is_refused_at_once() {
     let standin = harness::standin();
-    let config = format!(
-        "{}limits: {{maxHeldPushBytes: 4MiB}}\n",
-        app_config(&standin, "{allowedRepos: [acme/app], allowedRefs: [main]}")
-    );
-    let gitgate = Gitgate::start(&config);
-    let sandbox = Sandbox::new(&gitgate);
-    let repo = sandbox.clone_repo("acme/app", "app");
+    let policy = "{allowedRepos: [acme/app], allowedRefs: [main]}";
+    let (gitgate, sandbox, repo) = with_limits(&standin, policy, "{maxHeldPushBytes: 4MiB}");
     let main = rev(&sandbox, &repo, "origin/main");
 
     // A push larger than the budget (forcePush: deny makes gitgate hold it): refused, saying
