@@ -206,11 +206,12 @@ async fn serve(config: Config) -> Result<(), Failure> {
 }
 
 fn check(config: Config) -> Result<(), Failure> {
-    if let Some(problem) = start_problems(&config).into_iter().reduce(|first, next| {
-        eprintln!("gitgate: {first}");
-        next
-    }) {
-        return Err(Failure::Config(problem));
+    let problems = start_problems(&config);
+    if let Some((last, others)) = problems.split_last() {
+        for problem in others {
+            eprintln!("gitgate: {problem}");
+        }
+        return Err(Failure::Config(last.clone()));
     }
     let s = &config.settings;
     say!("config: {} is valid", config.file.display());
