@@ -714,8 +714,9 @@ mod tests {
             Service::Other,
         );
         type Setter = fn(&mut Record, &str);
-        let setters: [(&str, Setter); 10] = [
+        let setters: [(&str, Setter); 11] = [
             ("host", |r, s| r.host = s.into()),
+            ("error", |r, s| r.error = Some(s.into())),
             ("method", |r, s| r.method = s.into()),
             ("path", |r, s| r.path = s.into()),
             ("rule", |r, s| r.rule = s.into()),
