@@ -36,7 +36,7 @@ pub(crate) async fn handle(
     let target = git.canonical_target();
     record.path.clone_from(&target);
     record.repo = Some(git.repo.to_string());
-    let (shape, service) = match &git.kind {
+    let (mut shape, service) = match &git.kind {
         GitKind::InfoRefs(service) => (Shape::Advertisement(*service), *service),
         GitKind::Rpc(service) => (Shape::RpcResult(*service), *service),
         GitKind::Lfs { rest } => {
@@ -52,7 +52,7 @@ pub(crate) async fn handle(
     };
     let decision = decide(policy, &git, service);
     if !enforce(policy, record, &decision) {
-        return reply::failure(shape, &Failure::Policy(decision.reason));
+        return refuse(state, req, record, shape, &Failure::Policy(decision.reason)).await;
     }
     let credential = match state
         .tokens
@@ -62,12 +62,14 @@ pub(crate) async fn handle(
         Ok(credential) => credential,
         Err(error) => {
             tracing::warn!(%error, repo = %git.repo, "no credential");
-            let shape = if matches!(shape, Shape::Advertisement(_)) {
-                shape
-            } else {
-                Shape::Text
-            };
-            return reply::failure(shape, &Failure::Token(error.to_string()));
+            return refuse(
+                state,
+                req,
+                record,
+                shape,
+                &Failure::Token(error.to_string()),
+            )
+            .await;
         }
     };
     record.note_credential(credential.as_ref());
@@ -78,9 +80,15 @@ pub(crate) async fn handle(
     };
     let (body, deciding) = if matches!(git.kind, GitKind::Rpc(Service::ReceivePack)) {
         match push::inspect(state, policy, &to, &parts.headers, body, record).await {
-            Inspected::Forward(body) => (body, None),
+            Inspected::Forward(body, side_band) => {
+                shape = Shape::PushResult(side_band);
+                (body, None)
+            }
             Inspected::Reply(response) => return response,
-            Inspected::Streaming(streaming) => (streaming.body, Some(streaming.outcome)),
+            Inspected::Streaming(streaming) => {
+                shape = Shape::PushResult(streaming.side_band);
+                (streaming.body, Some(streaming.outcome))
+            }
         }
     } else {
         (stream(body), None)
@@ -111,6 +119,25 @@ pub(crate) async fn handle(
         Err(failure) => return reply::failure(upstream_shape(shape), &failure),
     };
     answer(state, &git, response, credential.as_ref(), shape)
+}
+
+/// Answers `req` with `failure` before anything is forwarded: a push through
+/// [`push::refuse`] (git must be told in the side-band its command list asks for, after
+/// sending it), anything else in `shape`.
+async fn refuse(
+    state: &State,
+    req: Request<ClientBody>,
+    record: &Record,
+    shape: Shape,
+    failure: &Failure,
+) -> Response<ProxyBody> {
+    match shape {
+        Shape::RpcResult(Service::ReceivePack) => {
+            let (parts, body) = req.into_parts();
+            push::refuse(state, &parts.headers, body, record, failure).await
+        }
+        _ => reply::failure(shape, failure),
+    }
 }
 
 /// Records `decision`; returns whether the request may proceed (allowed, or denied in
@@ -176,7 +203,7 @@ pub(crate) async fn forward(
 /// `info/refs`); on an RPC POST, whose error bodies git hides, an `ERR` pkt-line.
 fn upstream_shape(shape: Shape) -> Shape {
     match shape {
-        Shape::RpcResult(_) => shape,
+        Shape::RpcResult(_) | Shape::PushResult(_) => shape,
         _ => Shape::Text,
     }
 }

@@ -7,9 +7,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use gitgate_policy::git::receive_pack::{CommandReader, Limits, PushHeader, ReceivePackError};
+use gitgate_policy::git::receive_pack::{
+    CommandReader, Limits, PushHeader, ReceivePackError, SideBand,
+};
 use gitgate_policy::git::report;
-use gitgate_policy::git::request::Service;
 use gitgate_policy::{Policy, RepoPath};
 use http::{HeaderMap, Response, header};
 use http_body::{Body, Frame, SizeHint};
@@ -29,8 +30,9 @@ const GZIP_STEP: usize = 1024;
 
 /// What to do with a push.
 pub(crate) enum Inspected<'a> {
-    /// Every ref update is allowed: send this body (the bytes read so far, then the rest).
-    Forward(ProxyBody),
+    /// Every ref update is allowed: send this body (the bytes read so far, then the rest);
+    /// a failure upstream is told in the side-band the client asked for.
+    Forward(ProxyBody, SideBand),
     /// Answer the client without contacting upstream.
     Reply(Response<ProxyBody>),
     /// Send this body upstream while the push is still being decided; the decision ends
@@ -52,71 +54,47 @@ pub(crate) async fn inspect<'a>(
     policy: &'a Policy,
     to: &'a PushTo<'a>,
     headers: &HeaderMap,
-    mut body: ClientBody,
+    body: ClientBody,
     record: &mut Record,
 ) -> Inspected<'a> {
-    let shape = Shape::RpcResult(Service::ReceivePack);
     let limits = &state.settings.limits;
-    let mut decoder = match content_encoding(headers) {
-        Ok(decoder) => decoder,
-        Err(message) => return Inspected::Reply(reply::failure(shape, &Failure::Client(message))),
-    };
-    let mut reader = CommandReader::new(Limits {
-        max_commands: limits.max_push_commands,
-        max_header_bytes: limits.max_push_header_bytes,
-    });
-    let mut read: VecDeque<Bytes> = VecDeque::new();
-    // Bytes as sent: gzip can make them many more than the command list they carry.
-    let mut sent = 0;
-    let header = loop {
-        let frame = match tokio::time::timeout(limits.body_idle_timeout, body.frame()).await {
-            Ok(frame) => frame,
-            Err(_) => {
-                let message = crate::body::stalled("push", limits.body_idle_timeout);
-                record.decide(Verdict::Deny, "limits.bodyIdleTimeout", &message);
-                return Inspected::Reply(reply::failure(shape, &Failure::Client(message)));
-            }
-        };
-        let parsed = match frame {
-            None => finish(&mut reader, decoder.as_mut()).map(Some),
-            Some(Err(error)) => {
-                return Inspected::Reply(reply::failure(
-                    shape,
-                    &Failure::Client(format!("reading the push body failed: {error}")),
-                ));
-            }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    sent += data.len();
-                    read.push_back(data.clone());
-                    match feed(&mut reader, decoder.as_mut(), &data) {
-                        Ok(None) if sent > limits.max_push_header_bytes => Err(Malformed {
-                            rule: "limits.maxPushHeaderBytes",
-                            message: format!(
-                                "push header exceeds {} bytes as sent (limits.maxPushHeaderBytes)",
-                                limits.max_push_header_bytes
-                            ),
-                        }),
-                        parsed => parsed,
-                    }
-                }
-                Err(_) => continue,
-            },
-        };
-        match parsed {
-            Ok(Some(header)) => break header,
-            Ok(None) => continue,
-            Err(Malformed { rule, message }) => {
-                tracing::info!(reason = %message, rule, "malformed push");
-                record.decide(Verdict::Deny, rule, &message);
-                return Inspected::Reply(reply::failure(
-                    Shape::Text,
-                    &Failure::Client(format!("malformed receive-pack request: {message}")),
-                ));
-            }
+    let mut reading = match Reading::new(limits, headers, body) {
+        Ok(reading) => reading,
+        Err(message) => {
+            let shape = shown(headers, SideBand::None);
+            return Inspected::Reply(reply::failure(shape, &Failure::Client(message)));
         }
     };
+    let header = match reading.header(limits).await {
+        Ok(header) => header,
+        Err(Unread::Stalled(message)) => {
+            record.decide(Verdict::Deny, "limits.bodyIdleTimeout", &message);
+            return Inspected::Reply(reading.answer(headers, &Failure::Client(message)));
+        }
+        Err(Unread::Broken(message)) => {
+            return Inspected::Reply(reading.answer(headers, &Failure::Client(message)));
+        }
+        Err(Unread::Malformed(Malformed { rule, message })) => {
+            tracing::info!(reason = %message, rule, "malformed push");
+            record.decide(Verdict::Deny, rule, &message);
+            let failure = Failure::Client(Malformed::told(rule, &message));
+            let response = reading.answer(headers, &failure);
+            // git can reach a limit and is still sending; other malformed input costs
+            // nothing more.
+            if !accepts_result(headers) {
+                return Inspected::Reply(response);
+            }
+            return Inspected::Reply(drained(state, reading.body, record, response).await);
+        }
+    };
+    let side_band = header.side_band();
     let verdict = policy.decide_push_commands(&header.commands);
+    let Reading {
+        decoder,
+        read,
+        body,
+        ..
+    } = reading;
     if !settle(policy, &verdict, record) {
         return Inspected::Reply(reject(state, &header, &verdict, body, record).await);
     }
@@ -129,7 +107,117 @@ pub(crate) async fn inspect<'a>(
         };
         return crate::push_content::inspect(state, policy, to, received, record).await;
     }
-    Inspected::Forward(stream(Prefixed { read, rest: body }))
+    Inspected::Forward(stream(Prefixed { read, rest: body }), side_band)
+}
+
+/// Refuses a receive-pack POST before anything is forwarded, once its body is drained
+/// ([`drained`]), in the shape its client shows ([`Reading::answer`]).
+pub(crate) async fn refuse(
+    state: &State,
+    headers: &HeaderMap,
+    body: ClientBody,
+    record: &Record,
+    failure: &Failure,
+) -> Response<ProxyBody> {
+    let limits = &state.settings.limits;
+    let Ok(mut reading) = Reading::new(limits, headers, body) else {
+        return reply::failure(shown(headers, SideBand::None), failure);
+    };
+    match reading.header(limits).await {
+        Ok(_) | Err(Unread::Malformed(_)) => {
+            let response = reading.answer(headers, failure);
+            drained(state, reading.body, record, response).await
+        }
+        Err(Unread::Stalled(_) | Unread::Broken(_)) => reading.answer(headers, failure),
+    }
+}
+
+/// A push body whose command list is being read: the parser, the gzip decoder if any,
+/// the bytes read so far (sent on unchanged if the push proceeds) and the rest.
+struct Reading {
+    reader: CommandReader,
+    decoder: Option<flate2::write::GzDecoder<Vec<u8>>>,
+    read: VecDeque<Bytes>,
+    body: ClientBody,
+}
+
+/// Why a push's command list could not be read.
+enum Unread {
+    /// The client stopped sending (`limits.bodyIdleTimeout`).
+    Stalled(String),
+    /// The client's body broke off.
+    Broken(String),
+    /// The bytes are not a command list, or one past a limit.
+    Malformed(Malformed),
+}
+
+impl Reading {
+    /// `Err` names a `Content-Encoding` gitgate cannot read.
+    fn new(
+        limits: &crate::settings::Limits,
+        headers: &HeaderMap,
+        body: ClientBody,
+    ) -> Result<Self, String> {
+        Ok(Reading {
+            reader: CommandReader::new(Limits {
+                max_commands: limits.max_push_commands,
+                max_header_bytes: limits.max_push_header_bytes,
+            }),
+            decoder: content_encoding(headers)?,
+            read: VecDeque::new(),
+            body,
+        })
+    }
+
+    /// Reads the body until its command list is complete.
+    async fn header(&mut self, limits: &crate::settings::Limits) -> Result<PushHeader, Unread> {
+        // Bytes as sent: gzip can make them many more than the command list they carry.
+        let mut sent = 0;
+        loop {
+            let frame = tokio::time::timeout(limits.body_idle_timeout, self.body.frame())
+                .await
+                .map_err(|_| {
+                    Unread::Stalled(crate::body::stalled("push", limits.body_idle_timeout))
+                })?;
+            let parsed = match frame {
+                None => finish(&mut self.reader, self.decoder.as_mut()).map(Some),
+                Some(Err(error)) => {
+                    return Err(Unread::Broken(format!(
+                        "reading the push body failed: {error}"
+                    )));
+                }
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    sent += data.len();
+                    self.read.push_back(data.clone());
+                    match feed(&mut self.reader, self.decoder.as_mut(), &data) {
+                        Ok(None) if sent > limits.max_push_header_bytes => Err(Malformed {
+                            rule: "limits.maxPushHeaderBytes",
+                            message: format!(
+                                "push header exceeds {} bytes as sent (limits.maxPushHeaderBytes)",
+                                limits.max_push_header_bytes
+                            ),
+                        }),
+                        parsed => parsed,
+                    }
+                }
+            };
+            match parsed {
+                Ok(Some(header)) => return Ok(header),
+                Ok(None) => {}
+                Err(malformed) => return Err(Unread::Malformed(malformed)),
+            }
+        }
+    }
+
+    /// `failure` in the shape the client shows: git (which asks for a receive-pack
+    /// result) an `ERR` line in the side-band its command list asked for, other clients
+    /// plain text.
+    fn answer(&self, headers: &HeaderMap, failure: &Failure) -> Response<ProxyBody> {
+        reply::failure(shown(headers, self.reader.side_band()), failure)
+    }
 }
 
 /// Records the verdict's refs and its first denial; returns whether the push may proceed
@@ -188,6 +276,20 @@ impl From<ReceivePackError> for Malformed {
     }
 }
 
+impl Malformed {
+    /// What the client is told: a limit (which git can reach with many refs) names what
+    /// to do; anything else is input git does not send.
+    fn told(rule: &str, message: &str) -> String {
+        if rule == "request" {
+            format!("malformed receive-pack request: {message}")
+        } else {
+            format!(
+                "push refused: {message}; push fewer refs at a time, or ask the operator to raise {rule}"
+            )
+        }
+    }
+}
+
 fn bad_gzip(error: std::io::Error) -> Malformed {
     Malformed {
         rule: "request",
@@ -232,6 +334,32 @@ fn finish(
     Ok(reader.finish()?)
 }
 
+/// How a refusal is shown: to a client that asked for a receive-pack result (git, which
+/// shows nothing else) as an `ERR` line in `side_band`, to others as plain text.
+fn shown(headers: &HeaderMap, side_band: SideBand) -> Shape {
+    if accepts_result(headers) {
+        Shape::PushResult(side_band)
+    } else {
+        Shape::Text
+    }
+}
+
+/// Whether the client asked for a receive-pack result (git does: it shows a refusal only
+/// from an `ERR` line inside one).
+fn accepts_result(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| {
+            v.split(';').next().is_some_and(|t| {
+                t.trim()
+                    .eq_ignore_ascii_case("application/x-git-receive-pack-result")
+            })
+        })
+}
+
 fn content_encoding(
     headers: &HeaderMap,
 ) -> Result<Option<flate2::write::GzDecoder<Vec<u8>>>, String> {
@@ -255,32 +383,37 @@ pub(crate) async fn reject(
     state: &State,
     header: &PushHeader,
     verdict: &gitgate_policy::PushVerdict,
+    body: ClientBody,
+    record: &Record,
+) -> Response<ProxyBody> {
+    let bytes = report::rejected_push(header, verdict, Some("gitgate: push rejected by policy"));
+    let response = reply::git("application/x-git-receive-pack-result", bytes);
+    drained(state, body, record, response).await
+}
+
+/// `response`, once the rest of the push body is read (within `limits.maxDrainBytes` and
+/// `limits.bodyIdleTimeout`): a client still sending when the connection closes gets a
+/// reset instead of the answer. Past the limits the connection closes after the answer.
+async fn drained(
+    state: &State,
     mut body: ClientBody,
     record: &Record,
+    response: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
     let limits = &state.settings.limits;
     let mut drained: u64 = 0;
-    let mut complete = false;
     while drained <= limits.max_drain_bytes {
         match tokio::time::timeout(limits.body_idle_timeout, body.frame()).await {
             Ok(Some(Ok(frame))) => {
                 drained += frame.data_ref().map_or(0, |d| d.len() as u64);
             }
-            Ok(None) => {
-                complete = true;
-                break;
-            }
+            Ok(None) => return response,
             Ok(Some(Err(_))) | Err(_) => break,
         }
     }
-    let bytes = report::rejected_push(header, verdict, Some("gitgate: push rejected by policy"));
-    let response = reply::git("application/x-git-receive-pack-result", bytes);
-    if complete {
-        return response;
-    }
     tracing::info!(
         drained,
-        "denied push not fully drained; closing the connection"
+        "refused push not fully drained; closing the connection"
     );
     if drained > limits.max_drain_bytes {
         let mut over = Record::new(
@@ -294,9 +427,9 @@ pub(crate) async fn reject(
         over.decide(
             Verdict::Deny,
             "limits.maxDrainBytes",
-            &format!("denied push body not read past {drained} bytes (limits.maxDrainBytes); connection closed after the rejection"),
+            &format!("refused push body not read past {drained} bytes (limits.maxDrainBytes); connection closed after the refusal"),
         );
-        over.status = 200;
+        over.status = response.status().as_u16();
         over.bytes_in = drained;
         state.observer.emit(over);
     }
@@ -355,10 +488,41 @@ mod tests {
         );
         let m = Malformed::from(ReceivePackError::TooManyCommands(1000));
         assert_eq!(m.rule, "limits.maxPushCommands");
+        assert_eq!(
+            Malformed::told(m.rule, &m.message),
+            "push refused: more than 1000 commands (limits.maxPushCommands); push fewer refs at a time, or ask the operator to raise limits.maxPushCommands"
+        );
         let m = Malformed::from(ReceivePackError::Empty);
         assert_eq!(
             (m.rule, m.message.as_str()),
             ("request", "empty request body")
         );
+        assert_eq!(
+            Malformed::told(m.rule, &m.message),
+            "malformed receive-pack request: empty request body"
+        );
+    }
+
+    #[test]
+    fn only_a_client_asking_for_a_receive_pack_result_is_answered_in_one() {
+        let with = |accept: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in accept {
+                headers.append(header::ACCEPT, value.parse().unwrap());
+            }
+            shown(&headers, SideBand::Band64k)
+        };
+        let git = "application/x-git-receive-pack-result";
+        assert!(matches!(with(&[git]), Shape::PushResult(SideBand::Band64k)));
+        assert!(matches!(
+            with(&["text/html", "Application/X-Git-Receive-Pack-Result; q=0.5"]),
+            Shape::PushResult(_)
+        ));
+        assert!(matches!(with(&["*/*, text/plain"]), Shape::Text));
+        assert!(matches!(with(&[]), Shape::Text));
+        assert!(matches!(
+            with(&["application/x-git-upload-pack-result"]),
+            Shape::Text
+        ));
     }
 }

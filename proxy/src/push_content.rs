@@ -10,9 +10,8 @@ use std::task::Poll;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use gitgate_policy::git::receive_pack::PushHeader;
+use gitgate_policy::git::receive_pack::{PushHeader, SideBand};
 use gitgate_policy::git::report;
-use gitgate_policy::git::request::Service;
 use gitgate_policy::{
     ByteSize, Decision, FastForward, Findings, Lookup, ObjectFormat, ObjectId, PackFacts, Policy,
     ProtectedChange, PushVerdict, RefAncestry, RefUpdate, ServerObjects, Unfinished, fast_forward,
@@ -128,7 +127,10 @@ pub(crate) async fn inspect<'a>(
         };
         let verdict = PushVerdict::reject_all(&header.commands, &decision);
         if settle(policy, &verdict, record) {
-            return Inspected::Forward(stream(crate::push::Prefixed { read, rest: body }));
+            return Inspected::Forward(
+                stream(crate::push::Prefixed { read, rest: body }),
+                header.side_band(),
+            );
         }
         return Inspected::Reply(reject(state, &header, &verdict, body, record).await);
     }
@@ -137,9 +139,10 @@ pub(crate) async fn inspect<'a>(
         .first()
         .map_or(ObjectFormat::Sha1, |c| c.new.format());
     let hash = crate::pack::hash_kind(format);
+    let side_band = header.side_band();
     let (spool, following) = match Spool::new(hash, state.held_pushes.clone()).await {
         Ok(spool) => spool,
-        Err(error) => return spool_failed(&error),
+        Err(error) => return spool_failed(&error, side_band),
     };
     let (head, pack_start) = split_head(read, header.header_len);
     let wants = Wants {
@@ -168,8 +171,8 @@ pub(crate) async fn inspect<'a>(
             match conclude(policy, outcome, record) {
                 Concluded::Reply(response) => Inspected::Reply(response),
                 Concluded::Forward(spooled) => match spooled.into_body(head).await {
-                    Ok(body) => Inspected::Forward(stream(body)),
-                    Err(error) => spool_failed(&error),
+                    Ok(body) => Inspected::Forward(stream(body), side_band),
+                    Err(error) => spool_failed(&error, side_band),
                 },
             }
         }
@@ -199,6 +202,7 @@ pub(crate) async fn inspect<'a>(
             Inspected::Streaming(Streaming {
                 body: upstream,
                 outcome,
+                side_band,
             })
         }
     }
@@ -328,7 +332,7 @@ impl Held<'_> {
                         Some(forwarder) => {
                             match forwarder.meanwhile(&mut self.spool, frame).await {
                                 Ok(next) => next,
-                                Err(error) => return failed(&error),
+                                Err(error) => return failed(&error, self.header.side_band()),
                             }
                         }
                     }
@@ -339,13 +343,16 @@ impl Held<'_> {
                 Ok(None) => break,
                 Ok(Some(Err(error))) => {
                     return Outcome::Failed(reply::failure(
-                        Shape::Text,
+                        Shape::PushResult(self.header.side_band()),
                         &Failure::Client(format!("reading the push body failed: {error}")),
                     ));
                 }
                 Err(_) => {
                     let message = crate::body::stalled("push", limits.body_idle_timeout);
-                    return Outcome::Failed(reply::failure(Shape::Text, &Failure::Client(message)));
+                    return Outcome::Failed(reply::failure(
+                        Shape::PushResult(self.header.side_band()),
+                        &Failure::Client(message),
+                    ));
                 }
             };
             if let Ok(data) = frame.into_data() {
@@ -359,7 +366,7 @@ impl Held<'_> {
                     return self.stop("limits.maxHeldPushBytes", reason).await;
                 }
                 if let Err(error) = self.spool.write(&data).await {
-                    return failed(&error);
+                    return failed(&error, self.header.side_band());
                 }
                 if let Some(forwarder) = forwarder.as_deref_mut() {
                     forwarder.send(&data).await;
@@ -368,7 +375,7 @@ impl Held<'_> {
         }
         let spooled = match self.spool.finish().await {
             Ok(spooled) => spooled,
-            Err(error) => return failed(&error),
+            Err(error) => return failed(&error, self.header.side_band()),
         };
         let listing = match self.first_pass.await {
             Ok(listing) => listing.map_err(|e| e.to_string()),
@@ -409,7 +416,10 @@ impl Held<'_> {
             "push content decided"
         );
         let Ok(spooled) = Arc::try_unwrap(spooled) else {
-            return failed(&std::io::Error::other("the pack is still being read"));
+            return failed(
+                &std::io::Error::other("the pack is still being read"),
+                self.header.side_band(),
+            );
         };
         Outcome::Decided {
             verdict,
@@ -531,11 +541,13 @@ impl http_body::Body for Channel {
 /// decision that ends it.
 pub(crate) struct Streaming<'a> {
     pub(crate) body: ProxyBody,
+    /// The side-band the push asked for, to tell it about a failure upstream.
+    pub(crate) side_band: SideBand,
     pub(crate) outcome: std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send + 'a>>,
 }
 
-fn failed(error: &std::io::Error) -> Outcome {
-    Outcome::Failed(spool_failure(error))
+fn failed(error: &std::io::Error, side_band: SideBand) -> Outcome {
+    Outcome::Failed(spool_failure(error, side_band))
 }
 
 /// Reads the held pack and finds out what the content rules need; `Err` says why the
@@ -782,14 +794,14 @@ async fn unchecked(api: &Api<'_>, updates: &[RefUpdate], facts: &PackFacts) -> V
     problems
 }
 
-fn spool_failed<'a>(error: &std::io::Error) -> Inspected<'a> {
-    Inspected::Reply(spool_failure(error))
+fn spool_failed<'a>(error: &std::io::Error, side_band: SideBand) -> Inspected<'a> {
+    Inspected::Reply(spool_failure(error, side_band))
 }
 
-fn spool_failure(error: &std::io::Error) -> Response<ProxyBody> {
+fn spool_failure(error: &std::io::Error, side_band: SideBand) -> Response<ProxyBody> {
     tracing::error!(%error, "cannot hold a pushed pack");
     reply::failure(
-        Shape::RpcResult(Service::ReceivePack),
+        Shape::PushResult(side_band),
         &Failure::Upstream(format!(
             "gitgate could not hold the pushed pack to check it ({error}); check gitgate's temporary directory"
         )),

@@ -5,6 +5,7 @@
 
 use gitgate_policy::git::report;
 use gitgate_policy::git::request::Service;
+use gitgate_policy::git::sideband::SideBand;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{ProxyBody, full};
@@ -72,6 +73,9 @@ pub(crate) enum Shape {
     Advertisement(Service),
     /// A git RPC result (`git-upload-pack` / `git-receive-pack` POST): an `ERR` pkt-line.
     RpcResult(Service),
+    /// A `git-receive-pack` result: an `ERR` pkt-line inside the side-band the push's
+    /// command list asked for (git reads nothing else through its demultiplexer).
+    PushResult(SideBand),
     /// The GitHub REST API: `{"message", "documentation_url"}`.
     Json,
 }
@@ -110,6 +114,10 @@ fn render(shape: Shape, failure: &Failure) -> Response<ProxyBody> {
         Shape::RpcResult(service) => git(
             &format!("application/x-{}-result", service.as_str()),
             report::err_pkt(&message),
+        ),
+        Shape::PushResult(side_band) => git(
+            "application/x-git-receive-pack-result",
+            report::push_err(side_band, &message),
         ),
         Shape::Json => {
             let body = serde_json::json!({

@@ -365,7 +365,7 @@ fn a_push_body_that_stalls_midway_is_abandoned() {
     let body_start = format!("{:04x}{line}", line.len() + 4);
     tls.write_all(
         format!(
-            "POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\nContent-Length: 100000\r\n\r\n{}",
+            "POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\nAccept: application/x-git-receive-pack-result\r\nContent-Length: 100000\r\n\r\n{}",
             &body_start[..30]
         )
         .as_bytes(),
@@ -498,6 +498,16 @@ fn an_upstream_that_stalls_or_cuts_off_gives_a_clear_error() {
     assert_eq!(
         record["error"], "github.com did not answer within 3 s (limits.responseHeaderTimeout)",
         "{record}"
+    );
+    // A push is told the same way: inside the side-band its command list asked for
+    // (a bare ERR line would be "bad band" to git).
+    standin.set_fault(Some(Fault::PushStall));
+    let repo = sandbox.path("warm");
+    sandbox.commit(&repo, "stalled.txt", "s\n");
+    let out = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
+    assert!(
+        out.contains("remote error: gitgate: github.com did not answer within 3 s"),
+        "{out}"
     );
     standin.set_fault(Some(Fault::GitCutOff));
     let out = sandbox.git_fails(

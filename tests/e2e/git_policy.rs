@@ -282,10 +282,17 @@ fn gzip_encoded_pushes_are_decoded_and_checked() {
         "github.com",
         &gitgate.ca_file(),
     );
-    tls.write_all(b"POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\nContent-Encoding: br\r\nContent-Length: 4\r\n\r\n0000").unwrap();
+    tls.write_all(b"POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\nAccept: application/x-git-receive-pack-result\r\nContent-Encoding: br\r\nContent-Length: 4\r\n\r\n0000").unwrap();
     let reply = raw::read_response(&mut tls);
     assert!(
         reply.contains("ERR gitgate: Content-Encoding \"br\" is not supported"),
+        "{reply}"
+    );
+    // A client that did not ask for a receive-pack result is told in plain text.
+    let reply = raw::post_receive_pack(&gitgate, "Content-Encoding: br\r\n", b"0000");
+    assert!(
+        reply.starts_with("HTTP/1.1 400")
+            && reply.contains("\r\n\r\ngitgate: Content-Encoding \"br\" is not supported"),
         "{reply}"
     );
     assert_eq!(receive_pack_posts(&standin), 0);
@@ -382,6 +389,70 @@ fn malformed_receive_pack_bodies_get_4xx_and_the_next_clone_works() {
     assert_eq!(receive_pack_posts(&standin), 0);
     let sandbox = Sandbox::new(&gitgate);
     sandbox.clone_repo("acme/app", "after");
+}
+
+#[test]
+fn a_push_refused_before_it_is_read_is_told_in_its_side_band_once_its_body_is_drained() {
+    // A receive-pack POST to a repository the policy does not allow (its advertisement
+    // passed under an earlier policy, or the client skipped it).
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let line = format!(
+        "{} {} refs/heads/main\0report-status side-band-64k\n",
+        "0".repeat(40),
+        "1".repeat(40)
+    );
+    let mut body = format!("{:04x}{line}0000", line.len() + 4).into_bytes();
+    body.resize(body.len() + (8 << 20), b'P');
+    let git = "Content-Type: application/x-git-receive-pack-request\r\nAccept: application/x-git-receive-pack-result\r\n";
+    let reply = raw::post_receive_pack_to(&gitgate, "acme/secret", git, &body);
+    let reason = "ERR gitgate: acme/secret is not in allowedRepos";
+    // Band 1 holds the ERR pkt-line: <len>\x01<len>ERR …
+    let band = reply.find('\u{1}').map(|at| &reply[at + 5..]);
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && band.is_some_and(|b| b.starts_with(reason)),
+        "{reply}"
+    );
+    // A client that did not ask for a receive-pack result gets plain text, unread.
+    let reply = raw::post_receive_pack_to(&gitgate, "acme/secret", "", &body);
+    assert!(
+        reply.starts_with("HTTP/1.1 403") && reply.contains("gitgate: acme/secret is not"),
+        "{reply}"
+    );
+    assert_eq!(receive_pack_posts(&standin), 0);
+}
+
+#[test]
+fn a_real_push_past_a_push_limit_is_told_the_limit_in_gits_output() {
+    // A real git client can reach these limits (a mirror push of many refs, a huge
+    // command list): its pack follows the command list, and git must still read why.
+    let standin = harness::standin();
+    let config = app_config(&standin, POLICY).replace(
+        "listen: 127.0.0.1:0\n",
+        "listen: 127.0.0.1:0\nlimits: {maxPushCommands: 3}\n",
+    );
+    let gitgate = Gitgate::start(&config);
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    harness::write_noise(&repo.join("noise.bin"), 8);
+    sandbox.git_ok(&repo, &["add", "noise.bin"]);
+    sandbox.git_ok(&repo, &["commit", "-q", "-m", "noise"]);
+    let refspecs: Vec<String> = (1..=4).map(|i| format!("HEAD:release/{i}")).collect();
+    let mut args = vec!["push", "origin"];
+    args.extend(refspecs.iter().map(String::as_str));
+    let out = sandbox.git_fails(&repo, &args);
+    assert!(
+        out.contains("remote error: gitgate: ")
+            && out.contains("more than 3 commands (limits.maxPushCommands)"),
+        "{out}"
+    );
+    gitgate.wait_for_record(|r| r["rule"] == "limits.maxPushCommands");
+    // Only git's empty probe (sent before a body over http.postBuffer) went upstream.
+    assert_eq!(harness::largest_receive_pack_body(&standin), 4);
+    assert_eq!(
+        standin.rev_parse("acme", "app", "refs/heads/release/1"),
+        None
+    );
 }
 
 #[test]

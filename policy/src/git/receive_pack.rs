@@ -308,6 +308,15 @@ impl CommandReader {
         }
     }
 
+    /// The side-band the client asked for in its first command (`None` before it): what a
+    /// refusal of a header that never completes is framed in.
+    pub fn side_band(&self) -> SideBand {
+        match &self.outcome {
+            Some(Ok(header)) => header.side_band(),
+            _ => self.parser.header.side_band(),
+        }
+    }
+
     /// The body ended: the header if it is complete, else an error.
     pub fn finish(&mut self) -> Result<PushHeader, ReceivePackError> {
         if let Some(outcome) = &self.outcome {
@@ -1248,6 +1257,22 @@ pub(crate) mod tests {
             read(4, four.len() - 1, &four),
             Err(ReceivePackError::HeaderTooLarge(four.len() - 1))
         );
+        // A refusal is framed in the side-band the first command asked for.
+        let first = format!("{}\0report-status side-band-64k", lines[0]);
+        let asked = body(&[first.as_str(), &lines[1], &lines[2], &lines[3], "0000"]);
+        let mut reader = CommandReader::new(Limits {
+            max_commands: 3,
+            max_header_bytes: 1 << 20,
+        });
+        assert_eq!(reader.side_band(), SideBand::None);
+        assert_eq!(
+            reader.feed(&asked),
+            Err(ReceivePackError::TooManyCommands(3))
+        );
+        assert_eq!(reader.side_band(), SideBand::Band64k);
+        let mut reader = CommandReader::new(Limits::default());
+        assert!(reader.feed(&asked).unwrap().is_some());
+        assert_eq!(reader.side_band(), SideBand::Band64k);
         // The limit holds however the body is split, and bytes past it are not buffered.
         let mut reader = CommandReader::new(Limits {
             max_commands: 10,

@@ -5,7 +5,7 @@ use crate::decision::PushVerdict;
 use crate::git::pktline::{MAX_PAYLOAD_LEN, flush, write_len};
 use crate::git::receive_pack::PushHeader;
 pub use crate::git::sideband::sideband;
-use crate::git::sideband::{BAND_DATA, BAND_PROGRESS};
+use crate::git::sideband::{BAND_DATA, BAND_PROGRESS, SideBand};
 
 /// The denial prefix git users see before every gitgate reason.
 const PREFIX: &str = "gitgate: ";
@@ -15,6 +15,19 @@ const PREFIX: &str = "gitgate: ";
 pub fn err_pkt(message: &str) -> Vec<u8> {
     let mut out = Vec::new();
     push_pkt(&mut out, format!("ERR {}\n", one_line(message)).as_bytes());
+    out
+}
+
+/// A receive-pack result that makes git stop with `fatal: remote error: <message>`: an
+/// `ERR` packet, inside band 1 when the client asked for a side-band (git reads the whole
+/// answer through its demultiplexer then, and calls a bare `ERR` a bad band).
+pub fn push_err(side_band: SideBand, message: &str) -> Vec<u8> {
+    let err = err_pkt(message);
+    let Some(max) = side_band.max_data() else {
+        return err;
+    };
+    let mut out = sideband(BAND_DATA, &err, max);
+    flush(&mut out);
     out
 }
 
@@ -129,6 +142,24 @@ mod tests {
         let long = err_pkt(&"x".repeat(100_000));
         assert_eq!(long.len(), 65520);
         assert_eq!(&long[..4], b"fff0");
+    }
+
+    #[test]
+    fn push_errors_travel_in_band_one_when_the_client_asked_for_a_side_band() {
+        assert_eq!(
+            push_err(SideBand::None, "gitgate: no"),
+            err_pkt("gitgate: no")
+        );
+        assert_eq!(
+            push_err(SideBand::Band64k, "gitgate: no"),
+            b"0019\x010014ERR gitgate: no\n0000"
+        );
+        // side-band packets hold at most 995 data bytes: a long ERR spans three.
+        let long = push_err(SideBand::Band, &"x".repeat(2000));
+        assert_eq!(&long[..9], b"03e8\x0107d9");
+        assert_eq!(&long[1000..1005], b"03e8\x01");
+        assert_eq!(&long[2000..2005], b"0018\x01");
+        assert_eq!(long.len(), 2000 + 24 + 4);
     }
 
     /// Protocol reference §4.3: three refs, side-band-64k, banner.

@@ -137,6 +137,16 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls_pki_types::CertificateDer<'sta
 /// POSTs `body` to acme/app's receive-pack inside a CONNECT github.com tunnel, with
 /// `headers` (each ending in CRLF) besides Host and Content-Length; returns the reply.
 pub fn post_receive_pack(gitgate: &super::Gitgate, headers: &str, body: &[u8]) -> String {
+    post_receive_pack_to(gitgate, "acme/app", headers, body)
+}
+
+/// [`post_receive_pack`] to `repo` (`owner/name`).
+pub fn post_receive_pack_to(
+    gitgate: &super::Gitgate,
+    repo: &str,
+    headers: &str,
+    body: &[u8],
+) -> String {
     let mut tls = mitm_tls(
         gitgate.addr,
         "github.com:443",
@@ -144,7 +154,7 @@ pub fn post_receive_pack(gitgate: &super::Gitgate, headers: &str, body: &[u8]) -
         &gitgate.ca_file(),
     );
     let head = format!(
-        "POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\n{headers}Content-Length: {}\r\n\r\n",
+        "POST /{repo}.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\n{headers}Content-Length: {}\r\n\r\n",
         body.len()
     );
     tls.write_all(head.as_bytes()).expect("write head");
