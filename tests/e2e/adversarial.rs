@@ -509,6 +509,20 @@ fn an_upstream_that_stalls_or_cuts_off_gives_a_clear_error() {
         out.contains("remote error: gitgate: github.com did not answer within 3 s"),
         "{out}"
     );
+    // And a fetch (here a clone's), with either protocol version.
+    standin.set_fault(Some(Fault::FetchStall));
+    for version in ["0", "2"] {
+        let protocol = format!("protocol.version={version}");
+        let url = "https://github.com/acme/app.git";
+        let out = sandbox.git_fails(
+            sandbox.home.path(),
+            &["-c", &protocol, "clone", url, &format!("v{version}")],
+        );
+        assert!(
+            out.contains("remote error: gitgate: github.com did not answer within 3 s"),
+            "protocol v{version}: {out}"
+        );
+    }
     standin.set_fault(Some(Fault::GitCutOff));
     let out = sandbox.git_fails(
         sandbox.home.path(),

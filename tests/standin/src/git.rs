@@ -25,9 +25,10 @@ pub(crate) async fn handle(
     parts: Parts,
     body: Counted,
 ) -> Response<RespBody> {
-    let push =
-        parts.method == http::Method::POST && parts.uri.path().ends_with("/git-receive-pack");
-    wait_while_stalled(shared, push).await;
+    let rpc = (parts.method == http::Method::POST)
+        .then(|| parts.uri.path().rsplit('/').next())
+        .flatten();
+    wait_while_stalled(shared, rpc).await;
     match shared.fault() {
         Some(Fault::GitError { status, body }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -118,13 +119,15 @@ pub(crate) async fn handle(
     cgi::run(shared, req, body).await
 }
 
-/// Blocks while [`Fault::GitStall`] is set, or [`Fault::PushStall`] for a push.
-async fn wait_while_stalled(shared: &Shared, push: bool) {
+/// Blocks while [`Fault::GitStall`] is set, [`Fault::PushStall`] for a push or
+/// [`Fault::FetchStall`] for a fetch (`rpc`: the last path segment of a POST).
+async fn wait_while_stalled(shared: &Shared, rpc: Option<&str>) {
     let mut fault = shared.fault.subscribe();
     let _ = fault
         .wait_for(|f| match f {
             Some(Fault::GitStall) => false,
-            Some(Fault::PushStall) => !push,
+            Some(Fault::PushStall) => rpc != Some("git-receive-pack"),
+            Some(Fault::FetchStall) => rpc != Some("git-upload-pack"),
             _ => true,
         })
         .await;

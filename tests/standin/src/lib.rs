@@ -165,6 +165,8 @@ pub enum Fault {
     GitStall,
     /// Only receive-pack POSTs hang until the fault is changed (advertisements pass).
     PushStall,
+    /// Only upload-pack POSTs hang until the fault is changed (advertisements pass).
+    FetchStall,
     /// Every `github.com` request gets `302 Found` to `location`.
     GitRedirect {
         /// The `Location` header.
