@@ -33,10 +33,9 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
             repo,
             refs,
         } => with_config(&config, |config| {
-            let policy =
-                explain::policy_of(&config, profile.as_deref()).map_err(anyhow::Error::msg)?;
+            let policy = explain::policy_of(&config, profile.as_deref()).map_err(Failure::Usage)?;
             let (lines, allowed) =
-                explain::explain(&policy, action, &repo, &refs).map_err(anyhow::Error::msg)?;
+                explain::explain(&policy, action, &repo, &refs).map_err(Failure::Usage)?;
             for line in lines {
                 say!("{line}");
             }
@@ -101,6 +100,10 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
             eprintln!("gitgate: {}", chain(&error));
             ExitCode::FAILURE
         }
+        Err(Failure::Usage(error)) => {
+            eprintln!("gitgate: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(Failure::Denied) => ExitCode::FAILURE,
     }
 }
@@ -143,6 +146,8 @@ fn with_target(
 enum Failure {
     Config(ConfigError),
     Other(anyhow::Error),
+    /// An argument names nothing the config has, or is not well-formed (`explain`).
+    Usage(String),
     /// `explain` found a denial (already printed).
     Denied,
 }

@@ -581,19 +581,30 @@ fn check_and_explain_cover_profiles_and_errors_name_the_place() {
     assert!(out.status.success(), "{}", text(&out));
     let out = explain(&["--profile", "by-address", "push", "acme/lib-core", "main"]);
     assert!(
-        !out.status.success() && text(&out).contains("read-only"),
+        out.status.code() == Some(1) && text(&out).contains("read-only"),
         "{}",
         text(&out)
     );
+    // A mistake in the arguments is not a denial: exit 64, not 1.
     let out = explain(&["clone", "acme/app"]);
     assert!(
-        !out.status.success()
+        out.status.code() == Some(64)
             && text(&out).contains("name one with --profile (profiles: agent-a, by-address)"),
         "{}",
         text(&out)
     );
     let out = explain(&["--profile", "nope", "clone", "acme/app"]);
-    assert!(text(&out).contains("no profile nope"), "{}", text(&out));
+    assert!(
+        out.status.code() == Some(64) && text(&out).contains("no profile nope"),
+        "{}",
+        text(&out)
+    );
+    let out = explain(&["--profile", "agent-a", "clone", "acme//app"]);
+    assert!(
+        out.status.code() == Some(64) && text(&out).contains("is not OWNER/REPO"),
+        "{}",
+        text(&out)
+    );
 
     for (rest, want) in [
         (
