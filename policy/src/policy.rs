@@ -62,10 +62,26 @@ pub enum ConfigError {
         pattern: String,
         /// The GitHub host it names.
         host: String,
+        /// Its place in `allowHosts`.
+        index: usize,
     },
     /// `requireSignedCommits` is invalid.
     #[error("invalid policy: {0}")]
     Signers(String),
+}
+
+impl ConfigError {
+    /// The key inside the policy that the error is about (`allowHosts[1]`), when it is
+    /// found after parsing (a YAML error carries its own position).
+    pub fn key(&self) -> Option<String> {
+        match self {
+            ConfigError::GithubHostInAllowHosts { index, .. } => {
+                Some(format!("allowHosts[{index}]"))
+            }
+            ConfigError::Signers(_) => Some("requireSignedCommits".into()),
+            ConfigError::Yaml(_) | ConfigError::GithubHost { .. } => None,
+        }
+    }
 }
 
 impl Policy {
@@ -81,14 +97,16 @@ impl Policy {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(pattern) = raw
+        if let Some((index, pattern)) = raw
             .allow_hosts
             .iter()
-            .find(|p| !p.is_wildcard() && github_hosts.contains(p.host()))
+            .enumerate()
+            .find(|(_, p)| !p.is_wildcard() && github_hosts.contains(p.host()))
         {
             return Err(ConfigError::GithubHostInAllowHosts {
                 pattern: pattern.to_string(),
                 host: pattern.host().to_string(),
+                index,
             });
         }
         Ok(Policy {
@@ -287,6 +305,11 @@ mod tests {
         }
         // A wildcard may cover GitHub subdomains that are not intercepted.
         assert!(Policy::from_yaml("allowHosts: ['*.github.com']", &hosts()).is_ok());
+        // Errors found after parsing name the key, for the config to locate.
+        let err = Policy::from_yaml("allowHosts: [pypi.org, github.com]", &hosts()).unwrap_err();
+        assert_eq!(err.key().as_deref(), Some("allowHosts[1]"));
+        let err = Policy::from_yaml("allowedRepos: [acme]", &hosts()).unwrap_err();
+        assert_eq!(err.key(), None);
     }
 
     #[test]

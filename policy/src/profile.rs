@@ -304,6 +304,21 @@ pub enum ProfileError {
     },
 }
 
+impl ProfileError {
+    /// The key inside the profile that the error is about (`policy.allowHosts[1]`), when
+    /// it is known.
+    pub fn key(&self) -> Option<String> {
+        match self {
+            ProfileError::Policy { source, .. } => Some(
+                source
+                    .key()
+                    .map_or("policy".into(), |key| format!("policy.{key}")),
+            ),
+            _ => None,
+        }
+    }
+}
+
 impl Profile {
     /// Compiles `raw` as profile `name`; `github_hosts` as for [`Policy::compile`].
     pub fn compile(

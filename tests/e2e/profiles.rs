@@ -631,12 +631,33 @@ fn check_and_explain_cover_profiles_and_errors_name_the_place() {
             "clientCa: /nonexistent.pem\n",
             "cannot read /nonexistent.pem",
         ),
+        (
+            "profiles:\n  x:\n    sourceCidrs: [10.0.0.0/8]\n    policy:\n      allowHosts:\n        - pypi.org\n        - github.com\n",
+            "gitgate.yaml:14:9: profiles.x.policy.allowHosts[1]: profile x: allowHosts entry \"github.com\" names the GitHub host",
+        ),
     ] {
         std::fs::write(&path, config(&standin, rest)).unwrap();
         let out = cli(&["check", "--config", config_arg], dir.path());
         assert_eq!(out.status.code(), Some(64), "{rest}: {}", text(&out));
         assert!(text(&out).contains(want), "{rest}: {}", text(&out));
     }
+    // A profile file's error names its place in that file.
+    std::fs::create_dir(dir.path().join("pd")).unwrap();
+    std::fs::write(
+        dir.path().join("pd/x.yaml"),
+        "sourceCidrs: [10.0.0.0/8]\npolicy:\n  allowHosts:\n    - pypi.org\n    - api.github.com\n",
+    )
+    .unwrap();
+    std::fs::write(&path, config(&standin, "profilesDir: pd\n")).unwrap();
+    let out = cli(&["check", "--config", config_arg], dir.path());
+    assert!(
+        !out.status.success()
+            && text(&out).contains(
+                "x.yaml:5:5: policy.allowHosts[1]: profile x: allowHosts entry \"api.github.com\""
+            ),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

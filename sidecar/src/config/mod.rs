@@ -318,8 +318,12 @@ impl Config {
         } else {
             None
         };
-        let policy = Policy::compile(&raw.policy, &settings.intercepted_hosts())
-            .map_err(|e| error("policy", e.to_string()))?;
+        let policy = Policy::compile(&raw.policy, &settings.intercepted_hosts()).map_err(|e| {
+            let key = e
+                .key()
+                .map_or("policy".into(), |key| format!("policy.{key}"));
+            error(&key, e.to_string())
+        })?;
         let tokens = match (raw.github.app, raw.github.token, raw.github.user) {
             (_, _, Some(user)) => TokenConfig::User(UserConfig {
                 client_id: user.client_id.0,

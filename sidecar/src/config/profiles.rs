@@ -94,7 +94,9 @@ pub(super) fn compile(
         .map_err(|e| ConfigError {
             file: file.to_owned(),
             location: None,
-            key,
+            key: e
+                .key()
+                .map_or(key.clone(), |inner| format!("{key}.{inner}")),
             message: e.to_string(),
         })
 }
@@ -140,6 +142,11 @@ pub(crate) fn load(path: &Path, rules: &ProfileRules) -> Result<Arc<Profile>, Co
         key: key.to_owned(),
         message,
     };
+    // Found after parsing: point at the key in the file's text.
+    let located = |text: &str, key: &str, message: String| ConfigError {
+        location: super::locate::locate(text, key, 0).map(|(at, _)| at),
+        ..error(key, message)
+    };
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
@@ -155,11 +162,11 @@ pub(crate) fn load(path: &Path, rules: &ProfileRules) -> Result<Arc<Profile>, Co
     let mut raw: RawProfile = parse(&text, path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     super::read_allowed_signers(&mut raw.policy, dir)
-        .map_err(|m| error("policy.requireSignedCommits.allowedSignersFile", m))?;
-    check(&raw, rules).map_err(|m| error("clientCertSubjects", m))?;
+        .map_err(|m| located(&text, "policy.requireSignedCommits.allowedSignersFile", m))?;
+    check(&raw, rules).map_err(|m| located(&text, "clientCertSubjects", m))?;
     Profile::compile(name, &raw, &rules.github_hosts)
         .map(Arc::new)
-        .map_err(|e| error("policy", e.to_string()))
+        .map_err(|e| located(&text, &e.key().unwrap_or_default(), e.to_string()))
 }
 
 /// Loads every file of `dir`.
