@@ -10,12 +10,23 @@ use gitgate_certs::CertificateAuthority;
 use gitgate_proxy::Tokens;
 use gitgate_proxy::token::DoctorRow;
 
-use crate::cli::{CaCommand, Cli, Command, LoginTarget};
+use crate::cli::{CaCommand, Cli, Command, LogFormat, LoginTarget};
 use crate::config::{Config, ConfigError};
 use crate::reload::{self, Watcher};
 use crate::{EXIT_CONFIG, explain, health, logging, login, run, sandbox_env};
 
 pub(crate) fn dispatch(cli: Cli) -> ExitCode {
+    // `run` and `doctor` log through `tracing`: with JSON logs, their failure is a JSON
+    // line too, for the collector that reads the others.
+    let json_failure = cli.log_format == LogFormat::Json
+        && matches!(cli.command, Command::Run { .. } | Command::Doctor { .. });
+    let fail = |message: &str| {
+        if json_failure {
+            tracing::error!("{message}");
+        } else {
+            eprintln!("gitgate: {message}");
+        }
+    };
     let result = match cli.command {
         Command::Run { config } => {
             logging::init(cli.log_format);
@@ -93,15 +104,15 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(error)) => {
-            eprintln!("gitgate: {error}");
+            fail(&error.to_string());
             ExitCode::from(EXIT_CONFIG)
         }
         Err(Failure::Other(error)) => {
-            eprintln!("gitgate: {}", chain(&error));
+            fail(&chain(&error));
             ExitCode::FAILURE
         }
         Err(Failure::Usage(error)) => {
-            eprintln!("gitgate: {error}");
+            fail(&error);
             ExitCode::from(EXIT_CONFIG)
         }
         Err(Failure::Denied) => ExitCode::FAILURE,

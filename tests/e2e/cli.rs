@@ -312,6 +312,30 @@ fn log_format_json_writes_one_json_object_per_line() {
         seen.iter()
             .all(|v| v["level"].is_string() && v["timestamp"].is_string())
     );
+    // A failure to start is a JSON line too, with the place of the error.
+    std::fs::write(
+        dir.path().join("gitgate.yaml"),
+        "listen: 127.0.0.1:0
+nope: 1
+",
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::harness::gitgate::binary())
+        .args(["--log-format", "json", "run", "--config", "gitgate.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}"));
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("gitgate.yaml:2:1: nope:")),
+        "{last}"
+    );
 }
 
 #[test]
