@@ -63,6 +63,35 @@ pub mod token;
 mod tunnel;
 mod upstream;
 
+/// Entry points for the fuzz targets in `fuzz/`, built only with `--cfg fuzzing` (as
+/// cargo-fuzz builds): not an API.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    /// Reads `pack` as gitgate reads a pushed pack, both passes, with every want (objects
+    /// over `max_blob`, trees, signatures); with `seal`, the trailing checksum is computed
+    /// and appended first, so that crafted entries get past it. Refusing is fine; a panic,
+    /// a hang or unbounded memory is a bug. Returns whether the pack was read.
+    pub fn pushed_pack(pack: &[u8], seal: bool, max_blob: Option<u64>) -> bool {
+        let hash = gix_hash::Kind::Sha1;
+        let mut bytes = pack.to_vec();
+        if seal {
+            let mut hasher = gix_hash::hasher(hash);
+            hasher.update(pack);
+            match hasher.try_finalize() {
+                Ok(id) => bytes.extend_from_slice(id.as_bytes()),
+                Err(_) => return false,
+            }
+        }
+        let wants = crate::pack::Wants {
+            max_blob,
+            trees: true,
+            signatures: true,
+        };
+        let bytes = bytes::Bytes::from(bytes);
+        crate::pack::facts(&bytes, wants, &crate::pack::Bases::new(), hash).is_ok()
+    }
+}
+
 use std::future::Future;
 use std::sync::Arc;
 
