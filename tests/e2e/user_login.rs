@@ -547,6 +547,11 @@ fn github_user_config_is_checked_and_described() {
             Some("gitgate.yaml:2:"),
             "invalid App id",
         ),
+        (
+            "  user: {clientId: Iv1.abc}\nprofiles:\n  x:\n    sourceCidrs: [10.0.0.0/8]\n",
+            Some("gitgate.yaml:2:3: github.user:"),
+            "cannot be combined with profiles or profilesDir",
+        ),
     ];
     for (github, location, expected) in cases {
         std::fs::write(
