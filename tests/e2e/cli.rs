@@ -180,7 +180,9 @@ fn doctor_checks_the_app_and_mints_each_scope_without_printing_tokens() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("GitHub rejected the App JWT (check github.app.id and the key)"),
+        stderr.contains(
+            "GitHub rejected the App JWT (check github.app.id, the key, and this machine's clock"
+        ),
         "{stderr}"
     );
 }

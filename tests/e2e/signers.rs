@@ -67,6 +67,52 @@ fn a_signing_command_that_holds_the_key_lets_git_clone_and_push() {
 }
 
 #[test]
+fn a_jwt_github_rejects_is_not_used_again() {
+    // A JWT is reused for minutes; once GitHub refuses it (a clock ahead of GitHub's,
+    // a key rotated behind the signer), the next mint must sign a new one.
+    let standin = harness::standin();
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls");
+    let signer = script(
+        dir.path(),
+        "sign-jwt",
+        &format!(
+            "echo >> {calls}; openssl dgst -sha256 -sign {key}",
+            calls = calls.display(),
+            key = standin.app_key_pkcs8_file().display()
+        ),
+    );
+    let config = signer_config(
+        &standin,
+        &format!("{{command: [\"{}\"]}}", signer.display()),
+    );
+    let gitgate = Gitgate::start(&config);
+    let sandbox = Sandbox::new(&gitgate);
+    sandbox.clone_repo("acme/app", "app");
+    let signed = || std::fs::read_to_string(&calls).unwrap().lines().count();
+    assert_eq!(signed(), 1);
+    standin.set_fault(Some(gitgate_standin::Fault::TokenEndpoint {
+        status: 401,
+        body: r#"{"message":"'Issued at' claim ('iat') must be an Integer representing a time in the past"}"#.into(),
+    }));
+    let out = sandbox.git_fails(
+        sandbox.home.path(),
+        &["clone", "https://github.com/bob/tools.git", "refused"],
+    );
+    assert!(out.contains("GitHub rejected the App JWT"), "{out}");
+    standin.set_fault(None);
+    // A failed mint is retried after a short backoff.
+    let url = "https://github.com/bob/tools.git";
+    crate::core::wait_until(|| {
+        sandbox
+            .git(sandbox.home.path(), &["clone", "-q", url, "tools"])
+            .status
+            .success()
+    });
+    assert_eq!(signed(), 2, "the refused JWT was used again");
+}
+
+#[test]
 fn signer_failures_reach_git_and_doctor_in_plain_words() {
     let standin = harness::standin();
     let dir = tempfile::tempdir().unwrap();

@@ -279,7 +279,7 @@ fn mint_failures_reach_git_output_with_their_cause() {
     clone_fails_with(
         &wrong_id,
         "acme/app",
-        "remote error: gitgate: GitHub rejected the App JWT (check github.app.id and the key)",
+        "remote error: gitgate: GitHub rejected the App JWT (check github.app.id, the key, and this machine's clock",
     );
     // The API is unreachable.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")

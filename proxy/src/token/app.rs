@@ -144,6 +144,12 @@ impl AppClient {
         }
         let bytes = response.bytes().await.map_err(unreachable)?;
         if status == StatusCode::UNAUTHORIZED {
+            // Sign anew next time: a JWT GitHub refused (issued ahead of its clock, or by
+            // a key since rotated behind the signer) stays refused for its whole life.
+            let mut cached = self.jwt.lock().await;
+            if cached.as_ref().is_some_and(|j| j.token == jwt) {
+                *cached = None;
+            }
             return Err(TokenError::JwtRejected(message(&bytes)));
         }
         Ok((status, bytes.to_vec()))

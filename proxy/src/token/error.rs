@@ -8,7 +8,9 @@ pub enum TokenError {
     #[error("GitHub App is not installed on account {0}")]
     NotInstalled(String),
     /// GitHub refused the App JWT.
-    #[error("GitHub rejected the App JWT (check github.app.id and the key): {0}")]
+    #[error(
+        "GitHub rejected the App JWT (check github.app.id, the key, and this machine's clock: GitHub refuses a JWT issued ahead of its own): {0}"
+    )]
     JwtRejected(String),
     /// The API could not be reached.
     #[error("cannot reach {host}: {detail}")]
