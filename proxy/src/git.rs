@@ -54,7 +54,7 @@ pub(crate) async fn handle(
     if !enforce(policy, record, &decision) {
         return refuse(state, req, record, shape, &Failure::Policy(decision.reason)).await;
     }
-    let credential = match state
+    let mut credential = match state
         .tokens
         .credential(policy, &git.repo, Purpose::Git)
         .await
@@ -76,12 +76,18 @@ pub(crate) async fn handle(
     let (parts, body) = req.into_parts();
     let to = push::PushTo {
         repo: &git.repo,
-        credential: credential.as_ref(),
+        policy,
     };
     let (body, deciding) = if matches!(git.kind, GitKind::Rpc(Service::ReceivePack)) {
         match push::inspect(state, policy, &to, &parts.headers, body, record).await {
             Inspected::Forward(body, side_band) => {
                 shape = Shape::PushResult(side_band);
+                // The push may have been held longer than its token lives.
+                credential = match to.credential(state).await {
+                    Ok(current) => current,
+                    Err(error) => return reply::failure(shape, &Failure::Token(error)),
+                };
+                record.note_credential(credential.as_ref());
                 (body, None)
             }
             Inspected::Reply(response) => return response,

@@ -22,7 +22,7 @@ use crate::git::enforce;
 use crate::github::ClientBody;
 use crate::reply::{self, Failure, Shape};
 use crate::state::State;
-use crate::token::Credential;
+use crate::token::{Credential, Purpose};
 
 /// Compressed input is fed to the decoder in pieces this small, so one piece can
 /// inflate to at most about a megabyte (deflate's ratio is bounded near 1:1032).
@@ -40,11 +40,23 @@ pub(crate) enum Inspected<'a> {
     Streaming(crate::push_content::Streaming<'a>),
 }
 
-/// Where a push goes: the repository, and the credential gitgate sends with it (also
-/// used to ask the API about ancestry).
+/// Where a push goes: the repository, under the policy its credential is scoped by.
 pub(crate) struct PushTo<'a> {
     pub(crate) repo: &'a RepoPath,
-    pub(crate) credential: Option<&'a Credential>,
+    pub(crate) policy: &'a Policy,
+}
+
+impl PushTo<'_> {
+    /// The push's credential now, for a call made after the push was held (the API
+    /// questions, the forward): a push held while a slow client sends it can outlive the
+    /// token it arrived with, and the cache hands out the current one.
+    pub(crate) async fn credential(&self, state: &State) -> Result<Option<Credential>, String> {
+        state
+            .tokens
+            .credential(self.policy, self.repo, Purpose::Git)
+            .await
+            .map_err(|error| error.to_string())
+    }
 }
 
 /// Reads the command list and decides every ref update; where a content rule applies,

@@ -31,6 +31,7 @@ use crate::settings::PushHold;
 use crate::signature::Verifier;
 use crate::spool::{Spool, Spooled};
 use crate::state::State;
+use crate::token::Credential;
 
 /// The most commits at which one update's history may leave the pack; each costs an API
 /// call, so beyond this the update is undecided (and denied).
@@ -43,7 +44,7 @@ const MAX_API_CALLS: usize = 256;
 /// The GitHub API as one push may use it: with the push's repository and credential,
 /// and at most [`MAX_API_CALLS`] calls whatever the push holds.
 struct Api<'a> {
-    repo_api: &'a RepoApi,
+    state: &'a State,
     to: &'a PushTo<'a>,
     left: AtomicUsize,
 }
@@ -51,48 +52,42 @@ struct Api<'a> {
 impl<'a> Api<'a> {
     fn new(state: &'a State, to: &'a PushTo<'a>) -> Self {
         Api {
-            repo_api: &state.repo_api,
+            state,
             to,
             left: AtomicUsize::new(MAX_API_CALLS),
         }
     }
 
-    /// Takes one call from the budget.
-    fn spend(&self) -> Result<(), String> {
+    /// Takes one call from the budget, and the push's current credential.
+    async fn spend(&self) -> Result<(&RepoApi, Option<Credential>), String> {
         self.left
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .map(drop)
             .map_err(|_| {
                 format!("deciding this push needs more than the {MAX_API_CALLS} GitHub API calls gitgate makes for one push")
-            })
+            })?;
+        Ok((&self.state.repo_api, self.to.credential(self.state).await?))
     }
 
     async fn is_ancestor(&self, old: &ObjectId, head: &ObjectId) -> Result<bool, String> {
-        self.spend()?;
-        self.repo_api
-            .is_ancestor(self.to.repo, old, head, self.to.credential)
+        let (api, credential) = self.spend().await?;
+        api.is_ancestor(self.to.repo, old, head, credential.as_ref())
             .await
     }
 
     async fn on_default_branch(&self, commit: &ObjectId) -> Result<bool, String> {
-        self.spend()?;
-        self.repo_api
-            .on_default_branch(self.to.repo, commit, self.to.credential)
+        let (api, credential) = self.spend().await?;
+        api.on_default_branch(self.to.repo, commit, credential.as_ref())
             .await
     }
 
     async fn tree(&self, id: &ObjectId) -> Result<Option<ServerTree>, String> {
-        self.spend()?;
-        self.repo_api
-            .tree(self.to.repo, id, self.to.credential)
-            .await
+        let (api, credential) = self.spend().await?;
+        api.tree(self.to.repo, id, credential.as_ref()).await
     }
 
     async fn commit_tree(&self, id: &ObjectId) -> Result<ObjectId, String> {
-        self.spend()?;
-        self.repo_api
-            .commit_tree(self.to.repo, id, self.to.credential)
-            .await
+        let (api, credential) = self.spend().await?;
+        api.commit_tree(self.to.repo, id, credential.as_ref()).await
     }
 }
 

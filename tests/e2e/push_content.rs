@@ -610,3 +610,56 @@ fn held_pushes_stay_within_max_held_push_bytes_and_an_unreadable_pack_is_refused
     assert_eq!(record["decision"], "deny", "{record}");
     assert_eq!(upstream(&standin, "main").as_deref(), Some(small.as_str()));
 }
+
+#[test]
+fn a_push_held_longer_than_its_token_lives_goes_upstream_with_a_current_one() {
+    use std::io::Write;
+    // Tokens of 4 s; the push is held (forcePush: deny reads its pack) while a slow client
+    // takes 6 s to send it, so the token it arrived with has expired by the time it is
+    // decided and forwarded.
+    let standin = harness::standin();
+    standin.set_token_lifetime(std::time::Duration::from_secs(4));
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    let old = rev(&sandbox, &repo, "HEAD");
+    let new = sandbox.commit(&repo, "slow.txt", "sent slowly\n");
+    let mut packing = std::process::Command::new("git")
+        .args(["pack-objects", "--revs", "--stdout", "-q"])
+        .current_dir(&repo)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    write!(packing.stdin.take().unwrap(), "{new}\n^{old}\n").unwrap();
+    let pack = packing.wait_with_output().unwrap().stdout;
+    let command = format!("{old} {new} refs/heads/main\0report-status side-band-64k\n");
+    let mut body = format!("{:04x}{command}0000", command.len() + 4).into_bytes();
+    body.extend_from_slice(&pack);
+
+    let mut tls = crate::harness::raw::mitm_tls(
+        gitgate.addr,
+        "github.com:443",
+        "github.com",
+        &gitgate.ca_file(),
+    );
+    write!(
+        tls,
+        "POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\nContent-Type: application/x-git-receive-pack-request\r\nAccept: application/x-git-receive-pack-result\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let pieces = 12;
+    for piece in body.chunks(body.len().div_ceil(pieces)) {
+        tls.write_all(piece).unwrap();
+        tls.flush().unwrap();
+        // Pacing a slow client, not waiting for anything.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let reply = crate::harness::raw::read_response(&mut tls);
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.contains("ok refs/heads/main"),
+        "{reply}"
+    );
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(new.as_str()));
+}
