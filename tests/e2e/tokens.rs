@@ -493,3 +493,60 @@ fn a_failed_mint_is_not_retried_at_once_and_recovers_after_the_backoff() {
     });
     assert!(mints() >= 2);
 }
+
+#[test]
+fn a_reinstalled_app_is_found_again_without_a_restart() {
+    // Uninstalling and reinstalling the App gives the account a new installation id and
+    // revokes the old tokens; gitgate looked the old id up and must not keep it forever.
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = Sandbox::new(&gitgate);
+    sandbox.clone_repo("acme/app", "before");
+    assert!(standin.reinstall("acme", 1003));
+    // The first request after it meets the revoked token (git is told to retry); from
+    // then on, clones work with a token of the new installation.
+    let url = "https://github.com/acme/app.git";
+    let _ = sandbox.git(
+        sandbox.home.path(),
+        &["clone", "-q", url, "meets-the-revoked-token"],
+    );
+    sandbox.clone_repo("acme/app", "after");
+    let last = standin.mints().pop().expect("a mint");
+    assert_eq!(last.installation_id, 1003);
+    gitgate.assert_no_secrets(&standin);
+}
+
+#[test]
+fn a_slow_installation_lookup_for_one_owner_holds_up_no_other() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = std::sync::Arc::new(Sandbox::new(&gitgate));
+    sandbox.clone_repo("bob/tools", "warm");
+    standin.set_fault(Some(Fault::LookupStall {
+        owner: "acme".into(),
+    }));
+    let stalled = {
+        let sandbox = sandbox.clone();
+        std::thread::spawn(move || {
+            let url = "https://github.com/acme/app.git";
+            sandbox.git(sandbox.home.path(), &["clone", "-q", url, "stalled"])
+        })
+    };
+    crate::core::wait_until(|| {
+        standin
+            .requests()
+            .iter()
+            .any(|r| r.target.ends_with("/repos/acme/app/installation"))
+    });
+    // bob's installation is known: its clone does not wait for acme's lookup.
+    let started = std::time::Instant::now();
+    sandbox.clone_repo("bob/tools", "meanwhile");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bob's clone waited {:?} for acme's installation lookup",
+        started.elapsed()
+    );
+    standin.set_fault(None);
+    let out = stalled.join().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}

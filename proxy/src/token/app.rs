@@ -205,6 +205,11 @@ impl AppClient {
         let (status, bytes) = self.call(Method::POST, &path, Some(body)).await?;
         if status != StatusCode::CREATED {
             let mut message = message(&bytes);
+            if status == StatusCode::NOT_FOUND {
+                message = format!(
+                    "{message} (installation {installation} no longer exists: was the App uninstalled or reinstalled? gitgate looks up an installation again when GitHub no longer knows it; one set in github.app.installations must be updated there)"
+                );
+            }
             if status == StatusCode::UNPROCESSABLE_ENTITY {
                 // Say what was asked, so the operator can grant it or narrow the policy.
                 let asked: Vec<String> = scope

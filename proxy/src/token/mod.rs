@@ -133,7 +133,7 @@ enum Source {
     App {
         client: Arc<AppClient>,
         cache: Arc<TokenCache>,
-        installations: tokio::sync::Mutex<Installations>,
+        installations: Installations,
     },
     User(Arc<UserSource>),
 }
@@ -185,18 +185,10 @@ impl Tokens {
                     http,
                     metrics.clone(),
                 ));
-                let installations = Installations {
-                    known: app
-                        .installations
-                        .into_iter()
-                        .map(|(owner, id)| (owner.to_ascii_lowercase(), id))
-                        .collect(),
-                    failed: HashMap::new(),
-                };
                 Source::App {
                     cache: Arc::new(TokenCache::new(client.clone(), app.refresh_margin, metrics)),
                     client,
-                    installations: tokio::sync::Mutex::new(installations),
+                    installations: Installations::new(app.installations),
                 }
             }
             TokenConfig::User(user) => Source::User(Arc::new(UserSource::new(
@@ -283,13 +275,7 @@ impl Tokens {
                 let Some(scope) = scope else {
                     return Ok(None);
                 };
-                let installation = installation(client, installations, repo).await?;
-                let key = ScopeKey {
-                    owner: repo.owner().to_owned(),
-                    installation,
-                    scope,
-                };
-                let minted = cache.get(&key).await?;
+                let (key, minted) = mint(client, cache, installations, repo, scope).await?;
                 Ok(Some(Credential {
                     secret: minted.secret,
                     key: Some(key),
@@ -377,17 +363,11 @@ impl Tokens {
         let mut rows = Vec::new();
         for repo in repos {
             for scope in policy.token_scopes(repo.owner()) {
-                let installation = installation(client, installations, repo).await?;
-                let key = ScopeKey {
-                    owner: repo.owner().to_owned(),
-                    installation,
-                    scope: scope.clone(),
-                };
-                let minted = cache.get(&key).await?;
+                let (key, minted) = mint(client, cache, installations, repo, scope).await?;
                 rows.push(DoctorRow {
-                    owner: repo.owner().to_owned(),
-                    installation,
-                    scope,
+                    owner: key.owner,
+                    installation: key.installation,
+                    scope: key.scope,
                     expires_at: minted.expires_at,
                 });
             }
@@ -396,46 +376,133 @@ impl Tokens {
     }
 }
 
-/// Installation ids by owner: configured or looked up, and recent failed lookups.
+/// A token for `scope` on `repo`'s installation. When GitHub no longer knows a looked-up
+/// installation (404: the App was uninstalled or reinstalled), the installation is looked
+/// up again once, so the request gets a token from the new one.
+async fn mint(
+    client: &AppClient,
+    cache: &Arc<TokenCache>,
+    installations: &Installations,
+    repo: &RepoPath,
+    scope: TokenScope,
+) -> Result<(ScopeKey, app::Minted), TokenError> {
+    let owner = repo.owner().to_owned();
+    let (installation, looked_up) = installations.get(client, repo).await?;
+    let key = ScopeKey {
+        owner,
+        installation,
+        scope,
+    };
+    match cache.get(&key).await {
+        Err(TokenError::Refused { status: 404, .. }) if looked_up => {
+            installations.forget(&key.owner, installation);
+            let (installation, _) = installations.get(client, repo).await?;
+            let key = ScopeKey {
+                installation,
+                ..key
+            };
+            let minted = cache.get(&key).await?;
+            Ok((key, minted))
+        }
+        result => result.map(|minted| (key, minted)),
+    }
+}
+
+/// Installation ids by owner: configured, or looked up (again when GitHub no longer knows
+/// one), and recent failed lookups.
 struct Installations {
+    configured: HashMap<String, u64>,
+    lookups: std::sync::Mutex<Lookups>,
+}
+
+#[derive(Default)]
+struct Lookups {
     known: HashMap<String, u64>,
     failed: HashMap<String, (TokenError, SystemTime)>,
+    /// One lookup at a time per owner, held across its API calls; other owners, and
+    /// owners already known, never wait for it.
+    running: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// A failed installation lookup is not repeated for this long (each lookup costs up to
 /// three API calls).
 const LOOKUP_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The installation for `repo.owner`: configured, cached, or looked up once.
-async fn installation(
-    client: &AppClient,
-    installations: &tokio::sync::Mutex<Installations>,
-    repo: &RepoPath,
-) -> Result<u64, TokenError> {
-    let mut installations = installations.lock().await;
-    let owner = repo.owner();
-    if let Some(id) = installations.known.get(owner) {
-        return Ok(*id);
-    }
-    let now = SystemTime::now();
-    if let Some((error, until)) = installations.failed.get(owner) {
-        if now < *until {
-            return Err(error.clone());
+impl Installations {
+    fn new(configured: HashMap<String, u64>) -> Self {
+        Self {
+            configured: configured
+                .into_iter()
+                .map(|(owner, id)| (owner.to_ascii_lowercase(), id))
+                .collect(),
+            lookups: std::sync::Mutex::default(),
         }
     }
-    match client.installation(owner, repo.name()).await {
-        Ok(id) => {
-            tracing::info!(%owner, installation = id, "resolved GitHub App installation");
-            installations.failed.remove(owner);
-            installations.known.insert(owner.to_owned(), id);
-            Ok(id)
+
+    fn lookups(&self) -> std::sync::MutexGuard<'_, Lookups> {
+        self.lookups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A looked-up id, or a failed lookup still backing off.
+    fn cached(&self, owner: &str, now: SystemTime) -> Option<Result<u64, TokenError>> {
+        let lookups = self.lookups();
+        if let Some(id) = lookups.known.get(owner) {
+            return Some(Ok(*id));
         }
-        Err(error) => {
-            installations.failed.retain(|_, (_, until)| now < *until);
-            installations
-                .failed
-                .insert(owner.to_owned(), (error.clone(), now + LOOKUP_BACKOFF));
-            Err(error)
+        lookups
+            .failed
+            .get(owner)
+            .filter(|(_, until)| now < *until)
+            .map(|(error, _)| Err(error.clone()))
+    }
+
+    /// The installation for `repo.owner`, and whether it was looked up (not configured).
+    async fn get(&self, client: &AppClient, repo: &RepoPath) -> Result<(u64, bool), TokenError> {
+        let owner = repo.owner();
+        if let Some(id) = self.configured.get(owner) {
+            return Ok((*id, false));
+        }
+        if let Some(hit) = self.cached(owner, SystemTime::now()) {
+            return hit.map(|id| (id, true));
+        }
+        let turn = self
+            .lookups()
+            .running
+            .entry(owner.to_owned())
+            .or_default()
+            .clone();
+        let _turn = turn.lock().await;
+        // Another request may have finished the lookup while this one waited.
+        if let Some(hit) = self.cached(owner, SystemTime::now()) {
+            return hit.map(|id| (id, true));
+        }
+        let result = client.installation(owner, repo.name()).await;
+        let now = SystemTime::now();
+        let mut lookups = self.lookups();
+        lookups.running.remove(owner);
+        match &result {
+            Ok(id) => {
+                tracing::info!(%owner, installation = id, "resolved GitHub App installation");
+                lookups.failed.remove(owner);
+                lookups.known.insert(owner.to_owned(), *id);
+            }
+            Err(error) => {
+                lookups.failed.retain(|_, (_, until)| now < *until);
+                lookups
+                    .failed
+                    .insert(owner.to_owned(), (error.clone(), now + LOOKUP_BACKOFF));
+            }
+        }
+        result.map(|id| (id, true))
+    }
+
+    /// GitHub no longer knows installation `id` of `owner` (the App was uninstalled or
+    /// reinstalled): look it up again next time.
+    fn forget(&self, owner: &str, id: u64) {
+        let mut lookups = self.lookups();
+        if lookups.known.get(owner) == Some(&id) {
+            tracing::info!(%owner, installation = id, "GitHub no longer knows this installation; looking it up again");
+            lookups.known.remove(owner);
         }
     }
 }

@@ -114,6 +114,16 @@ async fn respond(
     let Some(route) = route(&parts.method, parts.uri.path()) else {
         return error(StatusCode::NOT_FOUND, "Not Found");
     };
+    if let (
+        Route::RepoInstallation(owner, _) | Route::AccountInstallation(owner, _),
+        Some(Fault::LookupStall { .. }),
+    ) = (&route, &fault)
+    {
+        let mut changes = shared.fault.subscribe();
+        let _ = changes
+            .wait_for(|f| !matches!(f, Some(Fault::LookupStall { owner: o }) if o.eq_ignore_ascii_case(owner)))
+            .await;
+    }
     if let (Route::AccessTokens(_), Some(Fault::TokenEndpoint { status, body })) = (&route, fault) {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return json_response(status, body);

@@ -167,6 +167,13 @@ pub enum Fault {
     PushStall,
     /// Only upload-pack POSTs hang until the fault is changed (advertisements pass).
     FetchStall,
+    /// The App's installation lookups for `owner` (`GET /repos/{owner}/…/installation`,
+    /// `/orgs/{owner}/installation`, `/users/{owner}/installation`) hang until the fault
+    /// is changed.
+    LookupStall {
+        /// The account whose lookups hang.
+        owner: String,
+    },
     /// Every `github.com` request gets `302 Found` to `location`.
     GitRedirect {
         /// The `Location` header.
@@ -443,6 +450,12 @@ impl StandIn {
         secrets.sort();
         secrets.dedup();
         secrets
+    }
+
+    /// Uninstalls the App from `account` and installs it again as installation `id`: the
+    /// old installation's tokens stop working and its id is unknown from then on.
+    pub fn reinstall(&self, account: &str, id: u64) -> bool {
+        self.shared.tokens().reinstall(account, id)
     }
 
     /// The configured installations.

@@ -259,6 +259,21 @@ impl TokenStore {
         &self.installations
     }
 
+    /// The App is uninstalled from `account` and installed again: the installation gets
+    /// `id`, and every token of the old one stops working.
+    pub(crate) fn reinstall(&mut self, account: &str, id: u64) -> bool {
+        let Some(index) = self
+            .installations
+            .iter()
+            .position(|i| i.account.eq_ignore_ascii_case(account))
+        else {
+            return false;
+        };
+        self.installations[index].id = id;
+        self.grants.retain(|_, grant| grant.installation != index);
+        true
+    }
+
     pub(crate) fn installation(&self, id: u64) -> Option<&Installation> {
         self.installations.iter().find(|i| i.id == id)
     }
