@@ -124,7 +124,7 @@ pub(crate) async fn handle(
         Ok(response) => response,
         Err(failure) => return reply::failure(upstream_shape(shape), &failure),
     };
-    answer(state, &git, response, credential.as_ref(), shape)
+    answer(state, &git, response, credential.as_ref(), shape).await
 }
 
 /// Answers `req` with `failure` before anything is forwarded: a push through
@@ -226,7 +226,7 @@ fn is_advertisement(content_type: &str, service: Service) -> bool {
 }
 
 /// Passes upstream's answer on, except what must not reach the sandbox.
-fn answer(
+async fn answer(
     state: &State,
     git: &GitRequest,
     response: Response<Incoming>,
@@ -253,6 +253,19 @@ fn answer(
         ));
         return reply::failure(upstream_shape(shape), &failure);
     }
+    if matches!(git.kind, GitKind::Rpc(_)) && !response.status().is_success() {
+        // git shows only the status of a failed POST, and after a push says "Everything
+        // up-to-date": tell it what GitHub said, the way it shows.
+        let status = response.status();
+        let said = excerpt(response.into_body()).await;
+        let failure = Failure::Upstream(format!(
+            "{} answered HTTP {} for {}{said}",
+            state.settings.github_host,
+            status.as_u16(),
+            git.repo
+        ));
+        return reply::failure(upstream_shape(shape), &failure);
+    }
     if let (GitKind::InfoRefs(service), true) = (&git.kind, response.status().is_success()) {
         let actual = response
             .headers()
@@ -273,6 +286,34 @@ fn answer(
     }
     send::relay(response)
 }
+
+/// The start of an error body, as `: TEXT` on one line (empty when there is none): at
+/// most [`EXCERPT`] bytes, read for at most two seconds.
+async fn excerpt(mut body: Incoming) -> String {
+    use http_body_util::BodyExt;
+    let mut text = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while text.len() < EXCERPT {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    text.extend_from_slice(&data[..data.len().min(EXCERPT - text.len())]);
+                }
+            }
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&text);
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.is_empty() {
+        line
+    } else {
+        format!(": {line}")
+    }
+}
+
+/// How much of an upstream error body is quoted.
+const EXCERPT: usize = 300;
 
 #[cfg(test)]
 mod tests {

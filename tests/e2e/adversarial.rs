@@ -478,6 +478,56 @@ fn client_hello_without_sni_is_served_for_the_connect_host_and_a_wrong_sni_is_re
 }
 
 #[test]
+fn an_upstream_error_on_a_push_or_fetch_reaches_git_in_githubs_words() {
+    // git shows only the status of a failed POST (and "Everything up-to-date" after a
+    // push); gitgate says what GitHub said.
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    sandbox.commit(&repo, "refused.txt", "r\n");
+    standin.set_fault(Some(Fault::RpcError {
+        rpc: "git-receive-pack".into(),
+        status: 403,
+        body: "Write access to repository not granted.\n".into(),
+    }));
+    let out = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
+    assert!(
+        out.contains("remote error: gitgate: github.com answered HTTP 403 for acme/app: Write access to repository not granted.")
+            && !out.contains("Everything up-to-date"),
+        "{out}"
+    );
+    standin.set_fault(Some(Fault::RpcError {
+        rpc: "git-upload-pack".into(),
+        status: 500,
+        body: "Internal\n  Server Error".into(),
+    }));
+    let out = sandbox.git_fails(
+        sandbox.home.path(),
+        &[
+            "-c",
+            "protocol.version=0",
+            "clone",
+            "https://github.com/acme/app.git",
+            "v0",
+        ],
+    );
+    assert!(
+        out.contains("remote error: gitgate: github.com answered HTTP 500 for acme/app: Internal Server Error"),
+        "{out}"
+    );
+    let record = gitgate.wait_for_record(|r| r["upstream_status"] == 500);
+    assert!(
+        record["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HTTP 500")),
+        "{record}"
+    );
+    standin.set_fault(None);
+    still_serves(&gitgate, &standin, "after");
+}
+
+#[test]
 fn an_upstream_that_stalls_or_cuts_off_gives_a_clear_error() {
     let standin = harness::standin();
     let gitgate = tight(&standin);

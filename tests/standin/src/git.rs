@@ -42,6 +42,14 @@ pub(crate) async fn handle(
             return response;
         }
         Some(Fault::GitCutOff) => return cut_off(),
+        Some(Fault::RpcError {
+            rpc: endpoint,
+            status,
+            body,
+        }) if rpc == Some(endpoint.as_str()) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return text(status, body);
+        }
         _ => {}
     }
 

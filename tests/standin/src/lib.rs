@@ -167,6 +167,16 @@ pub enum Fault {
     PushStall,
     /// Only upload-pack POSTs hang until the fault is changed (advertisements pass).
     FetchStall,
+    /// Only POSTs whose last path segment is `rpc` (`git-receive-pack`,
+    /// `git-upload-pack`) answer `status` with `body` as `text/plain`, unread.
+    RpcError {
+        /// The endpoint.
+        rpc: String,
+        /// HTTP status.
+        status: u16,
+        /// Response body, verbatim.
+        body: String,
+    },
     /// The App's installation lookups for `owner` (`GET /repos/{owner}/…/installation`,
     /// `/orgs/{owner}/installation`, `/users/{owner}/installation`) hang until the fault
     /// is changed.
