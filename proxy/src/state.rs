@@ -72,8 +72,11 @@ impl State {
     }
 
     pub(crate) fn set_policies(&self, policies: Policies) {
+        let policies = Arc::new(policies);
+        *self.policies.write().unwrap_or_else(|p| p.into_inner()) = policies.clone();
+        // After the swap, so that no request starting meanwhile mints for a scope of the
+        // old policies once they were pruned.
         self.tokens.policies_changed(&policies);
-        *self.policies.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policies);
     }
 
     pub(crate) fn next_connection_id(&self) -> u64 {

@@ -164,6 +164,48 @@ fn metrics_health_and_readiness() {
 }
 
 #[test]
+fn a_scope_left_unused_past_its_tokens_expiry_does_not_pin_readiness_or_the_expiry_gauge() {
+    let standin = harness::standin();
+    standin.set_token_lifetime(std::time::Duration::from_secs(4));
+    let config = app_config(&standin, POLICY).replace(
+        "listen: 127.0.0.1:0\n",
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n",
+    );
+    let gitgate = Gitgate::start(&config);
+    let admin = gitgate.admin_addr();
+    let sandbox = Sandbox::new(&gitgate);
+    sandbox.clone_repo("bob/tools", "tools");
+    let repo = sandbox.clone_repo("acme/app", "app");
+    // bob's token expires unused while acme's is kept fresh.
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(6) {
+        sandbox.git_ok(&repo, &["fetch", "-q", "origin"]);
+    }
+    let app_calls = || {
+        standin
+            .requests()
+            .iter()
+            .filter(|r| r.target == "/app")
+            .count()
+    };
+    let before = app_calls();
+    let ready = raw::http_get(admin, "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert_eq!(
+        app_calls(),
+        before,
+        "readiness asked GitHub despite a usable token"
+    );
+    let metrics = raw::http_get(admin, "/metrics");
+    let expiry: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("gitgate_token_expiry_seconds "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no gauge in\n{metrics}"));
+    assert!(expiry > 0.0, "{metrics}");
+}
+
+#[test]
 fn policy_reloads_live_and_a_broken_edit_keeps_the_old_policy() {
     let standin = harness::standin();
     let gitgate = Gitgate::start(&app_config(

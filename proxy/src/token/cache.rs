@@ -42,6 +42,21 @@ impl Slot {
     fn state(&self) -> std::sync::MutexGuard<'_, SlotState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Nothing to keep: no token that can still be sent, no mint running, no backoff to
+    /// remember. Such a scope is minted again when asked for.
+    fn idle(&self, now: SystemTime) -> bool {
+        let Ok(_not_minting) = self.mint_lock.try_lock() else {
+            return false;
+        };
+        let state = self.state();
+        !state.refreshing
+            && state.token.as_ref().is_none_or(|t| !t.usable(now))
+            && state
+                .failure
+                .as_ref()
+                .is_none_or(|(_, until)| *until <= now)
+    }
 }
 
 impl Minted {
@@ -94,6 +109,13 @@ impl TokenCache {
 
     fn slot(&self, key: &ScopeKey) -> Arc<Slot> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = slots.get(key) {
+            return slot.clone();
+        }
+        // A new scope: let go of the scopes left idle first, so that the cache holds
+        // what is in use (many repository sets or profiles over a long run).
+        let now = SystemTime::now();
+        slots.retain(|_, slot| !slot.idle(now));
         slots.entry(key.clone()).or_default().clone()
     }
 
@@ -185,13 +207,23 @@ impl TokenCache {
         slots.retain(|key, _| keep(key));
     }
 
-    /// Seconds until the soonest cached token expires (for readiness and metrics).
-    pub(crate) fn soonest_expiry(&self) -> Option<SystemTime> {
+    /// When the soonest cached token that is still live expires (for metrics): a scope
+    /// nobody used since its token expired does not pin the figure at zero.
+    pub(crate) fn soonest_expiry(&self, now: SystemTime) -> Option<SystemTime> {
         let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots
             .values()
             .filter_map(|slot| slot.state().token.as_ref().map(|t| t.expires_at))
+            .filter(|expires_at| *expires_at > now)
             .min()
+    }
+
+    /// Whether some cached token can be sent now (for readiness).
+    pub(crate) fn any_usable(&self, now: SystemTime) -> bool {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .values()
+            .any(|slot| slot.state().token.as_ref().is_some_and(|t| t.usable(now)))
     }
 }
 
@@ -219,6 +251,28 @@ mod tests {
         assert!(t.usable(now) && t.due(now, margin));
         let (t, now) = minted(3600, 3541);
         assert!(!t.usable(now));
+    }
+
+    #[test]
+    fn a_slot_is_idle_only_without_a_usable_token_a_mint_or_a_backoff() {
+        let now = SystemTime::now();
+        let slot = Slot::default();
+        assert!(slot.idle(now));
+        let token = |left: u64| Minted {
+            secret: Secret::new("t"),
+            minted_at: now - Duration::from_secs(3600 - left),
+            expires_at: now + Duration::from_secs(left),
+        };
+        slot.state().token = Some(token(600));
+        assert!(!slot.idle(now));
+        slot.state().token = Some(token(10));
+        assert!(slot.idle(now), "a token past its last usable minute");
+        slot.state().failure = Some((TokenError::Static("x".into()), now + Duration::from_secs(5)));
+        assert!(!slot.idle(now), "a backoff still running");
+        slot.state().failure = Some((TokenError::Static("x".into()), now));
+        assert!(slot.idle(now));
+        let _minting = slot.mint_lock.try_lock().unwrap();
+        assert!(!slot.idle(now), "a mint running");
     }
 
     #[test]

@@ -321,10 +321,7 @@ impl Tokens {
             Source::None | Source::User(_) => Ok(()),
             Source::Static(source) => source.get().await.map(drop),
             Source::App { client, cache, .. } => {
-                if cache
-                    .soonest_expiry()
-                    .is_some_and(|t| t > SystemTime::now())
-                {
+                if cache.any_usable(SystemTime::now()) {
                     return Ok(());
                 }
                 client.app().await.map(drop)
@@ -332,10 +329,10 @@ impl Tokens {
         }
     }
 
-    /// When the soonest cached installation token expires.
+    /// When the soonest cached installation token that is still live expires.
     pub fn soonest_expiry(&self) -> Option<SystemTime> {
         match &self.source {
-            Source::App { cache, .. } => cache.soonest_expiry(),
+            Source::App { cache, .. } => cache.soonest_expiry(SystemTime::now()),
             Source::User(user) => user.expiry(),
             _ => None,
         }
