@@ -235,22 +235,7 @@ async fn answer(
 ) -> Response<ProxyBody> {
     if response.status() == StatusCode::UNAUTHORIZED {
         // Never let the sandbox see a credential challenge: git would prompt for one.
-        if let Some(credential) = credential {
-            state.tokens.reject(credential);
-        }
-        let hint = match credential.and_then(Credential::user) {
-            Some(user) => format!(
-                "gitgate is renewing the session of {user}; retry, and if it persists log in again with `gitgate login`"
-            ),
-            None => {
-                "retry, and if it persists check that the GitHub App can access this repository"
-                    .to_owned()
-            }
-        };
-        let failure = Failure::Upstream(format!(
-            "{} refused gitgate's credential for {} (HTTP 401); {hint}",
-            state.settings.github_host, git.repo
-        ));
+        let failure = refused_credential(state, &git.repo, credential);
         return reply::failure(upstream_shape(shape), &failure);
     }
     if matches!(git.kind, GitKind::Rpc(_)) && !response.status().is_success() {
@@ -285,6 +270,32 @@ async fn answer(
         }
     }
     send::relay(response)
+}
+
+/// GitHub answered `credential` for `repo` with 401: it is not sent again, and the
+/// failure says what happens next and what to check.
+pub(crate) fn refused_credential(
+    state: &State,
+    repo: &gitgate_policy::RepoPath,
+    credential: Option<&Credential>,
+) -> Failure {
+    if let Some(credential) = credential {
+        state.tokens.reject(credential);
+    }
+    let hint = match credential {
+        Some(credential) => match (credential.user(), credential.scope()) {
+            (Some(user), _) => format!(
+                "gitgate is renewing the session of {user}; retry, and if it persists log in again with `gitgate login`"
+            ),
+            (None, Some(_)) => "gitgate dropped that token and mints a new one; retry, and if it persists run `gitgate doctor`".to_owned(),
+            (None, None) => "check the token in github.token: GitHub no longer accepts it".to_owned(),
+        },
+        None => "gitgate has no GitHub credential configured (github.app, github.token or github.user), and this needs one".to_owned(),
+    };
+    Failure::Upstream(format!(
+        "{} refused gitgate's credential for {repo} (HTTP 401); {hint}",
+        state.settings.github_host
+    ))
 }
 
 /// The start of an error body, as `: TEXT` on one line (empty when there is none): at

@@ -77,13 +77,11 @@ pub(crate) async fn handle(
     let response = forward(state, target, parts, body, credential.as_ref(), record).await?;
     let (mut parts, body) = response.into_parts();
     if parts.status == StatusCode::UNAUTHORIZED {
-        if let Some(credential) = &credential {
-            state.tokens.reject(credential);
-        }
-        return Err(Failure::Upstream(format!(
-            "{} refused gitgate's credential for {repo} (HTTP 401); retry, and if it persists check that the GitHub App can access this repository",
-            state.settings.github_host
-        )));
+        return Err(crate::git::refused_credential(
+            state,
+            repo,
+            credential.as_ref(),
+        ));
     }
     if lfs_call != LfsCall::Batch || !parts.status.is_success() {
         return Ok(send::relay(Response::from_parts(parts, body)));

@@ -506,9 +506,13 @@ fn a_reinstalled_app_is_found_again_without_a_restart() {
     // The first request after it meets the revoked token (git is told to retry); from
     // then on, clones work with a token of the new installation.
     let url = "https://github.com/acme/app.git";
-    let _ = sandbox.git(
+    let out = sandbox.git_fails(
         sandbox.home.path(),
         &["clone", "-q", url, "meets-the-revoked-token"],
+    );
+    assert!(
+        out.contains("refused gitgate's credential for acme/app (HTTP 401); gitgate dropped that token and mints a new one; retry"),
+        "{out}"
     );
     sandbox.clone_repo("acme/app", "after");
     let last = standin.mints().pop().expect("a mint");
