@@ -473,10 +473,15 @@ impl Installations {
         if let Some(hit) = self.cached(owner, SystemTime::now()) {
             return hit.map(|id| (id, true));
         }
+        // Let go of the owner's entry however this ends, even when the request is dropped
+        // mid-lookup (a sandbox trying many owners must not grow the map).
+        let _running = Running {
+            installations: self,
+            owner,
+        };
         let result = client.installation(owner, repo.name()).await;
         let now = SystemTime::now();
         let mut lookups = self.lookups();
-        lookups.running.remove(owner);
         match &result {
             Ok(id) => {
                 tracing::info!(%owner, installation = id, "resolved GitHub App installation");
@@ -492,7 +497,21 @@ impl Installations {
         }
         result.map(|id| (id, true))
     }
+}
 
+/// An owner's lookup in progress; its entry in [`Lookups::running`] goes with it.
+struct Running<'a> {
+    installations: &'a Installations,
+    owner: &'a str,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.installations.lookups().running.remove(self.owner);
+    }
+}
+
+impl Installations {
     /// GitHub no longer knows installation `id` of `owner` (the App was uninstalled or
     /// reinstalled): look it up again next time.
     fn forget(&self, owner: &str, id: u64) {
