@@ -159,6 +159,10 @@ impl UserSource {
                 "a GitHub login is waiting: open {} and enter the code {}",
                 w.code.verification_uri, w.code.user_code
             ),
+            (_, Some(s), None) if s.refused => format!(
+                "GitHub refused the token of {}'s session and gitgate is renewing it; retry in a moment",
+                s.login
+            ),
             (_, Some(s), error) => format!(
                 "the GitHub session of {} is no longer valid{}; log in again with `gitgate login` (or POST /login to the proxy)",
                 s.login,
@@ -177,6 +181,8 @@ impl UserSource {
         let mut inner = self.inner();
         if let Some(session) = inner.session.as_mut().filter(|s| &s.grant.access == secret) {
             session.refused = true;
+            // Until the renewal answers, an older error says nothing about this session.
+            inner.last_error = None;
             self.renew_now.notify_one();
         }
     }
@@ -548,4 +554,51 @@ fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_else(|_| time::OffsetDateTime::from(t))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_token_being_renewed_is_not_called_a_lost_session() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = UserConfig {
+            client_id: "Iv1.x".into(),
+            client_secret: None,
+            refresh_margin: Duration::from_secs(1800),
+        };
+        let source = UserSource::new(
+            config,
+            "https://github.com".into(),
+            "https://api.github.com",
+            reqwest::Client::new(),
+            None,
+        );
+        let access = Secret::new("ghu_a");
+        let now = SystemTime::now();
+        source.inner().session = Some(Session {
+            login: "octo".into(),
+            grant: Grant {
+                access: access.clone(),
+                obtained_at: now,
+                expires_at: Some(now + Duration::from_secs(28_800)),
+                refresh: Some(Secret::new("ghr_a")),
+                refresh_expires_at: None,
+            },
+            refused: false,
+        });
+        source.inner().last_error = Some("renewal failed: timed out".into());
+        assert!(source.current().is_ok());
+        source.reject(&access);
+        let why = source.current().unwrap_err().to_string();
+        assert!(
+            why.contains("octo's session and gitgate is renewing it; retry"),
+            "{why}"
+        );
+        // The renewal was refused too: now the person must log in again.
+        source.inner().last_error = Some("renewal failed: bad_refresh_token".into());
+        let why = source.current().unwrap_err().to_string();
+        assert!(why.contains("log in again with `gitgate login`"), "{why}");
+    }
 }
