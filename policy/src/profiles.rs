@@ -173,6 +173,15 @@ impl ProfileSet {
         self.by_name.values()
     }
 
+    /// The profile names for a message: sorted, the first twenty, `…` after them.
+    pub fn listed(&self) -> String {
+        let mut names: Vec<&str> = self.by_name.keys().map(|n| &**n).collect();
+        names.sort_unstable();
+        let more = if names.len() > LISTED { ", …" } else { "" };
+        names.truncate(LISTED);
+        format!("{}{more}", names.join(", "))
+    }
+
     /// How many profiles there are.
     pub fn len(&self) -> usize {
         self.by_name.len()
@@ -285,6 +294,9 @@ impl Policies {
     }
 }
 
+/// How many profile names [`ProfileSet::listed`] shows.
+const LISTED: usize = 20;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +326,23 @@ mod tests {
             profile("c", "clientCertSubjects: [\"URI=spiffe://x/c\"]"),
         ])
         .unwrap()
+    }
+
+    #[test]
+    fn names_are_listed_sorted_and_cut() {
+        assert_eq!(set().listed(), "a, b, c");
+        let many = ProfileSet::new((0..25).map(|i| {
+            profile(
+                &format!("p{i:02}"),
+                &format!("sourceCidrs: [10.{i}.0.0/16]"),
+            )
+        }))
+        .unwrap();
+        let listed = many.listed();
+        assert!(
+            listed.starts_with("p00, p01, ") && listed.ends_with("p19, …"),
+            "{listed}"
+        );
     }
 
     fn claims<'a>(

@@ -48,7 +48,7 @@ pub(crate) async fn run(
 
 async fn route(state: &State, req: Request<Incoming>) -> Response<ProxyBody> {
     if crate::login::is_login_path(req.uri().path()) {
-        return crate::login::handle(state, &req).await;
+        return crate::login::handle(state, crate::login::Caller::Operator, &req).await;
     }
     if req.method() != Method::GET {
         return reply::text(StatusCode::METHOD_NOT_ALLOWED, "GET only");

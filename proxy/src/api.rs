@@ -319,7 +319,12 @@ async fn credential(
         let reason = "gitgate has no account to pick a token for this call: allowedRepos names no owner literally".to_owned();
         return Err(deny_now(record, reason));
     };
-    match state.tokens.credential(policy, repo, Purpose::Api).await {
+    let profile = record.profile.clone();
+    match state
+        .tokens
+        .credential(policy, repo, Purpose::Api, profile.as_deref())
+        .await
+    {
         Ok(credential) => {
             record.note_credential(credential.as_ref());
             Ok(credential)

@@ -56,7 +56,7 @@ pub(crate) async fn handle(
     }
     let mut credential = match state
         .tokens
-        .credential(policy, &git.repo, Purpose::Git)
+        .credential(policy, &git.repo, Purpose::Git, record.profile.as_deref())
         .await
     {
         Ok(credential) => credential,
@@ -74,9 +74,11 @@ pub(crate) async fn handle(
     };
     record.note_credential(credential.as_ref());
     let (parts, body) = req.into_parts();
+    let profile = record.profile.clone();
     let to = push::PushTo {
         repo: &git.repo,
         policy,
+        profile: profile.as_deref(),
     };
     let (body, deciding) = if matches!(git.kind, GitKind::Rpc(Service::ReceivePack)) {
         match push::inspect(state, policy, &to, &parts.headers, body, record).await {

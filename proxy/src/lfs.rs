@@ -70,7 +70,7 @@ pub(crate) async fn handle(
     }
     let credential = state
         .tokens
-        .credential(policy, repo, Purpose::Git)
+        .credential(policy, repo, Purpose::Git, record.profile.as_deref())
         .await
         .map_err(|e| Failure::Token(e.to_string()))?;
     record.note_credential(credential.as_ref());

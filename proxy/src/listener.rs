@@ -176,13 +176,17 @@ async fn route(
             req.uri().path(),
             Service::Other,
         );
-        if let Err(failure) = identity::identify(&state, &ctx, req.headers(), &mut record) {
-            let response = reply::failure(reply::Shape::Text, &failure);
-            record.status = response.status().as_u16();
-            state.observer.emit(record);
-            return response;
-        }
-        return login::handle(&state, &req).await;
+        let identity = match identity::identify(&state, &ctx, req.headers(), &mut record) {
+            Ok(identity) => identity,
+            Err(failure) => {
+                let response = reply::failure(reply::Shape::Text, &failure);
+                record.status = response.status().as_u16();
+                state.observer.emit(record);
+                return response;
+            }
+        };
+        let caller = login::Caller::Sandbox(identity.profile.as_deref());
+        return login::handle(&state, caller, &req).await;
     }
     reply::text(
         StatusCode::BAD_REQUEST,

@@ -7,6 +7,8 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use crate::body::ProxyBody;
 use crate::reply;
 use crate::state::State;
+use gitgate_policy::Policies;
+
 use crate::token::{DEFAULT_PROFILE, LoginStatus};
 
 /// Whether `path` is one of the login endpoints.
@@ -14,18 +16,27 @@ pub(crate) fn is_login_path(path: &str) -> bool {
     matches!(path, "/login" | "/logout")
 }
 
+/// Who asks.
+pub(crate) enum Caller<'a> {
+    /// A sandbox on the proxy port, identified as this profile (with profiles): it may
+    /// log in, look and log out only for its own profile.
+    Sandbox(Option<&'a str>),
+    /// The operator on the admin listener: any profile, named with `?profile=`.
+    Operator,
+}
+
 /// Answers a login endpoint.
-pub(crate) async fn handle<B>(state: &State, req: &Request<B>) -> Response<ProxyBody> {
+pub(crate) async fn handle<B>(
+    state: &State,
+    caller: Caller<'_>,
+    req: &Request<B>,
+) -> Response<ProxyBody> {
     let json = wants_json(req.headers());
-    let profile = profile(req.uri().query());
-    if profile != DEFAULT_PROFILE {
-        return reply::text(
-            StatusCode::NOT_FOUND,
-            &format!(
-                "gitgate: there is no profile {profile:?}; this gitgate has only {DEFAULT_PROFILE:?}"
-            ),
-        );
-    }
+    let profile = match session_of(state, caller, asked(req.uri().query())) {
+        Ok(profile) => profile,
+        Err((status, message)) => return reply::text(status, &format!("gitgate: {message}")),
+    };
+    let profile = profile.as_str();
     let tokens = &state.tokens;
     let listen = state.settings.listen;
     let not_configured = || {
@@ -39,16 +50,16 @@ pub(crate) async fn handle<B>(state: &State, req: &Request<B>) -> Response<Proxy
     };
     let path = req.uri().path();
     match (req.method(), path) {
-        (&Method::POST, "/login") => match tokens.login().await {
+        (&Method::POST, "/login") => match tokens.login(profile).await {
             None => not_configured(),
             Some(Ok(status)) => show(&status, json, listen),
             Some(Err(error)) => reply::text(StatusCode::BAD_GATEWAY, &format!("gitgate: {error}")),
         },
-        (&Method::GET, "/login") => match tokens.login_status() {
+        (&Method::GET, "/login") => match tokens.login_status(profile) {
             None => not_configured(),
             Some(status) => show(&status, json, listen),
         },
-        (&Method::POST, "/logout") => match tokens.logout().await {
+        (&Method::POST, "/logout") => match tokens.logout(profile).await {
             None => not_configured(),
             Some(outcome) if json => reply::json(StatusCode::OK, &outcome),
             Some(outcome) => reply::text(StatusCode::OK, &format!("gitgate: {}", outcome.message)),
@@ -113,11 +124,53 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("application/json"))
 }
 
-/// `profile=NAME` from the query, or the default.
-fn profile(query: Option<&str>) -> String {
+/// The profile whose session `caller` asks about, with `asked` from `?profile=`; or the
+/// status and reason it may not.
+fn session_of(
+    state: &State,
+    caller: Caller<'_>,
+    asked: Option<String>,
+) -> Result<String, (StatusCode, String)> {
+    if let Caller::Sandbox(Some(own)) = caller {
+        return match asked {
+            Some(other) if other != own => Err((
+                StatusCode::FORBIDDEN,
+                format!(
+                    "this sandbox is profile {own}; it can log in, look and log out only for itself, not for {other}"
+                ),
+            )),
+            _ => Ok(own.to_owned()),
+        };
+    }
+    match (&*state.policies(), asked) {
+        (Policies::Single(_), None) => Ok(DEFAULT_PROFILE.to_owned()),
+        (Policies::Single(_), Some(name)) if name == DEFAULT_PROFILE => Ok(name),
+        (Policies::Single(_), Some(name)) => Err((
+            StatusCode::NOT_FOUND,
+            format!("there is no profile {name:?}; this gitgate has only {DEFAULT_PROFILE:?}"),
+        )),
+        (Policies::Profiles(set), None) => Err((
+            StatusCode::BAD_REQUEST,
+            format!(
+                "each profile has its own GitHub login; name it with ?profile=NAME (gitgate login --profile NAME); profiles: {}",
+                set.listed()
+            ),
+        )),
+        (Policies::Profiles(set), Some(name)) => match set.get(&name) {
+            Some(_) => Ok(name),
+            None => Err((
+                StatusCode::NOT_FOUND,
+                format!("there is no profile {name:?}; profiles: {}", set.listed()),
+            )),
+        },
+    }
+}
+
+/// `profile=NAME` from the query.
+fn asked(query: Option<&str>) -> Option<String> {
     query
         .into_iter()
         .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
         .find(|(k, _)| k == "profile")
-        .map_or_else(|| DEFAULT_PROFILE.to_owned(), |(_, v)| v.into_owned())
+        .map(|(_, v)| v.into_owned())
 }

@@ -40,10 +40,13 @@ pub(crate) enum Inspected<'a> {
     Streaming(crate::push_content::Streaming<'a>),
 }
 
-/// Where a push goes: the repository, under the policy its credential is scoped by.
+/// Where a push goes: the repository, under the policy (and, with profiles, the profile)
+/// its credential comes from.
 pub(crate) struct PushTo<'a> {
     pub(crate) repo: &'a RepoPath,
     pub(crate) policy: &'a Policy,
+    /// The client's profile (with profiles).
+    pub(crate) profile: Option<&'a str>,
 }
 
 impl PushTo<'_> {
@@ -53,7 +56,7 @@ impl PushTo<'_> {
     pub(crate) async fn credential(&self, state: &State) -> Result<Option<Credential>, String> {
         state
             .tokens
-            .credential(self.policy, self.repo, Purpose::Git)
+            .credential(self.policy, self.repo, Purpose::Git, self.profile)
             .await
             .map_err(|error| error.to_string())
     }

@@ -121,9 +121,10 @@ pub struct LoginTarget {
     /// The config file of the running gitgate.
     #[arg(long, short)]
     pub config: PathBuf,
-    /// The profile whose session this is about (one session per profile).
-    #[arg(long, default_value = "default")]
-    pub profile: String,
+    /// The profile whose session this is about (one session per profile; required when
+    /// the config has profiles).
+    #[arg(long)]
+    pub profile: Option<String>,
     /// gitgate's URL (default: the admin listener if configured, else the proxy port).
     #[arg(long)]
     pub url: Option<String>,

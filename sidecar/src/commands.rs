@@ -139,14 +139,23 @@ fn chain(error: &anyhow::Error) -> String {
 /// An empty error means "already reported".
 fn with_target(
     target: &LoginTarget,
-    f: impl FnOnce(&str, &str) -> Result<(), String>,
+    f: impl FnOnce(&str, Option<&str>) -> Result<(), String>,
 ) -> Result<(), Failure> {
     with_config(&target.config, |config| {
+        let has_profiles = matches!(config.policies().0, gitgate_policy::Policies::Profiles(_));
+        if has_profiles && config.admin.is_none() && target.url.is_none() {
+            // The proxy port answers only an identified sandbox, for its own profile.
+            return Err(Failure::Usage(format!(
+                "{} has profiles: gitgate login, status and logout talk to the admin listener, which {} does not set (add admin: 127.0.0.1:PORT, or pass --url); a sandbox can also log itself in with POST /login on the proxy port",
+                config.file.display(),
+                config.file.display()
+            )));
+        }
         let base = target
             .url
             .clone()
             .unwrap_or_else(|| default_proxy_url(config.admin.unwrap_or(config.settings.listen)));
-        match f(&base, &target.profile) {
+        match f(&base, target.profile.as_deref()) {
             Ok(()) => Ok(()),
             Err(error) if error.is_empty() => Err(Failure::Denied),
             Err(error) => Err(Failure::Other(anyhow::anyhow!(error))),
@@ -382,7 +391,7 @@ async fn doctor(config: Config) -> Result<(), Failure> {
         )
         .into());
     }
-    if tokens.login_status().is_some() {
+    if tokens.acts_for_people() {
         say!(
             "doctor: the token comes from a person's login, held only by the running gitgate; see `gitgate status --config FILE`"
         );

@@ -17,18 +17,7 @@ pub(crate) fn policy_of(config: &Config, profile: Option<&str>) -> Result<Arc<Po
             config.file.display()
         )),
         (gitgate_policy::Policies::Profiles(set), name) => {
-            let mut names: Vec<&str> = set.iter().map(|p| p.name.as_str()).collect();
-            names.sort_unstable();
-            let known = || {
-                let shown = names
-                    .iter()
-                    .take(20)
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let more = if names.len() > 20 { ", …" } else { "" };
-                format!("profiles: {shown}{more}")
-            };
+            let known = || format!("profiles: {}", set.listed());
             match name {
                 None => Err(format!(
                     "{} has profiles; name one with --profile ({})",

@@ -10,17 +10,23 @@ const POLL: Duration = Duration::from_secs(1);
 /// GitHub's device codes live 15 minutes; give up a little after.
 const GIVE_UP: Duration = Duration::from_secs(16 * 60);
 
-/// Where the login endpoints of `base` are, for `profile`.
-fn endpoint(base: &str, path: &str, profile: &str) -> String {
-    let query = form_urlencoded::Serializer::new(String::new())
-        .append_pair("profile", profile)
-        .finish();
-    format!("{}{path}?{query}", base.trim_end_matches('/'))
+/// Where the login endpoints of `base` are, for `profile` (gitgate's default without).
+fn endpoint(base: &str, path: &str, profile: Option<&str>) -> String {
+    let base = base.trim_end_matches('/');
+    match profile {
+        Some(profile) => {
+            let query = form_urlencoded::Serializer::new(String::new())
+                .append_pair("profile", profile)
+                .finish();
+            format!("{base}{path}?{query}")
+        }
+        None => format!("{base}{path}"),
+    }
 }
 
 /// Starts a login, prints what the person must do, and (with `wait`) waits for the
 /// outcome. Errors carry gitgate's own words.
-pub(crate) fn login(base: &str, profile: &str, wait: bool) -> Result<(), String> {
+pub(crate) fn login(base: &str, profile: Option<&str>, wait: bool) -> Result<(), String> {
     let (status, text) = call("POST", &endpoint(base, "/login", profile), false)?;
     if status != 200 {
         return Err(text.trim_end().trim_start_matches("gitgate: ").to_owned());
@@ -51,7 +57,7 @@ pub(crate) fn login(base: &str, profile: &str, wait: bool) -> Result<(), String>
 }
 
 /// Prints who is logged in; succeeds only when someone is.
-pub(crate) fn status(base: &str, profile: &str) -> Result<bool, String> {
+pub(crate) fn status(base: &str, profile: Option<&str>) -> Result<bool, String> {
     let (code, json) = call("GET", &endpoint(base, "/login", profile), true)?;
     let (_, text) = call("GET", &endpoint(base, "/login", profile), false)?;
     if code != 200 {
@@ -64,7 +70,7 @@ pub(crate) fn status(base: &str, profile: &str) -> Result<bool, String> {
 }
 
 /// Logs out and prints what happened.
-pub(crate) fn logout(base: &str, profile: &str) -> Result<(), String> {
+pub(crate) fn logout(base: &str, profile: Option<&str>) -> Result<(), String> {
     let (status, text) = call("POST", &endpoint(base, "/logout", profile), false)?;
     let text = text.trim_end().trim_start_matches("gitgate: ");
     if status != 200 {

@@ -11,8 +11,8 @@ use crate::harness::gitgate::cli;
 use crate::harness::relay::Relay;
 use crate::harness::{self, Gitgate, Sandbox, raw, text, upstream};
 
-const SECRET_A: &str = "pa-9c1e7d5b2a4c6e8f0a1b2c3d4e5f6071";
-const SECRET_B: &str = "pb-1f2e3d4c5b6a79880716253443526170";
+pub(crate) const SECRET_A: &str = "pa-9c1e7d5b2a4c6e8f0a1b2c3d4e5f6071";
+pub(crate) const SECRET_B: &str = "pb-1f2e3d4c5b6a79880716253443526170";
 const SECRET_C: &str = "pc-5a4b3c2d1e0f9e8d7c6b5a4938271605";
 
 /// `printf %s SECRET | sha256sum`, as an operator computes `secretSha256`.
@@ -44,7 +44,7 @@ fn config(standin: &StandIn, rest: &str) -> String {
 }
 
 /// A profile entry (indented for `profiles:`) identified by `secret`.
-fn secret_profile(name: &str, secret: &str, policy: &str) -> String {
+pub(crate) fn secret_profile(name: &str, secret: &str, policy: &str) -> String {
     format!(
         "  {name}:\n    secretSha256: \"{}\"\n    policy: {policy}\n",
         sha256_hex(secret)
@@ -66,7 +66,7 @@ fn replace_file(dir: &Path, name: &str, body: &str) {
     std::fs::rename(tmp, dir.join(name)).unwrap();
 }
 
-fn sandbox_as(gitgate: &Gitgate, profile: &str, secret: &str) -> Sandbox {
+pub(crate) fn sandbox_as(gitgate: &Gitgate, profile: &str, secret: &str) -> Sandbox {
     Sandbox::with_proxy(
         gitgate,
         format!("http://{profile}:{secret}@{}", gitgate.addr),

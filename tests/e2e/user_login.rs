@@ -547,11 +547,6 @@ fn github_user_config_is_checked_and_described() {
             Some("gitgate.yaml:2:"),
             "invalid App id",
         ),
-        (
-            "  user: {clientId: Iv1.abc}\nprofiles:\n  x:\n    sourceCidrs: [10.0.0.0/8]\n",
-            Some("gitgate.yaml:2:3: github.user:"),
-            "cannot be combined with profiles or profilesDir",
-        ),
     ];
     for (github, location, expected) in cases {
         std::fs::write(
@@ -567,6 +562,22 @@ fn github_user_config_is_checked_and_described() {
             "{github}: {stderr}"
         );
     }
+    // With profiles, login/status/logout need the admin listener: the proxy port answers
+    // only a sandbox, for its own profile.
+    std::fs::write(
+        dir.path().join("gitgate.yaml"),
+        "github:\n  user: {clientId: Iv1.abc}\nprofiles:\n  x:\n    sourceCidrs: [10.0.0.0/8]\n",
+    )
+    .unwrap();
+    let out = cli(
+        &["status", "--config", "gitgate.yaml", "--profile", "x"],
+        dir.path(),
+    );
+    assert!(
+        out.status.code() == Some(64) && text(&out).contains("talk to the admin listener"),
+        "{}",
+        text(&out)
+    );
     std::fs::write(
         dir.path().join("gitgate.yaml"),
         "github:\n  user: {clientId: Iv1.abc, refreshMargin: 1h}\n",
@@ -581,4 +592,137 @@ fn github_user_config_is_checked_and_described() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn each_profile_logs_in_its_own_person_and_a_sandbox_acts_only_for_its_own() {
+    use crate::profiles::{SECRET_A, SECRET_B, sandbox_as, secret_profile};
+    let standin = standin();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "listen: 127.0.0.1:0\n\
+         admin: 127.0.0.1:0\n\
+         github:\n  user: {{clientId: \"{client_id}\"}}\n\
+         {upstream}\
+         profiles:\n{a}{b}",
+        client_id = standin.client_id(),
+        upstream = upstream(&standin),
+        a = secret_profile("team-a", SECRET_A, "{allowedRepos: [acme/app]}"),
+        b = secret_profile("team-b", SECRET_B, "{allowedRepos: [bob/tools]}"),
+    );
+    std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
+    let gitgate = Gitgate::start_in(dir);
+    let a = sandbox_as(&gitgate, "team-a", SECRET_A);
+    let b = sandbox_as(&gitgate, "team-b", SECRET_B);
+    // Each sandbox starts its own person's login on the proxy port.
+    let login = format!("http://{}/login", gitgate.addr);
+    let post = |sandbox: &Sandbox, who: &str, secret: &str, url: &str| {
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{who}:{secret}"));
+        let header = format!("Proxy-Authorization: Basic {basic}");
+        let out = sandbox.curl(&["--noproxy", "*", "-sS", "-X", "POST", "-H", &header, url]);
+        text(&out)
+    };
+    let code_a = user_code(&post(&a, "team-a", SECRET_A, &login)).unwrap();
+    let code_b = user_code(&post(&b, "team-b", SECRET_B, &login)).unwrap();
+    assert_ne!(code_a, code_b);
+    assert!(standin.approve_device(&code_a, "alice"));
+    assert!(standin.approve_device(&code_b, "bob"));
+    let admin = format!("http://{}", gitgate.admin_addr());
+    let config = gitgate.dir.path().join("gitgate.yaml");
+    let config = config.to_str().unwrap();
+    let status_of = |profile: &str| {
+        let args = [
+            "status",
+            "--config",
+            config,
+            "--url",
+            &admin,
+            "--profile",
+            profile,
+        ];
+        cli(&args, gitgate.dir.path())
+    };
+    wait_until(|| {
+        ["team-a", "team-b"]
+            .iter()
+            .all(|p| status_of(p).status.success())
+    });
+    let status = status_of("team-a");
+    assert!(
+        text(&status).contains("team-a: logged in to GitHub as alice"),
+        "{}",
+        text(&status)
+    );
+    // With profiles the operator must say whose session.
+    let unnamed = cli(
+        &["status", "--config", config, "--url", &admin],
+        gitgate.dir.path(),
+    );
+    assert!(
+        !unnamed.status.success() && text(&unnamed).contains("name it with ?profile=NAME"),
+        "{}",
+        text(&unnamed)
+    );
+
+    // Each sandbox's git goes upstream with its own person's token.
+    a.clone_repo("acme/app", "app");
+    b.clone_repo("bob/tools", "tools");
+    let events = standin.user_events();
+    let token_of = |login: &str| {
+        let event = events.iter().find(|e| e.login == login).unwrap();
+        gitgate_standin::basic_auth(&event.access_token)
+    };
+    let carried = |path: &str| -> Vec<String> {
+        standin
+            .requests()
+            .into_iter()
+            .filter(|r| r.host == "github.com" && r.path().starts_with(path))
+            .filter_map(|r| r.header("authorization").map(str::to_owned))
+            .collect()
+    };
+    let (app, tools) = (carried("/acme/app.git/"), carried("/bob/tools.git/"));
+    assert!(!app.is_empty() && app.iter().all(|t| *t == token_of("alice")));
+    assert!(!tools.is_empty() && tools.iter().all(|t| *t == token_of("bob")));
+
+    // A sandbox cannot look at, log out or log in another profile's person.
+    let logout = |query: &str| {
+        let url = format!("http://{}/logout{query}", gitgate.addr);
+        post(&a, "team-a", SECRET_A, &url)
+    };
+    let other = logout("?profile=team-b");
+    assert!(other.contains("this sandbox is profile team-a"), "{other}");
+    let out = logout("");
+    assert!(out.contains("logged out alice"), "{out}");
+    let refused = a.git_fails(
+        a.home.path(),
+        &["clone", "-q", "https://github.com/acme/app.git", "again"],
+    );
+    assert!(refused.contains("no GitHub user is logged in"), "{refused}");
+    b.clone_repo("bob/tools", "tools-again");
+    // The audit log names each session's profile.
+    let sessions: Vec<(String, String)> = gitgate
+        .audit()
+        .iter()
+        .filter(|r| r["kind"] == "user_session")
+        .map(|r| {
+            (
+                r["profile"].as_str().unwrap_or("").to_owned(),
+                r["event"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        ("team-a", "logged_in"),
+        ("team-b", "logged_in"),
+        ("team-a", "logged_out"),
+    ] {
+        assert!(
+            sessions
+                .iter()
+                .any(|(p, e)| (p.as_str(), e.as_str()) == want),
+            "{sessions:?}"
+        );
+    }
+    gitgate.assert_no_secrets(&standin);
 }

@@ -35,7 +35,7 @@ pub use user::{LoginStatus, LogoutOutcome, UserConfig};
 use app::AppClient;
 use cache::{ScopeKey, TokenCache};
 use static_source::StaticToken;
-use user::UserSource;
+use user::UserSessions;
 
 use crate::Settings;
 use crate::audit::AuditLog;
@@ -89,7 +89,14 @@ pub(crate) enum Purpose {
 pub(crate) struct Credential {
     secret: Secret,
     key: Option<ScopeKey>,
-    user: Option<Arc<str>>,
+    user: Option<UserOf>,
+}
+
+/// Whose user token a credential is: the GitHub login, and the profile's session.
+#[derive(Clone, Debug)]
+struct UserOf {
+    login: Arc<str>,
+    profile: Arc<str>,
 }
 
 impl Credential {
@@ -110,7 +117,7 @@ impl Credential {
 
     /// The GitHub user a user token acts for.
     pub(crate) fn user(&self) -> Option<&Arc<str>> {
-        self.user.as_ref()
+        self.user.as_ref().map(|u| &u.login)
     }
 }
 
@@ -135,7 +142,7 @@ enum Source {
         cache: Arc<TokenCache>,
         installations: Installations,
     },
-    User(Arc<UserSource>),
+    User(UserSessions),
 }
 
 /// gitgate's credential source.
@@ -191,13 +198,13 @@ impl Tokens {
                     installations: Installations::new(app.installations),
                 }
             }
-            TokenConfig::User(user) => Source::User(Arc::new(UserSource::new(
+            TokenConfig::User(user) => Source::User(UserSessions::new(
                 user,
                 format!("https://{}", settings.github_host),
                 api,
                 client()?,
                 audit,
-            ))),
+            )),
         };
         Ok(Self { source })
     }
@@ -217,36 +224,45 @@ impl Tokens {
         }
     }
 
-    /// The device-flow source, when `github.user` is configured.
-    fn user(&self) -> Option<&Arc<UserSource>> {
+    /// Whether the credential is a person's (`github.user`), per profile.
+    pub fn acts_for_people(&self) -> bool {
+        matches!(self.source, Source::User(_))
+    }
+
+    /// The device-flow sessions, when `github.user` is configured.
+    fn users(&self) -> Option<&UserSessions> {
         match &self.source {
-            Source::User(user) => Some(user),
+            Source::User(users) => Some(users),
             _ => None,
         }
     }
 
-    /// Starts a device-flow login (or shows the one waiting); `None` without `github.user`.
-    pub async fn login(&self) -> Option<Result<LoginStatus, TokenError>> {
-        Some(self.user()?.login().await)
+    /// Starts a device-flow login for `profile` (or shows the one waiting); `None`
+    /// without `github.user`.
+    pub async fn login(&self, profile: &str) -> Option<Result<LoginStatus, TokenError>> {
+        Some(self.users()?.session(profile).login().await)
     }
 
-    /// Who is logged in; `None` without `github.user`.
-    pub fn login_status(&self) -> Option<LoginStatus> {
-        Some(self.user()?.status())
+    /// Who is logged in for `profile`; `None` without `github.user`.
+    pub fn login_status(&self, profile: &str) -> Option<LoginStatus> {
+        Some(self.users()?.session(profile).status())
     }
 
-    /// Forgets (and where possible revokes) the user token; `None` without `github.user`.
-    pub async fn logout(&self) -> Option<LogoutOutcome> {
-        Some(self.user()?.logout(DEFAULT_PROFILE).await)
+    /// Forgets (and where possible revokes) `profile`'s user token; `None` without
+    /// `github.user`.
+    pub async fn logout(&self, profile: &str) -> Option<LogoutOutcome> {
+        Some(self.users()?.session(profile).logout().await)
     }
 
-    /// The credential for a request to `repo` under `policy`, or `None` without a source;
-    /// an installation token is scoped for `purpose`.
+    /// The credential for a request to `repo` under `policy` from a client of `profile`
+    /// (`None` without profiles), or `None` without a source; an installation token is
+    /// scoped for `purpose`, a user token is the profile's person's.
     pub(crate) async fn credential(
         &self,
         policy: &Policy,
         repo: &RepoPath,
         purpose: Purpose,
+        profile: Option<&str>,
     ) -> Result<Option<Credential>, TokenError> {
         match &self.source {
             Source::None => Ok(None),
@@ -255,12 +271,16 @@ impl Tokens {
                 key: None,
                 user: None,
             })),
-            Source::User(source) => {
-                let (secret, login) = source.current()?;
+            Source::User(users) => {
+                let session = users.session(profile.unwrap_or(DEFAULT_PROFILE));
+                let (secret, login) = session.current()?;
                 Ok(Some(Credential {
                     secret,
                     key: None,
-                    user: Some(login),
+                    user: Some(UserOf {
+                        login,
+                        profile: session.profile().clone(),
+                    }),
                 }))
             }
             Source::App {
@@ -289,13 +309,27 @@ impl Tokens {
     pub(crate) fn reject(&self, credential: &Credential) {
         match (&self.source, &credential.key) {
             (Source::App { cache, .. }, Some(key)) => cache.invalidate(key, &credential.secret),
-            (Source::User(user), _) => user.reject(&credential.secret),
+            (Source::User(users), _) => {
+                if let Some(session) = credential
+                    .user
+                    .as_ref()
+                    .and_then(|u| users.existing(&u.profile))
+                {
+                    session.reject(&credential.secret);
+                }
+            }
             _ => {}
         }
     }
 
     /// The policies changed: drop tokens whose scope none of them asks for any more.
     pub fn policies_changed(&self, policies: &Policies) {
+        if let Source::User(users) = &self.source {
+            users.retain(|profile| match policies {
+                Policies::Single(_) => profile == DEFAULT_PROFILE,
+                Policies::Profiles(set) => set.get(profile).is_some(),
+            });
+        }
         if let Source::App { cache, .. } = &self.source {
             // Each owner's wanted scopes are computed once, not once per cached token.
             let mut wanted: HashMap<String, HashSet<TokenScope>> = HashMap::new();
@@ -333,7 +367,7 @@ impl Tokens {
     pub fn soonest_expiry(&self) -> Option<SystemTime> {
         match &self.source {
             Source::App { cache, .. } => cache.soonest_expiry(SystemTime::now()),
-            Source::User(user) => user.expiry(),
+            Source::User(users) => users.expiry(),
             _ => None,
         }
     }

@@ -1,6 +1,7 @@
 //! Acting for a person: a user-to-server token from the GitHub device flow, kept in
 //! memory only, renewed with its refresh token before it expires, revoked on logout.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -9,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::device::{DeviceCode, Grant, Step, TokenReply};
-use super::{DEFAULT_PROFILE, Secret, TokenError};
+use super::{Secret, TokenError};
 use crate::audit::{self, AuditLog};
 
 /// `github.user`: the App's OAuth client.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct UserConfig {
     /// The App's Client ID (`Iv1.…` / `Iv23…`).
     pub client_id: String,
@@ -31,7 +32,7 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoginStatus {
-    /// The profile (`default` until profiles exist).
+    /// The profile whose session this is (`default` without profiles).
     pub profile: String,
     /// `loggedIn`, `pending` or `loggedOut`.
     pub state: &'static str,
@@ -103,20 +104,18 @@ struct Inner {
     epoch: u64,
 }
 
-/// The user-token source.
-pub(crate) struct UserSource {
+/// One person's session per profile (a single `default` one without profiles), each
+/// logged in, renewed and logged out on its own.
+pub(crate) struct UserSessions {
     config: UserConfig,
     web: String,
     api: String,
     http: reqwest::Client,
-    inner: Mutex<Inner>,
-    /// Wakes the renewal task at once (GitHub refused the current token).
-    renew_now: Notify,
-    /// Where session events are recorded (none for `gitgate doctor`).
     audit: Option<AuditLog>,
+    sessions: Mutex<HashMap<Arc<str>, Arc<UserSource>>>,
 }
 
-impl UserSource {
+impl UserSessions {
     pub(crate) fn new(
         config: UserConfig,
         web: String,
@@ -129,17 +128,93 @@ impl UserSource {
             web,
             api: api.trim_end_matches('/').to_owned(),
             http,
-            inner: Mutex::default(),
-            renew_now: Notify::new(),
             audit,
+            sessions: Mutex::default(),
         }
     }
 
+    /// `profile`'s session, made (logged out) on first use.
+    pub(crate) fn session(&self, profile: &str) -> Arc<UserSource> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(session) = sessions.get(profile) {
+            return session.clone();
+        }
+        let profile: Arc<str> = profile.into();
+        let session = Arc::new(UserSource {
+            config: self.config.clone(),
+            web: self.web.clone(),
+            api: self.api.clone(),
+            http: self.http.clone(),
+            inner: Mutex::default(),
+            renew_now: Notify::new(),
+            audit: self.audit.clone(),
+            profile: profile.clone(),
+        });
+        sessions.insert(profile, session.clone());
+        session
+    }
+
+    /// The session of `profile` if one was ever used.
+    pub(crate) fn existing(&self, profile: &str) -> Option<Arc<UserSource>> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.get(profile).cloned()
+    }
+
+    /// Forgets the sessions of profiles `keep` rejects (removed by a reload); their
+    /// renewal tasks stop with them.
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.retain(|profile, session| {
+            let kept = keep(profile);
+            if !kept {
+                session.forget();
+            }
+            kept
+        });
+    }
+
+    /// When the soonest session token expires.
+    pub(crate) fn expiry(&self) -> Option<SystemTime> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.values().filter_map(|s| s.expiry()).min()
+    }
+}
+
+/// One profile's user-token session.
+pub(crate) struct UserSource {
+    config: UserConfig,
+    web: String,
+    api: String,
+    http: reqwest::Client,
+    inner: Mutex<Inner>,
+    /// Wakes the renewal task at once (GitHub refused the current token).
+    renew_now: Notify,
+    /// Where session events are recorded (none for `gitgate doctor`).
+    audit: Option<AuditLog>,
+    /// The profile the session belongs to.
+    profile: Arc<str>,
+}
+
+impl UserSource {
     /// Writes a `user_session` audit record.
     fn record(&self, event: &str, login: Option<&str>, detail: &str) {
         if let Some(audit) = &self.audit {
-            audit.write(audit::user_line(DEFAULT_PROFILE, event, login, detail));
+            audit.write(audit::user_line(&self.profile, event, login, detail));
         }
+    }
+
+    /// The profile the session belongs to.
+    pub(crate) fn profile(&self) -> &Arc<str> {
+        &self.profile
+    }
+
+    /// Drops the session and stops its tasks, without revoking (the profile is gone).
+    fn forget(&self) {
+        let mut inner = self.inner();
+        inner.flow += 1;
+        inner.epoch += 1;
+        inner.waiting = None;
+        inner.session = None;
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -419,7 +494,8 @@ impl UserSource {
 
     /// Forgets the session (and any login in progress); revokes the token at GitHub when
     /// the client secret is configured.
-    pub(crate) async fn logout(&self, profile: &str) -> LogoutOutcome {
+    pub(crate) async fn logout(&self) -> LogoutOutcome {
+        let profile = &*self.profile;
         let session = {
             let mut inner = self.inner();
             inner.flow += 1;
@@ -498,7 +574,7 @@ impl UserSource {
         // outcome (and its reason) replaces it in one step.
         let waiting = inner.waiting.as_ref();
         LoginStatus {
-            profile: DEFAULT_PROFILE.to_owned(),
+            profile: self.profile.to_string(),
             state: match (session, waiting) {
                 (Some(_), _) => "loggedIn",
                 (None, Some(_)) => "pending",
@@ -560,21 +636,38 @@ fn rfc3339(t: SystemTime) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_refused_token_being_renewed_is_not_called_a_lost_session() {
+    /// Sessions of a client with no network behind it (nothing here calls GitHub).
+    fn sessions() -> UserSessions {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let config = UserConfig {
             client_id: "Iv1.x".into(),
             client_secret: None,
             refresh_margin: Duration::from_secs(1800),
         };
-        let source = UserSource::new(
+        UserSessions::new(
             config,
             "https://github.com".into(),
             "https://api.github.com",
             reqwest::Client::new(),
             None,
-        );
+        )
+    }
+
+    #[test]
+    fn each_profile_has_its_own_session_and_a_removed_profile_loses_it() {
+        let sessions = sessions();
+        let a = sessions.session("a");
+        assert!(Arc::ptr_eq(&a, &sessions.session("a")));
+        assert!(!Arc::ptr_eq(&a, &sessions.session("b")));
+        assert_eq!(&**a.profile(), "a");
+        assert_eq!(sessions.session("b").status().profile, "b");
+        sessions.retain(|profile| profile == "a");
+        assert!(sessions.existing("a").is_some() && sessions.existing("b").is_none());
+    }
+
+    #[test]
+    fn a_refused_token_being_renewed_is_not_called_a_lost_session() {
+        let source = sessions().session("default");
         let access = Secret::new("ghu_a");
         let now = SystemTime::now();
         source.inner().session = Some(Session {

@@ -324,14 +324,6 @@ impl Config {
                 .map_or("policy".into(), |key| format!("policy.{key}"));
             error(&key, e.to_string())
         })?;
-        if raw.github.user.is_some() && profiles.is_some() {
-            // One login serves the whole process: every profile would push as that
-            // person, and any profile's sandbox could log them out or in as someone else.
-            return Err(error(
-                "github.user",
-                "github.user acts for one person and cannot be combined with profiles or profilesDir (every profile would act as that person, and any profile's sandbox could log them out); run one gitgate per person, or use github.app with profiles".into(),
-            ));
-        }
         let tokens = match (raw.github.app, raw.github.token, raw.github.user) {
             (_, _, Some(user)) => TokenConfig::User(UserConfig {
                 client_id: user.client_id.0,
