@@ -32,22 +32,35 @@ pub(crate) async fn handle<B>(
     req: &Request<B>,
 ) -> Response<ProxyBody> {
     let json = wants_json(req.headers());
-    let profile = match session_of(state, caller, asked(req.uri().query())) {
+    let asked = asked(req.uri().query());
+    if let (Caller::Operator, None, &Method::GET, Policies::Profiles(set)) =
+        (&caller, &asked, req.method(), &*state.policies())
+    {
+        // The operator's overview: every profile's session.
+        let mut names: Vec<&str> = set.iter().map(|p| p.name.as_str()).collect();
+        names.sort_unstable();
+        let all: Option<Vec<LoginStatus>> = names
+            .iter()
+            .map(|name| state.tokens.login_status(name))
+            .collect();
+        return match all {
+            None => not_configured(state),
+            Some(all) if json => reply::json(StatusCode::OK, &all),
+            Some(all) => {
+                let proxy = state.settings.listen.to_string();
+                let lines: Vec<String> = all.iter().map(|s| describe(s, &proxy)).collect();
+                reply::text(StatusCode::OK, &lines.join("\n"))
+            }
+        };
+    }
+    let profile = match session_of(state, caller, asked) {
         Ok(profile) => profile,
         Err((status, message)) => return reply::text(status, &format!("gitgate: {message}")),
     };
     let profile = profile.as_str();
     let tokens = &state.tokens;
     let listen = state.settings.listen;
-    let not_configured = || {
-        reply::text(
-            StatusCode::NOT_FOUND,
-            &format!(
-                "gitgate: logging in is for github.user (acting for a person); this gitgate's credential is: {}",
-                tokens.kind()
-            ),
-        )
-    };
+    let not_configured = || not_configured(state);
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::POST, "/login") => match tokens.login(profile).await {
@@ -80,6 +93,17 @@ pub(crate) async fn handle<B>(
             response
         }
     }
+}
+
+/// The answer without `github.user`.
+fn not_configured(state: &State) -> Response<ProxyBody> {
+    reply::text(
+        StatusCode::NOT_FOUND,
+        &format!(
+            "gitgate: logging in is for github.user (acting for a person); this gitgate's credential is: {}",
+            state.tokens.kind()
+        ),
+    )
 }
 
 fn show(status: &LoginStatus, json: bool, listen: std::net::SocketAddr) -> Response<ProxyBody> {
@@ -152,7 +176,7 @@ fn session_of(
         (Policies::Profiles(set), None) => Err((
             StatusCode::BAD_REQUEST,
             format!(
-                "each profile has its own GitHub login; name it with ?profile=NAME (gitgate login --profile NAME); profiles: {}",
+                "each profile has its own GitHub login; name it with ?profile=NAME (gitgate login --profile NAME); profiles: {}; GET /login without one lists them all",
                 set.listed()
             ),
         )),

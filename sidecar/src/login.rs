@@ -56,7 +56,8 @@ pub(crate) fn login(base: &str, profile: Option<&str>, wait: bool) -> Result<(),
     }
 }
 
-/// Prints who is logged in; succeeds only when someone is.
+/// Prints who is logged in (for every profile when none is named and there are
+/// profiles); succeeds only when every session shown is logged in.
 pub(crate) fn status(base: &str, profile: Option<&str>) -> Result<bool, String> {
     let (code, json) = call("GET", &endpoint(base, "/login", profile), true)?;
     let (_, text) = call("GET", &endpoint(base, "/login", profile), false)?;
@@ -64,9 +65,13 @@ pub(crate) fn status(base: &str, profile: Option<&str>) -> Result<bool, String> 
         return Err(text.trim_end().trim_start_matches("gitgate: ").to_owned());
     }
     say!("{}", text.trim_end());
-    let state: serde_json::Value =
+    let shown: serde_json::Value =
         serde_json::from_str(&json).map_err(|e| format!("unreadable answer: {e}"))?;
-    Ok(state["state"] == "loggedIn")
+    let logged_in = |s: &serde_json::Value| s["state"] == "loggedIn";
+    Ok(match shown.as_array() {
+        Some(all) => !all.is_empty() && all.iter().all(logged_in),
+        None => logged_in(&shown),
+    })
 }
 
 /// Logs out and prints what happened.

@@ -654,15 +654,27 @@ fn each_profile_logs_in_its_own_person_and_a_sandbox_acts_only_for_its_own() {
         "{}",
         text(&status)
     );
-    // With profiles the operator must say whose session.
-    let unnamed = cli(
-        &["status", "--config", config, "--url", &admin],
-        gitgate.dir.path(),
-    );
+    // Without a profile, the operator sees every profile's session; logging in or out
+    // needs one named.
+    let unnamed = |command: &str| {
+        cli(
+            &[command, "--config", config, "--url", &admin],
+            gitgate.dir.path(),
+        )
+    };
+    let all = unnamed("status");
     assert!(
-        !unnamed.status.success() && text(&unnamed).contains("name it with ?profile=NAME"),
+        all.status.success()
+            && text(&all).contains("team-a: logged in to GitHub as alice")
+            && text(&all).contains("team-b: logged in to GitHub as bob"),
         "{}",
-        text(&unnamed)
+        text(&all)
+    );
+    let logout = unnamed("logout");
+    assert!(
+        !logout.status.success() && text(&logout).contains("name it with ?profile=NAME"),
+        "{}",
+        text(&logout)
     );
 
     // Each sandbox's git goes upstream with its own person's token.
