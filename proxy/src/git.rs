@@ -271,7 +271,18 @@ async fn answer(
             );
         }
     }
-    send::relay(response)
+    match shape {
+        Shape::PushResult(side_band) if side_band.max_data().is_some() => {
+            let (mut parts, body) = response.into_parts();
+            send::clean_head(&mut parts);
+            // The answer may end early with a message added: chunked, whatever its length.
+            parts.headers.remove(header::CONTENT_LENGTH);
+            let host = &state.settings.github_host;
+            let body = stream(crate::broken_off::Noticed::new(body, side_band, host));
+            Response::from_parts(parts, body)
+        }
+        _ => send::relay(response),
+    }
 }
 
 /// GitHub answered `credential` for `repo` with 401: it is not sent again, and the

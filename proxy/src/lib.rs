@@ -30,6 +30,7 @@ mod admission;
 mod api;
 pub mod audit;
 mod body;
+mod broken_off;
 mod connect;
 mod forward;
 mod framing;

@@ -587,6 +587,21 @@ fn an_upstream_that_stalls_or_cuts_off_gives_a_clear_error() {
             .is_some_and(|e| e.starts_with(&cut_off["gitgate: ".len()..])),
         "{record}"
     );
+    // An answer to a push that breaks off between two packets is ended with the reason
+    // (git would print curl's error, then "Everything up-to-date").
+    standin.set_fault(Some(Fault::RpcCutOff {
+        rpc: "git-receive-pack".into(),
+        content_type: "application/x-git-receive-pack-result".into(),
+        bytes: b"0013\x01000eunpack ok\n".to_vec(),
+    }));
+    sandbox.commit(&repo, "cut.txt", "c\n");
+    let out = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
+    assert!(
+        out.contains("remote: gitgate: github.com broke off its answer to this push")
+            && out.contains("run git fetch to see")
+            && !out.contains("Everything up-to-date"),
+        "{out}"
+    );
     standin.set_fault(None);
     still_serves(&gitgate, &standin, "after");
 }

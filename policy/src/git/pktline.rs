@@ -103,6 +103,59 @@ pub fn flush(out: &mut Vec<u8>) {
     out.extend_from_slice(b"0000");
 }
 
+/// Follows a pkt-line stream passing by, in any split, to tell whether it stands between
+/// two packets: the only place something can be added that the reader still parses. Keeps
+/// at most a partial length prefix; a malformed prefix ends the following for good.
+#[derive(Clone, Debug, Default)]
+pub struct Boundaries {
+    /// Payload bytes of the current packet still to come.
+    left: usize,
+    /// A partial length prefix.
+    prefix: [u8; 4],
+    prefix_len: usize,
+    lost: bool,
+}
+
+impl Boundaries {
+    /// Follows `bytes`, the next part of the stream.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() && !self.lost {
+            if self.left > 0 {
+                let take = self.left.min(bytes.len());
+                self.left -= take;
+                bytes = &bytes[take..];
+                continue;
+            }
+            let take = (4 - self.prefix_len).min(bytes.len());
+            self.prefix[self.prefix_len..self.prefix_len + take].copy_from_slice(&bytes[..take]);
+            self.prefix_len += take;
+            bytes = &bytes[take..];
+            if self.prefix_len == 4 {
+                self.prefix_len = 0;
+                match decode(&self.prefix) {
+                    Ok(Decoded::Complete { .. }) => {}
+                    Ok(Decoded::NeedMore) => {
+                        // A data packet: its length is the prefix's.
+                        let len = std::str::from_utf8(&self.prefix)
+                            .ok()
+                            .and_then(|hex| usize::from_str_radix(hex, 16).ok());
+                        match len {
+                            Some(len) => self.left = len - 4,
+                            None => self.lost = true,
+                        }
+                    }
+                    Err(_) => self.lost = true,
+                }
+            }
+        }
+    }
+
+    /// Whether the bytes so far end exactly after a whole packet (or are none).
+    pub fn at_boundary(&self) -> bool {
+        !self.lost && self.left == 0 && self.prefix_len == 0
+    }
+}
+
 /// Strips one trailing LF, which pkt-line text may or may not carry.
 pub fn chomp(payload: &[u8]) -> &[u8] {
     payload.strip_suffix(b"\n").unwrap_or(payload)
@@ -185,7 +238,57 @@ mod tests {
         }
     }
 
+    #[test]
+    fn boundaries_follow_packets_in_any_split() {
+        let stream = b"000eunpack ok\n00000013\x01000eunpack ok\n00000004";
+        let ends = [14usize, 18, 37, 41, 45];
+        for split in 0..=stream.len() {
+            let mut seen = Boundaries::default();
+            seen.feed(&stream[..split]);
+            assert_eq!(
+                seen.at_boundary(),
+                split == 0 || ends.contains(&split),
+                "after {split} bytes"
+            );
+            seen.feed(&stream[split..]);
+            assert!(seen.at_boundary());
+        }
+        for bad in [&b"zzzz"[..], b"0003", b"fff1"] {
+            let mut seen = Boundaries::default();
+            seen.feed(bad);
+            assert!(!seen.at_boundary(), "{bad:?}");
+            seen.feed(b"0000");
+            assert!(!seen.at_boundary(), "lost for good after {bad:?}");
+        }
+    }
+
     proptest! {
+        /// Whatever the packets and however the bytes come, the follower is at a boundary
+        /// exactly where a packet ends.
+        #[test]
+        fn boundaries_agree_with_the_encoder(
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8),
+            cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..6),
+        ) {
+            let mut stream = Vec::new();
+            let mut ends = vec![0];
+            for payload in &payloads {
+                encode(payload, &mut stream).unwrap();
+                ends.push(stream.len());
+            }
+            flush(&mut stream);
+            ends.push(stream.len());
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(stream.len() + 1)).collect();
+            cuts.push(stream.len());
+            cuts.sort_unstable();
+            let (mut seen, mut at) = (Boundaries::default(), 0);
+            for cut in cuts {
+                seen.feed(&stream[at..cut]);
+                at = cut;
+                prop_assert_eq!(seen.at_boundary(), ends.contains(&at), "after {} bytes", at);
+            }
+        }
+
         #[test]
         fn roundtrip(payload in proptest::collection::vec(any::<u8>(), 0..2000), tail in proptest::collection::vec(any::<u8>(), 0..8)) {
             let mut buf = Vec::new();

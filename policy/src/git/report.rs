@@ -5,7 +5,7 @@ use crate::decision::PushVerdict;
 use crate::git::pktline::{MAX_PAYLOAD_LEN, flush, write_len};
 use crate::git::receive_pack::PushHeader;
 pub use crate::git::sideband::sideband;
-use crate::git::sideband::{BAND_DATA, BAND_PROGRESS, SideBand};
+use crate::git::sideband::{BAND_DATA, BAND_ERROR, BAND_PROGRESS, SideBand};
 
 /// The denial prefix git users see before every gitgate reason.
 const PREFIX: &str = "gitgate: ";
@@ -27,6 +27,21 @@ pub fn push_err(side_band: SideBand, message: &str) -> Vec<u8> {
         return err;
     };
     let mut out = sideband(BAND_DATA, &err, max);
+    flush(&mut out);
+    out
+}
+
+/// A fatal message in band 3, then a flush, to end a side-band answer already under way:
+/// git prints `remote: <message>` and fails the push. Nothing without a side-band.
+pub fn band_error(side_band: SideBand, message: &str) -> Vec<u8> {
+    let Some(max) = side_band.max_data() else {
+        return Vec::new();
+    };
+    let mut out = sideband(
+        BAND_ERROR,
+        format!("{}\n", one_line(message)).as_bytes(),
+        max,
+    );
     flush(&mut out);
     out
 }
@@ -160,6 +175,15 @@ mod tests {
         assert_eq!(&long[1000..1005], b"03e8\x01");
         assert_eq!(&long[2000..2005], b"0018\x01");
         assert_eq!(long.len(), 2000 + 24 + 4);
+    }
+
+    #[test]
+    fn band_errors_end_a_side_band_answer() {
+        assert_eq!(
+            band_error(SideBand::Band64k, "gitgate: cut\noff"),
+            b"0016\x03gitgate: cut?off\n0000"
+        );
+        assert!(band_error(SideBand::None, "x").is_empty());
     }
 
     /// Protocol reference §4.3: three refs, side-band-64k, banner.

@@ -41,7 +41,24 @@ pub(crate) async fn handle(
             }
             return response;
         }
-        Some(Fault::GitCutOff) => return cut_off(),
+        Some(Fault::GitCutOff) => {
+            return cut_off(
+                b"0123456789".to_vec(),
+                "application/x-git-upload-pack-advertisement",
+                None,
+            );
+        }
+        Some(Fault::RpcCutOff {
+            rpc: endpoint,
+            content_type,
+            bytes,
+        }) if rpc == Some(endpoint.as_str()) => {
+            use http_body_util::BodyExt;
+            let _ = body.collect().await;
+            // Long enough for the head and the bytes to reach the client first.
+            let flushed = std::time::Duration::from_millis(200);
+            return cut_off(bytes, &content_type, Some(flushed));
+        }
         Some(Fault::RpcError {
             rpc: endpoint,
             status,
@@ -170,23 +187,36 @@ fn not_found() -> Response<RespBody> {
 }
 
 /// A 200 that promises 1000 bytes, sends 10, then breaks the connection.
-fn cut_off() -> Response<RespBody> {
+/// A 200 of `content_type` promising more than `bytes`, which breaks off after them
+/// (`after` they were sent, or at once, before even the head is out).
+fn cut_off(
+    bytes: Vec<u8>,
+    content_type: &str,
+    after: Option<std::time::Duration>,
+) -> Response<RespBody> {
     use http_body_util::BodyExt;
-    let mut response = Response::new(CutOff { sent: false }.boxed_unsync());
-    response.headers_mut().insert(
-        header::CONTENT_LENGTH,
-        header::HeaderValue::from_static("1000"),
+    let promised = (bytes.len() + 1000).to_string();
+    let mut response = Response::new(
+        CutOff {
+            bytes: Some(bytes::Bytes::from(bytes)),
+            after: after.map(|after| Box::pin(tokio::time::sleep(after))),
+        }
+        .boxed_unsync(),
     );
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/x-git-upload-pack-advertisement"),
-    );
+    let headers = response.headers_mut();
+    if let Ok(value) = header::HeaderValue::from_str(&promised) {
+        headers.insert(header::CONTENT_LENGTH, value);
+    }
+    if let Ok(value) = header::HeaderValue::from_str(content_type) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
     response
 }
 
-/// Ten bytes, then an error.
+/// Its bytes, then (after a while, if given) an error.
 struct CutOff {
-    sent: bool,
+    bytes: Option<bytes::Bytes>,
+    after: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl http_body::Body for CutOff {
@@ -195,17 +225,17 @@ impl http_body::Body for CutOff {
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
+        cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
-        if self.sent {
-            return std::task::Poll::Ready(Some(Err(std::io::Error::other(
-                "cut off by Fault::GitCutOff",
-            ))));
+        if let Some(bytes) = self.bytes.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes))));
         }
-        self.sent = true;
-        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(
-            b"0123456789",
-        )))))
+        if let Some(after) = self.after.as_mut() {
+            std::task::ready!(after.as_mut().poll(cx));
+        }
+        std::task::Poll::Ready(Some(Err(std::io::Error::other(
+            "cut off by a stand-in fault",
+        ))))
     }
 }
 

@@ -177,6 +177,16 @@ pub enum Fault {
         /// Response body, verbatim.
         body: String,
     },
+    /// Only POSTs whose last path segment is `rpc`: the request body is read, then a 200
+    /// of `content_type` carries `bytes` and breaks off.
+    RpcCutOff {
+        /// The endpoint.
+        rpc: String,
+        /// The answer's content type.
+        content_type: String,
+        /// What the answer carries before it breaks.
+        bytes: Vec<u8>,
+    },
     /// The App's installation lookups for `owner` (`GET /repos/{owner}/…/installation`,
     /// `/orgs/{owner}/installation`, `/users/{owner}/installation`) hang until the fault
     /// is changed.
