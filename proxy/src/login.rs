@@ -2,13 +2,12 @@
 //! port (for the sandbox: `curl -X POST $PROXY/login`) and on the admin listener (for
 //! `gitgate login`, `status` and `logout`). Plain text for people, JSON when asked for.
 
+use gitgate_policy::Policies;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 
 use crate::body::ProxyBody;
 use crate::reply;
 use crate::state::State;
-use gitgate_policy::Policies;
-
 use crate::token::{DEFAULT_PROFILE, LoginStatus};
 
 /// Whether `path` is one of the login endpoints.
