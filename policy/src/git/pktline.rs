@@ -59,18 +59,11 @@ pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, PktError> {
     let Some(prefix) = buf.get(..4) else {
         return Ok(Decoded::NeedMore);
     };
-    let len = prefix.iter().try_fold(0usize, |acc, &b| {
-        char::from(b)
-            .to_digit(16)
-            .map(|digit| acc * 16 + digit as usize)
-    });
-    let len = len.ok_or_else(|| PktError::BadLength(crate::text::printable(prefix, 4)))?;
+    let len = length(prefix)?;
     let pkt = match len {
         0 => Pkt::Flush,
         1 => Pkt::Delim,
         2 => Pkt::ResponseEnd,
-        3 => return Err(PktError::Reserved),
-        len if len > MAX_PKT_LEN => return Err(PktError::TooLong(len)),
         len => match buf.get(4..len) {
             Some(payload) => Pkt::Data(payload),
             None => return Ok(Decoded::NeedMore),
@@ -80,6 +73,20 @@ pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, PktError> {
         pkt,
         consumed: len.max(4),
     })
+}
+
+/// The packet length a four-byte prefix gives (`0`–`2` for the special packets).
+fn length(prefix: &[u8]) -> Result<usize, PktError> {
+    let len = prefix.iter().try_fold(0usize, |acc, &b| {
+        char::from(b)
+            .to_digit(16)
+            .map(|digit| acc * 16 + digit as usize)
+    });
+    match len.ok_or_else(|| PktError::BadLength(crate::text::printable(prefix, 4)))? {
+        3 => Err(PktError::Reserved),
+        len if len > MAX_PKT_LEN => Err(PktError::TooLong(len)),
+        len => Ok(len),
+    }
 }
 
 /// Appends `payload` as one data packet.
@@ -132,18 +139,8 @@ impl Boundaries {
             bytes = &bytes[take..];
             if self.prefix_len == 4 {
                 self.prefix_len = 0;
-                match decode(&self.prefix) {
-                    Ok(Decoded::Complete { .. }) => {}
-                    Ok(Decoded::NeedMore) => {
-                        // A data packet: its length is the prefix's.
-                        let len = std::str::from_utf8(&self.prefix)
-                            .ok()
-                            .and_then(|hex| usize::from_str_radix(hex, 16).ok());
-                        match len {
-                            Some(len) => self.left = len - 4,
-                            None => self.lost = true,
-                        }
-                    }
+                match length(&self.prefix) {
+                    Ok(len) => self.left = len.saturating_sub(4),
                     Err(_) => self.lost = true,
                 }
             }
