@@ -243,9 +243,14 @@ impl Tokens {
         Some(self.users()?.session(profile).login().await)
     }
 
-    /// Who is logged in for `profile`; `None` without `github.user`.
+    /// Who is logged in for `profile`; `None` without `github.user`. Looking makes no
+    /// session (the operator's overview of thousands of profiles costs nothing to keep).
     pub fn login_status(&self, profile: &str) -> Option<LoginStatus> {
-        Some(self.users()?.session(profile).status())
+        let users = self.users()?;
+        Some(match users.existing(profile) {
+            Some(session) => session.status(),
+            None => LoginStatus::logged_out(profile),
+        })
     }
 
     /// Forgets (and where possible revokes) `profile`'s user token; `None` without

@@ -59,6 +59,23 @@ pub struct LoginStatus {
     pub last_error: Option<String>,
 }
 
+impl LoginStatus {
+    /// A profile nobody has logged in for yet.
+    pub(crate) fn logged_out(profile: &str) -> Self {
+        Self {
+            profile: profile.to_owned(),
+            state: "loggedOut",
+            login: None,
+            expires_at: None,
+            refresh_expires_at: None,
+            verification_uri: None,
+            user_code: None,
+            code_expires_at: None,
+            last_error: None,
+        }
+    }
+}
+
 /// What logout did.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -661,6 +678,7 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &sessions.session("b")));
         assert_eq!(&**a.profile(), "a");
         assert_eq!(sessions.session("b").status().profile, "b");
+        assert!(sessions.existing("c").is_none(), "looking makes no session");
         sessions.retain(|profile| profile == "a");
         assert!(sessions.existing("a").is_some() && sessions.existing("b").is_none());
     }
