@@ -12,11 +12,7 @@ use crate::harness::{self, Gitgate, POLICY, Sandbox, app_config, raw, text};
 
 /// gitgate with the given `limits:` (a YAML flow mapping).
 fn limited(standin: &StandIn, limits: &str) -> Gitgate {
-    let config = app_config(standin, POLICY).replace(
-        "listen: 127.0.0.1:0\n",
-        &format!("listen: 127.0.0.1:0\nlimits: {limits}\n"),
-    );
-    Gitgate::start(&config)
+    Gitgate::start(&harness::limited_config(standin, POLICY, limits))
 }
 
 /// gitgate with small limits, so each limit is reached quickly.

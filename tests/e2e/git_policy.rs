@@ -427,11 +427,11 @@ fn a_real_push_past_a_push_limit_is_told_the_limit_in_gits_output() {
     // A real git client can reach these limits (a mirror push of many refs, a huge
     // command list): its pack follows the command list, and git must still read why.
     let standin = harness::standin();
-    let config = app_config(&standin, POLICY).replace(
-        "listen: 127.0.0.1:0\n",
-        "listen: 127.0.0.1:0\nlimits: {maxPushCommands: 3}\n",
-    );
-    let gitgate = Gitgate::start(&config);
+    let gitgate = Gitgate::start(&harness::limited_config(
+        &standin,
+        POLICY,
+        "{maxPushCommands: 3}",
+    ));
     let sandbox = Sandbox::new(&gitgate);
     let repo = sandbox.clone_repo("acme/app", "app");
     harness::write_noise(&repo.join("noise.bin"), 8);

@@ -23,11 +23,36 @@ fn upstream(standin: &StandIn, branch: &str) -> Option<String> {
 /// gitgate with `policy` and `limits` (a YAML flow mapping), a sandbox, and its clone of
 /// acme/app.
 fn with_limits(standin: &StandIn, policy: &str, limits: &str) -> (Gitgate, Sandbox, PathBuf) {
-    let config = format!("{}limits: {limits}\n", app_config(standin, policy));
-    let gitgate = Gitgate::start(&config);
+    let gitgate = Gitgate::start(&harness::limited_config(standin, policy, limits));
     let sandbox = Sandbox::new(&gitgate);
     let repo = sandbox.clone_repo("acme/app", "app");
     (gitgate, sandbox, repo)
+}
+
+/// The pack git sends for `revs` (one per line, `^` to exclude) of `repo`.
+fn pack_of(repo: &Path, revs: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut packer = std::process::Command::new("git")
+        .args(["pack-objects", "--stdout", "--revs", "-q"])
+        .current_dir(repo)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(packer.stdin.take().unwrap(), "{revs}").unwrap();
+    let pack = packer.wait_with_output().unwrap().stdout;
+    assert!(pack.starts_with(b"PACK"), "{pack:?}");
+    pack
+}
+
+/// A receive-pack body updating main from `old` to `new` with `capabilities`: the
+/// command list, then `pack`; and the command list's length.
+fn push_body(old: &str, new: &str, capabilities: &str, pack: &[u8]) -> (Vec<u8>, usize) {
+    let command = format!("{old} {new} refs/heads/main\0{capabilities}\n");
+    let mut body = format!("{:04x}{command}0000", command.len() + 4).into_bytes();
+    let head_len = body.len();
+    body.extend_from_slice(pack);
+    (body, head_len)
 }
 
 fn compare_calls(standin: &StandIn) -> usize {
@@ -522,42 +547,20 @@ fn bytes_after_the_pack_checksum_never_let_upstream_complete_a_refused_pack() {
     // A commit with no history: pointing main at it is a force push (refused by default).
     sandbox.git_ok(&repo, &["checkout", "-q", "--orphan", "rewrite"]);
     let orphan = sandbox.commit(&repo, "b.txt", "rewritten\n");
-    let mut packer = std::process::Command::new("git")
-        .args(["pack-objects", "--stdout", "--revs", "-q"])
-        .current_dir(&repo)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(packer.stdin.take().unwrap(), "{orphan}").unwrap();
-    let pack = packer.wait_with_output().unwrap().stdout;
-    assert!(pack.starts_with(b"PACK"), "{pack:?}");
+    let pack = pack_of(&repo, &orphan);
 
     // The pack with its own valid checksum, then junk: a gitgate that held back only the
     // body's last 20 bytes would send the whole pack, and git would apply it.
-    let command = format!("{main} {orphan} refs/heads/main\0report-status\n");
-    let mut body = format!("{:04x}{command}0000", command.len() + 4).into_bytes();
-    let head_len = body.len() as u64;
-    body.extend_from_slice(&pack);
+    let (mut body, head_len) = push_body(&main, &orphan, "report-status", &pack);
     // (more than the first pass reads ahead, so it can reach them before the body ends)
     body.extend_from_slice(&[b'J'; 8192]);
-    let mut tls = harness::raw::mitm_tls(
-        gitgate.addr,
-        "github.com:443",
-        "github.com",
-        &gitgate.ca_file(),
-    );
-    write!(
-        tls,
-        "POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\nContent-Type: application/x-git-receive-pack-request\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
+    let headers = "Content-Type: application/x-git-receive-pack-request\r\n";
+    let mut tls = harness::raw::receive_pack_request(&gitgate, "acme/app", headers, body.len());
     let (most, last) = body.split_at(body.len() - 1);
     tls.write_all(most).unwrap();
     tls.flush().unwrap();
     // Upstream gets every object as it arrives, but not the checksum after them.
-    let objects = head_len + pack.len() as u64 - 20;
+    let objects = (head_len + pack.len() - 20) as u64;
     crate::core::wait_until(|| harness::largest_receive_pack_body(&standin) >= objects);
     assert_eq!(harness::largest_receive_pack_body(&standin), objects);
     assert_eq!(upstream(&standin, "main").as_deref(), Some(main.as_str()));
@@ -624,31 +627,11 @@ fn a_push_held_longer_than_its_token_lives_goes_upstream_with_a_current_one() {
     let repo = sandbox.clone_repo("acme/app", "app");
     let old = rev(&sandbox, &repo, "HEAD");
     let new = sandbox.commit(&repo, "slow.txt", "sent slowly\n");
-    let mut packing = std::process::Command::new("git")
-        .args(["pack-objects", "--revs", "--stdout", "-q"])
-        .current_dir(&repo)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    write!(packing.stdin.take().unwrap(), "{new}\n^{old}\n").unwrap();
-    let pack = packing.wait_with_output().unwrap().stdout;
-    let command = format!("{old} {new} refs/heads/main\0report-status side-band-64k\n");
-    let mut body = format!("{:04x}{command}0000", command.len() + 4).into_bytes();
-    body.extend_from_slice(&pack);
-
-    let mut tls = crate::harness::raw::mitm_tls(
-        gitgate.addr,
-        "github.com:443",
-        "github.com",
-        &gitgate.ca_file(),
-    );
-    write!(
-        tls,
-        "POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\nContent-Type: application/x-git-receive-pack-request\r\nAccept: application/x-git-receive-pack-result\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
+    let pack = pack_of(&repo, &format!("{new}\n^{old}"));
+    let (body, _) = push_body(&old, &new, "report-status side-band-64k", &pack);
+    let headers = "Content-Type: application/x-git-receive-pack-request\r\nAccept: application/x-git-receive-pack-result\r\n";
+    let mut tls =
+        crate::harness::raw::receive_pack_request(&gitgate, "acme/app", headers, body.len());
     let pieces = 12;
     for piece in body.chunks(body.len().div_ceil(pieces)) {
         tls.write_all(piece).unwrap();

@@ -25,14 +25,12 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     path
 }
 
-#[test]
-fn a_signing_command_that_holds_the_key_lets_git_clone_and_push() {
-    let standin = harness::standin();
-    let dir = tempfile::tempdir().unwrap();
-    let calls = dir.path().join("calls");
-    // The key lives with the signer only; each call is logged with its input.
+/// A config whose signer is a command in `dir` holding the key; it logs each call's
+/// signing input, one line per call, to the returned file.
+fn logging_signer(standin: &StandIn, dir: &Path) -> (String, PathBuf) {
+    let calls = dir.join("calls");
     let signer = script(
-        dir.path(),
+        dir,
         "sign-jwt",
         &format!(
             "tee -a {calls} | openssl dgst -sha256 -sign {key}; echo >> {calls}",
@@ -40,10 +38,16 @@ fn a_signing_command_that_holds_the_key_lets_git_clone_and_push() {
             key = standin.app_key_pkcs8_file().display()
         ),
     );
-    let config = signer_config(
-        &standin,
-        &format!("{{command: [\"{}\"]}}", signer.display()),
-    );
+    let config = signer_config(standin, &format!("{{command: [\"{}\"]}}", signer.display()));
+    (config, calls)
+}
+
+#[test]
+fn a_signing_command_that_holds_the_key_lets_git_clone_and_push() {
+    let standin = harness::standin();
+    let dir = tempfile::tempdir().unwrap();
+    // The key lives with the signer only; each call is logged with its input.
+    let (config, calls) = logging_signer(&standin, dir.path());
     assert!(
         !config.contains("privateKeyFile") && !config.contains("app-key"),
         "no key file in the config: {config}"
@@ -72,20 +76,7 @@ fn a_jwt_github_rejects_is_not_used_again() {
     // a key rotated behind the signer), the next mint must sign a new one.
     let standin = harness::standin();
     let dir = tempfile::tempdir().unwrap();
-    let calls = dir.path().join("calls");
-    let signer = script(
-        dir.path(),
-        "sign-jwt",
-        &format!(
-            "echo >> {calls}; openssl dgst -sha256 -sign {key}",
-            calls = calls.display(),
-            key = standin.app_key_pkcs8_file().display()
-        ),
-    );
-    let config = signer_config(
-        &standin,
-        &format!("{{command: [\"{}\"]}}", signer.display()),
-    );
+    let (config, calls) = logging_signer(&standin, dir.path());
     let gitgate = Gitgate::start(&config);
     let sandbox = Sandbox::new(&gitgate);
     sandbox.clone_repo("acme/app", "app");

@@ -30,6 +30,11 @@ pub fn app_config(standin: &StandIn, policy: &str) -> String {
     )
 }
 
+/// [`app_config`] with `limits:` (a YAML flow mapping).
+pub fn limited_config(standin: &StandIn, policy: &str, limits: &str) -> String {
+    format!("{}limits: {limits}\n", app_config(standin, policy))
+}
+
 /// The `upstream:` block pointing every test host at the stand-in.
 pub fn upstream(standin: &StandIn) -> String {
     let addr = standin.addr();

@@ -5,7 +5,7 @@ pub mod raw;
 pub mod relay;
 pub mod sandbox;
 
-pub use gitgate::{Gitgate, app_config, upstream};
+pub use gitgate::{Gitgate, app_config, limited_config, upstream};
 pub use sandbox::{Sandbox, text};
 
 use gitgate_standin::StandIn;

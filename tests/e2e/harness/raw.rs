@@ -147,6 +147,21 @@ pub fn post_receive_pack_to(
     headers: &str,
     body: &[u8],
 ) -> String {
+    let mut tls = receive_pack_request(gitgate, repo, headers, body.len());
+    // A refusing proxy may close before the whole body is sent; the reply still counts.
+    let _ = tls.write_all(body);
+    read_response(&mut tls)
+}
+
+/// A receive-pack POST to `repo` inside a CONNECT github.com tunnel, its head (with
+/// `headers`, each ending in CRLF) sent for a body of `len` bytes, which the caller sends
+/// as it likes.
+pub fn receive_pack_request(
+    gitgate: &super::Gitgate,
+    repo: &str,
+    headers: &str,
+    len: usize,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let mut tls = mitm_tls(
         gitgate.addr,
         "github.com:443",
@@ -154,11 +169,8 @@ pub fn post_receive_pack_to(
         &gitgate.ca_file(),
     );
     let head = format!(
-        "POST /{repo}.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\n{headers}Content-Length: {}\r\n\r\n",
-        body.len()
+        "POST /{repo}.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\n{headers}Content-Length: {len}\r\n\r\n"
     );
     tls.write_all(head.as_bytes()).expect("write head");
-    // A refusing proxy may close before the whole body is sent; the reply still counts.
-    let _ = tls.write_all(body);
-    read_response(&mut tls)
+    tls
 }
