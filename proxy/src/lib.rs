@@ -125,6 +125,9 @@ pub enum BuildError {
     /// `clientCa` is unusable.
     #[error(transparent)]
     ClientCa(#[from] ClientCaError),
+    /// `github.user.sessionFile` cannot be read back.
+    #[error(transparent)]
+    SessionFile(#[from] token::SessionFileError),
 }
 
 impl Tokens {
@@ -171,6 +174,7 @@ impl Proxy {
             metrics.clone(),
             Some(audit.clone()),
         )?);
+        tokens.restore_sessions(&policies)?;
         metrics.policy_loaded(Outcome::Ok, Some(&policies_hash(&policies)));
         let observer = observe::Observer::new(audit, metrics);
         let repo_api = repo_api::RepoApi::new(&settings, upstream.dialer())?;

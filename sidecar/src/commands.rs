@@ -361,13 +361,17 @@ fn describe_tokens(tokens: &gitgate_proxy::TokenConfig) -> String {
         TokenConfig::File(path) => format!("static token from file {}", path.display()),
         TokenConfig::Env(name) => format!("static token from environment variable {name}"),
         TokenConfig::User(user) => format!(
-            "GitHub user via the device flow, App client {} (log in with `gitgate login`; renewed {} s before expiry; {})",
+            "GitHub user via the device flow, App client {} (log in with `gitgate login`; renewed {} s before expiry; {}; {})",
             user.client_id,
             user.refresh_margin.as_secs(),
             if user.client_secret.is_some() {
                 "revoked at GitHub on logout"
             } else {
                 "not revoked on logout: no clientSecretFile"
+            },
+            match &user.sessions {
+                Some(store) => format!("sessions sealed in {}", store.path().display()),
+                None => "sessions in memory only: a restart logs everyone out".into(),
             }
         ),
         TokenConfig::App(app) => format!(
@@ -382,6 +386,12 @@ fn describe_tokens(tokens: &gitgate_proxy::TokenConfig) -> String {
 
 async fn doctor(config: Config) -> Result<(), Failure> {
     let (policies, _) = config.policies();
+    let session_file = match &config.tokens {
+        gitgate_proxy::TokenConfig::User(user) => {
+            user.sessions.clone().map(|s| (s, user.client_id.clone()))
+        }
+        _ => None,
+    };
     let tokens =
         Tokens::standalone(config.tokens, &config.settings).map_err(anyhow::Error::from)?;
     say!("credentials: {}", tokens.kind());
@@ -395,6 +405,9 @@ async fn doctor(config: Config) -> Result<(), Failure> {
         say!(
             "doctor: the token comes from a person's login, held only by the running gitgate; see `gitgate status --config FILE`"
         );
+        if let Some((store, client_id)) = session_file {
+            saved_sessions(&store, &client_id)?;
+        }
         return Ok(());
     }
     // Every policy in force: the top-level one, or each profile's.
@@ -458,6 +471,44 @@ async fn doctor(config: Config) -> Result<(), Failure> {
         );
     }
     say!("doctor: all checks passed");
+    Ok(())
+}
+
+/// `gitgate doctor` with `github.user.sessionFile`: whether the file opens with its key,
+/// and whose sessions a restart would take back.
+fn saved_sessions(
+    store: &gitgate_proxy::token::SessionStore,
+    client_id: &str,
+) -> Result<(), Failure> {
+    let file = store.path().display();
+    let now = SystemTime::now();
+    let Some((saved_for, sessions)) = store.saved(now).map_err(anyhow::Error::from)? else {
+        say!("doctor: {file} does not exist yet; the running gitgate writes it at the first login");
+        return Ok(());
+    };
+    if saved_for != client_id {
+        say!(
+            "doctor: {file} holds sessions of App client {saved_for}, not {client_id}; gitgate drops them when it starts"
+        );
+        return Ok(());
+    }
+    say!(
+        "doctor: {file} opens with github.user.sessionKeyFile; {} saved session(s)",
+        sessions.len()
+    );
+    for s in sessions {
+        let token = match s.expires_at.map(|at| at.duration_since(now)) {
+            None => "a token that does not expire".to_owned(),
+            Some(Ok(left)) => format!("a token valid {} min more", left.as_secs() / 60),
+            Some(Err(_)) => "an expired token".to_owned(),
+        };
+        let renewal = match (s.renewable, s.expires_at.is_some_and(|at| at <= now)) {
+            (true, _) => "renewable",
+            (false, true) => "not renewable: gitgate drops it when it starts",
+            (false, false) => "not renewable",
+        };
+        say!("  {}: {} with {token}, {renewal}", s.profile, s.login);
+    }
     Ok(())
 }
 

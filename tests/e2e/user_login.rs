@@ -28,19 +28,37 @@ fn start(standin: &StandIn) -> Gitgate {
 /// A directory with `gitgate.yaml` for `github.user` with `client_id`.
 fn config_dir(standin: &StandIn, client_id: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("client-secret");
+    write_config(dir.path(), standin, client_id, "");
+    dir
+}
+
+/// Writes `dir/gitgate.yaml` for `github.user` with `client_id` and the `more` keys
+/// (`, key: value`) in the `user` mapping.
+fn write_config(dir: &std::path::Path, standin: &StandIn, client_id: &str, more: &str) {
+    let secret = dir.join("client-secret");
     std::fs::write(&secret, format!("{}\n", standin.client_secret())).unwrap();
     let config = format!(
         "listen: 127.0.0.1:0\n\
          admin: 127.0.0.1:0\n\
-         github:\n  user: {{clientId: \"{client_id}\", clientSecretFile: {secret}}}\n\
+         github:\n  user: {{clientId: \"{client_id}\", clientSecretFile: {secret}{more}}}\n\
          {upstream}\
          policy: {POLICY}\n",
         secret = secret.display(),
         upstream = upstream(standin),
     );
-    std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
-    dir
+    std::fs::write(dir.join("gitgate.yaml"), config).unwrap();
+}
+
+/// A session key file (32 random bytes in base64, mode 0600) at `dir/name`.
+fn session_key(dir: &std::path::Path, name: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).unwrap();
+    let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// Asserts that no file in the sandbox's HOME holds any token the stand-in handed out.
@@ -141,6 +159,23 @@ fn admin_url(gitgate: &Gitgate) -> String {
     format!("http://{}", gitgate.admin_addr())
 }
 
+/// `gitgate status|logout` through the admin listener, which must succeed; its output.
+fn admin_ok(gitgate: &Gitgate, command: &str) -> String {
+    let out = run(gitgate, command, &admin_url(gitgate));
+    assert!(out.status.success(), "{command}: {}", text(&out));
+    text(&out)
+}
+
+/// Asserts that GitHub refused no request to its git host (`why` says what that means).
+fn assert_github_never_refused(standin: &StandIn, why: &str) {
+    let refused = standin
+        .requests()
+        .into_iter()
+        .filter(|r| r.host == "github.com" && r.status == Some(401))
+        .count();
+    assert_eq!(refused, 0, "{why}");
+}
+
 /// `gitgate status|logout --url URL`.
 fn run(gitgate: &Gitgate, command: &str, url: &str) -> std::process::Output {
     let config = gitgate.dir.path().join("gitgate.yaml");
@@ -237,21 +272,17 @@ fn a_person_logs_in_with_the_device_flow_and_git_clones_and_pushes_as_them() {
     );
 
     // `gitgate status` says who, and until when.
-    let status = run(&gitgate, "status", &admin_url(&gitgate));
-    assert!(status.status.success(), "{}", text(&status));
+    let status = admin_ok(&gitgate, "status");
     assert!(
-        text(&status).contains("default: logged in to GitHub as octo; the token expires at"),
-        "{}",
-        text(&status)
+        status.contains("default: logged in to GitHub as octo; the token expires at"),
+        "{status}"
     );
 
     // Logout revokes the token at GitHub and forgets it; git is told to log in again.
-    let logout = run(&gitgate, "logout", &admin_url(&gitgate));
-    assert!(logout.status.success(), "{}", text(&logout));
+    let logout = admin_ok(&gitgate, "logout");
     assert!(
-        text(&logout).contains("logged out octo; GitHub revoked the token"),
-        "{}",
-        text(&logout)
+        logout.contains("logged out octo; GitHub revoked the token"),
+        "{logout}"
     );
     assert!(!standin.user_token_live(token));
     assert_eq!(standin.user_events().last().unwrap().kind, "revoke");
@@ -388,13 +419,7 @@ fn the_token_is_renewed_before_it_expires_and_git_never_sees_a_gap() {
         renewed.expires_at.unwrap() > first_expiry,
         "{renewed:?} vs {first:?}"
     );
-    assert!(
-        !standin
-            .requests()
-            .iter()
-            .any(|r| r.host == "github.com" && r.status == Some(401)),
-        "a git request hit an expired token"
-    );
+    assert_github_never_refused(&standin, "a git request hit an expired token");
     gitgate.assert_no_secrets(&standin);
 }
 
@@ -522,10 +547,178 @@ fn a_token_github_stops_accepting_is_renewed_at_once() {
     gitgate.assert_no_secrets(&standin);
 }
 
+/// What gitgate logged since it was last started.
+fn since_start(gitgate: &Gitgate) -> String {
+    let output = gitgate.output();
+    output
+        .rsplit("--- started again ---")
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn sessions_sealed_in_the_session_file_survive_a_restart_until_logout() {
+    use std::os::unix::fs::PermissionsExt;
+    let standin = standin();
+    // 12 s tokens (renewed at 6 s): the first expires while gitgate is stopped, so the
+    // restarted gitgate must renew it with the sealed refresh token before git uses it.
+    standin.set_user_token_lifetime(Duration::from_secs(12));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    session_key(dir.path(), "session.key");
+    let sealed = ", sessionFile: state/sessions, sessionKeyFile: session.key";
+    write_config(dir.path(), &standin, &standin.client_id(), sealed);
+    let mut gitgate = Gitgate::start_in(dir);
+    let file = gitgate.dir.path().join("state/sessions");
+    let config = gitgate.dir.path().join("gitgate.yaml");
+
+    let login = Login::start(&gitgate, &admin_url(&gitgate));
+    assert!(standin.approve_device(&login.user_code(), "octo"));
+    let (ok, output) = login.finish();
+    assert!(ok, "{output}");
+    wait_until(|| {
+        gitgate
+            .output()
+            .contains("sealed the GitHub user sessions sessions=1")
+    });
+    let sandbox = Sandbox::new(&gitgate);
+    sandbox.clone_repo("acme/app", "before");
+    gitgate.stop();
+    let events = standin.user_events();
+    assert_eq!(
+        events.len(),
+        1,
+        "renewed before the stop (this test needs the stop within 6 s of the login): {events:?}"
+    );
+    let first = events[0].clone();
+
+    // The file is gitgate's alone, and holds no token anyone could read.
+    let bytes = std::fs::read(&file).unwrap();
+    harness::assert_no_secret(
+        &standin,
+        "the session file",
+        &String::from_utf8_lossy(&bytes),
+    );
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // `gitgate doctor` opens it with the key and says whose sessions a restart takes
+    // back, without renewing them (the refresh token is single-use).
+    let doctor = cli(
+        &["doctor", "--config", config.to_str().unwrap()],
+        gitgate.dir.path(),
+    );
+    assert!(doctor.status.success(), "{}", text(&doctor));
+    assert!(
+        text(&doctor).contains("opens with github.user.sessionKeyFile; 1 saved session(s)")
+            && text(&doctor).contains("default: octo with a token valid")
+            && text(&doctor).contains("renewable"),
+        "{}",
+        text(&doctor)
+    );
+    assert_eq!(standin.user_events().len(), 1, "doctor renewed a session");
+
+    // Down past the token's expiry, then started again: the person is still logged in.
+    wait_until(|| SystemTime::now() > first.expires_at.unwrap() + Duration::from_secs(1));
+    gitgate.start_again();
+    let restored =
+        gitgate.wait_for_record(|r| r["kind"] == "user_session" && r["event"] == "restored");
+    assert_eq!(restored["github_user"], "octo", "{restored}");
+    gitgate.wait_for_record(|r| r["kind"] == "user_session" && r["event"] == "renewed");
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "after");
+    sandbox.commit(&repo, "after-restart.txt", "pushed after a restart");
+    sandbox.git_ok(&repo, &["push", "origin", "HEAD:main"]);
+    let kinds: Vec<_> = standin.user_events().iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["device", "refresh"], "no second login");
+    let renewed = standin.user_events()[1].clone();
+    assert_eq!(renewed.login, "octo");
+    let last = standin
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.host == "github.com")
+        .unwrap();
+    assert_eq!(
+        last.header("authorization"),
+        Some(gitgate_standin::basic_auth(&renewed.access_token).as_str())
+    );
+    assert_github_never_refused(&standin, "the expired token went upstream");
+    let status = admin_ok(&gitgate, "status");
+    assert!(
+        status.contains("default: logged in to GitHub as octo"),
+        "{status}"
+    );
+
+    // Logout takes the session out of the file too: the next start has nobody.
+    admin_ok(&gitgate, "logout");
+    wait_until(|| since_start(&gitgate).contains("sealed the GitHub user sessions sessions=0"));
+    gitgate.stop();
+    gitgate.start_again();
+    let status = run(&gitgate, "status", &admin_url(&gitgate));
+    assert!(
+        text(&status).contains("nobody is logged in"),
+        "{}",
+        text(&status)
+    );
+    let sandbox = Sandbox::new(&gitgate);
+    let after = sandbox.git_fails(
+        sandbox.home.path(),
+        &["clone", "-q", "https://github.com/acme/app.git", "gone"],
+    );
+    assert!(after.contains("no GitHub user is logged in"), "{after}");
+    gitgate.assert_no_secrets(&standin);
+}
+
+#[test]
+fn a_session_file_gitgate_cannot_trust_stops_it_with_what_to_do() {
+    let standin = standin();
+    let dir = tempfile::tempdir().unwrap();
+    session_key(dir.path(), "session.key");
+    let sealed = ", sessionFile: sessions, sessionKeyFile: session.key";
+    write_config(dir.path(), &standin, &standin.client_id(), sealed);
+    let file = dir.path().join("sessions");
+    let cases: [(&[u8], &str); 2] = [
+        (
+            b"GGSESS1\n0123456789ab-sealed under another key or altered-",
+            "cannot be opened with github.user.sessionKeyFile: it was sealed with another key, or altered; give the key it was sealed with, or delete the file to start with nobody logged in",
+        ),
+        (b"{\"sessions\": []}", "not a gitgate session file"),
+    ];
+    for (bytes, why) in cases {
+        std::fs::write(&file, bytes).unwrap();
+        for command in ["run", "doctor"] {
+            let out = cli(&[command, "--config", "gitgate.yaml"], dir.path());
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{command}: {}", text(&out));
+            assert!(
+                stderr.contains("github.user.sessionFile sessions: ") && stderr.contains(why),
+                "{command}: {stderr}"
+            );
+        }
+        // Nothing was overwritten.
+        assert_eq!(std::fs::read(&file).unwrap(), bytes);
+    }
+}
+
 #[test]
 fn github_user_config_is_checked_and_described() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("empty-secret"), "\n").unwrap();
+    session_key(dir.path(), "key");
+    std::fs::write(dir.path().join("short-key"), "c2hvcnQ=\n").unwrap();
+    std::fs::set_permissions(
+        dir.path().join("short-key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::copy(dir.path().join("key"), dir.path().join("open-key")).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("open-key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let cases = [
         (
             "  user: {clientId: Iv1.abc}\n  token: {env: GH}\n",
@@ -546,6 +739,31 @@ fn github_user_config_is_checked_and_described() {
             "  user: {clientId: \"\"}\n",
             Some("gitgate.yaml:2:"),
             "invalid App id",
+        ),
+        (
+            "  user:\n    clientId: Iv1.abc\n    sessionFile: sessions\n",
+            Some("gitgate.yaml:4:5: github.user.sessionFile: "),
+            "needs github.user.sessionKeyFile, the key that seals it (make one with `head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE`)",
+        ),
+        (
+            "  user:\n    clientId: Iv1.abc\n    sessionKeyFile: key\n",
+            Some("gitgate.yaml:4:5: github.user.sessionKeyFile: "),
+            "seals github.user.sessionFile, which is not set",
+        ),
+        (
+            "  user: {clientId: Iv1.abc, sessionFile: sessions, sessionKeyFile: open-key}\n",
+            Some("gitgate.yaml:2:"),
+            "open-key: readable by group or others (mode 0644); run `chmod 600",
+        ),
+        (
+            "  user: {clientId: Iv1.abc, sessionFile: sessions, sessionKeyFile: short-key}\n",
+            Some("gitgate.yaml:2:"),
+            "short-key: holds 9 bytes, not a key: give 32 random bytes or their base64",
+        ),
+        (
+            "  user: {clientId: Iv1.abc, sessionFile: no/such/dir/sessions, sessionKeyFile: key}\n",
+            Some("gitgate.yaml:2:"),
+            "no/such/dir does not exist; create it (writable by gitgate only)",
         ),
     ];
     for (github, location, expected) in cases {
@@ -578,20 +796,23 @@ fn github_user_config_is_checked_and_described() {
         "{}",
         text(&out)
     );
-    std::fs::write(
-        dir.path().join("gitgate.yaml"),
-        "github:\n  user: {clientId: Iv1.abc, refreshMargin: 1h}\n",
-    )
-    .unwrap();
-    let out = cli(&["check", "--config", "gitgate.yaml"], dir.path());
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains(
-            "GitHub user via the device flow, App client Iv1.abc (log in with `gitgate login`; renewed 3600 s before expiry; not revoked on logout: no clientSecretFile)"
+    // `gitgate check` describes the source, and where the sessions live.
+    for (user, described) in [
+        (
+            "{clientId: Iv1.abc, refreshMargin: 1h}",
+            "GitHub user via the device flow, App client Iv1.abc (log in with `gitgate login`; renewed 3600 s before expiry; not revoked on logout: no clientSecretFile; sessions in memory only: a restart logs everyone out)",
         ),
-        "{}",
-        text(&out)
-    );
+        (
+            "{clientId: Iv1.abc, sessionFile: sessions, sessionKeyFile: key}",
+            "; sessions sealed in sessions)",
+        ),
+    ] {
+        let config = format!("github:\n  user: {user}\n");
+        std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
+        let out = cli(&["check", "--config", "gitgate.yaml"], dir.path());
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains(described), "{}", text(&out));
+    }
 }
 
 #[test]

@@ -157,6 +157,11 @@ impl Grant {
         })
     }
 
+    /// Whether a refresh token can still get a new token (has one that has not expired).
+    pub(crate) fn renewable(&self, now: SystemTime) -> bool {
+        self.refresh.is_some() && self.refresh_expires_at.is_none_or(|at| at > now)
+    }
+
     /// How long until the token should be renewed: `margin` before expiry, at most half
     /// its lifetime (`None` when it cannot or need not be renewed).
     pub(crate) fn refresh_in(&self, margin: Duration, now: SystemTime) -> Option<Duration> {

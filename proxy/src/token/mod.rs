@@ -9,6 +9,7 @@ mod jwt;
 mod key;
 #[cfg(feature = "aws-kms")]
 mod kms;
+mod sealed;
 mod secret;
 mod signer;
 mod static_source;
@@ -27,6 +28,7 @@ pub use error::TokenError;
 pub use key::{AppKey, KeyError};
 #[cfg(feature = "aws-kms")]
 pub use kms::KmsSigner;
+pub use sealed::{SavedSession, SessionFileError, SessionKey, SessionStore};
 pub use secret::Secret;
 use secret::sensitive;
 pub use signer::{CommandSigner, Signer};
@@ -330,10 +332,7 @@ impl Tokens {
     /// The policies changed: drop tokens whose scope none of them asks for any more.
     pub fn policies_changed(&self, policies: &Policies) {
         if let Source::User(users) = &self.source {
-            users.retain(|profile| match policies {
-                Policies::Single(_) => profile == DEFAULT_PROFILE,
-                Policies::Profiles(set) => set.get(profile).is_some(),
-            });
+            users.retain(|profile| has_profile(policies, profile));
         }
         if let Source::App { cache, .. } = &self.source {
             // Each owner's wanted scopes are computed once, not once per cached token.
@@ -349,6 +348,15 @@ impl Tokens {
                     })
                     .contains(&key.scope)
             });
+        }
+    }
+
+    /// Takes back the user sessions sealed in `github.user.sessionFile` (for the profiles
+    /// `policies` has) and keeps the file current. Only for the running proxy.
+    pub(crate) fn restore_sessions(&self, policies: &Policies) -> Result<(), SessionFileError> {
+        match &self.source {
+            Source::User(users) => users.restore(|profile| has_profile(policies, profile)),
+            _ => Ok(()),
         }
     }
 
@@ -409,6 +417,14 @@ impl Tokens {
             }
         }
         Ok((Some(app), rows))
+    }
+}
+
+/// Whether `profile` is one `policies` knows (`default` without profiles).
+fn has_profile(policies: &Policies, profile: &str) -> bool {
+    match policies {
+        Policies::Single(_) => profile == DEFAULT_PROFILE,
+        Policies::Profiles(set) => set.get(profile).is_some(),
     }
 }
 

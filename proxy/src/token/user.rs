@@ -1,5 +1,6 @@
 //! Acting for a person: a user-to-server token from the GitHub device flow, kept in
-//! memory only, renewed with its refresh token before it expires, revoked on logout.
+//! memory (and, with `github.user.sessionFile`, sealed to a file that a restart reads
+//! back), renewed with its refresh token before it expires, revoked on logout.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::device::{DeviceCode, Grant, Step, TokenReply};
+use super::sealed::{Contents, Saved, SessionFileError, SessionStore};
 use super::{Secret, TokenError};
 use crate::audit::{self, AuditLog};
 
@@ -22,6 +24,8 @@ pub struct UserConfig {
     pub client_secret: Option<Secret>,
     /// Renew the token when less than this remains.
     pub refresh_margin: Duration,
+    /// Where the sessions are sealed so that they survive a restart (`sessionFile`).
+    pub sessions: Option<Arc<SessionStore>>,
 }
 
 /// A failed renewal is retried after this long, doubling up to [`MAX_RETRY`].
@@ -121,6 +125,9 @@ struct Inner {
     epoch: u64,
 }
 
+/// The sessions by profile.
+type Sessions = Arc<Mutex<HashMap<Arc<str>, Arc<UserSource>>>>;
+
 /// One person's session per profile (a single `default` one without profiles), each
 /// logged in, renewed and logged out on its own.
 pub(crate) struct UserSessions {
@@ -129,7 +136,9 @@ pub(crate) struct UserSessions {
     api: String,
     http: reqwest::Client,
     audit: Option<AuditLog>,
-    sessions: Mutex<HashMap<Arc<str>, Arc<UserSource>>>,
+    sessions: Sessions,
+    /// Told of every session that starts, is renewed or ends (the session file's cue).
+    changed: Arc<Notify>,
 }
 
 impl UserSessions {
@@ -146,7 +155,8 @@ impl UserSessions {
             api: api.trim_end_matches('/').to_owned(),
             http,
             audit,
-            sessions: Mutex::default(),
+            sessions: Sessions::default(),
+            changed: Arc::default(),
         }
     }
 
@@ -166,6 +176,7 @@ impl UserSessions {
             renew_now: Notify::new(),
             audit: self.audit.clone(),
             profile: profile.clone(),
+            changed: self.changed.clone(),
         });
         sessions.insert(profile, session.clone());
         session
@@ -195,6 +206,98 @@ impl UserSessions {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions.values().filter_map(|s| s.expiry()).min()
     }
+
+    /// Takes back the sessions sealed in `github.user.sessionFile` (of the profiles `keep`
+    /// accepts, and still renewable) and keeps the file current from now on. Only the
+    /// running proxy may: whatever renews a session spends its refresh token.
+    pub(crate) fn restore(&self, keep: impl Fn(&str) -> bool) -> Result<(), SessionFileError> {
+        let Some(store) = self.config.sessions.clone() else {
+            return Ok(());
+        };
+        let file = store.path().display().to_string();
+        let now = SystemTime::now();
+        match store.load()? {
+            Some(contents) if contents.client_id != self.config.client_id => tracing::warn!(
+                %file,
+                saved_for = %contents.client_id,
+                "the session file holds sessions of another App client than github.user.clientId; they are dropped, and their people log in again"
+            ),
+            Some(contents) => {
+                for saved in contents.sessions {
+                    let profile = saved.profile.as_str();
+                    if !keep(profile) {
+                        tracing::info!(%file, profile, "a saved GitHub user session is dropped: its profile is gone");
+                    } else if !saved.grant.usable(now) && !saved.grant.renewable(now) {
+                        tracing::info!(%file, profile, login = %saved.login, "a saved GitHub user session is dropped: it expired while gitgate was down");
+                    } else {
+                        self.session(profile).resume(saved);
+                    }
+                }
+            }
+            None => {}
+        }
+        let saver = Saver {
+            sessions: self.sessions.clone(),
+            client_id: self.config.client_id.clone(),
+            store,
+        };
+        // Written now, without what was dropped: a file gitgate cannot write stops it
+        // here rather than at the first login.
+        saver.store.store(&saver.contents())?;
+        tokio::spawn(saver.run(self.changed.clone()));
+        Ok(())
+    }
+}
+
+/// Keeps `github.user.sessionFile` current: after each change, seals every session.
+struct Saver {
+    sessions: Sessions,
+    client_id: String,
+    store: Arc<SessionStore>,
+}
+
+impl Saver {
+    async fn run(self, changed: Arc<Notify>) {
+        loop {
+            changed.notified().await;
+            let contents = self.contents();
+            let count = contents.sessions.len();
+            let store = self.store.clone();
+            match tokio::task::spawn_blocking(move || store.store(&contents)).await {
+                Ok(Ok(())) => tracing::info!(
+                    sessions = count,
+                    file = %self.store.path().display(),
+                    "sealed the GitHub user sessions"
+                ),
+                Ok(Err(error)) => tracing::error!(
+                    %error,
+                    "cannot save the GitHub user sessions; a restart will log their people out until this is fixed"
+                ),
+                Err(error) => tracing::error!(%error, "saving the GitHub user sessions failed"),
+            }
+        }
+    }
+
+    /// Every logged-in session, as it stands.
+    fn contents(&self) -> Contents {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let sessions = sessions
+            .values()
+            .filter_map(|source| {
+                let inner = source.inner();
+                let session = inner.session.as_ref()?;
+                Some(Saved {
+                    profile: source.profile.to_string(),
+                    login: session.login.clone(),
+                    grant: session.grant.clone(),
+                })
+            })
+            .collect();
+        Contents {
+            client_id: self.client_id.clone(),
+            sessions,
+        }
+    }
 }
 
 /// One profile's user-token session.
@@ -210,6 +313,8 @@ pub(crate) struct UserSource {
     audit: Option<AuditLog>,
     /// The profile the session belongs to.
     profile: Arc<str>,
+    /// Told when the session starts, is renewed or ends.
+    changed: Arc<Notify>,
 }
 
 impl UserSource {
@@ -232,6 +337,7 @@ impl UserSource {
         inner.epoch += 1;
         inner.waiting = None;
         inner.session = None;
+        self.changed.notify_one();
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -253,6 +359,11 @@ impl UserSource {
             ),
             (_, Some(s), None) if s.refused => format!(
                 "GitHub refused the token of {}'s session and gitgate is renewing it; retry in a moment",
+                s.login
+            ),
+            // Restored after a restart with an expired token: the renewal is under way.
+            (_, Some(s), None) if s.grant.renewable(now) => format!(
+                "the token of {}'s session expired and gitgate is renewing it; retry in a moment",
                 s.login
             ),
             (_, Some(s), error) => format!(
@@ -384,15 +495,7 @@ impl UserSource {
             Ok((login, grant)) => {
                 tracing::info!(%login, "GitHub user logged in");
                 self.record("logged_in", Some(&login), "device flow approved");
-                inner.epoch += 1;
-                inner.last_error = None;
-                inner.session = Some(Session {
-                    login,
-                    grant,
-                    refused: false,
-                });
-                let (source, epoch) = (self.clone(), inner.epoch);
-                tokio::spawn(async move { source.keep_alive(epoch).await });
+                self.start(&mut inner, login, grant);
             }
             Err(why) => {
                 tracing::warn!(error = %why, "GitHub login failed");
@@ -400,6 +503,31 @@ impl UserSource {
                 inner.last_error = Some(why);
             }
         }
+    }
+
+    /// A session saved before a restart: used (or renewed first) as if just logged in.
+    fn resume(self: &Arc<Self>, saved: Saved) {
+        tracing::info!(login = %saved.login, profile = %self.profile, "GitHub user session restored from the session file");
+        self.record(
+            "restored",
+            Some(&saved.login),
+            "sealed in github.user.sessionFile before a restart",
+        );
+        self.start(&mut self.inner(), saved.login, saved.grant);
+    }
+
+    /// Makes `grant` the session's token and keeps it renewed.
+    fn start(self: &Arc<Self>, inner: &mut Inner, login: String, grant: Grant) {
+        inner.epoch += 1;
+        inner.last_error = None;
+        inner.session = Some(Session {
+            login,
+            grant,
+            refused: false,
+        });
+        let (source, epoch) = (self.clone(), inner.epoch);
+        tokio::spawn(async move { source.keep_alive(epoch).await });
+        self.changed.notify_one();
     }
 
     /// The login of the user a token acts for (`GET /user`).
@@ -497,6 +625,7 @@ impl UserSource {
                     session.refused = false;
                 }
                 inner.last_error = None;
+                self.changed.notify_one();
                 Ok(())
             }
             Err(why) => {
@@ -521,6 +650,7 @@ impl UserSource {
             inner.last_error = None;
             inner.session.take()
         };
+        self.changed.notify_one();
         let Some(session) = session else {
             return LogoutOutcome {
                 profile: profile.to_owned(),
@@ -655,11 +785,17 @@ mod tests {
 
     /// Sessions of a client with no network behind it (nothing here calls GitHub).
     fn sessions() -> UserSessions {
+        sessions_in(None)
+    }
+
+    /// The same, sealed to `store`.
+    fn sessions_in(store: Option<Arc<SessionStore>>) -> UserSessions {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let config = UserConfig {
             client_id: "Iv1.x".into(),
             client_secret: None,
             refresh_margin: Duration::from_secs(1800),
+            sessions: store,
         };
         UserSessions::new(
             config,
@@ -711,5 +847,108 @@ mod tests {
         source.inner().last_error = Some("renewal failed: bad_refresh_token".into());
         let why = source.current().unwrap_err().to_string();
         assert!(why.contains("log in again with `gitgate login`"), "{why}");
+    }
+
+    #[test]
+    fn a_session_restored_with_an_expired_token_is_being_renewed_not_lost() {
+        let source = sessions().session("default");
+        let then = SystemTime::now() - Duration::from_secs(60);
+        let grant = |refresh: Option<&str>| Grant {
+            access: Secret::new("ghu_old"),
+            obtained_at: then - Duration::from_secs(8),
+            expires_at: Some(then),
+            refresh: refresh.map(Secret::new),
+            refresh_expires_at: None,
+        };
+        let session = |refresh| Session {
+            login: "octo".into(),
+            grant: grant(refresh),
+            refused: false,
+        };
+        source.inner().session = Some(session(Some("ghr_a")));
+        let why = source.current().unwrap_err().to_string();
+        assert!(
+            why.contains("octo's session expired and gitgate is renewing it; retry"),
+            "{why}"
+        );
+        source.inner().session = Some(session(None));
+        let why = source.current().unwrap_err().to_string();
+        assert!(why.contains("log in again with `gitgate login`"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_restart_takes_back_only_live_sessions_of_profiles_that_remain() {
+        use super::super::sealed::SessionKey;
+        let dir = tempfile::tempdir().unwrap();
+        let store = |client: &str| {
+            let key = SessionKey::from_bytes(&[3; 32]).unwrap();
+            (
+                SessionStore::new(dir.path().join("s"), key).unwrap(),
+                client.to_owned(),
+            )
+        };
+        let now = SystemTime::now();
+        let saved = |profile: &str, expires_in: i64, refresh: bool| Saved {
+            profile: profile.into(),
+            login: format!("{profile}-user"),
+            grant: Grant {
+                access: Secret::new(format!("ghu_{profile}")),
+                obtained_at: now - Duration::from_secs(100),
+                expires_at: Some(match expires_in {
+                    n if n >= 0 => now + Duration::from_secs(n as u64),
+                    n => now - Duration::from_secs(n.unsigned_abs()),
+                }),
+                refresh: refresh.then(|| Secret::new(format!("ghr_{profile}"))),
+                refresh_expires_at: None,
+            },
+        };
+        let write = |client: &str| {
+            let (store, client_id) = store(client);
+            let sessions = vec![
+                saved("live", 3600, true),
+                saved("gone", 3600, true),
+                saved("expired", -10, false),
+                saved("lasting", 3600 * 24 * 400, true),
+            ];
+            store
+                .store(&Contents {
+                    client_id,
+                    sessions,
+                })
+                .unwrap();
+        };
+
+        write("Iv1.x");
+        let users = sessions_in(Some(Arc::new(store("Iv1.x").0)));
+        users.restore(|profile| profile != "gone").unwrap();
+        assert_eq!(users.session("live").status().state, "loggedIn");
+        assert_eq!(
+            users.session("live").status().login.as_deref(),
+            Some("live-user")
+        );
+        assert_eq!(users.session("lasting").status().state, "loggedIn");
+        assert!(users.existing("gone").is_none() && users.existing("expired").is_none());
+        // The file is rewritten at once without what was dropped.
+        let kept = || {
+            let mut profiles: Vec<String> = match store("Iv1.x").0.load().unwrap() {
+                Some(c) => c.sessions.into_iter().map(|s| s.profile).collect(),
+                None => Vec::new(),
+            };
+            profiles.sort();
+            profiles
+        };
+        for _ in 0..500 {
+            if kept() == ["lasting", "live"] {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(kept(), ["lasting", "live"]);
+
+        // Sessions of another App client are not taken back.
+        write("Iv1.other");
+        let users = sessions_in(Some(Arc::new(store("Iv1.x").0)));
+        users.restore(|_| true).unwrap();
+        assert!(users.existing("live").is_none());
     }
 }

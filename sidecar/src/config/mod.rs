@@ -9,12 +9,13 @@ mod values;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use gitgate_policy::Policies;
 use gitgate_policy::{Policy, RawPolicy};
 use gitgate_proxy::audit::AuditTarget;
-use gitgate_proxy::token::{AppConfig, UserConfig};
+use gitgate_proxy::token::{AppConfig, SessionStore, UserConfig};
 use gitgate_proxy::{Limits, ListenTls, Settings, TokenConfig, UpstreamSettings};
 
 pub use profiles::{ProfileRules, Profiles};
@@ -325,13 +326,31 @@ impl Config {
             error(&key, e.to_string())
         })?;
         let tokens = match (raw.github.app, raw.github.token, raw.github.user) {
-            (_, _, Some(user)) => TokenConfig::User(UserConfig {
-                client_id: user.client_id.0,
-                client_secret: user.client_secret_file.map(|s| s.0),
-                refresh_margin: user
-                    .refresh_margin
-                    .map_or(Duration::from_secs(1800), |d| d.0),
-            }),
+            (_, _, Some(user)) => {
+                let sessions = match (user.session_file, user.session_key_file) {
+                    (None, None) => None,
+                    (Some(file), Some(key)) => Some(Arc::new(
+                        SessionStore::new(file.0, key.0)
+                            .map_err(|e| error("github.user.sessionFile", e.to_string()))?,
+                    )),
+                    (Some(_), None) => return Err(error(
+                        "github.user.sessionFile",
+                        "needs github.user.sessionKeyFile, the key that seals it (make one with `head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE`)".into(),
+                    )),
+                    (None, Some(_)) => return Err(error(
+                        "github.user.sessionKeyFile",
+                        "seals github.user.sessionFile, which is not set: set both for sessions that survive a restart, or neither".into(),
+                    )),
+                };
+                TokenConfig::User(UserConfig {
+                    client_id: user.client_id.0,
+                    client_secret: user.client_secret_file.map(|s| s.0),
+                    refresh_margin: user
+                        .refresh_margin
+                        .map_or(Duration::from_secs(1800), |d| d.0),
+                    sessions,
+                })
+            }
             (Some(app), _, _) => TokenConfig::App(Box::new(AppConfig {
                 id: app.id.0,
                 signer: app.signer,

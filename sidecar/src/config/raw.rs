@@ -11,7 +11,8 @@ use serde::de::{self, Deserializer};
 use gitgate_proxy::token::{CommandSigner, Signer};
 
 use super::values::{
-    ApiUrl, AppKeyFile, ConfigPath, HumanDuration, RootsFile, SecretFile, Timeout, parse_api_url,
+    ApiUrl, AppKeyFile, ConfigPath, HumanDuration, RootsFile, SecretFile, SessionKeyFile, Timeout,
+    parse_api_url,
 };
 
 /// Deserializes a present value directly (not through `Option`'s visitor), so errors
@@ -345,6 +346,12 @@ pub struct RawUser {
     /// Renew the token when less than this remains (default 30m).
     #[serde(default, deserialize_with = "some")]
     pub refresh_margin: Option<HumanDuration>,
+    /// Where the sessions are sealed so that a restart keeps them.
+    #[serde(default, deserialize_with = "some")]
+    pub(super) session_file: Option<ConfigPath>,
+    /// The key that seals `sessionFile`.
+    #[serde(default, deserialize_with = "some")]
+    pub(super) session_key_file: Option<SessionKeyFile>,
 }
 
 /// `github.token`: `{file: PATH}` or `{env: NAME}`.

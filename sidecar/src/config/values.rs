@@ -193,13 +193,19 @@ pub(super) struct AppKeyFile(pub(super) gitgate_proxy::token::AppKey);
 
 impl<'de> Deserialize<'de> for AppKeyFile {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        parse_str(d, "a path", |raw| {
-            let ConfigPath(path) = ConfigPath::resolve(raw);
-            gitgate_proxy::token::AppKey::load(&path)
-                .map(Self)
-                .map_err(|e| e.to_string())
-        })
+        load_path(d, gitgate_proxy::token::AppKey::load).map(Self)
     }
+}
+
+/// A path from the config, resolved and handed to `load` while the config is read.
+fn load_path<'de, D, T, E>(d: D, load: impl FnOnce(&Path) -> Result<T, E>) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    E: fmt::Display,
+{
+    parse_str(d, "a path", |raw| {
+        load(&ConfigPath::resolve(raw).0).map_err(|e| e.to_string())
+    })
 }
 
 /// A file holding one secret (`github.user.clientSecretFile`), read while the config is
@@ -218,6 +224,17 @@ impl<'de> Deserialize<'de> for SecretFile {
                 secret => Ok(Self(gitgate_proxy::token::Secret::new(secret))),
             }
         })
+    }
+}
+
+/// `github.user.sessionKeyFile`: the key that seals the session file, read while the
+/// config is read.
+#[derive(Debug)]
+pub(super) struct SessionKeyFile(pub(super) gitgate_proxy::token::SessionKey);
+
+impl<'de> Deserialize<'de> for SessionKeyFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        load_path(d, gitgate_proxy::token::SessionKey::load).map(Self)
     }
 }
 

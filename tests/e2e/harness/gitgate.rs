@@ -67,17 +67,50 @@ impl Gitgate {
 
     /// Runs gitgate on `dir/gitgate.yaml` with extra environment variables.
     pub fn start_with_env(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
+        let output = Arc::new(Mutex::new(String::new()));
+        let (child, addr) = Self::spawn(dir.path(), env, output.clone());
+        Self {
+            addr,
+            dir,
+            child,
+            output,
+        }
+    }
+
+    /// Stops gitgate: SIGTERM, then waits for a clean exit.
+    pub fn stop(&mut self) {
+        self.terminate();
+        assert!(
+            self.wait(Duration::from_secs(30)).success(),
+            "{}",
+            self.output()
+        );
+    }
+
+    /// Runs gitgate again on the same directory after [`Gitgate::stop`]; the output of
+    /// both runs is kept, the addresses are the new run's.
+    pub fn start_again(&mut self) {
+        self.output
+            .lock()
+            .unwrap()
+            .push_str("--- started again ---\n");
+        let (child, addr) = Self::spawn(self.dir.path(), &[], self.output.clone());
+        (self.child, self.addr) = (child, addr);
+    }
+
+    /// Starts `gitgate run` on `dir/gitgate.yaml`, its output appended to `output`; returns
+    /// once it listens.
+    fn spawn(dir: &Path, env: &[(&str, &str)], output: Arc<Mutex<String>>) -> (Child, SocketAddr) {
         let mut child = Command::new(binary())
             .envs(env.iter().copied())
             .args(["run", "--config"])
-            .arg(dir.path().join("gitgate.yaml"))
+            .arg(dir.join("gitgate.yaml"))
             .env("RUST_LOG", "info,gitgate=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn gitgate");
-        let output = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().expect("stderr");
         let sink = output.clone();
@@ -95,19 +128,13 @@ impl Gitgate {
             }
         });
         collect_lines(child.stdout.take().expect("stdout"), output.clone());
-        let addr = match ready_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => addr,
+        match ready_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => (child, addr),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!("gitgate did not start:\n{}", output.lock().unwrap());
             }
-        };
-        Self {
-            addr,
-            dir,
-            child,
-            output,
         }
     }
 
@@ -147,18 +174,20 @@ impl Gitgate {
         found.unwrap()
     }
 
-    /// The admin listener's address, from the log.
+    /// The admin listener's address, from the log (of the last run).
     pub fn admin_addr(&self) -> SocketAddr {
         self.output()
             .lines()
+            .rev()
             .find_map(|l| listening_addr(l, ": admin listening addr="))
             .expect("no admin listener in the log")
     }
 
-    /// The HTTPS proxy listener's address (`listenTls`), from the log.
+    /// The HTTPS proxy listener's address (`listenTls`), from the log (of the last run).
     pub fn tls_addr(&self) -> SocketAddr {
         self.output()
             .lines()
+            .rev()
             .find_map(|l| listening_addr(l, ": HTTPS proxy listening addr="))
             .expect("no HTTPS proxy listener in the log")
     }
