@@ -102,13 +102,13 @@ fn check_request(session: &Session, req: &Request<ClientBody>) -> Result<(), Str
             target.host, target.port
         ));
     }
-    if let Some(authority) = req.uri().authority() {
-        if !same_authority(authority.as_str(), target) {
-            return Err(format!(
-                "request URI authority {authority} does not match the CONNECT target {}",
-                target.host
-            ));
-        }
+    if let Some(authority) = req.uri().authority()
+        && !same_authority(authority.as_str(), target)
+    {
+        return Err(format!(
+            "request URI authority {authority} does not match the CONNECT target {}",
+            target.host
+        ));
     }
     Ok(())
 }

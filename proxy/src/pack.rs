@@ -557,10 +557,10 @@ fn chain_kind<T: gix_pack::FileData>(
     let mut header = item.header;
     let mut at = item.pack_offset;
     for _ in 0..=pack.num_objects() {
-        if at != item.pack_offset {
-            if let Some(kind) = known.get(&at) {
-                return Ok(*kind);
-            }
+        if at != item.pack_offset
+            && let Some(kind) = known.get(&at)
+        {
+            return Ok(*kind);
         }
         let base = match header {
             Header::Commit => return Ok(Ok(Kind::Commit)),

@@ -60,13 +60,12 @@ impl ProxyTls {
     ) -> Result<Arc<ServerConfig>, gitgate_certs::CaError> {
         let now = SystemTime::now();
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((config, minted)) = current.as_ref() {
-            if now
+        if let Some((config, minted)) = current.as_ref()
+            && now
                 .duration_since(*minted)
                 .is_ok_and(|age| age < RENEW_AFTER)
-            {
-                return Ok(config.clone());
-            }
+        {
+            return Ok(config.clone());
         }
         let config = ca.proxy_server_config(&self.names, self.verifier.clone(), now)?;
         *current = Some((config.clone(), now));

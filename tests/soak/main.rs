@@ -762,12 +762,12 @@ fn print_requests(metrics: &str, upstream_requests: usize) {
     println!("\ngitgate's request counters (/metrics)");
     let mut total = 0.0;
     for line in metrics.lines() {
-        if let Some(rest) = line.strip_prefix("gitgate_requests_total{") {
-            if let Some((labels, value)) = rest.split_once("} ") {
-                let value: f64 = value.trim().parse().unwrap_or(0.0);
-                total += value;
-                println!("  {:<40} {value:>8}", labels.replace('"', ""));
-            }
+        if let Some(rest) = line.strip_prefix("gitgate_requests_total{")
+            && let Some((labels, value)) = rest.split_once("} ")
+        {
+            let value: f64 = value.trim().parse().unwrap_or(0.0);
+            total += value;
+            println!("  {:<40} {value:>8}", labels.replace('"', ""));
         }
     }
     println!("  {:<40} {total:>8}", "all requests");
@@ -1088,7 +1088,7 @@ impl Sandbox {
         // Alternately a denied branch alone, and mixed with an allowed one (atomic).
         let allowed = format!("HEAD:refs/heads/release/soak-{id}");
         let mut args = vec!["push", "origin", "HEAD:refs/heads/dev"];
-        if step % 2 == 0 {
+        if step.is_multiple_of(2) {
             args.push(&allowed);
         }
         match self.git(&repo, &args) {

@@ -151,10 +151,10 @@ impl TokenCache {
             if let Some(token) = state.token.clone().filter(|t| t.usable(now)) {
                 return Ok(token);
             }
-            if let Some((error, until)) = &state.failure {
-                if now < *until {
-                    return Err(error.clone());
-                }
+            if let Some((error, until)) = &state.failure
+                && now < *until
+            {
+                return Err(error.clone());
             }
         }
         self.mint(key, &slot).await

@@ -404,10 +404,10 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> Result<T, C
             };
             message = format!("{name} is given twice; keep one");
             location = locate::locate(text, &key, 1).map(|(at, _)| at).or(location);
-        } else if let Some((at, true)) = locate::locate(text, &key, 0) {
-            if location.is_none_or(|(line, _)| at.0 > line) {
-                location = Some(at);
-            }
+        } else if let Some((at, true)) = locate::locate(text, &key, 0)
+            && location.is_none_or(|(line, _)| at.0 > line)
+        {
+            location = Some(at);
         }
         if key == "?" {
             key.clear();

@@ -124,10 +124,10 @@ pub(crate) async fn run(
 async fn pump_request(mut body: Counted, stdin: Option<ChildStdin>) {
     let Some(mut stdin) = stdin else { return };
     while let Some(Ok(frame)) = body.frame().await {
-        if let Ok(data) = frame.into_data() {
-            if stdin.write_all(&data).await.is_err() {
-                return;
-            }
+        if let Ok(data) = frame.into_data()
+            && stdin.write_all(&data).await.is_err()
+        {
+            return;
         }
     }
     let _ = stdin.shutdown().await;
