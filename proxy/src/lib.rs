@@ -174,10 +174,11 @@ impl Proxy {
             metrics.clone(),
             Some(audit.clone()),
         )?);
-        tokens.restore_sessions(&policies)?;
         metrics.policy_loaded(Outcome::Ok, Some(&policies_hash(&policies)));
         let observer = observe::Observer::new(audit, metrics);
         let repo_api = repo_api::RepoApi::new(&settings, upstream.dialer())?;
+        // Last of what can fail: a restored session may be renewed at once.
+        tokens.restore_sessions(&policies)?;
         let state = state::State::new(
             settings,
             ca,

@@ -117,10 +117,17 @@ pub(crate) fn describe(status: &LoginStatus, proxy: &str) -> String {
     let unknown = || "?".to_owned();
     let mut text = match status.state {
         "loggedIn" => format!(
-            "{}: logged in to GitHub as {}; the token expires at {} and is renewed before then",
+            "{}: logged in to GitHub as {}; {}",
             status.profile,
             status.login.clone().unwrap_or_else(unknown),
-            status.expires_at.clone().unwrap_or_else(|| "never".into()),
+            match (&status.expires_at, status.renewing) {
+                (Some(at), true) => format!(
+                    "the token is not usable now (it expired at {at}, or GitHub refused it) and gitgate is renewing it"
+                ),
+                (Some(at), false) =>
+                    format!("the token expires at {at} and is renewed before then"),
+                (None, _) => "the token does not expire".to_owned(),
+            },
         ),
         "pending" => format!(
             "{}: to let gitgate act for you on GitHub, open {} and enter the code {} (before {})",

@@ -314,12 +314,7 @@ fn check(config: Config) -> Result<(), Failure> {
 /// own validity: a half-present CA, a missing token.
 fn start_problems(config: &Config) -> Vec<ConfigError> {
     use gitgate_proxy::TokenConfig;
-    let problem = |key: &str, message: String| ConfigError {
-        file: config.file.clone(),
-        location: None,
-        key: key.to_owned(),
-        message,
-    };
+    let problem = |key: &str, message: String| config.error_at(key, message);
     let mut problems = Vec::new();
     if config.ca_cert.exists() != config.ca_key.exists() {
         let (present, missing) = match config.ca_cert.exists() {
@@ -349,6 +344,11 @@ fn start_problems(config: &Config) -> Vec<ConfigError> {
                 path.display()
             ),
         )),
+        TokenConfig::User(user) => {
+            if let Some(Err(e)) = user.sessions.as_ref().map(|files| files.open()) {
+                problems.push(problem(e.key(), e.detail()));
+            }
+        }
         _ => {}
     }
     problems
@@ -370,7 +370,11 @@ fn describe_tokens(tokens: &gitgate_proxy::TokenConfig) -> String {
                 "not revoked on logout: no clientSecretFile"
             },
             match &user.sessions {
-                Some(store) => format!("sessions sealed in {}", store.path().display()),
+                Some(files) => format!(
+                    "sessions sealed in {} under the key in {}",
+                    files.file.display(),
+                    files.key_file.display()
+                ),
                 None => "sessions in memory only: a restart logs everyone out".into(),
             }
         ),
@@ -405,8 +409,9 @@ async fn doctor(config: Config) -> Result<(), Failure> {
         say!(
             "doctor: the token comes from a person's login, held only by the running gitgate; see `gitgate status --config FILE`"
         );
-        if let Some((store, client_id)) = session_file {
-            saved_sessions(&store, &client_id)?;
+        if let Some((files, client_id)) = session_file {
+            let owner = format!("{client_id} https://{}", config.settings.github_host);
+            saved_sessions(&files, &owner)?;
         }
         return Ok(());
     }
@@ -476,21 +481,19 @@ async fn doctor(config: Config) -> Result<(), Failure> {
 
 /// `gitgate doctor` with `github.user.sessionFile`: whether the file opens with its key,
 /// and whose sessions a restart would take back.
-fn saved_sessions(
-    store: &gitgate_proxy::token::SessionStore,
-    client_id: &str,
-) -> Result<(), Failure> {
+fn saved_sessions(files: &gitgate_proxy::token::SessionFiles, owner: &str) -> Result<(), Failure> {
+    let store = files.open().map_err(anyhow::Error::from)?;
     let file = store.path().display();
     let now = SystemTime::now();
     let Some((saved_for, sessions)) = store.saved(now).map_err(anyhow::Error::from)? else {
-        say!("doctor: {file} does not exist yet; the running gitgate writes it at the first login");
+        say!("doctor: {file} does not exist yet; the running gitgate writes it when it starts");
         return Ok(());
     };
-    if saved_for != client_id {
-        say!(
-            "doctor: {file} holds sessions of App client {saved_for}, not {client_id}; gitgate drops them when it starts"
-        );
-        return Ok(());
+    if saved_for != owner {
+        return Err(anyhow::anyhow!(
+            "{file} holds the sessions of {saved_for} (App client, GitHub), not of {owner}; gitgate run refuses to start with it: set github.user.clientId (or github.host) back, or delete the file"
+        )
+        .into());
     }
     say!(
         "doctor: {file} opens with github.user.sessionKeyFile; {} saved session(s)",
@@ -502,12 +505,12 @@ fn saved_sessions(
             Some(Ok(left)) => format!("a token valid {} min more", left.as_secs() / 60),
             Some(Err(_)) => "an expired token".to_owned(),
         };
-        let renewal = match (s.renewable, s.expires_at.is_some_and(|at| at <= now)) {
-            (true, _) => "renewable",
-            (false, true) => "not renewable: gitgate drops it when it starts",
-            (false, false) => "not renewable",
+        let fate = match (s.restorable, s.renewable) {
+            (true, true) => "renewable",
+            (true, false) => "not renewable",
+            (false, _) => "no longer usable: gitgate run drops it",
         };
-        say!("  {}: {} with {token}, {renewal}", s.profile, s.login);
+        say!("  {}: {} with {token}, {fate}", s.profile, s.login);
     }
     Ok(())
 }

@@ -34,11 +34,15 @@ impl Running {
         &self.proxy
     }
 
-    /// Stops accepting, lets in-flight requests finish within the grace period, returns.
+    /// Stops accepting, lets in-flight requests finish within the grace period, seals the
+    /// user sessions one last time (a renewal may have just happened), returns.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        if let Err(error) = self.proxy.tokens().save_sessions().await {
+            tracing::error!(%error, "cannot save the GitHub user sessions before stopping");
         }
     }
 }

@@ -257,7 +257,7 @@ fn check_refuses_what_run_would_refuse_naming_file_key_and_fix() {
         ),
         (
             "ca: {cert: half/ca.pem, key: half/ca-key.pem}\n",
-            "gitgate.yaml: ca: half/ca.pem exists but half/ca-key.pem does not; gitgate run refuses to start",
+            "gitgate.yaml:1:1: ca: half/ca.pem exists but half/ca-key.pem does not; gitgate run refuses to start",
         ),
         (
             "github: {token: {env: GITGATE_TEST_UNSET_VARIABLE}}\n",

@@ -11,6 +11,7 @@ mod key;
 mod kms;
 mod sealed;
 mod secret;
+mod session_saver;
 mod signer;
 mod static_source;
 mod user;
@@ -28,7 +29,7 @@ pub use error::TokenError;
 pub use key::{AppKey, KeyError};
 #[cfg(feature = "aws-kms")]
 pub use kms::KmsSigner;
-pub use sealed::{SavedSession, SessionFileError, SessionKey, SessionStore};
+pub use sealed::{SavedSession, SessionFileError, SessionFiles, SessionKey, SessionStore};
 pub use secret::Secret;
 use secret::sensitive;
 pub use signer::{CommandSigner, Signer};
@@ -357,6 +358,15 @@ impl Tokens {
         match &self.source {
             Source::User(users) => users.restore(|profile| has_profile(policies, profile)),
             _ => Ok(()),
+        }
+    }
+
+    /// Seals the user sessions to `github.user.sessionFile` now (at shutdown: a renewal
+    /// that just happened must not be lost); how many it holds.
+    pub async fn save_sessions(&self) -> Result<usize, SessionFileError> {
+        match &self.source {
+            Source::User(users) => users.save().await,
+            _ => Ok(0),
         }
     }
 

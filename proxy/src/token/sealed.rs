@@ -4,8 +4,10 @@
 //! are pure (the nonce is passed in); [`SessionStore`] does the file I/O.
 
 use std::fmt;
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -35,6 +37,7 @@ impl SessionKey {
     /// can read.
     pub fn load(path: &Path) -> Result<Self, SessionFileError> {
         let err = |reason: String| SessionFileError {
+            key: KEY_FILE,
             path: path.to_owned(),
             reason,
         };
@@ -83,18 +86,54 @@ impl SessionKey {
     }
 }
 
-/// The session file is unusable; says which file and what to do.
+/// The session file (or its key) is unusable; says which file and what to do.
 #[derive(Debug, thiserror::Error)]
-#[error("github.user.sessionFile {path}: {reason}")]
+#[error("{key} {path}: {reason}")]
 pub struct SessionFileError {
+    key: &'static str,
     path: PathBuf,
     reason: String,
+}
+
+/// The config keys the errors are about.
+const FILE: &str = "github.user.sessionFile";
+const KEY_FILE: &str = "github.user.sessionKeyFile";
+
+impl SessionFileError {
+    /// The config key at fault (`github.user.sessionFile` or `…sessionKeyFile`).
+    pub fn key(&self) -> &'static str {
+        self.key
+    }
+
+    /// The file and what is wrong with it, without the key.
+    pub fn detail(&self) -> String {
+        format!("{}: {}", self.path.display(), self.reason)
+    }
+}
+
+/// `github.user.sessionFile` and `sessionKeyFile`, as configured: nothing is read until
+/// [`SessionFiles::open`] (only `gitgate run`, `check` and `doctor` need the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionFiles {
+    /// The sealed file.
+    pub file: PathBuf,
+    /// The key that seals it.
+    pub key_file: PathBuf,
+}
+
+impl SessionFiles {
+    /// Reads the key and checks the file's directory.
+    pub fn open(&self) -> Result<SessionStore, SessionFileError> {
+        SessionStore::new(self.file.clone(), SessionKey::load(&self.key_file)?)
+    }
 }
 
 /// `github.user.sessionFile` and the key that seals it.
 pub struct SessionStore {
     path: PathBuf,
     key: SessionKey,
+    /// Held while this process keeps the file (`FILE.lock`, an exclusive lock).
+    lock: OnceLock<File>,
 }
 
 impl fmt::Debug for SessionStore {
@@ -116,18 +155,31 @@ pub struct SavedSession {
     pub expires_at: Option<SystemTime>,
     /// Whether a refresh token can still renew it.
     pub renewable: bool,
+    /// Whether `gitgate run` takes it back (its token works, or it is renewable).
+    pub restorable: bool,
 }
 
 /// A session as it is kept in the file.
+#[derive(Clone)]
 pub(crate) struct Saved {
     pub(crate) profile: String,
     pub(crate) login: String,
     pub(crate) grant: Grant,
 }
 
-/// A session file's contents: whose App client the sessions belong to, and the sessions.
+impl Saved {
+    /// Worth keeping: its token still works, or its refresh token can get a new one.
+    pub(crate) fn restorable(&self, now: SystemTime) -> bool {
+        self.grant.usable(now) || self.grant.renewable(now)
+    }
+}
+
+/// A session file's contents: whose App client and GitHub the sessions belong to, and
+/// the sessions.
 pub(crate) struct Contents {
     pub(crate) client_id: String,
+    /// The GitHub web host the tokens were issued by (`https://github.com`).
+    pub(crate) host: String,
     pub(crate) sessions: Vec<Saved>,
 }
 
@@ -136,6 +188,7 @@ pub(crate) struct Contents {
 #[serde(rename_all = "camelCase")]
 struct Plain {
     client_id: String,
+    host: String,
     sessions: Vec<PlainSession>,
 }
 
@@ -163,6 +216,7 @@ fn time(secs: u64) -> SystemTime {
 pub(crate) fn seal(key: &SessionKey, contents: &Contents, nonce: [u8; NONCE_LEN]) -> Vec<u8> {
     let plain = Plain {
         client_id: contents.client_id.clone(),
+        host: contents.host.clone(),
         sessions: contents
             .sessions
             .iter()
@@ -208,10 +262,18 @@ pub(crate) fn open(key: &SessionKey, bytes: &[u8]) -> Result<Contents, String> {
             "cannot be opened with github.user.sessionKeyFile: it was sealed with another key, or altered; \
              give the key it was sealed with, or delete the file to start with nobody logged in"
         })?;
-    let plain: Plain = serde_json::from_slice(plain)
-        .map_err(|e| format!("its sealed contents are not a session list ({e})"))?;
+    // serde's message could quote a token: only where it stopped is told.
+    let plain: Plain = serde_json::from_slice(plain).map_err(|e| {
+        format!(
+            "its sealed contents are not a session list this gitgate can read (line {}, column {}; \
+             written by another version?); delete it to start with nobody logged in",
+            e.line(),
+            e.column()
+        )
+    })?;
     Ok(Contents {
         client_id: plain.client_id,
+        host: plain.host,
         sessions: plain
             .sessions
             .into_iter()
@@ -231,19 +293,66 @@ pub(crate) fn open(key: &SessionKey, bytes: &[u8]) -> Result<Contents, String> {
 }
 
 impl SessionStore {
-    /// The store at `path` (the file need not exist yet; its directory must).
+    /// The store at `path` (the file need not exist yet; its directory must, writable by
+    /// its owner only: anyone else could put an older file back).
     pub fn new(path: PathBuf, key: SessionKey) -> Result<Self, SessionFileError> {
         let dir = parent(&path);
-        if !dir.is_dir() {
-            return Err(SessionFileError {
-                reason: format!(
-                    "its directory {} does not exist; create it (writable by gitgate only)",
+        let refused = |reason: String| SessionFileError {
+            key: FILE,
+            reason,
+            path: path.clone(),
+        };
+        let meta = std::fs::metadata(dir).map_err(|_| {
+            refused(format!(
+                "its directory {} does not exist; create it (writable by gitgate only)",
+                dir.display()
+            ))
+        })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o022 != 0 {
+                return Err(refused(format!(
+                    "its directory {} is writable by group or others (mode {mode:04o}); \
+                     use a directory only gitgate can write (`chmod go-w {}`)",
+                    dir.display(),
                     dir.display()
-                ),
-                path,
-            });
+                )));
+            }
         }
-        Ok(Self { path, key })
+        if !meta.is_dir() {
+            return Err(refused(format!("{} is not a directory", dir.display())));
+        }
+        Ok(Self {
+            path,
+            key,
+            lock: OnceLock::new(),
+        })
+    }
+
+    /// Takes `FILE.lock` for this process's lifetime: two gitgates renewing the same
+    /// sessions would each spend the other's single-use refresh tokens.
+    pub(crate) fn lock(&self) -> Result<(), SessionFileError> {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&name)
+            .map_err(|e| self.error(format!("cannot open {}: {e}", name.display())))?;
+        file.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => self.error(format!(
+                "another gitgate holds {} and keeps these sessions; give each gitgate its own sessionFile",
+                Path::new(&name).display()
+            )),
+            std::fs::TryLockError::Error(e) => {
+                self.error(format!("cannot lock {}: {e}", Path::new(&name).display()))
+            }
+        })?;
+        let _ = self.lock.set(file);
+        Ok(())
     }
 
     /// The file.
@@ -251,15 +360,18 @@ impl SessionStore {
         &self.path
     }
 
-    fn error(&self, reason: String) -> SessionFileError {
+    /// An error about this file.
+    pub(crate) fn error(&self, reason: String) -> SessionFileError {
         SessionFileError {
+            key: FILE,
             path: self.path.clone(),
             reason,
         }
     }
 
-    /// What the file holds, for `gitgate doctor`: the App client the sessions belong to
-    /// and each session; `None` if there is no file yet.
+    /// What the file holds, for `gitgate doctor`: the App client and GitHub host the
+    /// sessions belong to (`client_id host`), and each session; `None` if there is no
+    /// file yet.
     pub fn saved(
         &self,
         now: SystemTime,
@@ -270,12 +382,16 @@ impl SessionStore {
                 .into_iter()
                 .map(|s| SavedSession {
                     renewable: s.grant.renewable(now),
+                    restorable: s.restorable(now),
                     expires_at: s.grant.expires_at,
                     profile: s.profile,
                     login: s.login,
                 })
                 .collect();
-            (contents.client_id, sessions)
+            (
+                format!("{} {}", contents.client_id, contents.host),
+                sessions,
+            )
         }))
     }
 
@@ -332,6 +448,7 @@ mod tests {
         let at = time(1_800_000_000);
         Contents {
             client_id: "Iv1.abc".into(),
+            host: "https://github.com".into(),
             sessions: vec![
                 Saved {
                     profile: "default".into(),
@@ -391,6 +508,7 @@ mod tests {
         }
         let opened = open(&key(7), &sealed).unwrap();
         assert_eq!(opened.client_id, "Iv1.abc");
+        assert_eq!(opened.host, "https://github.com");
         assert_eq!(summary(&opened), summary(&contents()));
         // A fresh nonce gives other bytes for the same sessions.
         assert_ne!(seal(&key(7), &contents(), [2; NONCE_LEN]), sealed);
@@ -454,6 +572,35 @@ mod tests {
         let missing = SessionStore::new(dir.path().join("no/such/sessions"), key(5));
         let why = missing.err().unwrap().to_string();
         assert!(why.contains("does not exist; create it"), "{why}");
+    }
+
+    #[test]
+    fn one_gitgate_at_a_time_keeps_a_file_in_a_directory_only_it_can_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions");
+        let first = SessionStore::new(path.clone(), key(5)).unwrap();
+        first.lock().unwrap();
+        let second = SessionStore::new(path.clone(), key(5)).unwrap();
+        let why = second.lock().err().unwrap().to_string();
+        assert!(
+            why.contains("another gitgate holds") && why.contains("sessions.lock"),
+            "{why}"
+        );
+        drop(first);
+        second.lock().unwrap();
+
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let why = SessionStore::new(shared.join("sessions"), key(5))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            why.contains("writable by group or others (mode 0775)"),
+            "{why}"
+        );
     }
 
     proptest! {

@@ -2,7 +2,6 @@
 //! memory (and, with `github.user.sessionFile`, sealed to a file that a restart reads
 //! back), renewed with its refresh token before it expires, revoked on logout.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -11,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::device::{DeviceCode, Grant, Step, TokenReply};
-use super::sealed::{Contents, Saved, SessionFileError, SessionStore};
+use super::sealed::{Saved, SessionFileError, SessionFiles};
+use super::session_saver::{Persistence, Sessions};
 use super::{Secret, TokenError};
 use crate::audit::{self, AuditLog};
 
@@ -25,7 +25,7 @@ pub struct UserConfig {
     /// Renew the token when less than this remains.
     pub refresh_margin: Duration,
     /// Where the sessions are sealed so that they survive a restart (`sessionFile`).
-    pub sessions: Option<Arc<SessionStore>>,
+    pub sessions: Option<SessionFiles>,
 }
 
 /// A failed renewal is retried after this long, doubling up to [`MAX_RETRY`].
@@ -43,6 +43,9 @@ pub struct LoginStatus {
     /// The GitHub user the token acts for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub login: Option<String>,
+    /// Logged in, but the token is not usable now and gitgate is renewing it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub renewing: bool,
     /// When the current token expires (RFC 3339); renewed before then.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
@@ -70,6 +73,7 @@ impl LoginStatus {
             profile: profile.to_owned(),
             state: "loggedOut",
             login: None,
+            renewing: false,
             expires_at: None,
             refresh_expires_at: None,
             verification_uri: None,
@@ -125,9 +129,6 @@ struct Inner {
     epoch: u64,
 }
 
-/// The sessions by profile.
-type Sessions = Arc<Mutex<HashMap<Arc<str>, Arc<UserSource>>>>;
-
 /// One person's session per profile (a single `default` one without profiles), each
 /// logged in, renewed and logged out on its own.
 pub(crate) struct UserSessions {
@@ -137,8 +138,8 @@ pub(crate) struct UserSessions {
     http: reqwest::Client,
     audit: Option<AuditLog>,
     sessions: Sessions,
-    /// Told of every session that starts, is renewed or ends (the session file's cue).
-    changed: Arc<Notify>,
+    /// The session file, once `gitgate run` has taken it back ([`UserSessions::restore`]).
+    persistence: Arc<Persistence>,
 }
 
 impl UserSessions {
@@ -149,14 +150,16 @@ impl UserSessions {
         http: reqwest::Client,
         audit: Option<AuditLog>,
     ) -> Self {
+        let sessions = Sessions::default();
+        let persistence = Arc::new(Persistence::new(&sessions, &config.client_id, &web));
         Self {
             config,
             web,
             api: api.trim_end_matches('/').to_owned(),
             http,
             audit,
-            sessions: Sessions::default(),
-            changed: Arc::default(),
+            sessions,
+            persistence,
         }
     }
 
@@ -176,7 +179,7 @@ impl UserSessions {
             renew_now: Notify::new(),
             audit: self.audit.clone(),
             profile: profile.clone(),
-            changed: self.changed.clone(),
+            persistence: self.persistence.clone(),
         });
         sessions.insert(profile, session.clone());
         session
@@ -189,16 +192,22 @@ impl UserSessions {
     }
 
     /// Forgets the sessions of profiles `keep` rejects (removed by a reload); their
-    /// renewal tasks stop with them.
-    pub(crate) fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.retain(|profile, session| {
-            let kept = keep(profile);
-            if !kept {
-                session.forget();
-            }
-            kept
-        });
+    /// renewal tasks stop with them. Sessions kept aside at start for a profile `keep`
+    /// now accepts are taken back.
+    pub(crate) fn retain(&self, keep: impl Fn(&str) -> bool) {
+        {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.retain(|profile, session| {
+                let kept = keep(profile);
+                if !kept {
+                    session.forget();
+                }
+                kept
+            });
+        }
+        for saved in self.persistence.revive(keep) {
+            self.session(&saved.profile).resume(saved);
+        }
     }
 
     /// When the soonest session token expires.
@@ -207,96 +216,73 @@ impl UserSessions {
         sessions.values().filter_map(|s| s.expiry()).min()
     }
 
-    /// Takes back the sessions sealed in `github.user.sessionFile` (of the profiles `keep`
-    /// accepts, and still renewable) and keeps the file current from now on. Only the
-    /// running proxy may: whatever renews a session spends its refresh token.
+    /// Takes back the sessions sealed in `github.user.sessionFile` (still usable or
+    /// renewable; those of profiles `keep` rejects are kept aside, unused) and keeps the
+    /// file current from now on. Only for the running proxy, and only once nothing else
+    /// can stop it from starting: whatever renews a session spends its refresh token.
     pub(crate) fn restore(&self, keep: impl Fn(&str) -> bool) -> Result<(), SessionFileError> {
-        let Some(store) = self.config.sessions.clone() else {
+        let Some(files) = &self.config.sessions else {
             return Ok(());
         };
-        let file = store.path().display().to_string();
+        let store = Arc::new(files.open()?);
+        store.lock()?;
         let now = SystemTime::now();
-        match store.load()? {
-            Some(contents) if contents.client_id != self.config.client_id => tracing::warn!(
-                %file,
-                saved_for = %contents.client_id,
-                "the session file holds sessions of another App client than github.user.clientId; they are dropped, and their people log in again"
-            ),
-            Some(contents) => {
-                for saved in contents.sessions {
-                    let profile = saved.profile.as_str();
-                    if !keep(profile) {
-                        tracing::info!(%file, profile, "a saved GitHub user session is dropped: its profile is gone");
-                    } else if !saved.grant.usable(now) && !saved.grant.renewable(now) {
-                        tracing::info!(%file, profile, login = %saved.login, "a saved GitHub user session is dropped: it expired while gitgate was down");
-                    } else {
-                        self.session(profile).resume(saved);
-                    }
+        let (mut resumed, mut dormant) = (Vec::new(), Vec::new());
+        if let Some(contents) = store.load()? {
+            if !self.persistence.owns(&contents) {
+                return Err(store.error(format!(
+                    "holds the sessions of App client {} at {}, not of github.user.clientId {} at {}; \
+                     set github.user.clientId (or github.host) back, or delete the file to start with nobody logged in",
+                    contents.client_id, contents.host, self.config.client_id, self.web
+                )));
+            }
+            for saved in contents.sessions {
+                let (profile, login) = (saved.profile.as_str(), saved.login.as_str());
+                if !saved.restorable(now) {
+                    tracing::info!(
+                        profile,
+                        login,
+                        "a saved GitHub user session expired while gitgate was down"
+                    );
+                    record(
+                        &self.audit,
+                        profile,
+                        "dropped",
+                        Some(login),
+                        "expired while gitgate was down; log in again",
+                    );
+                } else if keep(profile) {
+                    resumed.push(saved);
+                } else {
+                    tracing::warn!(
+                        profile,
+                        login,
+                        "a saved GitHub user session is kept aside: the config has no such profile (a profile file that did not load?); it is taken back when a reload brings the profile back"
+                    );
+                    dormant.push(saved);
                 }
             }
-            None => {}
         }
-        let saver = Saver {
-            sessions: self.sessions.clone(),
-            client_id: self.config.client_id.clone(),
-            store,
-        };
-        // Written now, without what was dropped: a file gitgate cannot write stops it
-        // here rather than at the first login.
-        saver.store.store(&saver.contents())?;
-        tokio::spawn(saver.run(self.changed.clone()));
+        // Written before anything is renewed: a file gitgate cannot write stops it here.
+        let kept = resumed.iter().chain(&dormant).cloned().collect();
+        store.store(&self.persistence.contents(kept))?;
+        self.persistence.start(store, dormant);
+        for saved in resumed {
+            self.session(&saved.profile).resume(saved);
+        }
         Ok(())
     }
-}
 
-/// Keeps `github.user.sessionFile` current: after each change, seals every session.
-struct Saver {
-    sessions: Sessions,
-    client_id: String,
-    store: Arc<SessionStore>,
-}
-
-impl Saver {
-    async fn run(self, changed: Arc<Notify>) {
-        loop {
-            changed.notified().await;
-            let contents = self.contents();
-            let count = contents.sessions.len();
-            let store = self.store.clone();
-            match tokio::task::spawn_blocking(move || store.store(&contents)).await {
-                Ok(Ok(())) => tracing::info!(
-                    sessions = count,
-                    file = %self.store.path().display(),
-                    "sealed the GitHub user sessions"
-                ),
-                Ok(Err(error)) => tracing::error!(
-                    %error,
-                    "cannot save the GitHub user sessions; a restart will log their people out until this is fixed"
-                ),
-                Err(error) => tracing::error!(%error, "saving the GitHub user sessions failed"),
-            }
-        }
+    /// Seals every session now (at shutdown), if there is a session file.
+    pub(crate) async fn save(&self) -> Result<usize, SessionFileError> {
+        self.persistence.save().await
     }
+}
 
-    /// Every logged-in session, as it stands.
-    fn contents(&self) -> Contents {
-        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let sessions = sessions
-            .values()
-            .filter_map(|source| {
-                let inner = source.inner();
-                let session = inner.session.as_ref()?;
-                Some(Saved {
-                    profile: source.profile.to_string(),
-                    login: session.login.clone(),
-                    grant: session.grant.clone(),
-                })
-            })
-            .collect();
-        Contents {
-            client_id: self.client_id.clone(),
-            sessions,
-        }
+/// Writes a `user_session` audit record, if there is an audit log.
+fn record(audit: &Option<AuditLog>, profile: &str, event: &str, login: Option<&str>, detail: &str) {
+    if let Some(audit) = audit {
+        audit.write(audit::user_line(profile, event, login, detail));
     }
 }
 
@@ -313,16 +299,25 @@ pub(crate) struct UserSource {
     audit: Option<AuditLog>,
     /// The profile the session belongs to.
     profile: Arc<str>,
-    /// Told when the session starts, is renewed or ends.
-    changed: Arc<Notify>,
+    /// The session file, told when the session starts, is renewed or ends.
+    persistence: Arc<Persistence>,
 }
 
 impl UserSource {
     /// Writes a `user_session` audit record.
     fn record(&self, event: &str, login: Option<&str>, detail: &str) {
-        if let Some(audit) = &self.audit {
-            audit.write(audit::user_line(&self.profile, event, login, detail));
-        }
+        record(&self.audit, &self.profile, event, login, detail);
+    }
+
+    /// The session as the file keeps it, if someone is logged in.
+    pub(crate) fn saved(&self) -> Option<Saved> {
+        let inner = self.inner();
+        let session = inner.session.as_ref()?;
+        Some(Saved {
+            profile: self.profile.to_string(),
+            login: session.login.clone(),
+            grant: session.grant.clone(),
+        })
     }
 
     /// The profile the session belongs to.
@@ -336,8 +331,9 @@ impl UserSource {
         inner.flow += 1;
         inner.epoch += 1;
         inner.waiting = None;
-        inner.session = None;
-        self.changed.notify_one();
+        if inner.session.take().is_some() {
+            self.persistence.changed();
+        }
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -361,10 +357,14 @@ impl UserSource {
                 "GitHub refused the token of {}'s session and gitgate is renewing it; retry in a moment",
                 s.login
             ),
-            // Restored after a restart with an expired token: the renewal is under way.
-            (_, Some(s), None) if s.grant.renewable(now) => format!(
-                "the token of {}'s session expired and gitgate is renewing it; retry in a moment",
-                s.login
+            // Expired (say, while gitgate was down) or refused, and renewal goes on.
+            (_, Some(s), error) if s.grant.renewable(now) => format!(
+                "gitgate is renewing the token of {}'s GitHub session{}; retry in a moment",
+                s.login,
+                error
+                    .as_ref()
+                    .map(|e| format!(" (the last attempt failed: {e})"))
+                    .unwrap_or_default()
             ),
             (_, Some(s), error) => format!(
                 "the GitHub session of {} is no longer valid{}; log in again with `gitgate login` (or POST /login to the proxy)",
@@ -527,7 +527,7 @@ impl UserSource {
         });
         let (source, epoch) = (self.clone(), inner.epoch);
         tokio::spawn(async move { source.keep_alive(epoch).await });
-        self.changed.notify_one();
+        self.persistence.changed();
     }
 
     /// The login of the user a token acts for (`GET /user`).
@@ -625,7 +625,7 @@ impl UserSource {
                     session.refused = false;
                 }
                 inner.last_error = None;
-                self.changed.notify_one();
+                self.persistence.changed();
                 Ok(())
             }
             Err(why) => {
@@ -633,7 +633,15 @@ impl UserSource {
                 let login = inner.session.as_ref().map(|s| s.login.as_str());
                 self.record("renewal_failed", login, &why);
                 inner.last_error = Some(format!("renewal failed: {why}"));
-                Err(if stop { Renewal::Stop } else { Renewal::Retry })
+                if !stop {
+                    return Err(Renewal::Retry);
+                }
+                // Spent for good: the session is over (and out of the session file).
+                if let Some(session) = inner.session.as_mut() {
+                    session.grant.refresh = None;
+                }
+                self.persistence.changed();
+                Err(Renewal::Stop)
             }
         }
     }
@@ -650,7 +658,6 @@ impl UserSource {
             inner.last_error = None;
             inner.session.take()
         };
-        self.changed.notify_one();
         let Some(session) = session else {
             return LogoutOutcome {
                 profile: profile.to_owned(),
@@ -659,7 +666,15 @@ impl UserSource {
                 message: "nobody was logged in".into(),
             };
         };
-        let (revoked, message) = match &self.config.client_secret {
+        // Out of the session file before the answer, so that it can say if it is not.
+        let unsaved = self.persistence.save().await.err().map(|error| {
+            tracing::error!(%error, "cannot take a logged-out session out of the session file");
+            self.persistence.changed();
+            format!(
+                "; but gitgate could not take the session out of its session file ({error}), so a restart before that works would bring it back"
+            )
+        });
+        let (revoked, mut message) = match &self.config.client_secret {
             Some(secret) => match self.revoke(&session.grant.access, secret).await {
                 Ok(()) => (
                     true,
@@ -681,6 +696,7 @@ impl UserSource {
                 ),
             ),
         };
+        message.push_str(unsaved.as_deref().unwrap_or_default());
         tracing::info!(login = %session.login, revoked, "GitHub user logged out");
         self.record("logged_out", Some(&session.login), &message);
         LogoutOutcome {
@@ -716,7 +732,11 @@ impl UserSource {
     pub(crate) fn status(&self) -> LoginStatus {
         let inner = self.inner();
         let now = SystemTime::now();
-        let session = inner.session.as_ref().filter(|s| s.usable(now));
+        // A session gitgate is renewing (its token expired or was refused) is still one.
+        let session = inner
+            .session
+            .as_ref()
+            .filter(|s| s.usable(now) || s.grant.renewable(now));
         // Shown until the polling task concludes, even past the code's expiry, so that the
         // outcome (and its reason) replaces it in one step.
         let waiting = inner.waiting.as_ref();
@@ -728,6 +748,7 @@ impl UserSource {
                 (None, None) => "loggedOut",
             },
             login: session.map(|s| s.login.clone()),
+            renewing: session.is_some_and(|s| !s.usable(now)),
             expires_at: session.and_then(|s| s.grant.expires_at).map(rfc3339),
             refresh_expires_at: session
                 .and_then(|s| s.grant.refresh_expires_at)
@@ -789,7 +810,7 @@ mod tests {
     }
 
     /// The same, sealed to `store`.
-    fn sessions_in(store: Option<Arc<SessionStore>>) -> UserSessions {
+    fn sessions_in(store: Option<SessionFiles>) -> UserSessions {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let config = UserConfig {
             client_id: "Iv1.x".into(),
@@ -843,10 +864,20 @@ mod tests {
             why.contains("octo's session and gitgate is renewing it; retry"),
             "{why}"
         );
-        // The renewal was refused too: now the person must log in again.
+        // A renewal that failed for now is retried: git is told so.
+        source.inner().last_error = Some("renewal failed: timed out".into());
+        let why = source.current().unwrap_err().to_string();
+        assert!(
+            why.contains("renewing the token of octo's GitHub session (the last attempt failed: renewal failed: timed out); retry"),
+            "{why}"
+        );
+        // The renewal was refused for good (its refresh token is dropped): now the person
+        // must log in again.
         source.inner().last_error = Some("renewal failed: bad_refresh_token".into());
+        source.inner().session.as_mut().unwrap().grant.refresh = None;
         let why = source.current().unwrap_err().to_string();
         assert!(why.contains("log in again with `gitgate login`"), "{why}");
+        assert_eq!(source.status().state, "loggedOut");
     }
 
     #[test]
@@ -868,8 +899,16 @@ mod tests {
         source.inner().session = Some(session(Some("ghr_a")));
         let why = source.current().unwrap_err().to_string();
         assert!(
-            why.contains("octo's session expired and gitgate is renewing it; retry"),
+            why.contains("gitgate is renewing the token of octo's GitHub session; retry"),
             "{why}"
+        );
+        let status = source.status();
+        assert_eq!((status.state, status.renewing), ("loggedIn", true));
+        let said = crate::login::describe(&status, "127.0.0.1:1");
+        assert!(
+            said.contains("logged in to GitHub as octo; the token is not usable now")
+                && said.contains("gitgate is renewing it"),
+            "{said}"
         );
         source.inner().session = Some(session(None));
         let why = source.current().unwrap_err().to_string();
@@ -877,15 +916,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_restart_takes_back_only_live_sessions_of_profiles_that_remain() {
-        use super::super::sealed::SessionKey;
+    async fn a_restart_takes_back_live_sessions_and_keeps_those_of_missing_profiles_aside() {
+        use super::super::sealed::Contents;
         let dir = tempfile::tempdir().unwrap();
-        let store = |client: &str| {
-            let key = SessionKey::from_bytes(&[3; 32]).unwrap();
-            (
-                SessionStore::new(dir.path().join("s"), key).unwrap(),
-                client.to_owned(),
-            )
+        let files = |name: &str| {
+            let key_file = dir.path().join("key");
+            std::fs::write(&key_file, [3u8; 32]).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            SessionFiles {
+                file: dir.path().join(name),
+                key_file,
+            }
         };
         let now = SystemTime::now();
         let saved = |profile: &str, expires_in: i64, refresh: bool| Saved {
@@ -902,53 +944,67 @@ mod tests {
                 refresh_expires_at: None,
             },
         };
-        let write = |client: &str| {
-            let (store, client_id) = store(client);
+        let write = |name: &str, client_id: &str| {
             let sessions = vec![
                 saved("live", 3600, true),
-                saved("gone", 3600, true),
+                saved("missing", 3600, true),
                 saved("expired", -10, false),
                 saved("lasting", 3600 * 24 * 400, true),
             ];
-            store
-                .store(&Contents {
-                    client_id,
-                    sessions,
-                })
-                .unwrap();
+            let contents = Contents {
+                client_id: client_id.into(),
+                host: "https://github.com".into(),
+                sessions,
+            };
+            files(name).open().unwrap().store(&contents).unwrap();
         };
-
-        write("Iv1.x");
-        let users = sessions_in(Some(Arc::new(store("Iv1.x").0)));
-        users.restore(|profile| profile != "gone").unwrap();
-        assert_eq!(users.session("live").status().state, "loggedIn");
-        assert_eq!(
-            users.session("live").status().login.as_deref(),
-            Some("live-user")
-        );
-        assert_eq!(users.session("lasting").status().state, "loggedIn");
-        assert!(users.existing("gone").is_none() && users.existing("expired").is_none());
-        // The file is rewritten at once without what was dropped.
-        let kept = || {
-            let mut profiles: Vec<String> = match store("Iv1.x").0.load().unwrap() {
+        let in_file = |name: &str| {
+            let mut profiles: Vec<String> = match files(name).open().unwrap().load().unwrap() {
                 Some(c) => c.sessions.into_iter().map(|s| s.profile).collect(),
                 None => Vec::new(),
             };
             profiles.sort();
             profiles
         };
+
+        write("s", "Iv1.x");
+        let users = sessions_in(Some(files("s")));
+        users.restore(|profile| profile != "missing").unwrap();
+        let state = |profile: &str| users.existing(profile).map(|s| s.status().state);
+        assert_eq!(state("live"), Some("loggedIn"));
+        assert_eq!(
+            users.session("live").status().login.as_deref(),
+            Some("live-user")
+        );
+        assert_eq!(state("lasting"), Some("loggedIn"));
+        assert_eq!((state("missing"), state("expired")), (None, None));
+        // Written at once: the expired one is gone, the one of the missing profile kept.
+        assert_eq!(in_file("s"), ["lasting", "live", "missing"]);
+
+        // A reload that brings the profile back takes its session back.
+        users.retain(|_| true);
+        assert_eq!(state("missing"), Some("loggedIn"));
+        // One that removes profiles ends their sessions, in the file too.
+        users.retain(|profile| profile == "live");
         for _ in 0..500 {
-            if kept() == ["lasting", "live"] {
+            if in_file("s") == ["live"] {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(kept(), ["lasting", "live"]);
+        assert_eq!(in_file("s"), ["live"]);
 
-        // Sessions of another App client are not taken back.
-        write("Iv1.other");
-        let users = sessions_in(Some(Arc::new(store("Iv1.x").0)));
-        users.restore(|_| true).unwrap();
-        assert!(users.existing("live").is_none());
+        // Sessions of another App client stop gitgate, and the file is left as it was.
+        write("other", "Iv1.other");
+        let before = std::fs::read(dir.path().join("other")).unwrap();
+        let why = sessions_in(Some(files("other")))
+            .restore(|_| true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            why.contains("holds the sessions of App client Iv1.other at https://github.com, not of github.user.clientId Iv1.x"),
+            "{why}"
+        );
+        assert_eq!(std::fs::read(dir.path().join("other")).unwrap(), before);
     }
 }

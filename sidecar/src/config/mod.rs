@@ -9,13 +9,12 @@ mod values;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use gitgate_policy::Policies;
 use gitgate_policy::{Policy, RawPolicy};
 use gitgate_proxy::audit::AuditTarget;
-use gitgate_proxy::token::{AppConfig, SessionStore, UserConfig};
+use gitgate_proxy::token::{AppConfig, SessionFiles, UserConfig};
 use gitgate_proxy::{Limits, ListenTls, Settings, TokenConfig, UpstreamSettings};
 
 pub use profiles::{ProfileRules, Profiles};
@@ -155,6 +154,17 @@ impl Config {
             ("audit", format!("{:?}", s.audit)),
             ("metrics", s.max_profile_labels.to_string()),
         ]
+    }
+
+    /// An error about `key` of this config, located in its file when the key is there.
+    pub(crate) fn error_at(&self, key: &str, message: String) -> ConfigError {
+        let text = std::fs::read_to_string(&self.file).unwrap_or_default();
+        ConfigError {
+            file: self.file.clone(),
+            location: locate::locate(&text, key, 0).map(|(at, _)| at),
+            key: key.to_owned(),
+            message,
+        }
     }
 
     /// The policies in force (every profile's that loaded, or the one `policy`), and
@@ -329,10 +339,10 @@ impl Config {
             (_, _, Some(user)) => {
                 let sessions = match (user.session_file, user.session_key_file) {
                     (None, None) => None,
-                    (Some(file), Some(key)) => Some(Arc::new(
-                        SessionStore::new(file.0, key.0)
-                            .map_err(|e| error("github.user.sessionFile", e.to_string()))?,
-                    )),
+                    (Some(file), Some(key)) => Some(SessionFiles {
+                        file: file.0,
+                        key_file: key.0,
+                    }),
                     (Some(_), None) => return Err(error(
                         "github.user.sessionFile",
                         "needs github.user.sessionKeyFile, the key that seals it (make one with `head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE`)".into(),

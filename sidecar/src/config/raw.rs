@@ -11,8 +11,7 @@ use serde::de::{self, Deserializer};
 use gitgate_proxy::token::{CommandSigner, Signer};
 
 use super::values::{
-    ApiUrl, AppKeyFile, ConfigPath, HumanDuration, RootsFile, SecretFile, SessionKeyFile, Timeout,
-    parse_api_url,
+    ApiUrl, AppKeyFile, ConfigPath, HumanDuration, RootsFile, SecretFile, Timeout, parse_api_url,
 };
 
 /// Deserializes a present value directly (not through `Option`'s visitor), so errors
@@ -349,9 +348,9 @@ pub struct RawUser {
     /// Where the sessions are sealed so that a restart keeps them.
     #[serde(default, deserialize_with = "some")]
     pub(super) session_file: Option<ConfigPath>,
-    /// The key that seals `sessionFile`.
+    /// The key that seals `sessionFile` (read by `run`, `check` and `doctor` only).
     #[serde(default, deserialize_with = "some")]
-    pub(super) session_key_file: Option<SessionKeyFile>,
+    pub(super) session_key_file: Option<ConfigPath>,
 }
 
 /// `github.token`: `{file: PATH}` or `{env: NAME}`.

@@ -227,17 +227,6 @@ impl<'de> Deserialize<'de> for SecretFile {
     }
 }
 
-/// `github.user.sessionKeyFile`: the key that seals the session file, read while the
-/// config is read.
-#[derive(Debug)]
-pub(super) struct SessionKeyFile(pub(super) gitgate_proxy::token::SessionKey);
-
-impl<'de> Deserialize<'de> for SessionKeyFile {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        load_path(d, gitgate_proxy::token::SessionKey::load).map(Self)
-    }
-}
-
 /// `upstream.caFile`: extra trust anchors, read while the config is read.
 #[derive(Debug, Clone)]
 pub struct RootsFile(pub Vec<rustls_pki_types::CertificateDer<'static>>);

@@ -50,6 +50,8 @@ pub struct Gitgate {
     pub dir: tempfile::TempDir,
     child: Child,
     output: Arc<Mutex<String>>,
+    /// The extra environment it runs with (again after a restart).
+    env: Vec<(String, String)>,
 }
 
 impl Gitgate {
@@ -68,12 +70,17 @@ impl Gitgate {
     /// Runs gitgate on `dir/gitgate.yaml` with extra environment variables.
     pub fn start_with_env(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
         let output = Arc::new(Mutex::new(String::new()));
-        let (child, addr) = Self::spawn(dir.path(), env, output.clone());
+        let env: Vec<_> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, addr) = Self::spawn(dir.path(), &env, output.clone());
         Self {
             addr,
             dir,
             child,
             output,
+            env,
         }
     }
 
@@ -94,15 +101,19 @@ impl Gitgate {
             .lock()
             .unwrap()
             .push_str("--- started again ---\n");
-        let (child, addr) = Self::spawn(self.dir.path(), &[], self.output.clone());
+        let (child, addr) = Self::spawn(self.dir.path(), &self.env, self.output.clone());
         (self.child, self.addr) = (child, addr);
     }
 
     /// Starts `gitgate run` on `dir/gitgate.yaml`, its output appended to `output`; returns
     /// once it listens.
-    fn spawn(dir: &Path, env: &[(&str, &str)], output: Arc<Mutex<String>>) -> (Child, SocketAddr) {
+    fn spawn(
+        dir: &Path,
+        env: &[(String, String)],
+        output: Arc<Mutex<String>>,
+    ) -> (Child, SocketAddr) {
         let mut child = Command::new(binary())
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .args(["run", "--config"])
             .arg(dir.join("gitgate.yaml"))
             .env("RUST_LOG", "info,gitgate=debug")

@@ -1,0 +1,138 @@
+//! Keeps `github.user.sessionFile` current: every change to a session wakes a task that
+//! seals all of them again (retrying a failed write with backoff); logout waits for its
+//! own write, so that it can say whether a restart would bring the session back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+
+use super::sealed::{Contents, Saved, SessionFileError, SessionStore};
+use super::user::UserSource;
+
+/// The sessions by profile.
+pub(crate) type Sessions = Arc<Mutex<HashMap<Arc<str>, Arc<UserSource>>>>;
+
+/// A failed write is retried after this long, doubling up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(300);
+
+/// The session file of a running gitgate (inert until [`Persistence::start`]).
+pub(crate) struct Persistence {
+    store: OnceLock<Arc<SessionStore>>,
+    sessions: Weak<Mutex<HashMap<Arc<str>, Arc<UserSource>>>>,
+    /// Sessions of profiles the config did not have at start: kept in the file, unused,
+    /// until a reload brings their profile back or they can no longer be renewed.
+    dormant: Mutex<Vec<Saved>>,
+    client_id: String,
+    host: String,
+    /// One write at a time, each of a snapshot taken while holding it.
+    writing: Mutex<()>,
+    changed: Notify,
+}
+
+impl Persistence {
+    pub(crate) fn new(sessions: &Sessions, client_id: &str, host: &str) -> Self {
+        Self {
+            store: OnceLock::new(),
+            sessions: Arc::downgrade(sessions),
+            dormant: Mutex::default(),
+            client_id: client_id.to_owned(),
+            host: host.to_owned(),
+            writing: Mutex::default(),
+            changed: Notify::new(),
+        }
+    }
+
+    /// What the file holds for `sessions`: this client's and host's.
+    pub(crate) fn contents(&self, sessions: Vec<Saved>) -> Contents {
+        Contents {
+            client_id: self.client_id.clone(),
+            host: self.host.clone(),
+            sessions,
+        }
+    }
+
+    /// Whether `contents` belong to this App client and GitHub host.
+    pub(crate) fn owns(&self, contents: &Contents) -> bool {
+        contents.client_id == self.client_id && contents.host == self.host
+    }
+
+    /// Keeps `store` current from now on, with `dormant` carried along.
+    pub(crate) fn start(self: &Arc<Self>, store: Arc<SessionStore>, dormant: Vec<Saved>) {
+        *lock(&self.dormant) = dormant;
+        if self.store.set(store).is_ok() {
+            tokio::spawn(self.clone().run());
+        }
+    }
+
+    /// A session changed: the file is rewritten soon.
+    pub(crate) fn changed(&self) {
+        if self.store.get().is_some() {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Takes the kept-aside sessions whose profile `keep` now accepts.
+    pub(crate) fn revive(&self, keep: impl Fn(&str) -> bool) -> Vec<Saved> {
+        let mut dormant = lock(&self.dormant);
+        let (revived, still) = dormant.drain(..).partition(|s| keep(&s.profile));
+        *dormant = still;
+        revived
+    }
+
+    /// Seals every session now, if there is a file; waits for the disk. Returns how many
+    /// sessions the file holds.
+    pub(crate) async fn save(self: &Arc<Self>) -> Result<usize, SessionFileError> {
+        let Some(store) = self.store.get().cloned() else {
+            return Ok(0);
+        };
+        let (this, writer) = (self.clone(), store.clone());
+        tokio::task::spawn_blocking(move || {
+            let _one = lock(&this.writing);
+            let contents = this.snapshot(SystemTime::now());
+            writer.store(&contents).map(|()| contents.sessions.len())
+        })
+        .await
+        .unwrap_or_else(|e| Err(store.error(format!("the write failed: {e}"))))
+    }
+
+    /// Every session worth keeping, as it stands.
+    fn snapshot(&self, now: SystemTime) -> Contents {
+        let mut sessions: Vec<Saved> = match self.sessions.upgrade() {
+            Some(map) => lock(&map).values().filter_map(|s| s.saved()).collect(),
+            None => Vec::new(),
+        };
+        sessions.extend(lock(&self.dormant).iter().cloned());
+        sessions.retain(|s| s.restorable(now));
+        self.contents(sessions)
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut retry = FIRST_RETRY;
+        loop {
+            self.changed.notified().await;
+            match self.save().await {
+                Ok(count) => {
+                    retry = FIRST_RETRY;
+                    tracing::info!(sessions = count, "sealed the GitHub user sessions");
+                }
+                Err(error) => {
+                    tracing::error!(
+                        %error,
+                        retry_in_s = retry.as_secs(),
+                        "cannot save the GitHub user sessions; until it works, a restart brings back the sessions as they were last saved"
+                    );
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(MAX_RETRY);
+                    self.changed.notify_one();
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
