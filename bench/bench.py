@@ -44,6 +44,7 @@ GITGATE_BIN = Path(os.environ.get("GITGATE_BIN", ROOT / "target/release/gitgate"
 CALLGRIND_DIR = WORK / "callgrind"
 CALLGRIND = False
 CLIENT_BIN = Path(os.environ.get("BENCH_CLIENT", WORK / "client-target/release/gitgate-bench-client"))
+RELAY_BIN = Path(os.environ.get("BENCH_RELAY", WORK / "relay-target/release/gitgate-bench-relay"))
 MITMDUMP = Path(os.environ.get("MITMDUMP", WORK / "venv/bin/mitmdump"))
 
 TOKEN = "ghs_BenchmarkToken0000000000000000000000"
@@ -52,14 +53,16 @@ HOST = "github.com"
 BASE = f"https://{HOST}"
 
 PORTS = {"gitgate": 18080, "tinyproxy": 18081, "squid": 18082, "mitmproxy": 18083, "gitgate-b": 18084,
-         "gitgate-profiles": 18085, "nginx-relay": 443}
+         "gitgate-profiles": 18085, "nginx-relay": 443, "rustls-relay": 443}
 # Where a client connects when it does not go through a forward proxy: the upstream itself
 # (direct), or the reference TLS relay, which the client reaches as if it were github.com.
-ADDRS = {"direct": "127.0.0.1", "nginx-relay": "127.0.0.2"}
+ADDRS = {"direct": "127.0.0.1", "nginx-relay": "127.0.0.2", "rustls-relay": "127.0.0.3"}
 CONTENDERS = ["direct", "gitgate", "nginx-relay", "tinyproxy", "squid", "mitmproxy"]
 # Opt-in (`--only gitgate,gitgate-profiles`): one gitgate serving PROFILES sandboxes, each
 # identified by its own proxy secret (`Proxy-Authorization: Basic`) and with its own policy.
-OPTIONAL_CONTENDERS = ["gitgate-profiles"]
+# Opt-in (`--only gitgate,rustls-relay`): the least a MITM on gitgate's own crates costs
+# (bench/relay: TLS in, TLS out, bytes pumped; no CONNECT, no HTTP, no credential).
+OPTIONAL_CONTENDERS = ["gitgate-profiles", "rustls-relay"]
 PROFILES = 50
 # A/B: GITGATE_B_BIN and/or GITGATE_B_CONFIG add a second gitgate ("gitgate-b": another
 # build or another config), interleaved with the others in the same run.
@@ -453,11 +456,7 @@ def start_proxy(name: str) -> tuple[subprocess.Popen, Path]:
         conf = fill(template, gg / "gitgate.yaml", PORT=port, GITGATE=gg, TLS=TLS)
         env = dict(os.environ, BENCH_GITHUB_TOKEN=TOKEN)
         env.setdefault("RUST_LOG", "info")
-        cmd = [str(binary), "run", "--config", str(conf)]
-        if CALLGRIND:
-            CALLGRIND_DIR.mkdir(exist_ok=True)
-            cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--instr-atstart=no",
-                   f"--callgrind-out-file={CALLGRIND_DIR / name}.%p", *cmd]
+        cmd = callgrind_wrapped(name, [str(binary), "run", "--config", str(conf)])
         p = PROCS.start(name, cmd, env=env)
         ca = gg / "ca" / "ca.pem"
     elif name == "gitgate-profiles":
@@ -475,6 +474,12 @@ def start_proxy(name: str) -> tuple[subprocess.Popen, Path]:
             (RUN / f"nginx-relay-{d}").mkdir(exist_ok=True)
         conf = fill(BENCH / "conf/nginx-relay.conf", RUN / "nginx-relay.conf", RUN=RUN, TLS=TLS, AUTH=AUTH)
         p = PROCS.start(name, ["nginx", "-c", str(conf), "-e", str(RUN / "nginx-relay-error.log")])
+        ca = TLS / "upstream-ca.pem"
+    elif name == "rustls-relay":
+        p = PROCS.start(name, callgrind_wrapped(name, [
+            str(RELAY_BIN), "--listen", f"{ADDRS[name]}:{port}", "--upstream", "127.0.0.1:443", "--name", HOST,
+            "--cert", str(TLS / "github.pem"), "--key", str(TLS / "github.key"),
+            "--cafile", str(TLS / "upstream-ca.pem")]))
         ca = TLS / "upstream-ca.pem"
     elif name == "tinyproxy":
         conf = fill(BENCH / "conf/tinyproxy.conf", RUN / "tinyproxy.conf", PORT=port, RUN=RUN)
@@ -556,8 +561,9 @@ class Contender:
 
     @property
     def client_sends_auth(self) -> bool:
-        # direct and the plain tunnel cannot have a header injected: the client sends it.
-        return self.name in ("direct", "tinyproxy")
+        # direct, the plain tunnel and the byte relay cannot have a header injected: the
+        # client sends it.
+        return self.name in ("direct", "tinyproxy", "rustls-relay")
 
     def env(self) -> dict:
         e = {k: v for k, v in os.environ.items() if not (
@@ -812,6 +818,21 @@ REQUESTS_PER_RUN = {
 }
 
 
+def counted(name: str) -> bool:
+    """Whether --callgrind counts this contender's instructions (gitgate's builds and the
+    byte relay built on the same crates)."""
+    return CALLGRIND and (name.startswith("gitgate") or name == "rustls-relay")
+
+
+def callgrind_wrapped(name: str, cmd: list[str]) -> list[str]:
+    """`cmd`, run under callgrind (collection off until a measured round) when counted."""
+    if not counted(name):
+        return cmd
+    CALLGRIND_DIR.mkdir(exist_ok=True)
+    return ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--instr-atstart=no",
+            f"--callgrind-out-file={CALLGRIND_DIR / name}.%p", *cmd]
+
+
 def callgrind_collect(pid: int, on: bool) -> None:
     sh(["callgrind_control", "-i", "on" if on else "off", str(pid)], capture_output=True)
 
@@ -871,8 +892,8 @@ def run_scenario(sc: Scenario, cfg: Cfg, contenders: list[str], rounds: int) -> 
                 client0 = children_cpu_s()
                 up0 = sum(cpu_seconds(p, reaped=True) for p in UPSTREAM_PIDS)
                 perf = start_perf(sc.key, r, c) if cfg.perf and name == "gitgate" else None
-                counted = CALLGRIND and c.proc is not None and name.startswith("gitgate")
-                if counted:
+                counted_now = c.proc is not None and counted(name)
+                if counted_now:
                     callgrind_collect(c.proc.pid, True)
                 try:
                     m = sc.fn(c, cfg)
@@ -883,7 +904,7 @@ def run_scenario(sc: Scenario, cfg: Cfg, contenders: list[str], rounds: int) -> 
                 finally:
                     if perf:
                         stop_perf(perf)
-                    if counted:
+                    if counted_now:
                         callgrind_collect(c.proc.pid, False)
                 if c.proc:
                     res.cpu.setdefault(name, []).append(cpu_seconds(c.proc.pid) - before)
@@ -898,7 +919,7 @@ def run_scenario(sc: Scenario, cfg: Cfg, contenders: list[str], rounds: int) -> 
             c = live[name]
             if c.proc:
                 res.rss[name] = peak_rss_mb(c.proc.pid)
-            if CALLGRIND and c.proc and name.startswith("gitgate"):
+            if c.proc and counted(name):
                 res.instructions[name] = callgrind_instructions(name, c.proc.pid)
                 log(f"  {name} instructions in the measured rounds: {res.instructions[name]}")
     finally:
@@ -1009,7 +1030,8 @@ def versions() -> dict:
 
 
 def instruction_table(results: dict, cfg: Cfg) -> list[str]:
-    """With --callgrind: what gitgate executed in the measured rounds, by thread role."""
+    """With --callgrind: what gitgate (and the byte relay) executed in the measured rounds, by
+    thread role."""
     rows = []
     for sc in SCENARIOS:
         res = results.get(sc.key)
@@ -1025,7 +1047,7 @@ def instruction_table(results: dict, cfg: Cfg) -> list[str]:
     if not rows:
         return []
     roles = " | ".join(next(iter(r for res in results.values() for r in res.instructions.values())))
-    return ["Instructions gitgate executed in the measured rounds (valgrind callgrind, exact counts), "
+    return ["Instructions executed in the measured rounds (valgrind callgrind, exact counts), "
             "per request (per run in scenarios that are not a request count):", "",
             f"| scenario | contender | {roles} | all threads |", "|---|---|---|---|---|---|", *rows, ""]
 

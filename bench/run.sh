@@ -82,6 +82,8 @@ else
 fi
 log "building the latency client (bench/client)"
 cargo build --release -q --manifest-path "$here/client/Cargo.toml" --target-dir "$work/client-target"
+log "building the byte relay (bench/relay, the opt-in rustls-relay contender)"
+cargo build --release -q --manifest-path "$here/relay/Cargo.toml" --target-dir "$work/relay-target"
 
 # --- run ----------------------------------------------------------------------------------
 # bench.py stops everything it started on exit, error or signal; this trap covers a
