@@ -255,11 +255,10 @@ impl Record {
     pub fn write_line(&self, duration: Duration, out: &mut Vec<u8>) {
         let line = line::Line {
             record: self,
-            time: &rfc3339(self.started),
+            time: self.started,
             duration_ms: (duration.as_secs_f64() * 1e6).round() / 1e3,
         };
-        // Strings, numbers and string-keyed maps into a Vec: serialising them cannot fail.
-        let _ = serde_json::to_writer(&mut *out, &line);
+        line.write(out);
         out.push(b'\n');
     }
 
@@ -331,9 +330,9 @@ pub fn user_line(profile: &str, event: &str, login: Option<&str>, detail: &str) 
 }
 
 fn rfc3339(t: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+    let mut text = Vec::with_capacity(30);
+    line::write_rfc3339(&mut text, t);
+    String::from_utf8(text).unwrap_or_default()
 }
 
 /// Where audit lines go.

@@ -1,7 +1,9 @@
-//! A request record serialised straight to its JSON line: no intermediate `Value` tree,
-//! keys written in the sorted order the log has always had (tooling diffs these lines).
+//! A request record written straight to its JSON line: no intermediate `Value` tree, no
+//! serializer for the flat fields (strings that need no escaping are copied whole),
+//! keys in the sorted order the log has always had (tooling diffs these lines).
 
-use std::fmt::Display;
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
@@ -10,60 +12,235 @@ use super::{RefRecord, field};
 /// The fields of one line, borrowed from the record.
 pub(super) struct Line<'a> {
     pub(super) record: &'a super::Record,
-    pub(super) time: &'a str,
+    pub(super) time: SystemTime,
     pub(super) duration_ms: f64,
 }
 
-impl Serialize for Line<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl Line<'_> {
+    /// Appends the line's JSON object (without a newline) to `out`.
+    pub(super) fn write(&self, out: &mut Vec<u8>) {
         let r = self.record;
         // Keys in byte order, as a sorted map would give them.
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry(field::BYTES_IN, &r.bytes_in)?;
-        m.serialize_entry(field::BYTES_OUT, &r.bytes_out)?;
-        m.serialize_entry(field::CLIENT, &Shown(&r.client))?;
-        m.serialize_entry(field::CONNECTION, &r.connection)?;
+        let mut o = Object::start(out);
+        o.number(field::BYTES_IN, r.bytes_in);
+        o.number(field::BYTES_OUT, r.bytes_out);
+        o.key(field::CLIENT);
+        address(o.out, r.client);
+        o.number(field::CONNECTION, r.connection);
         let verdict = r.verdict.unwrap_or(super::Verdict::Deny);
-        m.serialize_entry(field::DECISION, verdict.as_str())?;
-        m.serialize_entry(field::DURATION_MS, &self.duration_ms)?;
+        o.string(field::DECISION, verdict.as_str());
+        o.value(field::DURATION_MS, &self.duration_ms);
         if let Some(error) = &r.error {
-            m.serialize_entry(field::ERROR, error)?;
+            o.string(field::ERROR, error);
         }
         if let Some(user) = &r.github_user {
-            m.serialize_entry(field::GITHUB_USER, user.as_ref())?;
+            o.string(field::GITHUB_USER, user);
         }
-        m.serialize_entry(field::HOST, &r.host)?;
-        m.serialize_entry(field::INSTALLATION, &r.installation)?;
-        m.serialize_entry(field::KIND, "decision")?;
-        m.serialize_entry(field::METHOD, &r.method)?;
-        m.serialize_entry(field::PATH, &r.path)?;
+        o.string(field::HOST, &r.host);
+        o.value(field::INSTALLATION, &r.installation);
+        o.string(field::KIND, "decision");
+        o.string(field::METHOD, &r.method);
+        o.string(field::PATH, &r.path);
         if let Some(profile) = &r.profile {
-            m.serialize_entry(field::PROFILE, profile.as_ref())?;
+            o.string(field::PROFILE, profile);
         }
-        m.serialize_entry(field::REASON, &r.reason)?;
+        o.string(field::REASON, &r.reason);
         if !r.refs.is_empty() {
-            m.serialize_entry(field::REFS, &Refs(&r.refs))?;
+            o.value(field::REFS, &Refs(&r.refs));
         }
-        m.serialize_entry(field::REPO, &r.repo)?;
-        m.serialize_entry(field::RULE, &r.rule)?;
-        m.serialize_entry(field::SERVICE, r.service.as_str())?;
-        m.serialize_entry(field::STATUS, &r.status)?;
-        m.serialize_entry(field::TIME, self.time)?;
+        match &r.repo {
+            Some(repo) => o.string(field::REPO, repo),
+            None => o.value(field::REPO, &()),
+        }
+        o.string(field::RULE, &r.rule);
+        o.string(field::SERVICE, r.service.as_str());
+        o.number(field::STATUS, u64::from(r.status));
+        o.key(field::TIME);
+        o.out.push(b'"');
+        write_rfc3339(o.out, self.time);
+        o.out.push(b'"');
         if let Some(scope) = &r.token_scope {
-            m.serialize_entry(field::TOKEN_SCOPE, &Scope(scope))?;
+            o.value(field::TOKEN_SCOPE, &Scope(scope));
         }
-        m.serialize_entry(field::UPSTREAM_STATUS, &r.upstream_status)?;
-        m.end()
+        o.value(field::UPSTREAM_STATUS, &r.upstream_status);
+        o.out.push(b'}');
     }
 }
 
-/// A value written as the string its `Display` gives.
-struct Shown<'a, T>(&'a T);
+/// A JSON object being written, one `"key":value` at a time.
+struct Object<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
 
-impl<T: Display> Serialize for Shown<'_, T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self.0)
+impl<'a> Object<'a> {
+    fn start(out: &'a mut Vec<u8>) -> Self {
+        // A request's line is about 400 bytes: grown once, not field by field.
+        out.reserve(512);
+        out.push(b'{');
+        Self { out, first: true }
     }
+
+    /// `key` is one of the log's field names: nothing in it to escape.
+    fn key(&mut self, key: &str) {
+        let comma = !std::mem::take(&mut self.first);
+        self.out
+            .extend_from_slice(if comma { b",\"" } else { b"\"" });
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn string(&mut self, key: &str, value: &str) {
+        self.key(key);
+        string(self.out, value);
+    }
+
+    fn number(&mut self, key: &str, value: u64) {
+        self.key(key);
+        decimal(self.out, value);
+    }
+
+    /// A value serde writes (nested objects, floats, options).
+    fn value(&mut self, key: &str, value: &impl Serialize) {
+        self.key(key);
+        // Into a Vec, of types that serialise infallibly: cannot fail.
+        let _ = serde_json::to_writer(&mut *self.out, value);
+    }
+}
+
+/// A JSON string: copied whole when nothing in it needs escaping (the usual case),
+/// escaped by serde_json otherwise.
+fn string(out: &mut Vec<u8>, s: &str) {
+    if needs_escape(s.as_bytes()) {
+        let _ = serde_json::to_writer(&mut *out, s);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// Whether JSON needs any of `bytes` escaped: a control character, `"` or `\\`. Eight
+/// bytes at a time (serde_json's escaper goes byte by byte).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Whether any byte of `word` is below `n` (exact for n <= 0x80).
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH != 0;
+    let zero = |word: u64| below(word, 1);
+    let mut words = bytes.chunks_exact(8);
+    let hit = words.by_ref().any(|chunk| {
+        let word = u64::from_ne_bytes(chunk.try_into().unwrap_or_default());
+        below(word, 0x20)
+            || zero(word ^ (ONES * u64::from(b'"')))
+            || zero(word ^ (ONES * u64::from(b'\\')))
+    });
+    hit || words
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// `n` in decimal.
+fn decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// A socket address as a JSON string, as its `Display` writes it.
+fn address(out: &mut Vec<u8>, addr: SocketAddr) {
+    let SocketAddr::V4(v4) = addr else {
+        return string(out, &addr.to_string());
+    };
+    out.push(b'"');
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        decimal(out, u64::from(octet));
+    }
+    out.push(b':');
+    decimal(out, u64::from(v4.port()));
+    out.push(b'"');
+}
+
+/// `t` in RFC 3339, UTC, with the fraction of a second as short as it can be (as the
+/// `time` crate writes it; years outside 1970–9999 are left to it).
+pub(super) fn write_rfc3339(out: &mut Vec<u8>, t: SystemTime) {
+    let Some((secs, nanos)) = t
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| (d.as_secs(), d.subsec_nanos()))
+        .filter(|(secs, _)| *secs < 253_402_300_800)
+    else {
+        let t = time::OffsetDateTime::from(t);
+        let text = t
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| t.unix_timestamp().to_string());
+        return out.extend_from_slice(text.as_bytes());
+    };
+    let (year, month, day) = civil(secs / 86_400);
+    let second_of_day = secs % 86_400;
+    let two = |out: &mut Vec<u8>, n: u64| {
+        out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8])
+    };
+    two(out, year / 100);
+    two(out, year % 100);
+    out.push(b'-');
+    two(out, month);
+    out.push(b'-');
+    two(out, day);
+    out.push(b'T');
+    two(out, second_of_day / 3600);
+    out.push(b':');
+    two(out, second_of_day / 60 % 60);
+    out.push(b':');
+    two(out, second_of_day % 60);
+    if nanos != 0 {
+        out.push(b'.');
+        let mut digits = [0u8; 9];
+        let mut n = nanos;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        let len = 9 - trailing_decimal_zeros(nanos);
+        out.extend_from_slice(&digits[..len]);
+    }
+    out.push(b'Z');
+}
+
+/// How many decimal zeros end `n` (not 0).
+fn trailing_decimal_zeros(mut n: u32) -> usize {
+    let mut zeros = 0;
+    while n.is_multiple_of(10) {
+        n /= 10;
+        zeros += 1;
+    }
+    zeros
+}
+
+/// The calendar date of a day counted from 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 struct Refs<'a>(&'a [RefRecord]);
@@ -120,7 +297,10 @@ mod tests {
     use serde_json::{Map, Value, json};
 
     /// The line as a `serde_json::Map` (a sorted map) spells it: the format's definition.
-    fn reference(r: &Record, time: &str, duration_ms: f64) -> String {
+    fn reference(r: &Record, time: SystemTime, duration_ms: f64) -> String {
+        let time = time::OffsetDateTime::from(time)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
         let mut m = Map::new();
         let mut put = |k: &str, v: Value| {
             m.insert(k.to_owned(), v);
@@ -176,11 +356,26 @@ mod tests {
         Value::Object(m).to_string()
     }
 
+    /// Instants from 1970 to 9999, with whole seconds and round fractions as likely as
+    /// any other.
+    fn time() -> impl Strategy<Value = SystemTime> {
+        let nanos = prop_oneof![
+            Just(0u32),
+            Just(100_000_000),
+            Just(120_000_000),
+            Just(123_456_000),
+            0u32..1_000_000_000
+        ];
+        (0u64..253_402_300_800, nanos)
+            .prop_map(|(secs, nanos)| UNIX_EPOCH + Duration::new(secs, nanos))
+    }
+
     fn text() -> impl Strategy<Value = String> {
         prop_oneof![
             ".{0,12}",
             "[a-z/._-]{0,12}",
-            Just("\"\\\n\u{7f}é".to_owned())
+            Just("\"\\\n\u{7f}é".to_owned()),
+            Just("\u{1f}\u{0}\t/\"x".to_owned())
         ]
     }
 
@@ -256,10 +451,47 @@ mod tests {
         fn lines_are_byte_for_byte_what_a_sorted_map_writes(
             r in record(),
             duration_ms in prop_oneof![Just(0.0), Just(1.5), 0.0..1e7f64],
+            time in time(),
         ) {
-            let time = "2026-12-06T19:38:54.123456789Z";
-            let line = serde_json::to_string(&Line { record: &r, time, duration_ms }).unwrap();
-            prop_assert_eq!(line, reference(&r, time, duration_ms));
+            let mut line = Vec::new();
+            Line { record: &r, time, duration_ms }.write(&mut line);
+            prop_assert_eq!(String::from_utf8(line).unwrap(), reference(&r, time, duration_ms));
+        }
+
+        /// The word-at-a-time check agrees with the plain definition, wherever the
+        /// character that needs escaping falls (or when there is none).
+        #[test]
+        fn escaping_is_found_wherever_it_is(
+            clean in "[a-zA-Z0-9/._ \u{7f}é~-]{0,40}",
+            special in proptest::option::of(prop_oneof![
+                Just(0x1f),
+                Just(0),
+                0u8..0x20,
+                Just(b'"'),
+                Just(b'\\')
+            ]),
+            at in any::<prop::sample::Index>(),
+        ) {
+            let mut s = clean.into_bytes();
+            if let Some(b) = special {
+                let at = at.index(s.len() + 1);
+                // At a character boundary: `é` is two bytes.
+                let at = (at..=s.len()).find(|&i| i == s.len() || s[i] < 0x80 || s[i] >= 0xC0).unwrap();
+                s.insert(at, b);
+            }
+            prop_assert_eq!(needs_escape(&s), special.is_some());
+        }
+
+        /// The time as the `time` crate writes RFC 3339, for any instant (and any
+        /// fraction: trailing zeros trimmed, none for a whole second).
+        #[test]
+        fn times_are_written_as_the_time_crate_writes_them(time in time()) {
+            let mut ours = Vec::new();
+            write_rfc3339(&mut ours, time);
+            let theirs = time::OffsetDateTime::from(time)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap();
+            prop_assert_eq!(String::from_utf8(ours).unwrap(), theirs);
         }
     }
 
