@@ -177,8 +177,6 @@ impl Proxy {
         metrics.policy_loaded(Outcome::Ok, Some(&policies_hash(&policies)));
         let observer = observe::Observer::new(audit, metrics);
         let repo_api = repo_api::RepoApi::new(&settings, upstream.dialer())?;
-        // Last of what can fail: a restored session may be renewed at once.
-        tokens.restore_sessions(&policies)?;
         let state = state::State::new(
             settings,
             ca,
@@ -191,6 +189,15 @@ impl Proxy {
             state: Arc::new(state),
             tls,
         })
+    }
+
+    /// Takes back the user sessions sealed in `github.user.sessionFile` and keeps the file
+    /// current; sessions of the `unloaded` profiles (whose files did not load) are kept
+    /// aside until a reload brings them. Call it last before serving: a restored session
+    /// may be renewed at once, spending its refresh token.
+    pub fn restore_sessions(&self, unloaded: &[String]) -> Result<(), BuildError> {
+        let policies = self.state.policies();
+        Ok(self.state.tokens.restore_sessions(&policies, unloaded)?)
     }
 
     /// Replaces the policies (after an edit of `file`): new requests use them at once;

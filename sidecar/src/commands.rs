@@ -345,7 +345,14 @@ fn start_problems(config: &Config) -> Vec<ConfigError> {
             ),
         )),
         TokenConfig::User(user) => {
-            if let Some(Err(e)) = user.sessions.as_ref().map(|files| files.open()) {
+            // What `gitgate run` would refuse: the key, the directory, the file's owner.
+            let host = format!("https://{}", config.settings.github_host);
+            let opened = user.sessions.as_ref().map(|files| {
+                files
+                    .open()
+                    .and_then(|store| store.saved(&user.client_id, &host, SystemTime::now()))
+            });
+            if let Some(Err(e)) = opened {
                 problems.push(problem(e.key(), e.detail()));
             }
         }
@@ -392,7 +399,10 @@ async fn doctor(config: Config) -> Result<(), Failure> {
     let (policies, _) = config.policies();
     let session_file = match &config.tokens {
         gitgate_proxy::TokenConfig::User(user) => {
-            user.sessions.clone().map(|s| (s, user.client_id.clone()))
+            let host = format!("https://{}", config.settings.github_host);
+            user.sessions
+                .clone()
+                .map(|s| (s, user.client_id.clone(), host))
         }
         _ => None,
     };
@@ -409,9 +419,8 @@ async fn doctor(config: Config) -> Result<(), Failure> {
         say!(
             "doctor: the token comes from a person's login, held only by the running gitgate; see `gitgate status --config FILE`"
         );
-        if let Some((files, client_id)) = session_file {
-            let owner = format!("{client_id} https://{}", config.settings.github_host);
-            saved_sessions(&files, &owner)?;
+        if let Some((files, client_id, host)) = session_file {
+            saved_sessions(&files, &client_id, &host)?;
         }
         return Ok(());
     }
@@ -481,20 +490,19 @@ async fn doctor(config: Config) -> Result<(), Failure> {
 
 /// `gitgate doctor` with `github.user.sessionFile`: whether the file opens with its key,
 /// and whose sessions a restart would take back.
-fn saved_sessions(files: &gitgate_proxy::token::SessionFiles, owner: &str) -> Result<(), Failure> {
+fn saved_sessions(
+    files: &gitgate_proxy::token::SessionFiles,
+    client_id: &str,
+    host: &str,
+) -> Result<(), Failure> {
     let store = files.open().map_err(anyhow::Error::from)?;
     let file = store.path().display();
     let now = SystemTime::now();
-    let Some((saved_for, sessions)) = store.saved(now).map_err(anyhow::Error::from)? else {
+    let saved = store.saved(client_id, host, now);
+    let Some(sessions) = saved.map_err(anyhow::Error::from)? else {
         say!("doctor: {file} does not exist yet; the running gitgate writes it when it starts");
         return Ok(());
     };
-    if saved_for != owner {
-        return Err(anyhow::anyhow!(
-            "{file} holds the sessions of {saved_for} (App client, GitHub), not of {owner}; gitgate run refuses to start with it: set github.user.clientId (or github.host) back, or delete the file"
-        )
-        .into());
-    }
     say!(
         "doctor: {file} opens with github.user.sessionKeyFile; {} saved session(s)",
         sessions.len()

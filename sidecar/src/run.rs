@@ -34,14 +34,17 @@ impl Running {
         &self.proxy
     }
 
-    /// Stops accepting, lets in-flight requests finish within the grace period, seals the
-    /// user sessions one last time (a renewal may have just happened), returns.
+    /// Stops accepting, lets in-flight requests finish within the grace period, lets
+    /// renewals under way end (starting none), seals the user sessions one last time,
+    /// returns.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
-        if let Err(error) = self.proxy.tokens().save_sessions().await {
+        let tokens = self.proxy.tokens();
+        tokens.settle_sessions().await;
+        if let Err(error) = tokens.save_sessions().await {
             tracing::error!(%error, "cannot save the GitHub user sessions before stopping");
         }
     }
@@ -88,6 +91,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::error!(file = %file.display(), %error, "profile file left out; its clients are refused until it is fixed");
     }
     let proxy = Arc::new(Proxy::new(config.settings, ca, policies, config.tokens)?);
+    // Sessions of profiles whose file did not load are kept aside, not dropped.
+    let unloaded: Vec<String> = rejected
+        .iter()
+        .filter_map(|(file, _)| Some(file.file_stem()?.to_str()?.to_owned()))
+        .collect();
+    proxy.restore_sessions(&unloaded)?;
     tracing::info!(tokens = proxy.tokens().kind(), "credential source");
     if proxy.tokens().kind() == "none" {
         tracing::warn!(

@@ -708,12 +708,17 @@ fn a_session_file_gitgate_cannot_trust_stops_it_with_what_to_do() {
     ];
     for (bytes, why) in cases {
         std::fs::write(&file, bytes).unwrap();
-        for command in ["run", "doctor"] {
+        // `check` refuses it as a config problem, before `run` would.
+        for (command, code, named) in [
+            ("run", 1, "github.user.sessionFile sessions: "),
+            ("doctor", 1, "github.user.sessionFile sessions: "),
+            ("check", 64, "gitgate.yaml:4:"),
+        ] {
             let out = cli(&[command, "--config", "gitgate.yaml"], dir.path());
             let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(1), "{command}: {}", text(&out));
+            assert_eq!(out.status.code(), Some(code), "{command}: {}", text(&out));
             assert!(
-                stderr.contains("github.user.sessionFile sessions: ") && stderr.contains(why),
+                stderr.contains(named) && stderr.contains(why),
                 "{command}: {stderr}"
             );
         }

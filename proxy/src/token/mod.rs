@@ -353,11 +353,27 @@ impl Tokens {
     }
 
     /// Takes back the user sessions sealed in `github.user.sessionFile` (for the profiles
-    /// `policies` has) and keeps the file current. Only for the running proxy.
-    pub(crate) fn restore_sessions(&self, policies: &Policies) -> Result<(), SessionFileError> {
+    /// `policies` has; those of `unloaded` profiles, whose file did not load, are kept
+    /// aside) and keeps the file current. Only for the running proxy.
+    pub(crate) fn restore_sessions(
+        &self,
+        policies: &Policies,
+        unloaded: &[String],
+    ) -> Result<(), SessionFileError> {
         match &self.source {
-            Source::User(users) => users.restore(|profile| has_profile(policies, profile)),
+            Source::User(users) => users.restore(
+                |profile| has_profile(policies, profile),
+                |profile| unloaded.iter().any(|u| u == profile),
+            ),
             _ => Ok(()),
+        }
+    }
+
+    /// Stops starting renewals and waits (a few seconds at most) for those under way, so
+    /// that [`Tokens::save_sessions`] seals the newest refresh tokens (at shutdown).
+    pub async fn settle_sessions(&self) {
+        if let Source::User(users) = &self.source {
+            users.settle().await;
         }
     }
 

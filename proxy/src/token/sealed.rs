@@ -302,11 +302,14 @@ impl SessionStore {
             reason,
             path: path.clone(),
         };
-        let meta = std::fs::metadata(dir).map_err(|_| {
-            refused(format!(
-                "its directory {} does not exist; create it (writable by gitgate only)",
-                dir.display()
-            ))
+        let meta = std::fs::metadata(dir).map_err(|e| {
+            refused(match e.kind() {
+                io::ErrorKind::NotFound => format!(
+                    "its directory {} does not exist; create it (writable by gitgate only)",
+                    dir.display()
+                ),
+                _ => format!("cannot use its directory {}: {e}", dir.display()),
+            })
         })?;
         #[cfg(unix)]
         {
@@ -369,15 +372,37 @@ impl SessionStore {
         }
     }
 
-    /// What the file holds, for `gitgate doctor`: the App client and GitHub host the
-    /// sessions belong to (`client_id host`), and each session; `None` if there is no
-    /// file yet.
+    /// The sessions in the file, refused (as `gitgate run` refuses them) unless they
+    /// belong to App client `client_id` at GitHub `host` (`https://github.com`); `None` if
+    /// there is no file yet.
+    pub(crate) fn load_for(
+        &self,
+        client_id: &str,
+        host: &str,
+    ) -> Result<Option<Contents>, SessionFileError> {
+        let Some(contents) = self.load()? else {
+            return Ok(None);
+        };
+        if contents.client_id != client_id || contents.host != host {
+            return Err(self.error(format!(
+                "holds the sessions of App client {} at {}, not of github.user.clientId {client_id} at {host}; \
+                 set github.user.clientId (or github.host) back, or delete the file to start with nobody logged in",
+                contents.client_id, contents.host
+            )));
+        }
+        Ok(Some(contents))
+    }
+
+    /// What the file holds, for `gitgate check` and `doctor` (see
+    /// [`SessionStore::load_for`]); reads only.
     pub fn saved(
         &self,
+        client_id: &str,
+        host: &str,
         now: SystemTime,
-    ) -> Result<Option<(String, Vec<SavedSession>)>, SessionFileError> {
-        Ok(self.load()?.map(|contents| {
-            let sessions = contents
+    ) -> Result<Option<Vec<SavedSession>>, SessionFileError> {
+        Ok(self.load_for(client_id, host)?.map(|contents| {
+            contents
                 .sessions
                 .into_iter()
                 .map(|s| SavedSession {
@@ -387,11 +412,7 @@ impl SessionStore {
                     profile: s.profile,
                     login: s.login,
                 })
-                .collect();
-            (
-                format!("{} {}", contents.client_id, contents.host),
-                sessions,
-            )
+                .collect()
         }))
     }
 

@@ -3,6 +3,7 @@
 //! own write, so that it can say whether a restart would bring the session back.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +18,8 @@ pub(crate) type Sessions = Arc<Mutex<HashMap<Arc<str>, Arc<UserSource>>>>;
 /// A failed write is retried after this long, doubling up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(300);
+/// How long shutdown waits for renewals under way.
+const SETTLE: Duration = Duration::from_secs(10);
 
 /// The session file of a running gitgate (inert until [`Persistence::start`]).
 pub(crate) struct Persistence {
@@ -30,6 +33,21 @@ pub(crate) struct Persistence {
     /// One write at a time, each of a snapshot taken while holding it.
     writing: Mutex<()>,
     changed: Notify,
+    /// Set at shutdown: no renewal starts any more.
+    closing: AtomicBool,
+    /// Renewals under way, and a wake-up when one ends.
+    renewing: AtomicUsize,
+    renewed: Notify,
+}
+
+/// A renewal under way (see [`Persistence::renewal`]).
+pub(crate) struct Renewing<'a>(&'a Persistence);
+
+impl Drop for Renewing<'_> {
+    fn drop(&mut self) {
+        self.0.renewing.fetch_sub(1, Ordering::AcqRel);
+        self.0.renewed.notify_one();
+    }
 }
 
 impl Persistence {
@@ -42,7 +60,29 @@ impl Persistence {
             host: host.to_owned(),
             writing: Mutex::default(),
             changed: Notify::new(),
+            closing: AtomicBool::new(false),
+            renewing: AtomicUsize::new(0),
+            renewed: Notify::new(),
         }
+    }
+
+    /// Leave to renew a session now; `None` once shutdown began (the refresh token stays
+    /// as sealed, unspent).
+    pub(crate) fn renewal(&self) -> Option<Renewing<'_>> {
+        self.renewing.fetch_add(1, Ordering::AcqRel);
+        let renewing = Renewing(self);
+        (!self.closing.load(Ordering::Acquire)).then_some(renewing)
+    }
+
+    /// Stops renewals from starting and waits (up to [`SETTLE`]) for those under way.
+    pub(crate) async fn settle(&self) {
+        self.closing.store(true, Ordering::Release);
+        let _ = tokio::time::timeout(SETTLE, async {
+            while self.renewing.load(Ordering::Acquire) > 0 {
+                self.renewed.notified().await;
+            }
+        })
+        .await;
     }
 
     /// What the file holds for `sessions`: this client's and host's.
@@ -52,11 +92,6 @@ impl Persistence {
             host: self.host.clone(),
             sessions,
         }
-    }
-
-    /// Whether `contents` belong to this App client and GitHub host.
-    pub(crate) fn owns(&self, contents: &Contents) -> bool {
-        contents.client_id == self.client_id && contents.host == self.host
     }
 
     /// Keeps `store` current from now on, with `dormant` carried along.
@@ -74,12 +109,21 @@ impl Persistence {
         }
     }
 
-    /// Takes the kept-aside sessions whose profile `keep` now accepts.
-    pub(crate) fn revive(&self, keep: impl Fn(&str) -> bool) -> Vec<Saved> {
-        let mut dormant = lock(&self.dormant);
-        let (revived, still) = dormant.drain(..).partition(|s| keep(&s.profile));
-        *dormant = still;
-        revived
+    /// The kept-aside sessions whose profile `keep` now accepts (still kept aside: see
+    /// [`Persistence::revived`]).
+    pub(crate) fn revivable(&self, keep: impl Fn(&str) -> bool) -> Vec<Saved> {
+        let dormant = lock(&self.dormant);
+        dormant
+            .iter()
+            .filter(|s| keep(&s.profile))
+            .cloned()
+            .collect()
+    }
+
+    /// No longer keeps aside the sessions of `profiles`, now taken back (after they are,
+    /// so that no write misses them).
+    pub(crate) fn revived(&self, profiles: &[String]) {
+        lock(&self.dormant).retain(|s| !profiles.contains(&s.profile));
     }
 
     /// Seals every session now, if there is a file; waits for the disk. Returns how many
@@ -135,4 +179,45 @@ impl Persistence {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn shutdown_waits_for_renewals_under_way_and_starts_none() {
+        let persistence = Arc::new(Persistence::new(
+            &Sessions::default(),
+            "Iv1.x",
+            "https://github.com",
+        ));
+        let under_way = persistence
+            .renewal()
+            .expect("renewals start before shutdown");
+        let (ended_tx, ended) = tokio::sync::oneshot::channel();
+        let settling = {
+            let persistence = persistence.clone();
+            tokio::spawn(async move {
+                persistence.settle().await;
+                let _ = ended_tx.send(());
+            })
+        };
+        let mut ended = ended;
+        // While a renewal is under way, shutdown waits for it.
+        for _ in 0..5 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            ended.try_recv().is_err(),
+            "settled with a renewal under way"
+        );
+        assert!(
+            persistence.renewal().is_none(),
+            "a renewal started during shutdown"
+        );
+        drop(under_way);
+        settling.await.unwrap();
+        assert!(ended.try_recv().is_ok());
+    }
 }

@@ -205,9 +205,12 @@ impl UserSessions {
                 kept
             });
         }
-        for saved in self.persistence.revive(keep) {
+        let revived = self.persistence.revivable(keep);
+        let profiles: Vec<String> = revived.iter().map(|s| s.profile.clone()).collect();
+        for saved in revived {
             self.session(&saved.profile).resume(saved);
         }
+        self.persistence.revived(&profiles);
     }
 
     /// When the soonest session token expires.
@@ -217,10 +220,15 @@ impl UserSessions {
     }
 
     /// Takes back the sessions sealed in `github.user.sessionFile` (still usable or
-    /// renewable; those of profiles `keep` rejects are kept aside, unused) and keeps the
-    /// file current from now on. Only for the running proxy, and only once nothing else
-    /// can stop it from starting: whatever renews a session spends its refresh token.
-    pub(crate) fn restore(&self, keep: impl Fn(&str) -> bool) -> Result<(), SessionFileError> {
+    /// renewable, of profiles `keep` accepts; those of profiles `aside` names, whose file
+    /// did not load, are kept aside, unused) and keeps the file current from now on. Only
+    /// for the running proxy, and only once nothing else can stop it from starting:
+    /// whatever renews a session spends its refresh token.
+    pub(crate) fn restore(
+        &self,
+        keep: impl Fn(&str) -> bool,
+        aside: impl Fn(&str) -> bool,
+    ) -> Result<(), SessionFileError> {
         let Some(files) = &self.config.sessions else {
             return Ok(());
         };
@@ -228,14 +236,7 @@ impl UserSessions {
         store.lock()?;
         let now = SystemTime::now();
         let (mut resumed, mut dormant) = (Vec::new(), Vec::new());
-        if let Some(contents) = store.load()? {
-            if !self.persistence.owns(&contents) {
-                return Err(store.error(format!(
-                    "holds the sessions of App client {} at {}, not of github.user.clientId {} at {}; \
-                     set github.user.clientId (or github.host) back, or delete the file to start with nobody logged in",
-                    contents.client_id, contents.host, self.config.client_id, self.web
-                )));
-            }
+        if let Some(contents) = store.load_for(&self.config.client_id, &self.web)? {
             for saved in contents.sessions {
                 let (profile, login) = (saved.profile.as_str(), saved.login.as_str());
                 if !saved.restorable(now) {
@@ -253,13 +254,26 @@ impl UserSessions {
                     );
                 } else if keep(profile) {
                     resumed.push(saved);
-                } else {
+                } else if aside(profile) {
                     tracing::warn!(
                         profile,
                         login,
-                        "a saved GitHub user session is kept aside: the config has no such profile (a profile file that did not load?); it is taken back when a reload brings the profile back"
+                        "a saved GitHub user session is kept aside: its profile file did not load; it is taken back when a reload brings the profile back"
                     );
                     dormant.push(saved);
+                } else {
+                    tracing::info!(
+                        profile,
+                        login,
+                        "a saved GitHub user session is dropped: its profile is gone"
+                    );
+                    record(
+                        &self.audit,
+                        profile,
+                        "dropped",
+                        Some(login),
+                        "its profile is gone",
+                    );
                 }
             }
         }
@@ -276,6 +290,11 @@ impl UserSessions {
     /// Seals every session now (at shutdown), if there is a session file.
     pub(crate) async fn save(&self) -> Result<usize, SessionFileError> {
         self.persistence.save().await
+    }
+
+    /// No renewal starts any more; those under way end (shutdown).
+    pub(crate) async fn settle(&self) {
+        self.persistence.settle().await;
     }
 }
 
@@ -309,10 +328,14 @@ impl UserSource {
         record(&self.audit, &self.profile, event, login, detail);
     }
 
-    /// The session as the file keeps it, if someone is logged in.
+    /// The session as the file keeps it, if someone is logged in (not one whose token
+    /// GitHub refused and that cannot be renewed).
     pub(crate) fn saved(&self) -> Option<Saved> {
         let inner = self.inner();
-        let session = inner.session.as_ref()?;
+        let session = inner
+            .session
+            .as_ref()
+            .filter(|s| !s.refused || s.grant.renewable(SystemTime::now()))?;
         Some(Saved {
             profile: self.profile.to_string(),
             login: session.login.clone(),
@@ -353,7 +376,7 @@ impl UserSource {
                 "a GitHub login is waiting: open {} and enter the code {}",
                 w.code.verification_uri, w.code.user_code
             ),
-            (_, Some(s), None) if s.refused => format!(
+            (_, Some(s), None) if s.refused && s.grant.renewable(now) => format!(
                 "GitHub refused the token of {}'s session and gitgate is renewing it; retry in a moment",
                 s.login
             ),
@@ -590,6 +613,10 @@ impl UserSource {
     }
 
     async fn renew(&self, epoch: u64) -> Result<(), Renewal> {
+        // Shutdown began: the sealed refresh token stays unspent for the next start.
+        let Some(_renewing) = self.persistence.renewal() else {
+            return Err(Renewal::Stop);
+        };
         let refresh = {
             let inner = self.inner();
             match inner.session.as_ref().and_then(|s| s.grant.refresh.clone()) {
@@ -878,6 +905,12 @@ mod tests {
         let why = source.current().unwrap_err().to_string();
         assert!(why.contains("log in again with `gitgate login`"), "{why}");
         assert_eq!(source.status().state, "loggedOut");
+        // Refused again with nothing left to renew it with: not "renewing", and not kept
+        // for the next start.
+        source.inner().last_error = None;
+        let why = source.current().unwrap_err().to_string();
+        assert!(why.contains("log in again with `gitgate login`"), "{why}");
+        assert!(source.saved().is_none());
     }
 
     #[test]
@@ -948,6 +981,7 @@ mod tests {
             let sessions = vec![
                 saved("live", 3600, true),
                 saved("missing", 3600, true),
+                saved("gone", 3600, true),
                 saved("expired", -10, false),
                 saved("lasting", 3600 * 24 * 400, true),
             ];
@@ -969,7 +1003,12 @@ mod tests {
 
         write("s", "Iv1.x");
         let users = sessions_in(Some(files("s")));
-        users.restore(|profile| profile != "missing").unwrap();
+        users
+            .restore(
+                |profile| !["missing", "gone"].contains(&profile),
+                |profile| profile == "missing",
+            )
+            .unwrap();
         let state = |profile: &str| users.existing(profile).map(|s| s.status().state);
         assert_eq!(state("live"), Some("loggedIn"));
         assert_eq!(
@@ -977,8 +1016,12 @@ mod tests {
             Some("live-user")
         );
         assert_eq!(state("lasting"), Some("loggedIn"));
-        assert_eq!((state("missing"), state("expired")), (None, None));
-        // Written at once: the expired one is gone, the one of the missing profile kept.
+        assert_eq!(
+            (state("missing"), state("expired"), state("gone")),
+            (None, None, None)
+        );
+        // Written at once: the expired one and the removed profile's are gone, the one
+        // of the profile whose file did not load is kept aside.
         assert_eq!(in_file("s"), ["lasting", "live", "missing"]);
 
         // A reload that brings the profile back takes its session back.
@@ -998,7 +1041,7 @@ mod tests {
         write("other", "Iv1.other");
         let before = std::fs::read(dir.path().join("other")).unwrap();
         let why = sessions_in(Some(files("other")))
-            .restore(|_| true)
+            .restore(|_| true, |_| false)
             .unwrap_err()
             .to_string();
         assert!(
