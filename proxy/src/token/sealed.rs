@@ -313,7 +313,7 @@ impl SessionStore {
         })?;
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o022 != 0 {
                 return Err(refused(format!(
@@ -322,6 +322,12 @@ impl SessionStore {
                     dir.display(),
                     dir.display()
                 )));
+            }
+            // This process's user, as Linux shows it; elsewhere the mode check stands alone.
+            if let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid())
+                && let Some(why) = foreign_owner(dir, meta.uid(), me)
+            {
+                return Err(refused(why));
             }
         }
         if !meta.is_dir() {
@@ -445,6 +451,19 @@ impl SessionStore {
             .and_then(|d| d.sync_all())
             .map_err(failed)
     }
+}
+
+/// Why a directory owned by `owner` will not do for a process running as `me`: another
+/// account could put an older file back.
+fn foreign_owner(dir: &Path, owner: u32, me: u32) -> Option<String> {
+    (owner != me).then(|| {
+        format!(
+            "its directory {} belongs to uid {owner}, not to gitgate's user (uid {me}), who could put an older file back; \
+             use a directory gitgate's user owns (`chown {me} {}`)",
+            dir.display(),
+            dir.display()
+        )
+    })
 }
 
 /// The directory `path` is in (`.` for a bare file name).
@@ -622,6 +641,13 @@ mod tests {
             why.contains("writable by group or others (mode 0775)"),
             "{why}"
         );
+        // A directory of another account's is refused; one of gitgate's own is not.
+        let why = foreign_owner(&shared, 65_534, 0).unwrap();
+        assert!(
+            why.contains("belongs to uid 65534, not to gitgate's user (uid 0)"),
+            "{why}"
+        );
+        assert!(foreign_owner(&shared, 1000, 1000).is_none());
     }
 
     proptest! {
