@@ -204,9 +204,9 @@ impl Proxy {
     /// requests in flight and open tunnels to other hosts finish under the ones they
     /// started with; intercepted connections keep their profile and get its new policy.
     /// Tokens whose scope no policy asks for any more are dropped. Returns the hash.
-    pub fn set_policies(&self, policies: Policies, file: &str) -> String {
+    pub fn set_policies(&self, policies: Policies, unloaded: &[String], file: &str) -> String {
         let hash = policies_hash(&policies);
-        self.state.set_policies(policies);
+        self.state.set_policies(policies, unloaded);
         self.state
             .observer
             .metrics

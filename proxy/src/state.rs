@@ -71,12 +71,14 @@ impl State {
             .clone()
     }
 
-    pub(crate) fn set_policies(&self, policies: Policies) {
+    /// Swaps the policies in; `unloaded` names the profiles whose file is there but did
+    /// not load (their kept-aside user sessions stay aside).
+    pub(crate) fn set_policies(&self, policies: Policies, unloaded: &[String]) {
         let policies = Arc::new(policies);
         *self.policies.write().unwrap_or_else(|p| p.into_inner()) = policies.clone();
         // After the swap, so that no request starting meanwhile mints for a scope of the
         // old policies once they were pruned.
-        self.tokens.policies_changed(&policies);
+        self.tokens.policies_changed(&policies, unloaded);
     }
 
     pub(crate) fn next_connection_id(&self) -> u64 {

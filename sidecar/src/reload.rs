@@ -148,7 +148,7 @@ impl Watcher {
                 if known.profiles.is_none() {
                     known.files.clear();
                     let policies = Policies::Single(Arc::new(config.policy));
-                    let hash = self.proxy.set_policies(policies, &file);
+                    let hash = self.proxy.set_policies(policies, &[], &file);
                     tracing::info!(%file, policy_hash = %hash, "policy reloaded");
                     return;
                 }
@@ -237,7 +237,15 @@ impl Watcher {
                     [(path, _)] if !all => path.display().to_string(),
                     _ => self.path.display().to_string(),
                 };
-                let hash = self.proxy.set_policies(policies, &label);
+                // Profiles whose file is there but never loaded keep their saved sessions
+                // aside.
+                let unloaded: Vec<String> = known
+                    .files
+                    .iter()
+                    .filter(|(_, f)| f.in_force.is_none())
+                    .filter_map(|(path, _)| Some(path.file_stem()?.to_str()?.to_owned()))
+                    .collect();
+                let hash = self.proxy.set_policies(policies, &unloaded, &label);
                 tracing::info!(file = %label, policy_hash = %hash, "profiles reloaded");
                 return;
             }

@@ -330,10 +330,15 @@ impl Tokens {
         }
     }
 
-    /// The policies changed: drop tokens whose scope none of them asks for any more.
-    pub fn policies_changed(&self, policies: &Policies) {
+    /// The policies changed: drop tokens whose scope none of them asks for any more, and
+    /// user sessions of profiles gone (kept aside only for the `unloaded` profiles, whose
+    /// file is there but did not load).
+    pub fn policies_changed(&self, policies: &Policies, unloaded: &[String]) {
         if let Source::User(users) = &self.source {
-            users.retain(|profile| has_profile(policies, profile));
+            users.retain(
+                |profile| has_profile(policies, profile),
+                |profile| unloaded.iter().any(|u| u == profile),
+            );
         }
         if let Source::App { cache, .. } = &self.source {
             // Each owner's wanted scopes are computed once, not once per cached token.

@@ -126,6 +126,21 @@ impl Persistence {
         lock(&self.dormant).retain(|s| !profiles.contains(&s.profile));
     }
 
+    /// Drops the kept-aside sessions of the profiles `gone` names (out of the file too);
+    /// returns them.
+    pub(crate) fn drop_aside(&self, gone: impl Fn(&str) -> bool) -> Vec<Saved> {
+        let dropped: Vec<Saved> = {
+            let mut dormant = lock(&self.dormant);
+            let (dropped, kept) = dormant.drain(..).partition(|s| gone(&s.profile));
+            *dormant = kept;
+            dropped
+        };
+        if !dropped.is_empty() {
+            self.changed();
+        }
+        dropped
+    }
+
     /// Seals every session now, if there is a file; waits for the disk. Returns how many
     /// sessions the file holds.
     pub(crate) async fn save(self: &Arc<Self>) -> Result<usize, SessionFileError> {

@@ -193,8 +193,9 @@ impl UserSessions {
 
     /// Forgets the sessions of profiles `keep` rejects (removed by a reload); their
     /// renewal tasks stop with them. Sessions kept aside at start for a profile `keep`
-    /// now accepts are taken back.
-    pub(crate) fn retain(&self, keep: impl Fn(&str) -> bool) {
+    /// now accepts are taken back; those of profiles `aside` no longer names (their
+    /// broken file was removed) are dropped.
+    pub(crate) fn retain(&self, keep: impl Fn(&str) -> bool, aside: impl Fn(&str) -> bool) {
         {
             let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
             sessions.retain(|profile, session| {
@@ -211,6 +212,15 @@ impl UserSessions {
             self.session(&saved.profile).resume(saved);
         }
         self.persistence.revived(&profiles);
+        for gone in self.persistence.drop_aside(|profile| !aside(profile)) {
+            record(
+                &self.audit,
+                &gone.profile,
+                "dropped",
+                Some(&gone.login),
+                "its profile is gone",
+            );
+        }
     }
 
     /// When the soonest session token expires.
@@ -863,7 +873,7 @@ mod tests {
         assert_eq!(&**a.profile(), "a");
         assert_eq!(sessions.session("b").status().profile, "b");
         assert!(sessions.existing("c").is_none(), "looking makes no session");
-        sessions.retain(|profile| profile == "a");
+        sessions.retain(|profile| profile == "a", |_| false);
         assert!(sessions.existing("a").is_some() && sessions.existing("b").is_none());
     }
 
@@ -981,6 +991,7 @@ mod tests {
             let sessions = vec![
                 saved("live", 3600, true),
                 saved("missing", 3600, true),
+                saved("broken", 3600, true),
                 saved("gone", 3600, true),
                 saved("expired", -10, false),
                 saved("lasting", 3600 * 24 * 400, true),
@@ -1005,8 +1016,8 @@ mod tests {
         let users = sessions_in(Some(files("s")));
         users
             .restore(
-                |profile| !["missing", "gone"].contains(&profile),
-                |profile| profile == "missing",
+                |profile| !["missing", "broken", "gone"].contains(&profile),
+                |profile| ["missing", "broken"].contains(&profile),
             )
             .unwrap();
         let state = |profile: &str| users.existing(profile).map(|s| s.status().state);
@@ -1022,20 +1033,34 @@ mod tests {
         );
         // Written at once: the expired one and the removed profile's are gone, the one
         // of the profile whose file did not load is kept aside.
-        assert_eq!(in_file("s"), ["lasting", "live", "missing"]);
+        assert_eq!(in_file("s"), ["broken", "lasting", "live", "missing"]);
+        let eventually = |want: &[&str]| {
+            let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+            async move {
+                for _ in 0..500 {
+                    if in_file("s") == want {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                assert_eq!(in_file("s"), want);
+            }
+        };
 
-        // A reload that brings the profile back takes its session back.
-        users.retain(|_| true);
+        // A reload after `broken`'s file was removed (`missing`'s still does not load)
+        // drops `broken`'s session.
+        users.retain(
+            |profile| ["live", "lasting"].contains(&profile),
+            |profile| profile == "missing",
+        );
+        eventually(&["lasting", "live", "missing"]).await;
+        assert_eq!(state("missing"), None);
+        // One that brings the profile back takes its session back.
+        users.retain(|_| true, |_| false);
         assert_eq!(state("missing"), Some("loggedIn"));
         // One that removes profiles ends their sessions, in the file too.
-        users.retain(|profile| profile == "live");
-        for _ in 0..500 {
-            if in_file("s") == ["live"] {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(in_file("s"), ["live"]);
+        users.retain(|profile| profile == "live", |_| false);
+        eventually(&["live"]).await;
 
         // Sessions of another App client stop gitgate, and the file is left as it was.
         write("other", "Iv1.other");
