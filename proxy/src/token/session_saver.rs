@@ -25,8 +25,9 @@ const SETTLE: Duration = Duration::from_secs(10);
 pub(crate) struct Persistence {
     store: OnceLock<Arc<SessionStore>>,
     sessions: Weak<Mutex<HashMap<Arc<str>, Arc<UserSource>>>>,
-    /// Sessions of profiles the config did not have at start: kept in the file, unused,
-    /// until a reload brings their profile back or they can no longer be renewed.
+    /// Sessions of profiles whose file did not load at start: kept in the file, unused,
+    /// until a reload brings their profile back (or finds its file gone), or they can no
+    /// longer be renewed.
     dormant: Mutex<Vec<Saved>>,
     client_id: String,
     host: String,
@@ -66,8 +67,8 @@ impl Persistence {
         }
     }
 
-    /// Leave to renew a session now; `None` once shutdown began (the refresh token stays
-    /// as sealed, unspent).
+    /// Permission to renew a session now; `None` once shutdown began (the refresh token
+    /// stays as sealed, unspent).
     pub(crate) fn renewal(&self) -> Option<Renewing<'_>> {
         self.renewing.fetch_add(1, Ordering::AcqRel);
         let renewing = Renewing(self);
