@@ -206,12 +206,14 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 async fn serve(config: Config) -> Result<(), Failure> {
     use tokio::signal::unix::{SignalKind, signal};
     let (path, known) = (config.file.clone(), reload::Known::of(&config));
-    let running = run::start(config).await?;
-    let watcher = Arc::new(Watcher::new(running.proxy().clone(), path, known));
-    let polling = tokio::spawn(watcher.clone().run());
+    // Before starting: what starts may renew a restored session, and nothing after it
+    // should fail.
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let running = run::start(config).await?;
+    let watcher = Arc::new(Watcher::new(running.proxy().clone(), path, known));
+    let polling = tokio::spawn(watcher.clone().run());
     loop {
         tokio::select! {
             _ = term.recv() => break,

@@ -237,12 +237,14 @@ impl Watcher {
                     [(path, _)] if !all => path.display().to_string(),
                     _ => self.path.display().to_string(),
                 };
-                // Profiles whose file is there but never loaded keep their saved sessions
-                // aside.
+                // Profiles whose file is there but not in force (it never loaded, or its
+                // profile clashes with another) keep their saved sessions aside.
                 let unloaded: Vec<String> = known
                     .files
                     .iter()
-                    .filter(|(_, f)| f.in_force.is_none())
+                    .filter(|(path, f)| {
+                        f.in_force.is_none() || rejected.iter().any(|(r, _)| r == *path)
+                    })
                     .filter_map(|(path, _)| Some(path.file_stem()?.to_str()?.to_owned()))
                     .collect();
                 let hash = self.proxy.set_policies(policies, &unloaded, &label);

@@ -52,7 +52,7 @@ pub(crate) fn secret_profile(name: &str, secret: &str, policy: &str) -> String {
 }
 
 /// A `profilesDir` file body: identified by `secret`, allowed `repos` (YAML list items).
-fn profile_file(secret: &str, repos: &str) -> String {
+pub(crate) fn profile_file(secret: &str, repos: &str) -> String {
     format!(
         "secretSha256: \"{}\"\npolicy: {{allowedRepos: [{repos}]}}\n",
         sha256_hex(secret)

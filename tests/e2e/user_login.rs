@@ -692,6 +692,102 @@ fn sessions_sealed_in_the_session_file_survive_restarts_until_logout() {
 }
 
 #[test]
+fn a_session_waits_aside_while_its_profile_file_is_broken_and_ends_when_the_file_goes() {
+    use crate::profiles::{SECRET_B, profile_file, sandbox_as};
+    let standin = standin();
+    let dir = tempfile::tempdir().unwrap();
+    session_key(dir.path(), "session.key");
+    std::fs::create_dir(dir.path().join("profiles.d")).unwrap();
+    let team_b = dir.path().join("profiles.d/team-b.yaml");
+    std::fs::write(&team_b, profile_file(SECRET_B, "bob/tools")).unwrap();
+    let config = format!(
+        "listen: 127.0.0.1:0\n\
+         admin: 127.0.0.1:0\n\
+         github:\n  user: {{clientId: \"{client_id}\", sessionFile: sessions, sessionKeyFile: session.key}}\n\
+         {upstream}\
+         profilesDir: profiles.d\n",
+        client_id = standin.client_id(),
+        upstream = upstream(&standin),
+    );
+    std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
+    let mut gitgate = Gitgate::start_in(dir);
+    let home = gitgate.dir.path().to_owned();
+    let config = home.join("gitgate.yaml");
+    let config = config.to_str().unwrap().to_owned();
+    // What the session file holds, as `gitgate doctor` reads it (it neither locks nor
+    // writes, so it can look while gitgate runs).
+    let saved = || text(&cli(&["doctor", "--config", &config], &home));
+    let status = |gitgate: &Gitgate| {
+        let admin = format!("http://{}", gitgate.admin_addr());
+        let args = [
+            "status",
+            "--config",
+            &config,
+            "--url",
+            &admin,
+            "--profile",
+            "team-b",
+        ];
+        text(&cli(&args, &home))
+    };
+
+    // bob logs in for team-b from its sandbox.
+    let b = sandbox_as(&gitgate, "team-b", SECRET_B);
+    let login = format!("http://{}/login", gitgate.addr);
+    let header = {
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("team-b:{SECRET_B}"));
+        format!("Proxy-Authorization: Basic {basic}")
+    };
+    let started = b.curl(&["--noproxy", "*", "-sS", "-X", "POST", "-H", &header, &login]);
+    assert!(standin.approve_device(&user_code(&text(&started)).unwrap(), "bob"));
+    wait_until(|| status(&gitgate).contains("team-b: logged in to GitHub as bob"));
+    wait_until(|| saved().contains("team-b: bob with"));
+
+    // gitgate restarts while team-b's file is broken: the profile is out, its session
+    // waits aside, in the file, and a reload that still finds the file broken keeps it.
+    gitgate.stop();
+    std::fs::write(&team_b, "policy: [\n").unwrap();
+    gitgate.start_again();
+    assert!(
+        since_start(&gitgate).contains("is kept aside"),
+        "{}",
+        gitgate.output()
+    );
+    gitgate.hangup();
+    wait_until(|| since_start(&gitgate).contains("profiles reloaded"));
+    assert!(saved().contains("team-b: bob with"), "{}", saved());
+
+    // The file is fixed: the reload takes bob's session back, no new login needed.
+    std::fs::write(&team_b, profile_file(SECRET_B, "bob/tools")).unwrap();
+    gitgate.hangup();
+    wait_until(|| status(&gitgate).contains("team-b: logged in to GitHub as bob"));
+    let b = sandbox_as(&gitgate, "team-b", SECRET_B);
+    b.clone_repo("bob/tools", "tools");
+    assert_eq!(
+        standin
+            .user_events()
+            .iter()
+            .filter(|e| e.kind == "device")
+            .count(),
+        1
+    );
+
+    // Broken again across a restart, then removed: the session ends with it, in the file
+    // too, so that a later team-b cannot inherit bob's session.
+    gitgate.stop();
+    std::fs::write(&team_b, "policy: [\n").unwrap();
+    gitgate.start_again();
+    std::fs::remove_file(&team_b).unwrap();
+    gitgate.hangup();
+    gitgate.wait_for_record(|r| {
+        r["kind"] == "user_session" && r["event"] == "dropped" && r["profile"] == "team-b"
+    });
+    wait_until(|| saved().contains("0 saved session(s)"));
+    gitgate.assert_no_secrets(&standin);
+}
+
+#[test]
 fn a_session_file_gitgate_cannot_trust_stops_it_with_what_to_do() {
     let standin = standin();
     let dir = tempfile::tempdir().unwrap();

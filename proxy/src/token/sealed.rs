@@ -313,7 +313,7 @@ impl SessionStore {
         })?;
         #[cfg(unix)]
         {
-            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            use std::os::unix::fs::PermissionsExt;
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o022 != 0 {
                 return Err(refused(format!(
@@ -322,12 +322,6 @@ impl SessionStore {
                     dir.display(),
                     dir.display()
                 )));
-            }
-            // This process's user, as Linux shows it; elsewhere the mode check stands alone.
-            if let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid())
-                && let Some(why) = foreign_owner(dir, meta.uid(), me)
-            {
-                return Err(refused(why));
             }
         }
         if !meta.is_dir() {
@@ -342,7 +336,25 @@ impl SessionStore {
 
     /// Takes `FILE.lock` for this process's lifetime: two gitgates renewing the same
     /// sessions would each spend the other's single-use refresh tokens.
+    /// Also refuses a directory that another account owns (checked here, for the process
+    /// that keeps the file, rather than for `check` or `doctor` run as another user).
     pub(crate) fn lock(&self) -> Result<(), SessionFileError> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let dir = parent(&self.path);
+            let owner = std::fs::metadata(dir).map(|m| m.uid());
+            // This process's effective user, as Linux shows it; elsewhere the mode check
+            // stands alone.
+            let me = std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|status| effective_uid(&status));
+            if let (Ok(owner), Some(me)) = (owner, me)
+                && let Some(why) = foreign_owner(dir, owner, me)
+            {
+                return Err(self.error(why));
+            }
+        }
         let mut name = self.path.as_os_str().to_owned();
         name.push(".lock");
         let file = std::fs::OpenOptions::new()
@@ -451,6 +463,13 @@ impl SessionStore {
             .and_then(|d| d.sync_all())
             .map_err(failed)
     }
+}
+
+/// The effective uid in `/proc/self/status` (`Uid:` real, effective, saved, filesystem):
+/// unlike the owner of `/proc/self`, right for a process with file capabilities too.
+fn effective_uid(status: &str) -> Option<u32> {
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Why a directory owned by `owner` will not do for a process running as `me`: another
@@ -642,6 +661,11 @@ mod tests {
             "{why}"
         );
         // A directory of another account's is refused; one of gitgate's own is not.
+        assert_eq!(
+            effective_uid("Name:\tgitgate\nUid:\t1000\t1001\t1001\t1001\nGid:\t5\n"),
+            Some(1001)
+        );
+        assert_eq!(effective_uid("Name:\tgitgate\n"), None);
         let why = foreign_owner(&shared, 65_534, 0).unwrap();
         assert!(
             why.contains("belongs to uid 65534, not to gitgate's user (uid 0)"),

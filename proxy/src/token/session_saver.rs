@@ -18,8 +18,9 @@ pub(crate) type Sessions = Arc<Mutex<HashMap<Arc<str>, Arc<UserSource>>>>;
 /// A failed write is retried after this long, doubling up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(300);
-/// How long shutdown waits for renewals under way.
-const SETTLE: Duration = Duration::from_secs(10);
+/// How long shutdown waits for renewals under way: longer than the API client's
+/// 30-second request timeout, so that a slow renewal's new refresh token is not lost.
+const SETTLE: Duration = Duration::from_secs(35);
 
 /// The session file of a running gitgate (inert until [`Persistence::start`]).
 pub(crate) struct Persistence {
@@ -46,7 +47,7 @@ pub(crate) struct Renewing<'a>(&'a Persistence);
 
 impl Drop for Renewing<'_> {
     fn drop(&mut self) {
-        self.0.renewing.fetch_sub(1, Ordering::AcqRel);
+        self.0.renewing.fetch_sub(1, Ordering::SeqCst);
         self.0.renewed.notify_one();
     }
 }
@@ -70,16 +71,17 @@ impl Persistence {
     /// Permission to renew a session now; `None` once shutdown began (the refresh token
     /// stays as sealed, unspent).
     pub(crate) fn renewal(&self) -> Option<Renewing<'_>> {
-        self.renewing.fetch_add(1, Ordering::AcqRel);
+        // Sequentially consistent with `settle`: one of the two sees the other's write.
+        self.renewing.fetch_add(1, Ordering::SeqCst);
         let renewing = Renewing(self);
-        (!self.closing.load(Ordering::Acquire)).then_some(renewing)
+        (!self.closing.load(Ordering::SeqCst)).then_some(renewing)
     }
 
     /// Stops renewals from starting and waits (up to [`SETTLE`]) for those under way.
     pub(crate) async fn settle(&self) {
-        self.closing.store(true, Ordering::Release);
+        self.closing.store(true, Ordering::SeqCst);
         let _ = tokio::time::timeout(SETTLE, async {
-            while self.renewing.load(Ordering::Acquire) > 0 {
+            while self.renewing.load(Ordering::SeqCst) > 0 {
                 self.renewed.notified().await;
             }
         })
@@ -110,21 +112,21 @@ impl Persistence {
         }
     }
 
-    /// The kept-aside sessions whose profile `keep` now accepts (still kept aside: see
-    /// [`Persistence::revived`]).
-    pub(crate) fn revivable(&self, keep: impl Fn(&str) -> bool) -> Vec<Saved> {
-        let dormant = lock(&self.dormant);
-        dormant
-            .iter()
-            .filter(|s| keep(&s.profile))
-            .cloned()
-            .collect()
-    }
-
-    /// No longer keeps aside the sessions of `profiles`, now taken back (after they are,
-    /// so that no write misses them).
-    pub(crate) fn revived(&self, profiles: &[String]) {
-        lock(&self.dormant).retain(|s| !profiles.contains(&s.profile));
+    /// Hands the kept-aside sessions whose profile `keep` now accepts (and that are still
+    /// worth keeping) to `resume`, then stops keeping them aside. The list stays locked
+    /// meanwhile, so that no write sees a session both in `resume`'s hands and aside, or
+    /// in neither.
+    pub(crate) fn revive(&self, keep: impl Fn(&str) -> bool, mut resume: impl FnMut(Saved)) {
+        let now = SystemTime::now();
+        let mut dormant = lock(&self.dormant);
+        let (revived, kept): (Vec<Saved>, Vec<Saved>) =
+            dormant.drain(..).partition(|s| keep(&s.profile));
+        for saved in revived.into_iter().filter(|s| s.restorable(now)) {
+            resume(saved);
+        }
+        *dormant = kept;
+        drop(dormant);
+        self.changed();
     }
 
     /// Drops the kept-aside sessions of the profiles `gone` names (out of the file too);

@@ -206,12 +206,9 @@ impl UserSessions {
                 kept
             });
         }
-        let revived = self.persistence.revivable(keep);
-        let profiles: Vec<String> = revived.iter().map(|s| s.profile.clone()).collect();
-        for saved in revived {
-            self.session(&saved.profile).resume(saved);
-        }
-        self.persistence.revived(&profiles);
+        // Lock order: the kept-aside list, then the sessions map (in `session`).
+        self.persistence
+            .revive(keep, |saved| self.session(&saved.profile).resume(saved));
         for gone in self.persistence.drop_aside(|profile| !aside(profile)) {
             record(
                 &self.audit,
