@@ -39,6 +39,12 @@ pub struct ListenTls {
 }
 
 impl Settings {
+    /// The git host's web origin (`https://github.com`): where the device flow runs, and
+    /// whose user tokens a session file holds.
+    pub fn github_web(&self) -> String {
+        format!("https://{}", self.github_host)
+    }
+
     /// The hosts gitgate intercepts: the git host and the API host.
     pub fn intercepted_hosts(&self) -> Vec<String> {
         let mut hosts = vec![self.github_host.clone()];

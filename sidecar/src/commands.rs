@@ -348,7 +348,7 @@ fn start_problems(config: &Config) -> Vec<ConfigError> {
         )),
         TokenConfig::User(user) => {
             // What `gitgate run` would refuse: the key, the directory, the file's owner.
-            let host = format!("https://{}", config.settings.github_host);
+            let host = config.settings.github_web();
             let opened = user.sessions.as_ref().map(|files| {
                 files
                     .open()
@@ -401,7 +401,7 @@ async fn doctor(config: Config) -> Result<(), Failure> {
     let (policies, _) = config.policies();
     let session_file = match &config.tokens {
         gitgate_proxy::TokenConfig::User(user) => {
-            let host = format!("https://{}", config.settings.github_host);
+            let host = config.settings.github_web();
             user.sessions
                 .clone()
                 .map(|s| (s, user.client_id.clone(), host))

@@ -203,7 +203,7 @@ impl Tokens {
             }
             TokenConfig::User(user) => Source::User(UserSessions::new(
                 user,
-                format!("https://{}", settings.github_host),
+                settings.github_web(),
                 api,
                 client()?,
                 audit,
@@ -337,7 +337,7 @@ impl Tokens {
         if let Source::User(users) = &self.source {
             users.retain(
                 |profile| has_profile(policies, profile),
-                |profile| unloaded.iter().any(|u| u == profile),
+                |profile| listed(unloaded, profile),
             );
         }
         if let Source::App { cache, .. } = &self.source {
@@ -368,7 +368,7 @@ impl Tokens {
         match &self.source {
             Source::User(users) => users.restore(
                 |profile| has_profile(policies, profile),
-                |profile| unloaded.iter().any(|u| u == profile),
+                |profile| listed(unloaded, profile),
             ),
             _ => Ok(()),
         }
@@ -449,6 +449,11 @@ impl Tokens {
         }
         Ok((Some(app), rows))
     }
+}
+
+/// Whether `name` is one of `names`.
+fn listed(names: &[String], name: &str) -> bool {
+    names.iter().any(|n| n == name)
 }
 
 /// Whether `profile` is one `policies` knows (`default` without profiles).
