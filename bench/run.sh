@@ -3,6 +3,7 @@
 #
 #   bench/run.sh            full run (5 rounds per scenario, 11 for ka1, 9 for clones50; ~13 min)
 #   bench/run.sh --quick    one round per scenario (< 3 min once the data exists)
+#   bench/run.sh --pgo      benchmark a profile-guided build (bench/pgo.sh; +8 min to build)
 #
 # Other options are passed to bench/bench.py (--only gitgate,squid, --scenarios download,
 # --rounds N, --out FILE). Needs root (nginx on 127.0.0.1:443, apt-get, mount namespaces).
@@ -23,6 +24,13 @@ if [[ $(id -u) -ne 0 ]]; then
   echo "bench/run.sh must run as root (nginx binds 127.0.0.1:443; apt-get; unshare -m)" >&2
   exit 1
 fi
+
+# --pgo is this script's; everything else goes to bench.py.
+pgo=0
+args=()
+for arg in "$@"; do
+  if [[ $arg == --pgo ]]; then pgo=1; else args+=("$arg"); fi
+done
 
 # --- system packages, each only if missing -------------------------------------------
 need=()
@@ -63,6 +71,11 @@ fi
 # --- gitgate (release) and the latency client -------------------------------------------
 if [[ -n ${GITGATE_BIN:-} ]]; then
   log "using GITGATE_BIN=$GITGATE_BIN (not building)"
+elif ((pgo)); then
+  log "profile-guided build: bench/pgo.sh (trains on bench/run.sh --quick)"
+  "$here/pgo.sh" "$work/pgo/gitgate"
+  tree="$(git -C "$root" log -1 --format='%h %cs')"
+  export GITGATE_BIN="$work/pgo/gitgate" GITGATE_BUILT_FROM="PGO build (bench/pgo.sh) of the work tree at $tree"
 elif [[ -n ${GITGATE_REV:-} ]]; then
   # Benchmark a commit, whatever the work tree holds: export it and build it apart.
   sha="$(git -C "$root" rev-parse --short=12 "$GITGATE_REV^{commit}")"
@@ -91,7 +104,7 @@ cargo build --release -q --manifest-path "$here/relay/Cargo.toml" --target-dir "
 child=
 cleanup() { [[ -n $child ]] && kill -TERM "$child" 2>/dev/null && wait "$child" 2>/dev/null; true; }
 trap cleanup INT TERM HUP
-"$py" "$here/bench.py" "$@" &
+"$py" "$here/bench.py" ${args[@]+"${args[@]}"} &
 child=$!
 set +e
 wait "$child"
