@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import syscall_timeline
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 WORK = Path(os.environ.get("BENCH_WORK", "/var/tmp/gitgate-bench"))
@@ -42,7 +44,10 @@ GITGATE_BIN = Path(os.environ.get("GITGATE_BIN", ROOT / "target/release/gitgate"
 # --callgrind: gitgate runs under valgrind's callgrind, counting instructions only while a
 # measured round runs (its timings are then meaningless; the counts are exact).
 CALLGRIND_DIR = WORK / "callgrind"
+TIMELINE_DIR = WORK / "timeline"
 CALLGRIND = False
+# --syscall-timeline: gitgate's (and rustls-relay's) socket system calls, recorded by perf.
+TIMELINE = False
 CLIENT_BIN = Path(os.environ.get("BENCH_CLIENT", WORK / "client-target/release/gitgate-bench-client"))
 RELAY_BIN = Path(os.environ.get("BENCH_RELAY", WORK / "relay-target/release/gitgate-bench-relay"))
 MITMDUMP = Path(os.environ.get("MITMDUMP", WORK / "venv/bin/mitmdump"))
@@ -456,7 +461,7 @@ def start_proxy(name: str) -> tuple[subprocess.Popen, Path]:
         conf = fill(template, gg / "gitgate.yaml", PORT=port, GITGATE=gg, TLS=TLS)
         env = dict(os.environ, BENCH_GITHUB_TOKEN=TOKEN)
         env.setdefault("RUST_LOG", "info")
-        cmd = callgrind_wrapped(name, [str(binary), "run", "--config", str(conf)])
+        cmd = timeline_wrapped(name, callgrind_wrapped(name, [str(binary), "run", "--config", str(conf)]))
         p = PROCS.start(name, cmd, env=env)
         ca = gg / "ca" / "ca.pem"
     elif name == "gitgate-profiles":
@@ -476,10 +481,10 @@ def start_proxy(name: str) -> tuple[subprocess.Popen, Path]:
         p = PROCS.start(name, ["nginx", "-c", str(conf), "-e", str(RUN / "nginx-relay-error.log")])
         ca = TLS / "upstream-ca.pem"
     elif name == "rustls-relay":
-        p = PROCS.start(name, callgrind_wrapped(name, [
+        p = PROCS.start(name, timeline_wrapped(name, callgrind_wrapped(name, [
             str(RELAY_BIN), "--listen", f"{ADDRS[name]}:{port}", "--upstream", "127.0.0.1:443", "--name", HOST,
             "--cert", str(TLS / "github.pem"), "--key", str(TLS / "github.key"),
-            "--cafile", str(TLS / "upstream-ca.pem")]))
+            "--cafile", str(TLS / "upstream-ca.pem")])))
         ca = TLS / "upstream-ca.pem"
     elif name == "tinyproxy":
         conf = fill(BENCH / "conf/tinyproxy.conf", RUN / "tinyproxy.conf", PORT=port, RUN=RUN)
@@ -831,6 +836,26 @@ def callgrind_wrapped(name: str, cmd: list[str]) -> list[str]:
     CALLGRIND_DIR.mkdir(exist_ok=True)
     return ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--instr-atstart=no",
             f"--callgrind-out-file={CALLGRIND_DIR / name}.%p", *cmd]
+
+
+def timeline_wrapped(name: str, cmd: list[str]) -> list[str]:
+    """`cmd` under `perf record` of its socket system calls (--syscall-timeline), for
+    gitgate's builds and the byte relay."""
+    if not (TIMELINE and (name.startswith("gitgate") or name == "rustls-relay")):
+        return cmd
+    TIMELINE_DIR.mkdir(exist_ok=True)
+    events = [arg for call in ("recvfrom", "writev", "epoll_wait") for side in ("enter", "exit")
+              for arg in ("-e", f"syscalls:sys_{side}_{call}")]
+    return ["perf", "record", "-q", "-o", str(TIMELINE_DIR / f"{name}.perf"), *events, "--", *cmd]
+
+
+def timeline_report() -> str:
+    """Where one `ka1` request's time goes in each recorded proxy (bench/syscall_timeline.py)."""
+    text = "\nOne `ka1` request's steps inside each proxy, from its system calls (`--syscall-timeline`):\n"
+    for f in sorted(TIMELINE_DIR.glob("*.perf")):
+        lines = subprocess.run(["perf", "script", "-i", str(f)], capture_output=True, text=True).stdout
+        text += f"\n{f.stem}: " + syscall_timeline.table(lines.splitlines())
+    return text
 
 
 def callgrind_collect(pid: int, on: bool) -> None:
@@ -1295,6 +1320,9 @@ def main() -> int:
     ap.add_argument("--callgrind", action="store_true",
                     help="count gitgate's instructions (valgrind callgrind) in the measured rounds, "
                          "by thread; its timings are then meaningless")
+    ap.add_argument("--syscall-timeline", action="store_true",
+                    help="with --scenarios ka1: record gitgate's (and rustls-relay's) socket system calls "
+                         "with perf and report where one request's time goes")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                     help="before measuring, wait up to this long for the machine to be idle")
     args = ap.parse_args()
@@ -1304,6 +1332,12 @@ def main() -> int:
     CALLGRIND = args.callgrind
     if CALLGRIND and not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         raise SystemExit("--callgrind needs valgrind (apt-get install valgrind)")
+    global TIMELINE
+    TIMELINE = args.syscall_timeline
+    if TIMELINE and (args.callgrind or args.scenarios != "ka1"):
+        raise SystemExit("--syscall-timeline measures ka1 alone, without --callgrind: use --scenarios ka1")
+    if TIMELINE:
+        shutil.rmtree(TIMELINE_DIR, ignore_errors=True)
     if args.quick:
         cfg.ka_requests, cfg.ka16_requests, cfg.ka100_requests, cfg.newconn_requests = 500, 100, 40, 200
     for k in ("ka_requests", "ka16_requests", "ka100_requests", "newconn_requests"):
@@ -1357,6 +1391,8 @@ def main() -> int:
     log("openssl speed")
     speed = openssl_speed(args.quick)
     text = report(results, cfg, contenders, speed, started, load_before)
+    if TIMELINE:
+        text += timeline_report()
     v = versions()
     text += "\nVersions: " + "; ".join(f"{k} {val}" for k, val in v.items()) + "\n"
     print(text)

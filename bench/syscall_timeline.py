@@ -13,7 +13,8 @@ and prints the median of each step of a request, in microseconds:
     wrote client -> next request read                    (the client's turnaround)
 
 The connection that receives the larger writes is the client's (answers are larger than
-requests in `ka1`). Usage (see RESULTS.md for the recording command):
+requests in `ka1`). `bench/run.sh --scenarios ka1 --syscall-timeline` records and reports
+it; by hand:
 
     perf script -i gitgate.perf | bench/syscall_timeline.py
 """
@@ -58,7 +59,7 @@ def steps(done):
         if name == "writev" and ret > 0:
             written[fd].append(ret)
     if len(written) < 2:
-        sys.exit("syscall_timeline: need writes on two connections (client and upstream)")
+        raise SystemExit("syscall_timeline: no writes on two connections (client and upstream) were recorded")
     by_size = sorted(written, key=lambda fd: statistics.median(written[fd]), reverse=True)
     client, upstream = by_size[0], by_size[1]
     out = defaultdict(list)
@@ -82,15 +83,18 @@ def steps(done):
     return client, upstream, out
 
 
+def table(lines) -> str:
+    """The markdown table of the steps' medians and means, from `perf script` lines."""
+    client, upstream, out = steps(calls(lines))
+    rows = [f"client fd {client}, upstream fd {upstream}, {len(out['request'])} requests", "",
+            "| step | p50 µs | mean µs |", "|---|---|---|"]
+    rows += [f"| {label} | {statistics.median(out[key]):.0f} | {statistics.mean(out[key]):.1f} |"
+             for key, label in STEPS if out[key]]
+    return "\n".join(rows) + "\n"
+
+
 def main():
-    client, upstream, out = steps(calls(sys.stdin))
-    print(f"client fd {client}, upstream fd {upstream}, {len(out['request'])} requests")
-    print("| step | p50 µs | mean µs |")
-    print("|---|---|---|")
-    for key, label in STEPS:
-        values = out[key]
-        if values:
-            print(f"| {label} | {statistics.median(values):.0f} | {statistics.mean(values):.1f} |")
+    print(table(sys.stdin), end="")
 
 
 if __name__ == "__main__":
