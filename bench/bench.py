@@ -46,7 +46,7 @@ GITGATE_BIN = Path(os.environ.get("GITGATE_BIN", ROOT / "target/release/gitgate"
 CALLGRIND_DIR = WORK / "callgrind"
 TIMELINE_DIR = WORK / "timeline"
 CALLGRIND = False
-# --syscall-timeline: gitgate's (and rustls-relay's) socket system calls, recorded by perf.
+# --syscall-timeline: gitgate's (and rustls-relay's) socket system calls in its rounds, by perf.
 TIMELINE = False
 CLIENT_BIN = Path(os.environ.get("BENCH_CLIENT", WORK / "client-target/release/gitgate-bench-client"))
 RELAY_BIN = Path(os.environ.get("BENCH_RELAY", WORK / "relay-target/release/gitgate-bench-relay"))
@@ -461,7 +461,7 @@ def start_proxy(name: str) -> tuple[subprocess.Popen, Path]:
         conf = fill(template, gg / "gitgate.yaml", PORT=port, GITGATE=gg, TLS=TLS)
         env = dict(os.environ, BENCH_GITHUB_TOKEN=TOKEN)
         env.setdefault("RUST_LOG", "info")
-        cmd = timeline_wrapped(name, callgrind_wrapped(name, [str(binary), "run", "--config", str(conf)]))
+        cmd = callgrind_wrapped(name, [str(binary), "run", "--config", str(conf)])
         p = PROCS.start(name, cmd, env=env)
         ca = gg / "ca" / "ca.pem"
     elif name == "gitgate-profiles":
@@ -481,10 +481,10 @@ def start_proxy(name: str) -> tuple[subprocess.Popen, Path]:
         p = PROCS.start(name, ["nginx", "-c", str(conf), "-e", str(RUN / "nginx-relay-error.log")])
         ca = TLS / "upstream-ca.pem"
     elif name == "rustls-relay":
-        p = PROCS.start(name, timeline_wrapped(name, callgrind_wrapped(name, [
+        p = PROCS.start(name, callgrind_wrapped(name, [
             str(RELAY_BIN), "--listen", f"{ADDRS[name]}:{port}", "--upstream", "127.0.0.1:443", "--name", HOST,
             "--cert", str(TLS / "github.pem"), "--key", str(TLS / "github.key"),
-            "--cafile", str(TLS / "upstream-ca.pem")])))
+            "--cafile", str(TLS / "upstream-ca.pem")]))
         ca = TLS / "upstream-ca.pem"
     elif name == "tinyproxy":
         conf = fill(BENCH / "conf/tinyproxy.conf", RUN / "tinyproxy.conf", PORT=port, RUN=RUN)
@@ -788,25 +788,33 @@ class Result:
     instructions: dict = field(default_factory=dict)  # --callgrind: contender -> role -> count
 
 
-def start_perf(key: str, r: int, c: Contender):
-    """perf record (software cpu-clock sampling, DWARF call graphs) on gitgate for one run."""
-    out = WORK / "perf" / f"{key}-{r + 1}.data"
+def attach_perf(c: Contender, out: Path, events: list[str]) -> subprocess.Popen:
+    """`perf record` of `events` on a running contender, into `out`, until detach_perf."""
     out.parent.mkdir(exist_ok=True)
-    p = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "1999", "--call-graph", "dwarf,16384",
-                          "-p", str(c.proc.pid), "-o", str(out)],
-                         stdout=subprocess.DEVNULL, stderr=open(WORK / "perf" / "perf.log", "ab"))
+    p = subprocess.Popen(["perf", "record", "-q", *events, "-p", str(c.proc.pid), "-o", str(out)],
+                         stdout=subprocess.DEVNULL, stderr=open(out.parent / "perf.log", "ab"))
     time.sleep(0.3)
-    return p, out
+    return p
 
 
-def stop_perf(perf) -> None:
-    p, out = perf
+def detach_perf(p: subprocess.Popen) -> None:
     p.send_signal(signal.SIGINT)
     try:
         p.wait(timeout=60)
     except subprocess.TimeoutExpired:
         p.kill()
         p.wait()
+
+
+def start_perf(key: str, r: int, c: Contender):
+    """perf record (software cpu-clock sampling, DWARF call graphs) on gitgate for one run."""
+    out = WORK / "perf" / f"{key}-{r + 1}.data"
+    return attach_perf(c, out, ["-e", "cpu-clock", "-F", "1999", "--call-graph", "dwarf,16384"]), out
+
+
+def stop_perf(perf) -> None:
+    p, out = perf
+    detach_perf(p)
     txt = out.with_suffix(".txt")
     with open(txt, "w") as f:
         subprocess.run(["perf", "report", "-i", str(out), "--stdio", "--no-children", "--sort", "dso,symbol",
@@ -823,10 +831,14 @@ REQUESTS_PER_RUN = {
 }
 
 
+def on_our_crates(name: str) -> bool:
+    """gitgate's builds and the byte relay built on the same crates."""
+    return name.startswith("gitgate") or name == "rustls-relay"
+
+
 def counted(name: str) -> bool:
-    """Whether --callgrind counts this contender's instructions (gitgate's builds and the
-    byte relay built on the same crates)."""
-    return CALLGRIND and (name.startswith("gitgate") or name == "rustls-relay")
+    """Whether --callgrind counts this contender's instructions."""
+    return CALLGRIND and on_our_crates(name)
 
 
 def callgrind_wrapped(name: str, cmd: list[str]) -> list[str]:
@@ -838,23 +850,27 @@ def callgrind_wrapped(name: str, cmd: list[str]) -> list[str]:
             f"--callgrind-out-file={CALLGRIND_DIR / name}.%p", *cmd]
 
 
-def timeline_wrapped(name: str, cmd: list[str]) -> list[str]:
-    """`cmd` under `perf record` of its socket system calls (--syscall-timeline), for
-    gitgate's builds and the byte relay."""
-    if not (TIMELINE and (name.startswith("gitgate") or name == "rustls-relay")):
-        return cmd
-    TIMELINE_DIR.mkdir(exist_ok=True)
+def start_trace(r: int, c: Contender) -> subprocess.Popen | None:
+    """--syscall-timeline: perf record of the contender's socket system calls for one run."""
+    if not (TIMELINE and c.proc and on_our_crates(c.name)):
+        return None
     events = [arg for call in ("recvfrom", "writev", "epoll_wait") for side in ("enter", "exit")
               for arg in ("-e", f"syscalls:sys_{side}_{call}")]
-    return ["perf", "record", "-q", "-o", str(TIMELINE_DIR / f"{name}.perf"), *events, "--", *cmd]
+    return attach_perf(c, TIMELINE_DIR / f"{c.name}.{r + 1}.perf", events)
 
 
 def timeline_report() -> str:
     """Where one `ka1` request's time goes in each recorded proxy (bench/syscall_timeline.py)."""
     text = "\nOne `ka1` request's steps inside each proxy, from its system calls (`--syscall-timeline`):\n"
+    by_contender: dict[str, list[str]] = {}
     for f in sorted(TIMELINE_DIR.glob("*.perf")):
-        lines = subprocess.run(["perf", "script", "-i", str(f)], capture_output=True, text=True).stdout
-        text += f"\n{f.stem}: " + syscall_timeline.table(lines.splitlines())
+        script = subprocess.run(["perf", "script", "-i", str(f)], capture_output=True, text=True)
+        by_contender.setdefault(f.name.split(".")[0], []).extend(script.stdout.splitlines())
+    for name, lines in by_contender.items():
+        try:
+            text += f"\n{name}: " + syscall_timeline.table(lines)
+        except SystemExit as e:
+            text += f"\n{name}: no timeline ({e})\n"
     return text
 
 
@@ -917,6 +933,7 @@ def run_scenario(sc: Scenario, cfg: Cfg, contenders: list[str], rounds: int) -> 
                 client0 = children_cpu_s()
                 up0 = sum(cpu_seconds(p, reaped=True) for p in UPSTREAM_PIDS)
                 perf = start_perf(sc.key, r, c) if cfg.perf and name == "gitgate" else None
+                trace = start_trace(r, c)
                 counted_now = c.proc is not None and counted(name)
                 if counted_now:
                     callgrind_collect(c.proc.pid, True)
@@ -929,6 +946,8 @@ def run_scenario(sc: Scenario, cfg: Cfg, contenders: list[str], rounds: int) -> 
                 finally:
                     if perf:
                         stop_perf(perf)
+                    if trace:
+                        detach_perf(trace)
                     if counted_now:
                         callgrind_collect(c.proc.pid, False)
                 if c.proc:
@@ -1322,7 +1341,7 @@ def main() -> int:
                          "by thread; its timings are then meaningless")
     ap.add_argument("--syscall-timeline", action="store_true",
                     help="with --scenarios ka1: record gitgate's (and rustls-relay's) socket system calls "
-                         "with perf and report where one request's time goes")
+                         "with perf during their rounds and report where one request's time goes")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                     help="before measuring, wait up to this long for the machine to be idle")
     args = ap.parse_args()
@@ -1334,8 +1353,11 @@ def main() -> int:
         raise SystemExit("--callgrind needs valgrind (apt-get install valgrind)")
     global TIMELINE
     TIMELINE = args.syscall_timeline
-    if TIMELINE and (args.callgrind or args.scenarios != "ka1"):
-        raise SystemExit("--syscall-timeline measures ka1 alone, without --callgrind: use --scenarios ka1")
+    if TIMELINE and (args.callgrind or args.perf or args.scenarios != "ka1"):
+        raise SystemExit("--syscall-timeline measures ka1 alone, without --callgrind or --perf: "
+                         "use --scenarios ka1")
+    if TIMELINE and not shutil.which("perf"):
+        raise SystemExit("--syscall-timeline needs perf (apt-get install linux-perf)")
     if TIMELINE:
         shutil.rmtree(TIMELINE_DIR, ignore_errors=True)
     if args.quick:

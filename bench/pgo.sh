@@ -10,7 +10,10 @@
 #    `bench/run.sh --quick --only gitgate`: large and small clones, a 1 GiB download, small
 #    requests on one and on 16 connections, new connections, a push, 50 concurrent clones.
 #    PGO_TRAIN=e2e runs `cargo test --release -p gitgate --test e2e` (needs git and curl;
-#    not root): every policy, token and denial path, with no benchmark in the loop.
+#    not root), with no benchmark in the loop. Only the gitgate runs that exit cleanly
+#    write a profile (the tests' `cli` runs, restarts and shutdowns); the harness kills
+#    the others. That binary is also built with the test-only features of shared
+#    dependencies, so a few functions' profiles do not match the final build.
 # 3. Merges what gitgate recorded with llvm-profdata (rustup's llvm-tools component, added
 #    if missing; it must match rustc's LLVM).
 # 4. Builds the release binary with -Cprofile-use and copies it to OUT.
@@ -22,8 +25,10 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-out="${1:-$root/target/pgo/gitgate}"
-work="${PGO_WORK:-/var/tmp/gitgate-pgo}"
+# Absolute: the builds run from $root, and the instrumented programs write their profiles
+# from wherever they run.
+out="$(realpath -m "${1:-$root/target/pgo/gitgate}")"
+work="$(realpath -m "${PGO_WORK:-/var/tmp/gitgate-pgo}")"
 train="${PGO_TRAIN:-bench}"
 profiles="$work/profiles"
 
@@ -82,6 +87,7 @@ log "merging ${#mine[@]} profile(s)"
 "$tools/llvm-profdata" merge -o "$work/merged.profdata" "${mine[@]}"
 # Named by its content: cargo rebuilds when RUSTFLAGS change, not when a file they name does.
 profile="$work/gitgate-$(sha256sum "$work/merged.profdata" | cut -c1-16).profdata"
+rm -f "$work"/gitgate-*.profdata
 mv "$work/merged.profdata" "$profile"
 
 log "building gitgate with the profile"

@@ -31,6 +31,10 @@ args=()
 for arg in "$@"; do
   if [[ $arg == --pgo ]]; then pgo=1; else args+=("$arg"); fi
 done
+if ((pgo)) && [[ -n ${GITGATE_BIN:-}${GITGATE_REV:-} ]]; then
+  echo "bench/run.sh: --pgo builds the work tree; it cannot be combined with GITGATE_BIN or GITGATE_REV" >&2
+  exit 2
+fi
 
 # --- system packages, each only if missing -------------------------------------------
 need=()

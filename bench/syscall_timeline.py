@@ -48,8 +48,9 @@ def calls(lines):
             open_calls[(tid, name)] = (t, int(fd.group(1), 16) if fd else None)
         elif (tid, name) in open_calls:
             start, fd = open_calls.pop((tid, name))
-            ret = args.strip()
-            done.append((start, t, name, fd, int(ret, 16) if ret.startswith("0x") else -1))
+            ret = int(args.strip(), 16) if args.strip().startswith("0x") else -1
+            # Errors (-EAGAIN, ...) come as 64-bit two's complement.
+            done.append((start, t, name, fd, ret - (1 << 64) if ret >= 1 << 63 else ret))
     return sorted(done)
 
 
@@ -64,7 +65,9 @@ def steps(done):
     client, upstream = by_size[0], by_size[1]
     out = defaultdict(list)
     cycle = {}
-    for start, end, name, fd, _ in done:
+    for start, end, name, fd, ret in done:
+        if name == "recvfrom" and ret <= 0:
+            continue  # nothing read (EAGAIN) or the peer closed
         if name == "recvfrom" and fd == client:
             if "wrote_client" in cycle:
                 out["client"].append(end - cycle["wrote_client"])
