@@ -245,7 +245,7 @@ impl Watcher {
                     .filter(|(path, f)| {
                         f.in_force.is_none() || rejected.iter().any(|(r, _)| r == *path)
                     })
-                    .filter_map(|(path, _)| Some(path.file_stem()?.to_str()?.to_owned()))
+                    .filter_map(|(path, _)| profiles::profile_name(path).map(str::to_owned))
                     .collect();
                 let hash = self.proxy.set_policies(policies, &unloaded, &label);
                 tracing::info!(file = %label, policy_hash = %hash, "profiles reloaded");

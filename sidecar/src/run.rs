@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, profiles};
 
 /// A proxy serving in the background.
 pub struct Running {
@@ -94,7 +94,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Sessions of profiles whose file did not load are kept aside, not dropped.
     let unloaded: Vec<String> = rejected
         .iter()
-        .filter_map(|(file, _)| Some(file.file_stem()?.to_str()?.to_owned()))
+        .filter_map(|(file, _)| profiles::profile_name(file).map(str::to_owned))
         .collect();
     proxy.restore_sessions(&unloaded)?;
     tracing::info!(tokens = proxy.tokens().kind(), "credential source");

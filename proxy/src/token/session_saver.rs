@@ -13,7 +13,8 @@ use super::sealed::{Contents, Saved, SessionFileError, SessionStore};
 use super::user::UserSource;
 
 /// The sessions by profile.
-pub(crate) type Sessions = Arc<Mutex<HashMap<Arc<str>, Arc<UserSource>>>>;
+pub(crate) type Sessions = Arc<SessionMap>;
+type SessionMap = Mutex<HashMap<Arc<str>, Arc<UserSource>>>;
 
 /// A failed write is retried after this long, doubling up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -25,7 +26,7 @@ const SETTLE: Duration = Duration::from_secs(35);
 /// The session file of a running gitgate (inert until [`Persistence::start`]).
 pub(crate) struct Persistence {
     store: OnceLock<Arc<SessionStore>>,
-    sessions: Weak<Mutex<HashMap<Arc<str>, Arc<UserSource>>>>,
+    sessions: Weak<SessionMap>,
     /// Sessions of profiles whose file did not load at start: kept in the file, unused,
     /// until a reload brings their profile back (or finds its file gone), or they can no
     /// longer be renewed.

@@ -134,6 +134,11 @@ pub(crate) fn files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(files)
 }
 
+/// The profile a file is for: its name without `.yaml` (`None` if not UTF-8).
+pub(crate) fn profile_name(path: &Path) -> Option<&str> {
+    path.file_stem()?.to_str()
+}
+
 /// Reads and compiles one profile file; the profile is named after the file.
 pub(crate) fn load(path: &Path, rules: &ProfileRules) -> Result<Arc<Profile>, ConfigError> {
     let error = |key: &str, message: String| ConfigError {
@@ -147,16 +152,16 @@ pub(crate) fn load(path: &Path, rules: &ProfileRules) -> Result<Arc<Profile>, Co
         location: super::locate::locate(text, key, 0).map(|(at, _)| at),
         ..error(key, message)
     };
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default();
-    let name: ProfileName = stem.parse().map_err(|e: String| {
-        error(
-            "",
-            format!("{e}; the file name (without .yaml) is the profile name"),
-        )
-    })?;
+    let name: ProfileName =
+        profile_name(path)
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e: String| {
+                error(
+                    "",
+                    format!("{e}; the file name (without .yaml) is the profile name"),
+                )
+            })?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| error("", format!("cannot read the profile file: {e}")))?;
     let mut raw: RawProfile = parse(&text, path)?;
