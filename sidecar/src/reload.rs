@@ -173,7 +173,7 @@ impl Watcher {
         let Some((inline, dir, rules)) = known.profiles.clone() else {
             return;
         };
-        let mut changed: Vec<(PathBuf, Option<Arc<Profile>>)> = Vec::new();
+        let mut changed: Vec<Change> = Vec::new();
         let mut preloaded: BTreeMap<PathBuf, _> =
             preloaded.unwrap_or_default().into_iter().collect();
         let listed: BTreeSet<PathBuf> = match &dir {
@@ -196,7 +196,11 @@ impl Watcher {
         for path in gone {
             if let Some(file) = known.files.remove(&path) {
                 tracing::info!(file = %path.display(), "profile file removed; its profile is gone");
-                changed.push((path, file.in_force));
+                changed.push(Change {
+                    path,
+                    previous: file.in_force,
+                    modified: true,
+                });
             }
         }
         for path in listed {
@@ -205,7 +209,8 @@ impl Watcher {
                 stamp: None,
                 in_force: None,
             });
-            if !all && now == entry.stamp {
+            let modified = now != entry.stamp;
+            if !all && !modified {
                 continue;
             }
             entry.stamp = now;
@@ -214,7 +219,11 @@ impl Watcher {
                 None => profiles::load(&path, &rules),
             };
             match loaded {
-                Ok(profile) => changed.push((path, entry.in_force.replace(profile))),
+                Ok(profile) => changed.push(Change {
+                    path,
+                    previous: entry.in_force.replace(profile),
+                    modified,
+                }),
                 Err(error) => self.refuse(&path, &error),
             }
         }
@@ -222,19 +231,19 @@ impl Watcher {
             return;
         }
         loop {
-            let (policies, rejected) = assemble(&inline, &known.files);
+            let (policies, rejected) = assemble(&inline, &known.files, &changed);
             // A changed file whose new profile conflicts with another keeps its old one.
             let reverted: Vec<_> = rejected
                 .iter()
                 .filter_map(|(path, error)| {
-                    let (_, previous) = changed.iter().find(|(p, _)| p == path)?;
+                    let change = changed.iter().find(|c| c.path == *path)?;
                     self.refuse(path, error);
-                    Some((path.clone(), previous.clone()))
+                    Some((path.clone(), change.previous.clone()))
                 })
                 .collect();
             if reverted.is_empty() {
                 let label = match changed.as_slice() {
-                    [(path, _)] if !all => path.display().to_string(),
+                    [change] if !all => change.path.display().to_string(),
                     _ => self.path.display().to_string(),
                 };
                 // Profiles whose file is there but not in force (it never loaded, or its
@@ -252,7 +261,7 @@ impl Watcher {
                 return;
             }
             for (path, previous) in reverted {
-                changed.retain(|(p, _)| *p != path);
+                changed.retain(|c| c.path != path);
                 if let Some(file) = known.files.get_mut(&path) {
                     file.in_force = previous;
                 }
@@ -267,17 +276,44 @@ impl Watcher {
     }
 }
 
-/// The inline profiles and every profile file's profile in force.
+/// A profile file read again by a reload.
+struct Change {
+    path: PathBuf,
+    /// Its profile in force before the reload.
+    previous: Option<Arc<Profile>>,
+    /// Whether the file itself changed (a config reload reads every file again).
+    modified: bool,
+}
+
+/// The inline profiles and every profile file's profile in force, in the order they
+/// claim their names, addresses and certificates: first those in force before this
+/// reload from files that did not change, then edited ones, then new ones (each by
+/// path). So when a changed file clashes with a profile that was working, the changed
+/// file is the one left out.
 fn assemble(
     inline: &[Arc<Profile>],
     files: &BTreeMap<PathBuf, ProfileFile>,
+    changed: &[Change],
 ) -> (Policies, Vec<profiles::Rejected>) {
-    let in_force: Vec<(&Path, &Arc<Profile>)> = files
+    let mut in_force: Vec<(u8, &Path, &Arc<Profile>)> = files
         .iter()
-        .filter_map(|(path, f)| Some((path.as_path(), f.in_force.as_ref()?)))
+        .filter_map(|(path, f)| {
+            let rank = match changed.iter().find(|c| c.path == *path) {
+                None => 0,
+                Some(c) => match (&c.previous, c.modified) {
+                    (Some(_), false) => 0,
+                    (Some(_), true) => 1,
+                    (None, _) => 2,
+                },
+            };
+            Some((rank, path.as_path(), f.in_force.as_ref()?))
+        })
         .collect();
+    in_force.sort_by_key(|(rank, path, _)| (*rank, *path));
     profiles::assemble(
         inline,
-        in_force.into_iter().map(|(p, profile)| (p, Ok(profile))),
+        in_force
+            .into_iter()
+            .map(|(_, path, profile)| (path, Ok(profile))),
     )
 }

@@ -469,6 +469,92 @@ fn a_profile_file_edited_live_changes_only_that_profile() {
     });
 }
 
+/// A new or edited profile file that claims what a working profile claims is the one
+/// refused, whichever sorts first, on a file change and on a full reload (SIGHUP) alike.
+#[test]
+fn a_profile_file_that_clashes_with_one_in_force_is_refused_and_the_working_one_stays() {
+    let standin = harness::standin();
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles.d");
+    std::fs::create_dir(&profiles).unwrap();
+    // Both claim 10.9.0.0/16; agent-a sorts first.
+    let claiming = |secret: &str, repos: &str, cidrs: &str| {
+        format!(
+            "secretSha256: \"{}\"\nsourceCidrs: [{cidrs}]\npolicy: {{allowedRepos: [{repos}]}}\n",
+            sha256_hex(secret)
+        )
+    };
+    replace_file(
+        &profiles,
+        "agent-b.yaml",
+        &claiming(SECRET_B, "acme/lib-core", "10.9.0.0/16"),
+    );
+    std::fs::write(
+        dir.path().join("gitgate.yaml"),
+        config(&standin, "profilesDir: profiles.d\n"),
+    )
+    .unwrap();
+    let gitgate = Gitgate::start_in(dir);
+    let profiles = gitgate.dir.path().join("profiles.d");
+    let a = sandbox_as(&gitgate, "agent-a", SECRET_A);
+    let b = sandbox_as(&gitgate, "agent-b", SECRET_B);
+    b.clone_repo("acme/lib-core", "lib");
+    let refusals = || {
+        gitgate
+            .audit()
+            .into_iter()
+            .filter(|r| {
+                r["kind"] == "policy_reload"
+                    && r["decision"] == "deny"
+                    && r["file"]
+                        .as_str()
+                        .is_some_and(|f| f.ends_with("agent-a.yaml"))
+            })
+            .collect::<Vec<_>>()
+    };
+
+    replace_file(
+        &profiles,
+        "agent-a.yaml",
+        &claiming(SECRET_A, "acme/app", "10.9.0.0/16"),
+    );
+    wait_until(|| !refusals().is_empty());
+    let reason = refusals()[0]["reason"].as_str().unwrap().to_owned();
+    assert!(
+        reason.contains(
+            "source range 10.9.0.0/16 is claimed by both profile agent-b and profile agent-a"
+        ),
+        "{reason}"
+    );
+    b.clone_repo("acme/lib-core", "lib-after-new-file");
+    let out = a.git_fails(
+        a.home.path(),
+        &["ls-remote", "https://github.com/acme/app.git"],
+    );
+    assert!(out.contains("407"), "{out}");
+
+    // A full reload reads every file again and decides the same way.
+    gitgate.hangup();
+    wait_until(|| refusals().len() >= 2);
+    b.clone_repo("acme/lib-core", "lib-after-reload");
+
+    // Fixed, agent-a comes in beside agent-b.
+    replace_file(
+        &profiles,
+        "agent-a.yaml",
+        &profile_file(SECRET_A, "acme/app"),
+    );
+    wait_until(|| {
+        a.git(
+            a.home.path(),
+            &["ls-remote", "https://github.com/acme/app.git"],
+        )
+        .status
+        .success()
+    });
+    b.clone_repo("acme/lib-core", "lib-at-the-end");
+}
+
 /// Every request inside a tunnel is decided under the profile bound at CONNECT, as that
 /// profile stands now: a live edit applies to the open tunnel, and a removed profile's
 /// tunnel gets 403 telling the client to reconnect.
