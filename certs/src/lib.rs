@@ -21,6 +21,10 @@ use rustls::crypto::CryptoProvider;
 
 /// The crypto provider for both TLS legs: ring, with AES-128-GCM preferred (the cheapest
 /// AEAD with hardware support, and SHA-256 rather than SHA-384 for the handshake).
+///
+/// rustls 0.23.48 deprecates its ring provider because ring has no post-quantum key
+/// exchange; aws-lc-rs has, and costs 2 MB more resident memory (`bench/RESULTS.md`).
+#[allow(deprecated)]
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     use rustls::crypto::ring::{cipher_suite, default_provider};
     let mut provider = default_provider();

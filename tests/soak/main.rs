@@ -1520,7 +1520,7 @@ fn client_tls(ca_pem: &[u8]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem) {
         roots.add(cert?)?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = gitgate_certs::crypto_provider();
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

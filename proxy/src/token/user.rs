@@ -845,7 +845,7 @@ mod tests {
 
     /// The same, sealed to `store`.
     fn sessions_in(store: Option<SessionFiles>) -> UserSessions {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _ = Arc::unwrap_or_clone(gitgate_certs::crypto_provider()).install_default();
         let config = UserConfig {
             client_id: "Iv1.x".into(),
             client_secret: None,

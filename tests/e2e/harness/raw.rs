@@ -116,7 +116,7 @@ pub fn mitm_tls_with(
     for cert in rustls_pemfile_certs(&pem) {
         roots.add(cert).expect("root");
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = gitgate_certs::crypto_provider();
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")

@@ -54,6 +54,8 @@ pub(crate) fn generate() -> anyhow::Result<Tls> {
 
     let chain: Vec<CertificateDer<'static>> = vec![leaf_cert.der().clone()];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    // ring, like gitgate (rustls deprecates it for want of post-quantum key exchange).
+    #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut server = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
