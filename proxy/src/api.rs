@@ -124,6 +124,10 @@ async fn rest_call(
             .repo
             .as_ref()
             .ok_or_else(|| internal("a ref change without a repository"))?;
+        if !writes && !changes.is_empty() {
+            // Moving a pull request's base names where its merges will write.
+            check(policy, record, &policy.decide_push(repo))?;
+        }
         for change in &changes {
             let name = rest_target(state, repo, &change.target, credential.as_ref())
                 .await

@@ -122,6 +122,7 @@ fn change(policy: &Policy, repo: Option<&RepoPath>, change: &RefChange, out: &mu
                 ChangeKind::Update { force: false } => "update",
                 ChangeKind::Update { force: true } => "forced update of",
                 ChangeKind::Delete => "delete",
+                ChangeKind::Retarget => "move a pull request's base to",
             };
             out.push(Line::Decided(
                 format!("{kind} {name}"),

@@ -564,6 +564,71 @@ fn graphql_mutations_outside_the_catalogue_or_onto_refused_refs_are_denied() {
     assert_eq!(tip("refs/heads/release"), Some(main));
 }
 
+/// A pull request's base moves only onto refs its merges may write to: moving it and
+/// merging it in one GraphQL document, or racing a REST edit against a merge, would
+/// otherwise merge where the policy forbids (the merge is decided on the base before).
+#[test]
+fn a_pull_requests_base_moves_only_onto_refs_it_may_merge_into() {
+    const EDITOR: &str = "{allowedRepos: [acme/app], allowedRefs: ['agent/*'], api: [read, pulls.create, pulls.update, pulls.merge]}";
+    let standin = standin();
+    let gitgate = Gitgate::start(&app_config(&standin, EDITOR));
+    let (sandbox, _) = pushed(&standin, &gitgate);
+    for branch in ["agent/base", "agent/other"] {
+        standin
+            .update_ref("acme", "app", &format!("refs/heads/{branch}"), "main")
+            .unwrap();
+    }
+    let tip = |name: &str| standin.rev_parse("acme", "app", name);
+    let release = tip("refs/heads/release");
+    let (status, body) = call(
+        &sandbox,
+        "POST",
+        "/repos/acme/app/pulls",
+        Some(&json!({"title": "t", "base": "agent/base", "head": "agent/x"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let pr = body["node_id"].clone();
+    let edit = format!("/repos/acme/app/pulls/{}", body["number"]);
+    let move_and_merge = |base: &str| {
+        format!(
+            "mutation($pr: ID!) {{ a: updatePullRequest(input: {{pullRequestId: $pr, baseRefName: \"{base}\"}}) {{ pullRequest {{ state }} }} b: mergePullRequest(input: {{pullRequestId: $pr}}) {{ pullRequest {{ state }} }} }}"
+        )
+    };
+    denied(
+        graphql(&sandbox, &move_and_merge("release"), json!({"pr": pr})),
+        "a pull request's base cannot move to refs/heads/release, where its merge would write: refs/heads/release is not in allowedRefs",
+    );
+    denied(
+        call(&sandbox, "PATCH", &edit, Some(&json!({"base": "release"}))),
+        "refs/heads/release is not in allowedRefs",
+    );
+    assert_eq!(reached(&standin, "PATCH", &edit), 0);
+    assert_eq!(tip("refs/heads/release"), release);
+    assert_eq!(standin.pull_requests()[0].base, "agent/base");
+    assert_eq!(standin.pull_requests()[0].state, PullState::Open);
+
+    // Other edits, and moves onto refs it may merge into, go through.
+    let (status, body) = call(&sandbox, "PATCH", &edit, Some(&json!({"title": "renamed"})));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(
+        &sandbox,
+        "PATCH",
+        &edit,
+        Some(&json!({"base": "agent/other"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(standin.pull_requests()[0].base, "agent/other");
+    let before = tip("refs/heads/agent/base");
+    let (status, body) = graphql(&sandbox, &move_and_merge("agent/base"), json!({"pr": pr}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["b"]["pullRequest"]["state"], "MERGED",
+        "{body}"
+    );
+    assert_ne!(tip("refs/heads/agent/base"), before);
+    assert_eq!(tip("refs/heads/release"), release);
+}
+
 #[test]
 fn without_policy_api_the_api_stays_closed() {
     let standin = standin();

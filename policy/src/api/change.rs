@@ -36,6 +36,9 @@ pub enum Effect {
     PullMerge(u64),
     /// `PUT pulls/{n}/update-branch`: a merge of the base into the pull request's head.
     PullUpdateBranch(u64),
+    /// `PATCH pulls/{n}`: the body's `base`, when given, is where the pull request's
+    /// merges will write.
+    PullEdit,
     /// `POST branches/{branch}/rename`: this ref goes, the body's `new_name` comes.
     Rename(String),
     /// `POST releases` / `PATCH releases/{id}`: the body's `tag_name` is created when
@@ -72,6 +75,8 @@ pub enum ChangeKind {
     },
     /// The ref is deleted.
     Delete,
+    /// A pull request's base moves onto the ref, so its merges will write there.
+    Retarget,
 }
 
 /// What a change puts on its ref, for the content rules.
@@ -101,6 +106,17 @@ pub struct RefChange {
     pub kind: ChangeKind,
     /// What it brings.
     pub content: Content,
+}
+
+impl RefChange {
+    /// A pull request's base moving onto `name` (a full ref name).
+    pub(crate) fn retarget(name: String) -> Self {
+        RefChange {
+            target: RefTarget::Named(name),
+            kind: ChangeKind::Retarget,
+            content: Content::None,
+        }
+    }
 }
 
 impl Effect {
@@ -160,6 +176,10 @@ impl Effect {
             )],
             Effect::PullMerge(n) => vec![update(RefTarget::PullBase(*n), Content::Merge)],
             Effect::PullUpdateBranch(n) => vec![update(RefTarget::PullHead(*n), Content::Merge)],
+            Effect::PullEdit => match optional_str(body, "base")? {
+                Some(base) => vec![RefChange::retarget(branch_ref(base)?)],
+                None => Vec::new(),
+            },
             Effect::Rename(old) => vec![
                 RefChange {
                     target: RefTarget::Named(old.clone()),
@@ -246,10 +266,21 @@ impl Policy {
     /// matches `allowedRefs`; a delete needs `allowDeletes`; a forced update needs
     /// `forcePush: allow` or `forcePushAllowedRefs`. GitHub writes API commits itself, so
     /// under `requireSignedCommits` only deletions pass, and with `protectedPaths` only
-    /// changes whose paths are known and unprotected; `maxBlobSize` bounds the files.
+    /// changes whose paths are known and unprotected; `maxBlobSize` bounds the files. A
+    /// pull request's base may move only onto a ref it could be merged into: otherwise
+    /// a merge decided against the old base would write to the new one.
     pub fn decide_ref_change(&self, name: &str, kind: ChangeKind, content: &Content) -> Decision {
         let decision = self.decide_ref_name(name, kind == ChangeKind::Delete);
         if !decision.allowed {
+            if kind == ChangeKind::Retarget {
+                return Decision::deny(
+                    decision.rule,
+                    format!(
+                        "a pull request's base cannot move to {name}, where its merge would write: {}; open a new pull request for {name} instead",
+                        decision.reason
+                    ),
+                );
+            }
             return decision;
         }
         let forced = kind == ChangeKind::Update { force: true };
@@ -353,6 +384,16 @@ mod tests {
         assert_eq!(changes.len(), 2);
         assert_eq!(changes[0].kind, ChangeKind::Delete);
         assert_eq!(changes[1].target, named("refs/heads/new"));
+        assert!(
+            Effect::PullEdit
+                .changes(&json!({"title": "t"}))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            Effect::PullEdit.changes(&json!({"base": "main"})).unwrap(),
+            [RefChange::retarget("refs/heads/main".into())]
+        );
         assert!(Effect::Release.changes(&json!({})).unwrap().is_empty());
         assert_eq!(
             Effect::Release.changes(&json!({"tag_name": "v1"})).unwrap()[0].target,
@@ -377,6 +418,12 @@ mod tests {
                 "true or false",
             ),
             (contents.clone(), json!({"branch": ""}), "ambiguous"),
+            (
+                Effect::PullEdit,
+                json!({"base": "refs/heads/x"}),
+                "ambiguous",
+            ),
+            (Effect::PullEdit, json!({"base": 1}), "not a string"),
         ] {
             let err = effect.changes(&body).unwrap_err();
             assert!(err.contains(want), "{effect:?}: {err}");
@@ -397,6 +444,15 @@ mod tests {
         );
         let d = p.decide_ref_change("refs/heads/release", update, &Content::Merge);
         assert_eq!((d.allowed, d.rule.as_str()), (false, "allowedRefs"));
+        let d = p.decide_ref_change("refs/heads/release", ChangeKind::Retarget, &Content::None);
+        assert_eq!((d.allowed, d.rule.as_str()), (false, "allowedRefs"));
+        assert!(
+            d.reason
+                .starts_with("a pull request's base cannot move to refs/heads/release")
+                && d.reason.contains("open a new pull request"),
+            "{}",
+            d.reason
+        );
         let d = p.decide_ref_change("refs/heads/feature/x", ChangeKind::Delete, &Content::None);
         assert_eq!(d.rule, "allowDeletes");
         let d = p.decide_ref_change(
@@ -422,6 +478,12 @@ mod tests {
         assert_eq!(d.rule, "protectedPaths[.github/**]");
         let d = p.decide_ref_change("refs/heads/main", update, &Content::Merge);
         assert_eq!(d.rule, "protectedPaths");
+        // A pull request's base may move onto any ref it may merge into, whatever the
+        // content rules (the merge is decided when it is made).
+        assert!(
+            p.decide_ref_change("refs/heads/main", ChangeKind::Retarget, &Content::None)
+                .allowed
+        );
         let d = p.decide_ref_change("refs/heads/main", update, &files("a", 11));
         assert_eq!(d.rule, "maxBlobSize");
 

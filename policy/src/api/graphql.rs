@@ -260,8 +260,17 @@ fn mutation_check(name: &str, arguments: &Map<String, Value>) -> Result<FieldChe
     };
     let (operations, repos, changes): (&'static [Operation], _, _) = match name {
         "createPullRequest" => (&[Op::PullsCreate], vec![node("repositoryId")?], vec![]),
-        "updatePullRequest"
-        | "closePullRequest"
+        "updatePullRequest" => {
+            let base = match at(arguments, &["input", "baseRefName"]) {
+                None | Some(Value::Null) => vec![],
+                Some(Value::String(base)) => vec![RefChange::retarget(branch_ref(base)?)],
+                Some(_) => {
+                    return Err("updatePullRequest's input.baseRefName is not a string".into());
+                }
+            };
+            (&[Op::PullsUpdate], vec![node("pullRequestId")?], base)
+        }
+        "closePullRequest"
         | "reopenPullRequest"
         | "requestReviews"
         | "markPullRequestReadyForReview"
@@ -614,6 +623,18 @@ mod tests {
             checks[0].changes[0].target,
             RefTarget::PullNodeBase("PR_1".into())
         );
+
+        let checks = analysed(
+            "mutation($b: String) { a: updatePullRequest(input: {pullRequestId: \"PR_1\", baseRefName: $b}) { clientMutationId } b: updatePullRequest(input: {pullRequestId: \"PR_1\", title: \"t\"}) { clientMutationId } }",
+            json!({"b": "release"}),
+        )
+        .unwrap();
+        assert_eq!(checks[0].operations, [Operation::PullsUpdate]);
+        assert_eq!(
+            checks[0].changes,
+            [RefChange::retarget("refs/heads/release".into())]
+        );
+        assert!(checks[1].changes.is_empty());
     }
 
     #[test]
@@ -625,6 +646,11 @@ mod tests {
                 "mutation deleteRepository is not in",
             ),
             ("subscription { x }", json!({}), "subscriptions"),
+            (
+                "mutation { updatePullRequest(input: {pullRequestId: \"PR\", baseRefName: 1}) { clientMutationId } }",
+                json!({}),
+                "baseRefName is not a string",
+            ),
             (
                 "{ repository(owner: \"a\") { id } }",
                 json!({}),

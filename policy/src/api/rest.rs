@@ -133,7 +133,7 @@ fn repo_route(method: &str, read: bool, tail: &[&str]) -> Option<(&'static [Oper
     let none = |ops: &'static [Operation]| Some((ops, Effect::None));
     match (method, tail) {
         ("POST", ["pulls"]) => none(&[Op::PullsCreate]),
-        ("PATCH", ["pulls", n]) if is_number(n) => none(&[Op::PullsUpdate]),
+        ("PATCH", ["pulls", n]) if is_number(n) => Some((&[Op::PullsUpdate], Effect::PullEdit)),
         ("POST" | "DELETE", ["pulls", n, "requested_reviewers"]) if is_number(n) => {
             none(&[Op::PullsUpdate])
         }
@@ -304,6 +304,12 @@ mod tests {
                 "/repos/acme/app/pulls/3/merge",
                 &[Op::PullsMerge],
                 Effect::PullMerge(3),
+            ),
+            (
+                "PATCH",
+                "/repos/acme/app/pulls/3",
+                &[Op::PullsUpdate],
+                Effect::PullEdit,
             ),
             (
                 "PUT",

@@ -1,5 +1,6 @@
 //! `POST /graphql`: a small GitHub schema executed for real. Queries `repository`,
-//! `node`, `viewer`; mutations `createPullRequest`, `addComment`, `mergePullRequest`,
+//! `node`, `viewer`; mutations `createPullRequest`, `updatePullRequest` (its base),
+//! `addComment`, `mergePullRequest`,
 //! `createRef`, `updateRef`, `deleteRef`, `createCommitOnBranch`. Each field is
 //! authorized as GitHub authorizes an installation token; results are projected onto
 //! the request's selection sets (aliases, fragments, `__typename`).
@@ -402,6 +403,18 @@ impl<'a> Run<'a> {
                     json!({"commentEdge": {"node": {"id": format!("C:{comment}"), "body": body,
                     "url": format!("https://github.com/{owner}/{repo}/pull/{number}#issuecomment-{comment}")}}, "subject": subject}),
                 )
+            }
+            "updatePullRequest" => {
+                let id = arg(&input, "pullRequestId")?;
+                let (owner, repo) = self.node_repo(id, &[&[("pull_requests", Write)]])?;
+                let Some(NodeId::Pull(_, _, number)) = hub::parse_id(id) else {
+                    return Err(hub::fail(StatusCode::NOT_FOUND, "pull request not found"));
+                };
+                let pull = match input.get("baseRefName").and_then(Value::as_str) {
+                    Some(base) => hub::retarget_pull(self.shared, &owner, &repo, number, base)?,
+                    None => hub::pull(self.shared, &owner, &repo, number)?,
+                };
+                Ok(json!({"pullRequest": hub::pull_node(&pull)}))
             }
             "mergePullRequest" => {
                 let id = arg(&input, "pullRequestId")?;

@@ -178,6 +178,32 @@ pub(crate) fn pull(
         .ok_or_else(|| fail(StatusCode::NOT_FOUND, "Not Found"))
 }
 
+/// Moves an open pull request's base onto branch `base`, as GitHub's edit does.
+pub(crate) fn retarget_pull(
+    shared: &Shared,
+    owner: &str,
+    repo: &str,
+    number: u64,
+    base: &str,
+) -> Result<Pull, ApiError> {
+    let pull = pull(shared, owner, repo, number)?;
+    with_repo(shared, owner, repo, |r| {
+        r.resolve(&format!("refs/heads/{base}"))
+            .map(|_| ())
+            .ok_or_else(|| unprocessable(format!("Validation Failed: no branch {base}")))
+    })?;
+    if pull.state != PullState::Open || pull.head == base {
+        return Err(unprocessable("Validation Failed"));
+    }
+    let mut pulls = shared.pulls();
+    let p = pulls
+        .iter_mut()
+        .find(|p| p.owner == owner && p.repo == repo && p.number == number)
+        .ok_or_else(|| fail(StatusCode::NOT_FOUND, "Not Found"))?;
+    p.base = base.to_owned();
+    Ok(p.clone())
+}
+
 /// Merges an open pull request with a merge commit on its base; the new base commit.
 pub(crate) fn merge_pull(
     shared: &Shared,

@@ -29,6 +29,7 @@ pub(crate) enum Call {
     GetPull(u64),
     CreatePull,
     MergePull(u64),
+    EditPull(u64),
     UpdateBranch(u64),
     Comment(u64),
     CreateRef,
@@ -52,6 +53,7 @@ pub(crate) fn route(method: &Method, path: &str) -> Option<(String, String, Call
         (&Method::GET, ["pulls", x]) => Call::GetPull(n(x)?),
         (&Method::POST, ["pulls"]) => Call::CreatePull,
         (&Method::PUT, ["pulls", x, "merge"]) => Call::MergePull(n(x)?),
+        (&Method::PATCH, ["pulls", x]) => Call::EditPull(n(x)?),
         (&Method::PUT, ["pulls", x, "update-branch"]) => Call::UpdateBranch(n(x)?),
         (&Method::POST, ["issues", x, "comments"]) => Call::Comment(n(x)?),
         (&Method::POST, ["git", "refs"]) => Call::CreateRef,
@@ -80,7 +82,7 @@ fn needs(call: &Call) -> &'static [&'static [(&'static str, Level)]] {
     use Level::{Read, Write};
     match call {
         Call::ListPulls | Call::GetPull(_) => &[&[("pull_requests", Read)]],
-        Call::CreatePull => &[&[("pull_requests", Write)]],
+        Call::CreatePull | Call::EditPull(_) => &[&[("pull_requests", Write)]],
         Call::MergePull(_) | Call::UpdateBranch(_) => {
             &[&[("contents", Write), ("pull_requests", Write)]]
         }
@@ -161,6 +163,13 @@ fn respond(
                 head,
             )?;
             created(hub::pull_rest(&pull))
+        }
+        Call::EditPull(n) => {
+            let pull = match body.get("base").and_then(Value::as_str) {
+                Some(base) => hub::retarget_pull(shared, owner, repo, *n, base)?,
+                None => hub::pull(shared, owner, repo, *n)?,
+            };
+            ok(hub::pull_rest(&pull))
         }
         Call::MergePull(n) => {
             let sha = hub::merge_pull(shared, owner, repo, *n)?;
