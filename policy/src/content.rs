@@ -25,6 +25,8 @@ pub struct PackFacts {
     pub commits: HashMap<ObjectId, Vec<ObjectId>>,
     /// Every commit in the pack, with its root tree.
     pub commit_trees: HashMap<ObjectId, ObjectId>,
+    /// Every annotated tag in the pack, with the object it points at.
+    pub tags: HashMap<ObjectId, ObjectId>,
     /// The pack's trees (all of them when paths matter, else none).
     pub trees: HashMap<ObjectId, Vec<TreeEntry>>,
     /// Objects over the policy's `maxBlobSize`, largest first.
@@ -46,6 +48,22 @@ impl TreeEntry {
     /// Whether it is a directory.
     pub fn is_tree(&self) -> bool {
         self.mode & 0o170000 == 0o040000
+    }
+}
+
+impl PackFacts {
+    /// `id` with the pack's annotated tags peeled off: what a ref set to `id` points at
+    /// in the end (a commit, unless the tags name a tree or a blob). A chain that loops,
+    /// impossible in git, stops where it would.
+    pub fn peeled<'a>(&'a self, id: &'a ObjectId) -> &'a ObjectId {
+        let mut id = id;
+        for _ in 0..=self.tags.len() {
+            match self.tags.get(id) {
+                Some(target) => id = target,
+                None => break,
+            }
+        }
+        id
     }
 }
 
@@ -435,6 +453,15 @@ impl Policy {
                 format!("{} passes the content rules", update.name),
             );
         }
+        if update.is_tag() {
+            return Decision::deny(
+                "forcePush",
+                format!(
+                    "moving the existing tag {} is a forced update (git never fast-forwards a tag); denied by policy (forcePush is deny and it is not in forcePushAllowedRefs)",
+                    update.name
+                ),
+            );
+        }
         match ancestry {
             Some(RefAncestry::FastForward) => {
                 Decision::allow("forcePush", format!("{} is a fast-forward", update.name))
@@ -677,6 +704,38 @@ mod tests {
         assert_eq!(
             fast_forward(&commits, &id(3), &id(1)),
             FastForward::Ask(vec![])
+        );
+    }
+
+    #[test]
+    fn tags_peel_to_what_they_name_and_never_fast_forward() {
+        let facts = PackFacts {
+            tags: HashMap::from([
+                (id(1), id(2)),
+                (id(2), id(3)),
+                (id(8), id(9)),
+                (id(9), id(8)),
+            ]),
+            ..PackFacts::default()
+        };
+        assert_eq!(facts.peeled(&id(1)), &id(3));
+        assert_eq!(facts.peeled(&id(3)), &id(3));
+        assert_eq!(facts.peeled(&id(7)), &id(7));
+        // A loop (impossible in git) ends.
+        assert!([id(8), id(9)].contains(facts.peeled(&id(8))));
+
+        let p = policy("allowedRefs: ['*']\n");
+        let moved = update(&id(1), &id(2), "refs/tags/v1");
+        assert!(moved.is_tag() && p.must_fast_forward(&moved));
+        let fast = HashMap::from([("refs/tags/v1".to_owned(), RefAncestry::FastForward)]);
+        let verdict = p.decide_content(&[moved], &PackFacts::default(), &with(fast));
+        assert_eq!(verdict.refs[0].1.rule, "forcePush");
+        assert!(
+            verdict.refs[0]
+                .1
+                .reason
+                .starts_with("moving the existing tag refs/tags/v1 is a forced update"),
+            "{verdict:?}"
         );
     }
 

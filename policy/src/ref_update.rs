@@ -24,6 +24,11 @@ impl RefUpdate {
     pub fn is_delete(&self) -> bool {
         self.new.is_zero()
     }
+
+    /// Whether the ref is a tag (`refs/tags/…`): git never moves one by fast-forward.
+    pub fn is_tag(&self) -> bool {
+        self.name.starts_with("refs/tags/")
+    }
 }
 
 #[cfg(test)]

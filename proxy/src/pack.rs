@@ -234,6 +234,10 @@ pub(crate) fn decode<T: gix_pack::FileData>(
             Kind::Tree if max_blob.is_some() || wants.trees => {
                 facts.trees.insert(ours, tree_entries(&out, hash)?);
             }
+            Kind::Tag => {
+                let tag = gix_object::TagRef::from_bytes(&out, hash).map_err(fail)?;
+                facts.tags.insert(ours, convert(&tag.target())?);
+            }
             _ => {}
         }
         by_id.insert(id, entry);
@@ -787,9 +791,30 @@ pub(crate) mod tests {
                 path: Some("media/big.bin".into()),
             }]
         );
+        assert!(facts.tags.is_empty());
         // Without a limit nothing is listed; with a higher one neither.
         assert!(read(pack.clone(), None).unwrap().large_objects.is_empty());
         assert!(read(pack, Some(4 << 20)).unwrap().large_objects.is_empty());
+    }
+
+    #[test]
+    fn annotated_tags_are_recorded_with_what_they_name() {
+        let dir = repository();
+        let d = dir.path();
+        git(d, &["tag", "-a", "v1", "-m", "one", "HEAD~1"], None);
+        git(d, &["tag", "-a", "v1-of-v1", "-m", "nested", "v1"], None);
+        let pack = git(
+            d,
+            &["pack-objects", "--stdout", "--revs", "-q"],
+            Some(b"v1-of-v1\n"),
+        );
+        let facts = read(pack, None).unwrap();
+        let (outer, inner) = (rev(d, "v1-of-v1"), rev(d, "v1"));
+        assert_eq!(
+            facts.tags,
+            HashMap::from([(outer.clone(), inner.clone()), (inner, rev(d, "HEAD~1"))])
+        );
+        assert_eq!(facts.peeled(&outer), &rev(d, "HEAD~1"));
     }
 
     #[test]

@@ -724,8 +724,12 @@ async fn ancestry(
     facts: &PackFacts,
 ) -> HashMap<String, RefAncestry> {
     let mut found = HashMap::new();
-    for update in updates.iter().filter(|u| policy.must_fast_forward(u)) {
-        let answer = match fast_forward(&facts.commits, &update.old, &update.new) {
+    // A moved tag is refused as it is; nothing to ask.
+    for update in updates
+        .iter()
+        .filter(|u| policy.must_fast_forward(u) && !u.is_tag())
+    {
+        let answer = match fast_forward(&facts.commits, &update.old, facts.peeled(&update.new)) {
             FastForward::Proven => RefAncestry::FastForward,
             FastForward::Ask(heads) if heads.len() > MAX_ASKED => RefAncestry::Unknown(format!(
                 "its history leaves the pushed pack at {} commits, more than gitgate asks GitHub about",
@@ -755,18 +759,19 @@ async fn ask(api: &Api<'_>, old: &ObjectId, heads: &[ObjectId]) -> RefAncestry {
 }
 
 /// Why updates would bring in commits the push does not carry: every commit where an
-/// update's history leaves the pack must already be on the ref (or, for a new ref, on
-/// the default branch), since the per-commit rules can only check what they receive. A
+/// update's history leaves the pack must already be on the ref (or, for a new ref or a
+/// tag, on the default branch), since the per-commit rules can only check what they receive. A
 /// commit GitHub does not have at all (one the pack holds in a form gitgate cannot
 /// decode) fails the question and so is refused too.
 async fn unchecked(api: &Api<'_>, updates: &[RefUpdate], facts: &PackFacts) -> Vec<String> {
     let mut problems = Vec::new();
     for update in updates.iter().filter(|u| !u.is_delete()) {
-        for commit in outside_commits(&facts.commits, &update.new) {
+        for commit in outside_commits(&facts.commits, facts.peeled(&update.new)) {
             if commit == update.old {
                 continue;
             }
-            let (held, place) = match update.is_create() {
+            // A tag's old value is another tag: what it may move to is judged like a new ref.
+            let (held, place) = match update.is_create() || update.is_tag() {
                 true => (api.on_default_branch(&commit).await, "the default branch"),
                 false => (
                     api.is_ancestor(&commit, &update.old).await,

@@ -396,6 +396,48 @@ fn commits_must_carry_an_ssh_signature_by_an_allowed_key() {
     assert_eq!(upstream(&standin, "main").as_deref(), Some(good.as_str()));
 }
 
+/// An annotated tag is judged by the commit it names: a new tag of a new commit or of
+/// one already on the default branch passes the per-commit rules; moving an existing
+/// tag is a forced update.
+#[test]
+fn annotated_tags_are_judged_by_the_commits_they_name() {
+    let keys = tempfile::tempdir().unwrap();
+    let (agent, agent_public) = ssh_key(keys.path(), "agent");
+    let standin = harness::standin();
+    let policy = format!(
+        "{{allowedRepos: [acme/app], allowedRefs: [main, 'refs/tags/v*'], protectedPaths: ['.github/workflows/**'], requireSignedCommits: {{keys: [\"{agent_public}\"]}}}}"
+    );
+    let gitgate = Gitgate::start(&app_config(&standin, &policy));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    let tag_on_github = |name: &str| standin.rev_parse("acme", "app", &format!("refs/tags/{name}"));
+
+    // A tag of a new commit, pushed with it.
+    let good = signed_commit(&sandbox, &repo, Some(&agent), "signed\n");
+    sandbox.git_ok(&repo, &["tag", "-a", "v1", "-m", "one"]);
+    sandbox.git_ok(
+        &repo,
+        &["push", "-q", "--follow-tags", "origin", "HEAD:main"],
+    );
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(good.as_str()));
+    assert_eq!(tag_on_github("v1"), Some(rev(&sandbox, &repo, "v1")));
+    // A tag of a commit already on main, pushed alone (the pack holds only the tag).
+    sandbox.git_ok(&repo, &["tag", "-a", "v2", "-m", "two", &good]);
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "v2"]);
+    assert_eq!(tag_on_github("v2"), Some(rev(&sandbox, &repo, "v2")));
+
+    // Moving a tag needs --force in git, and is refused as a forced update.
+    signed_commit(&sandbox, &repo, Some(&agent), "next\n");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+    sandbox.git_ok(&repo, &["tag", "-f", "-a", "v1", "-m", "moved"]);
+    let denied = sandbox.git_fails(&repo, &["push", "--force", "origin", "v1"]);
+    assert!(
+        denied.contains("(gitgate: moving the existing tag refs/tags/v1 is a forced update"),
+        "{denied}"
+    );
+    assert_ne!(tag_on_github("v1"), Some(rev(&sandbox, &repo, "v1")));
+}
+
 #[test]
 fn an_allowed_signers_file_can_require_the_committer_to_be_the_keys_principal() {
     let keys = tempfile::tempdir().unwrap();
