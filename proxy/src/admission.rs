@@ -78,16 +78,16 @@ impl Admission {
     /// Admits a connection from `client`, or says which limit refuses it.
     pub(crate) fn admit(&self, client: IpAddr) -> Result<Admitted, Refused> {
         let mut map = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
-        let open = map.entry(client).or_insert(0);
-        if *open >= self.max_per_client {
+        if map.get(&client).is_some_and(|open| *open >= self.max_per_client) {
             return Err(Refused::PerClient(self.max_per_client));
         }
+        // The overall permit first: a refused client leaves no entry behind.
         let permit = self
             .total
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refused::Total(self.max_total))?;
-        *open += 1;
+        *map.entry(client).or_insert(0) += 1;
         Ok(Admitted {
             _total: permit,
             client,
@@ -110,6 +110,12 @@ mod tests {
         assert_eq!(a.admit(x).err(), Some(Refused::PerClient(2)));
         let _y1 = a.admit(y).unwrap();
         assert_eq!(a.admit(y).err(), Some(Refused::Total(3)));
+        // Clients refused at the overall limit are not remembered.
+        for i in 0..100u8 {
+            let z = IpAddr::from([10, 0, 0, i]);
+            assert_eq!(a.admit(z).err(), Some(Refused::Total(3)));
+        }
+        assert_eq!(a.per_client.lock().unwrap().len(), 2);
         drop(x1);
         assert!(a.admit(y).is_ok());
         assert!(
