@@ -78,7 +78,10 @@ impl Admission {
     /// Admits a connection from `client`, or says which limit refuses it.
     pub(crate) fn admit(&self, client: IpAddr) -> Result<Admitted, Refused> {
         let mut map = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(&client).is_some_and(|open| *open >= self.max_per_client) {
+        if map
+            .get(&client)
+            .is_some_and(|open| *open >= self.max_per_client)
+        {
             return Err(Refused::PerClient(self.max_per_client));
         }
         // The overall permit first: a refused client leaves no entry behind.

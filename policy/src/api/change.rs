@@ -204,6 +204,16 @@ impl Effect {
     }
 }
 
+/// Whether `path` names a file plainly: no empty, `.` or `..` segment (so no leading,
+/// trailing or doubled `/`), no backslash, no control character. Another spelling could
+/// name a protected file without matching its pattern.
+pub(crate) fn is_plain_path(path: &str) -> bool {
+    !path
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+        && !path.chars().any(|c| c == '\\' || c.is_control())
+}
+
 /// The decoded size of base64 `text`.
 pub(crate) fn base64_len(text: &str) -> u64 {
     let len = text.bytes().filter(|b| !b.is_ascii_whitespace()).count() as u64;

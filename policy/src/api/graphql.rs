@@ -11,7 +11,9 @@ use graphql_parser::query::{
 use serde_json::{Map, Value};
 
 use crate::api::catalogue::Operation;
-use crate::api::change::{ChangeKind, Content, RefChange, RefTarget, base64_len, branch_ref};
+use crate::api::change::{
+    ChangeKind, Content, RefChange, RefTarget, base64_len, branch_ref, is_plain_path,
+};
 use crate::api::json::parse_strict;
 use crate::repo::RepoPath;
 
@@ -420,7 +422,13 @@ fn file_changes(arguments: &Map<String, Value>) -> Result<Content, String> {
             Some(_) => return Err(format!("input.fileChanges.{key} is not a list")),
         };
         for change in list {
-            paths.push(string_at(change, &["path"])?.to_owned());
+            let path = string_at(change, &["path"])?;
+            if !is_plain_path(path) {
+                return Err(format!(
+                    "input.fileChanges.{key} names {path:?}, not a plain repository path (no leading, trailing or doubled /, no . or .. segments, backslashes or control characters)"
+                ));
+            }
+            paths.push(path.to_owned());
             if is_addition {
                 largest = largest.max(base64_len(string_at(change, &["contents"])?));
             }
@@ -683,7 +691,25 @@ mod tests {
                 json!({"b": {"id": "B_1", "repositoryNameWithOwner": "acme/other", "branchName": "main"}}),
                 "by both id and repositoryNameWithOwner/branchName",
             ),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            [
+                "/.github/workflows/x.yml",
+                "./.github/workflows/x.yml",
+                ".github//workflows/x.yml",
+                "a/../.github/workflows/x.yml",
+                ".github\\workflows\\x.yml",
+                ".github/workflows/",
+            ]
+            .map(|path| {
+                (
+                    "mutation($p: String!) { createCommitOnBranch(input: {branch: {repositoryNameWithOwner: \"acme/app\", branchName: \"main\"}, expectedHeadOid: \"a\", message: {headline: \"h\"}, fileChanges: {deletions: [{path: $p}]}}) { commit { oid } } }",
+                    json!({"p": path}),
+                    "not a plain repository path",
+                )
+            }),
+        ) {
             let err = analysed(query, variables).expect_err(query);
             assert!(err.contains(want), "{query}: {err}");
         }

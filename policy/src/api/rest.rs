@@ -2,7 +2,7 @@
 //! the repository they name (canonicalised as for git paths), and the refs they may change.
 
 use crate::api::catalogue::Operation;
-use crate::api::change::Effect;
+use crate::api::change::{Effect, is_plain_path};
 use crate::repo::RepoPath;
 
 /// The operations of calls that change a repository's refs or objects.
@@ -223,11 +223,7 @@ fn decode_path(segments: &[&str]) -> Option<String> {
         .map(|s| percent_decode(s))
         .collect::<Option<Vec<String>>>()?;
     let path = parts.join("/");
-    let hostile = path
-        .split('/')
-        .any(|c| c.is_empty() || c == "." || c == "..")
-        || path.chars().any(|c| c == '\\' || c.is_control());
-    (!hostile).then_some(path)
+    is_plain_path(&path).then_some(path)
 }
 
 /// Percent-decodes one segment; `None` if it is malformed or not UTF-8.
