@@ -603,6 +603,15 @@ fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
 /// A tree's entries.
 fn tree_entries(bytes: &[u8], hash: gix_hash::Kind) -> Result<Vec<TreeEntry>, PackError> {
     let tree = gix_object::TreeRef::from_bytes(bytes, hash).map_err(fail)?;
+    // git's fsck refuses these, but gitgate would read the last of two entries of one
+    // name where git reads the first.
+    let mut names = HashSet::with_capacity(tree.entries.len());
+    if let Some(twice) = tree.entries.iter().find(|e| !names.insert(e.filename)) {
+        return Err(fail(format!(
+            "a tree names {:?} twice",
+            entry_name(twice.filename)
+        )));
+    }
     tree.entries
         .iter()
         .map(|e| {
@@ -795,6 +804,32 @@ pub(crate) mod tests {
         // Without a limit nothing is listed; with a higher one neither.
         assert!(read(pack.clone(), None).unwrap().large_objects.is_empty());
         assert!(read(pack, Some(4 << 20)).unwrap().large_objects.is_empty());
+    }
+
+    #[test]
+    fn a_tree_naming_an_entry_twice_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        git(d, &["init", "-q"], None);
+        let blob = git(d, &["hash-object", "-w", "--stdin"], Some(b"x\n"));
+        let blob = std::str::from_utf8(&blob).unwrap().trim();
+        let raw: Vec<u8> = (0..blob.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&blob[i..i + 2], 16).unwrap())
+            .collect();
+        let mut tree = Vec::new();
+        for _ in 0..2 {
+            tree.extend_from_slice(b"100644 a.txt\0");
+            tree.extend_from_slice(&raw);
+        }
+        let args = ["hash-object", "-w", "-t", "tree", "--literally", "--stdin"];
+        let id = git(d, &args, Some(&tree));
+        let pack = git(d, &["pack-objects", "--stdout", "-q"], Some(&id));
+        let error = read(pack, Some(1 << 20)).unwrap_err();
+        assert!(
+            error.to_string().contains("a tree names \"a.txt\" twice"),
+            "{error}"
+        );
     }
 
     #[test]
