@@ -571,7 +571,11 @@ impl<'a> TreeDiff<'a> {
                 }
                 let file_changed =
                     a.is_some_and(|e| !e.is_tree()) || b.is_some_and(|e| !e.is_tree());
-                if file_changed && protected.iter().any(|p| p.matches(&path)) {
+                if file_changed
+                    && protected
+                        .iter()
+                        .any(|p| p.matches(&path) || p.names_below(&path))
+                {
                     self.changed.push(ProtectedChange {
                         commit: commit.clone(),
                         path,
@@ -890,6 +894,21 @@ mod tests {
         assert_eq!(
             top.protected_changes(&exec, &server).unwrap()[0].path,
             "README"
+        );
+        // A symlink (or file, or submodule) put where a protected directory would be.
+        let mut link = exec.clone();
+        link.trees.insert(
+            id(20),
+            vec![entry(".github", 0o120000, 42), entry("src", 0o040000, 24)],
+        );
+        let empty = ServerObjects {
+            commit_trees: HashMap::from([(id(11), id(21))]),
+            trees: HashMap::from([(id(21), vec![entry("src", 0o040000, 24)])]),
+        };
+        let workflows = policy("allowedRefs: ['*']\nprotectedPaths: ['.github/workflows/**']\n");
+        assert_eq!(
+            workflows.protected_changes(&link, &empty).unwrap()[0].path,
+            ".github"
         );
         // A root commit is compared with the empty tree: every protected file is new.
         let root = PackFacts {

@@ -46,6 +46,19 @@ impl PathPattern {
             .zip(&self.literal)
             .all(|(part, literal)| part == literal)
     }
+
+    /// Whether the pattern spells `path` out as a directory it protects files in: each of
+    /// `path`'s components is one of its literal components, and it goes deeper. A
+    /// file, symlink or submodule put at such a path stands where protected files would.
+    pub fn names_below(&self, path: &str) -> bool {
+        let parts: Vec<&str> = path.split('/').collect();
+        parts.len() < self.len
+            && parts.len() <= self.literal.len()
+            && parts
+                .iter()
+                .zip(&self.literal)
+                .all(|(part, literal)| part == literal)
+    }
 }
 
 impl FromStr for PathPattern {
@@ -119,6 +132,19 @@ mod tests {
         assert!(p("docs/*.md").may_match_below("docs"));
         assert!(!p("docs/*.md").may_match_below("docs/sub"));
         assert!(p("*/x").may_match_below("any"));
+    }
+
+    #[test]
+    fn names_the_directories_it_protects_files_in() {
+        let workflows = p(".github/workflows/**");
+        assert!(workflows.names_below(".github"));
+        assert!(workflows.names_below(".github/workflows"));
+        assert!(!workflows.names_below(".github/workflows/ci.yml"));
+        assert!(!workflows.names_below(".github/dependabot.yml"));
+        assert!(p("docs/*.md").names_below("docs"));
+        assert!(!p("CODEOWNERS").names_below("CODEOWNERS"));
+        assert!(!p("**/CODEOWNERS").names_below("docs"));
+        assert!(!p("*/x").names_below("any"));
     }
 
     #[test]
