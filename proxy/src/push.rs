@@ -378,10 +378,12 @@ fn accepts_result(headers: &HeaderMap) -> bool {
 fn content_encoding(
     headers: &HeaderMap,
 ) -> Result<Option<flate2::write::GzDecoder<Vec<u8>>>, String> {
-    match headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?"))
-    {
+    let mut encodings = headers.get_all(header::CONTENT_ENCODING).iter();
+    let first = encodings.next();
+    if encodings.next().is_some() {
+        return Err("a push may carry one Content-Encoding header (none or gzip)".into());
+    }
+    match first.map(|v| v.to_str().unwrap_or("?")) {
         None => Ok(None),
         Some(v) if v.eq_ignore_ascii_case("identity") => Ok(None),
         Some(v) if v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip") => {

@@ -135,6 +135,7 @@ fn smuggling_shapes_and_header_floods_are_refused() {
     let cases = [
         format!("GET {info} HTTP/1.1\r\nHost: github.com\r\nHost: evil.test\r\n\r\n"),
         "POST /acme/app.git/git-upload-pack HTTP/1.1\r\nHost: github.com\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n0000".to_owned(),
+        "POST /acme/app.git/git-upload-pack HTTP/1.1\r\nHost: github.com\r\nContent-Length: 4, 4\r\n\r\n0000".to_owned(),
         format!("GET https://evil.test{info} HTTP/1.1\r\nHost: github.com\r\n\r\n"),
         format!("GET {info} HTTP/1.1\r\nHost: github.com\r\n folded: header\r\n\r\n"),
     ];

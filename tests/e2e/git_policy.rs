@@ -288,6 +288,16 @@ fn gzip_encoded_pushes_are_decoded_and_checked() {
         reply.contains("ERR gitgate: Content-Encoding \"br\" is not supported"),
         "{reply}"
     );
+    // One encoding, once: a second header could name another.
+    let reply = raw::post_receive_pack(
+        &gitgate,
+        "Content-Encoding: gzip\r\nContent-Encoding: identity\r\n",
+        &gz,
+    );
+    assert!(
+        reply.contains("gitgate: a push may carry one Content-Encoding header"),
+        "{reply}"
+    );
     // A client that did not ask for a receive-pack result is told in plain text.
     let reply = raw::post_receive_pack(&gitgate, "Content-Encoding: br\r\n", b"0000");
     assert!(
