@@ -306,14 +306,15 @@ fn check(config: Config) -> Result<(), Failure> {
     for (_, error) in &rejected {
         eprintln!("gitgate: {error}");
     }
-    Err(Failure::Other(anyhow::anyhow!(
+    // Errors in files of the config, as the config's own are.
+    Err(Failure::Usage(format!(
         "{} profile file(s) would be left out; their sandboxes would be refused",
         rejected.len()
     )))
 }
 
 /// What would stop `gitgate run` from starting with `config` here, beyond the config's
-/// own validity: a half-present CA, a missing token.
+/// own validity: a CA that is half present or does not load, a missing token.
 fn start_problems(config: &Config) -> Vec<ConfigError> {
     use gitgate_proxy::TokenConfig;
     let problem = |key: &str, message: String| config.error_at(key, message);
@@ -330,6 +331,14 @@ fn start_problems(config: &Config) -> Vec<ConfigError> {
                 present.display(),
                 missing.display()
             ),
+        ));
+    } else if config.ca_cert.exists()
+        && let Err(error) =
+            gitgate_certs::CertificateAuthority::load(&config.ca_cert, &config.ca_key)
+    {
+        problems.push(problem(
+            "ca",
+            format!("{error}; gitgate run refuses to start"),
         ));
     }
     match &config.tokens {

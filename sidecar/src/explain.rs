@@ -1,6 +1,6 @@
 //! `gitgate explain`: what the policy says about a clone or push, without any network.
 
-use gitgate_policy::{Decision, ObjectFormat, ObjectId, Policy, RefUpdate, RepoPath};
+use gitgate_policy::{Decision, ObjectFormat, ObjectId, Policy, RefName, RefUpdate, RepoPath};
 
 use std::sync::Arc;
 
@@ -64,6 +64,11 @@ pub(crate) fn explain(
         ExplainAction::Clone | ExplainAction::Push => {
             let repo =
                 RepoPath::parse(repo).map_err(|e| format!("{repo:?} is not OWNER/REPO: {e}"))?;
+            for spec in refs {
+                let name = update(spec).name;
+                RefName::parse(&name)
+                    .map_err(|e| format!("{spec:?} is not a well-formed ref: {e}"))?;
+            }
             git(policy, action, &repo, refs, &mut found);
         }
     }
@@ -194,5 +199,17 @@ mod tests {
         let (_, ok) = explain(&policy(), ExplainAction::Clone, "other/app", &[]).unwrap();
         assert!(!ok);
         assert!(explain(&policy(), ExplainAction::Clone, "nope", &[]).is_err());
+    }
+
+    #[test]
+    fn a_ref_that_is_not_well_formed_is_a_mistake_not_a_denial() {
+        for spec in ["bad..ref", "a b", "", ":"] {
+            let error = explain(&policy(), ExplainAction::Push, "acme/app", &[spec.into()])
+                .expect_err(spec);
+            assert!(
+                error.contains("is not a well-formed ref"),
+                "{spec}: {error}"
+            );
+        }
     }
 }

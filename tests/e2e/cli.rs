@@ -1,7 +1,7 @@
 //! The command line: `check`, `ca init`, `ca print`, and config errors that point at
 //! the file, line, column and key.
 
-use crate::harness::{self, gitgate::cli};
+use crate::harness::{self, gitgate::cli, text};
 
 fn check(config: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -371,6 +371,18 @@ fn an_app_key_readable_by_others_is_refused_with_the_fix() {
         cli(&["check", "--config", "gitgate.yaml"], dir.path())
             .status
             .success()
+    );
+    // So is a CA key `run` would refuse.
+    let out = cli(&["ca", "init", "--out", "ca"], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let ca_key = dir.path().join("ca/ca-key.pem");
+    std::fs::set_permissions(&ca_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = cli(&["check", "--config", "gitgate.yaml"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("ca-key.pem") && stderr.contains("gitgate run refuses to start"),
+        "{stderr}"
     );
 }
 
