@@ -9,8 +9,8 @@
 # 2. Trains it on real traffic. PGO_TRAIN=bench (the default, as root) runs
 #    `bench/run.sh --quick --only gitgate`: large and small clones, a 1 GiB download, small
 #    requests on one and on 16 connections, new connections, a push, 50 concurrent clones.
-#    PGO_TRAIN=e2e runs `cargo test --release -p gitgate --test e2e` (needs git and curl;
-#    not root), with no benchmark in the loop. Only the gitgate runs that exit cleanly
+#    PGO_TRAIN=e2e runs `cargo test --release -p gitgate --test e2e` (needs what the
+#    tests need, root included: README), with no benchmark in the loop. Only the gitgate runs that exit cleanly
 #    write a profile (the tests' `cli` runs, restarts and shutdowns); the harness kills
 #    the others. That binary is also built with the test-only features of shared
 #    dependencies, so a few functions' profiles do not match the final build.
@@ -36,8 +36,7 @@ log() { printf '[pgo %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'bench/pgo.sh: %s\n' "$*" >&2; exit 1; }
 
 case $train in
-  bench) [[ $(id -u) -eq 0 ]] || die "PGO_TRAIN=bench runs bench/run.sh, which needs root; run as root, or set PGO_TRAIN=e2e" ;;
-  e2e) ;;
+  bench | e2e) [[ $(id -u) -eq 0 ]] || die "PGO_TRAIN=$train needs root (bench/run.sh, like the end-to-end tests' network-namespace test, does); run as root" ;;
   *) die "PGO_TRAIN=$train: expected bench or e2e" ;;
 esac
 
