@@ -249,6 +249,7 @@ fn every_yaml_file_under_examples_parses() {
         "kubernetes/gateway/kustomization.yaml",
         "kubernetes/gateway/deployment.yaml",
         "kubernetes/gateway/service.yaml",
+        "kubernetes/gateway/networkpolicy.yaml",
         "kubernetes/gateway/pdb.yaml",
         "kubernetes/gateway/hpa.yaml",
         "kubernetes/gateway/configmap.yaml",
