@@ -135,7 +135,11 @@ impl Config {
         let s = &self.settings;
         vec![
             ("listen", s.listen.to_string()),
-            ("listenTls", format!("{:?}", self.listen_tls)),
+            // With its certificate's names and clientCa.
+            (
+                "listenTls",
+                format!("{:?} {:?}", self.listen_tls, s.listen_tls),
+            ),
             ("admin", format!("{:?}", self.admin)),
             ("ca", format!("{:?} {:?}", self.ca_cert, self.ca_key)),
             (
@@ -491,4 +495,30 @@ pub(crate) fn read_allowed_signers(policy: &mut RawPolicy, dir: &Path) -> Result
     })?;
     signers.allowed_signers = Some(text);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_sees_the_https_listeners_names_as_a_restart_only_change() {
+        let config = |names: &str| {
+            let text = format!(
+                "listenTls: 127.0.0.1:3129\nlistenTlsNames: [{names}]\npolicy: {{allowedRepos: [a/b]}}\n"
+            );
+            Config::from_str(&text, Path::new("/nonexistent/gitgate.yaml")).unwrap()
+        };
+        let (a, b) = (
+            config("a.internal").restart_only(),
+            config("b.internal").restart_only(),
+        );
+        let changed: Vec<&str> = a
+            .iter()
+            .zip(&b)
+            .filter(|(x, y)| x != y)
+            .map(|(x, _)| x.0)
+            .collect();
+        assert_eq!(changed, ["listenTls"]);
+    }
 }
