@@ -96,7 +96,7 @@ pub enum Command {
         no_wait: bool,
     },
     /// Show who is logged in to GitHub through the running gitgate, and until when.
-    /// Exits 0 when someone is logged in, 1 otherwise.
+    /// Exits 0 only when every session shown is logged in, 1 otherwise.
     Status {
         #[command(flatten)]
         target: LoginTarget,
