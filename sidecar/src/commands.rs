@@ -43,7 +43,7 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
             action,
             repo,
             refs,
-        } => with_config(&config, |config| {
+        } => with_public_config(&config, |config| {
             let policy = explain::policy_of(&config, profile.as_deref()).map_err(Failure::Usage)?;
             let (lines, allowed) =
                 explain::explain(&policy, action, &repo, &refs).map_err(Failure::Usage)?;
@@ -61,7 +61,7 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
             format,
             proxy_url,
             ca_file,
-        } => with_config(&config, |config| {
+        } => with_public_config(&config, |config| {
             if proxy_url.is_none() && config.settings.listen.port() == 0 {
                 return Err(anyhow::anyhow!(
                     "listen has port 0 (a port chosen at start); pass --proxy-url with the address gitgate listens on"
@@ -99,7 +99,7 @@ pub(crate) fn dispatch(cli: Cli) -> ExitCode {
         } => ca_init(&out),
         Command::Ca {
             command: CaCommand::Print { config },
-        } => with_config(&config, ca_print),
+        } => with_public_config(&config, ca_print),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -195,6 +195,14 @@ impl From<std::io::Error> for Failure {
 
 fn with_config(path: &Path, f: impl FnOnce(Config) -> Result<(), Failure>) -> Result<(), Failure> {
     f(Config::load(path).map_err(Failure::Config)?)
+}
+
+/// [`with_config`] for commands that use no credential.
+fn with_public_config(
+    path: &Path,
+    f: impl FnOnce(Config) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    f(Config::load_without_credentials(path).map_err(Failure::Config)?)
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

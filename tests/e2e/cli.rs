@@ -431,3 +431,58 @@ fn type_and_syntax_errors_say_what_to_write() {
         check_refuses(dir.path(), config, want);
     }
 }
+
+/// `env`, `explain` and `ca print` use no credential, so they run where the App key, the
+/// client secret and the signer program are not (a workstation, a CI job checking a
+/// policy change); `check` still refuses what `run` would.
+#[test]
+fn commands_that_use_no_credential_run_without_the_credential_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = "policy: {allowedRepos: [acme/app], allowedRefs: [main]}\n";
+    for (github, missing) in [
+        (
+            "  app: {id: \"1\", privateKeyFile: /run/secrets/absent.pem}\n",
+            "github.app.privateKeyFile",
+        ),
+        (
+            "  app: {id: \"1\", signer: {command: [/nonexistent/sign-jwt]}}\n",
+            "is not found",
+        ),
+        (
+            "  user: {clientId: Iv1.abc, clientSecretFile: /run/secrets/absent}\n",
+            "github.user.clientSecretFile",
+        ),
+    ] {
+        let config = format!("listen: 127.0.0.1:3128\ngithub:\n{github}{policy}");
+        std::fs::write(dir.path().join("gitgate.yaml"), &config).unwrap();
+        let run = |args: &[&str]| {
+            let mut all = vec![args[0], "--config", "gitgate.yaml"];
+            all.extend_from_slice(&args[1..]);
+            cli(&all, dir.path())
+        };
+        let out = run(&["explain", "push", "acme/app", "main"]);
+        assert!(out.status.success(), "{config}{}", text(&out));
+        assert_eq!(
+            run(&["explain", "push", "acme/app", "dev"]).status.code(),
+            Some(1),
+            "{config}"
+        );
+        let out = run(&["env"]);
+        assert!(
+            out.status.success() && text(&out).contains("HTTPS_PROXY='http://127.0.0.1:3128'"),
+            "{config}{}",
+            text(&out)
+        );
+        let out = run(&["check"]);
+        assert_eq!(out.status.code(), Some(64), "{config}{}", text(&out));
+        assert!(text(&out).contains(missing), "{config}{}", text(&out));
+    }
+    let out = cli(&["ca", "init", "--out", "ca"], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli(&["ca", "print", "--config", "gitgate.yaml"], dir.path());
+    assert!(
+        out.status.success() && text(&out).contains("BEGIN CERTIFICATE"),
+        "{}",
+        text(&out)
+    );
+}

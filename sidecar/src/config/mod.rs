@@ -72,6 +72,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// [`Config::load`] for the commands that use no credential (`env`, `explain`, `ca
+    /// print`): the App key and `clientSecretFile` are not read, nor is the signer program
+    /// looked for, so they run where those are not (a workstation, a CI job checking a
+    /// policy change). `tokens` is then [`TokenConfig::None`] for an App.
+    pub fn load_without_credentials(file: &Path) -> Result<Self, ConfigError> {
+        values::without_credentials(|| Self::load(file))
+    }
+
     /// Reads and validates `file`.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
@@ -358,19 +366,23 @@ impl Config {
                 };
                 TokenConfig::User(UserConfig {
                     client_id: user.client_id.0,
-                    client_secret: user.client_secret_file.map(|s| s.0),
+                    client_secret: user.client_secret_file.and_then(|s| s.0),
                     refresh_margin: user
                         .refresh_margin
                         .map_or(Duration::from_secs(1800), |d| d.0),
                     sessions,
                 })
             }
-            (Some(app), _, _) => TokenConfig::App(Box::new(AppConfig {
-                id: app.id.0,
-                signer: app.signer,
-                installations: app.installations.into_iter().collect(),
-                refresh_margin: app.refresh_margin.map_or(Duration::from_secs(600), |d| d.0),
-            })),
+            (Some(app), _, _) => match app.signer {
+                // Read without credentials: for commands that use none.
+                None => TokenConfig::None,
+                Some(signer) => TokenConfig::App(Box::new(AppConfig {
+                    id: app.id.0,
+                    signer,
+                    installations: app.installations.into_iter().collect(),
+                    refresh_margin: app.refresh_margin.map_or(Duration::from_secs(600), |d| d.0),
+                })),
+            },
             (None, Some(raw::RawToken::File(path)), _) => TokenConfig::File(path.0),
             (None, Some(raw::RawToken::Env(name)), _) => TokenConfig::Env(name),
             (None, None, None) => TokenConfig::None,

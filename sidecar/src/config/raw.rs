@@ -12,6 +12,7 @@ use gitgate_proxy::token::{CommandSigner, Signer};
 
 use super::values::{
     ApiUrl, AppKeyFile, ConfigPath, HumanDuration, RootsFile, SecretFile, Timeout, parse_api_url,
+    reads_credentials,
 };
 
 /// Deserializes a present value directly (not through `Option`'s visitor), so errors
@@ -178,8 +179,9 @@ impl<'de> Deserialize<'de> for RawGithub {
 pub struct RawApp {
     /// App ID or Client ID.
     pub id: AppId,
-    /// What signs the JWTs: `privateKeyFile` or `signer`.
-    pub signer: Signer,
+    /// What signs the JWTs: `privateKeyFile` or `signer`; `None` when the key file was
+    /// not read ([`super::values::without_credentials`]).
+    pub signer: Option<Signer>,
     /// Installation ids by owner, overriding the lookup.
     pub installations: BTreeMap<String, u64>,
     /// Refresh tokens when less than this remains (default 10m).
@@ -203,8 +205,8 @@ impl<'de> Deserialize<'de> for RawApp {
         }
         let fields = Fields::deserialize(d)?;
         let signer = match (fields.private_key_file, fields.signer) {
-            (Some(AppKeyFile(key)), None) => Signer::Key(key),
-            (None, Some(RawSigner(signer))) => signer,
+            (Some(AppKeyFile(key)), None) => key.map(Signer::Key),
+            (None, Some(RawSigner(signer))) => Some(signer),
             _ => {
                 return Err(de::Error::custom(
                     "github.app takes exactly one of `privateKeyFile: PATH`, `signer: {command: [...]}` or `signer: {awsKms: {keyId: ..., region: ...}}`",
@@ -243,7 +245,10 @@ impl<'de> Deserialize<'de> for RawSigner {
         let fields = Fields::deserialize(d)?;
         let timeout = fields.timeout.map_or(SIGNER_TIMEOUT, |t| t.0);
         match (fields.command, fields.aws_kms) {
-            (Some(argv), None) if argv.first().is_some_and(|p| !p.is_empty() && !is_program(p)) => {
+            (Some(argv), None)
+                if reads_credentials()
+                    && argv.first().is_some_and(|p| !p.is_empty() && !is_program(p)) =>
+            {
                 Err(de::Error::custom(format!(
                     "signer.command program {:?} is not found{}; give its absolute path, or install it",
                     argv[0],

@@ -1,7 +1,7 @@
 //! Config values that validate themselves while the YAML is read, so every error
 //! carries the line and column of the offending value.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +11,22 @@ use serde::de::{self, Deserialize, Deserializer};
 thread_local! {
     /// The directory relative paths in the file being read are resolved against.
     static BASE_DIR: RefCell<PathBuf> = RefCell::new(PathBuf::from("."));
+    /// Whether credentials are read: the App key and `clientSecretFile` (and the signer
+    /// program looked for).
+    static CREDENTIALS: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Runs `f` without reading credentials, for commands that use none.
+pub(crate) fn without_credentials<T>(f: impl FnOnce() -> T) -> T {
+    let previous = CREDENTIALS.replace(false);
+    let result = f();
+    CREDENTIALS.set(previous);
+    result
+}
+
+/// Whether credentials are read (see [`without_credentials`]).
+pub(super) fn reads_credentials() -> bool {
+    CREDENTIALS.get()
 }
 
 /// Runs `f` with relative config paths resolved against `dir`.
@@ -187,13 +203,16 @@ mod tests {
 }
 
 /// `github.app.privateKeyFile`: the App key, loaded (and its permissions checked) while
-/// the config is read.
+/// the config is read; `None` when credentials are not read.
 #[derive(Debug)]
-pub(super) struct AppKeyFile(pub(super) gitgate_proxy::token::AppKey);
+pub(super) struct AppKeyFile(pub(super) Option<gitgate_proxy::token::AppKey>);
 
 impl<'de> Deserialize<'de> for AppKeyFile {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        load_path(d, gitgate_proxy::token::AppKey::load).map(Self)
+        if !reads_credentials() {
+            return parse_str(d, "a path", |_| Ok(Self(None)));
+        }
+        load_path(d, gitgate_proxy::token::AppKey::load).map(|key| Self(Some(key)))
     }
 }
 
@@ -209,19 +228,22 @@ where
 }
 
 /// A file holding one secret (`github.user.clientSecretFile`), read while the config is
-/// read; surrounding whitespace is dropped.
+/// read; surrounding whitespace is dropped. `None` when credentials are not read.
 #[derive(Debug)]
-pub(super) struct SecretFile(pub(super) gitgate_proxy::token::Secret);
+pub(super) struct SecretFile(pub(super) Option<gitgate_proxy::token::Secret>);
 
 impl<'de> Deserialize<'de> for SecretFile {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         parse_str(d, "a path", |raw| {
+            if !reads_credentials() {
+                return Ok(Self(None));
+            }
             let ConfigPath(path) = ConfigPath::resolve(raw);
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             match text.trim() {
                 "" => Err(format!("{} is empty", path.display())),
-                secret => Ok(Self(gitgate_proxy::token::Secret::new(secret))),
+                secret => Ok(Self(Some(gitgate_proxy::token::Secret::new(secret)))),
             }
         })
     }
