@@ -160,6 +160,12 @@ async fn graphql(
         return Err(deny_now(record, reason));
     }
     refuse_ambiguous_write(&req, record)?;
+    // Nothing is read for a sandbox the API is closed to.
+    check(
+        policy,
+        record,
+        &policy.decide_operation(&Operation::ALL, "POST /graphql"),
+    )?;
     let (parts, body) = req.into_parts();
     let bytes = collect(state, &parts, body, MAX_GRAPHQL_BODY).await?;
     let fields = api::analyse(&bytes).map_err(|reason| deny_now(record, reason))?;

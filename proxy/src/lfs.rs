@@ -37,6 +37,14 @@ pub(crate) async fn handle(
         record.decide(Verdict::Deny, "lfs", &reason);
         Failure::Policy(reason)
     })?;
+    // Nothing is read for a repository the sandbox may not even download from.
+    let readable = policy.decide_lfs(repo, false);
+    if !enforce(policy, record, &readable) {
+        return Err(Failure::Policy(format!(
+            "Git LFS for {repo} denied: {}",
+            readable.reason
+        )));
+    }
     let (mut parts, body) = req.into_parts();
     let idle = state.settings.limits.body_idle_timeout;
     if lfs_call == LfsCall::Batch {

@@ -645,6 +645,25 @@ fn without_policy_api_the_api_stays_closed() {
         graphql(&sandbox, "{ viewer { login } }", json!({})),
         "policy.api is absent",
     );
+    // Refused before its body is read: a body that never comes holds nothing.
+    let mut tls = crate::harness::raw::mitm_tls(
+        gitgate.addr,
+        "api.github.com:443",
+        "api.github.com",
+        &gitgate.ca_file(),
+    );
+    std::io::Write::write_all(
+        &mut tls,
+        b"POST /graphql HTTP/1.1\r\nHost: api.github.com\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"query\"",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let reply = crate::harness::raw::read_response(&mut tls);
+    assert!(
+        reply.starts_with("HTTP/1.1 403") && reply.contains("policy.api is absent"),
+        "{reply}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert!(
         standin
             .requests()

@@ -502,7 +502,7 @@ fn the_api_without_policy_api_and_lfs_outside_allowed_repos_are_denied_with_reas
     assert!(
         body.ends_with("\n403")
             && body.contains(
-                "gitgate: Git LFS download for acme/secret denied: acme/secret is not in allowedRepos"
+                "gitgate: Git LFS for acme/secret denied: acme/secret is not in allowedRepos"
             ),
         "{body}"
     );
