@@ -5,14 +5,13 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use gitgate_policy::api::{self, Effect, FieldCheck, Operation, RefChange, RefTarget, RepoRef};
 use gitgate_policy::{Decision, Policy, RepoPath};
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::audit::{Record, Service, Verdict};
-use crate::body::{ProxyBody, full, read_bounded, stream};
+use crate::body::{Buffered, ProxyBody, read_bounded, stream};
 use crate::git::enforce;
 use crate::github::ClientBody;
 use crate::reply::{self, Failure, Shape};
@@ -110,11 +109,12 @@ async fn rest_call(
     let body = if call.effect == Effect::None {
         stream(body)
     } else {
-        let bytes = collect(state, &parts, body, MAX_REST_BODY).await?;
+        let buffered = collect(state, &parts, body, MAX_REST_BODY).await?;
+        let bytes = buffered.bytes();
         let json = if bytes.is_empty() {
             serde_json::Value::Null
         } else {
-            api::parse_strict(&bytes).map_err(|e| client_error(record, e))?
+            api::parse_strict(bytes).map_err(|e| client_error(record, e))?
         };
         let changes = call
             .effect
@@ -134,7 +134,7 @@ async fn rest_call(
                 .map_err(|e| lookup_failed(record, e))?;
             decide_change(policy, record, &name, change)?;
         }
-        full(bytes)
+        buffered.into_body()
     };
     let query = parts
         .uri
@@ -167,8 +167,8 @@ async fn graphql(
         &policy.decide_operation(&Operation::ALL, "POST /graphql"),
     )?;
     let (parts, body) = req.into_parts();
-    let bytes = collect(state, &parts, body, MAX_GRAPHQL_BODY).await?;
-    let fields = api::analyse(&bytes).map_err(|reason| deny_now(record, reason))?;
+    let buffered = collect(state, &parts, body, MAX_GRAPHQL_BODY).await?;
+    let fields = api::analyse(buffered.bytes()).map_err(|reason| deny_now(record, reason))?;
     for field in &fields {
         check(
             policy,
@@ -195,7 +195,7 @@ async fn graphql(
         .await?;
     }
     let url = graphql_url(&state.settings.api_url);
-    Ok((url, parts, full(bytes), credential))
+    Ok((url, parts, buffered.into_body(), credential))
 }
 
 /// One GraphQL root field: its repositories allowed (writable if it changes refs), and
@@ -415,7 +415,7 @@ async fn collect(
     parts: &http::request::Parts,
     body: ClientBody,
     limit: usize,
-) -> Result<Bytes, Answered> {
+) -> Result<Buffered, Answered> {
     if parts.headers.contains_key(header::CONTENT_ENCODING) {
         return Err(Failure::Client("gitgate reads this request's body and cannot when it is compressed (Content-Encoding); send it uncompressed".into()));
     }
@@ -424,9 +424,10 @@ async fn collect(
         limit,
         state.settings.limits.body_idle_timeout,
         "request",
+        &state.buffered_bodies,
     )
     .await
-    .map_err(Failure::Client)
+    .map_err(|unread| unread.failure(Failure::Client))
 }
 
 fn client_error(record: &mut Record, reason: String) -> Answered {

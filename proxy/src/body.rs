@@ -1,8 +1,15 @@
 //! The one body type the proxy hands to hyper, and small constructors for it.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
+
+use crate::budget::{Budget, Reservation};
+use crate::reply::Failure;
 
 /// Boxed error carried by proxied bodies.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -30,38 +37,124 @@ pub(crate) fn stalled(what: &str, idle: std::time::Duration) -> String {
     )
 }
 
-/// Reads all of `body`, at most `limit` bytes, each frame within `idle`; the error
-/// says what went wrong with the `what` body (`request`, `response`).
+/// Why a body was not read whole.
+pub(crate) enum Unread {
+    /// Too large, stalled or broken: the message says which.
+    Failed(String),
+    /// Holding it would take the bodies held in memory past `limits.maxBufferedBodyBytes`.
+    Busy(String),
+}
+
+impl Unread {
+    /// The failure to answer with: `failed` for [`Unread::Failed`], 503 when busy.
+    pub(crate) fn failure(self, failed: impl FnOnce(String) -> Failure) -> Failure {
+        match self {
+            Unread::Failed(message) => failed(message),
+            Unread::Busy(message) => Failure::Overloaded(message),
+        }
+    }
+}
+
+/// A body read whole, with its share of the memory budget.
+pub(crate) struct Buffered {
+    bytes: Bytes,
+    reservation: Reservation,
+}
+
+impl Buffered {
+    pub(crate) fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The bytes as a body, holding their share of the budget until it is dropped.
+    pub(crate) fn into_body(self) -> ProxyBody {
+        Held {
+            body: Full::new(self.bytes),
+            _reservation: self.reservation,
+        }
+        .boxed_unsync()
+    }
+}
+
+/// A [`Full`] body that keeps a [`Reservation`] while it lives.
+struct Held {
+    body: Full<Bytes>,
+    _reservation: Reservation,
+}
+
+impl http_body::Body for Held {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body)
+            .poll_frame(cx)
+            .map_err(|never| match never {})
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Reads all of `body`, at most `limit` bytes, each frame within `idle`, taking what it
+/// holds from `budget`; the error says what went wrong with the `what` body (`request`,
+/// `response`).
 pub(crate) async fn read_bounded<B>(
     mut body: B,
     limit: usize,
     idle: std::time::Duration,
     what: &str,
-) -> Result<Bytes, String>
+    budget: &Arc<Budget>,
+) -> Result<Buffered, Unread>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
+    let mut reservation = Reservation::new(Arc::clone(budget));
     let mut buf = Vec::new();
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => return Err(stalled(what, idle)),
+            Err(_) => return Err(Unread::Failed(stalled(what, idle))),
             Ok(None) => break,
             Ok(Some(Err(error))) => {
-                return Err(format!("the {what} body could not be read: {error}"));
+                return Err(Unread::Failed(format!(
+                    "the {what} body could not be read: {error}"
+                )));
             }
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > limit {
-                return Err(format!(
+                return Err(Unread::Failed(format!(
                     "the {what} body is larger than the {limit} bytes gitgate reads to decide on it"
-                ));
+                )));
+            }
+            if !reservation.grow(data.len() as u64) {
+                return Err(Unread::Busy(busy(what, budget)));
             }
             buf.extend_from_slice(&data);
         }
     }
-    Ok(Bytes::from(buf))
+    Ok(Buffered {
+        bytes: Bytes::from(buf),
+        reservation,
+    })
+}
+
+/// Why a `what` body is not held: the bodies held to decide on are at the limit.
+pub(crate) fn busy(what: &str, budget: &Budget) -> String {
+    format!(
+        "holding this {what} body to decide on it would take the request bodies held in memory past limits.maxBufferedBodyBytes {}; retry shortly",
+        budget.describe()
+    )
 }
 
 /// Any streamed body (a hyper `Incoming`, a prefixed stream, …) as a [`ProxyBody`].
@@ -71,4 +164,29 @@ where
     B::Error: Into<BoxError>,
 {
     body.map_err(Into::into).boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_body_read_whole_holds_its_share_of_the_budget_until_it_is_dropped() {
+        let budget = Budget::new(10);
+        let read = |bytes: &'static [u8]| {
+            let body = Full::new(Bytes::from_static(bytes));
+            read_bounded(body, 100, std::time::Duration::from_secs(5), "test", &budget)
+        };
+        let Ok(first) = read(b"123456").await else {
+            panic!("six bytes fit")
+        };
+        assert_eq!((first.bytes().as_ref(), budget.used()), (&b"123456"[..], 6));
+        assert!(matches!(read(b"12345").await, Err(Unread::Busy(_))));
+        assert_eq!(budget.used(), 6, "a refused read gives back what it took");
+        let body = first.into_body();
+        assert_eq!(budget.used(), 6);
+        drop(body);
+        assert_eq!(budget.used(), 0);
+        assert!(read(b"1234567890").await.is_ok());
+    }
 }

@@ -9,7 +9,7 @@ use gitgate_policy::{Policy, RepoPath};
 use http::{Request, Response, StatusCode, header};
 
 use crate::audit::{Record, Verdict};
-use crate::body::{ProxyBody, full, read_bounded, stream};
+use crate::body::{ProxyBody, read_bounded, stream};
 use crate::git::{enforce, forward};
 use crate::github::ClientBody;
 use crate::reply::Failure;
@@ -53,16 +53,22 @@ pub(crate) async fn handle(
     }
     let (what, write, body) = match lfs_call {
         LfsCall::Batch => {
-            let bytes = read_bounded(body, MAX_BATCH_REQUEST, idle, "LFS batch request")
-                .await
-                .map_err(Failure::Client)?;
-            let operation = lfs::batch_operation(&bytes).map_err(|reason| {
+            let buffered = read_bounded(
+                body,
+                MAX_BATCH_REQUEST,
+                idle,
+                "LFS batch request",
+                &state.buffered_bodies,
+            )
+            .await
+            .map_err(|unread| unread.failure(Failure::Client))?;
+            let operation = lfs::batch_operation(buffered.bytes()).map_err(|reason| {
                 record.decide(Verdict::Deny, "lfs", &reason);
                 Failure::Client(reason)
             })?;
             match operation {
-                LfsOperation::Download => ("download", false, full(bytes)),
-                LfsOperation::Upload => ("upload", true, full(bytes)),
+                LfsOperation::Download => ("download", false, buffered.into_body()),
+                LfsOperation::Upload => ("upload", true, buffered.into_body()),
             }
         }
         LfsCall::ListLocks => ("lock listing", false, stream(body)),
@@ -95,11 +101,17 @@ pub(crate) async fn handle(
         return Ok(send::relay(Response::from_parts(parts, body)));
     }
     send::clean_head(&mut parts);
-    let bytes = read_bounded(body, MAX_BATCH_RESPONSE, idle, "LFS batch response")
-        .await
-        .map_err(Failure::Upstream)?;
-    grant_storage(state, policy, record, &bytes);
-    Ok(Response::from_parts(parts, full(bytes)))
+    let buffered = read_bounded(
+        body,
+        MAX_BATCH_RESPONSE,
+        idle,
+        "LFS batch response",
+        &state.buffered_bodies,
+    )
+    .await
+    .map_err(|unread| unread.failure(Failure::Upstream))?;
+    grant_storage(state, policy, record, buffered.bytes());
+    Ok(Response::from_parts(parts, buffered.into_body()))
 }
 
 /// Lets this client tunnel to the storage hosts of a batch response's actions.

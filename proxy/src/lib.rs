@@ -31,6 +31,7 @@ mod api;
 pub mod audit;
 mod body;
 mod broken_off;
+mod budget;
 mod connect;
 mod forward;
 mod framing;

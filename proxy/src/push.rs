@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::io::Write;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use http_body_util::BodyExt;
 
 use crate::audit::{Record, RefRecord, Verdict};
 use crate::body::{BoxError, ProxyBody, stream};
+use crate::budget::Reservation;
 use crate::git::enforce;
 use crate::github::ClientBody;
 use crate::reply::{self, Failure, Shape};
@@ -73,7 +75,7 @@ pub(crate) async fn inspect<'a>(
     record: &mut Record,
 ) -> Inspected<'a> {
     let limits = &state.settings.limits;
-    let mut reading = match Reading::new(limits, headers, body) {
+    let mut reading = match Reading::new(state, headers, body) {
         Ok(reading) => reading,
         Err(message) => {
             let shape = shown(headers, SideBand::None);
@@ -88,6 +90,11 @@ pub(crate) async fn inspect<'a>(
         }
         Err(Unread::Broken(message)) => {
             return Inspected::Reply(reading.answer(headers, &Failure::Client(message)));
+        }
+        Err(Unread::Busy(message)) => {
+            record.decide(Verdict::Deny, "limits.maxBufferedBodyBytes", &message);
+            let response = reading.answer(headers, &Failure::Overloaded(message));
+            return Inspected::Reply(drained(state, reading.body, record, response).await);
         }
         Err(Unread::Malformed(Malformed { rule, message })) => {
             tracing::info!(reason = %message, rule, "malformed push");
@@ -108,8 +115,11 @@ pub(crate) async fn inspect<'a>(
         decoder,
         read,
         body,
+        held,
         ..
     } = reading;
+    // The command list is decided: what was read goes on (or is dropped) from here.
+    drop(held);
     if !settle(policy, &verdict, record) {
         return Inspected::Reply(reject(state, &header, &verdict, body, record).await);
     }
@@ -135,11 +145,11 @@ pub(crate) async fn refuse(
     failure: &Failure,
 ) -> Response<ProxyBody> {
     let limits = &state.settings.limits;
-    let Ok(mut reading) = Reading::new(limits, headers, body) else {
+    let Ok(mut reading) = Reading::new(state, headers, body) else {
         return reply::failure(shown(headers, SideBand::None), failure);
     };
     match reading.header(limits).await {
-        Ok(_) | Err(Unread::Malformed(_)) => {
+        Ok(_) | Err(Unread::Malformed(_) | Unread::Busy(_)) => {
             let response = reading.answer(headers, failure);
             drained(state, reading.body, record, response).await
         }
@@ -148,11 +158,13 @@ pub(crate) async fn refuse(
 }
 
 /// A push body whose command list is being read: the parser, the gzip decoder if any,
-/// the bytes read so far (sent on unchanged if the push proceeds) and the rest.
+/// the bytes read so far (sent on unchanged if the push proceeds, and held against
+/// `limits.maxBufferedBodyBytes` until then) and the rest.
 struct Reading {
     reader: CommandReader,
     decoder: Option<flate2::write::GzDecoder<Vec<u8>>>,
     read: VecDeque<Bytes>,
+    held: Reservation,
     body: ClientBody,
 }
 
@@ -164,15 +176,14 @@ enum Unread {
     Broken(String),
     /// The bytes are not a command list, or one past a limit.
     Malformed(Malformed),
+    /// Holding more would take the bodies held in memory past their limit.
+    Busy(String),
 }
 
 impl Reading {
     /// `Err` names a `Content-Encoding` gitgate cannot read.
-    fn new(
-        limits: &crate::settings::Limits,
-        headers: &HeaderMap,
-        body: ClientBody,
-    ) -> Result<Self, String> {
+    fn new(state: &State, headers: &HeaderMap, body: ClientBody) -> Result<Self, String> {
+        let limits = &state.settings.limits;
         Ok(Reading {
             reader: CommandReader::new(Limits {
                 max_commands: limits.max_push_commands,
@@ -180,6 +191,7 @@ impl Reading {
             }),
             decoder: content_encoding(headers)?,
             read: VecDeque::new(),
+            held: Reservation::new(Arc::clone(&state.buffered_bodies)),
             body,
         })
     }
@@ -206,6 +218,9 @@ impl Reading {
                         continue;
                     };
                     sent += data.len();
+                    if !self.held.grow(data.len() as u64) {
+                        return Err(Unread::Busy(crate::body::busy("push", self.held.budget())));
+                    }
                     self.read.push_back(data.clone());
                     match feed(&mut self.reader, self.decoder.as_mut(), &data) {
                         Ok(None) if sent > limits.max_push_header_bytes => Err(Malformed {

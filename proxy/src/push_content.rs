@@ -354,9 +354,8 @@ impl Held<'_> {
                 if !self.spool.reserve(data.len() as u64) {
                     let budget = &self.state.held_pushes;
                     let reason = format!(
-                        "this push would take the pushes gitgate holds on disk to check them past limits.maxHeldPushBytes {} ({} held now); retry when others have finished",
-                        ByteSize(budget.limit()),
-                        ByteSize(budget.used())
+                        "this push would take the pushes gitgate holds on disk to check them past limits.maxHeldPushBytes {}; retry when others have finished",
+                        budget.describe()
                     );
                     return self.stop("limits.maxHeldPushBytes", reason).await;
                 }

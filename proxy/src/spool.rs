@@ -6,7 +6,6 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -15,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use crate::body::BoxError;
+use crate::budget::{Budget, Reservation};
 use crate::pack::{self, Bases, Listing, PackError, ReadAt, Wants};
 
 /// Read step when sending a spooled file.
@@ -45,60 +45,6 @@ impl Shared {
     fn update(&self, change: impl FnOnce(&mut Progress)) {
         change(&mut self.progress());
         self.grew.notify_all();
-    }
-}
-
-/// The disk all held pushes may take together (`limits.maxHeldPushBytes`).
-pub(crate) struct DiskBudget {
-    used: AtomicU64,
-    limit: u64,
-}
-
-impl DiskBudget {
-    pub(crate) fn new(limit: u64) -> Arc<Self> {
-        Arc::new(Self {
-            used: AtomicU64::new(0),
-            limit,
-        })
-    }
-
-    /// Bytes held now.
-    pub(crate) fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn limit(&self) -> u64 {
-        self.limit
-    }
-}
-
-/// Part of the budget, given back when dropped (with the file that took it).
-struct Reservation {
-    budget: Arc<DiskBudget>,
-    bytes: u64,
-}
-
-impl Reservation {
-    /// Takes `more` bytes of the budget; `false` if that would exceed it.
-    fn grow(&mut self, more: u64) -> bool {
-        let limit = self.budget.limit;
-        let taken = self
-            .budget
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(more).filter(|total| *total <= limit)
-            })
-            .is_ok();
-        if taken {
-            self.bytes += more;
-        }
-        taken
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 
@@ -136,7 +82,7 @@ impl Spool {
     /// `budget`, and the reader that follows what is written to it.
     pub(crate) async fn new(
         hash: gix_hash::Kind,
-        budget: Arc<DiskBudget>,
+        budget: Arc<Budget>,
     ) -> io::Result<(Self, Following)> {
         let temp = tokio::task::spawn_blocking(tempfile::NamedTempFile::new)
             .await
@@ -156,7 +102,7 @@ impl Spool {
             path: Some(path),
             shared,
             len: 0,
-            reserved: Some(Reservation { budget, bytes: 0 }),
+            reserved: Some(Reservation::new(budget)),
         };
         Ok((spool, following))
     }
@@ -352,7 +298,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_first_pass_follows_a_pack_as_it_is_written() {
         let pack = crate::pack::tests::small_pack();
-        let (mut spool, following) = Spool::new(gix_hash::Kind::Sha1, DiskBudget::new(u64::MAX))
+        let (mut spool, following) = Spool::new(gix_hash::Kind::Sha1, Budget::new(u64::MAX))
             .await
             .unwrap();
         let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
@@ -376,7 +322,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_push_that_ends_early_ends_the_first_pass() {
         let pack = crate::pack::tests::small_pack();
-        let (mut spool, following) = Spool::new(gix_hash::Kind::Sha1, DiskBudget::new(u64::MAX))
+        let (mut spool, following) = Spool::new(gix_hash::Kind::Sha1, Budget::new(u64::MAX))
             .await
             .unwrap();
         let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
@@ -397,7 +343,7 @@ mod tests {
             p.extend_from_slice(hasher.try_finalize().unwrap().as_bytes());
             p
         };
-        let (mut spool, following) = Spool::new(gix_hash::Kind::Sha1, DiskBudget::new(u64::MAX))
+        let (mut spool, following) = Spool::new(gix_hash::Kind::Sha1, Budget::new(u64::MAX))
             .await
             .unwrap();
         let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
@@ -406,7 +352,7 @@ mod tests {
         let listing = first_pass.await.unwrap().unwrap().expect("a pack");
         assert!(format!("{listing:?}").contains("listed: []"));
         // A push without a pack has no listing.
-        let (spool, following) = Spool::new(gix_hash::Kind::Sha1, DiskBudget::new(u64::MAX))
+        let (spool, following) = Spool::new(gix_hash::Kind::Sha1, Budget::new(u64::MAX))
             .await
             .unwrap();
         let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
@@ -416,7 +362,7 @@ mod tests {
 
     #[tokio::test]
     async fn held_packs_share_one_disk_budget_until_their_files_are_gone() {
-        let budget = DiskBudget::new(100);
+        let budget = Budget::new(100);
         let (mut first, _) = Spool::new(gix_hash::Kind::Sha1, budget.clone())
             .await
             .unwrap();

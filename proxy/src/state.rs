@@ -29,7 +29,9 @@ pub(crate) struct State {
     /// LFS storage hosts batch responses opened to their clients.
     pub(crate) storage: crate::storage::StorageGrants,
     /// The disk held pushes take, together.
-    pub(crate) held_pushes: Arc<crate::spool::DiskBudget>,
+    pub(crate) held_pushes: Arc<crate::budget::Budget>,
+    /// The memory of request bodies read to decide on (`limits.maxBufferedBodyBytes`).
+    pub(crate) buffered_bodies: Arc<crate::budget::Budget>,
     policies: RwLock<Arc<Policies>>,
     next_connection: AtomicU64,
 }
@@ -46,7 +48,8 @@ impl State {
         let limits = &settings.limits;
         let admission = Admission::new(limits.max_connections, limits.max_connections_per_client);
         let tunnels = Arc::new(tokio::sync::Semaphore::new(limits.max_tunnels));
-        let held_pushes = crate::spool::DiskBudget::new(limits.max_held_push_bytes);
+        let held_pushes = crate::budget::Budget::new(limits.max_held_push_bytes);
+        let buffered_bodies = crate::budget::Budget::new(limits.max_buffered_body_bytes);
         Self {
             settings,
             ca,
@@ -58,6 +61,7 @@ impl State {
             tunnels,
             storage: Default::default(),
             held_pushes,
+            buffered_bodies,
             policies: RwLock::new(Arc::new(policies)),
             next_connection: AtomicU64::new(1),
         }

@@ -388,6 +388,76 @@ fn a_push_body_that_stalls_midway_is_abandoned() {
     still_serves(&gitgate, &standin, "after");
 }
 
+/// Request bodies held to decide on (API calls, LFS batch requests, push command lists)
+/// share one memory budget: a client trickling large bodies cannot make gitgate hold more
+/// than `limits.maxBufferedBodyBytes`; past it, requests get 503 naming the limit (git in
+/// its own shape), and the share comes back when the stalled body goes.
+#[test]
+fn bodies_held_to_decide_on_share_one_memory_budget() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&harness::limited_config(
+        &standin,
+        "{allowedRepos: [acme/app], allowedRefs: [main], api: [read]}",
+        "{maxBufferedBodyBytes: 64KiB}",
+    ));
+    let api = || {
+        raw::mitm_tls(
+            gitgate.addr,
+            "api.github.com:443",
+            "api.github.com",
+            &gitgate.ca_file(),
+        )
+    };
+    let graphql = |padding: usize| {
+        let body = format!(
+            "{{\"query\": \"{{ viewer {{ login }} }}{}\"}}",
+            " ".repeat(padding)
+        );
+        let mut tls = api();
+        tls.write_all(
+            format!(
+                "POST /graphql HTTP/1.1\r\nHost: api.github.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        raw::read_response(&mut tls)
+    };
+    assert!(graphql(10_000).starts_with("HTTP/1.1 200"));
+    // 100 kB announced, 60 kB sent, then nothing.
+    let mut hog = api();
+    hog.write_all(b"POST /graphql HTTP/1.1\r\nHost: api.github.com\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+        .unwrap();
+    hog.write_all(&[b' '; 60_000]).unwrap();
+    let mut busy = String::new();
+    crate::core::wait_until(|| {
+        busy = graphql(10_000);
+        busy.starts_with("HTTP/1.1 503")
+    });
+    assert!(
+        busy.contains(
+            "holding this request body to decide on it would take the request bodies held in memory past limits.maxBufferedBodyBytes 65.5 KB ("
+        ),
+        "{busy}"
+    );
+    let zero = "0".repeat(40);
+    let line = format!("{zero} {} refs/heads/main\0 report-status", "1".repeat(40));
+    let push = format!("{:04x}{line}{}", line.len() + 4, " ".repeat(10_000));
+    let reply = raw::post_receive_pack(
+        &gitgate,
+        "Accept: application/x-git-receive-pack-result\r\n",
+        push.as_bytes(),
+    );
+    assert!(
+        reply.contains("ERR gitgate: holding this push body to decide on it would take"),
+        "{reply}"
+    );
+    gitgate.wait_for_record(|r| r["rule"] == "limits.maxBufferedBodyBytes");
+    drop(hog);
+    crate::core::wait_until(|| graphql(10_000).starts_with("HTTP/1.1 200"));
+}
+
 #[test]
 fn a_gzip_bomb_in_a_push_is_bounded() {
     use flate2::Compression;

@@ -253,6 +253,9 @@ impl Config {
         if let Some(bytes) = l.max_held_push_bytes {
             limits.max_held_push_bytes = bytes.0;
         }
+        if let Some(bytes) = l.max_buffered_body_bytes {
+            limits.max_buffered_body_bytes = bytes.0;
+        }
         if let Some(hold) = l.push_hold {
             limits.push_hold = hold;
         }

@@ -461,6 +461,9 @@ pub struct RawLimits {
     /// Most bytes of pushes held on disk at once, all clients together.
     #[serde(default, deserialize_with = "some")]
     pub max_held_push_bytes: Option<gitgate_policy::ByteSize>,
+    /// Most bytes of request bodies held in memory to decide on, all clients together.
+    #[serde(default, deserialize_with = "some")]
+    pub max_buffered_body_bytes: Option<gitgate_policy::ByteSize>,
     /// What a push that a content rule applies to holds back: `pack` or `trailer`.
     #[serde(default, deserialize_with = "some")]
     pub push_hold: Option<gitgate_proxy::PushHold>,
