@@ -175,7 +175,13 @@ mod tests {
         let budget = Budget::new(10);
         let read = |bytes: &'static [u8]| {
             let body = Full::new(Bytes::from_static(bytes));
-            read_bounded(body, 100, std::time::Duration::from_secs(5), "test", &budget)
+            read_bounded(
+                body,
+                100,
+                std::time::Duration::from_secs(5),
+                "test",
+                &budget,
+            )
         };
         let Ok(first) = read(b"123456").await else {
             panic!("six bytes fit")

@@ -458,6 +458,51 @@ fn bodies_held_to_decide_on_share_one_memory_budget() {
     crate::core::wait_until(|| graphql(10_000).starts_with("HTTP/1.1 200"));
 }
 
+/// `responseHeaderTimeout` counts from the last byte of the request upstream took: an
+/// upload that keeps moving for longer than it is not cut off.
+#[test]
+fn a_push_that_keeps_moving_outlasts_the_response_header_timeout() {
+    let standin = harness::standin();
+    let gitgate = limited(&standin, "{responseHeaderTimeout: 2s}");
+    let main = standin.rev_parse("acme", "app", "refs/heads/main").unwrap();
+    // GitHub may answer only once it has read the whole push: so does the stand-in here.
+    standin.set_fault(Some(Fault::RpcCutOff {
+        rpc: "git-receive-pack".into(),
+        content_type: "application/x-git-receive-pack-result".into(),
+        bytes: b"0013\x01000eunpack ok\n".to_vec(),
+    }));
+    let zero = "0".repeat(40);
+    let line = format!("{zero} {main} refs/heads/release/slow\0 report-status");
+    let commands = format!("{:04x}{line}0000", line.len() + 4).into_bytes();
+    let pack = std::process::Command::new("git")
+        .args(["pack-objects", "--stdout", "-q"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(pack.stdout.starts_with(b"PACK"), "{}", text(&pack));
+    let mut tls = raw::receive_pack_request(
+        &gitgate,
+        "acme/app",
+        "Accept: application/x-git-receive-pack-result\r\nContent-Type: application/x-git-receive-pack-request\r\n",
+        commands.len() + pack.stdout.len(),
+    );
+    // The command list at once (gitgate decides on it, then forwards), then the pack over
+    // about 4 s: twice the timeout, never more than 250 ms without a byte.
+    tls.write_all(&commands).unwrap();
+    let started = Instant::now();
+    for piece in pack.stdout.chunks(2) {
+        tls.write_all(piece).unwrap();
+        tls.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let reply = raw::read_response(&mut tls);
+    assert!(started.elapsed() > Duration::from_secs(3));
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.contains("unpack ok"),
+        "{reply}"
+    );
+}
+
 #[test]
 fn a_gzip_bomb_in_a_push_is_bounded() {
     use flate2::Compression;
