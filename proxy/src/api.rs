@@ -109,7 +109,7 @@ async fn rest_call(
     let body = if call.effect == Effect::None {
         stream(body)
     } else {
-        let buffered = collect(state, &parts, body, MAX_REST_BODY).await?;
+        let buffered = collect(state, &parts, body, MAX_REST_BODY, record).await?;
         let bytes = buffered.bytes();
         let json = if bytes.is_empty() {
             serde_json::Value::Null
@@ -167,7 +167,7 @@ async fn graphql(
         &policy.decide_operation(&Operation::ALL, "POST /graphql"),
     )?;
     let (parts, body) = req.into_parts();
-    let buffered = collect(state, &parts, body, MAX_GRAPHQL_BODY).await?;
+    let buffered = collect(state, &parts, body, MAX_GRAPHQL_BODY, record).await?;
     let fields = api::analyse(buffered.bytes()).map_err(|reason| deny_now(record, reason))?;
     for field in &fields {
         check(
@@ -415,6 +415,7 @@ async fn collect(
     parts: &http::request::Parts,
     body: ClientBody,
     limit: usize,
+    record: &mut Record,
 ) -> Result<Buffered, Answered> {
     if parts.headers.contains_key(header::CONTENT_ENCODING) {
         return Err(Failure::Client("gitgate reads this request's body and cannot when it is compressed (Content-Encoding); send it uncompressed".into()));
@@ -424,10 +425,10 @@ async fn collect(
         limit,
         state.settings.limits.body_idle_timeout,
         "request",
-        &state.buffered_bodies,
+        (&state.buffered_bodies, record.client.ip()),
     )
     .await
-    .map_err(|unread| unread.failure(Failure::Client))
+    .map_err(|unread| unread.failure(record, Failure::Client))
 }
 
 fn client_error(record: &mut Record, reason: String) -> Answered {

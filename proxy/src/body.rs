@@ -1,5 +1,6 @@
 //! The one body type the proxy hands to hyper, and small constructors for it.
 
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -8,7 +9,8 @@ use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 
-use crate::budget::{Budget, Reservation};
+use crate::audit::{Record, Verdict};
+use crate::budget::{Budget, Reservation, Spent};
 use crate::reply::Failure;
 
 /// Boxed error carried by proxied bodies.
@@ -46,14 +48,25 @@ pub(crate) enum Unread {
 }
 
 impl Unread {
-    /// The failure to answer with: `failed` for [`Unread::Failed`], 503 when busy.
-    pub(crate) fn failure(self, failed: impl FnOnce(String) -> Failure) -> Failure {
+    /// The failure to answer with: `failed` for [`Unread::Failed`], 503 when busy (the
+    /// limit recorded as the decision's rule).
+    pub(crate) fn failure(
+        self,
+        record: &mut Record,
+        failed: impl FnOnce(String) -> Failure,
+    ) -> Failure {
         match self {
             Unread::Failed(message) => failed(message),
-            Unread::Busy(message) => Failure::Overloaded(message),
+            Unread::Busy(message) => {
+                record.decide(Verdict::Deny, BUSY_RULE, &message);
+                Failure::Overloaded(message)
+            }
         }
     }
 }
+
+/// The rule a request refused for the memory budget is recorded with.
+pub(crate) const BUSY_RULE: &str = "limits.maxBufferedBodyBytes";
 
 /// A body read whole, with its share of the memory budget.
 pub(crate) struct Buffered {
@@ -104,22 +117,27 @@ impl http_body::Body for Held {
     }
 }
 
-/// Reads all of `body`, at most `limit` bytes, each frame within `idle`, taking what it
-/// holds from `budget`; the error says what went wrong with the `what` body (`request`,
-/// `response`).
+/// Reads all of `body`, at most `limit` bytes, each frame within `idle`, taking the memory
+/// it holds from `budget` as `client`'s; the error says what went wrong with the `what`
+/// body (`request`, `response`).
 pub(crate) async fn read_bounded<B>(
     mut body: B,
     limit: usize,
     idle: std::time::Duration,
     what: &str,
-    budget: &Arc<Budget>,
+    (budget, client): (&Arc<Budget>, IpAddr),
 ) -> Result<Buffered, Unread>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let mut reservation = Reservation::new(Arc::clone(budget));
-    let mut buf = Vec::new();
+    let mut reservation = Reservation::new(Arc::clone(budget), Some(client));
+    // Sized once when the length is known (Content-Length), else grown as bytes come.
+    let announced = body
+        .size_hint()
+        .exact()
+        .and_then(|n| usize::try_from(n).ok());
+    let mut buf = Vec::with_capacity(announced.filter(|n| *n <= limit).unwrap_or(0));
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => return Err(Unread::Failed(stalled(what, idle))),
@@ -137,8 +155,11 @@ where
                     "the {what} body is larger than the {limit} bytes gitgate reads to decide on it"
                 )));
             }
-            if !reservation.grow(data.len() as u64) {
-                return Err(Unread::Busy(busy(what, budget)));
+            // What is held is the buffer's capacity, which grows ahead of its length.
+            buf.reserve(data.len());
+            let more = (buf.capacity() as u64).saturating_sub(reservation.bytes());
+            if let Err(spent) = reservation.grow(more) {
+                return Err(Unread::Busy(busy(what, budget, spent)));
             }
             buf.extend_from_slice(&data);
         }
@@ -149,12 +170,18 @@ where
     })
 }
 
-/// Why a `what` body is not held: the bodies held to decide on are at the limit.
-pub(crate) fn busy(what: &str, budget: &Budget) -> String {
-    format!(
-        "holding this {what} body to decide on it would take the request bodies held in memory past limits.maxBufferedBodyBytes {}; retry shortly",
-        budget.describe()
-    )
+/// Why a `what` body is not held: the bodies held to decide on are at a limit.
+pub(crate) fn busy(what: &str, budget: &Budget, spent: Spent) -> String {
+    match spent {
+        Spent::All => format!(
+            "holding this {what} body to decide on it would take the request bodies held in memory past limits.maxBufferedBodyBytes {}; retry shortly",
+            budget.describe()
+        ),
+        Spent::Client => format!(
+            "holding this {what} body to decide on it would take this client's request bodies held in memory past limits.maxBufferedBodyBytesPerClient {}; finish or close the others first",
+            gitgate_policy::ByteSize(budget.per_client().unwrap_or(0))
+        ),
+    }
 }
 
 /// Any streamed body (a hyper `Incoming`, a prefixed stream, …) as a [`ProxyBody`].
@@ -173,15 +200,11 @@ mod tests {
     #[tokio::test]
     async fn a_body_read_whole_holds_its_share_of_the_budget_until_it_is_dropped() {
         let budget = Budget::new(10);
+        let client: IpAddr = "10.0.0.1".parse().unwrap();
         let read = |bytes: &'static [u8]| {
             let body = Full::new(Bytes::from_static(bytes));
-            read_bounded(
-                body,
-                100,
-                std::time::Duration::from_secs(5),
-                "test",
-                &budget,
-            )
+            let idle = std::time::Duration::from_secs(5);
+            read_bounded(body, 100, idle, "test", (&budget, client))
         };
         let Ok(first) = read(b"123456").await else {
             panic!("six bytes fit")

@@ -58,10 +58,10 @@ pub(crate) async fn handle(
                 MAX_BATCH_REQUEST,
                 idle,
                 "LFS batch request",
-                &state.buffered_bodies,
+                (&state.buffered_bodies, record.client.ip()),
             )
             .await
-            .map_err(|unread| unread.failure(Failure::Client))?;
+            .map_err(|unread| unread.failure(record, Failure::Client))?;
             let operation = lfs::batch_operation(buffered.bytes()).map_err(|reason| {
                 record.decide(Verdict::Deny, "lfs", &reason);
                 Failure::Client(reason)
@@ -106,10 +106,10 @@ pub(crate) async fn handle(
         MAX_BATCH_RESPONSE,
         idle,
         "LFS batch response",
-        &state.buffered_bodies,
+        (&state.buffered_bodies, record.client.ip()),
     )
     .await
-    .map_err(|unread| unread.failure(Failure::Upstream))?;
+    .map_err(|unread| unread.failure(record, Failure::Upstream))?;
     grant_storage(state, policy, record, buffered.bytes());
     Ok(Response::from_parts(parts, buffered.into_body()))
 }

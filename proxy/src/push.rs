@@ -75,7 +75,7 @@ pub(crate) async fn inspect<'a>(
     record: &mut Record,
 ) -> Inspected<'a> {
     let limits = &state.settings.limits;
-    let mut reading = match Reading::new(state, headers, body) {
+    let mut reading = match Reading::new(state, headers, body, Some(record.client.ip())) {
         Ok(reading) => reading,
         Err(message) => {
             let shape = shown(headers, SideBand::None);
@@ -92,9 +92,9 @@ pub(crate) async fn inspect<'a>(
             return Inspected::Reply(reading.answer(headers, &Failure::Client(message)));
         }
         Err(Unread::Busy(message)) => {
-            record.decide(Verdict::Deny, "limits.maxBufferedBodyBytes", &message);
+            record.decide(Verdict::Deny, crate::body::BUSY_RULE, &message);
             let response = reading.answer(headers, &Failure::Overloaded(message));
-            return Inspected::Reply(drained(state, reading.body, record, response).await);
+            return Inspected::Reply(drained(state, reading.forget(), record, response).await);
         }
         Err(Unread::Malformed(Malformed { rule, message })) => {
             tracing::info!(reason = %message, rule, "malformed push");
@@ -106,11 +106,15 @@ pub(crate) async fn inspect<'a>(
             if !accepts_result(headers) {
                 return Inspected::Reply(response);
             }
-            return Inspected::Reply(drained(state, reading.body, record, response).await);
+            return Inspected::Reply(drained(state, reading.forget(), record, response).await);
         }
     };
     let side_band = header.side_band();
     let verdict = policy.decide_push_commands(&header.commands);
+    if !settle(policy, &verdict, record) {
+        let body = reading.forget();
+        return Inspected::Reply(reject(state, &header, &verdict, body, record).await);
+    }
     let Reading {
         decoder,
         read,
@@ -118,20 +122,18 @@ pub(crate) async fn inspect<'a>(
         held,
         ..
     } = reading;
-    // The command list is decided: what was read goes on (or is dropped) from here.
-    drop(held);
-    if !settle(policy, &verdict, record) {
-        return Inspected::Reply(reject(state, &header, &verdict, body, record).await);
-    }
     if policy.needs_pack(&header.commands) {
         let received = crate::push_content::Received {
             header,
             gzip: decoder.is_some(),
             read,
+            held,
             body,
         };
         return crate::push_content::inspect(state, policy, to, received, record).await;
     }
+    // Sent on at once from here.
+    drop(held);
     Inspected::Forward(stream(Prefixed { read, rest: body }), side_band)
 }
 
@@ -145,7 +147,8 @@ pub(crate) async fn refuse(
     failure: &Failure,
 ) -> Response<ProxyBody> {
     let limits = &state.settings.limits;
-    let Ok(mut reading) = Reading::new(state, headers, body) else {
+    // Refused whatever it says: its bytes are parsed for the answer, never kept.
+    let Ok(mut reading) = Reading::new(state, headers, body, None) else {
         return reply::failure(shown(headers, SideBand::None), failure);
     };
     match reading.header(limits).await {
@@ -159,12 +162,13 @@ pub(crate) async fn refuse(
 
 /// A push body whose command list is being read: the parser, the gzip decoder if any,
 /// the bytes read so far (sent on unchanged if the push proceeds, and held against
-/// `limits.maxBufferedBodyBytes` until then) and the rest.
+/// `limits.maxBufferedBodyBytes` until then; none for a push refused whatever it says)
+/// and the rest.
 struct Reading {
     reader: CommandReader,
     decoder: Option<flate2::write::GzDecoder<Vec<u8>>>,
     read: VecDeque<Bytes>,
-    held: Reservation,
+    held: Option<Reservation>,
     body: ClientBody,
 }
 
@@ -182,7 +186,14 @@ enum Unread {
 
 impl Reading {
     /// `Err` names a `Content-Encoding` gitgate cannot read.
-    fn new(state: &State, headers: &HeaderMap, body: ClientBody) -> Result<Self, String> {
+    /// `client`: whose share of the memory budget the bytes read take, `None` to keep
+    /// none of them.
+    fn new(
+        state: &State,
+        headers: &HeaderMap,
+        body: ClientBody,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Self, String> {
         let limits = &state.settings.limits;
         Ok(Reading {
             reader: CommandReader::new(Limits {
@@ -191,7 +202,7 @@ impl Reading {
             }),
             decoder: content_encoding(headers)?,
             read: VecDeque::new(),
-            held: Reservation::new(Arc::clone(&state.buffered_bodies)),
+            held: client.map(|ip| Reservation::new(Arc::clone(&state.buffered_bodies), Some(ip))),
             body,
         })
     }
@@ -218,10 +229,13 @@ impl Reading {
                         continue;
                     };
                     sent += data.len();
-                    if !self.held.grow(data.len() as u64) {
-                        return Err(Unread::Busy(crate::body::busy("push", self.held.budget())));
+                    if let Some(held) = &mut self.held {
+                        if let Err(spent) = held.grow(data.len() as u64) {
+                            let budget = held.budget();
+                            return Err(Unread::Busy(crate::body::busy("push", budget, spent)));
+                        }
+                        self.read.push_back(data.clone());
                     }
-                    self.read.push_back(data.clone());
                     match feed(&mut self.reader, self.decoder.as_mut(), &data) {
                         Ok(None) if sent > limits.max_push_header_bytes => Err(Malformed {
                             rule: "limits.maxPushHeaderBytes",
@@ -240,6 +254,11 @@ impl Reading {
                 Err(malformed) => return Err(Unread::Malformed(malformed)),
             }
         }
+    }
+
+    /// The rest of the body, what was read and its share of the budget let go.
+    fn forget(self) -> ClientBody {
+        self.body
     }
 
     /// `failure` in the shape the client shows: git (which asks for a receive-pack

@@ -97,6 +97,8 @@ pub(crate) struct Received {
     pub(crate) gzip: bool,
     /// The body bytes read so far: the command list, maybe the start of the pack.
     pub(crate) read: VecDeque<Bytes>,
+    /// Their share of the memory budget (`limits.maxBufferedBodyBytes`).
+    pub(crate) held: Option<crate::budget::Reservation>,
     /// The rest of the body.
     pub(crate) body: ClientBody,
 }
@@ -112,9 +114,12 @@ pub(crate) async fn inspect<'a>(
         header,
         gzip,
         read,
+        held,
         body,
     } = received;
     if gzip {
+        // Sent on at once, or dropped.
+        drop(held);
         let decision = Decision {
             allowed: false,
             rule: "content".into(),
@@ -127,6 +132,7 @@ pub(crate) async fn inspect<'a>(
                 header.side_band(),
             );
         }
+        drop(read);
         return Inspected::Reply(reject(state, &header, &verdict, body, record).await);
     }
     let format = header
@@ -140,6 +146,11 @@ pub(crate) async fn inspect<'a>(
         Err(error) => return spool_failed(&error, side_band),
     };
     let (head, pack_start) = split_head(read, header.header_len);
+    // The command list stays in memory while the pack is held (the pack goes to disk).
+    let _held = held.map(|mut held| {
+        held.shrink_to(head.len() as u64);
+        held
+    });
     let wants = Wants {
         max_blob: policy.max_blob_size().map(|s| s.0),
         trees: policy.protects_paths(),

@@ -78,6 +78,8 @@ pub struct Limits {
     /// Most bytes of request bodies held in memory to decide on them (API calls, LFS batch
     /// requests, push command lists), all clients together; past it, 503.
     pub max_buffered_body_bytes: u64,
+    /// The share of `max_buffered_body_bytes` one client address may hold.
+    pub max_buffered_body_bytes_per_client: u64,
     /// In-flight requests get this long to finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// A connection on which no byte moves either way for this long is closed.
@@ -119,7 +121,8 @@ impl Default for Limits {
             max_push_commands: 1000,
             max_drain_bytes: 2 << 30,
             max_held_push_bytes: 4 << 30,
-            max_buffered_body_bytes: 64 << 20,
+            max_buffered_body_bytes: 128 << 20,
+            max_buffered_body_bytes_per_client: 16 << 20,
             shutdown_grace: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
             max_connections: 4096,

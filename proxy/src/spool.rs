@@ -102,7 +102,7 @@ impl Spool {
             path: Some(path),
             shared,
             len: 0,
-            reserved: Some(Reservation::new(budget)),
+            reserved: Some(Reservation::new(budget, None)),
         };
         Ok((spool, following))
     }
@@ -114,7 +114,7 @@ impl Spool {
 
     /// Takes room for `more` bytes from the disk budget; `false` if it is spent.
     pub(crate) fn reserve(&mut self, more: u64) -> bool {
-        self.reserved.as_mut().is_some_and(|r| r.grow(more))
+        self.reserved.as_mut().is_some_and(|r| r.grow(more).is_ok())
     }
 
     pub(crate) async fn write(&mut self, data: &[u8]) -> io::Result<()> {

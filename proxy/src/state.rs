@@ -49,7 +49,10 @@ impl State {
         let admission = Admission::new(limits.max_connections, limits.max_connections_per_client);
         let tunnels = Arc::new(tokio::sync::Semaphore::new(limits.max_tunnels));
         let held_pushes = crate::budget::Budget::new(limits.max_held_push_bytes);
-        let buffered_bodies = crate::budget::Budget::new(limits.max_buffered_body_bytes);
+        let buffered_bodies = crate::budget::Budget::shared(
+            limits.max_buffered_body_bytes,
+            limits.max_buffered_body_bytes_per_client,
+        );
         Self {
             settings,
             ca,

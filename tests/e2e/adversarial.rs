@@ -389,61 +389,73 @@ fn a_push_body_that_stalls_midway_is_abandoned() {
 }
 
 /// Request bodies held to decide on (API calls, LFS batch requests, push command lists)
-/// share one memory budget: a client trickling large bodies cannot make gitgate hold more
-/// than `limits.maxBufferedBodyBytes`; past it, requests get 503 naming the limit (git in
-/// its own shape), and the share comes back when the stalled body goes.
+/// share one memory budget, with a share per client address: a client opening bodies it
+/// never finishes takes only its share, others still get theirs; past either limit,
+/// requests get 503 naming it (git an `ERR` in its own shape), and a dropped body's share
+/// comes back.
 #[test]
 fn bodies_held_to_decide_on_share_one_memory_budget() {
     let standin = harness::standin();
     let gitgate = Gitgate::start(&harness::limited_config(
         &standin,
         "{allowedRepos: [acme/app], allowedRefs: [main], api: [read]}",
-        "{maxBufferedBodyBytes: 64KiB}",
+        "{maxBufferedBodyBytes: 16MiB, maxBufferedBodyBytesPerClient: 8MiB}",
     ));
-    let api = || {
-        raw::mitm_tls(
+    let from = |client: u8| {
+        raw::mitm_tls_from(
+            [127, 0, 0, client].into(),
             gitgate.addr,
             "api.github.com:443",
             "api.github.com",
             &gitgate.ca_file(),
         )
     };
-    let graphql = |padding: usize| {
+    let head = |length: usize| {
+        format!(
+            "POST /graphql HTTP/1.1\r\nHost: api.github.com\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        )
+    };
+    // A GraphQL body of 1 MB announced and begun, then nothing: gitgate holds room for it.
+    let stalled = |client: u8| {
+        let mut tls = from(client);
+        tls.write_all(head(1_048_000).as_bytes()).unwrap();
+        tls.write_all(b"{\"query\": ").unwrap();
+        tls.flush().unwrap();
+        tls
+    };
+    // 10 kB: more than a full share or budget has left.
+    let query = |client: u8| {
         let body = format!(
             "{{\"query\": \"{{ viewer {{ login }} }}{}\"}}",
-            " ".repeat(padding)
+            " ".repeat(10_000)
         );
-        let mut tls = api();
-        tls.write_all(
-            format!(
-                "POST /graphql HTTP/1.1\r\nHost: api.github.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        )
-        .unwrap();
+        let mut tls = from(client);
+        tls.write_all(format!("{}{body}", head(body.len())).as_bytes())
+            .unwrap();
         raw::read_response(&mut tls)
     };
-    assert!(graphql(10_000).starts_with("HTTP/1.1 200"));
-    // 100 kB announced, 60 kB sent, then nothing.
-    let mut hog = api();
-    hog.write_all(b"POST /graphql HTTP/1.1\r\nHost: api.github.com\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
-        .unwrap();
-    hog.write_all(&[b' '; 60_000]).unwrap();
+    assert!(query(1).starts_with("HTTP/1.1 200"));
+    // Client 1 fills its share (8 of 1.048 MB), client 2 the rest of the whole.
+    let mut hogs: Vec<_> = (0..8).map(|_| stalled(1)).collect();
     let mut busy = String::new();
     crate::core::wait_until(|| {
-        busy = graphql(10_000);
+        busy = query(1);
         busy.starts_with("HTTP/1.1 503")
     });
     assert!(
-        busy.contains(
-            "holding this request body to decide on it would take the request bodies held in memory past limits.maxBufferedBodyBytes 65.5 KB ("
-        ),
+        busy.contains("would take this client's request bodies held in memory past limits.maxBufferedBodyBytesPerClient 8.39 MB"),
         "{busy}"
     );
+    gitgate.wait_for_record(|r| {
+        r["rule"] == "limits.maxBufferedBodyBytes"
+            && r["client"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("127.0.0.1:"))
+    });
+    // A push from client 1 is refused too, in git's shape; client 2 is still served.
     let zero = "0".repeat(40);
     let line = format!("{zero} {} refs/heads/main\0 report-status", "1".repeat(40));
-    let push = format!("{:04x}{line}{}", line.len() + 4, " ".repeat(10_000));
+    let push = format!("{:04x}{line}{}", line.len() + 4, " ".repeat(100_000));
     let reply = raw::post_receive_pack(
         &gitgate,
         "Accept: application/x-git-receive-pack-result\r\n",
@@ -453,9 +465,30 @@ fn bodies_held_to_decide_on_share_one_memory_budget() {
         reply.contains("ERR gitgate: holding this push body to decide on it would take"),
         "{reply}"
     );
-    gitgate.wait_for_record(|r| r["rule"] == "limits.maxBufferedBodyBytes");
-    drop(hog);
-    crate::core::wait_until(|| graphql(10_000).starts_with("HTTP/1.1 200"));
+    // A push refused whatever it says keeps none of its bytes: it is told why, not busy.
+    let reply = raw::post_receive_pack_to(
+        &gitgate,
+        "acme/secret",
+        "Accept: application/x-git-receive-pack-result\r\n",
+        push.as_bytes(),
+    );
+    assert!(
+        reply.contains("acme/secret is not in allowedRepos") && !reply.contains("holding"),
+        "{reply}"
+    );
+    assert!(query(2).starts_with("HTTP/1.1 200"));
+    hogs.extend((0..8).map(|_| stalled(2)));
+    crate::core::wait_until(|| {
+        busy = query(3);
+        busy.starts_with("HTTP/1.1 503")
+    });
+    assert!(
+        busy.contains("past limits.maxBufferedBodyBytes 16.8 MB ("),
+        "{busy}"
+    );
+    drop(hogs);
+    crate::core::wait_until(|| query(3).starts_with("HTTP/1.1 200"));
+    assert!(query(1).starts_with("HTTP/1.1 200"));
 }
 
 /// `responseHeaderTimeout` counts from the last byte of the request upstream took: an

@@ -256,6 +256,24 @@ impl Config {
         if let Some(bytes) = l.max_buffered_body_bytes {
             limits.max_buffered_body_bytes = bytes.0;
         }
+        if let Some(bytes) = l.max_buffered_body_bytes_per_client {
+            limits.max_buffered_body_bytes_per_client = bytes.0;
+        }
+        // The largest body read whole is a REST write's 8 MiB: below that, some calls
+        // could never be made.
+        const LARGEST_BODY: u64 = 8 << 20;
+        if limits.max_buffered_body_bytes_per_client < LARGEST_BODY {
+            return Err(error(
+                "limits.maxBufferedBodyBytesPerClient",
+                "must be at least 8MiB, the largest request body gitgate reads whole (a REST write)".into(),
+            ));
+        }
+        if limits.max_buffered_body_bytes < limits.max_buffered_body_bytes_per_client {
+            return Err(error(
+                "limits.maxBufferedBodyBytes",
+                "must be at least limits.maxBufferedBodyBytesPerClient (16MiB unless set)".into(),
+            ));
+        }
         if let Some(hold) = l.push_hold {
             limits.push_hold = hold;
         }

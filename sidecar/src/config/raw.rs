@@ -464,6 +464,9 @@ pub struct RawLimits {
     /// Most bytes of request bodies held in memory to decide on, all clients together.
     #[serde(default, deserialize_with = "some")]
     pub max_buffered_body_bytes: Option<gitgate_policy::ByteSize>,
+    /// The share of it one client address may hold.
+    #[serde(default, deserialize_with = "some")]
+    pub max_buffered_body_bytes_per_client: Option<gitgate_policy::ByteSize>,
     /// What a push that a content rule applies to holds back: `pack` or `trailer`.
     #[serde(default, deserialize_with = "some")]
     pub push_hold: Option<gitgate_proxy::PushHold>,

@@ -101,7 +101,41 @@ pub fn mitm_tls_with(
     sni: &str,
     ca: &std::path::Path,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let mut tcp = TcpStream::connect(proxy).expect("connect");
+    let tcp = TcpStream::connect(proxy).expect("connect");
+    mitm_tls_on(tcp, connect_headers, connect_to, sni, ca)
+}
+
+/// [`mitm_tls`] from the local address `source` (a 127.0.0.0/8 one: another client).
+pub fn mitm_tls_from(
+    source: std::net::IpAddr,
+    proxy: SocketAddr,
+    connect_to: &str,
+    sni: &str,
+    ca: &std::path::Path,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let tcp = runtime
+        .block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(source, 0))?;
+            socket.connect(proxy).await
+        })
+        .and_then(|stream| stream.into_std())
+        .expect("connect");
+    tcp.set_nonblocking(false).expect("blocking");
+    mitm_tls_on(tcp, "", connect_to, sni, ca)
+}
+
+fn mitm_tls_on(
+    mut tcp: TcpStream,
+    connect_headers: &str,
+    connect_to: &str,
+    sni: &str,
+    ca: &std::path::Path,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     tcp.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     write!(
