@@ -37,9 +37,15 @@ fn stamp(path: &Path) -> Option<Stamp> {
 }
 
 /// One file of `profilesDir`: when it was last read, and its profile in force.
+#[derive(Default)]
 struct ProfileFile {
     stamp: Option<Stamp>,
     in_force: Option<Arc<Profile>>,
+    /// Whether `in_force` was in the policies last applied (not left out for a clash).
+    accepted: bool,
+    /// Whether `in_force` is what the file said when last read (not an older reading
+    /// kept because the newer one was refused).
+    current: bool,
 }
 
 /// What the watcher knows.
@@ -65,12 +71,15 @@ impl Known {
     pub(crate) fn of(config: &Config) -> Self {
         let mut files = BTreeMap::new();
         let profiles = config.profiles.as_ref().map(|p| {
+            let (_, rejected) = p.policies();
             for (path, loaded) in &p.files {
                 files.insert(
                     path.clone(),
                     ProfileFile {
                         stamp: stamp(path),
                         in_force: loaded.as_ref().ok().cloned(),
+                        accepted: loaded.is_ok() && !rejected.iter().any(|(r, _)| r == path),
+                        current: true,
                     },
                 );
             }
@@ -200,15 +209,14 @@ impl Watcher {
                     path,
                     previous: file.in_force,
                     modified: true,
+                    accepted: file.accepted,
+                    settled: false,
                 });
             }
         }
         for path in listed {
             let now = stamp(&path);
-            let entry = known.files.entry(path.clone()).or_insert(ProfileFile {
-                stamp: None,
-                in_force: None,
-            });
+            let entry = known.files.entry(path.clone()).or_default();
             let modified = now != entry.stamp;
             if !all && !modified {
                 continue;
@@ -219,12 +227,20 @@ impl Watcher {
                 None => profiles::load(&path, &rules),
             };
             match loaded {
-                Ok(profile) => changed.push(Change {
-                    path,
-                    previous: entry.in_force.replace(profile),
-                    modified,
-                }),
-                Err(error) => self.refuse(&path, &error),
+                Ok(profile) => {
+                    changed.push(Change {
+                        path,
+                        previous: entry.in_force.replace(profile),
+                        modified,
+                        accepted: entry.accepted,
+                        settled: entry.accepted && entry.current,
+                    });
+                    entry.current = true;
+                }
+                Err(error) => {
+                    self.refuse(&path, &error);
+                    entry.current = false;
+                }
             }
         }
         if changed.is_empty() && !all {
@@ -258,12 +274,17 @@ impl Watcher {
                     .collect();
                 let hash = self.proxy.set_policies(policies, &unloaded, &label);
                 tracing::info!(file = %label, policy_hash = %hash, "profiles reloaded");
+                for (path, file) in &mut known.files {
+                    file.accepted =
+                        file.in_force.is_some() && !rejected.iter().any(|(r, _)| r == path);
+                }
                 return;
             }
             for (path, previous) in reverted {
                 changed.retain(|c| c.path != path);
                 if let Some(file) = known.files.get_mut(&path) {
                     file.in_force = previous;
+                    file.current = false;
                 }
             }
         }
@@ -283,13 +304,29 @@ struct Change {
     previous: Option<Arc<Profile>>,
     /// Whether the file itself changed (a config reload reads every file again).
     modified: bool,
+    /// Whether `previous` was in the policies last applied.
+    accepted: bool,
+    /// Whether `previous` was accepted and what the file said: an unmodified file then
+    /// says the same now.
+    settled: bool,
 }
 
-/// The inline profiles and every profile file's profile in force, in the order they
-/// claim their names, addresses and certificates: first those in force before this
-/// reload from files that did not change, then edited ones, then new ones (each by
-/// path). So when a changed file clashes with a profile that was working, the changed
-/// file is the one left out.
+/// Which profiles claim their names, addresses and certificates first (lowest): those
+/// working before this reload and unchanged, then edits of working ones, then the rest
+/// (new files, files left out before). So when a changed file clashes with a profile
+/// that was working, the changed file is the one left out.
+fn rank(file: &ProfileFile, change: Option<&Change>) -> u8 {
+    match change {
+        None if file.accepted => 0,
+        None => 2,
+        Some(c) if c.settled && !c.modified => 0,
+        Some(c) if c.accepted => 1,
+        Some(_) => 2,
+    }
+}
+
+/// The inline profiles and every profile file's profile in force, in [`rank`] order
+/// (then by path).
 fn assemble(
     inline: &[Arc<Profile>],
     files: &BTreeMap<PathBuf, ProfileFile>,
@@ -298,15 +335,8 @@ fn assemble(
     let mut in_force: Vec<(u8, &Path, &Arc<Profile>)> = files
         .iter()
         .filter_map(|(path, f)| {
-            let rank = match changed.iter().find(|c| c.path == *path) {
-                None => 0,
-                Some(c) => match (&c.previous, c.modified) {
-                    (Some(_), false) => 0,
-                    (Some(_), true) => 1,
-                    (None, _) => 2,
-                },
-            };
-            Some((rank, path.as_path(), f.in_force.as_ref()?))
+            let change = changed.iter().find(|c| c.path == *path);
+            Some((rank(f, change), path.as_path(), f.in_force.as_ref()?))
         })
         .collect();
     in_force.sort_by_key(|(rank, path, _)| (*rank, *path));
@@ -316,4 +346,56 @@ fn assemble(
             .into_iter()
             .map(|(_, path, profile)| (path, Ok(profile))),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(accepted: bool, current: bool) -> ProfileFile {
+        ProfileFile {
+            accepted,
+            current,
+            ..ProfileFile::default()
+        }
+    }
+
+    fn change(modified: bool, accepted: bool, current: bool) -> Change {
+        Change {
+            path: PathBuf::from("x.yaml"),
+            previous: None,
+            modified,
+            accepted,
+            settled: accepted && current,
+        }
+    }
+
+    #[test]
+    fn working_unchanged_profiles_claim_first_then_edits_then_the_rest() {
+        // Not read again: working, or left out.
+        assert_eq!(rank(&file(true, true), None), 0);
+        assert_eq!(
+            rank(&file(true, false), None),
+            0,
+            "a refused edit keeps the working one"
+        );
+        assert_eq!(rank(&file(false, true), None), 2, "left out before");
+        // Read again (a config reload reads every file).
+        assert_eq!(rank(&file(true, true), Some(&change(false, true, true))), 0);
+        assert_eq!(
+            rank(&file(true, true), Some(&change(false, true, false))),
+            1,
+            "the file still holds an edit that was refused"
+        );
+        assert_eq!(
+            rank(&file(true, true), Some(&change(true, true, true))),
+            1,
+            "an edit"
+        );
+        assert_eq!(
+            rank(&file(false, true), Some(&change(true, false, true))),
+            2,
+            "new, or left out"
+        );
+    }
 }

@@ -544,15 +544,65 @@ fn a_profile_file_that_clashes_with_one_in_force_is_refused_and_the_working_one_
         "agent-a.yaml",
         &profile_file(SECRET_A, "acme/app"),
     );
-    wait_until(|| {
-        a.git(
-            a.home.path(),
-            &["ls-remote", "https://github.com/acme/app.git"],
+    let app = ["ls-remote", "https://github.com/acme/app.git"];
+    wait_until(|| a.git(a.home.path(), &app).status.success());
+    b.clone_repo("acme/lib-core", "lib-with-both");
+
+    // An edit of the working agent-a that clashes is refused, and stays refused when a
+    // full reload reads the file again: agent-a keeps its old profile, agent-b its own.
+    replace_file(
+        &profiles,
+        "agent-a.yaml",
+        &claiming(SECRET_A, "acme/app, acme/lib-core", "10.9.0.0/16"),
+    );
+    wait_until(|| refusals().len() >= 3);
+    gitgate.hangup();
+    wait_until(|| refusals().len() >= 4);
+    b.clone_repo("acme/lib-core", "lib-after-a-refused-edit");
+    a.git_ok(a.home.path(), &app);
+    a.git_fails(
+        a.home.path(),
+        &["ls-remote", "https://github.com/acme/lib-core.git"],
+    );
+}
+
+/// A profile file left out at start for a clash does not stand in the way of edits to
+/// the profile that is working.
+#[test]
+fn a_profile_left_out_at_start_does_not_block_edits_of_the_working_one() {
+    let standin = harness::standin();
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles.d");
+    std::fs::create_dir(&profiles).unwrap();
+    let claiming = |secret: &str, repos: &str| {
+        format!(
+            "secretSha256: \"{}\"\nsourceCidrs: [10.9.0.0/16]\npolicy: {{allowedRepos: [{repos}]}}\n",
+            sha256_hex(secret)
         )
-        .status
-        .success()
-    });
-    b.clone_repo("acme/lib-core", "lib-at-the-end");
+    };
+    // agent-a sorts first and is in force; agent-b clashes and is left out.
+    replace_file(&profiles, "agent-a.yaml", &claiming(SECRET_A, "acme/app"));
+    replace_file(
+        &profiles,
+        "agent-b.yaml",
+        &claiming(SECRET_B, "acme/lib-core"),
+    );
+    std::fs::write(
+        dir.path().join("gitgate.yaml"),
+        config(&standin, "profilesDir: profiles.d\n"),
+    )
+    .unwrap();
+    let gitgate = Gitgate::start_in(dir);
+    let profiles = gitgate.dir.path().join("profiles.d");
+    let a = sandbox_as(&gitgate, "agent-a", SECRET_A);
+    let lib = ["ls-remote", "https://github.com/acme/lib-core.git"];
+    a.git_fails(a.home.path(), &lib);
+    replace_file(
+        &profiles,
+        "agent-a.yaml",
+        &claiming(SECRET_A, "acme/app, acme/lib-core"),
+    );
+    wait_until(|| a.git(a.home.path(), &lib).status.success());
 }
 
 /// Every request inside a tunnel is decided under the profile bound at CONNECT, as that
