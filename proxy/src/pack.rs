@@ -234,9 +234,12 @@ pub(crate) fn decode<T: gix_pack::FileData>(
             Kind::Tree if max_blob.is_some() || wants.trees => {
                 facts.trees.insert(ours, tree_entries(&out, hash)?);
             }
+            // A tag gitgate cannot parse is not peeled: what it names is then asked of
+            // GitHub like any commit outside the pack, and refused if unknown.
             Kind::Tag => {
-                let tag = gix_object::TagRef::from_bytes(&out, hash).map_err(fail)?;
-                facts.tags.insert(ours, convert(&tag.target())?);
+                if let Ok(tag) = gix_object::TagRef::from_bytes(&out, hash) {
+                    facts.tags.insert(ours, convert(&tag.target())?);
+                }
             }
             _ => {}
         }

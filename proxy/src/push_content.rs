@@ -780,13 +780,19 @@ async fn unchecked(api: &Api<'_>, updates: &[RefUpdate], facts: &PackFacts) -> V
             if commit == update.old {
                 continue;
             }
-            // A tag's old value is another tag: what it may move to is judged like a new ref.
-            let (held, place) = match update.is_create() || update.is_tag() {
-                true => (api.on_default_branch(&commit).await, "the default branch"),
-                false => (
-                    api.is_ancestor(&commit, &update.old).await,
-                    update.name.as_str(),
-                ),
+            let behind_old = || api.is_ancestor(&commit, &update.old);
+            let (held, place) = match (update.is_create(), update.is_tag()) {
+                (true, _) => (api.on_default_branch(&commit).await, "the default branch"),
+                (false, false) => (behind_old().await, update.name.as_str()),
+                // A moved tag: behind its old commit (GitHub peels the old tag), or on the
+                // default branch.
+                (false, true) => match behind_old().await {
+                    Ok(true) => (Ok(true), ""),
+                    _ => (
+                        api.on_default_branch(&commit).await,
+                        "the default branch nor behind the tag's old commit",
+                    ),
+                },
             };
             match held {
                 Ok(true) => {}

@@ -630,8 +630,7 @@ fn a_pull_requests_base_moves_only_onto_refs_it_may_merge_into() {
     let (status, answer) = graphql(&sandbox, same_base, json!({"pr": body["node_id"]}));
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
-        answer["data"]["updatePullRequest"]["pullRequest"]["state"],
-        "OPEN",
+        answer["data"]["updatePullRequest"]["pullRequest"]["state"], "OPEN",
         "{answer}"
     );
     assert_eq!(tip("refs/heads/release"), release);

@@ -405,7 +405,7 @@ fn annotated_tags_are_judged_by_the_commits_they_name() {
     let (agent, agent_public) = ssh_key(keys.path(), "agent");
     let standin = harness::standin();
     let policy = format!(
-        "{{allowedRepos: [acme/app], allowedRefs: [main, 'refs/tags/v*'], protectedPaths: ['.github/workflows/**'], requireSignedCommits: {{keys: [\"{agent_public}\"]}}}}"
+        "{{allowedRepos: [acme/app], allowedRefs: [main, side, 'refs/tags/v*', 'refs/tags/rel*'], forcePushAllowedRefs: ['refs/tags/rel*'], protectedPaths: ['.github/workflows/**'], requireSignedCommits: {{keys: [\"{agent_public}\"]}}}}"
     );
     let gitgate = Gitgate::start(&app_config(&standin, &policy));
     let sandbox = Sandbox::new(&gitgate);
@@ -436,6 +436,19 @@ fn annotated_tags_are_judged_by_the_commits_they_name() {
         "{denied}"
     );
     assert_ne!(tag_on_github("v1"), Some(rev(&sandbox, &repo, "v1")));
+
+    // A tag allowed to move may go back behind its old commit, on a branch other than
+    // the default one (the tag existed before).
+    sandbox.git_ok(&repo, &["checkout", "-q", "-b", "side"]);
+    let s1 = signed_commit(&sandbox, &repo, Some(&agent), "side one\n");
+    let s2 = signed_commit(&sandbox, &repo, Some(&agent), "side two\n");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "side"]);
+    standin
+        .update_ref("acme", "app", "refs/tags/rel-1", &s2)
+        .unwrap();
+    sandbox.git_ok(&repo, &["tag", "rel-1", &s1]);
+    sandbox.git_ok(&repo, &["push", "-q", "--force", "origin", "rel-1"]);
+    assert_eq!(tag_on_github("rel-1"), Some(s1));
 }
 
 #[test]
