@@ -5,9 +5,7 @@
 
 use std::collections::HashMap;
 
-use gitgate_policy::api::{
-    self, ChangeKind, Effect, FieldCheck, Operation, RefChange, RefTarget, RepoRef,
-};
+use gitgate_policy::api::{self, Effect, FieldCheck, Operation, RefChange, RefTarget, RepoRef};
 use gitgate_policy::{Decision, Policy, RepoPath};
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -134,13 +132,6 @@ async fn rest_call(
             let name = rest_target(state, repo, &change.target, credential.as_ref())
                 .await
                 .map_err(|e| lookup_failed(record, e))?;
-            if let (ChangeKind::Retarget, Effect::PullEdit(n)) = (change.kind, &call.effect) {
-                // Naming the base it has moves nothing.
-                let current = state.repo_api.pull_refs(repo, *n, credential.as_ref());
-                if current.await.map_err(|e| lookup_failed(record, e))?.base == name {
-                    continue;
-                }
-            }
             decide_change(policy, record, &name, change)?;
         }
         buffered.into_body()
@@ -254,14 +245,6 @@ async fn decide_field(
                 format!("{}: gitgate cannot tell which ref it changes", field.field),
             ));
         };
-        if let (ChangeKind::Retarget, [RepoRef::Node(pull)]) = (change.kind, field.repos.as_slice())
-        {
-            // Naming the base it has moves nothing.
-            let current = node(state, pull, credential, nodes, record).await?.base_ref;
-            if current.as_deref() == Some(name.as_str()) {
-                continue;
-            }
-        }
         decide_change(policy, record, &name, change)?;
     }
     Ok(())

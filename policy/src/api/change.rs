@@ -37,8 +37,8 @@ pub enum Effect {
     /// `PUT pulls/{n}/update-branch`: a merge of the base into the pull request's head.
     PullUpdateBranch(u64),
     /// `PATCH pulls/{n}`: the body's `base`, when given, is where the pull request's
-    /// merges will write (a move only if it is not its base already: looked up).
-    PullEdit(u64),
+    /// merges will write.
+    PullEdit,
     /// `POST branches/{branch}/rename`: this ref goes, the body's `new_name` comes.
     Rename(String),
     /// `POST releases` / `PATCH releases/{id}`: the body's `tag_name` is created when
@@ -176,7 +176,7 @@ impl Effect {
             )],
             Effect::PullMerge(n) => vec![update(RefTarget::PullBase(*n), Content::Merge)],
             Effect::PullUpdateBranch(n) => vec![update(RefTarget::PullHead(*n), Content::Merge)],
-            Effect::PullEdit(_) => match optional_str(body, "base")? {
+            Effect::PullEdit => match optional_str(body, "base")? {
                 Some(base) => vec![RefChange::retarget(branch_ref(base)?)],
                 None => Vec::new(),
             },
@@ -395,15 +395,13 @@ mod tests {
         assert_eq!(changes[0].kind, ChangeKind::Delete);
         assert_eq!(changes[1].target, named("refs/heads/new"));
         assert!(
-            Effect::PullEdit(3)
+            Effect::PullEdit
                 .changes(&json!({"title": "t"}))
                 .unwrap()
                 .is_empty()
         );
         assert_eq!(
-            Effect::PullEdit(3)
-                .changes(&json!({"base": "main"}))
-                .unwrap(),
+            Effect::PullEdit.changes(&json!({"base": "main"})).unwrap(),
             [RefChange::retarget("refs/heads/main".into())]
         );
         assert!(Effect::Release.changes(&json!({})).unwrap().is_empty());
@@ -431,11 +429,11 @@ mod tests {
             ),
             (contents.clone(), json!({"branch": ""}), "ambiguous"),
             (
-                Effect::PullEdit(3),
+                Effect::PullEdit,
                 json!({"base": "refs/heads/x"}),
                 "ambiguous",
             ),
-            (Effect::PullEdit(3), json!({"base": 1}), "not a string"),
+            (Effect::PullEdit, json!({"base": 1}), "not a string"),
         ] {
             let err = effect.changes(&body).unwrap_err();
             assert!(err.contains(want), "{effect:?}: {err}");

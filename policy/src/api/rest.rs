@@ -133,7 +133,7 @@ fn repo_route(method: &str, read: bool, tail: &[&str]) -> Option<(&'static [Oper
     let none = |ops: &'static [Operation]| Some((ops, Effect::None));
     match (method, tail) {
         ("POST", ["pulls"]) => none(&[Op::PullsCreate]),
-        ("PATCH", ["pulls", n]) => number(n).map(|n| (&[Op::PullsUpdate][..], Effect::PullEdit(n))),
+        ("PATCH", ["pulls", n]) if is_number(n) => Some((&[Op::PullsUpdate], Effect::PullEdit)),
         ("POST" | "DELETE", ["pulls", n, "requested_reviewers"]) if is_number(n) => {
             none(&[Op::PullsUpdate])
         }
@@ -305,7 +305,7 @@ mod tests {
                 "PATCH",
                 "/repos/acme/app/pulls/3",
                 &[Op::PullsUpdate],
-                Effect::PullEdit(3),
+                Effect::PullEdit,
             ),
             (
                 "PUT",
