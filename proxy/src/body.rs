@@ -131,13 +131,16 @@ where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let mut reservation = Reservation::new(Arc::clone(budget), Some(client));
     // Sized once when the length is known (Content-Length), else grown as bytes come.
     let announced = body
         .size_hint()
         .exact()
-        .and_then(|n| usize::try_from(n).ok());
-    let mut buf = Vec::with_capacity(announced.filter(|n| *n <= limit).unwrap_or(0));
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n <= limit)
+        .unwrap_or(0);
+    let mut buf = Gathered::new(Reservation::new(Arc::clone(budget), Some(client)));
+    buf.grow_to(announced)
+        .map_err(|spent| Unread::Busy(busy(what, budget, spent)))?;
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => return Err(Unread::Failed(stalled(what, idle))),
@@ -155,19 +158,75 @@ where
                     "the {what} body is larger than the {limit} bytes gitgate reads to decide on it"
                 )));
             }
-            // What is held is the buffer's capacity, which grows ahead of its length.
-            buf.reserve(data.len());
-            let more = (buf.capacity() as u64).saturating_sub(reservation.bytes());
-            if let Err(spent) = reservation.grow(more) {
-                return Err(Unread::Busy(busy(what, budget, spent)));
-            }
-            buf.extend_from_slice(&data);
+            buf.push(&data, limit)
+                .map_err(|spent| Unread::Busy(busy(what, budget, spent)))?;
         }
     }
-    Ok(Buffered {
-        bytes: Bytes::from(buf),
-        reservation,
-    })
+    let (bytes, reservation) = buf.into_parts();
+    Ok(Buffered { bytes, reservation })
+}
+
+/// Bytes gathered in one buffer whose capacity is charged to a budget before it is
+/// allocated, with room for `extra` bytes held elsewhere on its behalf.
+pub(crate) struct Gathered {
+    buf: Vec<u8>,
+    reservation: Reservation,
+    extra: u64,
+}
+
+impl Gathered {
+    pub(crate) fn new(reservation: Reservation) -> Self {
+        Self {
+            buf: Vec::new(),
+            reservation,
+            extra: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The budget its share is of.
+    pub(crate) fn budget(&self) -> &Budget {
+        self.reservation.budget()
+    }
+
+    /// Appends `data`, the buffer growing (doubling, at most to `limit` unless `data`
+    /// needs more) only once the budget has room for it.
+    pub(crate) fn push(&mut self, data: &[u8], limit: usize) -> Result<(), Spent> {
+        let needed = self.buf.len() + data.len();
+        if needed > self.buf.capacity() {
+            let doubled = (self.buf.capacity() * 2).min(limit);
+            self.grow_to(needed.max(doubled))?;
+        }
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Makes the buffer's capacity at least `capacity` once the budget has room for it.
+    fn grow_to(&mut self, capacity: usize) -> Result<(), Spent> {
+        if capacity <= self.buf.capacity() {
+            return Ok(());
+        }
+        let charged = capacity as u64 + self.extra;
+        self.reservation
+            .grow(charged.saturating_sub(self.reservation.bytes()))?;
+        self.buf.reserve_exact(capacity - self.buf.len());
+        Ok(())
+    }
+
+    /// Charges `bytes` more held elsewhere on the gathered bytes' behalf (a parser's state).
+    pub(crate) fn charge(&mut self, bytes: u64) -> Result<(), Spent> {
+        self.reservation.grow(bytes)?;
+        self.extra += bytes;
+        Ok(())
+    }
+
+    /// The bytes, and their share of the budget.
+    pub(crate) fn into_parts(self) -> (Bytes, Reservation) {
+        (Bytes::from(self.buf), self.reservation)
+    }
 }
 
 /// Why a `what` body is not held: the bodies held to decide on are at a limit.
@@ -217,5 +276,38 @@ mod tests {
         drop(body);
         assert_eq!(budget.used(), 0);
         assert!(read(b"1234567890").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_announced_length_is_charged_before_anything_is_allocated() {
+        let budget = Budget::new(10);
+        let client: IpAddr = "10.0.0.1".parse().unwrap();
+        let body = Full::new(Bytes::from_static(&[0; 20]));
+        let idle = std::time::Duration::from_secs(5);
+        let read = read_bounded(body, 100, idle, "test", (&budget, client)).await;
+        assert!(matches!(read, Err(Unread::Busy(_))));
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_gathered_buffer_is_charged_for_its_capacity_which_stops_at_the_limit() {
+        let budget = Budget::new(1000);
+        let mut gathered = Gathered::new(Reservation::new(budget.clone(), None));
+        for _ in 0..10 {
+            gathered.push(&[0; 9], 100).unwrap();
+        }
+        assert_eq!(gathered.len(), 90);
+        assert_eq!(budget.used(), gathered.buf.capacity() as u64);
+        assert!(
+            gathered.buf.capacity() <= 100,
+            "{}",
+            gathered.buf.capacity()
+        );
+        gathered.charge(5).unwrap();
+        assert_eq!(budget.used(), gathered.buf.capacity() as u64 + 5);
+        gathered.push(&[0; 30], 100).unwrap();
+        assert_eq!(budget.used(), gathered.buf.capacity() as u64 + 5);
+        drop(gathered);
+        assert_eq!(budget.used(), 0);
     }
 }

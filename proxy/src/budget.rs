@@ -98,6 +98,9 @@ impl Reservation {
 
     /// Takes `more` bytes of the budget, or says which limit refuses them.
     pub(crate) fn grow(&mut self, more: u64) -> Result<(), Spent> {
+        if more == 0 {
+            return Ok(());
+        }
         let mut clients = self.client.and(self.budget.clients());
         if let (Some(clients), Some(client), Some(share)) =
             (clients.as_deref(), self.client, self.budget.per_client())

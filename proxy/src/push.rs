@@ -18,8 +18,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use crate::audit::{Record, RefRecord, Verdict};
-use crate::body::{BoxError, ProxyBody, stream};
-use crate::budget::Reservation;
+use crate::body::{BoxError, Gathered, ProxyBody, stream};
+use crate::budget::{Reservation, Spent};
 use crate::git::enforce;
 use crate::github::ClientBody;
 use crate::reply::{self, Failure, Shape};
@@ -117,11 +117,14 @@ pub(crate) async fn inspect<'a>(
     }
     let Reading {
         decoder,
-        read,
+        kept,
         body,
-        held,
         ..
     } = reading;
+    let (read, held) = match kept.map(Gathered::into_parts) {
+        Some((bytes, held)) => (VecDeque::from([bytes]), Some(held)),
+        None => (VecDeque::new(), None),
+    };
     if policy.needs_pack(&header.commands) {
         let received = crate::push_content::Received {
             header,
@@ -147,11 +150,15 @@ pub(crate) async fn refuse(
     failure: &Failure,
 ) -> Response<ProxyBody> {
     let limits = &state.settings.limits;
-    // Refused whatever it says: its bytes are parsed for the answer, never kept.
+    // Refused whatever it says: its bytes are parsed only as far as the capabilities
+    // (the side-band of the answer), and never kept.
     let Ok(mut reading) = Reading::new(state, headers, body, None) else {
         return reply::failure(shown(headers, SideBand::None), failure);
     };
-    match reading.header(limits).await {
+    match reading
+        .read(limits, CommandReader::knows_capabilities)
+        .await
+    {
         Ok(_) | Err(Unread::Malformed(_) | Unread::Busy(_)) => {
             let response = reading.answer(headers, failure);
             drained(state, reading.body, record, response).await
@@ -167,8 +174,8 @@ pub(crate) async fn refuse(
 struct Reading {
     reader: CommandReader,
     decoder: Option<flate2::write::GzDecoder<Vec<u8>>>,
-    read: VecDeque<Bytes>,
-    held: Option<Reservation>,
+    /// The bytes as sent, with the parser's state charged to them; `None` to keep none.
+    kept: Option<Gathered>,
     body: ClientBody,
 }
 
@@ -201,14 +208,30 @@ impl Reading {
                 max_header_bytes: limits.max_push_header_bytes,
             }),
             decoder: content_encoding(headers)?,
-            read: VecDeque::new(),
-            held: client.map(|ip| Reservation::new(Arc::clone(&state.buffered_bodies), Some(ip))),
+            kept: client.map(|ip| {
+                Gathered::new(Reservation::new(
+                    Arc::clone(&state.buffered_bodies),
+                    Some(ip),
+                ))
+            }),
             body,
         })
     }
 
     /// Reads the body until its command list is complete.
     async fn header(&mut self, limits: &crate::settings::Limits) -> Result<PushHeader, Unread> {
+        self.read(limits, |_| false)
+            .await?
+            .ok_or_else(|| Unread::Broken("the push's command list was not read to its end".into()))
+    }
+
+    /// Reads the body until its command list is complete (`Some`), or until `enough`
+    /// says the parser has read what the caller needs (`None`).
+    async fn read(
+        &mut self,
+        limits: &crate::settings::Limits,
+        enough: impl Fn(&CommandReader) -> bool,
+    ) -> Result<Option<PushHeader>, Unread> {
         // Bytes as sent: gzip can make them many more than the command list they carry.
         let mut sent = 0;
         loop {
@@ -229,14 +252,16 @@ impl Reading {
                         continue;
                     };
                     sent += data.len();
-                    if let Some(held) = &mut self.held {
-                        if let Err(spent) = held.grow(data.len() as u64) {
-                            let budget = held.budget();
-                            return Err(Unread::Busy(crate::body::busy("push", budget, spent)));
-                        }
-                        self.read.push_back(data.clone());
+                    if let Some(kept) = &mut self.kept {
+                        kept.push(&data, limits.max_push_header_bytes)
+                            .map_err(|spent| busy(kept, spent))?;
                     }
-                    match feed(&mut self.reader, self.decoder.as_mut(), &data) {
+                    let (parsed, fed) = feed(&mut self.reader, self.decoder.as_mut(), &data);
+                    // The parser holds what it was fed (at most the header's limit).
+                    if let Some(kept) = &mut self.kept {
+                        kept.charge(fed as u64).map_err(|spent| busy(kept, spent))?;
+                    }
+                    match parsed {
                         Ok(None) if sent > limits.max_push_header_bytes => Err(Malformed {
                             rule: "limits.maxPushHeaderBytes",
                             message: format!(
@@ -249,7 +274,8 @@ impl Reading {
                 }
             };
             match parsed {
-                Ok(Some(header)) => return Ok(header),
+                Ok(Some(header)) => return Ok(Some(header)),
+                Ok(None) if enough(&self.reader) => return Ok(None),
                 Ok(None) => {}
                 Err(malformed) => return Err(Unread::Malformed(malformed)),
             }
@@ -347,25 +373,34 @@ fn bad_gzip(error: std::io::Error) -> Malformed {
 }
 
 /// Feeds newly read bytes to the command reader, through the gzip decoder if any.
+/// Feeds `data` (inflated if the body is gzip) to `reader`; also says how many bytes
+/// the reader was fed.
 fn feed(
     reader: &mut CommandReader,
     decoder: Option<&mut flate2::write::GzDecoder<Vec<u8>>>,
     data: &[u8],
-) -> Result<Option<PushHeader>, Malformed> {
+) -> (Result<Option<PushHeader>, Malformed>, usize) {
     let Some(decoder) = decoder else {
-        return Ok(reader.feed(data)?);
+        return (reader.feed(data).map_err(Into::into), data.len());
     };
+    let mut fed = 0;
     for piece in data.chunks(GZIP_STEP) {
-        decoder
-            .write_all(piece)
-            .and_then(|()| decoder.flush())
-            .map_err(bad_gzip)?;
+        if let Err(error) = decoder.write_all(piece).and_then(|()| decoder.flush()) {
+            return (Err(bad_gzip(error)), fed);
+        }
         let inflated = std::mem::take(decoder.get_mut());
-        if let Some(header) = reader.feed(&inflated)? {
-            return Ok(Some(header));
+        fed += inflated.len();
+        match reader.feed(&inflated) {
+            Ok(None) => {}
+            done => return (done.map_err(Into::into), fed),
         }
     }
-    Ok(None)
+    (Ok(None), fed)
+}
+
+/// Why a push's bytes are not kept: `kept`'s budget is at a limit.
+fn busy(kept: &Gathered, spent: Spent) -> Unread {
+    Unread::Busy(crate::body::busy("push", kept.budget(), spent))
 }
 
 /// The body ended: drain the gzip decoder, then ask the reader for the header.

@@ -398,6 +398,18 @@ fn errors_found_after_parsing_name_the_line_and_column_of_their_key() {
             "listen: 127.0.0.1:0\npolicy: {allowedRepos: [a/b]}\npolicy: {allowedRepos: [c/d]}\n",
             "gitgate.yaml:3:1: policy: policy is given twice; keep one",
         ),
+        (
+            "limits: {maxBufferedBodyBytesPerClient: 4MiB}\npolicy: {allowedRepos: [a/b]}\n",
+            "limits.maxBufferedBodyBytesPerClient: must be at least 8.39 MB",
+        ),
+        (
+            "limits: {maxPushHeaderBytes: 9000000}\npolicy: {allowedRepos: [a/b]}\n",
+            "limits.maxBufferedBodyBytesPerClient: must be at least 18.0 MB",
+        ),
+        (
+            "limits: {maxBufferedBodyBytes: 10MiB}\npolicy: {allowedRepos: [a/b]}\n",
+            "limits.maxBufferedBodyBytes: must be at least limits.maxBufferedBodyBytesPerClient",
+        ),
     ] {
         check_refuses(dir.path(), config, want);
     }

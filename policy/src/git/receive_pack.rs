@@ -317,6 +317,14 @@ impl CommandReader {
         }
     }
 
+    /// Whether the capabilities the client asked for are read (they come with the first
+    /// command, or the push certificate): enough to frame a refusal.
+    pub fn knows_capabilities(&self) -> bool {
+        self.outcome.is_some()
+            || !self.parser.header.commands.is_empty()
+            || self.parser.header.push_cert
+    }
+
     /// The body ended: the header if it is complete, else an error.
     pub fn finish(&mut self) -> Result<PushHeader, ReceivePackError> {
         if let Some(outcome) = &self.outcome {
@@ -846,6 +854,10 @@ pub(crate) mod tests {
             for cut in 0..=body.len() {
                 let mut reader = CommandReader::new(Limits::default());
                 let first = reader.feed(&body[..cut]).unwrap();
+                // Once the capabilities are known, the side-band is the final one.
+                if reader.knows_capabilities() {
+                    assert_eq!(reader.side_band(), whole.side_band(), "{name} at {cut}");
+                }
                 if cut < whole.header_len {
                     assert_eq!(first, None, "{name} at {cut}");
                     let mut truncated = CommandReader::new(Limits::default());
@@ -864,6 +876,7 @@ pub(crate) mod tests {
                     let second = reader.feed(&body[cut..]).unwrap();
                     assert_eq!(second.as_ref(), Some(&whole), "{name} at {cut}");
                 } else {
+                    assert!(reader.knows_capabilities(), "{name} at {cut}");
                     assert_eq!(first.as_ref(), Some(&whole), "{name} at {cut}");
                     // Later feeds and finish keep the answer.
                     assert_eq!(reader.feed(b"garbage").unwrap().as_ref(), Some(&whole));

@@ -259,13 +259,17 @@ impl Config {
         if let Some(bytes) = l.max_buffered_body_bytes_per_client {
             limits.max_buffered_body_bytes_per_client = bytes.0;
         }
-        // The largest body read whole is a REST write's 8 MiB: below that, some calls
-        // could never be made.
-        const LARGEST_BODY: u64 = 8 << 20;
-        if limits.max_buffered_body_bytes_per_client < LARGEST_BODY {
+        // The largest body read whole is a REST write's 8 MiB, and a push's command list
+        // is held twice (as sent, and parsed): below that, some requests could never pass.
+        let push_header = 2 * limits.max_push_header_bytes as u64;
+        let largest = (8 << 20).max(push_header);
+        if limits.max_buffered_body_bytes_per_client < largest {
             return Err(error(
                 "limits.maxBufferedBodyBytesPerClient",
-                "must be at least 8MiB, the largest request body gitgate reads whole (a REST write)".into(),
+                format!(
+                    "must be at least {}: the largest request body gitgate reads whole (8MiB, a REST write) or twice limits.maxPushHeaderBytes",
+                    gitgate_policy::ByteSize(largest)
+                ),
             ));
         }
         if limits.max_buffered_body_bytes < limits.max_buffered_body_bytes_per_client {
