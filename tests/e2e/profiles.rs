@@ -1,7 +1,7 @@
 //! Many sandboxes through one gitgate: identity by proxy secret, source address and
 //! client certificate; per-profile policies, tokens, audit and metrics; live profile files.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use gitgate_standin::StandIn;
@@ -64,6 +64,32 @@ fn replace_file(dir: &Path, name: &str, body: &str) {
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, body).unwrap();
     std::fs::rename(tmp, dir.join(name)).unwrap();
+}
+
+/// A profile file identified by `secret` and by the address range `cidrs`.
+fn claiming(secret: &str, repos: &str, cidrs: &str) -> String {
+    format!(
+        "secretSha256: \"{}\"\nsourceCidrs: [{cidrs}]\npolicy: {{allowedRepos: [{repos}]}}\n",
+        sha256_hex(secret)
+    )
+}
+
+/// gitgate with `profilesDir: profiles.d` holding `files` (name, body); and that directory.
+fn with_profile_files(standin: &StandIn, files: &[(&str, String)]) -> (Gitgate, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles.d");
+    std::fs::create_dir(&profiles).unwrap();
+    for (name, body) in files {
+        replace_file(&profiles, name, body);
+    }
+    std::fs::write(
+        dir.path().join("gitgate.yaml"),
+        config(standin, "profilesDir: profiles.d\n"),
+    )
+    .unwrap();
+    let gitgate = Gitgate::start_in(dir);
+    let profiles = gitgate.dir.path().join("profiles.d");
+    (gitgate, profiles)
 }
 
 pub(crate) fn sandbox_as(gitgate: &Gitgate, profile: &str, secret: &str) -> Sandbox {
@@ -474,28 +500,14 @@ fn a_profile_file_edited_live_changes_only_that_profile() {
 #[test]
 fn a_profile_file_that_clashes_with_one_in_force_is_refused_and_the_working_one_stays() {
     let standin = harness::standin();
-    let dir = tempfile::tempdir().unwrap();
-    let profiles = dir.path().join("profiles.d");
-    std::fs::create_dir(&profiles).unwrap();
     // Both claim 10.9.0.0/16; agent-a sorts first.
-    let claiming = |secret: &str, repos: &str, cidrs: &str| {
-        format!(
-            "secretSha256: \"{}\"\nsourceCidrs: [{cidrs}]\npolicy: {{allowedRepos: [{repos}]}}\n",
-            sha256_hex(secret)
-        )
-    };
-    replace_file(
-        &profiles,
-        "agent-b.yaml",
-        &claiming(SECRET_B, "acme/lib-core", "10.9.0.0/16"),
+    let (gitgate, profiles) = with_profile_files(
+        &standin,
+        &[(
+            "agent-b.yaml",
+            claiming(SECRET_B, "acme/lib-core", "10.9.0.0/16"),
+        )],
     );
-    std::fs::write(
-        dir.path().join("gitgate.yaml"),
-        config(&standin, "profilesDir: profiles.d\n"),
-    )
-    .unwrap();
-    let gitgate = Gitgate::start_in(dir);
-    let profiles = gitgate.dir.path().join("profiles.d");
     let a = sandbox_as(&gitgate, "agent-a", SECRET_A);
     let b = sandbox_as(&gitgate, "agent-b", SECRET_B);
     b.clone_repo("acme/lib-core", "lib");
@@ -571,36 +583,22 @@ fn a_profile_file_that_clashes_with_one_in_force_is_refused_and_the_working_one_
 #[test]
 fn a_profile_left_out_at_start_does_not_block_edits_of_the_working_one() {
     let standin = harness::standin();
-    let dir = tempfile::tempdir().unwrap();
-    let profiles = dir.path().join("profiles.d");
-    std::fs::create_dir(&profiles).unwrap();
-    let claiming = |secret: &str, repos: &str| {
-        format!(
-            "secretSha256: \"{}\"\nsourceCidrs: [10.9.0.0/16]\npolicy: {{allowedRepos: [{repos}]}}\n",
-            sha256_hex(secret)
-        )
-    };
     // agent-a sorts first and is in force; agent-b clashes and is left out.
-    replace_file(&profiles, "agent-a.yaml", &claiming(SECRET_A, "acme/app"));
-    replace_file(
-        &profiles,
-        "agent-b.yaml",
-        &claiming(SECRET_B, "acme/lib-core"),
+    let cidrs = "10.9.0.0/16";
+    let (gitgate, profiles) = with_profile_files(
+        &standin,
+        &[
+            ("agent-a.yaml", claiming(SECRET_A, "acme/app", cidrs)),
+            ("agent-b.yaml", claiming(SECRET_B, "acme/lib-core", cidrs)),
+        ],
     );
-    std::fs::write(
-        dir.path().join("gitgate.yaml"),
-        config(&standin, "profilesDir: profiles.d\n"),
-    )
-    .unwrap();
-    let gitgate = Gitgate::start_in(dir);
-    let profiles = gitgate.dir.path().join("profiles.d");
     let a = sandbox_as(&gitgate, "agent-a", SECRET_A);
     let lib = ["ls-remote", "https://github.com/acme/lib-core.git"];
     a.git_fails(a.home.path(), &lib);
     replace_file(
         &profiles,
         "agent-a.yaml",
-        &claiming(SECRET_A, "acme/app, acme/lib-core"),
+        &claiming(SECRET_A, "acme/app, acme/lib-core", cidrs),
     );
     wait_until(|| a.git(a.home.path(), &lib).status.success());
 }
