@@ -1,7 +1,6 @@
 //! Receive-pack POSTs: read the command list (bounded, gzip decoded), decide every ref
 //! update, then either stream the untouched body upstream or answer git's own way.
 
-use std::collections::VecDeque;
 use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -122,8 +121,8 @@ pub(crate) async fn inspect<'a>(
         ..
     } = reading;
     let (read, held) = match kept.map(Gathered::into_parts) {
-        Some((bytes, held)) => (VecDeque::from([bytes]), Some(held)),
-        None => (VecDeque::new(), None),
+        Some((bytes, held)) => (bytes, Some(held)),
+        None => (Bytes::new(), None),
     };
     if policy.needs_pack(&header.commands) {
         let received = crate::push_content::Received {
@@ -372,7 +371,6 @@ fn bad_gzip(error: std::io::Error) -> Malformed {
     }
 }
 
-/// Feeds newly read bytes to the command reader, through the gzip decoder if any.
 /// Feeds `data` (inflated if the body is gzip) to `reader`; also says how many bytes
 /// the reader was fed.
 fn feed(
@@ -524,7 +522,7 @@ async fn drained(
 
 /// The bytes already read, then the rest of the request body, unchanged.
 pub(crate) struct Prefixed {
-    pub(crate) read: VecDeque<Bytes>,
+    pub(crate) read: Bytes,
     pub(crate) rest: ClientBody,
 }
 
@@ -536,8 +534,8 @@ impl Body for Prefixed {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(data) = self.read.pop_front() {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
+        if !self.read.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(std::mem::take(&mut self.read)))));
         }
         Pin::new(&mut self.rest)
             .poll_frame(cx)
@@ -549,7 +547,7 @@ impl Body for Prefixed {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let buffered: u64 = self.read.iter().map(|b| b.len() as u64).sum();
+        let buffered = self.read.len() as u64;
         let rest = self.rest.size_hint();
         let mut hint = SizeHint::new();
         hint.set_lower(buffered + rest.lower());

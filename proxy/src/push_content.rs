@@ -3,7 +3,7 @@
 //! ref update is a fast-forward (from the pack, else from the GitHub API), decide, and
 //! then send the held body upstream or answer git with the reasons.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
@@ -96,7 +96,7 @@ pub(crate) struct Received {
     pub(crate) header: PushHeader,
     pub(crate) gzip: bool,
     /// The body bytes read so far: the command list, maybe the start of the pack.
-    pub(crate) read: VecDeque<Bytes>,
+    pub(crate) read: Bytes,
     /// Their share of the memory budget (`limits.maxBufferedBodyBytes`).
     pub(crate) held: Option<crate::budget::Reservation>,
     /// The rest of the body.
@@ -224,7 +224,7 @@ struct Held<'a> {
     spool: Spool,
     first_pass: tokio::task::JoinHandle<Result<Option<Listing>, crate::pack::PackError>>,
     /// The start of the pack, read with the command list.
-    pack_start: Vec<Bytes>,
+    pack_start: Bytes,
     body: ClientBody,
     /// A copy of the request's record, for what a refusal records on its own.
     record: Record,
@@ -310,7 +310,7 @@ impl Held<'_> {
             Some(limit) => (limit, "maxPushSize", "maxPushSize"),
             None => (GITHUB_PUSH_LIMIT, "githubPushLimit", "GitHub's push limit"),
         };
-        let mut pending = std::mem::take(&mut self.pack_start).into_iter();
+        let mut pending = Some(std::mem::take(&mut self.pack_start)).filter(|b| !b.is_empty());
         loop {
             if self.spool.len() > limit.0 {
                 let reason = format!(
@@ -329,7 +329,7 @@ impl Held<'_> {
                 };
                 return self.stop("pack", reason).await;
             }
-            let next = match pending.next() {
+            let next = match pending.take() {
                 Some(piece) => Ok(Some(Ok(http_body::Frame::data(piece)))),
                 None => {
                     let frame = tokio::time::timeout(limits.body_idle_timeout, self.body.frame());
@@ -709,20 +709,11 @@ fn add_base(bases: &mut Bases, id: &ObjectId, raw: Vec<u8>) -> Result<(), String
     Ok(())
 }
 
-/// Splits the bytes read so far into the command list (`header_len` bytes) and the
-/// start of the pack.
-fn split_head(read: VecDeque<Bytes>, header_len: usize) -> (Bytes, Vec<Bytes>) {
-    let mut head = BytesMut::with_capacity(header_len);
-    let mut pack = Vec::new();
-    for mut piece in read {
-        let room = header_len - head.len();
-        let rest = piece.split_off(room.min(piece.len()));
-        head.extend_from_slice(&piece);
-        if !rest.is_empty() {
-            pack.push(rest);
-        }
-    }
-    (head.freeze(), pack)
+/// Splits the bytes read so far into the command list (`header_len` bytes, copied so
+/// that the bytes read can go once the pack's start is on disk) and the start of the pack.
+fn split_head(read: Bytes, header_len: usize) -> (Bytes, Bytes) {
+    let at = header_len.min(read.len());
+    (Bytes::copy_from_slice(&read[..at]), read.slice(at..))
 }
 
 /// Whether each update that must be a fast-forward is one: from the pack's commits, else
