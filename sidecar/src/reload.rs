@@ -210,7 +210,7 @@ impl Watcher {
                     previous: file.in_force,
                     modified: true,
                     accepted: file.accepted,
-                    settled: false,
+                    current: file.current,
                 });
             }
         }
@@ -233,7 +233,7 @@ impl Watcher {
                         previous: entry.in_force.replace(profile),
                         modified,
                         accepted: entry.accepted,
-                        settled: entry.accepted && entry.current,
+                        current: entry.current,
                     });
                     entry.current = true;
                 }
@@ -306,9 +306,8 @@ struct Change {
     modified: bool,
     /// Whether `previous` was in the policies last applied.
     accepted: bool,
-    /// Whether `previous` was accepted and what the file said: an unmodified file then
-    /// says the same now.
-    settled: bool,
+    /// Whether `previous` was what the file said: an unmodified file then says it still.
+    current: bool,
 }
 
 /// Which profiles claim their names, addresses and certificates first (lowest): those
@@ -319,7 +318,7 @@ fn rank(file: &ProfileFile, change: Option<&Change>) -> u8 {
     match change {
         None if file.accepted => 0,
         None => 2,
-        Some(c) if c.settled && !c.modified => 0,
+        Some(c) if c.accepted && c.current && !c.modified => 0,
         Some(c) if c.accepted => 1,
         Some(_) => 2,
     }
@@ -366,7 +365,7 @@ mod tests {
             previous: None,
             modified,
             accepted,
-            settled: accepted && current,
+            current,
         }
     }
 
