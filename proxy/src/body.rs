@@ -138,7 +138,7 @@ where
         .and_then(|n| usize::try_from(n).ok())
         .filter(|n| *n <= limit)
         .unwrap_or(0);
-    let mut buf = Gathered::new(Reservation::new(Arc::clone(budget), Some(client)));
+    let mut buf = Gathered::new(Reservation::new(Arc::clone(budget), client));
     buf.grow_to(announced)
         .map_err(|spent| Unread::Busy(busy(what, budget, spent)))?;
     loop {
@@ -238,7 +238,7 @@ pub(crate) fn busy(what: &str, budget: &Budget, spent: Spent) -> String {
         ),
         Spent::Client => format!(
             "holding this {what} body to decide on it would take this client's request bodies held in memory past limits.maxBufferedBodyBytesPerClient {}; finish or close the others first",
-            gitgate_policy::ByteSize(budget.per_client().unwrap_or(0))
+            gitgate_policy::ByteSize(budget.per_client())
         ),
     }
 }
@@ -258,7 +258,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_read_whole_holds_its_share_of_the_budget_until_it_is_dropped() {
-        let budget = Budget::new(10);
+        let budget = Budget::new(10, 10, Default::default());
         let client: IpAddr = "10.0.0.1".parse().unwrap();
         let read = |bytes: &'static [u8]| {
             let body = Full::new(Bytes::from_static(bytes));
@@ -280,7 +280,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_announced_length_is_charged_before_anything_is_allocated() {
-        let budget = Budget::new(10);
+        let budget = Budget::new(10, 10, Default::default());
         let client: IpAddr = "10.0.0.1".parse().unwrap();
         let body = Full::new(Bytes::from_static(&[0; 20]));
         let idle = std::time::Duration::from_secs(5);
@@ -291,8 +291,8 @@ mod tests {
 
     #[test]
     fn a_gathered_buffer_is_charged_for_its_capacity_which_stops_at_the_limit() {
-        let budget = Budget::new(1000);
-        let mut gathered = Gathered::new(Reservation::new(budget.clone(), None));
+        let budget = Budget::new(1000, 1000, Default::default());
+        let mut gathered = Gathered::new(Reservation::new(budget.clone(), [10, 0, 0, 1].into()));
         for _ in 0..10 {
             gathered.push(&[0; 9], 100).unwrap();
         }

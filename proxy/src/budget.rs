@@ -1,19 +1,25 @@
-//! Bytes held against one limit shared by every client: the disk of pushes held for the
+//! Bytes held against one limit shared by every client, with a share per client address
+//! so that no client can take it all from the others: the disk of pushes held for the
 //! content rules (`limits.maxHeldPushBytes`), the memory of request bodies read to decide
-//! on (`limits.maxBufferedBodyBytes`, with a share per client address so that no client
-//! can take it all from the others).
+//! on (`limits.maxBufferedBodyBytes`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use prometheus_client::metrics::gauge::Gauge;
 
 /// A limit, and how much of it is taken.
 pub(crate) struct Budget {
     used: AtomicU64,
     limit: u64,
-    /// The most one client address may hold, and what each holds.
-    per_client: Option<(u64, Mutex<HashMap<IpAddr, u64>>)>,
+    /// The most one client address may hold.
+    per_client: u64,
+    /// What each client address holds.
+    clients: Mutex<HashMap<IpAddr, u64>>,
+    /// `used`, as a metric.
+    gauge: Gauge,
 }
 
 /// Why a [`Reservation`] could not grow.
@@ -26,21 +32,15 @@ pub(crate) enum Spent {
 }
 
 impl Budget {
-    /// `limit` bytes for all clients together.
-    pub(crate) fn new(limit: u64) -> Arc<Self> {
+    /// `limit` bytes for all clients together, at most `per_client` for one address; what
+    /// is held is shown by `gauge`.
+    pub(crate) fn new(limit: u64, per_client: u64, gauge: Gauge) -> Arc<Self> {
         Arc::new(Self {
             used: AtomicU64::new(0),
             limit,
-            per_client: None,
-        })
-    }
-
-    /// `limit` bytes for all clients together, at most `per_client` for one address.
-    pub(crate) fn shared(limit: u64, per_client: u64) -> Arc<Self> {
-        Arc::new(Self {
-            used: AtomicU64::new(0),
-            limit,
-            per_client: Some((per_client, Mutex::default())),
+            per_client,
+            clients: Mutex::default(),
+            gauge,
         })
     }
 
@@ -58,27 +58,26 @@ impl Budget {
         )
     }
 
-    /// The share one client may hold, if there is one.
-    pub(crate) fn per_client(&self) -> Option<u64> {
-        self.per_client.as_ref().map(|(limit, _)| *limit)
+    /// The share one client may hold.
+    pub(crate) fn per_client(&self) -> u64 {
+        self.per_client
     }
 
-    fn clients(&self) -> Option<std::sync::MutexGuard<'_, HashMap<IpAddr, u64>>> {
-        let (_, clients) = self.per_client.as_ref()?;
-        Some(clients.lock().unwrap_or_else(|p| p.into_inner()))
+    fn clients(&self) -> MutexGuard<'_, HashMap<IpAddr, u64>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// Part of a budget, given back when dropped.
 pub(crate) struct Reservation {
     budget: Arc<Budget>,
-    client: Option<IpAddr>,
+    client: IpAddr,
     bytes: u64,
 }
 
 impl Reservation {
-    /// An empty share of `budget`, for `client` when the budget has per-client shares.
-    pub(crate) fn new(budget: Arc<Budget>, client: Option<IpAddr>) -> Self {
+    /// An empty share of `budget`, for `client`.
+    pub(crate) fn new(budget: Arc<Budget>, client: IpAddr) -> Self {
         Self {
             budget,
             client,
@@ -101,25 +100,22 @@ impl Reservation {
         if more == 0 {
             return Ok(());
         }
-        let mut clients = self.client.and(self.budget.clients());
-        if let (Some(clients), Some(client), Some(share)) =
-            (clients.as_deref(), self.client, self.budget.per_client())
-        {
-            let held = clients.get(&client).copied().unwrap_or(0);
-            if held.checked_add(more).is_none_or(|total| total > share) {
-                return Err(Spent::Client);
-            }
-        }
+        let mut clients = self.budget.clients();
+        let held = clients.get(&self.client).copied().unwrap_or(0);
         let limit = self.budget.limit;
+        // A share as large as the whole is no limit of its own: the whole is what refuses.
+        let share = self.budget.per_client;
+        if share < limit && held.checked_add(more).is_none_or(|total| total > share) {
+            return Err(Spent::Client);
+        }
         self.budget
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(more).filter(|total| *total <= limit)
             })
             .map_err(|_| Spent::All)?;
-        if let (Some(clients), Some(client)) = (clients.as_deref_mut(), self.client) {
-            *clients.entry(client).or_insert(0) += more;
-        }
+        *clients.entry(self.client).or_insert(0) += more;
+        self.budget.gauge.inc_by(gauged(more));
         self.bytes += more;
         Ok(())
     }
@@ -136,16 +132,21 @@ impl Reservation {
             return;
         }
         self.budget.used.fetch_sub(less, Ordering::AcqRel);
-        if let (Some(mut clients), Some(client)) = (self.budget.clients(), self.client)
-            && let Some(held) = clients.get_mut(&client)
-        {
+        self.budget.gauge.dec_by(gauged(less));
+        let mut clients = self.budget.clients();
+        if let Some(held) = clients.get_mut(&self.client) {
             *held -= less;
             if *held == 0 {
-                clients.remove(&client);
+                clients.remove(&self.client);
             }
         }
         self.bytes -= less;
     }
+}
+
+/// `bytes` as a gauge's value (no budget holds more than `i64::MAX` bytes).
+fn gauged(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 impl Drop for Reservation {
@@ -160,42 +161,45 @@ mod tests {
 
     #[test]
     fn shares_are_bounded_together_and_given_back_when_dropped() {
-        let budget = Budget::new(100);
-        let mut a = Reservation::new(budget.clone(), None);
-        let mut b = Reservation::new(budget.clone(), None);
+        let gauge = Gauge::default();
+        let budget = Budget::new(100, 100, gauge.clone());
+        let mut a = Reservation::new(budget.clone(), [10, 0, 0, 1].into());
+        let mut b = Reservation::new(budget.clone(), [10, 0, 0, 2].into());
         assert_eq!(a.grow(60), Ok(()));
         assert_eq!(b.grow(41), Err(Spent::All));
         assert_eq!(b.grow(40), Ok(()));
         assert_eq!(budget.used(), 100);
+        assert_eq!(gauge.get(), 100, "the metric shows what is held");
         drop(b);
-        assert_eq!(budget.used(), 60);
-        assert_eq!(a.grow(u64::MAX), Err(Spent::All));
+        assert_eq!((budget.used(), gauge.get()), (60, 60));
+        assert_eq!(
+            a.grow(u64::MAX),
+            Err(Spent::All),
+            "a share of the whole is no limit"
+        );
         a.shrink_to(10);
         assert_eq!(budget.used(), 10);
         drop(a);
-        assert_eq!(budget.used(), 0);
+        assert_eq!((budget.used(), gauge.get()), (0, 0));
     }
 
     #[test]
     fn one_client_cannot_take_more_than_its_share() {
-        let budget = Budget::shared(100, 40);
+        let budget = Budget::new(100, 40, Gauge::default());
         let x: IpAddr = "10.0.0.1".parse().unwrap();
         let y: IpAddr = "10.0.0.2".parse().unwrap();
-        let mut x1 = Reservation::new(budget.clone(), Some(x));
-        let mut x2 = Reservation::new(budget.clone(), Some(x));
+        let mut x1 = Reservation::new(budget.clone(), x);
+        let mut x2 = Reservation::new(budget.clone(), x);
         assert_eq!(x1.grow(30), Ok(()));
         assert_eq!(x2.grow(11), Err(Spent::Client), "x's share is spent");
         assert_eq!(x2.grow(10), Ok(()));
-        let mut y1 = Reservation::new(budget.clone(), Some(y));
+        let mut y1 = Reservation::new(budget.clone(), y);
         assert_eq!(y1.grow(40), Ok(()), "y is not held back by x");
-        let mut z = Reservation::new(budget.clone(), Some("10.0.0.3".parse().unwrap()));
+        let mut z = Reservation::new(budget.clone(), "10.0.0.3".parse().unwrap());
         assert_eq!(z.grow(21), Err(Spent::All));
         drop(x1);
         drop(x2);
         assert_eq!(budget.used(), 40);
-        assert!(
-            budget.clients().unwrap().get(&x).is_none(),
-            "no entry is left"
-        );
+        assert!(budget.clients().get(&x).is_none(), "no entry is left");
     }
 }

@@ -100,6 +100,10 @@ pub(crate) struct Metrics {
     upstream_latency: Histogram,
     open_connections: Gauge,
     open_tunnels: Gauge,
+    /// Bytes of pushes held on disk for the content rules now.
+    pub(crate) held_push_bytes: Gauge,
+    /// Bytes of request bodies held in memory to decide on now.
+    pub(crate) buffered_body_bytes: Gauge,
     /// The two `body_bytes` series, made at start (no label lookup per request).
     bytes_in: Counter,
     bytes_out: Counter,
@@ -164,6 +168,18 @@ impl Metrics {
         );
         let open_tunnels = Gauge::default();
         registry.register("open_tunnels", "Tunnels open now", open_tunnels.clone());
+        let held_push_bytes = Gauge::default();
+        registry.register(
+            "held_push_bytes",
+            "Bytes of pushes held on disk for the content rules now (limits.maxHeldPushBytes)",
+            held_push_bytes.clone(),
+        );
+        let buffered_body_bytes = Gauge::default();
+        registry.register(
+            "buffered_body_bytes",
+            "Bytes of request bodies held in memory to decide on now (limits.maxBufferedBodyBytes)",
+            buffered_body_bytes.clone(),
+        );
         let bytes: Family<DirectionLabels, Counter> = Family::default();
         registry.register(
             "body_bytes",
@@ -210,6 +226,8 @@ impl Metrics {
             upstream_latency,
             open_connections,
             open_tunnels,
+            held_push_bytes,
+            buffered_body_bytes,
             bytes_in,
             bytes_out,
             policy_reloads,

@@ -207,12 +207,8 @@ impl Reading {
                 max_header_bytes: limits.max_push_header_bytes,
             }),
             decoder: content_encoding(headers)?,
-            kept: client.map(|ip| {
-                Gathered::new(Reservation::new(
-                    Arc::clone(&state.buffered_bodies),
-                    Some(ip),
-                ))
-            }),
+            kept: client
+                .map(|ip| Gathered::new(Reservation::new(Arc::clone(&state.buffered_bodies), ip))),
             body,
         })
     }

@@ -22,6 +22,7 @@ use http_body_util::BodyExt;
 
 use crate::audit::{Record, Verdict};
 use crate::body::{BoxError, ProxyBody, stream};
+use crate::budget::{Budget, Spent};
 use crate::github::ClientBody;
 use crate::pack::{Bases, Decoded, Listing, Wants};
 use crate::push::{Inspected, PushTo, reject, settle};
@@ -141,10 +142,11 @@ pub(crate) async fn inspect<'a>(
         .map_or(ObjectFormat::Sha1, |c| c.new.format());
     let hash = crate::pack::hash_kind(format);
     let side_band = header.side_band();
-    let (spool, following) = match Spool::new(hash, state.held_pushes.clone()).await {
-        Ok(spool) => spool,
-        Err(error) => return spool_failed(&error, side_band),
-    };
+    let (spool, following) =
+        match Spool::new(hash, state.held_pushes.clone(), record.client.ip()).await {
+            Ok(spool) => spool,
+            Err(error) => return spool_failed(&error, side_band),
+        };
     let (head, pack_start) = split_head(read, header.header_len);
     // The command list stays in memory while the pack is held (the pack goes to disk).
     let _held = held.map(|mut held| {
@@ -362,13 +364,9 @@ impl Held<'_> {
                 }
             };
             if let Ok(data) = frame.into_data() {
-                if !self.spool.reserve(data.len() as u64) {
-                    let budget = &self.state.held_pushes;
-                    let reason = format!(
-                        "this push would take the pushes gitgate holds on disk to check them past limits.maxHeldPushBytes {}; retry when others have finished",
-                        budget.describe()
-                    );
-                    return self.stop("limits.maxHeldPushBytes", reason).await;
+                if let Err(spent) = self.spool.reserve(data.len() as u64) {
+                    let (rule, reason) = held_past(&self.state.held_pushes, &spent);
+                    return self.stop(rule, reason).await;
                 }
                 if let Err(error) = self.spool.write(&data).await {
                     return failed(&error, self.header.side_band());
@@ -799,6 +797,27 @@ async fn unchecked(api: &Api<'_>, updates: &[RefUpdate], facts: &PackFacts) -> V
         }
     }
     problems
+}
+
+/// The rule and reason of a push refused because holding it would take the disk of held
+/// pushes past a limit.
+fn held_past(budget: &Budget, spent: &Spent) -> (&'static str, String) {
+    match spent {
+        Spent::All => (
+            "limits.maxHeldPushBytes",
+            format!(
+                "this push would take the pushes gitgate holds on disk to check them past limits.maxHeldPushBytes {}; retry when others have finished",
+                budget.describe()
+            ),
+        ),
+        Spent::Client => (
+            "limits.maxHeldPushBytesPerClient",
+            format!(
+                "this push would take this client's pushes gitgate holds on disk to check them past limits.maxHeldPushBytesPerClient {}; push less at once, or retry when this client's other pushes have finished",
+                ByteSize(budget.per_client())
+            ),
+        ),
+    }
 }
 
 fn spool_failed<'a>(error: &std::io::Error, side_band: SideBand) -> Inspected<'a> {

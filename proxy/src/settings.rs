@@ -75,6 +75,8 @@ pub struct Limits {
     /// Most bytes of pushes held on disk at once (while content rules decide), all
     /// clients together; a push that would go past it is refused.
     pub max_held_push_bytes: u64,
+    /// The share of `max_held_push_bytes` one client address may hold.
+    pub max_held_push_bytes_per_client: u64,
     /// Most bytes of request bodies held in memory to decide on them (API calls, LFS batch
     /// requests, push command lists), all clients together; past it, 503.
     pub max_buffered_body_bytes: u64,
@@ -121,6 +123,7 @@ impl Default for Limits {
             max_push_commands: 1000,
             max_drain_bytes: 2 << 30,
             max_held_push_bytes: 4 << 30,
+            max_held_push_bytes_per_client: 2 << 30,
             max_buffered_body_bytes: 128 << 20,
             max_buffered_body_bytes_per_client: 16 << 20,
             shutdown_grace: Duration::from_secs(30),

@@ -5,6 +5,7 @@
 //! decided, the pack is either sent upstream as a body or dropped.
 
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -14,7 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use crate::body::BoxError;
-use crate::budget::{Budget, Reservation};
+use crate::budget::{Budget, Reservation, Spent};
 use crate::pack::{self, Bases, Listing, PackError, ReadAt, Wants};
 
 /// Read step when sending a spooled file.
@@ -79,10 +80,11 @@ pub(crate) struct Spooled {
 
 impl Spool {
     /// A new spool for a pack whose objects are hashed with `hash`, taking its bytes from
-    /// `budget`, and the reader that follows what is written to it.
+    /// `client`'s share of `budget`, and the reader that follows what is written to it.
     pub(crate) async fn new(
         hash: gix_hash::Kind,
         budget: Arc<Budget>,
+        client: IpAddr,
     ) -> io::Result<(Self, Following)> {
         let temp = tokio::task::spawn_blocking(tempfile::NamedTempFile::new)
             .await
@@ -102,7 +104,7 @@ impl Spool {
             path: Some(path),
             shared,
             len: 0,
-            reserved: Some(Reservation::new(budget, None)),
+            reserved: Some(Reservation::new(budget, client)),
         };
         Ok((spool, following))
     }
@@ -112,9 +114,12 @@ impl Spool {
         self.len
     }
 
-    /// Takes room for `more` bytes from the disk budget; `false` if it is spent.
-    pub(crate) fn reserve(&mut self, more: u64) -> bool {
-        self.reserved.as_mut().is_some_and(|r| r.grow(more).is_ok())
+    /// Takes room for `more` bytes from the disk budget, or says which limit refuses them.
+    pub(crate) fn reserve(&mut self, more: u64) -> Result<(), Spent> {
+        match self.reserved.as_mut() {
+            Some(reserved) => reserved.grow(more),
+            None => Err(Spent::All),
+        }
     }
 
     pub(crate) async fn write(&mut self, data: &[u8]) -> io::Result<()> {
@@ -295,12 +300,21 @@ mod tests {
         Wants::default()
     }
 
+    /// A spool for one client's pack, unbounded.
+    async fn unbounded() -> (Spool, Following) {
+        Spool::new(
+            gix_hash::Kind::Sha1,
+            Budget::new(u64::MAX, u64::MAX, Default::default()),
+            [127, 0, 0, 1].into(),
+        )
+        .await
+        .unwrap()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_first_pass_follows_a_pack_as_it_is_written() {
         let pack = crate::pack::tests::small_pack();
-        let (mut spool, following) = Spool::new(gix_hash::Kind::Sha1, Budget::new(u64::MAX))
-            .await
-            .unwrap();
+        let (mut spool, following) = unbounded().await;
         let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
         for piece in pack.chunks(7) {
             spool.write(piece).await.unwrap();
@@ -322,9 +336,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_push_that_ends_early_ends_the_first_pass() {
         let pack = crate::pack::tests::small_pack();
-        let (mut spool, following) = Spool::new(gix_hash::Kind::Sha1, Budget::new(u64::MAX))
-            .await
-            .unwrap();
+        let (mut spool, following) = unbounded().await;
         let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
         spool.write(&pack[..pack.len() / 2]).await.unwrap();
         drop(spool);
@@ -343,18 +355,14 @@ mod tests {
             p.extend_from_slice(hasher.try_finalize().unwrap().as_bytes());
             p
         };
-        let (mut spool, following) = Spool::new(gix_hash::Kind::Sha1, Budget::new(u64::MAX))
-            .await
-            .unwrap();
+        let (mut spool, following) = unbounded().await;
         let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
         spool.write(&empty).await.unwrap();
         spool.finish().await.unwrap();
         let listing = first_pass.await.unwrap().unwrap().expect("a pack");
         assert!(format!("{listing:?}").contains("listed: []"));
         // A push without a pack has no listing.
-        let (spool, following) = Spool::new(gix_hash::Kind::Sha1, Budget::new(u64::MAX))
-            .await
-            .unwrap();
+        let (spool, following) = unbounded().await;
         let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
         spool.finish().await.unwrap();
         assert!(first_pass.await.unwrap().unwrap().is_none());
@@ -362,19 +370,29 @@ mod tests {
 
     #[tokio::test]
     async fn held_packs_share_one_disk_budget_until_their_files_are_gone() {
-        let budget = Budget::new(100);
-        let (mut first, _) = Spool::new(gix_hash::Kind::Sha1, budget.clone())
-            .await
-            .unwrap();
-        let (mut second, _) = Spool::new(gix_hash::Kind::Sha1, budget.clone())
-            .await
-            .unwrap();
-        assert!(first.reserve(60));
+        let budget = Budget::new(100, 70, Default::default());
+        let spool = |client: u8| {
+            Spool::new(
+                gix_hash::Kind::Sha1,
+                budget.clone(),
+                [10, 0, 0, client].into(),
+            )
+        };
+        let (mut first, _) = spool(1).await.unwrap();
+        let (mut second, _) = spool(2).await.unwrap();
+        let (mut third, _) = spool(1).await.unwrap();
+        assert_eq!(first.reserve(60), Ok(()));
         first.write(&[1; 60]).await.unwrap();
-        assert!(!second.reserve(41), "past the budget");
-        assert!(second.reserve(40));
+        assert_eq!(
+            third.reserve(11),
+            Err(Spent::Client),
+            "past the first client's share"
+        );
+        assert_eq!(second.reserve(41), Err(Spent::All), "past the budget");
+        assert_eq!(second.reserve(40), Ok(()));
         assert_eq!(budget.used(), 100);
         drop(second);
+        drop(third);
         assert_eq!(budget.used(), 60, "a dropped spool gives its share back");
         // A finished pack keeps its share while its body is sent, and until it is dropped.
         let body = first

@@ -48,10 +48,15 @@ impl State {
         let limits = &settings.limits;
         let admission = Admission::new(limits.max_connections, limits.max_connections_per_client);
         let tunnels = Arc::new(tokio::sync::Semaphore::new(limits.max_tunnels));
-        let held_pushes = crate::budget::Budget::new(limits.max_held_push_bytes);
-        let buffered_bodies = crate::budget::Budget::shared(
+        let held_pushes = crate::budget::Budget::new(
+            limits.max_held_push_bytes,
+            limits.max_held_push_bytes_per_client,
+            observer.metrics.held_push_bytes.clone(),
+        );
+        let buffered_bodies = crate::budget::Budget::new(
             limits.max_buffered_body_bytes,
             limits.max_buffered_body_bytes_per_client,
+            observer.metrics.buffered_body_bytes.clone(),
         );
         Self {
             settings,

@@ -410,6 +410,10 @@ fn errors_found_after_parsing_name_the_line_and_column_of_their_key() {
             "limits: {maxBufferedBodyBytes: 10MiB}\npolicy: {allowedRepos: [a/b]}\n",
             "limits.maxBufferedBodyBytes: must be at least limits.maxBufferedBodyBytesPerClient",
         ),
+        (
+            "limits: {maxHeldPushBytes: 1GiB, maxHeldPushBytesPerClient: 2GiB}\npolicy: {allowedRepos: [a/b]}\n",
+            "limits.maxHeldPushBytesPerClient: must be at most limits.maxHeldPushBytes (1.07 GB)",
+        ),
     ] {
         check_refuses(dir.path(), config, want);
     }

@@ -670,6 +670,77 @@ fn held_pushes_stay_within_max_held_push_bytes_and_an_unreadable_pack_is_refused
 }
 
 #[test]
+fn one_clients_held_pushes_leave_the_rest_of_the_disk_to_the_others() {
+    use std::io::Write;
+    let standin = harness::standin();
+    let policy = "{allowedRepos: [acme/app], allowedRefs: [main]}";
+    let config = harness::limited_config(
+        &standin,
+        policy,
+        "{maxHeldPushBytes: 8MiB, maxHeldPushBytesPerClient: 4MiB}",
+    );
+    let gitgate = Gitgate::start(&format!("admin: 127.0.0.1:0\n{config}"));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    let main = rev(&sandbox, &repo, "origin/main");
+    let admin = gitgate.admin_addr();
+    let held = || -> u64 {
+        let metrics = harness::raw::http_get(admin, "/metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("gitgate_held_push_bytes "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no gitgate_held_push_bytes in\n{metrics}"))
+    };
+
+    // More than one client's share, though not than the whole: refused, naming the share.
+    harness::write_noise(&repo.join("big.bin"), 5);
+    sandbox.git_ok(&repo, &["add", "big.bin"]);
+    sandbox.git_ok(&repo, &["commit", "-q", "-m", "big"]);
+    let big = rev(&sandbox, &repo, "HEAD");
+    let denied = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
+    assert!(
+        denied.contains("past limits.maxHeldPushBytesPerClient 4.19 MB; push less at once"),
+        "{denied}"
+    );
+    gitgate.wait_for_record(|r| r["rule"] == "limits.maxHeldPushBytesPerClient");
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(main.as_str()));
+    crate::core::wait_until(|| held() == 0);
+
+    // Another address holds 3 MiB of a push it has not finished sending...
+    let pack = pack_of(&repo, &format!("{big}\n^{main}"));
+    let (body, head_len) = push_body(&main, &big, "report-status", &pack);
+    let mut other = harness::raw::mitm_tls_from(
+        [127, 0, 0, 2].into(),
+        gitgate.addr,
+        "github.com:443",
+        "github.com",
+        &gitgate.ca_file(),
+    );
+    let head = format!(
+        "POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\nContent-Type: application/x-git-receive-pack-request\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    other.write_all(head.as_bytes()).unwrap();
+    other.write_all(&body[..head_len + (3 << 20)]).unwrap();
+    other.flush().unwrap();
+    crate::core::wait_until(|| held() >= 3 << 20);
+
+    // ... and this one may still hold its own share: a 3 MiB push goes through.
+    sandbox.git_ok(&repo, &["reset", "-q", "--hard", "origin/main"]);
+    harness::write_noise(&repo.join("mid.bin"), 3);
+    sandbox.git_ok(&repo, &["add", "mid.bin"]);
+    sandbox.git_ok(&repo, &["commit", "-q", "-m", "mid"]);
+    let mid = rev(&sandbox, &repo, "HEAD");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(mid.as_str()));
+
+    // The unfinished push gives its share back when its client goes.
+    drop(other);
+    crate::core::wait_until(|| held() == 0);
+}
+
+#[test]
 fn a_push_held_longer_than_its_token_lives_goes_upstream_with_a_current_one() {
     use std::io::Write;
     // Tokens of 4 s; the push is held (forcePush: deny reads its pack) while a slow client

@@ -304,13 +304,7 @@ fn soak(options: &Options) -> anyhow::Result<bool> {
         options.max_rss_growth,
     ));
     if let Some(settled) = &settled {
-        verdicts.extend(judge_fds(
-            &samples,
-            &baseline,
-            settled,
-            options,
-            gauge(&metrics, "gitgate_open_connections"),
-        ));
+        verdicts.extend(judge_fds(&samples, &baseline, settled, options, &metrics));
     }
     let (_, unexpected) = ctx.stats.totals();
     verdicts.push((
@@ -411,7 +405,7 @@ fn judge_fds(
     baseline: &Fds,
     settled: &Settled,
     options: &Options,
-    open_connections: Option<f64>,
+    metrics: &str,
 ) -> Vec<(bool, String)> {
     let max = |f: fn(&Fds) -> usize| samples.iter().map(|s| f(&s.fds)).max().unwrap_or(0);
     let after = &settled.fds;
@@ -475,10 +469,16 @@ fn judge_fds(
             ),
         ),
     ];
-    if let Some(open) = open_connections {
+    // What is open or held for requests: nothing, once they are over.
+    for name in [
+        "gitgate_open_connections",
+        "gitgate_held_push_bytes",
+        "gitgate_buffered_body_bytes",
+    ] {
+        let value = gauge(metrics, name);
         verdicts.push((
-            open == 0.0,
-            format!("gitgate_open_connections is {open} after settling"),
+            value == Some(0.0),
+            format!("{name} is {value:?} after settling"),
         ));
     }
     verdicts

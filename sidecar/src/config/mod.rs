@@ -253,6 +253,24 @@ impl Config {
         if let Some(bytes) = l.max_held_push_bytes {
             limits.max_held_push_bytes = bytes.0;
         }
+        // Unset, one client's share is the default or the whole, whichever is less.
+        match l.max_held_push_bytes_per_client {
+            Some(bytes) if bytes.0 > limits.max_held_push_bytes => {
+                return Err(error(
+                    "limits.maxHeldPushBytesPerClient",
+                    format!(
+                        "must be at most limits.maxHeldPushBytes ({})",
+                        gitgate_policy::ByteSize(limits.max_held_push_bytes)
+                    ),
+                ));
+            }
+            Some(bytes) => limits.max_held_push_bytes_per_client = bytes.0,
+            None => {
+                limits.max_held_push_bytes_per_client = limits
+                    .max_held_push_bytes_per_client
+                    .min(limits.max_held_push_bytes)
+            }
+        }
         if let Some(bytes) = l.max_buffered_body_bytes {
             limits.max_buffered_body_bytes = bytes.0;
         }

@@ -461,6 +461,9 @@ pub struct RawLimits {
     /// Most bytes of pushes held on disk at once, all clients together.
     #[serde(default, deserialize_with = "some")]
     pub max_held_push_bytes: Option<gitgate_policy::ByteSize>,
+    /// The share of it one client address may hold.
+    #[serde(default, deserialize_with = "some")]
+    pub max_held_push_bytes_per_client: Option<gitgate_policy::ByteSize>,
     /// Most bytes of request bodies held in memory to decide on, all clients together.
     #[serde(default, deserialize_with = "some")]
     pub max_buffered_body_bytes: Option<gitgate_policy::ByteSize>,
