@@ -34,6 +34,20 @@ pub struct TokenScope {
     pub permissions: Vec<(String, Access)>,
 }
 
+impl TokenScope {
+    /// The same permissions on `name` alone, when this scope lists other repositories
+    /// besides it: what to ask for when GitHub refuses the whole list (one of them was
+    /// deleted, renamed, or is not in the installation).
+    pub fn narrowed_to(&self, name: &str) -> Option<TokenScope> {
+        let name = name.to_ascii_lowercase();
+        let repositories = self.repositories.as_ref()?;
+        (repositories.len() > 1 && repositories.contains(&name)).then(|| TokenScope {
+            repositories: Some(vec![name]),
+            permissions: self.permissions.clone(),
+        })
+    }
+}
+
 impl Policy {
     /// The token scope for `owner`: `None` if no `allowedRepos` pattern can match the owner.
     /// Repositories are the literal names of the matching patterns, or the whole
@@ -132,6 +146,23 @@ mod tests {
         Policy::from_yaml(yaml, &["github.com".to_owned()])
             .unwrap()
             .token_scope(owner)
+    }
+
+    #[test]
+    fn a_scope_narrows_to_one_of_its_repositories_only() {
+        let listed = scope(
+            "{allowedRepos: [acme/app, acme/gone], allowedRefs: [main]}",
+            "acme",
+        )
+        .unwrap();
+        let narrow = listed.narrowed_to("App").unwrap();
+        assert_eq!(narrow.repositories, Some(vec!["app".to_owned()]));
+        assert_eq!(narrow.permissions, listed.permissions);
+        // Not to a repository it does not list, nor when there is nothing to leave out.
+        assert_eq!(listed.narrowed_to("other"), None);
+        assert_eq!(narrow.narrowed_to("app"), None);
+        let all = scope("{allowedRepos: [\"acme/*\"]}", "acme").unwrap();
+        assert_eq!(all.narrowed_to("app"), None);
     }
 
     #[test]

@@ -191,6 +191,46 @@ fn read_only_policy_mints_read_only_tokens_and_wildcards_omit_the_repository_lis
 }
 
 #[test]
+fn a_repository_github_will_not_grant_leaves_the_others_usable() {
+    // acme/gone is in the policy but not at GitHub (deleted, renamed, or never installed):
+    // GitHub refuses any token that lists it.
+    let standin = harness::standin();
+    let config = app_config(
+        &standin,
+        "{allowedRepos: [acme/app, acme/gone], allowedRefs: [main]}",
+    );
+    let gitgate = Gitgate::start(&config);
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    sandbox.commit(&repo, "n.txt", "n\n");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+    let mints = standin.mints();
+    assert!(
+        !mints.is_empty()
+            && mints
+                .iter()
+                .all(|m| m.repositories.as_deref() == Some(&["app".to_owned()][..])),
+        "{mints:?}"
+    );
+    assert!(
+        gitgate
+            .output()
+            .contains("using a token for this repository alone"),
+        "the operator is told"
+    );
+    // `doctor` names the list GitHub refused.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gitgate.yaml"), &config).unwrap();
+    let out = harness::gitgate::cli(&["doctor", "--config", "gitgate.yaml"], dir.path());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("on app, gone; grant the GitHub App"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_token_expiring_mid_session_is_refreshed_without_a_client_visible_failure() {
     let standin = harness::standin();
     standin.set_token_lifetime(Duration::from_secs(4));

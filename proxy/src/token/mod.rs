@@ -303,7 +303,21 @@ impl Tokens {
                 let Some(scope) = scope else {
                     return Ok(None);
                 };
-                let (key, minted) = mint(client, cache, installations, repo, scope).await?;
+                let narrow = scope.narrowed_to(repo.name());
+                let (key, minted) = match mint(client, cache, installations, repo, scope).await {
+                    // One repository of the list may be gone or outside the installation:
+                    // that must not cut the sandbox off from the others, so this one gets
+                    // a token of its own (`gitgate doctor` still reports the list refused).
+                    Err(TokenError::Refused { status: 422, .. }) if let Some(narrow) = narrow => {
+                        tracing::warn!(
+                            owner = repo.owner(),
+                            %repo,
+                            "GitHub refused a token for all of this owner's allowed repositories (is one deleted, renamed, or not in the App's installation? `gitgate doctor` says which list); using a token for this repository alone"
+                        );
+                        mint(client, cache, installations, repo, narrow).await?
+                    }
+                    result => result?,
+                };
                 Ok(Some(Credential {
                     secret: minted.secret,
                     key: Some(key),
