@@ -100,6 +100,17 @@ pub struct Limits {
     pub push_hold: PushHold,
 }
 
+impl Limits {
+    /// The file descriptors these limits can take: each client connection and the
+    /// upstream connection its request or tunnel holds, the idle upstream pool (git and
+    /// API hosts), and a reserve for listeners, logs and spooled pushes.
+    pub fn descriptors_needed(&self) -> u64 {
+        const RESERVE: u64 = 64;
+        let pool = 2 * crate::upstream::MAX_IDLE_PER_HOST as u64;
+        2 * self.max_connections as u64 + pool + RESERVE
+    }
+}
+
 /// What a push that a content rule applies to holds back until every rule has passed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -298,6 +298,10 @@ impl hyper::rt::Write for Conn {
     }
 }
 
+/// The most idle connections the pool keeps to one upstream host: enough for bursts of
+/// concurrent clones, while an idle connection's descriptor and buffers stay bounded.
+pub(crate) const MAX_IDLE_PER_HOST: usize = 256;
+
 /// The pooled HTTP client for upstream requests.
 #[derive(Clone)]
 pub(crate) struct Upstream {
@@ -311,6 +315,7 @@ impl Upstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
             .set_host(false)
             .build(dialer.clone());
         Ok(Self { dialer, client })

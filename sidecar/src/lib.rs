@@ -22,6 +22,7 @@ macro_rules! say_raw {
 pub mod cli;
 mod commands;
 pub mod config;
+mod descriptors;
 mod explain;
 mod explain_api;
 mod health;

@@ -67,6 +67,10 @@ async fn bind_optional(
 
 /// Loads (or generates) the CA, binds the listeners and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let descriptors = crate::descriptors::raise();
+    if let Some(short) = crate::descriptors::shortfall(&config.settings.limits, descriptors) {
+        tracing::warn!("{short}");
+    }
     let (ca, provenance) = CertificateAuthority::load_or_generate(&config.ca_cert, &config.ca_key)
         .with_context(|| "cannot set up gitgate's CA")?;
     if provenance == Provenance::Generated {

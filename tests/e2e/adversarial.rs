@@ -831,6 +831,50 @@ fn http2_offered_through_alpn_is_declined_for_http1() {
 }
 
 #[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit_and_a_short_one_is_reported() {
+    let standin = harness::standin();
+    let config = app_config(&standin, POLICY);
+    // A soft limit below what the default connection limits take, under a hard limit
+    // that holds them: raised.
+    let roomy = Gitgate::start_under(&config, &["prlimit", "--nofile=1024:20000", "--"]);
+    assert_eq!(
+        roomy.limit("Max open files"),
+        ("20000".to_owned(), "20000".to_owned())
+    );
+    assert!(
+        !roomy.output().contains("open-file limit"),
+        "{}",
+        roomy.output()
+    );
+    // A hard limit that cannot hold them: said at start, with what to change.
+    let short = Gitgate::start_under(&config, &["prlimit", "--nofile=512:1024", "--"]);
+    assert_eq!(
+        short.limit("Max open files"),
+        ("1024".to_owned(), "1024".to_owned())
+    );
+    let output = short.output();
+    assert!(
+        output.contains("the open-file limit is 1024, below the 8768 descriptors limits.maxConnections (4096) can take")
+            && output.contains("raise the hard limit (systemd LimitNOFILE="),
+        "{output}"
+    );
+    // Limits that fit it are not warned about.
+    let fitting = Gitgate::start_under(
+        &harness::limited_config(
+            &standin,
+            POLICY,
+            "{maxConnections: 200, maxConnectionsPerClient: 50}",
+        ),
+        &["prlimit", "--nofile=512:1024", "--"],
+    );
+    assert!(
+        !fitting.output().contains("open-file limit"),
+        "{}",
+        fitting.output()
+    );
+}
+
+#[test]
 fn intercepted_and_tunneled_sessions_count_against_the_connection_limits() {
     let standin = harness::standin();
     let gitgate = limited(&standin, "{maxConnectionsPerClient: 5}");

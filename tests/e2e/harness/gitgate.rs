@@ -50,8 +50,15 @@ pub struct Gitgate {
     pub dir: tempfile::TempDir,
     child: Child,
     output: Arc<Mutex<String>>,
-    /// The extra environment it runs with (again after a restart).
+    /// How it is run (again after a restart).
+    launch: Launch,
+}
+
+/// How gitgate is run: extra environment variables, and a command it runs under.
+#[derive(Default)]
+struct Launch {
     env: Vec<(String, String)>,
+    wrapper: Vec<String>,
 }
 
 impl Gitgate {
@@ -69,18 +76,43 @@ impl Gitgate {
 
     /// Runs gitgate on `dir/gitgate.yaml` with extra environment variables.
     pub fn start_with_env(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
-        let output = Arc::new(Mutex::new(String::new()));
-        let env: Vec<_> = env
+        let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, addr) = Self::spawn(dir.path(), &env, output.clone());
+        Self::launch(
+            dir,
+            Launch {
+                env,
+                wrapper: Vec::new(),
+            },
+        )
+    }
+
+    /// Writes `config` to `gitgate.yaml` in a fresh directory and runs gitgate on it under
+    /// `wrapper` (a command that runs the command it is given, such as `prlimit …`).
+    pub fn start_under(config: &str, wrapper: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("gitgate.yaml"), config).expect("write config");
+        let wrapper = wrapper.iter().map(|w| w.to_string()).collect();
+        Self::launch(
+            dir,
+            Launch {
+                env: Vec::new(),
+                wrapper,
+            },
+        )
+    }
+
+    fn launch(dir: tempfile::TempDir, launch: Launch) -> Self {
+        let output = Arc::new(Mutex::new(String::new()));
+        let (child, addr) = Self::spawn(dir.path(), &launch, output.clone());
         Self {
             addr,
             dir,
             child,
             output,
-            env,
+            launch,
         }
     }
 
@@ -101,19 +133,23 @@ impl Gitgate {
             .lock()
             .unwrap()
             .push_str("--- started again ---\n");
-        let (child, addr) = Self::spawn(self.dir.path(), &self.env, self.output.clone());
+        let (child, addr) = Self::spawn(self.dir.path(), &self.launch, self.output.clone());
         (self.child, self.addr) = (child, addr);
     }
 
     /// Starts `gitgate run` on `dir/gitgate.yaml`, its output appended to `output`; returns
     /// once it listens.
-    fn spawn(
-        dir: &Path,
-        env: &[(String, String)],
-        output: Arc<Mutex<String>>,
-    ) -> (Child, SocketAddr) {
-        let mut child = Command::new(binary())
-            .envs(env.iter().map(|(k, v)| (k, v)))
+    fn spawn(dir: &Path, launch: &Launch, output: Arc<Mutex<String>>) -> (Child, SocketAddr) {
+        let mut command = match launch.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary());
+                command
+            }
+            None => Command::new(binary()),
+        };
+        let mut child = command
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .args(["run", "--config"])
             .arg(dir.join("gitgate.yaml"))
             .env("RUST_LOG", "info,gitgate=debug")
@@ -228,6 +264,19 @@ impl Gitgate {
     /// `http://ADDR`, for HTTPS_PROXY.
     pub fn proxy_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// A limit of gitgate's process as `/proc/PID/limits` shows it: (soft, hard).
+    pub fn limit(&self, name: &str) -> (String, String) {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.child.id()))
+            .expect("proc limits");
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in\n{limits}"));
+        let mut values = line[name.len()..].split_whitespace();
+        let mut next = || values.next().expect("a value").to_owned();
+        (next(), next())
     }
 
     /// gitgate's peak resident memory so far, in KiB (Linux `VmHWM`).
