@@ -99,6 +99,57 @@ fn every_request_gets_one_audit_record_with_its_decision_and_no_token() {
 }
 
 #[test]
+fn the_admin_listener_cuts_off_silent_connections_and_holds_only_a_few() {
+    use std::io::Read;
+    let standin = harness::standin();
+    let with_admin = |limits: &str| {
+        let config = harness::limited_config(&standin, POLICY, limits);
+        Gitgate::start(&format!("admin: 127.0.0.1:0\n{config}"))
+    };
+    // A connection that never sends a request head is closed at headerReadTimeout.
+    let gitgate = with_admin("{headerReadTimeout: 1s}");
+    let mut silent = std::net::TcpStream::connect(gitgate.admin_addr()).unwrap();
+    silent
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let _ = silent.read_to_end(&mut Vec::new());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "not cut off: {:?}",
+        started.elapsed()
+    );
+
+    // At most 64 at once: the next is closed at once, and a freed place serves again.
+    let gitgate = with_admin("{}");
+    let admin = gitgate.admin_addr();
+    let mut held: Vec<_> = (0..64)
+        .map(|_| std::net::TcpStream::connect(admin).unwrap())
+        .collect();
+    let mut refused = std::net::TcpStream::connect(admin).unwrap();
+    refused
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(refused.read(&mut [0; 1]).unwrap(), 0, "closed unanswered");
+    wait_until(|| {
+        gitgate
+            .output()
+            .contains("admin connection closed: too many open")
+    });
+    held.pop();
+    // Until gitgate has seen that one go, a new connection may still be closed unanswered.
+    let healthy = || -> std::io::Result<bool> {
+        use std::io::Write;
+        let mut probe = std::net::TcpStream::connect(admin)?;
+        probe.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")?;
+        let mut answer = String::new();
+        probe.read_to_string(&mut answer)?;
+        Ok(answer.starts_with("HTTP/1.1 200"))
+    };
+    wait_until(|| healthy().unwrap_or(false));
+}
+
+#[test]
 fn metrics_health_and_readiness() {
     let standin = harness::standin();
     let config = app_config(&standin, POLICY).replace(
