@@ -199,17 +199,35 @@ impl Dialer {
     }
 }
 
-/// Addresses never dialled on the strength of DNS alone.
+/// The IPv6 addresses of cloud instance metadata services (AWS, Google Cloud); the IPv4
+/// one, 169.254.169.254, is link-local.
+const METADATA_V6: [std::net::Ipv6Addr; 2] = [
+    std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+    std::net::Ipv6Addr::new(0xfd20, 0xce, 0, 0, 0, 0, 0, 0x254),
+];
+
+/// Addresses never dialled on the strength of DNS alone: this host, link-local ones,
+/// "this network" (0.0.0.0/8), broadcast, cloud metadata services, and any of these
+/// inside an IPv4-mapped or NAT64 (64:ff9b::/96) address.
 fn forbidden(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+        IpAddr::V4(v4) => {
+            v4.is_loopback() || v4.is_link_local() || v4.octets()[0] == 0 || v4.is_broadcast()
+        }
         IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            let nat64 = segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+            let embedded = v6.to_ipv4_mapped().or_else(|| {
+                nat64.then(|| {
+                    let [.., a, b, c, d] = v6.octets();
+                    std::net::Ipv4Addr::new(a, b, c, d)
+                })
+            });
             v6.is_loopback()
                 || v6.is_unspecified()
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| forbidden(IpAddr::V4(v4)))
+                || (segments[0] & 0xffc0) == 0xfe80
+                || METADATA_V6.contains(&v6)
+                || embedded.is_some_and(|v4| forbidden(IpAddr::V4(v4)))
         }
     }
 }
@@ -385,10 +403,22 @@ mod tests {
             "::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "0.1.2.3",
+            "255.255.255.255",
+            "fd00:ec2::254",
+            "fd20:ce::254",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
         ] {
             assert!(forbidden(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["140.82.112.3", "10.1.2.3", "2606:50c0:8000::153"] {
+        for ip in [
+            "140.82.112.3",
+            "10.1.2.3",
+            "2606:50c0:8000::153",
+            "64:ff9b::8c52:7003",
+            "fd00:ec2::253",
+        ] {
             assert!(!forbidden(ip.parse().unwrap()), "{ip}");
         }
     }
