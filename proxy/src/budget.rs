@@ -58,6 +58,11 @@ impl Budget {
         )
     }
 
+    /// What all clients together may hold.
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// The share one client may hold.
     pub(crate) fn per_client(&self) -> u64 {
         self.per_client

@@ -104,6 +104,8 @@ pub(crate) struct Metrics {
     pub(crate) held_push_bytes: Gauge,
     /// Bytes of request bodies held in memory to decide on now.
     pub(crate) buffered_body_bytes: Gauge,
+    /// Pushes held for the content rules now.
+    pub(crate) held_pushes: Gauge,
     /// The two `body_bytes` series, made at start (no label lookup per request).
     bytes_in: Counter,
     bytes_out: Counter,
@@ -174,6 +176,12 @@ impl Metrics {
             "Bytes of pushes held on disk for the content rules now (limits.maxHeldPushBytes)",
             held_push_bytes.clone(),
         );
+        let held_pushes = Gauge::default();
+        registry.register(
+            "held_pushes",
+            "Pushes held for the content rules now (limits.maxHeldPushes)",
+            held_pushes.clone(),
+        );
         let buffered_body_bytes = Gauge::default();
         registry.register(
             "buffered_body_bytes",
@@ -228,6 +236,7 @@ impl Metrics {
             open_tunnels,
             held_push_bytes,
             buffered_body_bytes,
+            held_pushes,
             bytes_in,
             bytes_out,
             policy_reloads,

@@ -22,7 +22,7 @@ use http_body_util::BodyExt;
 
 use crate::audit::{Record, Verdict};
 use crate::body::{BoxError, ProxyBody, stream};
-use crate::budget::{Budget, Spent};
+use crate::budget::{Budget, Reservation, Spent};
 use crate::github::ClientBody;
 use crate::pack::{Bases, Decoded, Listing, Wants};
 use crate::push::{Inspected, PushTo, reject, settle};
@@ -142,8 +142,20 @@ pub(crate) async fn inspect<'a>(
         .map_or(ObjectFormat::Sha1, |c| c.new.format());
     let hash = crate::pack::hash_kind(format);
     let side_band = header.side_band();
+    // Each held push keeps a blocking thread reading its pack: their number is bounded,
+    // and one client's share of it too.
+    let mut slot = Reservation::new(state.held_push_count.clone(), record.client.ip());
+    if let Err(spent) = slot.grow(1) {
+        let (rule, reason) = too_many_held(&state.held_push_count, &spent);
+        let decision = Decision::deny(rule, reason);
+        let verdict = PushVerdict::reject_all(&header.commands, &decision);
+        drop(held);
+        let response = reject(state, &header, &verdict, body, record).await;
+        stopped(policy, &verdict, record);
+        return Inspected::Reply(response);
+    }
     let (spool, following) =
-        match Spool::new(hash, state.held_pushes.clone(), record.client.ip()).await {
+        match Spool::new(hash, state.held_push_bytes.clone(), record.client.ip()).await {
             Ok(spool) => spool,
             Err(error) => return spool_failed(&error, side_band),
         };
@@ -169,6 +181,7 @@ pub(crate) async fn inspect<'a>(
         wants,
         spool,
         first_pass,
+        _slot: slot,
         pack_start,
         body,
         record: record.clone(),
@@ -225,6 +238,8 @@ struct Held<'a> {
     wants: Wants,
     spool: Spool,
     first_pass: tokio::task::JoinHandle<Result<Option<Listing>, crate::pack::PackError>>,
+    /// Its place among the pushes held at once, while it is held.
+    _slot: Reservation,
     /// The start of the pack, read with the command list.
     pack_start: Bytes,
     body: ClientBody,
@@ -272,14 +287,7 @@ pub(crate) fn conclude(policy: &Policy, outcome: Outcome, record: &mut Record) -
             Concluded::Reply(reply::git("application/x-git-receive-pack-result", bytes))
         }
         Outcome::Stopped { verdict, response } => {
-            settle(policy, &verdict, record);
-            // Even in report mode: the pack was not kept, so it cannot be sent on.
-            if let Some((_, decision)) = verdict.first_denied() {
-                record.decide(Verdict::Deny, &decision.rule, &decision.reason);
-            }
-            for refs in &mut record.refs {
-                refs.verdict = Verdict::Deny;
-            }
+            stopped(policy, &verdict, record);
             Concluded::Reply(response)
         }
         Outcome::Failed(response) => Concluded::Reply(response),
@@ -365,7 +373,7 @@ impl Held<'_> {
             };
             if let Ok(data) = frame.into_data() {
                 if let Err(spent) = self.spool.reserve(data.len() as u64) {
-                    let (rule, reason) = held_past(&self.state.held_pushes, &spent);
+                    let (rule, reason) = held_past(&self.state.held_push_bytes, &spent);
                     return self.stop(rule, reason).await;
                 }
                 if let Err(error) = self.spool.write(&data).await {
@@ -797,6 +805,38 @@ async fn unchecked(api: &Api<'_>, updates: &[RefUpdate], facts: &PackFacts) -> V
         }
     }
     problems
+}
+
+/// Records a push stopped before its decision: denied, even in report mode, since its
+/// pack was not kept and cannot be sent on.
+fn stopped(policy: &Policy, verdict: &PushVerdict, record: &mut Record) {
+    settle(policy, verdict, record);
+    if let Some((_, decision)) = verdict.first_denied() {
+        record.decide(Verdict::Deny, &decision.rule, &decision.reason);
+    }
+    for refs in &mut record.refs {
+        refs.verdict = Verdict::Deny;
+    }
+}
+
+/// The rule and reason of a push refused because gitgate holds as many pushes as it may.
+fn too_many_held(count: &Budget, spent: &Spent) -> (&'static str, String) {
+    match spent {
+        Spent::All => (
+            "limits.maxHeldPushes",
+            format!(
+                "gitgate is holding its maximum of {} pushes to check them (limits.maxHeldPushes); retry shortly",
+                count.limit()
+            ),
+        ),
+        Spent::Client => (
+            "limits.maxHeldPushesPerClient",
+            format!(
+                "this client already has {} pushes held to check them (limits.maxHeldPushesPerClient); retry when they have finished",
+                count.per_client()
+            ),
+        ),
+    }
 }
 
 /// The rule and reason of a push refused because holding it would take the disk of held

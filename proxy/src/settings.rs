@@ -77,6 +77,11 @@ pub struct Limits {
     pub max_held_push_bytes: u64,
     /// The share of `max_held_push_bytes` one client address may hold.
     pub max_held_push_bytes_per_client: u64,
+    /// Most pushes held at once for the content rules, all clients together (each keeps a
+    /// blocking thread reading its pack as it arrives).
+    pub max_held_pushes: usize,
+    /// The share of `max_held_pushes` one client address may hold.
+    pub max_held_pushes_per_client: usize,
     /// Most bytes of request bodies held in memory to decide on them (API calls, LFS batch
     /// requests, push command lists), all clients together; past it, 503.
     pub max_buffered_body_bytes: u64,
@@ -135,6 +140,8 @@ impl Default for Limits {
             max_drain_bytes: 2 << 30,
             max_held_push_bytes: 4 << 30,
             max_held_push_bytes_per_client: 2 << 30,
+            max_held_pushes: 128,
+            max_held_pushes_per_client: 16,
             max_buffered_body_bytes: 128 << 20,
             max_buffered_body_bytes_per_client: 16 << 20,
             shutdown_grace: Duration::from_secs(30),

@@ -29,7 +29,9 @@ pub(crate) struct State {
     /// LFS storage hosts batch responses opened to their clients.
     pub(crate) storage: crate::storage::StorageGrants,
     /// The disk held pushes take, together.
-    pub(crate) held_pushes: Arc<crate::budget::Budget>,
+    pub(crate) held_push_bytes: Arc<crate::budget::Budget>,
+    /// The pushes held at once (each keeps a blocking thread).
+    pub(crate) held_push_count: Arc<crate::budget::Budget>,
     /// The memory of request bodies read to decide on (`limits.maxBufferedBodyBytes`).
     pub(crate) buffered_bodies: Arc<crate::budget::Budget>,
     policies: RwLock<Arc<Policies>>,
@@ -48,10 +50,15 @@ impl State {
         let limits = &settings.limits;
         let admission = Admission::new(limits.max_connections, limits.max_connections_per_client);
         let tunnels = Arc::new(tokio::sync::Semaphore::new(limits.max_tunnels));
-        let held_pushes = crate::budget::Budget::new(
+        let held_push_bytes = crate::budget::Budget::new(
             limits.max_held_push_bytes,
             limits.max_held_push_bytes_per_client,
             observer.metrics.held_push_bytes.clone(),
+        );
+        let held_push_count = crate::budget::Budget::new(
+            limits.max_held_pushes as u64,
+            limits.max_held_pushes_per_client as u64,
+            observer.metrics.held_pushes.clone(),
         );
         let buffered_bodies = crate::budget::Budget::new(
             limits.max_buffered_body_bytes,
@@ -68,7 +75,8 @@ impl State {
             admission,
             tunnels,
             storage: Default::default(),
-            held_pushes,
+            held_push_bytes,
+            held_push_count,
             buffered_bodies,
             policies: RwLock::new(Arc::new(policies)),
             next_connection: AtomicU64::new(1),

@@ -411,6 +411,14 @@ fn errors_found_after_parsing_name_the_line_and_column_of_their_key() {
             "limits.maxBufferedBodyBytes: must be at least limits.maxBufferedBodyBytesPerClient",
         ),
         (
+            "limits: {maxHeldPushes: 300}\npolicy: {allowedRepos: [a/b]}\n",
+            "limits.maxHeldPushes: must be at most 256",
+        ),
+        (
+            "limits: {maxHeldPushes: 8, maxHeldPushesPerClient: 9}\npolicy: {allowedRepos: [a/b]}\n",
+            "limits.maxHeldPushesPerClient: must be at most limits.maxHeldPushes (8)",
+        ),
+        (
             "limits: {maxHeldPushBytes: 1GiB, maxHeldPushBytesPerClient: 2GiB}\npolicy: {allowedRepos: [a/b]}\n",
             "limits.maxHeldPushBytesPerClient: must be at most limits.maxHeldPushBytes (1.07 GB)",
         ),

@@ -669,35 +669,77 @@ fn held_pushes_stay_within_max_held_push_bytes_and_an_unreadable_pack_is_refused
     assert_eq!(upstream(&standin, "main").as_deref(), Some(small.as_str()));
 }
 
-#[test]
-fn one_clients_held_pushes_leave_the_rest_of_the_disk_to_the_others() {
-    use std::io::Write;
-    let standin = harness::standin();
+/// gitgate with `limits` and its admin listener, a sandbox, and its clone of acme/app.
+fn with_admin(standin: &StandIn, limits: &str) -> (Gitgate, Sandbox, PathBuf) {
     let policy = "{allowedRepos: [acme/app], allowedRefs: [main]}";
-    let config = harness::limited_config(
-        &standin,
-        policy,
-        "{maxHeldPushBytes: 8MiB, maxHeldPushBytesPerClient: 4MiB}",
-    );
+    let config = harness::limited_config(standin, policy, limits);
     let gitgate = Gitgate::start(&format!("admin: 127.0.0.1:0\n{config}"));
     let sandbox = Sandbox::new(&gitgate);
     let repo = sandbox.clone_repo("acme/app", "app");
+    (gitgate, sandbox, repo)
+}
+
+/// The value of gitgate's gauge `name`.
+fn gauge(gitgate: &Gitgate, name: &str) -> u64 {
+    let metrics = harness::raw::http_get(gitgate.admin_addr(), "/metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+}
+
+/// A commit of `mib` MiB of noise in `file` on top of `repo`'s HEAD.
+fn commit_noise(sandbox: &Sandbox, repo: &Path, file: &str, mib: usize) -> String {
+    harness::write_noise(&repo.join(file), mib);
+    sandbox.git_ok(repo, &["add", file]);
+    sandbox.git_ok(repo, &["commit", "-q", "-m", file]);
+    rev(sandbox, repo, "HEAD")
+}
+
+/// A push of `old..new` to main from `client` (127.0.0.`client`), of which only the command
+/// list and `sent` bytes of the pack are sent (all of it if there are fewer): gitgate holds
+/// it, waiting for the rest.
+fn unfinished_push(
+    gitgate: &Gitgate,
+    repo: &Path,
+    client: u8,
+    (old, new): (&str, &str),
+    sent: usize,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    use std::io::Write;
+    let pack = pack_of(repo, &format!("{new}\n^{old}"));
+    let (body, head_len) = push_body(old, new, "report-status", &pack);
+    let mut tls = harness::raw::mitm_tls_from(
+        [127, 0, 0, client].into(),
+        gitgate.addr,
+        "github.com:443",
+        "github.com",
+        &gitgate.ca_file(),
+    );
+    let head = format!(
+        "POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\nContent-Type: application/x-git-receive-pack-request\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).unwrap();
+    tls.write_all(&body[..head_len.saturating_add(sent).min(body.len())])
+        .unwrap();
+    tls.flush().unwrap();
+    tls
+}
+
+#[test]
+fn one_clients_held_pushes_leave_the_rest_of_the_disk_to_the_others() {
+    let standin = harness::standin();
+    let (gitgate, sandbox, repo) = with_admin(
+        &standin,
+        "{maxHeldPushBytes: 8MiB, maxHeldPushBytesPerClient: 4MiB}",
+    );
     let main = rev(&sandbox, &repo, "origin/main");
-    let admin = gitgate.admin_addr();
-    let held = || -> u64 {
-        let metrics = harness::raw::http_get(admin, "/metrics");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("gitgate_held_push_bytes "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no gitgate_held_push_bytes in\n{metrics}"))
-    };
+    let held = || gauge(&gitgate, "gitgate_held_push_bytes");
 
     // More than one client's share, though not than the whole: refused, naming the share.
-    harness::write_noise(&repo.join("big.bin"), 5);
-    sandbox.git_ok(&repo, &["add", "big.bin"]);
-    sandbox.git_ok(&repo, &["commit", "-q", "-m", "big"]);
-    let big = rev(&sandbox, &repo, "HEAD");
+    let big = commit_noise(&sandbox, &repo, "big.bin", 5);
     let denied = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
     assert!(
         denied.contains("past limits.maxHeldPushBytesPerClient 4.19 MB; push less at once"),
@@ -708,36 +750,62 @@ fn one_clients_held_pushes_leave_the_rest_of_the_disk_to_the_others() {
     crate::core::wait_until(|| held() == 0);
 
     // Another address holds 3 MiB of a push it has not finished sending...
-    let pack = pack_of(&repo, &format!("{big}\n^{main}"));
-    let (body, head_len) = push_body(&main, &big, "report-status", &pack);
-    let mut other = harness::raw::mitm_tls_from(
-        [127, 0, 0, 2].into(),
-        gitgate.addr,
-        "github.com:443",
-        "github.com",
-        &gitgate.ca_file(),
-    );
-    let head = format!(
-        "POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: github.com\r\nContent-Type: application/x-git-receive-pack-request\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    other.write_all(head.as_bytes()).unwrap();
-    other.write_all(&body[..head_len + (3 << 20)]).unwrap();
-    other.flush().unwrap();
+    let other = unfinished_push(&gitgate, &repo, 2, (&main, &big), 3 << 20);
     crate::core::wait_until(|| held() >= 3 << 20);
 
     // ... and this one may still hold its own share: a 3 MiB push goes through.
     sandbox.git_ok(&repo, &["reset", "-q", "--hard", "origin/main"]);
-    harness::write_noise(&repo.join("mid.bin"), 3);
-    sandbox.git_ok(&repo, &["add", "mid.bin"]);
-    sandbox.git_ok(&repo, &["commit", "-q", "-m", "mid"]);
-    let mid = rev(&sandbox, &repo, "HEAD");
+    let mid = commit_noise(&sandbox, &repo, "mid.bin", 3);
     sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
     assert_eq!(upstream(&standin, "main").as_deref(), Some(mid.as_str()));
 
     // The unfinished push gives its share back when its client goes.
     drop(other);
     crate::core::wait_until(|| held() == 0);
+}
+
+#[test]
+fn pushes_held_at_once_are_bounded_overall_and_per_client() {
+    // Each held push keeps a thread reading its pack: a client that opens many and never
+    // finishes them must not take those threads from everyone.
+    let standin = harness::standin();
+    let (gitgate, sandbox, repo) =
+        with_admin(&standin, "{maxHeldPushes: 2, maxHeldPushesPerClient: 1}");
+    let main = rev(&sandbox, &repo, "origin/main");
+    let held = || gauge(&gitgate, "gitgate_held_pushes");
+    let next = commit_noise(&sandbox, &repo, "next.bin", 1);
+    let first = unfinished_push(&gitgate, &repo, 2, (&main, &next), 1000);
+    crate::core::wait_until(|| held() == 1);
+    // Client 2's second (sent whole) is refused, naming its share; client 1 still pushes.
+    let reply = harness::raw::read_response(&mut unfinished_push(
+        &gitgate,
+        &repo,
+        2,
+        (&main, &next),
+        usize::MAX,
+    ));
+    assert!(
+        reply.contains("ng refs/heads/main gitgate: this client already has 1 pushes held")
+            && reply.contains("(limits.maxHeldPushesPerClient)"),
+        "{reply}"
+    );
+    gitgate.wait_for_record(|r| r["rule"] == "limits.maxHeldPushesPerClient");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(next.as_str()));
+    // With a second client holding the other place, nobody else gets one.
+    let newer = commit_noise(&sandbox, &repo, "newer.bin", 2);
+    let second = unfinished_push(&gitgate, &repo, 3, (&next, &newer), 1000);
+    crate::core::wait_until(|| held() == 2);
+    let denied = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
+    assert!(
+        denied.contains("gitgate is holding its maximum of 2 pushes to check them (limits.maxHeldPushes); retry shortly"),
+        "{denied}"
+    );
+    // Places come back as their clients go.
+    drop((first, second));
+    crate::core::wait_until(|| held() == 0);
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(newer.as_str()));
 }
 
 #[test]

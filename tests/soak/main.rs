@@ -472,6 +472,7 @@ fn judge_fds(
     // What is open or held for requests: nothing, once they are over.
     for name in [
         "gitgate_open_connections",
+        "gitgate_held_pushes",
         "gitgate_held_push_bytes",
         "gitgate_buffered_body_bytes",
     ] {

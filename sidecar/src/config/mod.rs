@@ -20,6 +20,9 @@ use gitgate_proxy::{Limits, ListenTls, Settings, TokenConfig, UpstreamSettings};
 pub use profiles::{ProfileRules, Profiles};
 pub use raw::RawConfig;
 
+/// The most `limits.maxHeldPushes` may be: half the runtime's blocking threads.
+const MAX_HELD_PUSHES: usize = 256;
+
 /// A config error, displayed the way editors and CI logs link to it.
 #[derive(Debug, Clone)]
 pub struct ConfigError {
@@ -247,6 +250,35 @@ impl Config {
         count(&mut limits.max_headers, l.max_headers);
         count(&mut limits.max_push_header_bytes, l.max_push_header_bytes);
         count(&mut limits.max_push_commands, l.max_push_commands);
+        count(&mut limits.max_held_pushes, l.max_held_pushes);
+        // Each held push keeps one of the runtime's 512 blocking threads; the rest must stay
+        // free for DNS lookups and the spool's file writes.
+        if limits.max_held_pushes > MAX_HELD_PUSHES {
+            return Err(error(
+                "limits.maxHeldPushes",
+                format!(
+                    "must be at most {MAX_HELD_PUSHES}: each held push keeps one of gitgate's 512 blocking threads, and the rest serve DNS lookups and held pushes' file writes"
+                ),
+            ));
+        }
+        // Unset, one client's share is the default or the whole, whichever is less.
+        match l.max_held_pushes_per_client {
+            Some(raw::Count(n)) if n > limits.max_held_pushes => {
+                return Err(error(
+                    "limits.maxHeldPushesPerClient",
+                    format!(
+                        "must be at most limits.maxHeldPushes ({})",
+                        limits.max_held_pushes
+                    ),
+                ));
+            }
+            Some(raw::Count(n)) => limits.max_held_pushes_per_client = n,
+            None => {
+                limits.max_held_pushes_per_client = limits
+                    .max_held_pushes_per_client
+                    .min(limits.max_held_pushes)
+            }
+        }
         if let Some(bytes) = l.max_drain_bytes {
             limits.max_drain_bytes = bytes.0;
         }

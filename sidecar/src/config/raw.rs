@@ -464,6 +464,12 @@ pub struct RawLimits {
     /// The share of it one client address may hold.
     #[serde(default, deserialize_with = "some")]
     pub max_held_push_bytes_per_client: Option<gitgate_policy::ByteSize>,
+    /// Most pushes held at once, all clients together.
+    #[serde(default, deserialize_with = "some")]
+    pub max_held_pushes: Option<Count>,
+    /// The share of it one client address may hold.
+    #[serde(default, deserialize_with = "some")]
+    pub max_held_pushes_per_client: Option<Count>,
     /// Most bytes of request bodies held in memory to decide on, all clients together.
     #[serde(default, deserialize_with = "some")]
     pub max_buffered_body_bytes: Option<gitgate_policy::ByteSize>,
