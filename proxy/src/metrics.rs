@@ -106,6 +106,8 @@ pub(crate) struct Metrics {
     pub(crate) buffered_body_bytes: Gauge,
     /// Pushes held for the content rules now.
     pub(crate) held_pushes: Gauge,
+    /// Bytes held pushes' checks hold in memory now.
+    pub(crate) push_check_bytes: Gauge,
     /// The two `body_bytes` series, made at start (no label lookup per request).
     bytes_in: Counter,
     bytes_out: Counter,
@@ -182,6 +184,12 @@ impl Metrics {
             "Pushes held for the content rules now (limits.maxHeldPushes)",
             held_pushes.clone(),
         );
+        let push_check_bytes = Gauge::default();
+        registry.register(
+            "push_check_bytes",
+            "Bytes the checks of held pushes hold in memory now (limits.maxPushCheckBytes)",
+            push_check_bytes.clone(),
+        );
         let buffered_body_bytes = Gauge::default();
         registry.register(
             "buffered_body_bytes",
@@ -237,6 +245,7 @@ impl Metrics {
             held_push_bytes,
             buffered_body_bytes,
             held_pushes,
+            push_check_bytes,
             bytes_in,
             bytes_out,
             policy_reloads,

@@ -33,6 +33,33 @@ const MAX_DECODED: usize = 64 << 20;
 /// CPU a crafted pack of small deltas can cost.
 const DECODE_BUDGET: u64 = 512 << 20;
 
+/// Takes the memory that holding one more thing read out of a pack costs, or refuses it
+/// (past the push's share of what checks may hold).
+pub(crate) type Charge<'a> = &'a mut dyn FnMut(u64) -> Result<(), PackError>;
+
+/// What holding each thing read out of a pack costs in memory, roughly: the value, its
+/// heap allocation, and the growth of the collection holding it (twice the value).
+mod cost {
+    use std::mem::size_of;
+
+    /// gitgate's object id: a `String` and its heap block of hex digits.
+    pub(super) const ID: u64 = (size_of::<super::ObjectId>() + 80) as u64;
+    /// An entry of the first pass's list.
+    pub(super) const LISTED: u64 = 2 * size_of::<super::Listed>() as u64;
+    /// A large object found.
+    pub(super) const LARGE: u64 = 2 * size_of::<super::LargeObject>() as u64 + ID;
+    /// A listed entry's kind, remembered by offset.
+    pub(super) const KIND: u64 =
+        2 * size_of::<(u64, Result<gix_object::Kind, gix_hash::ObjectId>)>() as u64;
+    /// A decoded object's entry, remembered by id.
+    pub(super) const SEEN: u64 =
+        2 * size_of::<(gix_hash::ObjectId, gix_pack::data::Entry)>() as u64;
+    /// A tree, or commit, or tag, as a map entry (beside what it holds).
+    pub(super) const OBJECT: u64 = 2 * (ID + 48);
+    /// One entry of a tree kept whole, beside its name.
+    pub(super) const TREE_ENTRY: u64 = size_of::<super::TreeEntry>() as u64 + ID + 32;
+}
+
 /// Why a pack could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read the pushed pack: {0}")]
@@ -139,18 +166,22 @@ pub(crate) fn facts(
     bases: &Bases,
     hash: gix_hash::Kind,
 ) -> Result<Decoded, PackError> {
-    let listing = list_stream(bytes, wants.max_blob, hash)?.ok_or_else(|| fail("empty"))?;
-    decode(in_memory(bytes, hash)?, &listing, wants, bases)
+    let unmetered = &mut |_| Ok(());
+    let listing =
+        list_stream(bytes, wants.max_blob, hash, unmetered)?.ok_or_else(|| fail("empty"))?;
+    decode(in_memory(bytes, hash)?, &listing, wants, bases, unmetered)
 }
 
 /// The second pass: decodes the listed commits and trees of `pack` (memory-mapped, so
 /// that only their pages are touched; with `bases` for a thin pack's deltas) under the
-/// allocation limit, and returns the facts. Cheap to repeat with more bases.
+/// allocation limit, and returns the facts, charging what it holds to `charge`. Cheap to
+/// repeat with more bases.
 pub(crate) fn decode<T: gix_pack::FileData>(
     pack: data::File<T>,
     listing: &Listing,
     wants: Wants,
     bases: &Bases,
+    charge: Charge,
 ) -> Result<Decoded, PackError> {
     let max_blob = wants.max_blob;
     let pack = &pack.with_alloc_limit_bytes(Some(MAX_DECODED));
@@ -166,20 +197,24 @@ pub(crate) fn decode<T: gix_pack::FileData>(
     let mut unresolved = Vec::new();
     let mut signed = Vec::new();
     let mut budget = DECODE_BUDGET;
+    let mut largest = 0;
     let keep_trees = max_blob.is_some() || wants.trees;
     for item in &listing.listed {
         // A delta against an object outside the pack and `bases` stays undecoded: a
         // commit or tree that matters then shows up missing to the rules, which deny.
+        charge(cost::KIND)?;
         let kind = kind_of(pack, item, &by_id, bases, &mut kinds)?;
         let kind = match kind {
             Ok(kind @ (Kind::Commit | Kind::Tag)) => kind,
             Ok(Kind::Tree) if keep_trees => Kind::Tree,
             Ok(_) => continue,
             Err(base) => {
+                charge(cost::ID)?;
                 unresolved.push(convert(&base)?);
                 continue;
             }
         };
+        charge(cost::SEEN + cost::OBJECT)?;
         let entry = pack.entry(item.pack_offset).map_err(fail)?;
         let mut out = Vec::new();
         let resolve = |id: &gix_hash::oid, out: &mut Vec<u8>| {
@@ -205,6 +240,12 @@ pub(crate) fn decode<T: gix_pack::FileData>(
                 &mut gix_pack::cache::Never,
             )
             .map_err(fail)?;
+        // The object's buffers (its bytes, and the base and delta it was made from) live
+        // only while it is read: the largest is charged once, for all of them.
+        if outcome.object_size > largest {
+            charge(3 * (outcome.object_size - largest))?;
+            largest = outcome.object_size;
+        }
         let cost = outcome
             .decompressed_size
             .saturating_add(outcome.object_size);
@@ -219,20 +260,29 @@ pub(crate) fn decode<T: gix_pack::FileData>(
         match kind {
             Kind::Commit => {
                 let commit = gix_object::CommitRef::from_bytes(&out, hash).map_err(fail)?;
-                let parents = commit
+                let parents: Vec<ObjectId> = commit
                     .parents()
                     .map(|p| convert(&p))
                     .collect::<Result<_, _>>()?;
+                charge(cost::OBJECT + cost::ID * parents.len() as u64)?;
                 facts
                     .commit_trees
                     .insert(ours.clone(), convert(&commit.tree())?);
                 if wants.signatures {
-                    signed.push(signed_commit(&ours, &commit, &out, hash)?);
+                    let material = signed_commit(&ours, &commit, &out, hash)?;
+                    let held = material.payload.len()
+                        + material.signature.as_ref().map_or(0, Vec::len)
+                        + material.committer_email.len();
+                    charge(2 * std::mem::size_of::<SignedCommit>() as u64 + held as u64)?;
+                    signed.push(material);
                 }
                 facts.commits.insert(ours, parents);
             }
             Kind::Tree if max_blob.is_some() || wants.trees => {
-                facts.trees.insert(ours, tree_entries(&out, hash)?);
+                let entries = tree_entries(&out, hash)?;
+                let names: usize = entries.iter().map(|e| e.name.len()).sum();
+                charge(cost::TREE_ENTRY * entries.len() as u64 + names as u64)?;
+                facts.trees.insert(ours, entries);
             }
             // A tag gitgate cannot parse is not peeled: what it names is then asked of
             // GitHub like any commit outside the pack, and refused if unknown.
@@ -268,6 +318,7 @@ pub(crate) fn list_stream(
     reads: &dyn ReadAt,
     max_blob: Option<u64>,
     hash: gix_hash::Kind,
+    charge: Charge,
 ) -> Result<Option<Listing>, PackError> {
     let mut window = Window::new(reads);
     let head = window.bytes(0, data::header::SIZE)?;
@@ -335,10 +386,14 @@ pub(crate) fn list_stream(
             _ => (inflating.run(&entry, |_| true)?, None),
         };
         if entry.header != Header::Blob {
+            charge(cost::LISTED)?;
             listed.push(Listed {
                 header: entry.header,
                 pack_offset: offset,
             });
+        }
+        if object.is_some() {
+            charge(cost::LARGE)?;
         }
         large.extend(object);
         offset = entry.data_offset + consumed;
@@ -877,13 +932,17 @@ pub(crate) mod tests {
             trees: true,
             ..Wants::default()
         };
-        let listing = list_stream(&bytes, wants.max_blob, SHA1).unwrap().unwrap();
+        let unmetered = &mut |_| Ok(());
+        let listing = list_stream(&bytes, wants.max_blob, SHA1, unmetered)
+            .unwrap()
+            .unwrap();
         let root = rev(d, "HEAD^{tree}");
         let without = decode(
             in_memory(&bytes, SHA1).unwrap(),
             &listing,
             wants,
             &Bases::new(),
+            unmetered,
         )
         .unwrap();
         assert_eq!(without.facts.commit_trees[&rev(d, "HEAD")], root);
@@ -895,7 +954,14 @@ pub(crate) mod tests {
         let raw = git(d, &["cat-file", "tree", &old_root.to_string()], None);
         let bases = Bases::from([(raw_id(&old_root).unwrap(), raw)]);
         assert_eq!(without.unresolved, std::slice::from_ref(&old_root));
-        let with = decode(in_memory(&bytes, SHA1).unwrap(), &listing, wants, &bases).unwrap();
+        let with = decode(
+            in_memory(&bytes, SHA1).unwrap(),
+            &listing,
+            wants,
+            &bases,
+            unmetered,
+        )
+        .unwrap();
         assert!(with.unresolved.is_empty());
         assert_eq!(with.facts.trees[&root].len(), 300);
     }
@@ -933,6 +999,67 @@ pub(crate) mod tests {
         assert_eq!(read.facts.large_objects[0].path.as_deref(), Some("big.bin"));
         // Read as SHA-1, the same bytes are refused, never misread.
         assert!(facts(&bytes, wants, &Bases::new(), SHA1).is_err());
+    }
+
+    #[test]
+    fn what_reading_a_pack_holds_is_charged_and_a_refused_charge_stops_it() {
+        // A tree of 2,000 entries: kept whole (for protected paths), it is charged for each.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        git(d, &["init", "-q", "-b", "main"], None);
+        for i in 0..2000 {
+            std::fs::write(d.join(format!("f{i:04}")), "x").unwrap();
+        }
+        git(d, &["add", "."], None);
+        git(d, &["commit", "-qm", "many"], None);
+        let pack = git(
+            d,
+            &["pack-objects", "--stdout", "--revs", "-q"],
+            Some(b"HEAD\n"),
+        );
+        let bytes = bytes::Bytes::from(pack);
+        let wants = Wants {
+            trees: true,
+            ..Wants::default()
+        };
+        let mut charged = 0;
+        let mut count = |n: u64| {
+            charged += n;
+            Ok(())
+        };
+        let listing = list_stream(&bytes, None, SHA1, &mut count)
+            .unwrap()
+            .unwrap();
+        let decoded = decode(
+            in_memory(&bytes, SHA1).unwrap(),
+            &listing,
+            wants,
+            &Bases::new(),
+            &mut count,
+        )
+        .unwrap();
+        assert_eq!(decoded.facts.trees[&rev(d, "HEAD^{tree}")].len(), 2000);
+        assert!(charged > 2000 * cost::TREE_ENTRY, "{charged}");
+        // Refused halfway: the reading stops with the refusal's reason.
+        let mut left = charged / 2;
+        let mut capped = |n: u64| {
+            left = left.checked_sub(n).ok_or_else(|| fail("over the share"))?;
+            Ok(())
+        };
+        let listing = list_stream(&bytes, None, SHA1, &mut capped)
+            .unwrap()
+            .unwrap();
+        let refused = decode(
+            in_memory(&bytes, SHA1).unwrap(),
+            &listing,
+            wants,
+            &Bases::new(),
+            &mut capped,
+        );
+        assert_eq!(
+            refused.unwrap_err().to_string(),
+            "cannot read the pushed pack: over the share"
+        );
     }
 
     #[test]

@@ -171,8 +171,12 @@ pub(crate) async fn inspect<'a>(
         signatures: policy.signers().is_some(),
     };
     let objects = following.objects();
+    let meter = Metered::new(state, record.client.ip());
     // The first pass reads the pack as it arrives, on a blocking thread.
-    let first_pass = tokio::task::spawn_blocking(move || following.list(wants));
+    let first_pass = {
+        let meter = Arc::clone(&meter);
+        tokio::task::spawn_blocking(move || following.list(wants, &mut |n| meter.charge(n)))
+    };
     let held = Held {
         state,
         policy,
@@ -181,6 +185,7 @@ pub(crate) async fn inspect<'a>(
         wants,
         spool,
         first_pass,
+        meter,
         _slot: slot,
         pack_start,
         body,
@@ -238,6 +243,8 @@ struct Held<'a> {
     wants: Wants,
     spool: Spool,
     first_pass: tokio::task::JoinHandle<Result<Option<Listing>, crate::pack::PackError>>,
+    /// The memory its check holds.
+    meter: Arc<Metered>,
     /// Its place among the pushes held at once, while it is held.
     _slot: Reservation,
     /// The start of the pack, read with the command list.
@@ -337,7 +344,8 @@ impl Held<'_> {
                     Ok(Ok(_)) => "the pushed pack ended early".to_owned(),
                     Err(error) => format!("reading the pushed pack failed: {error}"),
                 };
-                return self.stop("pack", reason).await;
+                let rule = self.meter.rule();
+                return self.stop(rule, reason).await;
             }
             let next = match pending.take() {
                 Some(piece) => Ok(Some(Ok(http_body::Frame::data(piece)))),
@@ -393,15 +401,22 @@ impl Held<'_> {
             Err(error) => Err(format!("reading the pushed pack failed: {error}")),
         };
         let spooled = Arc::new(spooled);
-        let deciding = examine(
-            self.state,
-            self.policy,
-            self.to,
-            &self.header.commands,
-            &spooled,
-            self.wants,
-            listing,
-        );
+        let deciding = async {
+            let pack = Pack {
+                spooled: &spooled,
+                listing: listing?.map(Arc::new),
+                wants: self.wants,
+                meter: &self.meter,
+            };
+            examine(
+                self.state,
+                self.policy,
+                self.to,
+                &self.header.commands,
+                pack,
+            )
+            .await
+        };
         let decided = tokio::time::timeout(limits.response_header_timeout, deciding)
             .await
             .unwrap_or_else(|_| {
@@ -416,7 +431,7 @@ impl Held<'_> {
                 &self.header.commands,
                 &Decision {
                     allowed: false,
-                    rule: "pack".into(),
+                    rule: self.meter.rule().into(),
                     reason,
                 },
             ),
@@ -568,16 +583,8 @@ async fn examine(
     policy: &Policy,
     to: &PushTo<'_>,
     updates: &[RefUpdate],
-    spooled: &Arc<Spooled>,
-    wants: Wants,
-    listing: Result<Option<Listing>, String>,
+    pack: Pack<'_>,
 ) -> Result<PushVerdict, String> {
-    let listing = listing?.map(Arc::new);
-    let pack = Pack {
-        spooled,
-        listing,
-        wants,
-    };
     let api = Api::new(state, to);
     let mut decoded = pack.decode(Bases::new()).await?;
     let protected = match policy.protects_paths() {
@@ -614,15 +621,76 @@ struct Pack<'a> {
     spooled: &'a Arc<Spooled>,
     listing: Option<Arc<Listing>>,
     wants: Wants,
+    meter: &'a Arc<Metered>,
 }
 
 impl Pack<'_> {
     async fn decode(&self, bases: Bases) -> Result<Decoded, String> {
         let (listing, wants) = (self.listing.clone(), self.wants);
+        let meter = Arc::clone(self.meter);
         blocking(self.spooled, move |s| {
-            s.decode(listing.as_deref(), wants, &bases)
+            s.decode(listing.as_deref(), wants, &bases, &mut |n| meter.charge(n))
         })
         .await
+    }
+}
+
+/// What a held push's check holds in memory (what it reads out of the pack), charged to
+/// its client's share of `limits.maxPushCheckBytes` a MiB at a time, and given back when
+/// the push is done.
+pub(crate) struct Metered {
+    charged: std::sync::Mutex<(Reservation, u64)>,
+    /// Which limit refused a charge, if one did.
+    spent: std::sync::OnceLock<Spent>,
+}
+
+impl Metered {
+    /// Charges are taken from the budget this many bytes at a time.
+    const STEP: u64 = 1 << 20;
+
+    fn new(state: &State, client: std::net::IpAddr) -> Arc<Self> {
+        Arc::new(Self {
+            charged: std::sync::Mutex::new((
+                Reservation::new(state.push_checks.clone(), client),
+                0,
+            )),
+            spent: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Takes `bytes` more, or refuses them naming the limit.
+    fn charge(&self, bytes: u64) -> Result<(), crate::pack::PackError> {
+        let mut charged = self.charged.lock().unwrap_or_else(|p| p.into_inner());
+        let (reservation, used) = &mut *charged;
+        *used = used.saturating_add(bytes);
+        let more = used.saturating_sub(reservation.bytes());
+        if more == 0 {
+            return Ok(());
+        }
+        reservation.grow(more.max(Self::STEP)).map_err(|spent| {
+            let budget = reservation.budget();
+            let reason = match spent {
+                Spent::All => format!(
+                    "checking it would take the memory gitgate's push checks hold past limits.maxPushCheckBytes {}; retry shortly",
+                    budget.describe()
+                ),
+                Spent::Client => format!(
+                    "checking it would take this client's push checks past limits.maxPushCheckBytesPerClient {}; push fewer commits and trees at once",
+                    ByteSize(budget.per_client())
+                ),
+            };
+            let _ = self.spent.set(spent);
+            crate::pack::fail(reason)
+        })
+    }
+
+    /// The rule of a failed check: the limit that refused a charge, else `pack`.
+    fn rule(&self) -> &'static str {
+        match self.spent.get() {
+            Some(Spent::All) => "limits.maxPushCheckBytes",
+            Some(Spent::Client) => "limits.maxPushCheckBytesPerClient",
+            None => "pack",
+        }
     }
 }
 

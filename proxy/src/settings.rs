@@ -82,6 +82,11 @@ pub struct Limits {
     pub max_held_pushes: usize,
     /// The share of `max_held_pushes` one client address may hold.
     pub max_held_pushes_per_client: usize,
+    /// Most memory the checks of held pushes may hold (what they read out of packs: object
+    /// lists, commits, trees), all clients together; a push past it is refused.
+    pub max_push_check_bytes: u64,
+    /// The share of `max_push_check_bytes` one client address may hold.
+    pub max_push_check_bytes_per_client: u64,
     /// Most bytes of request bodies held in memory to decide on them (API calls, LFS batch
     /// requests, push command lists), all clients together; past it, 503.
     pub max_buffered_body_bytes: u64,
@@ -142,6 +147,8 @@ impl Default for Limits {
             max_held_push_bytes_per_client: 2 << 30,
             max_held_pushes: 128,
             max_held_pushes_per_client: 16,
+            max_push_check_bytes: 512 << 20,
+            max_push_check_bytes_per_client: 128 << 20,
             max_buffered_body_bytes: 128 << 20,
             max_buffered_body_bytes_per_client: 16 << 20,
             shutdown_grace: Duration::from_secs(30),

@@ -207,8 +207,12 @@ impl Following {
 
     /// The first pass over the pack as it arrives ([`pack::list_stream`]); `None` for a
     /// push without a pack. Blocking: run it through `spawn_blocking`.
-    pub(crate) fn list(&self, wants: Wants) -> Result<Option<Listing>, PackError> {
-        pack::list_stream(self, wants.max_blob, self.hash)
+    pub(crate) fn list(
+        &self,
+        wants: Wants,
+        charge: pack::Charge,
+    ) -> Result<Option<Listing>, PackError> {
+        pack::list_stream(self, wants.max_blob, self.hash, charge)
     }
 }
 
@@ -219,12 +223,13 @@ impl Spooled {
         listing: Option<&Listing>,
         wants: Wants,
         bases: &Bases,
+        charge: pack::Charge,
     ) -> Result<pack::Decoded, PackError> {
         let Some(listing) = listing else {
             return Ok(pack::Decoded::default());
         };
         let mapped = gix_pack::data::File::at(&self.path, self.hash).map_err(pack::fail)?;
-        pack::decode(mapped, listing, wants, bases)
+        pack::decode(mapped, listing, wants, bases, charge)
     }
 
     /// The body to send upstream: `head` (the command list, as received), then the pack.
@@ -315,7 +320,8 @@ mod tests {
     async fn the_first_pass_follows_a_pack_as_it_is_written() {
         let pack = crate::pack::tests::small_pack();
         let (mut spool, following) = unbounded().await;
-        let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
+        let first_pass =
+            tokio::task::spawn_blocking(move || following.list(wants(), &mut |_| Ok(())));
         for piece in pack.chunks(7) {
             spool.write(piece).await.unwrap();
             tokio::task::yield_now().await;
@@ -327,7 +333,7 @@ mod tests {
         let spooled = spool.finish().await.unwrap();
         let listing = first_pass.await.unwrap().unwrap().expect("a pack");
         let decoded = spooled
-            .decode(Some(&listing), wants(), &Bases::new())
+            .decode(Some(&listing), wants(), &Bases::new(), &mut |_| Ok(()))
             .unwrap();
         assert_eq!(decoded.facts.commits.len(), 4);
         assert_eq!(decoded.facts.pack_bytes, pack.len() as u64);
@@ -337,7 +343,8 @@ mod tests {
     async fn a_push_that_ends_early_ends_the_first_pass() {
         let pack = crate::pack::tests::small_pack();
         let (mut spool, following) = unbounded().await;
-        let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
+        let first_pass =
+            tokio::task::spawn_blocking(move || following.list(wants(), &mut |_| Ok(())));
         spool.write(&pack[..pack.len() / 2]).await.unwrap();
         drop(spool);
         let error = first_pass.await.unwrap().unwrap_err();
@@ -356,14 +363,16 @@ mod tests {
             p
         };
         let (mut spool, following) = unbounded().await;
-        let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
+        let first_pass =
+            tokio::task::spawn_blocking(move || following.list(wants(), &mut |_| Ok(())));
         spool.write(&empty).await.unwrap();
         spool.finish().await.unwrap();
         let listing = first_pass.await.unwrap().unwrap().expect("a pack");
         assert!(format!("{listing:?}").contains("listed: []"));
         // A push without a pack has no listing.
         let (spool, following) = unbounded().await;
-        let first_pass = tokio::task::spawn_blocking(move || following.list(wants()));
+        let first_pass =
+            tokio::task::spawn_blocking(move || following.list(wants(), &mut |_| Ok(())));
         spool.finish().await.unwrap();
         assert!(first_pass.await.unwrap().unwrap().is_none());
     }

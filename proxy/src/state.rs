@@ -32,6 +32,8 @@ pub(crate) struct State {
     pub(crate) held_push_bytes: Arc<crate::budget::Budget>,
     /// The pushes held at once (each keeps a blocking thread).
     pub(crate) held_push_count: Arc<crate::budget::Budget>,
+    /// The memory held pushes' checks hold (`limits.maxPushCheckBytes`).
+    pub(crate) push_checks: Arc<crate::budget::Budget>,
     /// The memory of request bodies read to decide on (`limits.maxBufferedBodyBytes`).
     pub(crate) buffered_bodies: Arc<crate::budget::Budget>,
     policies: RwLock<Arc<Policies>>,
@@ -60,6 +62,11 @@ impl State {
             limits.max_held_pushes_per_client as u64,
             observer.metrics.held_pushes.clone(),
         );
+        let push_checks = crate::budget::Budget::new(
+            limits.max_push_check_bytes,
+            limits.max_push_check_bytes_per_client,
+            observer.metrics.push_check_bytes.clone(),
+        );
         let buffered_bodies = crate::budget::Budget::new(
             limits.max_buffered_body_bytes,
             limits.max_buffered_body_bytes_per_client,
@@ -77,6 +84,7 @@ impl State {
             storage: Default::default(),
             held_push_bytes,
             held_push_count,
+            push_checks,
             buffered_bodies,
             policies: RwLock::new(Arc::new(policies)),
             next_connection: AtomicU64::new(1),

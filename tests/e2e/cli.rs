@@ -411,6 +411,10 @@ fn errors_found_after_parsing_name_the_line_and_column_of_their_key() {
             "limits.maxBufferedBodyBytes: must be at least limits.maxBufferedBodyBytesPerClient",
         ),
         (
+            "limits: {maxPushCheckBytes: 64MiB, maxPushCheckBytesPerClient: 65MiB}\npolicy: {allowedRepos: [a/b]}\n",
+            "limits.maxPushCheckBytesPerClient: must be at most limits.maxPushCheckBytes (67.1 MB)",
+        ),
+        (
             "limits: {maxHeldPushes: 300}\npolicy: {allowedRepos: [a/b]}\n",
             "limits.maxHeldPushes: must be at most 256",
         ),

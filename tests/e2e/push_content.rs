@@ -765,6 +765,44 @@ fn one_clients_held_pushes_leave_the_rest_of_the_disk_to_the_others() {
 }
 
 #[test]
+fn what_checking_a_push_holds_in_memory_is_bounded_per_client() {
+    // protectedPaths keeps every pushed tree whole to compare it: a tree of 20,000 entries
+    // holds more than the 1 MiB share.
+    let standin = harness::standin();
+    let policy = "{allowedRepos: [acme/app], allowedRefs: [main], protectedPaths: [CODEOWNERS]}";
+    let config = harness::limited_config(
+        &standin,
+        policy,
+        "{maxPushCheckBytes: 8MiB, maxPushCheckBytesPerClient: 1MiB}",
+    );
+    let gitgate = Gitgate::start(&format!("admin: 127.0.0.1:0\n{config}"));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    let main = rev(&sandbox, &repo, "origin/main");
+    let wide = repo.join("wide");
+    std::fs::create_dir(&wide).unwrap();
+    for i in 0..20_000 {
+        std::fs::write(wide.join(format!("f{i:05}")), "").unwrap();
+    }
+    sandbox.git_ok(&repo, &["add", "wide"]);
+    sandbox.git_ok(&repo, &["commit", "-q", "-m", "wide"]);
+    let denied = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
+    assert!(
+        denied.contains("checking it would take this client's push checks past limits.maxPushCheckBytesPerClient 1.05 MB; push fewer commits and trees at once"),
+        "{denied}"
+    );
+    let record = gitgate.wait_for_record(|r| r["rule"] == "limits.maxPushCheckBytesPerClient");
+    assert_eq!(record["decision"], "deny", "{record}");
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(main.as_str()));
+    // What it held is given back, and a push of ordinary size is checked and goes through.
+    crate::core::wait_until(|| gauge(&gitgate, "gitgate_push_check_bytes") == 0);
+    sandbox.git_ok(&repo, &["reset", "-q", "--hard", "origin/main"]);
+    let small = sandbox.commit(&repo, "a.txt", "small\n");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(small.as_str()));
+}
+
+#[test]
 fn pushes_held_at_once_are_bounded_overall_and_per_client() {
     // Each held push keeps a thread reading its pack: a client that opens many and never
     // finishes them must not take those threads from everyone.

@@ -474,6 +474,7 @@ fn judge_fds(
         "gitgate_open_connections",
         "gitgate_held_pushes",
         "gitgate_held_push_bytes",
+        "gitgate_push_check_bytes",
         "gitgate_buffered_body_bytes",
     ] {
         let value = gauge(metrics, name);

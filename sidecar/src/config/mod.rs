@@ -23,6 +23,34 @@ pub use raw::RawConfig;
 /// The most `limits.maxHeldPushes` may be: half the runtime's blocking threads.
 const MAX_HELD_PUSHES: usize = 256;
 
+/// Sets one client's share of a budget of `whole` bytes: as configured, which must not
+/// exceed the whole, or unset, the default or the whole, whichever is less. `keys` are the
+/// share's key and the whole's, for the error.
+fn share(
+    slot: &mut u64,
+    configured: Option<gitgate_policy::ByteSize>,
+    whole: u64,
+    (key, whole_key): (&'static str, &'static str),
+) -> Result<(), (&'static str, String)> {
+    match configured {
+        Some(bytes) if bytes.0 > whole => Err((
+            key,
+            format!(
+                "must be at most {whole_key} ({})",
+                gitgate_policy::ByteSize(whole)
+            ),
+        )),
+        Some(bytes) => {
+            *slot = bytes.0;
+            Ok(())
+        }
+        None => {
+            *slot = (*slot).min(whole);
+            Ok(())
+        }
+    }
+}
+
 /// A config error, displayed the way editors and CI logs link to it.
 #[derive(Debug, Clone)]
 pub struct ConfigError {
@@ -285,24 +313,29 @@ impl Config {
         if let Some(bytes) = l.max_held_push_bytes {
             limits.max_held_push_bytes = bytes.0;
         }
-        // Unset, one client's share is the default or the whole, whichever is less.
-        match l.max_held_push_bytes_per_client {
-            Some(bytes) if bytes.0 > limits.max_held_push_bytes => {
-                return Err(error(
-                    "limits.maxHeldPushBytesPerClient",
-                    format!(
-                        "must be at most limits.maxHeldPushBytes ({})",
-                        gitgate_policy::ByteSize(limits.max_held_push_bytes)
-                    ),
-                ));
-            }
-            Some(bytes) => limits.max_held_push_bytes_per_client = bytes.0,
-            None => {
-                limits.max_held_push_bytes_per_client = limits
-                    .max_held_push_bytes_per_client
-                    .min(limits.max_held_push_bytes)
-            }
+        share(
+            &mut limits.max_held_push_bytes_per_client,
+            l.max_held_push_bytes_per_client,
+            limits.max_held_push_bytes,
+            (
+                "limits.maxHeldPushBytesPerClient",
+                "limits.maxHeldPushBytes",
+            ),
+        )
+        .map_err(|(key, message)| error(key, message))?;
+        if let Some(bytes) = l.max_push_check_bytes {
+            limits.max_push_check_bytes = bytes.0;
         }
+        share(
+            &mut limits.max_push_check_bytes_per_client,
+            l.max_push_check_bytes_per_client,
+            limits.max_push_check_bytes,
+            (
+                "limits.maxPushCheckBytesPerClient",
+                "limits.maxPushCheckBytes",
+            ),
+        )
+        .map_err(|(key, message)| error(key, message))?;
         if let Some(bytes) = l.max_buffered_body_bytes {
             limits.max_buffered_body_bytes = bytes.0;
         }

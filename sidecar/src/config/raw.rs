@@ -470,6 +470,12 @@ pub struct RawLimits {
     /// The share of it one client address may hold.
     #[serde(default, deserialize_with = "some")]
     pub max_held_pushes_per_client: Option<Count>,
+    /// Most memory the checks of held pushes may hold, all clients together.
+    #[serde(default, deserialize_with = "some")]
+    pub max_push_check_bytes: Option<gitgate_policy::ByteSize>,
+    /// The share of it one client address may hold.
+    #[serde(default, deserialize_with = "some")]
+    pub max_push_check_bytes_per_client: Option<gitgate_policy::ByteSize>,
     /// Most bytes of request bodies held in memory to decide on, all clients together.
     #[serde(default, deserialize_with = "some")]
     pub max_buffered_body_bytes: Option<gitgate_policy::ByteSize>,
