@@ -238,7 +238,10 @@ impl Policy {
     }
 
     /// The protected paths that the pack's commits add, change or delete, each commit
-    /// compared with each of its parents (a root commit with the empty tree). Directories
+    /// compared with its parents (a root commit with the empty tree). A merge changes a
+    /// path only where it differs from every parent, as in git's combined diff: what it
+    /// takes unchanged from one parent, that parent brought (and was checked for, or is
+    /// history the push may build on). Directories
     /// no pattern can reach are not entered. [`Unfinished::Needs`] lists what must first
     /// be read from the server (trees and commits outside the pack): call again with them
     /// in `server`. The work is bounded whatever the pack holds
@@ -266,16 +269,28 @@ impl Policy {
             if parents.is_empty() {
                 diff.walk(commit, Some(tree), None)?;
             }
+            let mut common: Option<Vec<ProtectedChange>> = None;
             for parent in parents {
                 let parent_tree = facts
                     .commit_trees
                     .get(parent)
                     .or_else(|| server.commit_trees.get(parent));
-                match parent_tree {
-                    Some(parent_tree) => diff.walk(commit, Some(tree), Some(parent_tree))?,
-                    None => diff.missing.push(Lookup::CommitTree(parent.clone())),
-                }
+                let Some(parent_tree) = parent_tree else {
+                    diff.missing.push(Lookup::CommitTree(parent.clone()));
+                    continue;
+                };
+                let start = diff.changed.len();
+                diff.walk(commit, Some(tree), Some(parent_tree))?;
+                let against: Vec<ProtectedChange> = diff.changed.drain(start..).collect();
+                common = Some(match common {
+                    None => against,
+                    Some(earlier) => earlier
+                        .into_iter()
+                        .filter(|c| against.iter().any(|a| a.path == c.path))
+                        .collect(),
+                });
             }
+            diff.changed.extend(common.into_iter().flatten());
         }
         if diff.missing.is_empty() {
             Ok(diff.changed)
@@ -959,6 +974,36 @@ mod tests {
             Err(Unfinished::TooLarge(
                 "a pushed tree is nested deeper than 4096 directories".into()
             ))
+        );
+    }
+
+    #[test]
+    fn a_merge_changes_only_what_differs_from_every_parent() {
+        let p = policy("allowedRefs: ['*']\nprotectedPaths: ['.github/workflows/**']\n");
+        let (mut facts, mut server) = pushed();
+        // 12 merges 11 (ci.yml 31) and 13; its own tree is 20 (ci.yml 30).
+        facts.commits = HashMap::from([(id(12), vec![id(11), id(13)])]);
+        facts.commit_trees = HashMap::from([(id(12), id(20))]);
+        // 13 has ci.yml 30 too: the merge takes it unchanged, and changes nothing.
+        server.commit_trees.insert(id(13), id(20));
+        assert_eq!(p.protected_changes(&facts, &server), Ok(vec![]));
+        // 13 has ci.yml 32: the merge's ci.yml is neither parent's, so the merge changes it.
+        server.commit_trees.insert(id(13), id(35));
+        server
+            .trees
+            .insert(id(35), vec![entry(".github", 0o040000, 36)]);
+        server
+            .trees
+            .insert(id(36), vec![entry("workflows", 0o040000, 37)]);
+        server
+            .trees
+            .insert(id(37), vec![entry("ci.yml", 0o100644, 32)]);
+        assert_eq!(
+            p.protected_changes(&facts, &server),
+            Ok(vec![ProtectedChange {
+                commit: id(12),
+                path: ".github/workflows/ci.yml".into()
+            }])
         );
     }
 

@@ -845,25 +845,26 @@ async fn unchecked(api: &Api<'_>, updates: &[RefUpdate], facts: &PackFacts) -> V
             if commit == update.old {
                 continue;
             }
-            let behind_old = || api.is_ancestor(&commit, &update.old);
-            let (held, place) = match (update.is_create(), update.is_tag()) {
-                (true, _) => (api.on_default_branch(&commit).await, "the default branch"),
-                (false, false) => (behind_old().await, update.name.as_str()),
-                // A moved tag: behind its old commit (GitHub peels the old tag), or on the
-                // default branch.
-                (false, true) => match behind_old().await {
-                    Ok(true) => (Ok(true), ""),
-                    _ => (
-                        api.on_default_branch(&commit).await,
-                        "the default branch nor behind the tag's old commit",
-                    ),
+            // A commit the push does not carry is history it may build on: the ref's own
+            // (behind its old commit; GitHub peels an old tag), or the default branch's (a
+            // merge of it into a branch, a branch or tag made from it).
+            let held = match update.is_create() {
+                true => api.on_default_branch(&commit).await,
+                false => match api.is_ancestor(&commit, &update.old).await {
+                    Ok(true) => Ok(true),
+                    _ => api.on_default_branch(&commit).await,
                 },
             };
             match held {
                 Ok(true) => {}
                 Ok(false) => problems.push(format!(
-                    "{} would bring in commit {commit}, which this push does not carry and which is not on {place}; push those commits through gitgate so that they can be checked",
-                    update.name
+                    "{} would bring in commit {commit}, which this push does not carry and which is {}; push those commits through gitgate so that they can be checked",
+                    update.name,
+                    if update.is_create() {
+                        "not on the default branch"
+                    } else {
+                        "neither behind its old commit nor on the default branch"
+                    }
                 )),
                 Err(why) => problems.push(format!(
                     "cannot check commit {commit}, which {} would bring in ({why}); denied by policy",

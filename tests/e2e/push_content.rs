@@ -504,6 +504,66 @@ fn an_allowed_signers_file_can_require_the_committer_to_be_the_keys_principal() 
 }
 
 #[test]
+fn merging_the_default_branch_into_a_branch_passes_the_per_commit_rules() {
+    let standin = harness::standin();
+    // Someone else (through an open gitgate) starts agent/x, then changes the workflow on
+    // main: history the agent's branch may build on.
+    let open = Gitgate::start(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app], allowedRefs: [main, 'agent/*']}",
+    ));
+    let other = Sandbox::new(&open);
+    let theirs = other.clone_repo("acme/app", "theirs");
+    other.commit(&theirs, "work.txt", "agent work\n");
+    other.git_ok(
+        &theirs,
+        &["push", "-q", "origin", "HEAD:refs/heads/agent/x"],
+    );
+    other.git_ok(&theirs, &["reset", "-q", "--hard", "origin/main"]);
+    other.commit(&theirs, ".github/workflows/ci.yml", "on: push\n");
+    other.git_ok(&theirs, &["push", "-q", "origin", "HEAD:main"]);
+
+    let policy = "{allowedRepos: [acme/app], allowedRefs: [main, 'agent/*'], protectedPaths: ['.github/workflows/**']}";
+    let gitgate = Gitgate::start(&app_config(&standin, policy));
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    sandbox.git_ok(
+        &repo,
+        &["checkout", "-q", "-b", "agent/x", "origin/agent/x"],
+    );
+    sandbox.git_ok(&repo, &["merge", "-q", "--no-edit", "origin/main"]);
+    let merged = rev(&sandbox, &repo, "HEAD");
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:agent/x"]);
+    assert_eq!(
+        upstream(&standin, "agent/x").as_deref(),
+        Some(merged.as_str())
+    );
+
+    // A merge that changes the workflow itself (neither parent's) is still refused.
+    sandbox.git_ok(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
+    sandbox.git_ok(&repo, &["merge", "-q", "--no-commit", "origin/main"]);
+    std::fs::write(
+        repo.join(".github/workflows/ci.yml"),
+        "on: [push, workflow_dispatch]\n",
+    )
+    .unwrap();
+    sandbox.git_ok(&repo, &["commit", "-q", "-am", "evil merge"]);
+    let evil = rev(&sandbox, &repo, "HEAD");
+    let denied = sandbox.git_fails(&repo, &["push", "-f", "origin", "HEAD:agent/x"]);
+    assert!(
+        denied.contains(&format!(
+            "commit {} changes .github/workflows/ci.yml, which protectedPaths protects",
+            &evil[..12]
+        )),
+        "{denied}"
+    );
+    assert_eq!(
+        upstream(&standin, "agent/x").as_deref(),
+        Some(merged.as_str())
+    );
+}
+
+#[test]
 fn commits_already_on_github_but_not_on_the_ref_cannot_slip_past_the_per_commit_rules() {
     let keys = tempfile::tempdir().unwrap();
     let (agent, agent_public) = ssh_key(keys.path(), "agent");
