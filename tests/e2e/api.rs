@@ -384,6 +384,18 @@ fn rest_calls_that_move_refs_are_decided_like_pushes() {
         Some(&json!({"title": "t", "base": "main", "head": "agent/y"})),
     );
     assert_eq!(status, 201, "{body}");
+    // A head in another repository of the fork network is not checked against
+    // allowedRepos by anything: refused.
+    for head in [
+        json!({"title": "t", "base": "main", "head": "someone:feature"}),
+        json!({"title": "t", "base": "main", "head": "feature", "head_repo": "secret"}),
+    ] {
+        denied(
+            call(&sandbox, "POST", "/repos/acme/app/pulls", Some(&head)),
+            "head is in another repository",
+        );
+    }
+    assert_eq!(standin.pull_requests().len(), 2);
     let (status, body) = call(&sandbox, "PUT", "/repos/acme/app/pulls/2/merge", None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(standin.pull_requests()[1].state, PullState::Merged);

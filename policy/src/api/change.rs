@@ -36,13 +36,16 @@ pub enum Effect {
     PullMerge(u64),
     /// `PUT pulls/{n}/update-branch`: a merge of the base into the pull request's head.
     PullUpdateBranch(u64),
+    /// `POST pulls`: its head must be a branch of this repository (a head in another
+    /// repository of the fork network could not be checked against `allowedRepos`).
+    PullCreate,
     /// `PATCH pulls/{n}`: the body's `base`, when given, is where the pull request's
     /// merges will write.
     PullEdit,
     /// `POST branches/{branch}/rename`: this ref goes, the body's `new_name` comes.
     Rename(String),
     /// `POST releases` / `PATCH releases/{id}`: the body's `tag_name` is created when
-    /// the tag does not exist.
+    /// the tag does not exist; publishing (`draft: false`) must name it.
     Release,
 }
 
@@ -176,6 +179,13 @@ impl Effect {
             )],
             Effect::PullMerge(n) => vec![update(RefTarget::PullBase(*n), Content::Merge)],
             Effect::PullUpdateBranch(n) => vec![update(RefTarget::PullHead(*n), Content::Merge)],
+            Effect::PullCreate => {
+                same_repository_head(required_str(body, "head")?)?;
+                if optional_str(body, "head_repo")?.is_some() {
+                    return Err(CROSS_REPOSITORY.into());
+                }
+                Vec::new()
+            }
             Effect::PullEdit => match optional_str(body, "base")? {
                 Some(base) => vec![RefChange::retarget(branch_ref(base)?)],
                 None => Vec::new(),
@@ -198,6 +208,11 @@ impl Effect {
                     kind: ChangeKind::Create,
                     content: Content::Existing,
                 }],
+                // Publishing a draft creates the tag it was drafted with, which the body
+                // does not name: gitgate could not check it.
+                None if field(body, "draft") == Some(&Value::Bool(false)) => {
+                    return Err("publishing a release (draft: false) creates its tag if it does not exist yet: name the tag in tag_name so that gitgate can check it against allowedRefs".into());
+                }
                 None => Vec::new(),
             },
         })
@@ -222,6 +237,17 @@ pub(crate) fn base64_len(text: &str) -> u64 {
 
 fn field<'a>(body: &'a Value, key: &str) -> Option<&'a Value> {
     body.as_object()?.get(key).filter(|v| !v.is_null())
+}
+
+/// Why a pull request from another repository is refused.
+pub(crate) const CROSS_REPOSITORY: &str = "a pull request whose head is in another repository (head \"owner:branch\", head_repo, headRepositoryId) cannot be checked against allowedRepos; open it from a branch of this repository";
+
+/// A pull request head naming a branch, not `owner:branch` of another repository.
+pub(crate) fn same_repository_head(head: &str) -> Result<(), String> {
+    match head.contains(':') {
+        true => Err(CROSS_REPOSITORY.into()),
+        false => Ok(()),
+    }
 }
 
 fn optional_str<'a>(body: &'a Value, key: &str) -> Result<Option<&'a str>, String> {
@@ -406,6 +432,19 @@ mod tests {
         );
         assert!(Effect::Release.changes(&json!({})).unwrap().is_empty());
         assert_eq!(
+            Effect::Release
+                .changes(&json!({"draft": false, "tag_name": "v2"}))
+                .unwrap()[0]
+                .target,
+            named("refs/tags/v2")
+        );
+        assert!(
+            Effect::PullCreate
+                .changes(&json!({"head": "feature", "base": "main"}))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
             Effect::Release.changes(&json!({"tag_name": "v1"})).unwrap()[0].target,
             named("refs/tags/v1")
         );
@@ -434,6 +473,22 @@ mod tests {
                 "ambiguous",
             ),
             (Effect::PullEdit, json!({"base": 1}), "not a string"),
+            (
+                Effect::PullCreate,
+                json!({"head": "other:feature", "base": "main"}),
+                "head is in another repository",
+            ),
+            (
+                Effect::PullCreate,
+                json!({"head": "feature", "head_repo": "secret-fork", "base": "main"}),
+                "head is in another repository",
+            ),
+            (Effect::PullCreate, json!({"base": "main"}), "no \"head\""),
+            (
+                Effect::Release,
+                json!({"draft": false}),
+                "name the tag in tag_name",
+            ),
         ] {
             let err = effect.changes(&body).unwrap_err();
             assert!(err.contains(want), "{effect:?}: {err}");

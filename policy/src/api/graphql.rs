@@ -261,7 +261,14 @@ fn mutation_check(name: &str, arguments: &Map<String, Value>) -> Result<FieldChe
         content,
     };
     let (operations, repos, changes): (&'static [Operation], _, _) = match name {
-        "createPullRequest" => (&[Op::PullsCreate], vec![node("repositoryId")?], vec![]),
+        "createPullRequest" => {
+            // Its head must be a branch of the same repository (see Effect::PullCreate).
+            if at(arguments, &["input", "headRepositoryId"]).is_some_and(|v| !v.is_null()) {
+                return Err(super::change::CROSS_REPOSITORY.into());
+            }
+            super::change::same_repository_head(string_at(arguments, &["input", "headRefName"])?)?;
+            (&[Op::PullsCreate], vec![node("repositoryId")?], vec![])
+        }
         "updatePullRequest" => {
             let base = match at(arguments, &["input", "baseRefName"]) {
                 None | Some(Value::Null) => vec![],
@@ -654,6 +661,16 @@ mod tests {
                 "mutation deleteRepository is not in",
             ),
             ("subscription { x }", json!({}), "subscriptions"),
+            (
+                "mutation { createPullRequest(input: {repositoryId: \"R\", baseRefName: \"main\", headRefName: \"other:x\", title: \"t\"}) { clientMutationId } }",
+                json!({}),
+                "head is in another repository",
+            ),
+            (
+                "mutation { createPullRequest(input: {repositoryId: \"R\", headRepositoryId: \"R2\", baseRefName: \"main\", headRefName: \"x\", title: \"t\"}) { clientMutationId } }",
+                json!({}),
+                "head is in another repository",
+            ),
             (
                 "mutation { updatePullRequest(input: {pullRequestId: \"PR\", baseRefName: 1}) { clientMutationId } }",
                 json!({}),

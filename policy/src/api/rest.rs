@@ -132,7 +132,7 @@ fn repo_route(method: &str, read: bool, tail: &[&str]) -> Option<(&'static [Oper
     }
     let none = |ops: &'static [Operation]| Some((ops, Effect::None));
     match (method, tail) {
-        ("POST", ["pulls"]) => none(&[Op::PullsCreate]),
+        ("POST", ["pulls"]) => Some((&[Op::PullsCreate], Effect::PullCreate)),
         ("PATCH", ["pulls", n]) if is_number(n) => Some((&[Op::PullsUpdate], Effect::PullEdit)),
         ("POST" | "DELETE", ["pulls", n, "requested_reviewers"]) if is_number(n) => {
             none(&[Op::PullsUpdate])
@@ -275,7 +275,7 @@ mod tests {
                 "POST",
                 "/repos/acme/app/pulls",
                 &[Op::PullsCreate],
-                Effect::None,
+                Effect::PullCreate,
             ),
             (
                 "POST",
