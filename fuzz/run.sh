@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 seconds=${1:-30}
 export RUSTC_BOOTSTRAP=1
 status=0
-for target in pktline receive_pack classify policy_yaml fast_forward protected_paths api_rest api_graphql lfs_batch head_scan pushed_pack; do
+for target in pktline receive_pack classify policy_yaml fast_forward protected_paths api_rest api_graphql lfs_batch head_scan pushed_pack tunnel_hello; do
     mkdir -p "target/corpus/$target"
     echo "== $target (${seconds}s)"
     if ! cargo fuzz run "$target" "target/corpus/$target" "corpus/$target" -- \

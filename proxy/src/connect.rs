@@ -98,7 +98,8 @@ pub(crate) async fn handle(
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => {
                     record.status = 200;
-                    tunnel::run(&state, ctx, record, upgraded, upstream).await;
+                    let allowed = (policy, target);
+                    tunnel::run(&state, ctx, allowed, record, upgraded, upstream).await;
                     drop(permit);
                 }
                 Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),

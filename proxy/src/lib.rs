@@ -92,6 +92,20 @@ pub mod fuzzing {
         let bytes = bytes::Bytes::from(bytes);
         crate::pack::facts(&bytes, wants, &crate::pack::Bases::new(), hash).is_ok()
     }
+
+    /// Reads a client's first bytes in a tunnel as they come, in `pieces`, as gitgate
+    /// does before letting any reach the host; and says whether the tunnel to `host`
+    /// would be refused. Never panics, and reads at most 64 KiB.
+    pub fn tunnel_hello(pieces: &[&[u8]], host: &str) -> Option<bool> {
+        let host = gitgate_policy::HostName::parse(host).ok()?;
+        let mut reader = crate::tunnel::HelloReader::default();
+        for piece in pieces {
+            if let Some(hello) = reader.feed(piece) {
+                return Some(crate::tunnel::refusal(&hello, &host).is_some());
+            }
+        }
+        None
+    }
 }
 
 use std::future::Future;

@@ -64,6 +64,33 @@ fn allow_listed_host_is_tunneled_with_the_upstream_certificate() {
 }
 
 #[test]
+fn a_tunnel_reaches_only_its_host_whatever_server_name_tls_asks_for() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = Sandbox::new(&gitgate);
+    // The stand-in serves other.test at tunnel.test's address too, as one CDN front end
+    // serves many sites: a tunnel allowed for tunnel.test must not reach other.test there.
+    let out = sandbox.curl(&[
+        "--cacert",
+        &standin.ca_file().display().to_string(),
+        "--connect-to",
+        "other.test:443:tunnel.test:443",
+        "https://other.test/",
+    ]);
+    assert!(!out.status.success(), "reached: {}", text(&out));
+    let record = gitgate.wait_for_record(|r| {
+        r["rule"] == "allowHosts" && r["decision"] == "deny" && r["host"] == "tunnel.test"
+    });
+    assert!(
+        record["reason"].as_str().is_some_and(|r| r.contains(
+            "the TLS server name other.test in the tunnel to tunnel.test is not that host"
+        )),
+        "{record}"
+    );
+    assert!(standin.requests().iter().all(|r| r.host != "other.test"));
+}
+
+#[test]
 fn other_hosts_are_refused_with_a_reason() {
     let standin = harness::standin();
     let gitgate = Gitgate::start(&app_config(&standin, POLICY));
