@@ -52,14 +52,16 @@ pub(crate) async fn handle(
     };
     record.host = host.to_string();
     let target = Target { host, port };
-    let identity = match identity::identify(&state, &ctx, req.headers(), &mut record) {
+    let presented = identity::Presented::from_headers(req.headers());
+    let identity = match identity::identify(&state, &ctx, &presented, &mut record) {
         Ok(identity) => identity,
         Err(failure) => return refuse(&state, record, &failure),
     };
     let policy = identity.policy;
     let decision = match policy.decide_connect(&target.host, port) {
         ConnectDecision::Intercept => {
-            return intercept(state, ctx, target, identity.profile, req);
+            let who = (identity.profile, presented);
+            return intercept(state, ctx, target, who, req);
         }
         ConnectDecision::Tunnel(decision) => decision,
         ConnectDecision::Deny(decision) => {
@@ -131,7 +133,7 @@ fn intercept(
     state: Arc<State>,
     ctx: ConnCtx,
     target: Target,
-    profile: Option<Arc<str>>,
+    who: (Option<Arc<str>>, identity::Presented),
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     tracing::debug!(host = %target.host, port = target.port, "intercepting");
@@ -139,7 +141,7 @@ fn intercept(
     tokio::spawn(
         async move {
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => mitm::serve(state, ctx, target, profile, upgraded).await,
+                Ok(upgraded) => mitm::serve(state, ctx, target, who, upgraded).await,
                 Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
             }
         }

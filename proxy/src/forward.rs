@@ -51,7 +51,13 @@ fn decide(
     record: &mut Record,
     parts: &http::request::Parts,
 ) -> Result<String, Failure> {
-    let policy = identity::identify(state, ctx, &parts.headers, record)?.policy;
+    let policy = identity::identify(
+        state,
+        ctx,
+        &identity::Presented::from_headers(&parts.headers),
+        record,
+    )?
+    .policy;
     if parts.uri.scheme_str() != Some("http") {
         let reason = format!(
             "{} requests go through CONNECT; only http:// URLs may be sent to the proxy directly",

@@ -26,9 +26,10 @@ pub(crate) struct Session {
     /// Raised when the client sent a head with both `Content-Length` and `Transfer-Encoding`.
     pub(crate) framing: Arc<Framing>,
     pub(crate) ctx: ConnCtx,
-    /// The profile the CONNECT was identified as; every request inside is decided
-    /// under its current policy.
+    /// The profile the CONNECT was identified as, and what it presented to be: every
+    /// request inside is identified again, and decided under the profile's current policy.
     pub(crate) profile: Option<Arc<str>>,
+    pub(crate) presented: identity::Presented,
 }
 
 pub(crate) async fn handle(
@@ -55,7 +56,8 @@ pub(crate) async fn handle(
         // connection.
         reply::closing(reply::failure(Shape::Text, &Failure::Client(message)))
     } else {
-        match identity::current(state, session.profile.as_ref(), &mut record) {
+        let who = (&session.presented, session.profile.as_ref());
+        match identity::again(state, ctx, who, &mut record) {
             Err(failure) => reply::failure(Shape::Text, &failure),
             Ok(identity) => {
                 let settings = &state.settings;

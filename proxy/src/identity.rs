@@ -3,65 +3,82 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use gitgate_policy::{Claims, Identity, IdentityError, Policies, ProxyAuth};
+use gitgate_policy::{Claims, Identity, IdentityError, ProxyAuth};
 use http::{HeaderMap, header};
 
 use crate::audit::{Record, Verdict};
 use crate::reply::Failure;
 use crate::state::{ConnCtx, State};
 
-/// Identifies the client of `ctx` sending a request with `headers`, and notes the
-/// profile in `record`; on failure, records the denial.
+/// What a client presented to be identified by: its `Proxy-Authorization` (the secret
+/// hashed at once and never kept), beside its connection's certificate and address. An
+/// intercepted connection keeps it, so that each request inside is identified again.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Presented {
+    /// `None` without the header; `Some(None)` when it is not `Basic`.
+    basic: Option<Option<(String, [u8; 32])>>,
+}
+
+impl Presented {
+    /// What `headers` present.
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
+        Self {
+            basic: headers
+                .get(header::PROXY_AUTHORIZATION)
+                .map(|value| decode_basic(value.as_bytes())),
+        }
+    }
+}
+
+/// Identifies the client of `ctx` by what it `presented`, and notes the profile in
+/// `record`; on failure, records the denial.
 pub(crate) fn identify(
     state: &State,
     ctx: &ConnCtx,
-    headers: &HeaderMap,
+    presented: &Presented,
     record: &mut Record,
 ) -> Result<Identity, Failure> {
-    let policies = state.policies();
-    let result = match &*policies {
-        Policies::Single(_) => policies.identify(&Claims {
-            proxy_auth: None,
-            cert_subjects: &[],
-            source: ctx.client.ip(),
-        }),
-        Policies::Profiles(_) => {
-            let basic = headers
-                .get(header::PROXY_AUTHORIZATION)
-                .map(|value| decode_basic(value.as_bytes()));
-            let proxy_auth = basic.as_ref().map(|decoded| match decoded {
-                Some((user, secret_sha256)) => ProxyAuth::Basic {
-                    user,
-                    secret_sha256: *secret_sha256,
-                },
-                None => ProxyAuth::Malformed,
-            });
-            policies.identify(&Claims {
-                proxy_auth,
-                cert_subjects: &ctx.cert_subjects,
-                source: ctx.client.ip(),
-            })
-        }
-    };
+    let proxy_auth = presented.basic.as_ref().map(|decoded| match decoded {
+        Some((user, secret_sha256)) => ProxyAuth::Basic {
+            user,
+            secret_sha256: *secret_sha256,
+        },
+        None => ProxyAuth::Malformed,
+    });
+    let result = state.policies().identify(&Claims {
+        proxy_auth,
+        cert_subjects: &ctx.cert_subjects,
+        source: ctx.client.ip(),
+    });
     settle(result, record)
 }
 
-/// The current policy of a connection identified earlier as `profile`.
-pub(crate) fn current(
+/// Identifies a connection identified earlier as `profile` again, for a request inside
+/// it, by what it presented then: a profile whose credentials changed since (a rotated
+/// secret, narrowed `sourceCidrs`, a removed profile) no longer admits the connection,
+/// and a profile's edited policy applies at once.
+pub(crate) fn again(
     state: &State,
-    profile: Option<&std::sync::Arc<str>>,
+    ctx: &ConnCtx,
+    (presented, profile): (&Presented, Option<&std::sync::Arc<str>>),
     record: &mut Record,
 ) -> Result<Identity, Failure> {
-    // The connection's profile, even when it has since been removed.
+    // The connection's profile, even when it no longer admits it.
     record.profile = profile.cloned();
-    let result = state
-        .policies()
-        .current(profile.map(|p| &**p))
-        .map(|policy| Identity {
-            profile: profile.cloned(),
-            policy,
-        });
-    settle(result, record)
+    if let Err(gone) = state.policies().current(profile.map(|p| &**p)) {
+        return settle(Err(gone), record);
+    }
+    let identity = identify(state, ctx, presented, record)?;
+    if identity.profile.as_deref() == profile.map(|p| &**p) {
+        return Ok(identity);
+    }
+    let reason = format!(
+        "this connection was identified as profile {}, which its credentials no longer name (changed since it was opened); open a new connection",
+        profile.map_or("(none)", |p| &**p)
+    );
+    record.profile = profile.cloned();
+    record.decide(Verdict::Deny, "identity", &reason);
+    Err(Failure::ProxyAuth(reason))
 }
 
 fn settle(

@@ -176,7 +176,12 @@ async fn route(
             req.uri().path(),
             Service::Other,
         );
-        let identity = match identity::identify(&state, &ctx, req.headers(), &mut record) {
+        let identity = match identity::identify(
+            &state,
+            &ctx,
+            &identity::Presented::from_headers(req.headers()),
+            &mut record,
+        ) {
             Ok(identity) => identity,
             Err(failure) => {
                 let response = reply::failure(reply::Shape::Text, &failure);

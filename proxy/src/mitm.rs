@@ -21,7 +21,7 @@ pub(crate) async fn serve(
     state: Arc<State>,
     ctx: ConnCtx,
     target: Target,
-    profile: Option<Arc<str>>,
+    (profile, presented): (Option<Arc<str>>, crate::identity::Presented),
     upgraded: Upgraded,
 ) {
     let limits = &state.settings.limits;
@@ -58,6 +58,7 @@ pub(crate) async fn serve(
         framing,
         ctx,
         profile,
+        presented,
     });
     let service = {
         let (state, session) = (state.clone(), session.clone());

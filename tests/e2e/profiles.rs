@@ -607,7 +607,7 @@ fn a_profile_left_out_at_start_does_not_block_edits_of_the_working_one() {
 /// profile stands now: a live edit applies to the open tunnel, and a removed profile's
 /// tunnel gets 403 telling the client to reconnect.
 #[test]
-fn an_open_tunnel_follows_its_profile_live_and_ends_when_it_is_removed() {
+fn an_open_tunnel_follows_its_profile_live_and_ends_when_its_secret_changes_or_it_is_removed() {
     use std::io::Write;
     let standin = harness::standin();
     let dir = tempfile::tempdir().unwrap();
@@ -658,11 +658,31 @@ fn an_open_tunnel_follows_its_profile_live_and_ends_when_it_is_removed() {
         answer.contains("ERR gitgate: acme/app is not in allowedRepos [acme/lib-core]")
     });
 
-    std::fs::remove_file(profiles.join("agent-a.yaml")).unwrap();
+    // A rotated secret shuts the old one out of connections opened with it, too.
+    replace_file(
+        &profiles,
+        "agent-a.yaml",
+        &profile_file(SECRET_C, "acme/app"),
+    );
     wait_until(|| {
         answer = refs();
         assert!(!answer.is_empty(), "the tunnel closed");
         !answer.contains("allowedRepos")
+    });
+    assert!(
+        answer.starts_with("HTTP/1.1 407")
+            && answer.contains("the proxy credentials are wrong: wrong secret for profile agent-a"),
+        "{answer}"
+    );
+    gitgate.wait_for_record(|r| {
+        r["profile"] == "agent-a" && r["status"] == 407 && r["rule"] == "identity"
+    });
+
+    std::fs::remove_file(profiles.join("agent-a.yaml")).unwrap();
+    wait_until(|| {
+        answer = refs();
+        assert!(!answer.is_empty(), "the tunnel closed");
+        !answer.contains("wrong secret")
     });
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     assert!(
