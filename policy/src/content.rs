@@ -75,6 +75,8 @@ pub struct ServerObjects {
     pub trees: HashMap<ObjectId, Vec<TreeEntry>>,
     /// Root trees by commit id.
     pub commit_trees: HashMap<ObjectId, ObjectId>,
+    /// The commit at the tip of the default branch, when a merge is compared with it.
+    pub default_tip: Option<ObjectId>,
 }
 
 /// The most tree entries one [`Policy::protected_changes`] call compares (an entry deep
@@ -99,6 +101,8 @@ pub enum Lookup {
     Tree(ObjectId),
     /// A commit's root tree.
     CommitTree(ObjectId),
+    /// The commit at the tip of the default branch.
+    DefaultTip,
 }
 
 /// A protected path that a pushed commit adds, changes or deletes.
@@ -238,10 +242,11 @@ impl Policy {
     }
 
     /// The protected paths that the pack's commits add, change or delete, each commit
-    /// compared with its parents (a root commit with the empty tree). A merge changes a
-    /// path only where it differs from every parent, as in git's combined diff: what it
-    /// takes unchanged from one parent, that parent brought (and was checked for, or is
-    /// history the push may build on). Directories
+    /// compared with its parent (a root commit with the empty tree). A merge is compared
+    /// with its first parent and with the default branch's tip: it changes a path only
+    /// where it differs from both, so merging the default branch in brings its protected
+    /// files as they are there now, and nothing else (not an older version from another
+    /// parent). Directories
     /// no pattern can reach are not entered. [`Unfinished::Needs`] lists what must first
     /// be read from the server (trees and commits outside the pack): call again with them
     /// in `server`. The work is bounded whatever the pack holds
@@ -266,27 +271,41 @@ impl Policy {
                 continue;
             };
             let parents = &facts.commits[commit];
-            if parents.is_empty() {
-                diff.walk(commit, Some(tree), None)?;
-            }
+            let compared: Vec<Option<&ObjectId>> = match parents.as_slice() {
+                [] => vec![None],
+                [parent] => vec![Some(parent)],
+                [first, ..] => match &server.default_tip {
+                    Some(tip) => vec![Some(first), Some(tip)],
+                    None => {
+                        diff.missing.push(Lookup::DefaultTip);
+                        continue;
+                    }
+                },
+            };
             let mut common: Option<Vec<ProtectedChange>> = None;
-            for parent in parents {
-                let parent_tree = facts
-                    .commit_trees
-                    .get(parent)
-                    .or_else(|| server.commit_trees.get(parent));
-                let Some(parent_tree) = parent_tree else {
-                    diff.missing.push(Lookup::CommitTree(parent.clone()));
-                    continue;
+            for against in compared {
+                let against_tree = match against {
+                    None => None,
+                    Some(id) => match facts
+                        .commit_trees
+                        .get(id)
+                        .or_else(|| server.commit_trees.get(id))
+                    {
+                        Some(tree) => Some(tree),
+                        None => {
+                            diff.missing.push(Lookup::CommitTree(id.clone()));
+                            continue;
+                        }
+                    },
                 };
                 let start = diff.changed.len();
-                diff.walk(commit, Some(tree), Some(parent_tree))?;
-                let against: Vec<ProtectedChange> = diff.changed.drain(start..).collect();
+                diff.walk(commit, Some(tree), against_tree)?;
+                let found: Vec<ProtectedChange> = diff.changed.drain(start..).collect();
                 common = Some(match common {
-                    None => against,
+                    None => found,
                     Some(earlier) => earlier
                         .into_iter()
-                        .filter(|c| against.iter().any(|a| a.path == c.path))
+                        .filter(|c| found.iter().any(|f| f.path == c.path))
                         .collect(),
                 });
             }
@@ -859,6 +878,7 @@ mod tests {
                 (id(25), vec![entry("workflows", DIR, 26)]),
                 (id(26), vec![entry("ci.yml", FILE, 31)]),
             ]),
+            default_tip: None,
         };
         (facts, server)
     }
@@ -919,6 +939,7 @@ mod tests {
         let empty = ServerObjects {
             commit_trees: HashMap::from([(id(11), id(21))]),
             trees: HashMap::from([(id(21), vec![entry("src", 0o040000, 24)])]),
+            default_tip: None,
         };
         let workflows = policy("allowedRefs: ['*']\nprotectedPaths: ['.github/workflows/**']\n");
         assert_eq!(
@@ -978,17 +999,30 @@ mod tests {
     }
 
     #[test]
-    fn a_merge_changes_only_what_differs_from_every_parent() {
+    fn a_merge_is_compared_with_its_first_parent_and_the_default_branch_tip() {
         let p = policy("allowedRefs: ['*']\nprotectedPaths: ['.github/workflows/**']\n");
         let (mut facts, mut server) = pushed();
-        // 12 merges 11 (ci.yml 31) and 13; its own tree is 20 (ci.yml 30).
+        // 12 merges 13 into 11 (ci.yml 31); its own tree is 20 (ci.yml 30).
         facts.commits = HashMap::from([(id(12), vec![id(11), id(13)])]);
         facts.commit_trees = HashMap::from([(id(12), id(20))]);
-        // 13 has ci.yml 30 too: the merge takes it unchanged, and changes nothing.
         server.commit_trees.insert(id(13), id(20));
+        // Which protected files the default branch has now must be asked first.
+        assert_eq!(
+            p.protected_changes(&facts, &server),
+            Err(Unfinished::Needs(vec![Lookup::DefaultTip]))
+        );
+        // The default branch's tip (13) has ci.yml 30 too: the merge brings it as it is
+        // there, and changes nothing.
+        server.default_tip = Some(id(13));
         assert_eq!(p.protected_changes(&facts, &server), Ok(vec![]));
-        // 13 has ci.yml 32: the merge's ci.yml is neither parent's, so the merge changes it.
-        server.commit_trees.insert(id(13), id(35));
+        let changed = Ok(vec![ProtectedChange {
+            commit: id(12),
+            path: ".github/workflows/ci.yml".into(),
+        }]);
+        // The tip has moved on to ci.yml 32: 30 is neither the first parent's nor the
+        // tip's, so the merge changes it (13 is still a parent: an older version).
+        server.default_tip = Some(id(14));
+        server.commit_trees.insert(id(14), id(35));
         server
             .trees
             .insert(id(35), vec![entry(".github", 0o040000, 36)]);
@@ -998,13 +1032,15 @@ mod tests {
         server
             .trees
             .insert(id(37), vec![entry("ci.yml", 0o100644, 32)]);
-        assert_eq!(
-            p.protected_changes(&facts, &server),
-            Ok(vec![ProtectedChange {
-                commit: id(12),
-                path: ".github/workflows/ci.yml".into()
-            }])
-        );
+        assert_eq!(p.protected_changes(&facts, &server), changed);
+        // A merge that takes an ancestor's tree without the workflow deletes it.
+        facts.commit_trees.insert(id(12), id(38));
+        facts
+            .trees
+            .insert(id(38), vec![entry("README", 0o100644, 40)]);
+        server.commit_trees.insert(id(13), id(38));
+        server.default_tip = Some(id(11));
+        assert_eq!(p.protected_changes(&facts, &server), changed);
     }
 
     #[test]

@@ -86,6 +86,11 @@ impl<'a> Api<'a> {
         api.tree(self.to.repo, id, credential.as_ref()).await
     }
 
+    async fn default_tip(&self) -> Result<ObjectId, String> {
+        let (api, credential) = self.spend().await?;
+        api.default_tip(self.to.repo, credential.as_ref()).await
+    }
+
     async fn commit_tree(&self, id: &ObjectId) -> Result<ObjectId, String> {
         let (api, credential) = self.spend().await?;
         api.commit_tree(self.to.repo, id, credential.as_ref()).await
@@ -736,6 +741,7 @@ async fn protected(
                     let tree = api.commit_tree(&id).await?;
                     server.commit_trees.insert(id, tree);
                 }
+                Lookup::DefaultTip => server.default_tip = Some(api.default_tip().await?),
                 Lookup::Tree(id) => {
                     tried.insert(id.clone());
                     match api.tree(&id).await? {

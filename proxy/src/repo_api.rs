@@ -139,6 +139,12 @@ struct ApiCommit {
     tree: ApiSha,
 }
 
+/// `GET git/ref/{ref}`.
+#[derive(Deserialize)]
+struct ApiRef {
+    object: ApiSha,
+}
+
 #[derive(Deserialize)]
 struct ApiSha {
     sha: String,
@@ -201,6 +207,22 @@ impl RepoApi {
             .await?
             .ok_or_else(|| format!("the GitHub API does not know {repo}"))?;
         Ok(about.default_branch)
+    }
+
+    /// The commit at the tip of `repo`'s default branch, now; not cached, as it moves.
+    pub(crate) async fn default_tip(
+        &self,
+        repo: &RepoPath,
+        credential: Option<&Credential>,
+    ) -> Result<ObjectId, String> {
+        let branch = self.default_branch(repo, credential).await?;
+        let found: ApiRef = self
+            .get(repo, "ref", &format!("git/ref/heads/{branch}"), credential)
+            .await?
+            .ok_or_else(|| format!("{repo} has no default branch {branch} on GitHub"))?;
+        ObjectId::parse(&found.object.sha).map_err(|e| {
+            format!("the GitHub API names a bad commit for {repo}'s default branch: {e}")
+        })
     }
 
     /// Pull request `number`'s base and head refs, now; its head must be in `repo`

@@ -539,6 +539,39 @@ fn merging_the_default_branch_into_a_branch_passes_the_per_commit_rules() {
         Some(merged.as_str())
     );
 
+    // A merge that takes an older parent's tree, without the workflow, deletes it.
+    let bare = format!("{merged}~2");
+    let old_tree = rev(&sandbox, &repo, &format!("{bare}^{{tree}}"));
+    let craft = sandbox.git(
+        &repo,
+        &[
+            "commit-tree",
+            &old_tree,
+            "-p",
+            &merged,
+            "-p",
+            &bare,
+            "-m",
+            "back",
+        ],
+    );
+    let back = String::from_utf8(craft.stdout).unwrap().trim().to_owned();
+    let denied = sandbox.git_fails(
+        &repo,
+        &["push", "origin", &format!("{back}:refs/heads/agent/x")],
+    );
+    assert!(
+        denied.contains(&format!(
+            "commit {} changes .github/workflows/ci.yml, which protectedPaths protects",
+            &back[..12]
+        )),
+        "{denied}"
+    );
+    assert_eq!(
+        upstream(&standin, "agent/x").as_deref(),
+        Some(merged.as_str())
+    );
+
     // A merge that changes the workflow itself (neither parent's) is still refused.
     sandbox.git_ok(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
     sandbox.git_ok(&repo, &["merge", "-q", "--no-commit", "origin/main"]);

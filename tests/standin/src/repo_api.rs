@@ -32,6 +32,8 @@ pub(crate) enum Route<'a> {
     },
     Tree(&'a str),
     Commit(&'a str),
+    /// `git/ref/{ref}` (`heads/main`): where a ref points.
+    Ref(&'a str),
 }
 
 /// The owner, repository and route, if `path` is one.
@@ -48,6 +50,7 @@ pub(crate) fn route(path: &str) -> Option<(&str, &str, Route<'_>)> {
         Some(("git", object)) => match object.split_once('/')? {
             ("trees", sha) if !sha.contains('/') => Route::Tree(sha),
             ("commits", sha) if !sha.contains('/') => Route::Commit(sha),
+            ("ref", name) => Route::Ref(name),
             _ => return None,
         },
         _ => return None,
@@ -95,6 +98,16 @@ pub(crate) fn handle(
         }
         Route::Tree(sha) => return tree(shared, &dir, sha),
         Route::Commit(sha) => return commit(shared, &dir, sha),
+        Route::Ref(name) => {
+            let full = format!("refs/{name}");
+            return match crate::repos::rev_parse(&shared.home, &dir, &full) {
+                Some(sha) => json_response(
+                    StatusCode::OK,
+                    json!({"ref": full, "object": {"sha": sha, "type": "commit"}}),
+                ),
+                None => error(StatusCode::NOT_FOUND, "Not Found"),
+            };
+        }
     };
     let count = |range: &str| crate::repos::count_commits(&shared.home, &dir, range);
     match (
@@ -192,6 +205,10 @@ mod tests {
         assert_eq!(
             route("/repos/acme/app"),
             Some(("acme", "app", Route::Repository))
+        );
+        assert_eq!(
+            route("/repos/acme/app/git/ref/heads/main"),
+            Some(("acme", "app", Route::Ref("heads/main")))
         );
         assert_eq!(route("/repos/acme/app/compare/a1..b2"), None);
         assert_eq!(route("/repos/acme/app/installation"), None);
