@@ -290,6 +290,12 @@ async fn rest_target(
         }
         RefTarget::PullBase(n) => api.pull_refs(repo, *n, credential).await?.base,
         RefTarget::PullHead(n) => api.pull_refs(repo, *n, credential).await?.head,
+        RefTarget::ReleaseTag(id) => {
+            format!(
+                "refs/tags/{}",
+                api.release_tag(repo, *id, credential).await?
+            )
+        }
         RefTarget::RefNode(_) | RefTarget::PullNodeBase(_) => {
             return Err("a GraphQL node in a REST call".into());
         }

@@ -139,6 +139,12 @@ struct ApiCommit {
     tree: ApiSha,
 }
 
+/// `GET releases/{id}`.
+#[derive(Deserialize)]
+struct ApiRelease {
+    tag_name: String,
+}
+
 /// `GET git/ref/{ref}`.
 #[derive(Deserialize)]
 struct ApiRef {
@@ -207,6 +213,20 @@ impl RepoApi {
             .await?
             .ok_or_else(|| format!("the GitHub API does not know {repo}"))?;
         Ok(about.default_branch)
+    }
+
+    /// The tag of release `id` of `repo`, now.
+    pub(crate) async fn release_tag(
+        &self,
+        repo: &RepoPath,
+        id: u64,
+        credential: Option<&Credential>,
+    ) -> Result<String, String> {
+        let release: ApiRelease = self
+            .get(repo, "release", &format!("releases/{id}"), credential)
+            .await?
+            .ok_or_else(|| format!("{repo} has no release {id}"))?;
+        Ok(release.tag_name)
     }
 
     /// The commit at the tip of `repo`'s default branch, now; not cached, as it moves.

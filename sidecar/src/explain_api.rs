@@ -135,6 +135,7 @@ fn change(policy: &Policy, repo: Option<&RepoPath>, change: &RefChange, out: &mu
         RefTarget::PullHead(n) => format!("the head branch of pull request #{n} of {repo}"),
         RefTarget::RefNode(id) => format!("the ref of node {id}"),
         RefTarget::PullNodeBase(id) => format!("the base branch of pull request node {id}"),
+        RefTarget::ReleaseTag(id) => format!("the tag of release {id} of {repo}"),
     };
     out.push(Line::Note(format!(
         "the ref changed is {looked_up}, looked up when the call is made, then decided like a push"

@@ -830,3 +830,48 @@ fn updating_a_pull_requests_branch_is_decided_on_its_head_looked_up() {
         Some(head)
     );
 }
+
+#[test]
+fn publishing_a_draft_release_is_decided_on_its_tag_looked_up() {
+    let standin = standin();
+    // Someone with wider rights drafts a release whose tag the sandbox may not make.
+    let open = Gitgate::start(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app], allowedRefs: ['refs/tags/*'], api: [read, contents.write]}",
+    ));
+    let other = Sandbox::new(&open);
+    let draft = json!({"tag_name": "secret-1", "draft": true});
+    let (status, body) = call(&other, "POST", "/repos/acme/app/releases", Some(&draft));
+    assert_eq!(status, 201, "{body}");
+
+    let policy = "{allowedRepos: [acme/app], allowedRefs: [main, 'refs/tags/v*'], api: [read, contents.write]}";
+    let gitgate = Gitgate::start(&app_config(&standin, policy));
+    let sandbox = Sandbox::new(&gitgate);
+    let tag = |name: &str| standin.rev_parse("acme", "app", &format!("refs/tags/{name}"));
+    // What gh does for `gh release create v1 FILE`: a draft, its assets, then publish.
+    let (status, body) = call(
+        &sandbox,
+        "POST",
+        "/repos/acme/app/releases",
+        Some(&json!({"tag_name": "v1", "draft": true})),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(tag("v1"), None, "a draft makes no tag");
+    let id = body["id"].as_u64().unwrap();
+    let publish = json!({"draft": false});
+    let path = format!("/repos/acme/app/releases/{id}");
+    let (status, body) = call(&sandbox, "PATCH", &path, Some(&publish));
+    assert_eq!(status, 200, "{body}");
+    assert!(tag("v1").is_some(), "published: the tag is made");
+    // Publishing the other draft would make a tag outside allowedRefs: refused.
+    denied(
+        call(
+            &sandbox,
+            "PATCH",
+            "/repos/acme/app/releases/1",
+            Some(&publish),
+        ),
+        "refs/tags/secret-1 is not in allowedRefs",
+    );
+    assert_eq!(tag("secret-1"), None);
+}

@@ -45,8 +45,9 @@ pub enum Effect {
     /// `POST branches/{branch}/rename`: this ref goes, the body's `new_name` comes.
     Rename(String),
     /// `POST releases` / `PATCH releases/{id}`: the body's `tag_name` is created when
-    /// the tag does not exist; publishing (`draft: false`) must name it.
-    Release,
+    /// the tag does not exist; publishing a draft (`draft: false`) creates the draft's
+    /// tag, looked up when the body does not name it.
+    Release(Option<u64>),
 }
 
 /// The ref a change targets, as far as the request says.
@@ -64,6 +65,8 @@ pub enum RefTarget {
     RefNode(String),
     /// The base branch of a GraphQL `PullRequest` node (looked up).
     PullNodeBase(String),
+    /// The tag of release N (looked up).
+    ReleaseTag(u64),
 }
 
 /// How a change moves its ref.
@@ -202,19 +205,21 @@ impl Effect {
                     content: Content::Existing,
                 },
             ],
-            Effect::Release => match optional_str(body, "tag_name")? {
-                Some(tag) => vec![RefChange {
-                    target: RefTarget::Named(short_ref("refs/tags/", tag)?),
+            Effect::Release(id) => {
+                let target = match (optional_str(body, "tag_name")?, id) {
+                    (Some(tag), _) => RefTarget::Named(short_ref("refs/tags/", tag)?),
+                    // Publishing a draft creates the tag it was drafted with.
+                    (None, Some(id)) if field(body, "draft") == Some(&Value::Bool(false)) => {
+                        RefTarget::ReleaseTag(*id)
+                    }
+                    (None, _) => return Ok(Vec::new()),
+                };
+                vec![RefChange {
+                    target,
                     kind: ChangeKind::Create,
                     content: Content::Existing,
-                }],
-                // Publishing a draft creates the tag it was drafted with, which the body
-                // does not name: gitgate could not check it.
-                None if field(body, "draft") == Some(&Value::Bool(false)) => {
-                    return Err("publishing a release (draft: false) creates its tag if it does not exist yet: name the tag in tag_name so that gitgate can check it against allowedRefs".into());
-                }
-                None => Vec::new(),
-            },
+                }]
+            }
         })
     }
 }
@@ -430,13 +435,32 @@ mod tests {
             Effect::PullEdit.changes(&json!({"base": "main"})).unwrap(),
             [RefChange::retarget("refs/heads/main".into())]
         );
-        assert!(Effect::Release.changes(&json!({})).unwrap().is_empty());
+        assert!(
+            Effect::Release(None)
+                .changes(&json!({}))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            Effect::Release(Some(7))
+                .changes(&json!({"name": "n"}))
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(
-            Effect::Release
+            Effect::Release(Some(7))
                 .changes(&json!({"draft": false, "tag_name": "v2"}))
                 .unwrap()[0]
                 .target,
             named("refs/tags/v2")
+        );
+        // Publishing a draft makes its tag: looked up.
+        assert_eq!(
+            Effect::Release(Some(7))
+                .changes(&json!({"draft": false}))
+                .unwrap()[0]
+                .target,
+            RefTarget::ReleaseTag(7)
         );
         assert!(
             Effect::PullCreate
@@ -445,7 +469,10 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(
-            Effect::Release.changes(&json!({"tag_name": "v1"})).unwrap()[0].target,
+            Effect::Release(None)
+                .changes(&json!({"tag_name": "v1"}))
+                .unwrap()[0]
+                .target,
             named("refs/tags/v1")
         );
         for (effect, body, want) in [
@@ -484,11 +511,6 @@ mod tests {
                 "head is in another repository",
             ),
             (Effect::PullCreate, json!({"base": "main"}), "no \"head\""),
-            (
-                Effect::Release,
-                json!({"draft": false}),
-                "name the tag in tag_name",
-            ),
         ] {
             let err = effect.changes(&body).unwrap_err();
             assert!(err.contains(want), "{effect:?}: {err}");

@@ -190,8 +190,10 @@ fn repo_route(method: &str, read: bool, tail: &[&str]) -> Option<(&'static [Oper
             CONTENTS_WRITE,
             Effect::Rename(format!("refs/heads/{}", decode_path(&[branch])?)),
         )),
-        ("POST", ["releases"]) => Some((CONTENTS_WRITE, Effect::Release)),
-        ("PATCH", ["releases", id]) if is_number(id) => Some((CONTENTS_WRITE, Effect::Release)),
+        ("POST", ["releases"]) => Some((CONTENTS_WRITE, Effect::Release(None))),
+        ("PATCH", ["releases", id]) => {
+            number(id).map(|id| (CONTENTS_WRITE, Effect::Release(Some(id))))
+        }
         _ => None,
     }
 }
@@ -383,7 +385,7 @@ mod tests {
                 "POST",
                 "/repos/acme/app/releases",
                 &[Op::ContentsWrite],
-                Effect::Release,
+                Effect::Release(None),
             ),
             ("GET", "/user", &[Op::UserRead], Effect::None),
             ("GET", "/search/issues", &[Op::SearchRead], Effect::None),

@@ -307,6 +307,7 @@ impl StandIn {
             cgi_slots: Arc::new(Semaphore::new(server::MAX_CGI)),
             api_calls: AtomicU64::new(0),
             pulls: Mutex::new(Vec::new()),
+            releases: Mutex::new(Vec::new()),
             lfs_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &api::random_bytes::<32>()),
         });
 

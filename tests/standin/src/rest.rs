@@ -6,7 +6,8 @@
 //!   `PUT …/pulls/{n}/merge`, `PUT …/pulls/{n}/update-branch`, `POST …/issues/{n}/comments`;
 //! - `POST …/git/refs`, `PATCH|DELETE …/git/refs/{ref}`;
 //! - `PUT|DELETE …/contents/{path}` (`branch`, default `main`);
-//! - `POST …/merges`, `POST …/branches/{b}/rename`, `POST …/releases`.
+//! - `POST …/merges`, `POST …/branches/{b}/rename`, `POST …/releases`,
+//!   `GET|PATCH …/releases/{id}` (a draft's tag is made when it is published).
 
 use base64::Engine as _;
 use http::request::Parts;
@@ -40,6 +41,25 @@ pub(crate) enum Call {
     Merge,
     Rename(String),
     Release,
+    GetRelease(u64),
+    EditRelease(u64),
+}
+
+/// A release made through the API; a draft's tag exists once it is published.
+#[derive(Clone, Debug)]
+pub(crate) struct Release {
+    owner: String,
+    repo: String,
+    id: u64,
+    tag: String,
+    target: String,
+    draft: bool,
+}
+
+impl Release {
+    fn json(&self) -> Value {
+        json!({"id": self.id, "tag_name": self.tag, "draft": self.draft, "target_commitish": self.target})
+    }
 }
 
 /// The owner, repository and call of `method path`, if it is one.
@@ -68,6 +88,8 @@ pub(crate) fn route(method: &Method, path: &str) -> Option<(String, String, Call
         (&Method::POST, ["merges"]) => Call::Merge,
         (&Method::POST, ["branches", branch, "rename"]) => Call::Rename((*branch).to_owned()),
         (&Method::POST, ["releases"]) => Call::Release,
+        (&Method::GET, ["releases", x]) => Call::GetRelease(n(x)?),
+        (&Method::PATCH, ["releases", x]) => Call::EditRelease(n(x)?),
         _ => return None,
     };
     Some((
@@ -87,6 +109,7 @@ fn needs(call: &Call) -> &'static [&'static [(&'static str, Level)]] {
             &[&[("contents", Write), ("pull_requests", Write)]]
         }
         Call::Comment(_) => &[&[("issues", Write)], &[("pull_requests", Write)]],
+        Call::GetRelease(_) => &[&[("contents", Read)]],
         _ => &[&[("contents", Write)]],
     }
 }
@@ -270,26 +293,59 @@ fn respond(
             created(json!({"name": new}))
         }
         Call::Release => {
-            let tag = str_field(body, "tag_name")?;
-            let target = body
-                .get("target_commitish")
-                .and_then(Value::as_str)
-                .unwrap_or("main");
-            with_repo(shared, owner, repo, |r| {
-                let name = format!("refs/tags/{tag}");
-                if r.resolve(&name).is_none() {
-                    let sha = r.resolve(target).ok_or_else(|| {
-                        fail(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "target_commitish is invalid",
-                        )
-                    })?;
-                    r.update_ref(&name, &sha, Some(ZERO))
-                        .map_err(|e| fail(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+            let mut releases = shared.releases();
+            let release = Release {
+                owner: owner.to_owned(),
+                repo: repo.to_owned(),
+                id: releases.len() as u64 + 1,
+                tag: str_field(body, "tag_name")?.to_owned(),
+                target: body
+                    .get("target_commitish")
+                    .and_then(Value::as_str)
+                    .unwrap_or("main")
+                    .to_owned(),
+                draft: body.get("draft").and_then(Value::as_bool).unwrap_or(false),
+            };
+            if !release.draft {
+                publish(shared, &release)?;
+            }
+            releases.push(release.clone());
+            created(release.json())
+        }
+        Call::GetRelease(id) | Call::EditRelease(id) => {
+            let mut releases = shared.releases();
+            let release = releases
+                .iter_mut()
+                .find(|r| r.id == *id && r.owner == owner && r.repo == repo)
+                .ok_or_else(|| fail(StatusCode::NOT_FOUND, "Not Found"))?;
+            if let Call::EditRelease(_) = call {
+                if let Some(tag) = body.get("tag_name").and_then(Value::as_str) {
+                    release.tag = tag.to_owned();
                 }
-                Ok(())
-            })?;
-            created(json!({"tag_name": tag}))
+                if body.get("draft") == Some(&Value::Bool(false)) && release.draft {
+                    publish(shared, release)?;
+                    release.draft = false;
+                }
+            }
+            ok(release.json())
         }
     }
+}
+
+/// Makes a published release's tag at its target, unless the tag exists.
+fn publish(shared: &Shared, release: &Release) -> Result<(), ApiError> {
+    with_repo(shared, &release.owner, &release.repo, |r| {
+        let name = format!("refs/tags/{}", release.tag);
+        if r.resolve(&name).is_none() {
+            let sha = r.resolve(&release.target).ok_or_else(|| {
+                fail(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "target_commitish is invalid",
+                )
+            })?;
+            r.update_ref(&name, &sha, Some(ZERO))
+                .map_err(|e| fail(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+        }
+        Ok(())
+    })
 }

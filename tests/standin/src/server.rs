@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) lfs_key: ring::hmac::Key,
     /// Pull requests opened through the API.
     pub(crate) pulls: Mutex<Vec<crate::hub::Pull>>,
+    /// Releases made through the API.
+    pub(crate) releases: Mutex<Vec<crate::rest::Release>>,
 }
 
 impl Shared {
@@ -70,6 +72,10 @@ impl Shared {
 
     pub(crate) fn pulls(&self) -> MutexGuard<'_, Vec<crate::hub::Pull>> {
         self.pulls.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn releases(&self) -> MutexGuard<'_, Vec<crate::rest::Release>> {
+        self.releases.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn users(&self) -> MutexGuard<'_, UserStore> {
