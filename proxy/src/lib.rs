@@ -32,6 +32,7 @@ pub mod audit;
 mod body;
 mod broken_off;
 mod budget;
+mod client_hello;
 mod connect;
 mod forward;
 mod framing;
@@ -95,15 +96,18 @@ pub mod fuzzing {
 
     /// Reads a client's first bytes in a tunnel as they come, in `pieces`, as gitgate
     /// does before letting any reach the host; and says whether the tunnel to `host`
-    /// would be refused. Never panics, and reads at most 64 KiB.
+    /// would be refused. Never panics, and decides within `MAX_HELLO` bytes.
     pub fn tunnel_hello(pieces: &[&[u8]], host: &str) -> Option<bool> {
         let host = gitgate_policy::HostName::parse(host).ok()?;
-        let mut reader = crate::tunnel::HelloReader::default();
+        let mut first = Vec::new();
         for piece in pieces {
-            if let Some(hello) = reader.feed(piece) {
+            first.extend_from_slice(piece);
+            if let Some(hello) = crate::client_hello::read(&first) {
                 return Some(crate::tunnel::refusal(&hello, &host).is_some());
             }
         }
+        // Undecided only while fewer bytes than the bound have come.
+        assert!(first.len() < crate::client_hello::MAX_HELLO);
         None
     }
 }

@@ -12,14 +12,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::audit::Record;
+use crate::client_hello::{self, Hello};
 use crate::connect::Target;
 use crate::git::enforce;
 use crate::state::{ConnCtx, State};
 use crate::tap::{Tap, TapIo};
-
-/// The most bytes of a ClientHello read before deciding (TLS allows a handshake message
-/// of up to 64 KiB here, as rustls does).
-const MAX_HELLO: usize = 64 << 10;
 
 /// Copies both ways until both sides close, then writes the tunnel's audit record. The
 /// client's first bytes are checked before any reaches the host; the host may speak
@@ -102,7 +99,6 @@ where
 async fn read_hello(
     client: &mut (impl tokio::io::AsyncRead + Unpin),
 ) -> std::io::Result<(Hello, Vec<u8>)> {
-    let mut reader = HelloReader::default();
     let mut first = Vec::with_capacity(4096);
     loop {
         let start = first.len();
@@ -110,59 +106,11 @@ async fn read_hello(
         let n = client.read(&mut first[start..]).await?;
         first.truncate(start + n);
         if n == 0 {
-            // The client closed before saying anything (more): nothing to forward.
+            // The client closed before saying anything (more): nothing to check.
             return Ok((Hello::NotTls, first));
         }
-        if let Some(hello) = reader.feed(&first[start..]) {
+        if let Some(hello) = client_hello::read(&first) {
             return Ok((hello, first));
-        }
-    }
-}
-
-/// What the first bytes a client sends into a tunnel say of where it goes.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Hello {
-    /// Not a TLS handshake: nothing to check.
-    NotTls,
-    /// A TLS ClientHello, and the server name it asks for, if any.
-    Tls(Option<String>),
-    /// A TLS handshake that is no readable ClientHello.
-    Unreadable(String),
-}
-
-/// Reads a ClientHello's server name out of a client's first bytes as they come
-/// (rustls parses it), reading at most [`MAX_HELLO`] bytes.
-#[derive(Default)]
-pub(crate) struct HelloReader {
-    acceptor: rustls::server::Acceptor,
-    read: usize,
-}
-
-impl HelloReader {
-    /// Takes the next `bytes`; `None` until it knows what they are.
-    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Option<Hello> {
-        const HANDSHAKE: u8 = 0x16;
-        if self.read == 0 && *bytes.first()? != HANDSHAKE {
-            return Some(Hello::NotTls);
-        }
-        self.read += bytes.len();
-        while !bytes.is_empty() {
-            match self.acceptor.read_tls(&mut bytes) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(error) => return Some(Hello::Unreadable(error.to_string())),
-            }
-        }
-        match self.acceptor.accept() {
-            Ok(Some(accepted)) => Some(Hello::Tls(
-                accepted.client_hello().server_name().map(str::to_owned),
-            )),
-            Ok(None) if self.read > MAX_HELLO => Some(Hello::Unreadable(format!(
-                "no ClientHello in its first {} KiB",
-                MAX_HELLO >> 10
-            ))),
-            Ok(None) => None,
-            Err((error, _)) => Some(Hello::Unreadable(error.to_string())),
         }
     }
 }
@@ -207,20 +155,7 @@ impl Tap for Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The bytes a rustls client sends first, asking for `name`.
-    fn client_hello(name: &str) -> Vec<u8> {
-        let config = rustls::ClientConfig::builder_with_provider(gitgate_certs::crypto_provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
-        let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-        let mut out = Vec::new();
-        conn.write_tls(&mut out).unwrap();
-        out
-    }
+    use crate::client_hello::tests::client_hello;
 
     fn host(name: &str) -> HostName {
         HostName::parse(name).unwrap()
@@ -228,16 +163,9 @@ mod tests {
 
     #[test]
     fn a_client_hello_for_another_host_is_refused() {
-        let hello = client_hello("evil.example");
-        assert_eq!(
-            HelloReader::default().feed(&hello),
-            Some(Hello::Tls(Some("evil.example".into())))
-        );
-        let reason = refusal(
-            &Hello::Tls(Some("evil.example".into())),
-            &host("ok.example"),
-        );
-        assert!(reason.unwrap().contains("is not that host"));
+        let hello = client_hello::read(&client_hello("evil.example")).unwrap();
+        let reason = refusal(&hello, &host("ok.example")).unwrap();
+        assert!(reason.contains("evil.example in the tunnel to ok.example is not that host"));
         for same in ["ok.example", "OK.Example", "ok.example."] {
             assert_eq!(
                 refusal(&Hello::Tls(Some(same.into())), &host("ok.example")),
@@ -247,61 +175,5 @@ mod tests {
         assert_eq!(refusal(&Hello::Tls(None), &host("ok.example")), None);
         assert_eq!(refusal(&Hello::NotTls, &host("ok.example")), None);
         assert!(refusal(&Hello::Unreadable("x".into()), &host("ok.example")).is_some());
-    }
-
-    #[test]
-    fn other_protocols_pass_and_garbage_in_a_handshake_record_is_unreadable() {
-        assert_eq!(
-            HelloReader::default().feed(b"SSH-2.0-x\r\n"),
-            Some(Hello::NotTls)
-        );
-        assert_eq!(HelloReader::default().feed(b""), None);
-        let garbage = [0x16, 3, 1, 0, 4, 0xff, 0, 0, 0];
-        assert!(matches!(
-            HelloReader::default().feed(&garbage),
-            Some(Hello::Unreadable(_))
-        ));
-        // A handshake that never completes is given up after MAX_HELLO bytes.
-        let mut reader = HelloReader::default();
-        let mut open = vec![0x16, 3, 1, 0x40, 0x00, 1, 0x00, 0x3f, 0xfc];
-        open.resize(4096, 0);
-        let mut answer = reader.feed(&open);
-        while answer.is_none() {
-            answer = reader.feed(&[0; 4096]);
-        }
-        assert!(matches!(answer, Some(Hello::Unreadable(_))), "{answer:?}");
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn a_client_hello_reads_the_same_however_it_is_split(
-            cuts in proptest::collection::vec(1usize..64, 0..40),
-        ) {
-            let hello = client_hello("tunnel.example");
-            let mut reader = HelloReader::default();
-            let mut rest = &hello[..];
-            let mut answer = None;
-            for cut in cuts.into_iter().chain(std::iter::repeat(usize::MAX)) {
-                let (piece, more) = rest.split_at(cut.min(rest.len()));
-                rest = more;
-                answer = reader.feed(piece);
-                if answer.is_some() || rest.is_empty() {
-                    break;
-                }
-            }
-            proptest::prop_assert_eq!(answer, Some(Hello::Tls(Some("tunnel.example".into()))));
-        }
-
-        #[test]
-        fn any_bytes_are_read_without_panicking(
-            pieces in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..300), 0..8),
-        ) {
-            let mut reader = HelloReader::default();
-            for piece in &pieces {
-                if reader.feed(piece).is_some() {
-                    break;
-                }
-            }
-        }
     }
 }
