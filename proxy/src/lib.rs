@@ -50,6 +50,7 @@ mod observe;
 mod pack;
 mod proxy_tls;
 mod push;
+mod push_check;
 mod push_content;
 mod read_ahead;
 mod reply;

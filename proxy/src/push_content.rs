@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Instant;
 
@@ -26,6 +26,7 @@ use crate::budget::{Budget, Reservation, Spent};
 use crate::github::ClientBody;
 use crate::pack::{Bases, Decoded, Listing, Wants};
 use crate::push::{Inspected, PushTo, reject, settle};
+use crate::push_check::Metered;
 use crate::reply::{self, Failure, Shape};
 use crate::repo_api::{RepoApi, ServerTree};
 use crate::settings::PushHold;
@@ -176,7 +177,7 @@ pub(crate) async fn inspect<'a>(
         signatures: policy.signers().is_some(),
     };
     let objects = following.objects();
-    let meter = Metered::new(state, record.client.ip());
+    let meter = Metered::new(&state.push_checks, record.client.ip());
     // The first pass reads the pack as it arrives, on a blocking thread.
     let first_pass = {
         let meter = Arc::clone(&meter);
@@ -412,6 +413,7 @@ impl Held<'_> {
                 listing: listing?.map(Arc::new),
                 wants: self.wants,
                 meter: &self.meter,
+                last_decode: AtomicU64::new(0),
             };
             examine(
                 self.state,
@@ -627,75 +629,25 @@ struct Pack<'a> {
     listing: Option<Arc<Listing>>,
     wants: Wants,
     meter: &'a Arc<Metered>,
+    /// What the last decode charged, given back when the next one replaces it.
+    last_decode: AtomicU64,
 }
 
 impl Pack<'_> {
+    /// The pack's facts, decoded (again, with more bases: the result replaces the
+    /// earlier one, and so does its charge).
     async fn decode(&self, bases: Bases) -> Result<Decoded, String> {
         let (listing, wants) = (self.listing.clone(), self.wants);
         let meter = Arc::clone(self.meter);
-        blocking(self.spooled, move |s| {
+        let before = self.meter.used();
+        let decoded = blocking(self.spooled, move |s| {
             s.decode(listing.as_deref(), wants, &bases, &mut |n| meter.charge(n))
         })
-        .await
-    }
-}
-
-/// What a held push's check holds in memory (what it reads out of the pack), charged to
-/// its client's share of `limits.maxPushCheckBytes` a MiB at a time, and given back when
-/// the push is done.
-pub(crate) struct Metered {
-    charged: std::sync::Mutex<(Reservation, u64)>,
-    /// Which limit refused a charge, if one did.
-    spent: std::sync::OnceLock<Spent>,
-}
-
-impl Metered {
-    /// Charges are taken from the budget this many bytes at a time.
-    const STEP: u64 = 1 << 20;
-
-    fn new(state: &State, client: std::net::IpAddr) -> Arc<Self> {
-        Arc::new(Self {
-            charged: std::sync::Mutex::new((
-                Reservation::new(state.push_checks.clone(), client),
-                0,
-            )),
-            spent: std::sync::OnceLock::new(),
-        })
-    }
-
-    /// Takes `bytes` more, or refuses them naming the limit.
-    fn charge(&self, bytes: u64) -> Result<(), crate::pack::PackError> {
-        let mut charged = self.charged.lock().unwrap_or_else(|p| p.into_inner());
-        let (reservation, used) = &mut *charged;
-        *used = used.saturating_add(bytes);
-        let more = used.saturating_sub(reservation.bytes());
-        if more == 0 {
-            return Ok(());
-        }
-        reservation.grow(more.max(Self::STEP)).map_err(|spent| {
-            let budget = reservation.budget();
-            let reason = match spent {
-                Spent::All => format!(
-                    "checking it would take the memory gitgate's push checks hold past limits.maxPushCheckBytes {}; retry shortly",
-                    budget.describe()
-                ),
-                Spent::Client => format!(
-                    "checking it would take this client's push checks past limits.maxPushCheckBytesPerClient {}; push fewer commits and trees at once",
-                    ByteSize(budget.per_client())
-                ),
-            };
-            let _ = self.spent.set(spent);
-            crate::pack::fail(reason)
-        })
-    }
-
-    /// The rule of a failed check: the limit that refused a charge, else `pack`.
-    fn rule(&self) -> &'static str {
-        match self.spent.get() {
-            Some(Spent::All) => "limits.maxPushCheckBytes",
-            Some(Spent::Client) => "limits.maxPushCheckBytesPerClient",
-            None => "pack",
-        }
+        .await?;
+        let cost = self.meter.used().saturating_sub(before);
+        self.meter
+            .give_back(self.last_decode.swap(cost, Ordering::Relaxed));
+        Ok(decoded)
     }
 }
 
