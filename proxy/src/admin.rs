@@ -18,7 +18,7 @@ use crate::state::State;
 
 /// The most admin connections at once (probes and a metrics scraper need a few); more
 /// are closed as they come, so a flood of them cannot take gitgate's descriptors.
-const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 
 pub(crate) async fn run(
     state: Arc<State>,

@@ -113,11 +113,14 @@ pub struct Limits {
 impl Limits {
     /// The file descriptors these limits can take: each client connection and the
     /// upstream connection its request or tunnel holds, the idle upstream pool (git and
-    /// API hosts), and a reserve for listeners, logs and spooled pushes.
+    /// API hosts), each held push's file (written and read), the admin listener's
+    /// connections, and a reserve for listeners, logs and the runtime.
     pub fn descriptors_needed(&self) -> u64 {
         const RESERVE: u64 = 64;
         let pool = 2 * crate::upstream::MAX_IDLE_PER_HOST as u64;
-        2 * self.max_connections as u64 + pool + RESERVE
+        let held = 2 * self.max_held_pushes as u64;
+        let admin = crate::admin::MAX_CONNECTIONS as u64;
+        2 * self.max_connections as u64 + pool + held + admin + RESERVE
     }
 }
 

@@ -8,9 +8,12 @@ use rustix::process::{Resource, getrlimit, setrlimit};
 /// Raises the soft open-file limit to the hard one; returns the limit now in force, or
 /// `None` when it is unlimited.
 pub(crate) fn raise() -> Option<u64> {
+    /// Linux refuses an unlimited open-file limit: its most (`fs.nr_open`'s default).
+    const UNLIMITED: u64 = 1 << 20;
     let mut limit = getrlimit(Resource::Nofile);
-    if limit.current != limit.maximum {
-        limit.current = limit.maximum;
+    let wanted = Some(limit.maximum.unwrap_or(UNLIMITED));
+    if limit.current.is_some_and(|current| Some(current) < wanted) {
+        limit.current = wanted;
         if let Err(error) = setrlimit(Resource::Nofile, limit) {
             tracing::warn!(%error, "cannot raise the open-file limit to its hard limit");
             limit = getrlimit(Resource::Nofile);
@@ -24,7 +27,7 @@ pub(crate) fn shortfall(limits: &Limits, available: Option<u64>) -> Option<Strin
     let needed = limits.descriptors_needed();
     let available = available.filter(|a| *a < needed)?;
     Some(format!(
-        "the open-file limit is {available}, below the {needed} descriptors limits.maxConnections ({}) can take (two per connection, and the idle upstream pool): past it, new connections fail for every client, and one client can take them all; raise the hard limit (systemd LimitNOFILE=, docker run --ulimit nofile=, ulimit -Hn) or lower limits.maxConnections and limits.maxConnectionsPerClient",
+        "the open-file limit is {available}, below the {needed} descriptors limits.maxConnections ({}) can take (two per connection, the idle upstream pool, held pushes' files and admin connections): past it, new connections fail for every client, and one client can take them all; raise the hard limit (systemd LimitNOFILE=, docker run --ulimit nofile=, ulimit -Hn) or lower limits.maxConnections and limits.maxConnectionsPerClient",
         limits.max_connections
     ))
 }

@@ -854,7 +854,7 @@ fn the_open_file_limit_is_raised_to_the_hard_limit_and_a_short_one_is_reported()
     );
     let output = short.output();
     assert!(
-        output.contains("the open-file limit is 1024, below the 8768 descriptors limits.maxConnections (4096) can take")
+        output.contains("the open-file limit is 1024, below the 9088 descriptors limits.maxConnections (4096) can take")
             && output.contains("raise the hard limit (systemd LimitNOFILE="),
         "{output}"
     );
@@ -863,7 +863,7 @@ fn the_open_file_limit_is_raised_to_the_hard_limit_and_a_short_one_is_reported()
         &harness::limited_config(
             &standin,
             POLICY,
-            "{maxConnections: 200, maxConnectionsPerClient: 50}",
+            "{maxConnections: 100, maxConnectionsPerClient: 50, maxHeldPushes: 16}",
         ),
         &["prlimit", "--nofile=512:1024", "--"],
     );

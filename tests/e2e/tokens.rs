@@ -218,6 +218,12 @@ fn a_repository_github_will_not_grant_leaves_the_others_usable() {
             .contains("using a token for this repository alone"),
         "the operator is told"
     );
+    // A reload keeps that token: it still serves a wanted scope.
+    let minted = standin.mints().len();
+    gitgate.hangup();
+    crate::core::wait_until(|| gitgate.output().contains("policy reloaded"));
+    sandbox.clone_repo("acme/app", "again");
+    assert_eq!(standin.mints().len(), minted, "minted again after a reload");
     // `doctor` names the list GitHub refused.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gitgate.yaml"), &config).unwrap();

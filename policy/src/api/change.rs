@@ -245,7 +245,7 @@ fn field<'a>(body: &'a Value, key: &str) -> Option<&'a Value> {
 }
 
 /// Why a pull request from another repository is refused.
-pub(crate) const CROSS_REPOSITORY: &str = "a pull request whose head is in another repository (head \"owner:branch\", head_repo, headRepositoryId) cannot be checked against allowedRepos; open it from a branch of this repository";
+pub(crate) const CROSS_REPOSITORY: &str = "a pull request whose head is in another repository (head \"owner:branch\", head_repo, headRepositoryId) cannot be checked against allowedRepos; open it from a branch of this repository, named without an owner (head \"feature\", not \"owner:feature\")";
 
 /// A pull request head naming a branch, not `owner:branch` of another repository.
 pub(crate) fn same_repository_head(head: &str) -> Result<(), String> {

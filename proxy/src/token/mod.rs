@@ -358,15 +358,21 @@ impl Tokens {
             // Each owner's wanted scopes are computed once, not once per cached token.
             let mut wanted: HashMap<String, HashSet<TokenScope>> = HashMap::new();
             cache.retain(|key| {
-                wanted
-                    .entry(key.owner.clone())
-                    .or_insert_with(|| {
-                        policies
-                            .all()
-                            .flat_map(|policy| policy.token_scopes(&key.owner))
-                            .collect()
+                let scopes = wanted.entry(key.owner.clone()).or_insert_with(|| {
+                    policies
+                        .all()
+                        .flat_map(|policy| policy.token_scopes(&key.owner))
+                        .collect()
+                });
+                // A token for one repository of a wanted list (GitHub refused the whole
+                // list) is still wanted.
+                scopes.contains(&key.scope)
+                    || key.scope.repositories.as_deref().is_some_and(|only| {
+                        only.len() == 1
+                            && scopes
+                                .iter()
+                                .any(|s| s.narrowed_to(&only[0]).as_ref() == Some(&key.scope))
                     })
-                    .contains(&key.scope)
             });
         }
     }
