@@ -59,6 +59,6 @@ fuzz_target!(|data: &[u8]| {
             entries.push(TreeEntry { name, mode, id: target });
         }
     }
-    let first = policy.protected_changes(&facts, &server);
-    assert_eq!(first, policy.protected_changes(&facts, &server));
+    let first = policy.protected_changes(&facts, &server, &[]);
+    assert_eq!(first, policy.protected_changes(&facts, &server, &[]));
 });

@@ -106,7 +106,7 @@ pub enum Lookup {
 }
 
 /// A protected path that a pushed commit adds, changes or deletes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ProtectedChange {
     /// The commit.
     pub commit: ObjectId,
@@ -245,8 +245,11 @@ impl Policy {
     /// compared with its parent (a root commit with the empty tree). A merge is compared
     /// with its first parent and with the default branch's tip: it changes a path only
     /// where it differs from both, so merging the default branch in brings its protected
-    /// files as they are there now, and nothing else (not an older version from another
-    /// parent). Directories
+    /// files as they are there now. And each of `updates` is judged by its result: the
+    /// commit a ref is set to must have every protected path as the ref had it, or as the
+    /// default branch's tip has it (a new ref or a tag: as the tip has it), so no history
+    /// (an old first parent, an old commit of the default branch) brings back or removes
+    /// a protected file. Directories
     /// no pattern can reach are not entered. [`Unfinished::Needs`] lists what must first
     /// be read from the server (trees and commits outside the pack): call again with them
     /// in `server`. The work is bounded whatever the pack holds
@@ -255,6 +258,7 @@ impl Policy {
         &self,
         facts: &PackFacts,
         server: &ServerObjects,
+        updates: &[RefUpdate],
     ) -> Result<Vec<ProtectedChange>, Unfinished> {
         let mut diff = TreeDiff {
             policy: self,
@@ -282,36 +286,36 @@ impl Policy {
                     }
                 },
             };
-            let mut common: Option<Vec<ProtectedChange>> = None;
-            for against in compared {
-                let against_tree = match against {
-                    None => None,
-                    Some(id) => match facts
-                        .commit_trees
-                        .get(id)
-                        .or_else(|| server.commit_trees.get(id))
-                    {
-                        Some(tree) => Some(tree),
-                        None => {
-                            diff.missing.push(Lookup::CommitTree(id.clone()));
-                            continue;
-                        }
-                    },
-                };
-                let start = diff.changed.len();
-                diff.walk(commit, Some(tree), against_tree)?;
-                let found: Vec<ProtectedChange> = diff.changed.drain(start..).collect();
-                common = Some(match common {
-                    None => found,
-                    Some(earlier) => earlier
-                        .into_iter()
-                        .filter(|c| found.iter().any(|f| f.path == c.path))
-                        .collect(),
-                });
+            diff.against_all(commit, tree, &compared)?;
+        }
+        for update in updates.iter().filter(|u| !u.is_delete()) {
+            let new = facts.peeled(&update.new);
+            let Some(tree) = diff.commit_tree(new) else {
+                continue;
+            };
+            let Some(tip) = &server.default_tip else {
+                diff.missing.push(Lookup::DefaultTip);
+                continue;
+            };
+            let mut compared = vec![Some(tip)];
+            if !update.is_create() && !update.is_tag() {
+                compared.push(Some(&update.old));
             }
-            diff.changed.extend(common.into_iter().flatten());
+            // What a pushed commit was already found to change is said once.
+            let start = diff.changed.len();
+            diff.against_all(new, tree, &compared)?;
+            let (earlier, found) = diff.changed.split_at(start);
+            let found: Vec<ProtectedChange> = found
+                .iter()
+                .filter(|f| earlier.iter().all(|e| e.path != f.path))
+                .cloned()
+                .collect();
+            diff.changed.truncate(start);
+            diff.changed.extend(found);
         }
         if diff.missing.is_empty() {
+            diff.changed.sort();
+            diff.changed.dedup();
             Ok(diff.changed)
         } else {
             diff.missing.sort();
@@ -542,6 +546,51 @@ impl<'a> TreeDiff<'a> {
 
     /// Compares two root trees (`None`: absent), directory by directory, with an
     /// explicit stack so that no tree depth can exhaust the thread's.
+    /// The root tree of `commit`, from the pack or the server; else asked for.
+    fn commit_tree(&mut self, commit: &ObjectId) -> Option<&'a ObjectId> {
+        let tree = self
+            .facts
+            .commit_trees
+            .get(commit)
+            .or_else(|| self.server.commit_trees.get(commit));
+        if tree.is_none() {
+            self.missing.push(Lookup::CommitTree(commit.clone()));
+        }
+        tree
+    }
+
+    /// Records the protected paths where `commit`'s `tree` differs from every one of
+    /// `compared` (commits; `None` is the empty tree).
+    fn against_all(
+        &mut self,
+        commit: &ObjectId,
+        tree: &ObjectId,
+        compared: &[Option<&ObjectId>],
+    ) -> Result<(), Unfinished> {
+        let mut common: Option<Vec<ProtectedChange>> = None;
+        for against in compared {
+            let against_tree = match against {
+                None => None,
+                Some(id) => match self.commit_tree(id) {
+                    Some(tree) => Some(tree),
+                    None => continue,
+                },
+            };
+            let start = self.changed.len();
+            self.walk(commit, Some(tree), against_tree)?;
+            let found: Vec<ProtectedChange> = self.changed.drain(start..).collect();
+            common = Some(match common {
+                None => found,
+                Some(earlier) => earlier
+                    .into_iter()
+                    .filter(|c| found.iter().any(|f| f.path == c.path))
+                    .collect(),
+            });
+        }
+        self.changed.extend(common.into_iter().flatten());
+        Ok(())
+    }
+
     fn walk(
         &mut self,
         commit: &ObjectId,
@@ -890,7 +939,7 @@ mod tests {
         );
         let (facts, server) = pushed();
         assert_eq!(
-            p.protected_changes(&facts, &server),
+            p.protected_changes(&facts, &server, &[]),
             Ok(vec![ProtectedChange {
                 commit: id(10),
                 path: ".github/workflows/ci.yml".into()
@@ -898,24 +947,24 @@ mod tests {
         );
         // Without the server's side, it asks for exactly what it needs.
         assert_eq!(
-            p.protected_changes(&facts, &ServerObjects::default()),
+            p.protected_changes(&facts, &ServerObjects::default(), &[]),
             Err(Unfinished::Needs(vec![Lookup::CommitTree(id(11))]))
         );
         let mut partial = server.clone();
         partial.trees.remove(&id(26));
         assert_eq!(
-            p.protected_changes(&facts, &partial),
+            p.protected_changes(&facts, &partial, &[]),
             Err(Unfinished::Needs(vec![Lookup::Tree(id(26))]))
         );
         // A pattern naming a directory protects all of it.
         let dir = policy("allowedRefs: ['*']\nprotectedPaths: [.github/workflows]\n");
         assert_eq!(
-            dir.protected_changes(&facts, &server).unwrap()[0].path,
+            dir.protected_changes(&facts, &server, &[]).unwrap()[0].path,
             ".github/workflows/"
         );
         // A mode change is a change; an unprotected change is none.
         let readme = policy("allowedRefs: ['*']\nprotectedPaths: ['src/**']\n");
-        assert_eq!(readme.protected_changes(&facts, &server), Ok(vec![]));
+        assert_eq!(readme.protected_changes(&facts, &server, &[]), Ok(vec![]));
         let mut exec = facts.clone();
         exec.trees.insert(
             id(20),
@@ -927,7 +976,7 @@ mod tests {
         );
         let top = policy("allowedRefs: ['*']\nprotectedPaths: [README]\n");
         assert_eq!(
-            top.protected_changes(&exec, &server).unwrap()[0].path,
+            top.protected_changes(&exec, &server, &[]).unwrap()[0].path,
             "README"
         );
         // A symlink (or file, or submodule) put where a protected directory would be.
@@ -943,7 +992,7 @@ mod tests {
         };
         let workflows = policy("allowedRefs: ['*']\nprotectedPaths: ['.github/workflows/**']\n");
         assert_eq!(
-            workflows.protected_changes(&link, &empty).unwrap()[0].path,
+            workflows.protected_changes(&link, &empty, &[]).unwrap()[0].path,
             ".github"
         );
         // A root commit is compared with the empty tree: every protected file is new.
@@ -952,7 +1001,7 @@ mod tests {
             ..facts
         };
         assert_eq!(
-            p.protected_changes(&root, &ServerObjects::default())
+            p.protected_changes(&root, &ServerObjects::default(), &[])
                 .unwrap()
                 .len(),
             1
@@ -986,12 +1035,12 @@ mod tests {
             }
         };
         let changes = p
-            .protected_changes(&nest(3000), &ServerObjects::default())
+            .protected_changes(&nest(3000), &ServerObjects::default(), &[])
             .unwrap();
         assert_eq!(changes.len(), 1);
         assert!(changes[0].path.ends_with("d/d/x"));
         assert_eq!(
-            p.protected_changes(&nest(5000), &ServerObjects::default()),
+            p.protected_changes(&nest(5000), &ServerObjects::default(), &[]),
             Err(Unfinished::TooLarge(
                 "a pushed tree is nested deeper than 4096 directories".into()
             ))
@@ -1008,13 +1057,13 @@ mod tests {
         server.commit_trees.insert(id(13), id(20));
         // Which protected files the default branch has now must be asked first.
         assert_eq!(
-            p.protected_changes(&facts, &server),
+            p.protected_changes(&facts, &server, &[]),
             Err(Unfinished::Needs(vec![Lookup::DefaultTip]))
         );
         // The default branch's tip (13) has ci.yml 30 too: the merge brings it as it is
         // there, and changes nothing.
         server.default_tip = Some(id(13));
-        assert_eq!(p.protected_changes(&facts, &server), Ok(vec![]));
+        assert_eq!(p.protected_changes(&facts, &server, &[]), Ok(vec![]));
         let changed = Ok(vec![ProtectedChange {
             commit: id(12),
             path: ".github/workflows/ci.yml".into(),
@@ -1032,7 +1081,7 @@ mod tests {
         server
             .trees
             .insert(id(37), vec![entry("ci.yml", 0o100644, 32)]);
-        assert_eq!(p.protected_changes(&facts, &server), changed);
+        assert_eq!(p.protected_changes(&facts, &server, &[]), changed);
         // A merge that takes an ancestor's tree without the workflow deletes it.
         facts.commit_trees.insert(id(12), id(38));
         facts
@@ -1040,7 +1089,54 @@ mod tests {
             .insert(id(38), vec![entry("README", 0o100644, 40)]);
         server.commit_trees.insert(id(13), id(38));
         server.default_tip = Some(id(11));
-        assert_eq!(p.protected_changes(&facts, &server), changed);
+        assert_eq!(p.protected_changes(&facts, &server, &[]), changed);
+    }
+
+    #[test]
+    fn an_update_may_not_leave_a_protected_path_as_neither_the_ref_nor_the_tip_has_it() {
+        let p = policy("allowedRefs: ['*']\nprotectedPaths: ['.github/workflows/**']\n");
+        let (mut facts, mut server) = pushed();
+        // main is at 14 (ci.yml 32), also the default branch's tip. 12 merges 11, an old
+        // commit of main (ci.yml 31), first, and 14 second, and keeps 11's tree.
+        facts.commits = HashMap::from([(id(12), vec![id(11), id(14)])]);
+        facts.commit_trees = HashMap::from([(id(12), id(21))]);
+        server.commit_trees.insert(id(14), id(35));
+        server
+            .trees
+            .insert(id(35), vec![entry(".github", 0o040000, 36)]);
+        server
+            .trees
+            .insert(id(36), vec![entry("workflows", 0o040000, 37)]);
+        server
+            .trees
+            .insert(id(37), vec![entry("ci.yml", 0o100644, 32)]);
+        server.default_tip = Some(id(14));
+        let main = |old: u8| RefUpdate {
+            old: id(old),
+            new: id(12),
+            name: "refs/heads/main".into(),
+        };
+        // Commit by commit nothing changes (12 is 11's tree, and its first parent is 11)...
+        assert_eq!(p.protected_changes(&facts, &server, &[]), Ok(vec![]));
+        // ... but main would go from ci.yml 32 back to 31.
+        let rolled_back = Ok(vec![ProtectedChange {
+            commit: id(12),
+            path: ".github/workflows/ci.yml".into(),
+        }]);
+        assert_eq!(
+            p.protected_changes(&facts, &server, &[main(14)]),
+            rolled_back
+        );
+        // A ref that has 31 keeps it; a new ref must take the tip's.
+        assert_eq!(
+            p.protected_changes(&facts, &server, &[main(11)]),
+            Ok(vec![])
+        );
+        let create = RefUpdate {
+            old: ObjectId::zero(crate::ObjectFormat::Sha1),
+            ..main(14)
+        };
+        assert_eq!(p.protected_changes(&facts, &server, &[create]), rolled_back);
     }
 
     #[test]
@@ -1052,7 +1148,7 @@ mod tests {
         let (facts, server) = pushed();
         let findings = Findings {
             ancestry: HashMap::new(),
-            protected: Some(Ok(p.protected_changes(&facts, &server).unwrap())),
+            protected: Some(Ok(p.protected_changes(&facts, &server, &[]).unwrap())),
             ..Findings::default()
         };
         let verdict = p.decide_content(&updates, &facts, &findings);

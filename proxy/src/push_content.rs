@@ -595,7 +595,7 @@ async fn examine(
     let api = Api::new(state, to);
     let mut decoded = pack.decode(Bases::new()).await?;
     let protected = match policy.protects_paths() {
-        true => Some(protected(&api, policy, &pack, &mut decoded).await),
+        true => Some(protected(&api, policy, (&pack, updates), &mut decoded).await),
         false => None,
     };
     let signatures = match policy.signers() {
@@ -670,7 +670,7 @@ async fn blocking<R: Send + 'static>(
 async fn protected(
     api: &Api<'_>,
     policy: &Policy,
-    pack: &Pack<'_>,
+    (pack, updates): (&Pack<'_>, &[RefUpdate]),
     decoded: &mut Decoded,
 ) -> Result<Vec<ProtectedChange>, String> {
     let mut server = ServerObjects::default();
@@ -679,8 +679,9 @@ async fn protected(
     let mut tried: HashSet<ObjectId> = HashSet::new();
     loop {
         // Bounded, but it can take a moment on a large push: off the async workers.
-        let diff =
-            tokio::task::block_in_place(|| policy.protected_changes(&decoded.facts, &server));
+        let diff = tokio::task::block_in_place(|| {
+            policy.protected_changes(&decoded.facts, &server, updates)
+        });
         let lookups = match diff {
             Ok(changes) => return Ok(changes),
             Err(Unfinished::Needs(lookups)) => lookups,

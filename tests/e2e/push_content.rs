@@ -571,6 +571,32 @@ fn merging_the_default_branch_into_a_branch_passes_the_per_commit_rules() {
         upstream(&standin, "agent/x").as_deref(),
         Some(merged.as_str())
     );
+    // The same with the old commit as first parent and main's tip as second: a
+    // fast-forward of main that would take its workflow away.
+    let main = rev(&sandbox, &repo, "origin/main");
+    let craft = sandbox.git(
+        &repo,
+        &[
+            "commit-tree",
+            &old_tree,
+            "-p",
+            &bare,
+            "-p",
+            &main,
+            "-m",
+            "back",
+        ],
+    );
+    let back = String::from_utf8(craft.stdout).unwrap().trim().to_owned();
+    let denied = sandbox.git_fails(
+        &repo,
+        &["push", "origin", &format!("{back}:refs/heads/main")],
+    );
+    assert!(
+        denied.contains("changes .github/workflows/ci.yml, which protectedPaths protects"),
+        "{denied}"
+    );
+    assert_eq!(upstream(&standin, "main").as_deref(), Some(main.as_str()));
 
     // A merge that changes the workflow itself (neither parent's) is still refused.
     sandbox.git_ok(&repo, &["reset", "-q", "--hard", "HEAD~1"]);
