@@ -27,37 +27,46 @@ pub(crate) enum Hello {
     Unreadable(String),
 }
 
-/// Reads `bytes` (all of a client's first bytes so far): `None` until they say what
-/// they are.
-pub(crate) fn read(bytes: &[u8]) -> Option<Hello> {
-    let first = *bytes.first()?;
-    if !RECORD_TYPES.contains(&first) {
-        return Some(Hello::NotTls);
-    }
-    match handshake(bytes) {
-        Ok(Some(message)) => Some(match server_name(message) {
-            Ok(name) => Hello::Tls(name),
-            Err(why) => Hello::Unreadable(why),
-        }),
-        Ok(None) if bytes.len() >= MAX_HELLO => Some(Hello::Unreadable(format!(
-            "no ClientHello in its first {} KiB",
-            MAX_HELLO >> 10
-        ))),
-        Ok(None) => None,
-        Err(why) => Some(Hello::Unreadable(why)),
+/// The most records a ClientHello may come in (clients send one, rarely a few): bounds
+/// the work of reading one sent a byte per record.
+const MAX_RECORDS: usize = 64;
+
+/// Reads `bytes` (all of a client's first bytes so far): what they are, or `Err(n)` when
+/// that is known only once there are `n` bytes (read again then, not before).
+pub(crate) fn read(bytes: &[u8]) -> Result<Hello, usize> {
+    match bytes {
+        [] => Err(1),
+        // A TLS record: a record type, then major version 3.
+        [first, ..] if !RECORD_TYPES.contains(first) => Ok(Hello::NotTls),
+        [_] => Err(2),
+        [_, major, ..] if *major != 3 => Ok(Hello::NotTls),
+        _ => match handshake(bytes) {
+            Ok(Ok(message)) => Ok(match server_name(message) {
+                Ok(name) => Hello::Tls(name),
+                Err(why) => Hello::Unreadable(why),
+            }),
+            Ok(Err(_)) if bytes.len() >= MAX_HELLO => Ok(Hello::Unreadable(format!(
+                "no ClientHello in its first {} KiB",
+                MAX_HELLO >> 10
+            ))),
+            Ok(Err(needed)) => Err(needed.min(MAX_HELLO)),
+            Err(why) => Ok(Hello::Unreadable(why)),
+        },
     }
 }
 
-/// The ClientHello's body, once the handshake records carrying it are all there.
-fn handshake(mut bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
+/// The ClientHello's body once the handshake records carrying it are all there, else
+/// how many bytes must be there first.
+fn handshake(bytes: &[u8]) -> Result<Result<Vec<u8>, usize>, String> {
     let mut message = Vec::new();
-    loop {
+    let mut at = 0;
+    for _ in 0..=MAX_RECORDS {
         // What the records so far carry may already hold the whole message.
         if let Some(body) = whole_client_hello(&message)? {
-            return Ok(Some(body.to_vec()));
+            return Ok(Ok(body.to_vec()));
         }
-        let Some(header) = bytes.get(..5) else {
-            return Ok(None);
+        let Some(header) = bytes.get(at..at + 5) else {
+            return Ok(Err(at + 5));
         };
         if header[0] != HANDSHAKE {
             return Err(format!(
@@ -75,12 +84,15 @@ fn handshake(mut bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
         if len == 0 || len > MAX_RECORD {
             return Err(format!("a TLS handshake record of {len} bytes"));
         }
-        let Some(payload) = bytes.get(5..5 + len) else {
-            return Ok(None);
+        let Some(payload) = bytes.get(at + 5..at + 5 + len) else {
+            return Ok(Err(at + 5 + len));
         };
         message.extend_from_slice(payload);
-        bytes = &bytes[5 + len..];
+        at += 5 + len;
     }
+    Err(format!(
+        "the ClientHello comes in more than {MAX_RECORDS} records"
+    ))
 }
 
 /// The body of the ClientHello at the start of `message`, if all of it is there.
@@ -206,19 +218,20 @@ pub(crate) mod tests {
     #[test]
     fn reads_the_server_name_of_a_real_client_hello() {
         let hello = client_hello("tunnel.example");
-        assert_eq!(
-            read(&hello),
-            Some(Hello::Tls(Some("tunnel.example".into())))
-        );
-        // Cut short anywhere: not yet known.
+        let asked = Ok(Hello::Tls(Some("tunnel.example".into())));
+        assert_eq!(read(&hello), asked);
+        // Cut short anywhere: not yet known, and more bytes are asked for.
         for cut in 0..hello.len() {
-            assert_eq!(read(&hello[..cut]), None, "{cut}");
+            let needed = read(&hello[..cut]).unwrap_err();
+            assert!(needed > cut && needed <= hello.len(), "{cut}: {needed}");
         }
-        // Spread over many records, as TLS allows.
-        assert_eq!(
-            read(&in_records(&hello, 7)),
-            Some(Hello::Tls(Some("tunnel.example".into())))
-        );
+        // Spread over several records, as TLS allows.
+        assert_eq!(read(&in_records(&hello, 64)), asked);
+        // In more records than any client uses: refused, not read at length.
+        assert!(matches!(
+            read(&in_records(&hello, 1)),
+            Ok(Hello::Unreadable(_))
+        ));
     }
 
     #[test]
@@ -226,30 +239,34 @@ pub(crate) mod tests {
         let hello = client_hello("evil.example");
         // A warning alert first, which some servers skip before reading the hello.
         let alert_first = [&[0x15, 3, 1, 0, 2, 1, 0x5a][..], &hello].concat();
-        assert!(matches!(read(&alert_first), Some(Hello::Unreadable(_))));
+        assert!(matches!(read(&alert_first), Ok(Hello::Unreadable(_))));
         assert!(matches!(
             read(&[0x17, 3, 3, 0, 1, 0]),
-            Some(Hello::Unreadable(_))
+            Ok(Hello::Unreadable(_))
         ));
-        assert_eq!(read(b"SSH-2.0-OpenSSH_9.2\r\n"), Some(Hello::NotTls));
-        assert_eq!(read(b"GET / HTTP/1.1\r\n"), Some(Hello::NotTls));
-        assert_eq!(read(b""), None);
-        // A handshake that is not a ClientHello, or a record of an unknown version.
+        assert_eq!(read(b"SSH-2.0-OpenSSH_9.2\r\n"), Ok(Hello::NotTls));
+        assert_eq!(read(b"GET / HTTP/1.1\r\n"), Ok(Hello::NotTls));
+        assert_eq!(read(b""), Err(1));
+        // A record type with no TLS version after it is another protocol (a
+        // little-endian length, say).
+        assert_eq!(read(&[0x16]), Err(2));
+        assert_eq!(read(&[0x16, 0, 0, 0]), Ok(Hello::NotTls));
+        // A handshake that is not a ClientHello.
         assert!(matches!(
             read(&[0x16, 3, 1, 0, 4, 2, 0, 0, 0]),
-            Some(Hello::Unreadable(_))
-        ));
-        assert!(matches!(
-            read(&[0x16, 2, 0, 0, 1, 1]),
-            Some(Hello::Unreadable(_))
+            Ok(Hello::Unreadable(_))
         ));
         // A hello that never ends is given up.
         let mut endless = vec![0x16, 3, 1, 0x40, 0, 1, 0xff, 0xff, 0xff];
-        while read(&endless).is_none() {
+        let mut reads = 0;
+        while let Err(needed) = read(&endless) {
+            assert!(needed > endless.len());
+            endless.resize(needed, 0);
             endless.extend([0x16, 3, 1, 0x40, 0]);
-            endless.resize(endless.len() + (1 << 14), 0);
+            reads += 1;
         }
-        assert!(matches!(read(&endless), Some(Hello::Unreadable(_))));
+        assert!(matches!(read(&endless), Ok(Hello::Unreadable(_))));
+        assert!(reads <= 5, "{reads}");
     }
 
     /// A ClientHello with these extensions (type, data).
@@ -288,12 +305,9 @@ pub(crate) mod tests {
     fn a_server_name_given_twice_is_refused() {
         assert_eq!(
             read(&hello_with(&[(SERVER_NAME, sni(&["a.example"]))])),
-            Some(Hello::Tls(Some("a.example".into())))
+            Ok(Hello::Tls(Some("a.example".into())))
         );
-        assert_eq!(
-            read(&hello_with(&[(10, vec![0, 0])])),
-            Some(Hello::Tls(None))
-        );
+        assert_eq!(read(&hello_with(&[(10, vec![0, 0])])), Ok(Hello::Tls(None)));
         for twice in [
             hello_with(&[
                 (SERVER_NAME, sni(&["a.example"])),
@@ -302,7 +316,7 @@ pub(crate) mod tests {
             hello_with(&[(SERVER_NAME, sni(&["a.example", "b.example"]))]),
         ] {
             assert!(
-                matches!(read(&twice), Some(Hello::Unreadable(_))),
+                matches!(read(&twice), Ok(Hello::Unreadable(_))),
                 "{twice:?}"
             );
         }
@@ -310,11 +324,11 @@ pub(crate) mod tests {
 
     proptest::proptest! {
         #[test]
-        fn a_client_hello_reads_the_same_in_any_records(size in 1usize..600) {
+        fn a_client_hello_reads_the_same_in_any_records(size in 20usize..600) {
             let hello = client_hello("tunnel.example");
             proptest::prop_assert_eq!(
                 read(&in_records(&hello, size)),
-                Some(Hello::Tls(Some("tunnel.example".into())))
+                Ok(Hello::Tls(Some("tunnel.example".into())))
             );
         }
 

@@ -100,17 +100,28 @@ async fn read_hello(
     client: &mut (impl tokio::io::AsyncRead + Unpin),
 ) -> std::io::Result<(Hello, Vec<u8>)> {
     let mut first = Vec::with_capacity(4096);
+    let mut needed = 1;
     loop {
         let start = first.len();
         first.resize(start + 4096, 0);
         let n = client.read(&mut first[start..]).await?;
         first.truncate(start + n);
         if n == 0 {
-            // The client closed before saying anything (more): nothing to check.
-            return Ok((Hello::NotTls, first));
-        }
-        if let Some(hello) = client_hello::read(&first) {
+            // The client closed its side: with nothing said, there is nothing to check;
+            // a ClientHello cut short is not passed on unread.
+            let hello = match first.is_empty() {
+                true => Hello::NotTls,
+                false => Hello::Unreadable("the client stopped sending mid-ClientHello".into()),
+            };
             return Ok((hello, first));
+        }
+        // Read again only once the bytes it waits for are there.
+        if first.len() < needed {
+            continue;
+        }
+        match client_hello::read(&first) {
+            Ok(hello) => return Ok((hello, first)),
+            Err(more) => needed = more,
         }
     }
 }

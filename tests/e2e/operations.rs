@@ -632,7 +632,9 @@ fn readiness_waits_for_nothing_without_an_app() {
 #[test]
 fn a_reload_drops_tokens_whose_scope_no_longer_fits() {
     let standin = harness::standin();
-    let narrow = "{allowedRepos: [acme/app]}";
+    // (A token for one repository of a wanted list, with its permissions, still fits and
+    // is kept: the first policy may push, the second may not.)
+    let narrow = "{allowedRepos: [acme/app], allowedRefs: [main]}";
     let gitgate = Gitgate::start(&app_config(&standin, narrow));
     let sandbox = Sandbox::new(&gitgate);
     sandbox.clone_repo("acme/app", "one");

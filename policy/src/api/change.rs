@@ -208,8 +208,11 @@ impl Effect {
             Effect::Release(id) => {
                 let target = match (optional_str(body, "tag_name")?, id) {
                     (Some(tag), _) => RefTarget::Named(short_ref("refs/tags/", tag)?),
-                    // Publishing a draft creates the tag it was drafted with.
-                    (None, Some(id)) if field(body, "draft") == Some(&Value::Bool(false)) => {
+                    // Publishing a draft creates the tag it was drafted with (any `draft`
+                    // but `true` is taken to publish).
+                    (None, Some(id))
+                        if field(body, "draft").is_some_and(|d| *d != Value::Bool(true)) =>
+                    {
                         RefTarget::ReleaseTag(*id)
                     }
                     (None, _) => return Ok(Vec::new()),
@@ -453,6 +456,19 @@ mod tests {
                 .unwrap()[0]
                 .target,
             named("refs/tags/v2")
+        );
+        assert_eq!(
+            Effect::Release(Some(7))
+                .changes(&json!({"draft": "no"}))
+                .unwrap()[0]
+                .target,
+            RefTarget::ReleaseTag(7)
+        );
+        assert!(
+            Effect::Release(Some(7))
+                .changes(&json!({"draft": true}))
+                .unwrap()
+                .is_empty()
         );
         // Publishing a draft makes its tag: looked up.
         assert_eq!(
