@@ -1047,6 +1047,21 @@ mod tests {
         );
     }
 
+    /// Commit `commit` on the server, whose tree (35) has `.github/workflows/ci.yml` as
+    /// blob `ci`.
+    fn with_workflow(server: &mut ServerObjects, commit: u8, ci: u8) {
+        server.commit_trees.insert(id(commit), id(35));
+        server
+            .trees
+            .insert(id(35), vec![entry(".github", 0o040000, 36)]);
+        server
+            .trees
+            .insert(id(36), vec![entry("workflows", 0o040000, 37)]);
+        server
+            .trees
+            .insert(id(37), vec![entry("ci.yml", 0o100644, ci)]);
+    }
+
     #[test]
     fn a_merge_is_compared_with_its_first_parent_and_the_default_branch_tip() {
         let p = policy("allowedRefs: ['*']\nprotectedPaths: ['.github/workflows/**']\n");
@@ -1071,16 +1086,7 @@ mod tests {
         // The tip has moved on to ci.yml 32: 30 is neither the first parent's nor the
         // tip's, so the merge changes it (13 is still a parent: an older version).
         server.default_tip = Some(id(14));
-        server.commit_trees.insert(id(14), id(35));
-        server
-            .trees
-            .insert(id(35), vec![entry(".github", 0o040000, 36)]);
-        server
-            .trees
-            .insert(id(36), vec![entry("workflows", 0o040000, 37)]);
-        server
-            .trees
-            .insert(id(37), vec![entry("ci.yml", 0o100644, 32)]);
+        with_workflow(&mut server, 14, 32);
         assert_eq!(p.protected_changes(&facts, &server, &[]), changed);
         // A merge that takes an ancestor's tree without the workflow deletes it.
         facts.commit_trees.insert(id(12), id(38));
@@ -1100,16 +1106,7 @@ mod tests {
         // commit of main (ci.yml 31), first, and 14 second, and keeps 11's tree.
         facts.commits = HashMap::from([(id(12), vec![id(11), id(14)])]);
         facts.commit_trees = HashMap::from([(id(12), id(21))]);
-        server.commit_trees.insert(id(14), id(35));
-        server
-            .trees
-            .insert(id(35), vec![entry(".github", 0o040000, 36)]);
-        server
-            .trees
-            .insert(id(36), vec![entry("workflows", 0o040000, 37)]);
-        server
-            .trees
-            .insert(id(37), vec![entry("ci.yml", 0o100644, 32)]);
+        with_workflow(&mut server, 14, 32);
         server.default_tip = Some(id(14));
         let main = |old: u8| RefUpdate {
             old: id(old),

@@ -32,17 +32,23 @@ fn clone_and_fetch_through_the_mitm_path() {
     gitgate.assert_no_secrets(&standin);
 }
 
+/// `curl ARGS` in the sandbox, trusting only the stand-in's CA (what a tunnel shows).
+fn curl_trusting_upstream(
+    sandbox: &Sandbox,
+    standin: &gitgate_standin::StandIn,
+    args: &[&str],
+) -> std::process::Output {
+    let ca = standin.ca_file().display().to_string();
+    sandbox.curl(&[&["--cacert", ca.as_str()][..], args].concat())
+}
+
 #[test]
 fn allow_listed_host_is_tunneled_with_the_upstream_certificate() {
     let standin = harness::standin();
     let gitgate = Gitgate::start(&app_config(&standin, POLICY));
     let sandbox = Sandbox::new(&gitgate);
     // Trusting only the stand-in's CA works: the certificate is the upstream's own.
-    let out = sandbox.curl(&[
-        "--cacert",
-        &standin.ca_file().display().to_string(),
-        "https://tunnel.test/",
-    ]);
+    let out = curl_trusting_upstream(&sandbox, &standin, &["https://tunnel.test/"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -70,13 +76,15 @@ fn a_tunnel_reaches_only_its_host_whatever_server_name_tls_asks_for() {
     let sandbox = Sandbox::new(&gitgate);
     // The stand-in serves other.test at tunnel.test's address too, as one CDN front end
     // serves many sites: a tunnel allowed for tunnel.test must not reach other.test there.
-    let out = sandbox.curl(&[
-        "--cacert",
-        &standin.ca_file().display().to_string(),
-        "--connect-to",
-        "other.test:443:tunnel.test:443",
-        "https://other.test/",
-    ]);
+    let out = curl_trusting_upstream(
+        &sandbox,
+        &standin,
+        &[
+            "--connect-to",
+            "other.test:443:tunnel.test:443",
+            "https://other.test/",
+        ],
+    );
     assert!(!out.status.success(), "reached: {}", text(&out));
     let record = gitgate.wait_for_record(|r| {
         r["rule"] == "allowHosts" && r["decision"] == "deny" && r["host"] == "tunnel.test"

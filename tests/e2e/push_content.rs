@@ -542,31 +542,33 @@ fn merging_the_default_branch_into_a_branch_passes_the_per_commit_rules() {
     // A merge that takes an older parent's tree, without the workflow, deletes it.
     let bare = format!("{merged}~2");
     let old_tree = rev(&sandbox, &repo, &format!("{bare}^{{tree}}"));
-    let craft = sandbox.git(
-        &repo,
-        &[
-            "commit-tree",
-            &old_tree,
-            "-p",
-            &merged,
-            "-p",
-            &bare,
-            "-m",
-            "back",
-        ],
-    );
-    let back = String::from_utf8(craft.stdout).unwrap().trim().to_owned();
-    let denied = sandbox.git_fails(
-        &repo,
-        &["push", "origin", &format!("{back}:refs/heads/agent/x")],
-    );
-    assert!(
-        denied.contains(&format!(
-            "commit {} changes .github/workflows/ci.yml, which protectedPaths protects",
-            &back[..12]
-        )),
-        "{denied}"
-    );
+    // A merge of the old tree with `parents`, pushed to `target`: refused as changing
+    // the workflow.
+    let refused_merge = |parents: [&str; 2], target: &str| {
+        let craft = sandbox.git(
+            &repo,
+            &[
+                "commit-tree",
+                &old_tree,
+                "-p",
+                parents[0],
+                "-p",
+                parents[1],
+                "-m",
+                "back",
+            ],
+        );
+        let back = String::from_utf8(craft.stdout).unwrap().trim().to_owned();
+        let denied = sandbox.git_fails(&repo, &["push", "origin", &format!("{back}:{target}")]);
+        assert!(
+            denied.contains(&format!(
+                "commit {} changes .github/workflows/ci.yml, which protectedPaths protects",
+                &back[..12]
+            )),
+            "{denied}"
+        );
+    };
+    refused_merge([&merged, &bare], "refs/heads/agent/x");
     assert_eq!(
         upstream(&standin, "agent/x").as_deref(),
         Some(merged.as_str())
@@ -574,28 +576,7 @@ fn merging_the_default_branch_into_a_branch_passes_the_per_commit_rules() {
     // The same with the old commit as first parent and main's tip as second: a
     // fast-forward of main that would take its workflow away.
     let main = rev(&sandbox, &repo, "origin/main");
-    let craft = sandbox.git(
-        &repo,
-        &[
-            "commit-tree",
-            &old_tree,
-            "-p",
-            &bare,
-            "-p",
-            &main,
-            "-m",
-            "back",
-        ],
-    );
-    let back = String::from_utf8(craft.stdout).unwrap().trim().to_owned();
-    let denied = sandbox.git_fails(
-        &repo,
-        &["push", "origin", &format!("{back}:refs/heads/main")],
-    );
-    assert!(
-        denied.contains("changes .github/workflows/ci.yml, which protectedPaths protects"),
-        "{denied}"
-    );
+    refused_merge([&bare, &main], "refs/heads/main");
     assert_eq!(upstream(&standin, "main").as_deref(), Some(main.as_str()));
 
     // A merge that changes the workflow itself (neither parent's) is still refused.
