@@ -105,8 +105,9 @@ impl State {
         let policies = Arc::new(policies);
         *self.policies.write().unwrap_or_else(|p| p.into_inner()) = policies.clone();
         // After the swap, so that no request starting meanwhile mints for a scope of the
-        // old policies once they were pruned.
+        // old policies once they were pruned, or is granted storage under them.
         self.tokens.policies_changed(&policies, unloaded);
+        self.storage.clear();
     }
 
     pub(crate) fn next_connection_id(&self) -> u64 {

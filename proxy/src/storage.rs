@@ -9,7 +9,8 @@ use std::time::SystemTime;
 use gitgate_policy::HostName;
 use gitgate_policy::git::lfs::StorageGrant;
 
-/// Clients tracked at once; past it, expired grants are dropped, then everything.
+/// Clients tracked at once; past it, expired grants are dropped, then the client whose
+/// grants end soonest.
 const MAX_CLIENTS: usize = 4096;
 /// Grants kept per client; past it, the soonest to expire go first.
 const MAX_PER_CLIENT: usize = 64;
@@ -35,8 +36,12 @@ impl StorageGrants {
                 held.retain(|g| g.until > now);
                 !held.is_empty()
             });
-            if clients.len() >= MAX_CLIENTS {
-                clients.clear();
+            let soonest = clients
+                .iter()
+                .min_by_key(|(_, held)| held.iter().map(|g| g.until).max())
+                .map(|(client, _)| client.clone());
+            if let Some(soonest) = soonest.filter(|_| clients.len() >= MAX_CLIENTS) {
+                clients.remove(&soonest);
             }
         }
         let held = clients.entry(client).or_default();
@@ -54,6 +59,15 @@ impl StorageGrants {
             held.sort_by_key(|g| std::cmp::Reverse(g.until));
             held.truncate(MAX_PER_CLIENT);
         }
+    }
+
+    /// Drops every grant: the policies they were made under are gone, and the next batch
+    /// response makes them again under the new ones.
+    pub(crate) fn clear(&self) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Until when `client` may tunnel to `host:port`, if it may now.
@@ -103,5 +117,36 @@ mod tests {
             grants.until(&a, &host, 443, now + Duration::from_secs(60)),
             None
         );
+        grants.clear();
+        assert_eq!(
+            grants.until(&a, &host, 443, now),
+            None,
+            "a reload drops them"
+        );
+    }
+
+    #[test]
+    fn a_full_table_drops_the_client_whose_grants_end_soonest_not_everyone() {
+        let grants = StorageGrants::default();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let host = HostName::parse("storage.example").unwrap();
+        let grant = |secs| StorageGrant {
+            host: host.clone(),
+            port: 443,
+            until: now + Duration::from_secs(secs),
+        };
+        let client = |n: u32| -> Client { (None, IpAddr::from(n.to_be_bytes())) };
+        for n in 0..MAX_CLIENTS as u32 {
+            grants.grant(client(n), vec![grant(100 + u64::from(n))], now);
+        }
+        grants.grant(client(u32::MAX), vec![grant(50)], now);
+        assert_eq!(
+            grants.until(&client(0), &host, 443, now),
+            None,
+            "the soonest"
+        );
+        for n in [1, 2000, MAX_CLIENTS as u32 - 1, u32::MAX] {
+            assert!(grants.until(&client(n), &host, 443, now).is_some(), "{n}");
+        }
     }
 }

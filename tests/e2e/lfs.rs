@@ -112,6 +112,14 @@ fn git_lfs_pushes_and_pulls_an_object_through_gitgate() {
         "{tunnels:?}"
     );
     gitgate.assert_no_secrets(&standin);
+
+    // A reload takes the grants back (the next batch response makes them again).
+    let connect = || text(&sandbox.curl(&[&format!("https://{LFS_STORAGE_HOST}/")]));
+    assert!(!connect().contains("403"), "granted: the tunnel opens");
+    gitgate.hangup();
+    crate::core::wait_until(|| gitgate.output().contains("policy reloaded"));
+    let refused = connect();
+    assert!(refused.contains("403"), "{refused}");
 }
 
 #[test]
