@@ -191,7 +191,16 @@ async fn route(
             }
         };
         let caller = login::Caller::Sandbox(identity.profile.as_deref());
-        return login::handle(&state, caller, &req).await;
+        let response = login::handle(&state, caller, &req).await;
+        let status = response.status();
+        let verdict = match status.is_success() {
+            true => Verdict::Allow,
+            false => Verdict::Deny,
+        };
+        record.decide(verdict, "login", "a sandbox's own login or logout");
+        record.status = status.as_u16();
+        state.observer.emit(record);
+        return response;
     }
     reply::text(
         StatusCode::BAD_REQUEST,

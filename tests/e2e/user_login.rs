@@ -319,6 +319,13 @@ fn the_sandbox_logs_in_with_post_login_on_the_proxy_port() {
 
     let started = curl(&["-X", "POST", &login]);
     let code = user_code(&started).unwrap_or_else(|| panic!("{started}"));
+    // Recorded like any request: who asked, and the answer.
+    let record = gitgate.wait_for_record(|r| r["path"] == "/login" && r["method"] == "POST");
+    assert_eq!(
+        (record["decision"].as_str(), record["status"].as_u64()),
+        (Some("allow"), Some(200)),
+        "{record}"
+    );
     assert!(
         started.contains("open https://github.com/login/device"),
         "{started}"
