@@ -172,7 +172,16 @@ fn session_of(
             _ => Ok(own.to_owned()),
         };
     }
-    match (&*state.policies(), asked) {
+    let policies = state.policies();
+    // A sandbox identified without a profile (under a single policy) never picks one,
+    // even if a reload has brought profiles in since it was identified.
+    if let (Caller::Sandbox(None), Policies::Profiles(_)) = (caller, &*policies) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "gitgate's profiles changed while this request was identified; retry".into(),
+        ));
+    }
+    match (&*policies, asked) {
         (Policies::Single(_), None) => Ok(DEFAULT_PROFILE.to_owned()),
         (Policies::Single(_), Some(name)) if name == DEFAULT_PROFILE => Ok(name),
         (Policies::Single(_), Some(name)) => Err((
