@@ -3,7 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use gitgate_policy::{Claims, Identity, IdentityError, ProxyAuth};
+use gitgate_policy::{Claims, Identity, IdentityError, Policies, ProxyAuth};
 use http::{HeaderMap, header};
 
 use crate::audit::{Record, Verdict};
@@ -38,6 +38,15 @@ pub(crate) fn identify(
     presented: &Presented,
     record: &mut Record,
 ) -> Result<Identity, Failure> {
+    settle(identify_in(&state.policies(), ctx, presented), record)
+}
+
+/// Who `presented` makes the client of `ctx` under `policies`.
+fn identify_in(
+    policies: &Policies,
+    ctx: &ConnCtx,
+    presented: &Presented,
+) -> Result<Identity, IdentityError> {
     let proxy_auth = presented.basic.as_ref().map(|decoded| match decoded {
         Some((user, secret_sha256)) => ProxyAuth::Basic {
             user,
@@ -45,12 +54,11 @@ pub(crate) fn identify(
         },
         None => ProxyAuth::Malformed,
     });
-    let result = state.policies().identify(&Claims {
+    policies.identify(&Claims {
         proxy_auth,
         cert_subjects: &ctx.cert_subjects,
         source: ctx.client.ip(),
-    });
-    settle(result, record)
+    })
 }
 
 /// Identifies a connection identified earlier as `profile` again, for a request inside
@@ -65,10 +73,12 @@ pub(crate) fn again(
 ) -> Result<Identity, Failure> {
     // The connection's profile, even when it no longer admits it.
     record.profile = profile.cloned();
-    if let Err(gone) = state.policies().current(profile.map(|p| &**p)) {
+    // One reading of the policies for both questions.
+    let policies = state.policies();
+    if let Err(gone) = policies.current(profile.map(|p| &**p)) {
         return settle(Err(gone), record);
     }
-    let identity = identify(state, ctx, presented, record)?;
+    let identity = settle(identify_in(&policies, ctx, presented), record)?;
     if identity.profile.as_deref() == profile.map(|p| &**p) {
         return Ok(identity);
     }
