@@ -33,19 +33,9 @@ pub(crate) async fn run(
     let _open = state.observer.metrics.tunnel_opened();
     let client = TapIo::new(TokioIo::new(client), Counter::default());
     let (mut client_read, mut client_write) = tokio::io::split(client);
-    let pumped = pump(
-        (&mut client_read, &mut client_write),
-        upstream,
-        &target.host,
-    )
-    .await;
-    match pumped {
-        Ok(Some(reason)) => {
-            tracing::info!(host = %target.host, %reason, "tunnel refused");
-            enforce(&policy, &mut record, &Decision::deny("allowHosts", reason));
-        }
-        Ok(None) => {}
-        Err(error) => tracing::debug!(%error, "tunnel ended with an error"),
+    let allowed = (&*policy, &target.host, &mut record);
+    if let Err(error) = pump((&mut client_read, &mut client_write), upstream, allowed).await {
+        tracing::debug!(%error, "tunnel ended with an error");
     }
     let client = client_read.unsplit(client_write);
     record.bytes_in = client.tap.read;
@@ -53,13 +43,14 @@ pub(crate) async fn run(
     state.observer.emit(record);
 }
 
-/// Copies both ways, the client's first bytes checked before any reach `host`; returns
-/// why the tunnel was refused, if it was.
+/// Copies both ways, the client's first bytes checked before any reach `host`: a tunnel
+/// they take elsewhere is refused and recorded in `record` (in report mode, recorded and
+/// let through).
 async fn pump<R, W>(
     (client_read, client_write): (&mut R, &mut W),
     upstream: TcpStream,
-    host: &HostName,
-) -> std::io::Result<Option<String>>
+    (policy, host, record): (&Policy, &HostName, &mut Record),
+) -> std::io::Result<()>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
@@ -69,28 +60,32 @@ where
         tokio::io::copy(&mut upstream_read, client_write).await?;
         client_write.shutdown().await
     };
+    // `Ok(false)`: refused.
     let up = async {
         let (hello, first) = read_hello(client_read).await?;
         if let Some(reason) = refusal(&hello, host) {
-            return Ok(Some(reason));
+            tracing::info!(%host, %reason, "tunnel refused");
+            if !enforce(policy, record, &Decision::deny("allowHosts", reason)) {
+                return Ok(false);
+            }
         }
         upstream_write.write_all(&first).await?;
         tokio::io::copy(client_read, &mut upstream_write).await?;
         upstream_write.shutdown().await?;
-        Ok(None)
+        Ok(true)
     };
     tokio::pin!(down, up);
     // A refusal ends both directions at once; otherwise both run to their end.
     tokio::select! {
         up = &mut up => {
-            if up.as_ref().is_ok_and(Option::is_none) {
+            if up? {
                 down.await?;
             }
-            up
+            Ok(())
         }
         down = &mut down => {
             down?;
-            up.await
+            up.await.map(drop)
         }
     }
 }

@@ -701,6 +701,27 @@ fn report_mode_also_lets_denied_repos_and_hosts_through() {
         "{}",
         text(&out)
     );
+    // A tunnel whose TLS names another host: reported, and let through.
+    let out = sandbox.curl(&[
+        "--cacert",
+        &standin.ca_file().display().to_string(),
+        "--connect-to",
+        "other.test:443:tunnel.test:443",
+        "https://other.test/",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from other.test\n",
+        "{}",
+        text(&out)
+    );
+    let fronted = gitgate.wait_for_record(|r| {
+        r["host"] == "tunnel.test"
+            && r["reason"].as_str().is_some_and(|why| {
+                why.contains("other.test in the tunnel to tunnel.test is not that host")
+            })
+    });
+    assert_eq!(fronted["decision"], "report", "{fronted}");
     wait_until(|| {
         gitgate
             .decisions()
