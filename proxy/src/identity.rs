@@ -13,7 +13,7 @@ use crate::state::{ConnCtx, State};
 /// What a client presented to be identified by: its `Proxy-Authorization` (the secret
 /// hashed at once and never kept), beside its connection's certificate and address. An
 /// intercepted connection keeps it, so that each request inside is identified again.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Presented {
     /// `None` without the header; `Some(None)` when it is not `Basic`.
     basic: Option<Option<(String, [u8; 32])>>,
