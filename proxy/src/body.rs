@@ -139,8 +139,8 @@ where
         .filter(|n| *n <= limit)
         .unwrap_or(0);
     let mut buf = Gathered::new(Reservation::new(Arc::clone(budget), client));
-    buf.grow_to(announced)
-        .map_err(|spent| Unread::Busy(busy(what, budget, spent)))?;
+    let refused = |spent| Unread::Busy(busy(&format!("this {what} body"), budget, spent));
+    buf.grow_to(announced).map_err(refused)?;
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => return Err(Unread::Failed(stalled(what, idle))),
@@ -158,8 +158,7 @@ where
                     "the {what} body is larger than the {limit} bytes gitgate reads to decide on it"
                 )));
             }
-            buf.push(&data, limit)
-                .map_err(|spent| Unread::Busy(busy(what, budget, spent)))?;
+            buf.push(&data, limit).map_err(refused)?;
         }
     }
     let (bytes, reservation) = buf.into_parts();
@@ -185,6 +184,11 @@ impl Gathered {
 
     pub(crate) fn len(&self) -> usize {
         self.buf.len()
+    }
+
+    /// The bytes gathered so far.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf
     }
 
     /// The budget its share is of.
@@ -229,15 +233,15 @@ impl Gathered {
     }
 }
 
-/// Why a `what` body is not held: the bodies held to decide on are at a limit.
-pub(crate) fn busy(what: &str, budget: &Budget, spent: Spent) -> String {
+/// Why `holding` ("this push body") is not held: what is held to decide on is at a limit.
+pub(crate) fn busy(holding: &str, budget: &Budget, spent: Spent) -> String {
     match spent {
         Spent::All => format!(
-            "holding this {what} body to decide on it would take the request bodies held in memory past limits.maxBufferedBodyBytes {}; retry shortly",
+            "holding {holding} to decide on it would take the request bodies held in memory past limits.maxBufferedBodyBytes {}; retry shortly",
             budget.describe()
         ),
         Spent::Client => format!(
-            "holding this {what} body to decide on it would take this client's request bodies held in memory past limits.maxBufferedBodyBytesPerClient {}; finish or close the others first",
+            "holding {holding} to decide on it would take this client's request bodies held in memory past limits.maxBufferedBodyBytesPerClient {}; finish or close the others first",
             gitgate_policy::ByteSize(budget.per_client())
         ),
     }

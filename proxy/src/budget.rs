@@ -1,7 +1,7 @@
 //! Bytes held against one limit shared by every client, with a share per client address
 //! so that no client can take it all from the others: the disk of pushes held for the
 //! content rules (`limits.maxHeldPushBytes`), the memory of request bodies read to decide
-//! on (`limits.maxBufferedBodyBytes`).
+//! on (`limits.maxBufferedBodyBytes`), …
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -394,7 +394,7 @@ fn feed(
 
 /// Why a push's bytes are not kept: `kept`'s budget is at a limit.
 fn busy(kept: &Gathered, spent: Spent) -> Unread {
-    Unread::Busy(crate::body::busy("push", kept.budget(), spent))
+    Unread::Busy(crate::body::busy("this push body", kept.budget(), spent))
 }
 
 /// The body ended: drain the gzip decoder, then ask the reader for the header.

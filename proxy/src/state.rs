@@ -34,7 +34,8 @@ pub(crate) struct State {
     pub(crate) held_push_count: Arc<crate::budget::Budget>,
     /// The memory held pushes' checks hold (`limits.maxPushCheckBytes`).
     pub(crate) push_checks: Arc<crate::budget::Budget>,
-    /// The memory of request bodies read to decide on (`limits.maxBufferedBodyBytes`).
+    /// The memory of request bodies and tunnels' first bytes read to decide on
+    /// (`limits.maxBufferedBodyBytes`).
     pub(crate) buffered_bodies: Arc<crate::budget::Budget>,
     policies: RwLock<Arc<Policies>>,
     next_connection: AtomicU64,

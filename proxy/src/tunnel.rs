@@ -11,7 +11,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::audit::Record;
+use crate::audit::{Record, Verdict};
+use crate::body::{BUSY_RULE, Gathered, busy};
+use crate::budget::{Reservation, Spent};
 use crate::client_hello::{self, Hello};
 use crate::connect::Target;
 use crate::git::enforce;
@@ -33,8 +35,13 @@ pub(crate) async fn run(
     let _open = state.observer.metrics.tunnel_opened();
     let client = TapIo::new(TokioIo::new(client), Counter::default());
     let (mut client_read, mut client_write) = tokio::io::split(client);
+    let first = Gathered::new(Reservation::new(
+        Arc::clone(&state.buffered_bodies),
+        record.client.ip(),
+    ));
     let allowed = (&*policy, &target.host, &mut record);
-    if let Err(error) = pump((&mut client_read, &mut client_write), upstream, allowed).await {
+    let client = (&mut client_read, &mut client_write);
+    if let Err(error) = pump(client, (upstream, first), allowed).await {
         tracing::debug!(%error, "tunnel ended with an error");
     }
     let client = client_read.unsplit(client_write);
@@ -43,12 +50,12 @@ pub(crate) async fn run(
     state.observer.emit(record);
 }
 
-/// Copies both ways, the client's first bytes checked before any reach `host`: a tunnel
-/// they take elsewhere is refused and recorded in `record` (in report mode, recorded and
-/// let through).
+/// Copies both ways, the client's first bytes, gathered in `first` against the memory
+/// budget, checked before any reach `host`: a tunnel they take elsewhere is refused and
+/// recorded in `record` (in report mode, recorded and let through).
 async fn pump<R, W>(
     (client_read, client_write): (&mut R, &mut W),
-    upstream: TcpStream,
+    (upstream, first): (TcpStream, Gathered),
     (policy, host, record): (&Policy, &HostName, &mut Record),
 ) -> std::io::Result<()>
 where
@@ -62,14 +69,24 @@ where
     };
     // `Ok(false)`: refused.
     let up = async {
-        let (hello, first) = read_hello(client_read).await?;
+        let (hello, first) = match read_hello(client_read, first).await? {
+            Ok(read) => read,
+            Err((spent, first)) => {
+                // Memory, not policy: refused in report mode too.
+                let reason = busy("this tunnel's first bytes", first.budget(), spent);
+                tracing::info!(%host, %reason, "tunnel refused");
+                record.decide(Verdict::Deny, BUSY_RULE, &reason);
+                return Ok(false);
+            }
+        };
         if let Some(reason) = refusal(&hello, host) {
             tracing::info!(%host, %reason, "tunnel refused");
             if !enforce(policy, record, &Decision::deny("allowHosts", reason)) {
                 return Ok(false);
             }
         }
-        upstream_write.write_all(&first).await?;
+        upstream_write.write_all(first.bytes()).await?;
+        drop(first);
         tokio::io::copy(client_read, &mut upstream_write).await?;
         upstream_write.shutdown().await?;
         Ok(true)
@@ -90,32 +107,37 @@ where
     }
 }
 
-/// Reads the client's first bytes, as far as it takes to know what they are.
+/// What the client's first bytes are, and the bytes; or, with what was gathered, why
+/// the memory budget let no more be held.
+type FirstBytes = Result<(Hello, Gathered), (Spent, Gathered)>;
+
+/// Reads the client's first bytes into `first`, as far as it takes to know what they are.
 async fn read_hello(
     client: &mut (impl tokio::io::AsyncRead + Unpin),
-) -> std::io::Result<(Hello, Vec<u8>)> {
-    let mut first = Vec::with_capacity(4096);
+    mut first: Gathered,
+) -> std::io::Result<FirstBytes> {
+    let mut chunk = vec![0; 4096];
     let mut needed = 1;
     loop {
-        let start = first.len();
-        first.resize(start + 4096, 0);
-        let n = client.read(&mut first[start..]).await?;
-        first.truncate(start + n);
+        let n = client.read(&mut chunk).await?;
+        if let Err(spent) = first.push(&chunk[..n], client_hello::MAX_HELLO) {
+            return Ok(Err((spent, first)));
+        }
         if n == 0 {
             // The client closed its side: with nothing said, there is nothing to check;
             // a ClientHello cut short is not passed on unread.
-            let hello = match first.is_empty() {
-                true => Hello::NotTls,
-                false => Hello::Unreadable("the client stopped sending mid-ClientHello".into()),
+            let hello = match first.len() {
+                0 => Hello::NotTls,
+                _ => Hello::Unreadable("the client stopped sending mid-ClientHello".into()),
             };
-            return Ok((hello, first));
+            return Ok(Ok((hello, first)));
         }
         // Read again only once the bytes it waits for are there.
         if first.len() < needed {
             continue;
         }
-        match client_hello::read(&first) {
-            Ok(hello) => return Ok((hello, first)),
+        match client_hello::read(first.bytes()) {
+            Ok(hello) => return Ok(Ok((hello, first))),
             Err(more) => needed = more,
         }
     }

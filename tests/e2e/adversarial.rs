@@ -491,6 +491,98 @@ fn bodies_held_to_decide_on_share_one_memory_budget() {
     assert!(query(1).starts_with("HTTP/1.1 200"));
 }
 
+/// The gauge `name` on gitgate's metrics page.
+fn gauge(gitgate: &Gitgate, name: &str) -> u64 {
+    let page = raw::http_get(gitgate.admin_addr(), "/metrics");
+    let line = page
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .unwrap_or_else(|| panic!("no {name} in {page}"));
+    line[name.len()..].trim().parse().expect("a whole number")
+}
+
+/// A tunnel's first bytes are held until they show where the tunnel goes, against the
+/// memory budget of bodies held to decide on: a client opening tunnels whose ClientHellos
+/// never finish takes only its share, is then refused, and others still get through.
+#[test]
+fn unfinished_client_hellos_in_tunnels_take_only_the_clients_share_of_memory() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&format!(
+        "admin: 127.0.0.1:0\n{}",
+        harness::limited_config(
+            &standin,
+            "{allowedRepos: [acme/app], allowHosts: [tunnel.test]}",
+            "{maxBufferedBodyBytes: 16MiB, maxBufferedBodyBytesPerClient: 8MiB}",
+        )
+    ));
+    // A handshake record announcing a 60 KiB ClientHello, then 48 KiB of it in three full
+    // records: gitgate must hold it (64 KiB) to know the server name, which never comes.
+    let mut unfinished = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0xF0, 0x00];
+    unfinished.resize(5 + (16 << 10), 0);
+    for _ in 0..2 {
+        unfinished.extend([0x16, 0x03, 0x01, 0x40, 0x00]);
+        unfinished.resize(unfinished.len() + (16 << 10), 0);
+    }
+    let open = || {
+        let mut tcp = raw::connect_from([127, 0, 0, 2].into(), gitgate.addr);
+        tcp.write_all(b"CONNECT tunnel.test:443 HTTP/1.1\r\nHost: tunnel.test:443\r\n\r\n")
+            .unwrap();
+        let head = raw::read_response(&mut tcp);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        tcp.write_all(&unfinished).unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        tcp
+    };
+    // gitgate closed the tunnel (a reset, when it left bytes unread).
+    let closed = |tcp: &TcpStream| match (&*tcp).read(&mut [0u8; 1]) {
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        Ok(n) => n == 0,
+    };
+    // Each hello held takes 48 to 65 KiB of the 8 MiB share: 126 to 170 tunnels fit.
+    let mut hogs = Vec::new();
+    loop {
+        let before = gauge(&gitgate, "gitgate_buffered_body_bytes");
+        let tunnel = open();
+        crate::core::wait_until(|| {
+            closed(&tunnel) || gauge(&gitgate, "gitgate_buffered_body_bytes") >= before + 49_000
+        });
+        if closed(&tunnel) {
+            break;
+        }
+        hogs.push(tunnel);
+        assert!(
+            hogs.len() <= 170,
+            "{} tunnels held with no refusal",
+            hogs.len()
+        );
+    }
+    assert!(hogs.len() >= 126, "refused after {} tunnels", hogs.len());
+    let record = gitgate.wait_for_record(|r| r["rule"] == "limits.maxBufferedBodyBytes");
+    assert!(
+        record["reason"].as_str().is_some_and(|r| r.contains(
+            "holding this tunnel's first bytes to decide on it would take this client's request bodies held in memory past limits.maxBufferedBodyBytesPerClient 8.39 MB"
+        )),
+        "{record}"
+    );
+    assert_eq!(record["host"], "tunnel.test", "{record}");
+    assert!(gauge(&gitgate, "gitgate_buffered_body_bytes") <= 8 << 20);
+    // Another client's tunnel still reaches the host.
+    let mut tls = raw::mitm_tls_from(
+        [127, 0, 0, 3].into(),
+        gitgate.addr,
+        "tunnel.test:443",
+        "tunnel.test",
+        standin.ca_file(),
+    );
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: tunnel.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let reply = raw::read_response(&mut tls);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    // Closed tunnels give their share back.
+    drop(hogs);
+    crate::core::wait_until(|| gauge(&gitgate, "gitgate_buffered_body_bytes") == 0);
+}
+
 /// `responseHeaderTimeout` counts from the last byte of the request upstream took: an
 /// upload that keeps moving for longer than it is not cut off.
 #[test]

@@ -113,6 +113,12 @@ pub fn mitm_tls_from(
     sni: &str,
     ca: &std::path::Path,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    mitm_tls_on(connect_from(source, proxy), "", connect_to, sni, ca)
+}
+
+/// A blocking connection to `to` from the local address `source` (a 127.0.0.0/8 one:
+/// another client).
+pub fn connect_from(source: std::net::IpAddr, to: SocketAddr) -> TcpStream {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -121,12 +127,12 @@ pub fn mitm_tls_from(
         .block_on(async {
             let socket = tokio::net::TcpSocket::new_v4()?;
             socket.bind(SocketAddr::new(source, 0))?;
-            socket.connect(proxy).await
+            socket.connect(to).await
         })
         .and_then(|stream| stream.into_std())
         .expect("connect");
     tcp.set_nonblocking(false).expect("blocking");
-    mitm_tls_on(tcp, "", connect_to, sni, ca)
+    tcp
 }
 
 fn mitm_tls_on(
