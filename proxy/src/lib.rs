@@ -55,6 +55,7 @@ mod push_content;
 mod read_ahead;
 mod reply;
 mod repo_api;
+mod resolve;
 mod send;
 mod serve;
 mod settings;

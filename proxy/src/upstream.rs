@@ -22,6 +22,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::body::ProxyBody;
 use crate::read_ahead::ReadAhead;
+use crate::resolve::Resolver;
 
 /// How upstream connections are made.
 #[derive(Debug, Clone)]
@@ -71,6 +72,7 @@ pub(crate) enum ConnectError {
 #[derive(Clone)]
 pub(crate) struct Dialer {
     resolve: Arc<HashMap<String, SocketAddr>>,
+    resolver: Arc<Resolver>,
     tls: TlsConnector,
     tls_config: Arc<ClientConfig>,
     connect_timeout: Duration,
@@ -92,6 +94,7 @@ impl Dialer {
         let tls_config = Arc::new(config);
         Ok(Self {
             resolve: Arc::new(settings.resolve.clone()),
+            resolver: Resolver::system(),
             tls: TlsConnector::from(tls_config.clone()),
             tls_config,
             connect_timeout: settings.connect_timeout,
@@ -109,9 +112,9 @@ impl Dialer {
     }
 
     /// The addresses to try for `host:port`.
-    async fn addresses(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
+    async fn addresses(&self, host: &str, port: u16) -> Result<Arc<[SocketAddr]>, ConnectError> {
         if let Some(addr) = self.resolve.get(host) {
-            return Ok(vec![*addr]);
+            return Ok(Arc::new([*addr]));
         }
         let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
         if let Ok(ip) = literal.unwrap_or(host).parse::<IpAddr>() {
@@ -121,16 +124,17 @@ impl Dialer {
                     addr: ip,
                 });
             }
-            return Ok(vec![SocketAddr::new(ip, port)]);
+            return Ok(Arc::new([SocketAddr::new(ip, port)]));
         }
         let resolve_err = |source| ConnectError::Resolve {
             host: host.to_owned(),
             source,
         };
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        let addrs = self
+            .resolver
+            .lookup(host, port, self.connect_timeout)
             .await
-            .map_err(resolve_err)?
-            .collect();
+            .map_err(resolve_err)?;
         if let Some(bad) = addrs.iter().find(|a| forbidden(a.ip())) {
             return Err(ConnectError::Forbidden {
                 host: host.to_owned(),
@@ -150,7 +154,7 @@ impl Dialer {
         port: u16,
     ) -> Result<(TcpStream, SocketAddr), ConnectError> {
         let mut last = None;
-        for addr in self.addresses(host, port).await? {
+        for &addr in self.addresses(host, port).await?.iter() {
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
@@ -438,7 +442,7 @@ mod tests {
             ("140.82.112.3", "140.82.112.3:443"),
         ] {
             let addrs = dialer.addresses(host, 443).await.unwrap();
-            assert_eq!(addrs, [want.parse().unwrap()], "{host}");
+            assert_eq!(&*addrs, [want.parse().unwrap()], "{host}");
         }
         for host in ["[::1]", "127.0.0.1", "169.254.169.254"] {
             let refused = dialer.addresses(host, 443).await.unwrap_err();
