@@ -216,6 +216,14 @@ pub(crate) fn decode<T: gix_pack::FileData>(
         };
         charge(cost::SEEN + cost::OBJECT)?;
         let entry = pack.entry(item.pack_offset).map_err(fail)?;
+        // The object's buffers (its bytes, and the base and delta it was made from) live
+        // only while it is read: the largest is charged once, for all of them, before
+        // they are allocated (at the size its header or its delta's header gives).
+        let size = object_size(pack, &entry, &mut inflate, &by_id, bases)?;
+        if size > largest {
+            charge(3 * (size - largest))?;
+            largest = size;
+        }
         let mut out = Vec::new();
         let resolve = |id: &gix_hash::oid, out: &mut Vec<u8>| {
             use gix_pack::data::decode::entry::ResolvedBase;
@@ -240,8 +248,7 @@ pub(crate) fn decode<T: gix_pack::FileData>(
                 &mut gix_pack::cache::Never,
             )
             .map_err(fail)?;
-        // The object's buffers (its bytes, and the base and delta it was made from) live
-        // only while it is read: the largest is charged once, for all of them.
+        // Whatever its header said, the object's own size is charged.
         if outcome.object_size > largest {
             charge(3 * (outcome.object_size - largest))?;
             largest = outcome.object_size;
@@ -605,6 +612,33 @@ fn kind_of<T: gix_pack::FileData>(
     let kind = chain_kind(pack, item, by_id, bases, known)?;
     known.insert(item.pack_offset, kind);
     Ok(kind)
+}
+
+/// The size `entry` decodes to, read from its header, or from the header of its delta
+/// (the first bytes of it inflated) without decoding the chain.
+fn object_size<T: gix_pack::FileData>(
+    pack: &data::File<T>,
+    entry: &data::Entry,
+    inflate: &mut gix_zlib::Inflate,
+    by_id: &HashMap<gix_hash::ObjectId, data::Entry>,
+    bases: &Bases,
+) -> Result<u64, PackError> {
+    use gix_pack::data::decode::header::ResolvedBase;
+    if !entry.header.is_delta() {
+        return Ok(entry.decompressed_size);
+    }
+    let resolve = |id: &gix_hash::oid| {
+        Ok(match by_id.get(id) {
+            Some(base) => Some(ResolvedBase::InPack(base.clone())),
+            None => bases.contains_key(id).then_some(ResolvedBase::OutOfPack {
+                kind: Kind::Tree,
+                num_deltas: None,
+            }),
+        })
+    };
+    pack.decode_header(entry.clone(), inflate, &resolve)
+        .map(|outcome| outcome.object_size)
+        .map_err(fail)
 }
 
 /// [`kind_of`] without remembering; an offset delta's base comes earlier in the pack, so
@@ -999,6 +1033,67 @@ pub(crate) mod tests {
         assert_eq!(read.facts.large_objects[0].path.as_deref(), Some("big.bin"));
         // Read as SHA-1, the same bytes are refused, never misread.
         assert!(facts(&bytes, wants, &Bases::new(), SHA1).is_err());
+    }
+
+    /// A pack of one tree delta against `base` (outside the pack) whose header says it
+    /// takes a base of 10 bytes and makes one of `result` bytes; it makes one.
+    fn pack_of_one_delta(base: &gix_hash::ObjectId, result: u64) -> Vec<u8> {
+        use std::io::Write;
+        fn varint(mut n: u64, out: &mut Vec<u8>) {
+            while n >= 0x80 {
+                out.push(0x80 | (n & 0x7f) as u8);
+                n >>= 7;
+            }
+            out.push(n as u8);
+        }
+        let mut delta = Vec::new();
+        varint(10, &mut delta);
+        varint(result, &mut delta);
+        delta.extend([0x01, b'x']);
+        let mut pack = b"PACK\0\0\0\x02\0\0\0\x01".to_vec();
+        // Type 7 (a reference delta) and the delta's size, which fits the first byte.
+        pack.push(0x70 | delta.len() as u8);
+        pack.extend(base.as_slice());
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        zlib.write_all(&delta).unwrap();
+        pack.extend(zlib.finish().unwrap());
+        let sum = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &pack);
+        pack.extend(sum.as_ref());
+        pack
+    }
+
+    #[test]
+    fn an_objects_size_is_charged_before_it_is_decoded() {
+        let base =
+            gix_hash::ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
+        // The base is not the 10 bytes the delta asks for: decoding it would fail.
+        let bases = Bases::from([(base, b"12345".to_vec())]);
+        let wants = Wants {
+            trees: true,
+            ..Wants::default()
+        };
+        let read = |result: u64, charge: Charge| {
+            let bytes = bytes::Bytes::from(pack_of_one_delta(&base, result));
+            let listing = list_stream(&bytes, None, SHA1, &mut |_| Ok(()))
+                .unwrap()
+                .unwrap();
+            let pack = in_memory(&bytes, SHA1).unwrap();
+            match decode(pack, &listing, wants, &bases, charge) {
+                Ok(_) => panic!("decoded"),
+                Err(refused) => refused.to_string(),
+            }
+        };
+        let mut left = 16_u64 << 20;
+        let mut capped = |n: u64| {
+            left = left.checked_sub(n).ok_or_else(|| fail("over the share"))?;
+            Ok(())
+        };
+        // A small result is decoded, and fails on its base.
+        let small = read(100, &mut capped);
+        assert!(!small.contains("over the share"), "{small}");
+        // 32 MiB: refused before any of it is made.
+        let large = read(32 << 20, &mut capped);
+        assert!(large.contains("over the share"), "{large}");
     }
 
     #[test]
