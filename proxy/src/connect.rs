@@ -10,7 +10,8 @@ use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::audit::{Record, Service, Verdict};
-use crate::body::{ProxyBody, empty};
+use crate::body::{BUSY_RULE, Gathered, ProxyBody, busy, empty};
+use crate::budget::Reservation;
 use crate::git::enforce;
 use crate::reply::{self, Failure, Shape};
 use crate::state::{ConnCtx, State};
@@ -81,10 +82,21 @@ pub(crate) async fn handle(
         record.decide(Verdict::Deny, "limits.maxTunnels", &reason);
         return refuse(&state, record, &Failure::Overloaded(reason));
     };
+    // The first bytes are held (and the buffer they are read with) until they show where
+    // the tunnel goes: refused now, with a status the client shows, if there is no room.
+    let mut first = Gathered::new(Reservation::new(
+        Arc::clone(&state.buffered_bodies),
+        ctx.client.ip(),
+    ));
+    if let Err(spent) = first.charge(tunnel::READ_CHUNK as u64) {
+        let reason = busy("this tunnel's first bytes", &state.buffered_bodies, spent);
+        record.decide(Verdict::Deny, BUSY_RULE, &reason);
+        return refuse(&state, record, &Failure::Overloaded(reason));
+    }
     let (upstream, addr) = match state
         .upstream
         .dialer()
-        .tcp(&target.host.to_string(), port)
+        .tcp(&target.host.to_string(), port, Some(ctx.client.ip()))
         .await
     {
         Ok(connected) => connected,
@@ -101,7 +113,8 @@ pub(crate) async fn handle(
                 Ok(upgraded) => {
                     record.status = 200;
                     let allowed = (policy, target);
-                    tunnel::run(&state, ctx, allowed, record, upgraded, upstream).await;
+                    let ends = (upgraded, upstream, first);
+                    tunnel::run(&state, ctx, allowed, record, ends).await;
                     drop(permit);
                 }
                 Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),

@@ -13,32 +13,32 @@ use tokio::net::TcpStream;
 
 use crate::audit::{Record, Verdict};
 use crate::body::{BUSY_RULE, Gathered, busy};
-use crate::budget::{Reservation, Spent};
+use crate::budget::Spent;
 use crate::client_hello::{self, Hello};
 use crate::connect::Target;
 use crate::git::enforce;
 use crate::state::{ConnCtx, State};
 use crate::tap::{Tap, TapIo};
 
+/// The most the client's first bytes are read at a time (the buffer is charged to the
+/// memory budget with them).
+pub(crate) const READ_CHUNK: usize = 4096;
+
 /// Copies both ways until both sides close, then writes the tunnel's audit record. The
-/// client's first bytes are checked before any reaches the host; the host may speak
-/// first meanwhile. Shutdown does not cut tunnels short; the grace period bounds them.
+/// client's first bytes, gathered in `first`, are checked before any reaches the host; the
+/// host may speak first meanwhile. Shutdown does not cut tunnels short; the grace period
+/// bounds them.
 pub(crate) async fn run(
     state: &State,
     ctx: ConnCtx,
     (policy, target): (Arc<Policy>, Target),
     mut record: Record,
-    client: Upgraded,
-    upstream: TcpStream,
+    (client, upstream, first): (Upgraded, TcpStream, Gathered),
 ) {
     let _lifecycle = ctx.lifecycle;
     let _open = state.observer.metrics.tunnel_opened();
     let client = TapIo::new(TokioIo::new(client), Counter::default());
     let (mut client_read, mut client_write) = tokio::io::split(client);
-    let first = Gathered::new(Reservation::new(
-        Arc::clone(&state.buffered_bodies),
-        record.client.ip(),
-    ));
     let allowed = (&*policy, &target.host, &mut record);
     let client = (&mut client_read, &mut client_write);
     if let Err(error) = pump(client, (upstream, first), allowed).await {
@@ -116,7 +116,7 @@ async fn read_hello(
     client: &mut (impl tokio::io::AsyncRead + Unpin),
     mut first: Gathered,
 ) -> std::io::Result<FirstBytes> {
-    let mut chunk = vec![0; 4096];
+    let mut chunk = vec![0; READ_CHUNK];
     let mut needed = 1;
     loop {
         let n = client.read(&mut chunk).await?;

@@ -112,7 +112,12 @@ impl Dialer {
     }
 
     /// The addresses to try for `host:port`.
-    async fn addresses(&self, host: &str, port: u16) -> Result<Arc<[SocketAddr]>, ConnectError> {
+    async fn addresses(
+        &self,
+        host: &str,
+        port: u16,
+        client: Option<IpAddr>,
+    ) -> Result<Arc<[SocketAddr]>, ConnectError> {
         if let Some(addr) = self.resolve.get(host) {
             return Ok(Arc::new([*addr]));
         }
@@ -132,7 +137,7 @@ impl Dialer {
         };
         let addrs = self
             .resolver
-            .lookup(host, port, self.connect_timeout)
+            .lookup(host, port, self.connect_timeout, client)
             .await
             .map_err(resolve_err)?;
         if let Some(bad) = addrs.iter().find(|a| forbidden(a.ip())) {
@@ -147,14 +152,16 @@ impl Dialer {
         Ok(addrs)
     }
 
-    /// A TCP connection to `host:port`, trying each address in turn.
+    /// A TCP connection to `host:port`, trying each address in turn; a name lookup it
+    /// starts counts against `client`'s share of them.
     pub(crate) async fn tcp(
         &self,
         host: &str,
         port: u16,
+        client: Option<IpAddr>,
     ) -> Result<(TcpStream, SocketAddr), ConnectError> {
         let mut last = None;
-        for &addr in self.addresses(host, port).await?.iter() {
+        for &addr in self.addresses(host, port, client).await?.iter() {
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
@@ -188,7 +195,7 @@ impl Dialer {
             .to_owned();
         let tls = uri.scheme_str() == Some("https");
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let (tcp, addr) = self.tcp(&host, port).await?;
+        let (tcp, addr) = self.tcp(&host, port, None).await?;
         if !tls {
             return Ok(Conn::Plain(TokioIo::new(tcp)));
         }
@@ -441,11 +448,11 @@ mod tests {
             ("2606:50c0:8000::153", "[2606:50c0:8000::153]:443"),
             ("140.82.112.3", "140.82.112.3:443"),
         ] {
-            let addrs = dialer.addresses(host, 443).await.unwrap();
+            let addrs = dialer.addresses(host, 443, None).await.unwrap();
             assert_eq!(&*addrs, [want.parse().unwrap()], "{host}");
         }
         for host in ["[::1]", "127.0.0.1", "169.254.169.254"] {
-            let refused = dialer.addresses(host, 443).await.unwrap_err();
+            let refused = dialer.addresses(host, 443, None).await.unwrap_err();
             assert!(matches!(refused, ConnectError::Forbidden { .. }), "{host}");
         }
     }

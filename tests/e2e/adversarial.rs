@@ -523,47 +523,69 @@ fn unfinished_client_hellos_in_tunnels_take_only_the_clients_share_of_memory() {
         unfinished.extend([0x16, 0x03, 0x01, 0x40, 0x00]);
         unfinished.resize(unfinished.len() + (16 << 10), 0);
     }
-    let open = || {
+    // A tunnel from client 2 that has sent `hello`, or gitgate's refusal of the CONNECT.
+    let open = |hello: &[u8]| {
         let mut tcp = raw::connect_from([127, 0, 0, 2].into(), gitgate.addr);
         tcp.write_all(b"CONNECT tunnel.test:443 HTTP/1.1\r\nHost: tunnel.test:443\r\n\r\n")
             .unwrap();
         let head = raw::read_response(&mut tcp);
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        tcp.write_all(&unfinished).unwrap();
+        if !head.starts_with("HTTP/1.1 200") {
+            return Err(head);
+        }
+        // gitgate may refuse it midway, leaving the rest unread.
+        let _ = tcp.write_all(hello);
         tcp.set_nonblocking(true).unwrap();
-        tcp
+        Ok(tcp)
     };
     // gitgate closed the tunnel (a reset, when it left bytes unread).
     let closed = |tcp: &TcpStream| match (&*tcp).read(&mut [0u8; 1]) {
         Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
         Ok(n) => n == 0,
     };
-    // Each hello held takes 48 to 65 KiB of the 8 MiB share: 126 to 170 tunnels fit.
-    let mut hogs = Vec::new();
-    loop {
-        let before = gauge(&gitgate, "gitgate_buffered_body_bytes");
-        let tunnel = open();
-        crate::core::wait_until(|| {
-            closed(&tunnel) || gauge(&gitgate, "gitgate_buffered_body_bytes") >= before + 49_000
-        });
-        if closed(&tunnel) {
-            break;
+    // Holds tunnels that have sent `hello` (each taking at least `takes` bytes) until one
+    // is refused, at most `most`; the tunnels held and the refusal (`None`: the tunnel
+    // was closed midway).
+    let fill = |hello: &[u8], takes: u64, most: usize| {
+        let mut held = Vec::new();
+        loop {
+            let before = gauge(&gitgate, "gitgate_buffered_body_bytes");
+            let tunnel = match open(hello) {
+                Ok(tunnel) => tunnel,
+                Err(refusal) => return (held, Some(refusal)),
+            };
+            crate::core::wait_until(|| {
+                closed(&tunnel) || gauge(&gitgate, "gitgate_buffered_body_bytes") >= before + takes
+            });
+            if closed(&tunnel) {
+                return (held, None);
+            }
+            held.push(tunnel);
+            assert!(
+                held.len() <= most,
+                "{} tunnels held with no refusal",
+                held.len()
+            );
         }
-        hogs.push(tunnel);
-        assert!(
-            hogs.len() <= 170,
-            "{} tunnels held with no refusal",
-            hogs.len()
-        );
-    }
-    assert!(hogs.len() >= 126, "refused after {} tunnels", hogs.len());
+    };
+    // Each unfinished hello held takes 52 to 70 KiB of the 8 MiB share (with its 4 KiB
+    // read buffer): 118 to 157 tunnels fit.
+    let (mut hogs, _) = fill(&unfinished, 53_000, 157);
+    assert!(hogs.len() >= 118, "refused after {} tunnels", hogs.len());
     let record = gitgate.wait_for_record(|r| r["rule"] == "limits.maxBufferedBodyBytes");
+    let busy = "holding this tunnel's first bytes to decide on it would take this client's request bodies held in memory past limits.maxBufferedBodyBytesPerClient 8.39 MB";
     assert!(
-        record["reason"].as_str().is_some_and(|r| r.contains(
-            "holding this tunnel's first bytes to decide on it would take this client's request bodies held in memory past limits.maxBufferedBodyBytesPerClient 8.39 MB"
-        )),
+        record["reason"].as_str().is_some_and(|r| r.contains(busy)),
         "{record}"
     );
+    // Once the share has no room for the read buffer, the CONNECT itself gets a 503
+    // saying why.
+    let (small, refusal) = fill(b"\x16", 4097, 20);
+    let refusal = refusal.expect("a CONNECT refused");
+    assert!(
+        refusal.starts_with("HTTP/1.1 503") && refusal.contains(busy),
+        "{refusal}"
+    );
+    hogs.extend(small);
     assert_eq!(record["host"], "tunnel.test", "{record}");
     assert!(gauge(&gitgate, "gitgate_buffered_body_bytes") <= 8 << 20);
     // Another client's tunnel still reaches the host.
