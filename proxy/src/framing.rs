@@ -25,9 +25,19 @@ pub(crate) const CONFLICTING_FRAMING: &str = "request has both Content-Length an
 pub(crate) struct Framing {
     conflict: AtomicBool,
     done: AtomicBool,
+    /// gitgate has written to the client.
+    answered: AtomicBool,
+    /// The client has sent bytes since gitgate last wrote to it.
+    spoke_since: AtomicBool,
 }
 
 impl Framing {
+    /// Whether the client, answered, has sent nothing since: a connection kept alive for
+    /// a next request that has not begun.
+    pub(crate) fn between_requests(&self) -> bool {
+        self.answered.load(Ordering::Acquire) && !self.spoke_since.load(Ordering::Acquire)
+    }
+
     /// Whether the client sent a head with both `Content-Length` and `Transfer-Encoding`.
     pub(crate) fn conflict(&self) -> bool {
         self.conflict.load(Ordering::Acquire)
@@ -60,12 +70,20 @@ pub(crate) struct Scanner {
 
 impl Tap for Scanner {
     fn read(&mut self, bytes: &[u8]) {
+        self.framing.spoke_since.store(true, Ordering::Release);
         if self.framing.done.load(Ordering::Relaxed) {
             return;
         }
         self.scan.feed(bytes);
         if self.scan.conflict() {
             self.framing.conflict.store(true, Ordering::Release);
+        }
+    }
+
+    fn written(&mut self, n: usize) {
+        if n > 0 {
+            self.framing.answered.store(true, Ordering::Release);
+            self.framing.spoke_since.store(false, Ordering::Release);
         }
     }
 }

@@ -115,7 +115,7 @@ where
     let (tcp, framing) = framing::watch(IdleIo::new(io, state.settings.limits.idle_timeout));
     let lifecycle = ctx.lifecycle.clone();
     let service = {
-        let (state, ctx) = (state.clone(), ctx.clone());
+        let (state, ctx, framing) = (state.clone(), ctx.clone(), framing.clone());
         service_fn(move |req| {
             let (state, ctx, framing) = (state.clone(), ctx.clone(), framing.clone());
             async move { Ok::<_, Infallible>(route(state, ctx, &framing, req).await) }
@@ -125,7 +125,7 @@ where
         .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades();
     if let Err(error) = serve::until_shutdown(conn, lifecycle).await {
-        serve::connection_error(&state, &ctx, "", &error);
+        serve::connection_error(&state, &ctx, ("", &framing), &error);
     }
 }
 

@@ -69,12 +69,8 @@ pub(crate) async fn serve(
     };
     let conn = serve::builder(limits).serve_connection(TokioIo::new(tls), service);
     if let Err(error) = serve::until_shutdown(conn, lifecycle).await {
-        serve::connection_error(
-            &state,
-            &session.ctx,
-            &session.target.host.to_string(),
-            &error,
-        );
+        let host = session.target.host.to_string();
+        serve::connection_error(&state, &session.ctx, (&host, &session.framing), &error);
     }
 }
 

@@ -10,6 +10,7 @@ use hyper_util::rt::TokioTimer;
 
 use crate::audit::{Record, Service, Verdict};
 use crate::body::ProxyBody;
+use crate::framing::Framing;
 use crate::settings::Limits;
 use crate::state::{ConnCtx, Lifecycle, State};
 
@@ -41,8 +42,18 @@ where
 }
 
 /// Records a connection that ended because a limit was hit (head too large or too
-/// slow, idle for too long); other errors are only logged.
-pub(crate) fn connection_error(state: &State, ctx: &ConnCtx, host: &str, error: &hyper::Error) {
+/// slow, idle for too long); other errors are only logged, as is a kept-alive connection
+/// closed at `headerReadTimeout` with no next request begun (`framing`).
+pub(crate) fn connection_error(
+    state: &State,
+    ctx: &ConnCtx,
+    (host, framing): (&str, &Framing),
+    error: &hyper::Error,
+) {
+    if error.is_timeout() && framing.between_requests() {
+        tracing::debug!(client = %ctx.client, "idle kept-alive connection closed at limits.headerReadTimeout");
+        return;
+    }
     let idle = std::error::Error::source(error)
         .and_then(|e| e.downcast_ref::<std::io::Error>())
         .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);

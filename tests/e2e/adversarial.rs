@@ -273,6 +273,68 @@ fn slowloris_on_the_proxy_port_and_inside_the_tunnel_is_cut_off() {
     still_serves(&gitgate, &standin, "after");
 }
 
+/// A kept-alive connection waiting for its next request is closed at `headerReadTimeout`
+/// like any other, but that is no refusal and nothing is recorded; a next head begun and
+/// not finished is recorded, as a first one is.
+#[test]
+fn an_idle_kept_alive_connection_is_closed_without_a_refusal_on_record() {
+    let standin = harness::standin();
+    let gitgate = tight(&standin);
+    let cut_off = |stream: &mut dyn Read| {
+        let started = Instant::now();
+        let _ = stream.read_to_end(&mut Vec::new());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not cut off: {:?}",
+            started.elapsed()
+        );
+    };
+    let info_refs =
+        "GET /acme/app.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: github.com\r\n\r\n";
+    let mitm = || {
+        raw::mitm_tls(
+            gitgate.addr,
+            "github.com:443",
+            "github.com",
+            &gitgate.ca_file(),
+        )
+    };
+    // Inside the MITM tunnel, and on the proxy port: answered, then silent.
+    let mut tls = mitm();
+    assert!(answered(&mut tls, info_refs).starts_with("HTTP/1.1 200"));
+    cut_off(&mut tls);
+    let mut plain = TcpStream::connect(gitgate.addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let denied = answered(
+        &mut plain,
+        "GET http://other.test/ HTTP/1.1\r\nHost: other.test\r\n\r\n",
+    );
+    assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
+    cut_off(&mut plain);
+    // Answered, then half of the next head.
+    let mut tls = mitm();
+    assert!(answered(&mut tls, info_refs).starts_with("HTTP/1.1 200"));
+    tls.write_all(b"GET /acme/app.git/info/refs?service=git-up")
+        .unwrap();
+    cut_off(&mut tls);
+    gitgate.wait_for_record(|r| r["rule"] == "limits.headerReadTimeout");
+    let cut = gitgate
+        .audit()
+        .into_iter()
+        .filter(|r| r["rule"] == "limits.headerReadTimeout")
+        .collect::<Vec<_>>();
+    assert_eq!(cut.len(), 1, "only the half head: {cut:?}");
+    assert_eq!(cut[0]["host"], "github.com", "{}", cut[0]);
+}
+
+/// `request`'s answer on `stream`.
+fn answered(stream: &mut (impl Read + Write), request: &str) -> String {
+    stream.write_all(request.as_bytes()).unwrap();
+    raw::read_response(stream)
+}
+
 /// Opens `n` connections to `target` from another loopback address (so the proxy sees
 /// another client) and returns how many were refused with a 503 and how many are held.
 fn flood(source: std::net::IpAddr, target: SocketAddr, n: usize) -> (usize, usize) {
