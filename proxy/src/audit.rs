@@ -434,12 +434,30 @@ impl AuditLog {
 
     /// Writes what is buffered and stops the writer (at shutdown).
     pub fn close(&self) {
+        self.close_within(std::time::Duration::MAX);
+    }
+
+    /// [`Self::close`], waiting at most `deadline` for the writer: one whose output is
+    /// blocked (a pipe nobody reads) is left, and what it had not written is lost, said
+    /// in the log.
+    pub fn close_within(&self, deadline: std::time::Duration) {
         self.lock().closed = true;
         self.pending.1.notify_one();
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(thread) = thread {
-            let _ = thread.join();
+        let Some(thread) = thread else { return };
+        let started = std::time::Instant::now();
+        while !thread.is_finished() {
+            if started.elapsed() >= deadline {
+                tracing::error!(
+                    waited_s = deadline.as_secs(),
+                    queued_records = self.lock().entries.len(),
+                    "the audit writer is blocked (its output does not take more); stopping without the records it has not written"
+                );
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        let _ = thread.join();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {

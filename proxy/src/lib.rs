@@ -264,12 +264,18 @@ impl Proxy {
         &self.state.tokens
     }
 
-    /// Serves clients on `listener` until `shutdown` resolves, then drains and writes
-    /// the last audit records.
+    /// Serves clients on `listener` until `shutdown` resolves, then drains (within the
+    /// grace period, then closing what is left).
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         listener::run(self.state.clone(), listener, None, shutdown).await;
+    }
+
+    /// Writes the last audit records and stops the audit writer: the last step of
+    /// shutdown, once every listener has drained. A writer whose output is blocked (a
+    /// stalled stdout) is given [`AUDIT_CLOSE`] and then left.
+    pub async fn close_audit(&self) {
         let audit = self.state.observer.audit().clone();
-        let _ = tokio::task::spawn_blocking(move || audit.close()).await;
+        let _ = tokio::task::spawn_blocking(move || audit.close_within(AUDIT_CLOSE)).await;
     }
 
     /// Serves the HTTPS proxy listener (`listenTls`) until `shutdown` resolves; does
@@ -286,6 +292,9 @@ impl Proxy {
         admin::run(self.state.clone(), listener, shutdown).await;
     }
 }
+
+/// How long the audit writer gets to write what is queued at shutdown.
+pub const AUDIT_CLOSE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A short, stable fingerprint of a policy (SHA-256 of its summary).
 pub fn policy_hash(policy: &Policy) -> String {

@@ -21,7 +21,7 @@ use crate::framing::{self, CONFLICTING_FRAMING, Framing};
 use crate::idle::IdleIo;
 use crate::login;
 use crate::proxy_tls::{HandshakeError, ProxyTls};
-use crate::state::{ConnCtx, Lifecycle, State};
+use crate::state::{ConnCtx, Lifecycle, Phase, State};
 use crate::{connect, forward, identity, reply, serve};
 
 /// Accepts clients until `shutdown` resolves, then waits up to the grace period for
@@ -32,7 +32,7 @@ pub(crate) async fn run(
     tls: Option<Arc<ProxyTls>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -43,7 +43,7 @@ pub(crate) async fn run(
                         id: state.next_connection_id(),
                         client,
                         cert_subjects: Arc::new([]),
-                        lifecycle: Lifecycle::new(stop_rx.clone(), alive_tx.clone()),
+                        lifecycle: Lifecycle::new(phase_rx.clone(), alive_tx.clone()),
                         _held: None,
                     };
                     let span = tracing::info_span!("conn", id = ctx.id, client = %client);
@@ -64,12 +64,27 @@ pub(crate) async fn run(
         grace_s = grace.as_secs(),
         "shutting down: no new connections; waiting for in-flight requests"
     );
-    let _ = stop_tx.send(true);
+    let _ = phase_tx.send(Phase::Stopping);
     drop(alive_tx);
-    if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {
-        tracing::warn!("grace period over; closing the remaining connections");
+    if tokio::time::timeout(grace, alive_rx.recv()).await.is_ok() {
+        return;
+    }
+    tracing::warn!("grace period over; closing the remaining connections");
+    let _ = phase_tx.send(Phase::Closing);
+    if tokio::time::timeout(CLOSING, alive_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open {} s after being told to close; leaving them",
+            CLOSING.as_secs()
+        );
     }
 }
+
+/// How long connections told to close at the end of the grace period get to end and
+/// write their records.
+const CLOSING: Duration = Duration::from_secs(2);
 
 async fn connection(
     state: Arc<State>,

@@ -26,18 +26,20 @@ pub(crate) fn builder(limits: &Limits) -> http1::Builder {
     builder
 }
 
-/// Drives `conn`; on shutdown lets the request in flight finish, then closes.
+/// Drives `conn`; on shutdown lets the request in flight finish, then closes; once the
+/// grace period is over, drops it (the request in flight records that it was cut off).
 pub(crate) async fn until_shutdown<C>(conn: C, mut lifecycle: Lifecycle) -> Result<(), hyper::Error>
 where
     C: Future<Output = Result<(), hyper::Error>> + GracefulConn,
 {
     let mut conn = pin!(conn);
     tokio::select! {
-        result = conn.as_mut() => result,
-        () = lifecycle.stopping() => {
-            conn.as_mut().start_graceful();
-            conn.await
-        }
+        result = conn.as_mut() => return result,
+        () = lifecycle.stopping() => conn.as_mut().start_graceful(),
+    }
+    tokio::select! {
+        result = conn => result,
+        () = lifecycle.closing() => Ok(()),
     }
 }
 

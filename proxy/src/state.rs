@@ -129,23 +129,45 @@ pub(crate) struct ConnCtx {
     pub(crate) _held: Option<Arc<(Admitted, Open)>>,
 }
 
+/// Where shutdown is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Phase {
+    Serving,
+    /// No new connections; requests in flight and tunnels may finish.
+    Stopping,
+    /// The grace period is over: whatever still runs ends now, writing its record.
+    Closing,
+}
+
 /// Held by every task that serves a client; shutdown waits until all are dropped.
 #[derive(Clone)]
 pub(crate) struct Lifecycle {
-    stop: watch::Receiver<bool>,
+    phase: watch::Receiver<Phase>,
     _alive: mpsc::Sender<()>,
 }
 
 impl Lifecycle {
-    pub(crate) fn new(stop: watch::Receiver<bool>, alive: mpsc::Sender<()>) -> Self {
+    pub(crate) fn new(phase: watch::Receiver<Phase>, alive: mpsc::Sender<()>) -> Self {
         Self {
-            stop,
+            phase,
             _alive: alive,
         }
     }
 
     /// Resolves once shutdown has begun.
     pub(crate) async fn stopping(&mut self) {
-        let _ = self.stop.wait_for(|stop| *stop).await;
+        self.reached(Phase::Stopping).await;
+    }
+
+    /// Resolves once the grace period is over.
+    pub(crate) async fn closing(&mut self) {
+        self.reached(Phase::Closing).await;
+    }
+
+    async fn reached(&mut self, phase: Phase) {
+        if self.phase.wait_for(|now| *now >= phase).await.is_err() {
+            // The listener is gone without saying: never resolve for that.
+            std::future::pending::<()>().await;
+        }
     }
 }

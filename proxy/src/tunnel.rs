@@ -35,14 +35,21 @@ pub(crate) async fn run(
     mut record: Record,
     (client, upstream, first): (Upgraded, TcpStream, Gathered),
 ) {
-    let _lifecycle = ctx.lifecycle;
+    let mut lifecycle = ctx.lifecycle;
     let _open = state.observer.metrics.tunnel_opened();
     let client = TapIo::new(TokioIo::new(client), Counter::default());
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let allowed = (&*policy, &target.host, &mut record);
     let client = (&mut client_read, &mut client_write);
-    if let Err(error) = pump(client, (upstream, first), allowed).await {
-        tracing::debug!(%error, "tunnel ended with an error");
+    tokio::select! {
+        pumped = pump(client, (upstream, first), allowed) => {
+            if let Err(error) = pumped {
+                tracing::debug!(%error, "tunnel ended with an error");
+            }
+        }
+        () = lifecycle.closing() => {
+            record.error = Some("cut off at shutdown, after limits.shutdownGrace".into());
+        }
     }
     let client = client_read.unsplit(client_write);
     record.bytes_in = client.tap.read;

@@ -34,9 +34,9 @@ impl Running {
         &self.proxy
     }
 
-    /// Stops accepting, lets in-flight requests finish within the grace period, lets
-    /// renewals under way end (starting none), seals the user sessions one last time,
-    /// returns.
+    /// Stops accepting, lets in-flight requests finish within the grace period (then
+    /// closes what is left), lets renewals under way end (starting none), seals the user
+    /// sessions one last time, writes the last audit records, returns.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
@@ -47,6 +47,7 @@ impl Running {
         if let Err(error) = tokens.save_sessions().await {
             tracing::error!(%error, "cannot save the GitHub user sessions before stopping");
         }
+        self.proxy.close_audit().await;
     }
 }
 

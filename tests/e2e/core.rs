@@ -386,6 +386,86 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
     assert!(status.success(), "exit status {status:?}");
 }
 
+/// A tunnel still open when the grace period ends is closed, and its record written
+/// before gitgate exits.
+#[test]
+fn a_tunnel_open_past_the_grace_period_is_closed_and_recorded() {
+    let standin = harness::standin();
+    let mut gitgate = Gitgate::start(&harness::limited_config(
+        &standin,
+        POLICY,
+        "{shutdownGrace: 1s}",
+    ));
+    let mut tls = raw::mitm_tls(
+        gitgate.addr,
+        "tunnel.test:443",
+        "tunnel.test",
+        standin.ca_file(),
+    );
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: tunnel.test\r\n\r\n")
+        .unwrap();
+    assert!(raw::read_response(&mut tls).starts_with("HTTP/1.1 200"));
+    gitgate.terminate();
+    let status = gitgate.wait(Duration::from_secs(15));
+    assert!(status.success(), "exit status {status:?}");
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest);
+    let record = gitgate
+        .audit()
+        .into_iter()
+        .find(|r| r["host"] == "tunnel.test")
+        .unwrap_or_else(|| panic!("no tunnel record:\n{}", gitgate.output()));
+    assert_eq!(
+        record["error"], "cut off at shutdown, after limits.shutdownGrace",
+        "{record}"
+    );
+    assert!(record["bytes_out"].as_u64().unwrap() > 0, "{record}");
+}
+
+/// An audit output that takes nothing more (a pipe nobody reads) does not keep gitgate
+/// from stopping: the writer gets a few seconds, then gitgate exits, saying what it lost.
+#[test]
+fn a_blocked_audit_output_does_not_stop_gitgate_from_exiting() {
+    let standin = harness::standin();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Opens the pipe for reading, so gitgate can open it, and never reads.
+    let mut reader = std::process::Command::new("sh")
+        .args(["-c", "exec 3< \"$0\"; exec sleep 600"])
+        .arg(&fifo)
+        .spawn()
+        .unwrap();
+    let config = harness::limited_config(&standin, POLICY, "{shutdownGrace: 1s}").replace(
+        "listen: 127.0.0.1:0\n",
+        &format!("listen: 127.0.0.1:0\naudit: {{file: {}}}\n", fifo.display()),
+    );
+    std::fs::write(dir.path().join("gitgate.yaml"), config).unwrap();
+    let mut gitgate = Gitgate::start_in(dir);
+    // Well over the pipe's 64 KiB of records.
+    for _ in 0..400 {
+        let reply = raw::exchange(
+            gitgate.addr,
+            b"CONNECT other.test:443 HTTP/1.1\r\nHost: other.test:443\r\n\r\n",
+        );
+        assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    }
+    gitgate.terminate();
+    let status = gitgate.wait(Duration::from_secs(20));
+    let _ = reader.kill();
+    let _ = reader.wait();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        gitgate.output().contains("the audit writer is blocked"),
+        "{}",
+        gitgate.output()
+    );
+}
+
 /// Polls `condition` every 20 ms for up to 30 s.
 pub fn wait_until(mut condition: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
