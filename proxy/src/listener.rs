@@ -110,8 +110,14 @@ async fn connection(
             ctx.cert_subjects = subjects;
             serve_proxy(state, ctx, stream).await;
         }
-        Err(HandshakeError::Failed(error)) => tracing::info!(%error, "proxy TLS handshake failed"),
-        Err(HandshakeError::Timeout) => serve::limit_hit(
+        Err(HandshakeError::Failed(error)) => {
+            tracing::info!(%error, "proxy TLS handshake failed");
+            let reason = format!(
+                "the client's TLS handshake with gitgate's HTTPS proxy listener failed: {error}"
+            );
+            serve::closed_for(&state, &ctx, "", "tls", 0, &reason);
+        }
+        Err(HandshakeError::Timeout) => serve::closed_for(
             &state,
             &ctx,
             "",

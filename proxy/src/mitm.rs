@@ -29,7 +29,7 @@ pub(crate) async fn serve(
         LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded));
     let start = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor).await {
         Ok(Ok(start)) => start,
-        Ok(Err(error)) => return tracing::info!(%error, "client TLS hello refused"),
+        Ok(Err(error)) => return handshake_failed(&state, &ctx, &target, &error),
         Err(_) => return handshake_timeout(&state, &ctx, &target),
     };
     // The upstream is always the CONNECT authority; an SNI naming another host is
@@ -42,12 +42,16 @@ pub(crate) async fn serve(
     let sni_mismatch = sni.filter(|sni| sni.trim_end_matches('.') != host);
     let config = match state.ca.server_config(&host, SystemTime::now()) {
         Ok(config) => config,
-        Err(error) => return tracing::error!(%error, "cannot mint a leaf certificate"),
+        Err(error) => {
+            tracing::error!(%error, "cannot mint a leaf certificate");
+            let reason = format!("gitgate cannot make a certificate for {host}: {error}");
+            return serve::closed_for(&state, &ctx, &host, "tls", 0, &reason);
+        }
     };
     let tls =
         match tokio::time::timeout(limits.tls_handshake_timeout, start.into_stream(config)).await {
             Ok(Ok(tls)) => tls,
-            Ok(Err(error)) => return tracing::info!(%error, "client TLS handshake failed"),
+            Ok(Err(error)) => return handshake_failed(&state, &ctx, &target, &error),
             Err(_) => return handshake_timeout(&state, &ctx, &target),
         };
     let lifecycle = ctx.lifecycle.clone();
@@ -74,8 +78,35 @@ pub(crate) async fn serve(
     }
 }
 
+/// Records a client TLS handshake that failed, saying what to do when the client does
+/// not trust gitgate's CA (the usual cause).
+fn handshake_failed(state: &State, ctx: &ConnCtx, target: &Target, error: &std::io::Error) {
+    tracing::info!(%error, "client TLS handshake failed");
+    let distrusted = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::AlertReceived(
+                    rustls::AlertDescription::UnknownCA
+                        | rustls::AlertDescription::BadCertificate
+                        | rustls::AlertDescription::CertificateUnknown
+                )
+            )
+        });
+    let host = target.host.to_string();
+    let reason = match distrusted {
+        true => format!(
+            "the client refused gitgate's certificate for {host} ({error}): the sandbox must trust gitgate's CA certificate (ca.cert; for git, http.sslCAInfo or GIT_SSL_CAINFO; for curl and most tools, SSL_CERT_FILE or the system store)"
+        ),
+        false => format!("the client's TLS handshake for {host} failed: {error}"),
+    };
+    serve::closed_for(state, ctx, &host, "tls", 0, &reason);
+}
+
 fn handshake_timeout(state: &State, ctx: &ConnCtx, target: &Target) {
-    serve::limit_hit(
+    serve::closed_for(
         state,
         ctx,
         &target.host.to_string(),

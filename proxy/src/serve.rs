@@ -81,11 +81,12 @@ pub(crate) fn connection_error(
         tracing::debug!(%error, "connection ended with an error");
         return;
     };
-    limit_hit(state, ctx, host, rule, status, reason);
+    closed_for(state, ctx, host, rule, status, reason);
 }
 
-/// Records a connection closed because it reached the limit `rule`.
-pub(crate) fn limit_hit(
+/// Records a connection gitgate closed because of `rule` (a limit it reached, a TLS
+/// handshake that failed).
+pub(crate) fn closed_for(
     state: &State,
     ctx: &ConnCtx,
     host: &str,
@@ -93,7 +94,7 @@ pub(crate) fn limit_hit(
     status: u16,
     reason: &str,
 ) {
-    tracing::info!(client = %ctx.client, rule, "connection closed at a limit");
+    tracing::info!(client = %ctx.client, rule, "connection closed");
     let mut record = Record::new(ctx.id, ctx.client, host, "", "", Service::Other);
     record.decide(Verdict::Deny, rule, reason);
     record.status = status;

@@ -755,6 +755,35 @@ fn a_gzip_bomb_in_a_push_is_bounded() {
     still_serves(&gitgate, &standin, "after");
 }
 
+/// A client that does not trust gitgate's CA (the usual setup mistake) fails its
+/// handshake; the audit log says so and what to do.
+#[test]
+fn a_client_that_does_not_trust_the_ca_is_recorded_with_what_to_do() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    // Trusting the stand-in's CA, not gitgate's.
+    let mut tls = raw::mitm_tls(
+        gitgate.addr,
+        "github.com:443",
+        "github.com",
+        standin.ca_file(),
+    );
+    let sent = tls
+        .write_all(b"GET /acme/app.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: github.com\r\n\r\n")
+        .and_then(|()| tls.flush());
+    assert!(sent.is_err(), "the client trusted gitgate's certificate");
+    let record = gitgate.wait_for_record(|r| r["rule"] == "tls");
+    assert_eq!(record["host"], "github.com", "{record}");
+    assert_eq!(record["decision"], "deny", "{record}");
+    assert!(
+        record["reason"].as_str().is_some_and(|r| r
+            .contains("the client refused gitgate's certificate for github.com")
+            && r.contains("the sandbox must trust gitgate's CA certificate")),
+        "{record}"
+    );
+    assert_eq!(upstream_count(&standin), 0, "nothing went upstream");
+}
+
 #[test]
 fn client_hello_without_sni_is_served_for_the_connect_host_and_a_wrong_sni_is_refused() {
     let standin = harness::standin();
