@@ -37,7 +37,17 @@ pub use run::{Running, start};
 /// Exit status for a bad config or bad arguments (`EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
 
-/// Runs the command line and returns the process exit status.
+/// Runs the command line and returns the process exit status: [`EXIT_CONFIG`] for
+/// arguments that are wrong, after saying why.
 pub fn main() -> std::process::ExitCode {
-    commands::dispatch(<cli::Cli as clap::Parser>::parse())
+    match <cli::Cli as clap::Parser>::try_parse() {
+        Ok(cli) => commands::dispatch(cli),
+        Err(error) => {
+            let _ = error.print();
+            match error.use_stderr() {
+                true => std::process::ExitCode::from(EXIT_CONFIG),
+                false => std::process::ExitCode::SUCCESS, // --help, --version
+            }
+        }
+    }
 }

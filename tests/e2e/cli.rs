@@ -72,6 +72,33 @@ fn bad_configs_exit_64_naming_file_line_column_and_key() {
     }
 }
 
+/// Arguments the command line does not know exit 64 too, after saying why; help is no
+/// error.
+#[test]
+fn wrong_arguments_exit_64_and_help_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gitgate.yaml"),
+        "policy: {allowedRepos: [acme/app]}\n",
+    )
+    .unwrap();
+    for args in [
+        &["explain", "--config", "gitgate.yaml", "fetch", "acme/app"][..],
+        &["run", "--no-such-flag"],
+        &["no-such-command"],
+    ] {
+        let out = cli(args, dir.path());
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains("error:"), "{args:?}: {}", text(&out));
+    }
+    let out = cli(&["--help"], dir.path());
+    assert!(
+        out.status.success() && text(&out).contains("Usage"),
+        "{}",
+        text(&out)
+    );
+}
+
 #[test]
 fn check_prints_the_effective_settings_and_policy() {
     let (code, stdout, stderr) = check(
