@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime};
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
 
+use prometheus_client::metrics::counter::Counter;
+
 mod line;
 
 /// The field names of an audit record.
@@ -73,6 +75,8 @@ pub mod field {
     pub const FILE: &str = "file";
     /// Policy reloads: the hash of the policy in force afterwards.
     pub const POLICY_HASH: &str = "policy_hash";
+    /// How many records an `audit_gap` line stands for.
+    pub const LOST_RECORDS: &str = "lost_records";
 }
 
 /// The verdict of a decision as the audit log spells it.
@@ -419,8 +423,8 @@ const FLUSH_EVERY: Duration = Duration::from_millis(20);
 impl AuditLog {
     /// Starts the writer on its own thread, so no request ever waits on the disk and the
     /// async runtime never blocks on it.
-    pub fn start(target: AuditTarget) -> std::io::Result<Self> {
-        let writer = Writer::open(target)?;
+    pub fn start(target: AuditTarget, losses: Losses) -> std::io::Result<Self> {
+        let writer = Writer::open(target, losses)?;
         let pending: Arc<(Mutex<Pending>, Condvar)> = Arc::default();
         let shared = pending.clone();
         let thread = std::thread::Builder::new()
@@ -490,26 +494,52 @@ impl AuditLog {
     }
 }
 
+/// Records the log lost, by why, as metrics (`gitgate_audit_records_lost_total`).
+#[derive(Clone, Default)]
+pub struct Losses {
+    /// Dropped because the writer fell [`MAX_PENDING`] behind.
+    pub queue_full: Counter,
+    /// Not written because the output refused them (disk full, an I/O error).
+    pub write_error: Counter,
+}
+
 struct Writer {
     target: AuditTarget,
     out: Box<dyn Write + Send>,
     identity: Option<(u64, u64)>,
     /// Lines formatted, waiting to be written (kept between rounds).
     buffer: Vec<u8>,
+    losses: Losses,
+    /// Records lost since the last line written: said in a gap line before the next.
+    lost: u64,
+    /// A failed write left a line unfinished: the next write starts a new one.
+    broken_line: bool,
 }
 
 impl Writer {
-    fn open(target: AuditTarget) -> std::io::Result<Self> {
+    fn open(target: AuditTarget, losses: Losses) -> std::io::Result<Self> {
         let (out, identity): (Box<dyn Write + Send>, _) = match &target {
             AuditTarget::Stdout => (Box::new(std::io::stdout()), None),
             AuditTarget::File(path) => (Box::new(open_file(path)?), file_identity(path)),
         };
-        Ok(Self {
+        Ok(Self::to(target, out, identity, losses))
+    }
+
+    fn to(
+        target: AuditTarget,
+        out: Box<dyn Write + Send>,
+        identity: Option<(u64, u64)>,
+        losses: Losses,
+    ) -> Self {
+        Self {
             target,
             out,
             identity,
             buffer: Vec::new(),
-        })
+            losses,
+            lost: 0,
+            broken_line: false,
+        }
     }
 
     /// Drains the buffer every [`FLUSH_EVERY`] (or when asked) until the log is dropped.
@@ -531,6 +561,8 @@ impl Writer {
                     dropped = taken.dropped,
                     "audit buffer full; records were dropped"
                 );
+                self.losses.queue_full.inc_by(taken.dropped);
+                self.lost += taken.dropped;
             }
             let (before, after) = taken.entries.split_at(taken.reopen_at.unwrap_or(0));
             self.write(before);
@@ -553,27 +585,69 @@ impl Writer {
         }
         let mut buffer = std::mem::take(&mut self.buffer);
         buffer.clear();
+        let mut records = 0;
         for entry in entries {
             entry.append_to(&mut buffer);
+            records += 1;
             // Written in pieces: a backlog is not held twice, queued and formatted.
             if buffer.len() >= WRITE_CHUNK {
-                self.write_bytes(&buffer);
+                self.write_bytes(&buffer, records);
                 buffer.clear();
+                records = 0;
             }
         }
-        self.write_bytes(&buffer);
+        self.write_bytes(&buffer, records);
         // Keep a buffer of ordinary size for the next round, not one a long line grew.
         if buffer.capacity() <= 2 * WRITE_CHUNK {
             self.buffer = buffer;
         }
     }
 
-    fn write_bytes(&mut self, bytes: &[u8]) {
+    /// Writes `bytes`, the lines of `records` records; what a failed write loses is
+    /// counted, and said in the log when writing works again.
+    fn write_bytes(&mut self, bytes: &[u8], records: u64) {
         if bytes.is_empty() {
             return;
         }
-        if let Err(error) = self.out.write_all(bytes).and_then(|()| self.out.flush()) {
-            tracing::error!(%error, "cannot write the audit log");
+        let written = match self.mend() {
+            Ok(()) => write_counting(&mut *self.out, bytes),
+            Err(error) => Err((0, error)),
+        };
+        if let Err((done, error)) = written {
+            // Each record is one line: those whose line ended were written.
+            let whole = bytes[..done].iter().filter(|b| **b == b'\n').count() as u64;
+            let lost = records.saturating_sub(whole);
+            tracing::error!(%error, lost, "cannot write the audit log");
+            self.losses.write_error.inc_by(lost);
+            self.lost += lost;
+            self.broken_line |= done > 0 && bytes[done - 1] != b'\n';
+        }
+    }
+
+    /// Ends a line a failed write left unfinished, and writes a gap line saying how many
+    /// records were lost since the last line written.
+    fn mend(&mut self) -> std::io::Result<()> {
+        if !self.broken_line && self.lost == 0 {
+            return Ok(());
+        }
+        let mut gap = Vec::new();
+        if self.broken_line {
+            gap.push(b'\n');
+        }
+        if self.lost > 0 {
+            gap.extend_from_slice(gap_line(self.lost).as_bytes());
+        }
+        match write_counting(&mut *self.out, &gap) {
+            Ok(()) => {
+                (self.broken_line, self.lost) = (false, 0);
+                Ok(())
+            }
+            Err((done, error)) => {
+                if done > 0 {
+                    self.broken_line = gap[done - 1] != b'\n';
+                }
+                Err(error)
+            }
         }
     }
 
@@ -599,6 +673,33 @@ impl Writer {
             }
         }
     }
+}
+
+/// Writes all of `bytes` and flushes; or how many were written, and the error.
+fn write_counting(out: &mut dyn Write, bytes: &[u8]) -> Result<(), (usize, std::io::Error)> {
+    let mut done = 0;
+    while done < bytes.len() {
+        match out.write(&bytes[done..]) {
+            Ok(0) => return Err((done, std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err((done, error)),
+        }
+    }
+    out.flush().map_err(|error| (done, error))
+}
+
+/// The line that stands where `lost` records could not be written.
+fn gap_line(lost: u64) -> String {
+    let mut line = serde_json::json!({
+        field::TIME: rfc3339(SystemTime::now()),
+        field::KIND: "audit_gap",
+        field::LOST_RECORDS: lost,
+        field::REASON: "records before this line were lost: the audit output refused them or fell too far behind (gitgate_audit_records_lost_total)",
+    })
+    .to_string();
+    line.push('\n');
+    line
 }
 
 fn open_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
@@ -693,6 +794,64 @@ mod tests {
                 .contains("two")
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// An output that takes `room` more bytes, then refuses them (a full disk).
+    #[derive(Clone, Default)]
+    struct Filling {
+        written: Arc<Mutex<Vec<u8>>>,
+        room: Arc<Mutex<usize>>,
+    }
+
+    impl Write for Filling {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut room = self.room.lock().unwrap();
+            if *room == 0 {
+                return Err(std::io::Error::other("no space left on device"));
+            }
+            let n = bytes.len().min(*room);
+            self.written.lock().unwrap().extend_from_slice(&bytes[..n]);
+            *room -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn records_a_full_output_refuses_are_counted_and_a_gap_line_stands_for_them() {
+        let out = Filling::default();
+        let losses = Losses::default();
+        let mut writer = Writer::to(
+            AuditTarget::Stdout,
+            Box::new(out.clone()),
+            None,
+            losses.clone(),
+        );
+        let line = |n: u32| Entry::Line(format!("{{\"kind\":\"test\",\"n\":{n}}}\n"));
+        let one = 22;
+        assert_eq!(line(1).weight(), one);
+        // Room for one line and half of the next.
+        *out.room.lock().unwrap() = one + one / 2;
+        writer.write(&[line(1), line(2), line(3)]);
+        writer.write(&[line(4)]);
+        assert_eq!(losses.write_error.get(), 3, "lines 2 to 4");
+        *out.room.lock().unwrap() = usize::MAX;
+        writer.write(&[line(5)]);
+        let text = String::from_utf8(out.written.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        let json = |l: &str| serde_json::from_str::<Value>(l);
+        assert_eq!(json(lines[0]).unwrap()["n"], 1);
+        assert!(json(lines[1]).is_err(), "half of line 2, ended: {text}");
+        let gap = json(lines[2]).unwrap();
+        assert_eq!(
+            (&gap["kind"], &gap["lost_records"]),
+            (&"audit_gap".into(), &3.into())
+        );
+        assert_eq!(json(lines[3]).unwrap()["n"], 5, "{text}");
     }
 
     #[test]
@@ -796,7 +955,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("gitgate-audit-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("audit.log");
-        let log = AuditLog::start(AuditTarget::File(path.clone())).unwrap();
+        let log = AuditLog::start(AuditTarget::File(path.clone()), Losses::default()).unwrap();
         (dir, path, log)
     }
 

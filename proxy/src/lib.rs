@@ -189,7 +189,7 @@ impl Proxy {
         };
         let metrics = Arc::new(Metrics::new(settings.max_profile_labels));
         let upstream = upstream::Upstream::new(&settings.upstream)?;
-        let audit = AuditLog::start(settings.audit.clone())?;
+        let audit = AuditLog::start(settings.audit.clone(), metrics.audit_losses.clone())?;
         let tokens = Arc::new(Tokens::new(
             tokens,
             &settings,

@@ -90,6 +90,18 @@ struct PolicyLabels {
     hash: String,
 }
 
+/// Why audit records were lost.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+enum LostBecause {
+    QueueFull,
+    WriteError,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LostLabels {
+    reason: LostBecause,
+}
+
 /// gitgate's metrics and their registry.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -115,6 +127,8 @@ pub(crate) struct Metrics {
     policy_info: Family<PolicyLabels, Gauge>,
     policy_loaded: Gauge<f64, AtomicU64>,
     rate_limit_remaining: Gauge,
+    /// The audit records lost, by why (given to the audit writer).
+    pub(crate) audit_losses: crate::audit::Losses,
     /// Profile names that have a label of their own (at most `max_profile_labels`).
     profile_labels: Mutex<HashSet<std::sync::Arc<str>>>,
     max_profile_labels: usize,
@@ -230,8 +244,20 @@ impl Metrics {
             "The GitHub App's remaining API requests in the current window (X-RateLimit-Remaining of its last API response)",
             rate_limit_remaining.clone(),
         );
+        let lost: Family<LostLabels, Counter> = Family::default();
+        registry.register(
+            "audit_records_lost",
+            "Audit records not written, by why (an audit_gap line in the log stands for them)",
+            lost.clone(),
+        );
+        let losing = |reason| lost.get_or_create(&LostLabels { reason }).clone();
+        let audit_losses = crate::audit::Losses {
+            queue_full: losing(LostBecause::QueueFull),
+            write_error: losing(LostBecause::WriteError),
+        };
         Self {
             rate_limit_remaining,
+            audit_losses,
             profile_labels: Mutex::default(),
             max_profile_labels,
             registry,
