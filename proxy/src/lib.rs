@@ -254,6 +254,11 @@ impl Proxy {
             .write(audit::reload_line(file, false, error, &hash));
     }
 
+    /// A fingerprint of the CA certificate in use (to tell whether its file changed).
+    pub fn ca_fingerprint(&self) -> String {
+        fingerprint(self.state.ca.cert_pem().as_bytes())
+    }
+
     /// Reopens the audit file (SIGHUP, log rotation).
     pub fn reopen_audit(&self) {
         self.state.observer.audit().reopen();
@@ -318,7 +323,8 @@ pub fn policies_hash(policies: &Policies) -> String {
     }
 }
 
-fn fingerprint(bytes: &[u8]) -> String {
+/// A short, stable fingerprint of `bytes` (the first 8 bytes of their SHA-256, in hex).
+pub fn fingerprint(bytes: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
     digest.as_ref()[..8]
         .iter()

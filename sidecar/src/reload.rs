@@ -57,6 +57,8 @@ pub(crate) struct Known {
     files: BTreeMap<PathBuf, ProfileFile>,
     /// The settings applied at start ([`Config::restart_only`]).
     started_with: Vec<(&'static str, String)>,
+    /// Those of them the policy is checked against ([`Config::policy_inputs`]).
+    policy_inputs: Vec<(&'static str, String)>,
 }
 
 /// Watches the config (and profile) files of a running proxy.
@@ -90,6 +92,7 @@ impl Known {
             profiles,
             files,
             started_with: config.restart_only(),
+            policy_inputs: config.policy_inputs(),
         }
     }
 }
@@ -136,13 +139,35 @@ impl Watcher {
         match Config::load(&self.path) {
             Ok(config) => {
                 let mut known = self.known();
-                let unapplied: Vec<&str> = config
+                let moved: Vec<&str> = config
+                    .policy_inputs()
+                    .iter()
+                    .zip(&known.policy_inputs)
+                    .filter(|(new, old)| new != old)
+                    .map(|((key, _), _)| *key)
+                    .collect();
+                if !moved.is_empty() {
+                    let error = format!(
+                        "the config file changes {}, which the policy is checked against and which applies only when gitgate starts; restart gitgate to apply this config (the policy in force stays until then)",
+                        moved.join(" and ")
+                    );
+                    tracing::error!(%file, %error, "policy reload refused");
+                    self.proxy.reload_failed(&file, &error);
+                    return;
+                }
+                let mut unapplied: Vec<&str> = config
                     .restart_only()
                     .iter()
                     .zip(&known.started_with)
                     .filter(|(new, old)| new != old)
                     .map(|((key, _), _)| *key)
                     .collect();
+                // A CA replaced in place: its file is not the CA in memory.
+                let on_disk =
+                    std::fs::read(&config.ca_cert).map(|pem| gitgate_proxy::fingerprint(&pem));
+                if !unapplied.contains(&"ca") && on_disk.ok() != Some(self.proxy.ca_fingerprint()) {
+                    unapplied.push("ca");
+                }
                 if !unapplied.is_empty() {
                     tracing::warn!(
                         %file,

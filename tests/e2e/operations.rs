@@ -341,6 +341,93 @@ fn policy_reloads_live_and_a_broken_edit_keeps_the_old_policy() {
     sandbox.git_fails(&repo, &["push", "origin", "HEAD:dev"]);
 }
 
+/// An edit that changes the hosts gitgate intercepts cannot apply its policy to the
+/// running proxy, which the policy is checked against: it is refused, saying to restart,
+/// and the policy in force keeps working. Settings that apply at start are told apart by
+/// what they are: installations in another order are no change, a new App key is one.
+#[test]
+fn a_reload_that_changes_the_intercepted_hosts_is_refused_and_start_settings_are_told_apart() {
+    let standin = harness::standin();
+    let config = |policy: &str| {
+        app_config(&standin, policy).replace(
+            "}\nupstream:",
+            ", installations: {a: 1, b: 2, c: 3, d: 4, e: 5, f: 6}}\nupstream:",
+        )
+    };
+    let gitgate = Gitgate::start(&config("{allowedRepos: [acme/app]}"));
+    let sandbox = Sandbox::new(&gitgate);
+    sandbox.clone_repo("acme/app", "before");
+    let reloads = |decision: &str| {
+        gitgate
+            .audit()
+            .into_iter()
+            .filter(|r| r["kind"] == "policy_reload" && r["decision"] == decision)
+            .count()
+    };
+    // The same settings, read again: the installations are no change.
+    gitgate.rewrite_config(&format!(
+        "{}# edited\n",
+        config("{allowedRepos: [acme/app]}")
+    ));
+    wait_until(|| reloads("allow") == 1);
+    assert!(
+        !gitgate.output().contains("apply only when gitgate starts"),
+        "{}",
+        gitgate.output()
+    );
+    // Another git host: refused, and github.com is still served.
+    gitgate.rewrite_config(&config("{allowedRepos: [acme/app]}").replace(
+        "github:\n",
+        "github:\n  host: ghe.example.com\n  apiUrl: https://ghe.example.com/api/v3\n",
+    ));
+    wait_until(|| reloads("deny") == 1);
+    let refused = gitgate
+        .audit()
+        .into_iter()
+        .find(|r| r["kind"] == "policy_reload" && r["decision"] == "deny")
+        .unwrap();
+    assert!(
+        refused["reason"].as_str().is_some_and(|r| r.contains(
+            "the config file changes github, which the policy is checked against and which applies only when gitgate starts; restart gitgate"
+        )),
+        "{refused}"
+    );
+    sandbox.clone_repo("acme/app", "after");
+    // A new App key is a change that waits for a restart, named.
+    let key = gitgate.dir.path().join("new-app.pem");
+    let made = std::process::Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let rotated = config("{allowedRepos: [acme/app]}").replace(
+        &standin.app_key_pkcs1_file().display().to_string(),
+        &key.display().to_string(),
+    );
+    gitgate.rewrite_config(&rotated);
+    wait_until(|| reloads("allow") == 2);
+    wait_until(|| gitgate.output().contains("apply only when gitgate starts"));
+    assert!(
+        gitgate.output().contains(" keys=github\n"),
+        "{}",
+        gitgate.output()
+    );
+    // So is a CA replaced in place.
+    let ca = gitgate.dir.path().join("ca");
+    let fresh = tempfile::tempdir().unwrap();
+    let out = cli(&["ca", "init", "--out", "ca"], fresh.path());
+    assert!(out.status.success(), "{}", text(&out));
+    for file in ["ca.pem", "ca-key.pem"] {
+        std::fs::copy(fresh.path().join("ca").join(file), ca.join(file)).unwrap();
+    }
+    gitgate.rewrite_config(&format!("{rotated}# the CA was replaced\n"));
+    wait_until(|| reloads("allow") == 3);
+    wait_until(|| gitgate.output().contains(" keys=github, ca\n"));
+}
+
 #[test]
 fn a_push_in_flight_during_a_reload_completes_under_its_policy() {
     let standin = harness::standin();

@@ -70,6 +70,12 @@ impl AppKey {
         Ok(Self(pair))
     }
 
+    /// A fingerprint of its public key: tells keys apart without showing either.
+    pub fn fingerprint(&self) -> String {
+        use ring::signature::KeyPair;
+        crate::fingerprint(self.0.public_key().as_ref())
+    }
+
     pub(crate) fn pair(&self) -> &RsaKeyPair {
         &self.0
     }

@@ -72,7 +72,7 @@ pub struct AppConfig {
     /// What signs the App's JWTs.
     pub signer: Signer,
     /// Installation ids by owner, overriding the lookup.
-    pub installations: HashMap<String, u64>,
+    pub installations: std::collections::BTreeMap<String, u64>,
     /// Tokens are refreshed when less than this remains.
     pub refresh_margin: Duration,
 }
@@ -537,7 +537,7 @@ struct Lookups {
 const LOOKUP_BACKOFF: Duration = Duration::from_secs(30);
 
 impl Installations {
-    fn new(configured: HashMap<String, u64>) -> Self {
+    fn new(configured: std::collections::BTreeMap<String, u64>) -> Self {
         Self {
             configured: configured
                 .into_iter()

@@ -37,6 +37,15 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
+    /// What tells this signer from another (a key's fingerprint, a command): to see
+    /// that an edit changed it.
+    pub fn identity(&self) -> String {
+        match self {
+            Signer::Key(key) => format!("private key {}", key.fingerprint()),
+            other => other.describe(),
+        }
+    }
+
     /// Names the signer for logs and `gitgate doctor` (never key material).
     pub fn describe(&self) -> String {
         match self {

@@ -174,16 +174,17 @@ impl Config {
         let s = &self.settings;
         vec![
             ("listen", s.listen.to_string()),
-            // With its certificate's names and clientCa.
-            (
-                "listenTls",
-                format!("{:?} {:?}", self.listen_tls, s.listen_tls),
-            ),
+            ("listenTls", self.listen_tls_summary()),
             ("admin", format!("{:?}", self.admin)),
             ("ca", format!("{:?} {:?}", self.ca_cert, self.ca_key)),
             (
                 "github",
-                format!("{:?} {} {}", self.tokens, s.github_host, s.api_url),
+                format!(
+                    "{:?} {} {}",
+                    self.tokens,
+                    self.signer_identity(),
+                    self.hosts()
+                ),
             ),
             ("upstream", {
                 let u = &s.upstream;
@@ -197,6 +198,34 @@ impl Config {
             ("audit", format!("{:?}", s.audit)),
             ("metrics", s.max_profile_labels.to_string()),
         ]
+    }
+
+    /// The restart-only settings the policy and profiles are compiled against (the hosts
+    /// gitgate intercepts, the HTTPS listener's client CA): a reload that changes them
+    /// cannot apply its policy to the running proxy.
+    pub fn policy_inputs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("github", self.hosts()),
+            ("listenTls", self.listen_tls_summary()),
+        ]
+    }
+
+    /// What tells the App's signer from another (its key's fingerprint), if any.
+    fn signer_identity(&self) -> String {
+        match &self.tokens {
+            TokenConfig::App(app) => app.signer.identity(),
+            _ => String::new(),
+        }
+    }
+
+    /// The git and API hosts.
+    fn hosts(&self) -> String {
+        format!("{} {}", self.settings.github_host, self.settings.api_url)
+    }
+
+    /// `listenTls`, with its certificate's names and `clientCa`.
+    fn listen_tls_summary(&self) -> String {
+        format!("{:?} {:?}", self.listen_tls, self.settings.listen_tls)
     }
 
     /// An error about `key` of this config, located in its file when the key is there.
