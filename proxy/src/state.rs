@@ -104,11 +104,21 @@ impl State {
     /// not load (their kept-aside user sessions stay aside).
     pub(crate) fn set_policies(&self, policies: Policies, unloaded: &[String]) {
         let policies = Arc::new(policies);
-        *self.policies.write().unwrap_or_else(|p| p.into_inner()) = policies.clone();
+        let old = std::mem::replace(
+            &mut *self.policies.write().unwrap_or_else(|p| p.into_inner()),
+            policies.clone(),
+        );
         // After the swap, so that no request starting meanwhile mints for a scope of the
-        // old policies once they were pruned, or is granted storage under them.
+        // old policies once they were pruned, or is granted storage under them. A
+        // reload that leaves a client's policy as it was (a SIGHUP for log rotation,
+        // another profile's edit) leaves its storage grants too.
         self.tokens.policies_changed(&policies, unloaded);
-        self.storage.clear();
+        let policy =
+            |of: &Policies, profile: Option<&str>| of.current(profile).ok().map(|p| p.to_string());
+        self.storage.retain(|(profile, _)| {
+            let before = policy(&old, profile.as_deref());
+            before.is_some() && before == policy(&policies, profile.as_deref())
+        });
     }
 
     pub(crate) fn next_connection_id(&self) -> u64 {

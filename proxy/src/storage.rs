@@ -61,13 +61,13 @@ impl StorageGrants {
         }
     }
 
-    /// Drops every grant: the policies they were made under are gone, and the next batch
-    /// response makes them again under the new ones.
-    pub(crate) fn clear(&self) {
+    /// Keeps the grants of the clients `keep` names (those whose policy is unchanged);
+    /// the next batch response makes the others again under their new policy.
+    pub(crate) fn retain(&self, keep: impl Fn(&Client) -> bool) {
         self.clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clear();
+            .retain(|client, _| keep(client));
     }
 
     /// Until when `client` may tunnel to `host:port`, if it may now.
@@ -117,11 +117,11 @@ mod tests {
             grants.until(&a, &host, 443, now + Duration::from_secs(60)),
             None
         );
-        grants.clear();
+        grants.retain(|client| client != &a);
         assert_eq!(
             grants.until(&a, &host, 443, now),
             None,
-            "a reload drops them"
+            "a reload that changed a's policy drops a's grants"
         );
     }
 

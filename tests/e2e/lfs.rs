@@ -113,11 +113,23 @@ fn git_lfs_pushes_and_pulls_an_object_through_gitgate() {
     );
     gitgate.assert_no_secrets(&standin);
 
-    // A reload takes the grants back (the next batch response makes them again).
+    // A reload that leaves the policy as it was (log rotation's SIGHUP) leaves the
+    // grants; one that changes it takes them back (the next batch response makes them
+    // again).
     let connect = || text(&sandbox.curl(&[&format!("https://{LFS_STORAGE_HOST}/")]));
     assert!(!connect().contains("403"), "granted: the tunnel opens");
     gitgate.hangup();
     crate::core::wait_until(|| gitgate.output().contains("policy reloaded"));
+    let kept = connect();
+    assert!(!kept.contains("403"), "{kept}");
+    gitgate.rewrite_config(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app], allowedRefs: [main, dev]}",
+    ));
+    crate::core::wait_until(|| {
+        let reloads = gitgate.audit().into_iter();
+        reloads.filter(|r| r["kind"] == "policy_reload").count() == 2
+    });
     let refused = connect();
     assert!(refused.contains("403"), "{refused}");
 }
