@@ -254,6 +254,12 @@ impl Proxy {
             .write(audit::reload_line(file, false, error, &hash));
     }
 
+    /// Ends the shutdown's grace period now (a second stop signal): what is still open
+    /// is closed and recorded.
+    pub fn close_now(&self) {
+        self.state.hurry.send_replace(true);
+    }
+
     /// A fingerprint of the CA certificate in use (to tell whether its file changed).
     pub fn ca_fingerprint(&self) -> String {
         fingerprint(self.state.ca.cert_pem().as_bytes())

@@ -66,10 +66,18 @@ pub(crate) async fn run(
     );
     let _ = phase_tx.send(Phase::Stopping);
     drop(alive_tx);
-    if tokio::time::timeout(grace, alive_rx.recv()).await.is_ok() {
-        return;
+    let mut hurry = state.hurry.subscribe();
+    tokio::select! {
+        drained = tokio::time::timeout(grace, alive_rx.recv()) => {
+            if drained.is_ok() {
+                return;
+            }
+            tracing::warn!("grace period over; closing the remaining connections");
+        }
+        Ok(_) = hurry.wait_for(|hurry| *hurry) => {
+            tracing::warn!("asked again to stop; closing the remaining connections now");
+        }
     }
-    tracing::warn!("grace period over; closing the remaining connections");
     let _ = phase_tx.send(Phase::Closing);
     if tokio::time::timeout(CLOSING, alive_rx.recv())
         .await

@@ -34,6 +34,9 @@ pub(crate) struct State {
     pub(crate) held_push_count: Arc<crate::budget::Budget>,
     /// The memory held pushes' checks hold (`limits.maxPushCheckBytes`).
     pub(crate) push_checks: Arc<crate::budget::Budget>,
+    /// Set by a second stop signal: shutdown closes what is open without waiting for
+    /// the grace period.
+    pub(crate) hurry: tokio::sync::watch::Sender<bool>,
     /// The memory of request bodies and tunnels' first bytes read to decide on
     /// (`limits.maxBufferedBodyBytes`).
     pub(crate) buffered_bodies: Arc<crate::budget::Budget>,
@@ -87,6 +90,7 @@ impl State {
             held_push_count,
             push_checks,
             buffered_bodies,
+            hurry: tokio::sync::watch::Sender::new(false),
             policies: RwLock::new(Arc::new(policies)),
             next_connection: AtomicU64::new(1),
         }

@@ -20,6 +20,10 @@ use crate::git::enforce;
 use crate::state::{ConnCtx, State};
 use crate::tap::{Tap, TapIo};
 
+/// The `error` of a tunnel still open when shutdown closes what is left.
+const CUT_OFF: &str =
+    "cut off at shutdown (limits.shutdownGrace was over, or gitgate was asked again to stop)";
+
 /// The most the client's first bytes are read at a time (the buffer is charged to the
 /// memory budget with them).
 pub(crate) const READ_CHUNK: usize = 4096;
@@ -48,7 +52,7 @@ pub(crate) async fn run(
             }
         }
         () = lifecycle.closing() => {
-            record.error = Some("cut off at shutdown, after limits.shutdownGrace".into());
+            record.error = Some(CUT_OFF.into());
         }
     }
     let client = client_read.unsplit(client_write);

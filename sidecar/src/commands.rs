@@ -234,8 +234,17 @@ async fn serve(config: Config) -> Result<(), Failure> {
         }
     }
     polling.abort();
-    tracing::info!("signal received; draining");
-    running.shutdown().await;
+    tracing::info!("signal received; draining (send it again to stop at once)");
+    let proxy = running.proxy().clone();
+    let shutdown = running.shutdown();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = term.recv() => proxy.close_now(),
+            _ = int.recv() => proxy.close_now(),
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

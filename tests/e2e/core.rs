@@ -416,10 +416,54 @@ fn a_tunnel_open_past_the_grace_period_is_closed_and_recorded() {
         .find(|r| r["host"] == "tunnel.test")
         .unwrap_or_else(|| panic!("no tunnel record:\n{}", gitgate.output()));
     assert_eq!(
-        record["error"], "cut off at shutdown, after limits.shutdownGrace",
+        record["error"],
+        "cut off at shutdown (limits.shutdownGrace was over, or gitgate was asked again to stop)",
         "{record}"
     );
     assert!(record["bytes_out"].as_u64().unwrap() > 0, "{record}");
+}
+
+/// Asked again to stop, gitgate closes what is open at once instead of waiting out the
+/// grace period, recording it.
+#[test]
+fn a_second_sigterm_closes_what_is_open_without_waiting_for_the_grace_period() {
+    let standin = harness::standin();
+    let mut gitgate = Gitgate::start(&harness::limited_config(
+        &standin,
+        POLICY,
+        "{shutdownGrace: 60s}",
+    ));
+    let mut tls = raw::mitm_tls(
+        gitgate.addr,
+        "tunnel.test:443",
+        "tunnel.test",
+        standin.ca_file(),
+    );
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: tunnel.test\r\n\r\n")
+        .unwrap();
+    assert!(raw::read_response(&mut tls).starts_with("HTTP/1.1 200"));
+    gitgate.terminate();
+    wait_until(|| gitgate.output().contains("send it again to stop at once"));
+    let asked = std::time::Instant::now();
+    gitgate.terminate();
+    let status = gitgate.wait(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+    let record = gitgate
+        .audit()
+        .into_iter()
+        .find(|r| r["host"] == "tunnel.test")
+        .unwrap_or_else(|| panic!("no tunnel record:\n{}", gitgate.output()));
+    assert!(
+        record["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("cut off at shutdown")),
+        "{record}"
+    );
 }
 
 /// An audit output that takes nothing more (a pipe nobody reads) does not keep gitgate
