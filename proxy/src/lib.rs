@@ -42,6 +42,7 @@ mod headers;
 mod identity;
 mod idle;
 mod lfs;
+mod linger;
 mod listener;
 mod login;
 mod metrics;

@@ -13,6 +13,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use crate::connect::Target;
 use crate::framing;
 use crate::github;
+use crate::linger::LingerIo;
 use crate::serve;
 use crate::state::{ConnCtx, State};
 
@@ -71,7 +72,9 @@ pub(crate) async fn serve(
             async move { Ok::<_, Infallible>(github::handle(&state, &session, req).await) }
         })
     };
-    let conn = serve::builder(limits).serve_connection(TokioIo::new(tls), service);
+    // Not on the proxy port: a tunnel's client side must never be read by a close.
+    let io = TokioIo::new(LingerIo::new(tls));
+    let conn = serve::builder(limits).serve_connection(io, service);
     if let Err(error) = serve::until_shutdown(conn, lifecycle).await {
         let host = session.target.host.to_string();
         serve::connection_error(&state, &session.ctx, (&host, &session.framing), &error);
