@@ -139,13 +139,7 @@ impl Watcher {
         match Config::load(&self.path) {
             Ok(config) => {
                 let mut known = self.known();
-                let moved: Vec<&str> = config
-                    .policy_inputs()
-                    .iter()
-                    .zip(&known.policy_inputs)
-                    .filter(|(new, old)| new != old)
-                    .map(|((key, _), _)| *key)
-                    .collect();
+                let moved = changed(&config.policy_inputs(), &known.policy_inputs);
                 if !moved.is_empty() {
                     let error = format!(
                         "the config file changes {}, which the policy is checked against and which applies only when gitgate starts; restart gitgate to apply this config (the policy in force stays until then)",
@@ -155,13 +149,7 @@ impl Watcher {
                     self.proxy.reload_failed(&file, &error);
                     return;
                 }
-                let mut unapplied: Vec<&str> = config
-                    .restart_only()
-                    .iter()
-                    .zip(&known.started_with)
-                    .filter(|(new, old)| new != old)
-                    .map(|((key, _), _)| *key)
-                    .collect();
+                let mut unapplied = changed(&config.restart_only(), &known.started_with);
                 // A CA replaced in place: its file is not the CA in memory.
                 let on_disk =
                     std::fs::read(&config.ca_cert).map(|pem| gitgate_proxy::fingerprint(&pem));
@@ -320,6 +308,15 @@ impl Watcher {
         tracing::error!(%error, "profile reload refused; the profile in force stays");
         self.proxy.reload_failed(&file, &error.to_string());
     }
+}
+
+/// The keys whose values differ between `now` and `before` (the same keys, in order).
+fn changed(now: &[(&'static str, String)], before: &[(&'static str, String)]) -> Vec<&'static str> {
+    now.iter()
+        .zip(before)
+        .filter(|(now, before)| now != before)
+        .map(|((key, _), _)| *key)
+        .collect()
 }
 
 /// A profile file read again by a reload.

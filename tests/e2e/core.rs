@@ -386,16 +386,18 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
     assert!(status.success(), "exit status {status:?}");
 }
 
-/// A tunnel still open when the grace period ends is closed, and its record written
-/// before gitgate exits.
-#[test]
-fn a_tunnel_open_past_the_grace_period_is_closed_and_recorded() {
+/// gitgate with `shutdownGrace: grace`, and a tunnel through it to tunnel.test, open
+/// after one exchange.
+fn holding_a_tunnel(
+    grace: &str,
+) -> (
+    gitgate_standin::StandIn,
+    Gitgate,
+    rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+) {
     let standin = harness::standin();
-    let mut gitgate = Gitgate::start(&harness::limited_config(
-        &standin,
-        POLICY,
-        "{shutdownGrace: 1s}",
-    ));
+    let limits = format!("{{shutdownGrace: {grace}}}");
+    let gitgate = Gitgate::start(&harness::limited_config(&standin, POLICY, &limits));
     let mut tls = raw::mitm_tls(
         gitgate.addr,
         "tunnel.test:443",
@@ -405,16 +407,29 @@ fn a_tunnel_open_past_the_grace_period_is_closed_and_recorded() {
     tls.write_all(b"GET / HTTP/1.1\r\nHost: tunnel.test\r\n\r\n")
         .unwrap();
     assert!(raw::read_response(&mut tls).starts_with("HTTP/1.1 200"));
+    (standin, gitgate, tls)
+}
+
+/// The audit record of the tunnel to tunnel.test.
+fn tunnel_record(gitgate: &Gitgate) -> serde_json::Value {
+    gitgate
+        .audit()
+        .into_iter()
+        .find(|r| r["host"] == "tunnel.test")
+        .unwrap_or_else(|| panic!("no tunnel record:\n{}", gitgate.output()))
+}
+
+/// A tunnel still open when the grace period ends is closed, and its record written
+/// before gitgate exits.
+#[test]
+fn a_tunnel_open_past_the_grace_period_is_closed_and_recorded() {
+    let (_standin, mut gitgate, mut tls) = holding_a_tunnel("1s");
     gitgate.terminate();
     let status = gitgate.wait(Duration::from_secs(15));
     assert!(status.success(), "exit status {status:?}");
     let mut rest = Vec::new();
     let _ = tls.read_to_end(&mut rest);
-    let record = gitgate
-        .audit()
-        .into_iter()
-        .find(|r| r["host"] == "tunnel.test")
-        .unwrap_or_else(|| panic!("no tunnel record:\n{}", gitgate.output()));
+    let record = tunnel_record(&gitgate);
     assert_eq!(
         record["error"],
         "cut off at shutdown (limits.shutdownGrace was over, or gitgate was asked again to stop)",
@@ -427,21 +442,7 @@ fn a_tunnel_open_past_the_grace_period_is_closed_and_recorded() {
 /// grace period, recording it.
 #[test]
 fn a_second_sigterm_closes_what_is_open_without_waiting_for_the_grace_period() {
-    let standin = harness::standin();
-    let mut gitgate = Gitgate::start(&harness::limited_config(
-        &standin,
-        POLICY,
-        "{shutdownGrace: 60s}",
-    ));
-    let mut tls = raw::mitm_tls(
-        gitgate.addr,
-        "tunnel.test:443",
-        "tunnel.test",
-        standin.ca_file(),
-    );
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: tunnel.test\r\n\r\n")
-        .unwrap();
-    assert!(raw::read_response(&mut tls).starts_with("HTTP/1.1 200"));
+    let (_standin, mut gitgate, _tls) = holding_a_tunnel("60s");
     gitgate.terminate();
     wait_until(|| gitgate.output().contains("send it again to stop at once"));
     let asked = std::time::Instant::now();
@@ -453,11 +454,7 @@ fn a_second_sigterm_closes_what_is_open_without_waiting_for_the_grace_period() {
         "{:?}",
         asked.elapsed()
     );
-    let record = gitgate
-        .audit()
-        .into_iter()
-        .find(|r| r["host"] == "tunnel.test")
-        .unwrap_or_else(|| panic!("no tunnel record:\n{}", gitgate.output()));
+    let record = tunnel_record(&gitgate);
     assert!(
         record["error"]
             .as_str()
