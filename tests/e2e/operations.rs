@@ -777,31 +777,23 @@ fn report_mode_also_lets_denied_repos_and_hosts_through() {
         standin.mints()[0].repositories,
         Some(vec!["app".to_owned()])
     );
-    let out = sandbox.curl(&[
-        "--cacert",
-        &standin.ca_file().display().to_string(),
-        "https://other.test/",
-    ]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "hello from other.test\n",
-        "{}",
-        text(&out)
-    );
+    // other.test's page, fetched with curl and `extra` arguments.
+    let reaches_other = |extra: &[&str]| {
+        let ca = standin.ca_file().display().to_string();
+        let mut args = vec!["--cacert", &ca];
+        args.extend_from_slice(extra);
+        args.push("https://other.test/");
+        let out = sandbox.curl(&args);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "hello from other.test\n",
+            "{}",
+            text(&out)
+        );
+    };
+    reaches_other(&[]);
     // A tunnel whose TLS names another host: reported, and let through.
-    let out = sandbox.curl(&[
-        "--cacert",
-        &standin.ca_file().display().to_string(),
-        "--connect-to",
-        "other.test:443:tunnel.test:443",
-        "https://other.test/",
-    ]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "hello from other.test\n",
-        "{}",
-        text(&out)
-    );
+    reaches_other(&["--connect-to", "other.test:443:tunnel.test:443"]);
     let fronted = gitgate.wait_for_record(|r| {
         r["host"] == "tunnel.test"
             && r["reason"].as_str().is_some_and(|why| {
