@@ -239,7 +239,7 @@ mod aws_kms {
                 .unwrap_or_else(|| root.join("target/moto-venv/bin/python"));
             assert!(
                 python.exists(),
-                "the AWS KMS signer tests need moto: run tests/kms/setup.sh (or set GITGATE_MOTO_PYTHON to a python with moto[server])"
+                "the AWS KMS signer tests need moto: run tests/kms/setup.sh (or set GITGATE_MOTO_PYTHON to a python with moto, flask and flask-cors)"
             );
             let mut child = Command::new(python)
                 .arg(root.join("tests/kms/moto_kms.py"))
