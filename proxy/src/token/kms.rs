@@ -43,7 +43,12 @@ impl KmsSigner {
     async fn client(&self) -> &aws_sdk_kms::Client {
         self.client
             .get_or_init(|| async {
+                use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+                let https = aws_smithy_http_client::Builder::new()
+                    .tls_provider(Provider::Rustls(CryptoMode::Ring))
+                    .build_https();
                 let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .http_client(https)
                     .region(aws_config::Region::new(self.region.clone()))
                     .load()
                     .await;
