@@ -69,9 +69,9 @@ pub mod token;
 mod tunnel;
 mod upstream;
 
-/// Entry points for the fuzz targets in `fuzz/`, built only with `--cfg fuzzing` (as
-/// cargo-fuzz builds): not an API.
-#[cfg(fuzzing)]
+/// Entry points for the fuzz targets in `fuzz/`, built only with the `fuzzing` feature:
+/// not an API.
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing {
     /// Reads `pack` as gitgate reads a pushed pack, both passes, with every want (objects
     /// over `max_blob`, trees, signatures); with `seal`, the trailing checksum is computed

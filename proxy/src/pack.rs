@@ -97,7 +97,7 @@ impl ReadAt for std::fs::File {
 }
 
 /// A pack held in memory, as the second pass reads it.
-#[cfg(any(test, fuzzing))]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn in_memory(
     bytes: &bytes::Bytes,
     hash: gix_hash::Kind,
@@ -159,7 +159,7 @@ pub(crate) struct Listing {
 
 /// Reads the pack in memory and returns its facts; objects over `wants.max_blob` bytes
 /// are listed.
-#[cfg(any(test, fuzzing))]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn facts(
     bytes: &bytes::Bytes,
     wants: Wants,
