@@ -702,11 +702,14 @@ fn gap_line(lost: u64) -> String {
     line
 }
 
+/// Opens the audit file for appending; a new one is readable by its owner and group only
+/// (it names clients, repositories and refs).
 fn open_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
+    options.open(path)
 }
 
 #[cfg(unix)]

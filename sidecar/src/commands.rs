@@ -229,7 +229,7 @@ async fn serve(config: Config) -> Result<(), Failure> {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reopening the audit log and reloading the policy");
                 running.proxy().reopen_audit();
-                watcher.reload();
+                watcher.hangup();
             }
         }
     }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::Notify;
+
 use gitgate_policy::{Policies, Profile};
 use gitgate_proxy::Proxy;
 
@@ -14,6 +16,13 @@ use crate::config::{Config, ConfigError, ProfileRules, profiles};
 
 /// How often the files are looked at.
 const POLL: Duration = Duration::from_secs(1);
+
+/// How long the files must stay unchanged before a change is read, so that a file
+/// written in place (not renamed into place) is read whole, not half-written.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// The longest a change waits for [`QUIET`]: a file that never stops changing is read.
+const QUIET_AT_MOST: Duration = Duration::from_secs(5);
 
 /// What identifies a file's content without reading it: following symlinks, so the
 /// atomic `..data` swap a kubelet does for a ConfigMap counts as a change.
@@ -61,11 +70,13 @@ pub(crate) struct Known {
     policy_inputs: Vec<(&'static str, String)>,
 }
 
-/// Watches the config (and profile) files of a running proxy.
+/// Watches the config (and profile) files of a running proxy. One task reads and
+/// applies them, SIGHUP's reloads included, so that an older reading never wins.
 pub(crate) struct Watcher {
     proxy: Arc<Proxy>,
     path: PathBuf,
     known: Mutex<Known>,
+    hangup: Notify,
 }
 
 impl Known {
@@ -103,18 +114,36 @@ impl Watcher {
             proxy,
             path,
             known: Mutex::new(known),
+            hangup: Notify::new(),
         }
+    }
+
+    /// Asks the watching task to read the config file again now, changed or not.
+    pub(crate) fn hangup(&self) {
+        self.hangup.notify_one();
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Known> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Polls the files forever; reloads what changed.
+    /// Polls the files forever and reloads what changed, once it has stayed unchanged
+    /// for [`QUIET`]; reloads on [`Watcher::hangup`].
     pub(crate) async fn run(self: Arc<Self>) {
         let mut tick = tokio::time::interval(POLL);
+        let mut seen = self.stamps();
         loop {
-            tick.tick().await;
+            tokio::select! {
+                () = self.hangup.notified() => {
+                    self.reload();
+                    continue;
+                }
+                _ = tick.tick() => {}
+            }
+            let now = self.stamps();
+            if now != seen {
+                seen = self.quiet(now).await;
+            }
             let now = stamp(&self.path);
             let config_changed = {
                 let mut known = self.known();
@@ -132,9 +161,45 @@ impl Watcher {
         }
     }
 
+    /// The stamps of every watched file: the config file, and the files of
+    /// `profilesDir`.
+    fn stamps(&self) -> Vec<(PathBuf, Option<Stamp>)> {
+        let dir = self
+            .known()
+            .profiles
+            .as_ref()
+            .and_then(|(_, dir, _)| dir.clone());
+        let listed = dir.and_then(|dir| profiles::files(&dir).ok());
+        std::iter::once(self.path.clone())
+            .chain(listed.into_iter().flatten())
+            .map(|path| {
+                let stamp = stamp(&path);
+                (path, stamp)
+            })
+            .collect()
+    }
+
+    /// Waits until the watched files have not changed for [`QUIET`] (at most
+    /// [`QUIET_AT_MOST`]), starting from `stamps`; returns their last stamps.
+    async fn quiet(
+        &self,
+        mut stamps: Vec<(PathBuf, Option<Stamp>)>,
+    ) -> Vec<(PathBuf, Option<Stamp>)> {
+        let give_up = tokio::time::Instant::now() + QUIET_AT_MOST;
+        while tokio::time::Instant::now() < give_up {
+            tokio::time::sleep(QUIET).await;
+            let again = self.stamps();
+            if again == stamps {
+                break;
+            }
+            stamps = again;
+        }
+        stamps
+    }
+
     /// Reads the config file again and applies its policy and profiles, or records why
     /// not; then the profile files.
-    pub(crate) fn reload(&self) {
+    fn reload(&self) {
         let file = self.path.display().to_string();
         match Config::load(&self.path) {
             Ok(config) => {

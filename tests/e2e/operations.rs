@@ -173,6 +173,19 @@ fn metrics_health_and_readiness() {
     );
     let ready = raw::http_get(admin, "/readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    // With no token cached yet, the first probe asked GitHub; the next ones rely on it.
+    let app_calls = || {
+        standin
+            .requests()
+            .iter()
+            .filter(|r| r.target == "/app")
+            .count()
+    };
+    let asked = app_calls();
+    assert!(asked >= 1);
+    let ready = raw::http_get(admin, "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert_eq!(app_calls(), asked, "a second probe asked GitHub again");
     let sandbox = Sandbox::new(&gitgate);
     let repo = sandbox.clone_repo("acme/app", "app");
     sandbox.commit(&repo, "m.txt", "m\n");
@@ -339,6 +352,44 @@ fn policy_reloads_live_and_a_broken_edit_keeps_the_old_policy() {
     // The policy of that edit applies: dev is no longer allowed.
     sandbox.commit(&repo, "u.txt", "u\n");
     sandbox.git_fails(&repo, &["push", "origin", "HEAD:dev"]);
+}
+
+/// An editor or a script that writes the config file in place, piece by piece, is not
+/// read until it has finished: no half-written policy is applied or refused on the way.
+#[test]
+fn a_config_written_in_place_slowly_is_read_once_whole() {
+    use std::io::Write;
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(&standin, "{allowedRepos: [acme/app]}"));
+    let sandbox = Sandbox::new(&gitgate);
+    sandbox.git_fails(
+        sandbox.home.path(),
+        &["clone", "https://github.com/acme/lib-core.git", "lib"],
+    );
+    let whole = app_config(&standin, "{allowedRepos: [acme/app, acme/lib-core]}");
+    let mut file = std::fs::File::create(gitgate.dir.path().join("gitgate.yaml")).unwrap();
+    // 40 pieces, 40 ms apart: longer than a poll, but never a pause gitgate takes for
+    // the end of the writing.
+    for piece in whole.as_bytes().chunks(whole.len().div_ceil(40)) {
+        file.write_all(piece).unwrap();
+        file.flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(40));
+    }
+    drop(file);
+    let reloads = || -> Vec<Value> {
+        gitgate
+            .audit()
+            .into_iter()
+            .filter(|r| r["kind"] == "policy_reload")
+            .collect()
+    };
+    wait_until(|| !reloads().is_empty());
+    let reloads = reloads();
+    assert!(
+        reloads.len() == 1 && reloads[0]["decision"] == "allow",
+        "{reloads:#?}"
+    );
+    sandbox.clone_repo("acme/lib-core", "lib");
 }
 
 /// An edit that changes the hosts gitgate intercepts cannot apply its policy to the
@@ -530,7 +581,7 @@ fn report_mode_lets_a_denied_push_through_and_logs_what_would_have_been_denied()
 }
 
 #[test]
-fn sighup_reopens_a_rotated_audit_file() {
+fn sighup_reopens_a_rotated_audit_file_created_for_its_owner_and_group() {
     let standin = harness::standin();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.log");
@@ -569,6 +620,12 @@ fn sighup_reopens_a_rotated_audit_file() {
             .unwrap()
             .contains("acme/other")
     );
+    // The audit file gitgate created is for its owner and group to read, nobody else.
+    let mode = |path: &std::path::Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions())
+            & 0o777
+    };
+    assert_eq!(mode(&log), 0o640);
 }
 
 #[test]

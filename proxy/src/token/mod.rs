@@ -144,9 +144,15 @@ enum Source {
         client: Arc<AppClient>,
         cache: Arc<TokenCache>,
         installations: Installations,
+        /// When GitHub last accepted the App's JWT for `/readyz`.
+        accepted: std::sync::Mutex<Option<SystemTime>>,
     },
     User(UserSessions),
 }
+
+/// How long GitHub's acceptance of the App's JWT stands for `/readyz`, so that probes of
+/// an idle gitgate do not each call GitHub.
+const READY_FOR: Duration = Duration::from_secs(60);
 
 /// gitgate's credential source.
 pub struct Tokens {
@@ -199,6 +205,7 @@ impl Tokens {
                     cache: Arc::new(TokenCache::new(client.clone(), app.refresh_margin, metrics)),
                     client,
                     installations: Installations::new(app.installations),
+                    accepted: std::sync::Mutex::new(None),
                 }
             }
             TokenConfig::User(user) => Source::User(UserSessions::new(
@@ -295,6 +302,7 @@ impl Tokens {
                 cache,
                 client,
                 installations,
+                ..
             } => {
                 let scope = match purpose {
                     Purpose::Git => policy.token_scope(repo.owner()),
@@ -418,11 +426,24 @@ impl Tokens {
             // Serving does not wait for a person to log in; `/login` says who is.
             Source::None | Source::User(_) => Ok(()),
             Source::Static(source) => source.get().await.map(drop),
-            Source::App { client, cache, .. } => {
-                if cache.any_usable(SystemTime::now()) {
+            Source::App {
+                client,
+                cache,
+                accepted,
+                ..
+            } => {
+                let now = SystemTime::now();
+                let accepted_lately = || {
+                    let at = *accepted.lock().unwrap_or_else(|p| p.into_inner());
+                    at.and_then(|at| now.duration_since(at).ok())
+                        .is_some_and(|ago| ago < READY_FOR)
+                };
+                if cache.any_usable(now) || accepted_lately() {
                     return Ok(());
                 }
-                client.app().await.map(drop)
+                client.app().await?;
+                *accepted.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+                Ok(())
             }
         }
     }
@@ -447,6 +468,7 @@ impl Tokens {
             client,
             cache,
             installations,
+            ..
         } = &self.source
         else {
             if let Source::Static(source) = &self.source {
