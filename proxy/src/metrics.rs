@@ -169,7 +169,7 @@ impl Metrics {
         let token_expiry = Gauge::default();
         registry.register(
             "token_expiry_seconds",
-            "Seconds until the soonest cached installation token expires",
+            "Seconds until the soonest cached installation token expires (NaN while none is)",
             token_expiry.clone(),
         );
         let upstream_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
@@ -372,9 +372,11 @@ impl Metrics {
 
     /// The metrics in Prometheus/OpenMetrics text format.
     pub(crate) fn encode(&self, soonest_token_expiry: Option<SystemTime>) -> String {
-        let left = soonest_token_expiry
-            .and_then(|t| t.duration_since(SystemTime::now()).ok())
-            .map_or(0.0, |d| d.as_secs_f64());
+        // NaN, not 0, while no token is cached: an idle gitgate has nothing expiring.
+        let left = soonest_token_expiry.map_or(f64::NAN, |t| {
+            t.duration_since(SystemTime::now())
+                .map_or(0.0, |d| d.as_secs_f64())
+        });
         self.token_expiry.set(left);
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

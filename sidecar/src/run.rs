@@ -92,10 +92,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (tls_listener, tls) = bind_optional(config.listen_tls, "listenTls").await?;
     let ca_cert = config.ca_cert.clone();
     let (policies, rejected) = config.policies();
+    let proxy = Arc::new(Proxy::new(config.settings, ca, policies, config.tokens)?);
+    // On record as a refused reload would be: in the audit log and the metrics.
     for (file, error) in &rejected {
         tracing::error!(file = %file.display(), %error, "profile file left out; its clients are refused until it is fixed");
+        proxy.reload_failed(&file.display().to_string(), &error.to_string());
     }
-    let proxy = Arc::new(Proxy::new(config.settings, ca, policies, config.tokens)?);
     // Sessions of profiles whose file did not load are kept aside, not dropped.
     let unloaded: Vec<String> = rejected
         .iter()

@@ -1,7 +1,7 @@
 //! Running gitgate as an operator would: audit records, metrics, health, live policy
 //! reload, report-only mode, and the `explain` / `env` commands.
 
-use gitgate_standin::Fault;
+use gitgate_standin::{Fault, StandIn};
 use serde_json::Value;
 
 use crate::core::wait_until;
@@ -174,18 +174,22 @@ fn metrics_health_and_readiness() {
     let ready = raw::http_get(admin, "/readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     // With no token cached yet, the first probe asked GitHub; the next ones rely on it.
-    let app_calls = || {
-        standin
-            .requests()
-            .iter()
-            .filter(|r| r.target == "/app")
-            .count()
-    };
-    let asked = app_calls();
+    let asked = app_calls(&standin);
     assert!(asked >= 1);
     let ready = raw::http_get(admin, "/readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
-    assert_eq!(app_calls(), asked, "a second probe asked GitHub again");
+    assert_eq!(
+        app_calls(&standin),
+        asked,
+        "a second probe asked GitHub again"
+    );
+    // Nothing is cached, so nothing expires: no value rather than an alarming 0.
+    let idle = raw::http_get(admin, "/metrics");
+    assert!(
+        idle.lines()
+            .any(|l| l == "gitgate_token_expiry_seconds NaN"),
+        "{idle}"
+    );
     let sandbox = Sandbox::new(&gitgate);
     let repo = sandbox.clone_repo("acme/app", "app");
     sandbox.commit(&repo, "m.txt", "m\n");
@@ -227,6 +231,15 @@ fn metrics_health_and_readiness() {
     );
 }
 
+/// How many times GitHub was asked `GET /app` (with the App's JWT).
+fn app_calls(standin: &StandIn) -> usize {
+    standin
+        .requests()
+        .iter()
+        .filter(|r| r.target == "/app")
+        .count()
+}
+
 #[test]
 fn a_scope_left_unused_past_its_tokens_expiry_does_not_pin_readiness_or_the_expiry_gauge() {
     let standin = harness::standin();
@@ -245,18 +258,11 @@ fn a_scope_left_unused_past_its_tokens_expiry_does_not_pin_readiness_or_the_expi
     while start.elapsed() < std::time::Duration::from_secs(6) {
         sandbox.git_ok(&repo, &["fetch", "-q", "origin"]);
     }
-    let app_calls = || {
-        standin
-            .requests()
-            .iter()
-            .filter(|r| r.target == "/app")
-            .count()
-    };
-    let before = app_calls();
+    let before = app_calls(&standin);
     let ready = raw::http_get(admin, "/readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     assert_eq!(
-        app_calls(),
+        app_calls(&standin),
         before,
         "readiness asked GitHub despite a usable token"
     );

@@ -578,8 +578,8 @@ fn a_profile_file_that_clashes_with_one_in_force_is_refused_and_the_working_one_
     );
 }
 
-/// A profile file left out at start for a clash does not stand in the way of edits to
-/// the profile that is working.
+/// A profile file left out at start for a clash is on record, and does not stand in the
+/// way of edits to the profile that is working.
 #[test]
 fn a_profile_left_out_at_start_does_not_block_edits_of_the_working_one() {
     let standin = harness::standin();
@@ -591,6 +591,24 @@ fn a_profile_left_out_at_start_does_not_block_edits_of_the_working_one() {
             ("agent-a.yaml", claiming(SECRET_A, "acme/app", cidrs)),
             ("agent-b.yaml", claiming(SECRET_B, "acme/lib-core", cidrs)),
         ],
+    );
+    // The left-out file is on record, as a refused reload would be.
+    let refused = || -> Vec<_> {
+        gitgate
+            .audit()
+            .into_iter()
+            .filter(|r| r["kind"] == "policy_reload" && r["decision"] == "deny")
+            .collect()
+    };
+    wait_until(|| !refused().is_empty());
+    let refused = refused();
+    assert!(
+        refused.len() == 1
+            && refused[0]["file"]
+                .as_str()
+                .unwrap()
+                .ends_with("agent-b.yaml"),
+        "{refused:#?}"
     );
     let a = sandbox_as(&gitgate, "agent-a", SECRET_A);
     let lib = ["ls-remote", "https://github.com/acme/lib-core.git"];

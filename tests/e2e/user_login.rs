@@ -1088,3 +1088,20 @@ fn each_profile_logs_in_its_own_person_and_a_sandbox_acts_only_for_its_own() {
     }
     gitgate.assert_no_secrets(&standin);
 }
+
+/// A new OAuth client secret in the same file is a change that waits for a restart, and a
+/// reload says so, as it does for a new App key.
+#[test]
+fn a_new_client_secret_in_the_same_file_is_named_as_waiting_for_a_restart() {
+    let standin = standin();
+    let gitgate = start(&standin);
+    std::fs::write(gitgate.dir.path().join("client-secret"), "rotated-secret\n").unwrap();
+    let config = std::fs::read_to_string(gitgate.dir.path().join("gitgate.yaml")).unwrap();
+    gitgate.rewrite_config(&format!("{config}# the client secret was rotated\n"));
+    wait_until(|| gitgate.output().contains("apply only when gitgate starts"));
+    assert!(
+        gitgate.output().contains(" keys=github\n"),
+        "{}",
+        gitgate.output()
+    );
+}

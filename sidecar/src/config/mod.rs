@@ -182,7 +182,7 @@ impl Config {
                 format!(
                     "{:?} {} {}",
                     self.tokens,
-                    self.signer_identity(),
+                    self.credential_identity(),
                     self.hosts()
                 ),
             ),
@@ -210,10 +210,16 @@ impl Config {
         ]
     }
 
-    /// What tells the App's signer from another (its key's fingerprint), if any.
-    fn signer_identity(&self) -> String {
+    /// What tells one credential from another where the settings name only its file:
+    /// the App key's or the OAuth client secret's fingerprint, if any.
+    fn credential_identity(&self) -> String {
         match &self.tokens {
             TokenConfig::App(app) => app.signer.identity(),
+            TokenConfig::User(user) => user
+                .client_secret
+                .as_ref()
+                .map(|secret| gitgate_proxy::fingerprint(secret.expose().as_bytes()))
+                .unwrap_or_default(),
             _ => String::new(),
         }
     }
