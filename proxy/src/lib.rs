@@ -62,6 +62,7 @@ mod serve;
 mod settings;
 mod signature;
 mod spool;
+mod spool_dir;
 mod state;
 mod storage;
 mod tap;

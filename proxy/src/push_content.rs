@@ -160,11 +160,14 @@ pub(crate) async fn inspect<'a>(
         stopped(policy, &verdict, record);
         return Inspected::Reply(response);
     }
-    let (spool, following) =
-        match Spool::new(hash, state.held_push_bytes.clone(), record.client.ip()).await {
-            Ok(spool) => spool,
-            Err(error) => return spool_failed(&error, side_band),
-        };
+    let spooled = match state.spool.dir() {
+        Ok(dir) => Spool::new(hash, dir, state.held_push_bytes.clone(), record.client.ip()).await,
+        Err(error) => Err(error),
+    };
+    let (spool, following) = match spooled {
+        Ok(spool) => spool,
+        Err(error) => return spool_failed(&error, side_band),
+    };
     let (head, pack_start) = split_head(read, header.header_len);
     // The command list stays in memory while the pack is held (the pack goes to disk).
     let _held = held.map(|mut held| {

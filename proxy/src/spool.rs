@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use crate::body::BoxError;
 use crate::budget::{Budget, Reservation, Spent};
 use crate::pack::{self, Bases, Listing, PackError, ReadAt, Wants};
+use crate::spool_dir::SpoolDir;
 
 /// Read step when sending a spooled file.
 const READ_STEP: usize = 64 * 1024;
@@ -79,14 +80,16 @@ pub(crate) struct Spooled {
 }
 
 impl Spool {
-    /// A new spool for a pack whose objects are hashed with `hash`, taking its bytes from
-    /// `client`'s share of `budget`, and the reader that follows what is written to it.
+    /// A new spool in `dir` for a pack whose objects are hashed with `hash`, taking its
+    /// bytes from `client`'s share of `budget`, and the reader that follows what is
+    /// written to it.
     pub(crate) async fn new(
         hash: gix_hash::Kind,
+        dir: Arc<SpoolDir>,
         budget: Arc<Budget>,
         client: IpAddr,
     ) -> io::Result<(Self, Following)> {
-        let temp = tokio::task::spawn_blocking(tempfile::NamedTempFile::new)
+        let temp = tokio::task::spawn_blocking(move || tempfile::NamedTempFile::new_in(dir.path()))
             .await
             .map_err(io::Error::other)??;
         let reader = temp.reopen()?;
@@ -305,10 +308,18 @@ mod tests {
         Wants::default()
     }
 
+    /// The spool directory of the tests, in the system's temporary directory.
+    fn dir() -> Arc<SpoolDir> {
+        static PLACE: std::sync::LazyLock<crate::spool_dir::SpoolPlace> =
+            std::sync::LazyLock::new(|| crate::spool_dir::SpoolPlace::new(std::env::temp_dir()));
+        PLACE.dir().unwrap()
+    }
+
     /// A spool for one client's pack, unbounded.
     async fn unbounded() -> (Spool, Following) {
         Spool::new(
             gix_hash::Kind::Sha1,
+            dir(),
             Budget::new(u64::MAX, u64::MAX, Default::default()),
             [127, 0, 0, 1].into(),
         )
@@ -383,6 +394,7 @@ mod tests {
         let spool = |client: u8| {
             Spool::new(
                 gix_hash::Kind::Sha1,
+                dir(),
                 budget.clone(),
                 [10, 0, 0, client].into(),
             )

@@ -28,6 +28,8 @@ pub(crate) struct State {
     pub(crate) tunnels: Arc<tokio::sync::Semaphore>,
     /// LFS storage hosts batch responses opened to their clients.
     pub(crate) storage: crate::storage::StorageGrants,
+    /// Where held pushes are written.
+    pub(crate) spool: crate::spool_dir::SpoolPlace,
     /// The disk held pushes take, together.
     pub(crate) held_push_bytes: Arc<crate::budget::Budget>,
     /// The pushes held at once (each keeps a blocking thread).
@@ -86,6 +88,7 @@ impl State {
             admission,
             tunnels,
             storage: Default::default(),
+            spool: crate::spool_dir::SpoolPlace::new(std::env::temp_dir()),
             held_push_bytes,
             held_push_count,
             push_checks,

@@ -198,6 +198,64 @@ fn a_blob_over_max_blob_size_is_refused_with_its_path() {
     sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
 }
 
+/// Held pushes go to a directory of gitgate's own in `TMPDIR`. A gitgate that is killed
+/// cannot remove it; the next one to start on the same `TMPDIR` does, and leaves a living
+/// gitgate's alone.
+#[test]
+fn what_a_killed_gitgate_held_on_disk_is_removed_by_the_next_one() {
+    let standin = harness::standin();
+    let tmp = tempfile::tempdir().unwrap();
+    let spool_dirs = || -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("gitgate-spool-")
+            })
+            .collect();
+        dirs.sort();
+        dirs
+    };
+    let policy = "{allowedRepos: [acme/app], allowedRefs: [main], maxBlobSize: 50MB}";
+    let start = || {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("gitgate.yaml"),
+            app_config(&standin, policy),
+        )
+        .unwrap();
+        Gitgate::start_with_env(dir, &[("TMPDIR", tmp.path().to_str().unwrap())])
+    };
+    let push = |gitgate: &Gitgate, what: &str| {
+        let sandbox = Sandbox::new(gitgate);
+        let repo = sandbox.clone_repo("acme/app", "app");
+        sandbox.commit(&repo, &format!("{what}.txt"), what);
+        sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+    };
+    let mut killed = start();
+    push(&killed, "first");
+    let left = spool_dirs();
+    assert_eq!(left.len(), 1, "{left:?}");
+    killed.kill();
+    assert_eq!(spool_dirs(), left, "nothing of gitgate's ran after SIGKILL");
+
+    let next = start();
+    let removed = "removed the held-push directories that killed gitgates left";
+    assert!(next.output().contains(removed), "{}", next.output());
+    assert!(spool_dirs().is_empty());
+    push(&next, "second");
+    let held = spool_dirs();
+    assert_eq!(held.len(), 1);
+    // A gitgate starting beside a living one leaves its directory.
+    let beside = start();
+    assert!(!beside.output().contains(removed), "{}", beside.output());
+    assert_eq!(spool_dirs(), held);
+}
+
 #[test]
 fn a_pack_over_max_push_size_is_refused_before_it_is_all_read() {
     let standin = harness::standin();

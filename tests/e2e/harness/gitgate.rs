@@ -126,6 +126,12 @@ impl Gitgate {
         );
     }
 
+    /// Kills gitgate (SIGKILL: nothing of its own runs after) and reaps it.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill gitgate");
+        self.child.wait().expect("reap gitgate");
+    }
+
     /// Runs gitgate again on the same directory after [`Gitgate::stop`]; the output of
     /// both runs is kept, the addresses are the new run's.
     pub fn start_again(&mut self) {
