@@ -141,7 +141,8 @@ fn with_target(
     target: &LoginTarget,
     f: impl FnOnce(&str, Option<&str>) -> Result<(), String>,
 ) -> Result<(), Failure> {
-    with_config(&target.config, |config| {
+    // The running gitgate holds the credentials; these commands need only its address.
+    with_public_config(&target.config, |config| {
         let has_profiles = matches!(config.policies().0, gitgate_policy::Policies::Profiles(_));
         if has_profiles && config.admin.is_none() && target.url.is_none() {
             // The proxy port answers only an identified sandbox, for its own profile.

@@ -198,7 +198,13 @@ fn a_person_logs_in_with_the_device_flow_and_git_clones_and_pushes_as_them() {
         refused.contains("no GitHub user is logged in") && refused.contains("gitgate login"),
         "{refused}"
     );
+    // `status` (like `login` and `logout`) reads no credential: whoever runs it need not
+    // be able to read the client secret.
+    let secret = gitgate.dir.path().join("client-secret");
+    let away = gitgate.dir.path().join("client-secret.away");
+    std::fs::rename(&secret, &away).unwrap();
     let status = run(&gitgate, "status", &admin_url(&gitgate));
+    std::fs::rename(&away, &secret).unwrap();
     assert!(!status.status.success(), "{}", text(&status));
     assert!(
         text(&status).contains("nobody is logged in"),
