@@ -160,7 +160,7 @@ pub(crate) async fn inspect<'a>(
         stopped(policy, &verdict, record);
         return Inspected::Reply(response);
     }
-    let spooled = match state.spool.dir() {
+    let spooled = match state.spool.dir().await {
         Ok(dir) => Spool::new(hash, dir, state.held_push_bytes.clone(), record.client.ip()).await,
         Err(error) => Err(error),
     };

@@ -309,17 +309,17 @@ mod tests {
     }
 
     /// The spool directory of the tests, in the system's temporary directory.
-    fn dir() -> Arc<SpoolDir> {
+    async fn dir() -> Arc<SpoolDir> {
         static PLACE: std::sync::LazyLock<crate::spool_dir::SpoolPlace> =
             std::sync::LazyLock::new(|| crate::spool_dir::SpoolPlace::new(std::env::temp_dir()));
-        PLACE.dir().unwrap()
+        PLACE.dir().await.unwrap()
     }
 
     /// A spool for one client's pack, unbounded.
     async fn unbounded() -> (Spool, Following) {
         Spool::new(
             gix_hash::Kind::Sha1,
-            dir(),
+            dir().await,
             Budget::new(u64::MAX, u64::MAX, Default::default()),
             [127, 0, 0, 1].into(),
         )
@@ -391,10 +391,11 @@ mod tests {
     #[tokio::test]
     async fn held_packs_share_one_disk_budget_until_their_files_are_gone() {
         let budget = Budget::new(100, 70, Default::default());
+        let dir = dir().await;
         let spool = |client: u8| {
             Spool::new(
                 gix_hash::Kind::Sha1,
-                dir(),
+                dir.clone(),
                 budget.clone(),
                 [10, 0, 0, client].into(),
             )
