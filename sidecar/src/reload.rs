@@ -34,6 +34,9 @@ struct Stamp {
     len: u64,
 }
 
+/// Files' stamps, by path.
+type Stamps = BTreeMap<PathBuf, Option<Stamp>>;
+
 fn stamp(path: &Path) -> Option<Stamp> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
@@ -136,6 +139,7 @@ impl Watcher {
             tokio::select! {
                 () = self.hangup.notified() => {
                     self.reload();
+                    seen = self.stamps();
                     continue;
                 }
                 _ = tick.tick() => {}
@@ -145,14 +149,7 @@ impl Watcher {
                 seen = self.quiet(now).await;
             }
             let now = stamp(&self.path);
-            let config_changed = {
-                let mut known = self.known();
-                let changed = now.is_some() && now != known.config;
-                if changed {
-                    known.config = now;
-                }
-                changed
-            };
+            let config_changed = now.is_some() && now != self.known().config;
             if config_changed {
                 self.reload();
             } else {
@@ -201,6 +198,9 @@ impl Watcher {
     /// not; then the profile files.
     fn reload(&self) {
         let file = self.path.display().to_string();
+        // Stamped before they are read: an edit made during the reading is read again.
+        let stamped: Stamps = self.stamps().into_iter().collect();
+        self.known().config = stamped.get(&self.path).copied().flatten();
         match Config::load(&self.path) {
             Ok(config) => {
                 let mut known = self.known();
@@ -242,7 +242,7 @@ impl Watcher {
                 drop(known);
                 // The config load has just read every profile file: use that reading.
                 let loaded = config.profiles.map(|p| p.files).unwrap_or_default();
-                self.reload_profile_files(Some(loaded));
+                self.reload_profile_files(Some((loaded, stamped)));
             }
             Err(error) => {
                 tracing::error!(%error, "policy reload refused; the previous policy stays in force");
@@ -252,17 +252,17 @@ impl Watcher {
     }
 
     /// Applies the profile files: every one as `preloaded` gives them (after a config
-    /// reload), or else those whose file changed, read now; applies the result if
-    /// anything changed.
-    fn reload_profile_files(&self, preloaded: Option<Vec<profiles::Loaded>>) {
+    /// reload, with the stamps taken before they were read), or else those whose file
+    /// changed, read now; applies the result if anything changed.
+    fn reload_profile_files(&self, preloaded: Option<(Vec<profiles::Loaded>, Stamps)>) {
         let all = preloaded.is_some();
+        let (preloaded, stamped) = preloaded.unwrap_or_default();
         let mut known = self.known();
         let Some((inline, dir, rules)) = known.profiles.clone() else {
             return;
         };
         let mut changed: Vec<Change> = Vec::new();
-        let mut preloaded: BTreeMap<PathBuf, _> =
-            preloaded.unwrap_or_default().into_iter().collect();
+        let mut preloaded: BTreeMap<PathBuf, _> = preloaded.into_iter().collect();
         let listed: BTreeSet<PathBuf> = match &dir {
             _ if all => preloaded.keys().cloned().collect(),
             Some(dir) => match profiles::files(dir) {
@@ -293,7 +293,10 @@ impl Watcher {
             }
         }
         for path in listed {
-            let now = stamp(&path);
+            let now = match stamped.get(&path) {
+                Some(before) => *before,
+                None => stamp(&path),
+            };
             let entry = known.files.entry(path.clone()).or_default();
             let modified = now != entry.stamp;
             if !all && !modified {
