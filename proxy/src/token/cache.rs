@@ -43,6 +43,13 @@ impl Slot {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// When its token expires, if it is live or expired because renewing it failed.
+    fn expiry_on_record(&self, now: SystemTime) -> Option<SystemTime> {
+        let state = self.state();
+        let expires_at = state.token.as_ref()?.expires_at;
+        (expires_at > now || state.failure.is_some()).then_some(expires_at)
+    }
+
     /// Nothing to keep: no token that can still be sent, no mint running, no backoff to
     /// remember. Such a scope is minted again when asked for.
     fn idle(&self, now: SystemTime) -> bool {
@@ -207,14 +214,14 @@ impl TokenCache {
         slots.retain(|key, _| keep(key));
     }
 
-    /// When the soonest cached token that is still live expires (for metrics): a scope
-    /// nobody used since its token expired does not pin the figure at zero.
+    /// When the soonest cached token expires (for metrics): of those still live, and of
+    /// those that expired because renewing them failed. A scope nobody used since its
+    /// token expired does not pin the figure at zero; one whose renewal fails does.
     pub(crate) fn soonest_expiry(&self, now: SystemTime) -> Option<SystemTime> {
         let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots
             .values()
-            .filter_map(|slot| slot.state().token.as_ref().map(|t| t.expires_at))
-            .filter(|expires_at| *expires_at > now)
+            .filter_map(|slot| slot.expiry_on_record(now))
             .min()
     }
 
@@ -273,6 +280,30 @@ mod tests {
         assert!(slot.idle(now));
         let _minting = slot.mint_lock.try_lock().unwrap();
         assert!(!slot.idle(now), "a mint running");
+    }
+
+    #[test]
+    fn an_expired_token_counts_for_the_expiry_gauge_only_if_renewing_it_failed() {
+        let now = SystemTime::now();
+        let slot = Slot::default();
+        assert_eq!(slot.expiry_on_record(now), None);
+        let later = |secs| now + Duration::from_secs(secs);
+        let earlier = |secs| now - Duration::from_secs(secs);
+        let token = |expires: SystemTime| Minted {
+            secret: Secret::new("t"),
+            minted_at: earlier(3600),
+            expires_at: expires,
+        };
+        slot.state().token = Some(token(later(600)));
+        assert_eq!(slot.expiry_on_record(now), Some(later(600)));
+        slot.state().token = Some(token(earlier(5)));
+        assert_eq!(slot.expiry_on_record(now), None, "expired unused");
+        slot.state().failure = Some((TokenError::Static("x".into()), later(30)));
+        assert_eq!(
+            slot.expiry_on_record(now),
+            Some(earlier(5)),
+            "renewal failed"
+        );
     }
 
     #[test]
