@@ -309,15 +309,35 @@ mod aws_kms {
         std::fs::write(dir.path().join("gitgate.yaml"), &config).unwrap();
         let env = kms.env(dir.path());
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let doctor = |more: &[(&str, &str)]| {
+            std::process::Command::new(crate::harness::gitgate::binary())
+                .args(["doctor", "--config", "gitgate.yaml"])
+                .current_dir(dir.path())
+                .envs(env.iter().chain(more).copied())
+                .output()
+                .unwrap()
+        };
         // doctor signs a JWT through KMS and has the stand-in accept it.
-        let doctor = std::process::Command::new(crate::harness::gitgate::binary())
-            .args(["doctor", "--config", "gitgate.yaml"])
-            .current_dir(dir.path())
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        assert!(doctor.status.success(), "{}", text(&doctor));
-        assert!(text(&doctor).contains("JWT accepted"), "{}", text(&doctor));
+        let signed = doctor(&[]);
+        assert!(signed.status.success(), "{}", text(&signed));
+        assert!(text(&signed).contains("JWT accepted"), "{}", text(&signed));
+        // The KMS client takes its proxy from the environment, as the AWS SDK does: a
+        // proxy nobody listens on fails it, unless NO_PROXY names KMS's host.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let through = [
+            ("HTTP_PROXY", proxy.as_str()),
+            ("HTTPS_PROXY", proxy.as_str()),
+        ];
+        let failed = doctor(&through);
+        assert!(
+            !failed.status.success() && text(&failed).contains("AWS KMS key"),
+            "{}",
+            text(&failed)
+        );
+        let bypassed = doctor(&[through[0], through[1], ("NO_PROXY", "127.0.0.1")]);
+        assert!(bypassed.status.success(), "{}", text(&bypassed));
         let gitgate = Gitgate::start_with_env(dir, &env);
         let sandbox = Sandbox::new(&gitgate);
         let repo = sandbox.clone_repo("acme/app", "app");

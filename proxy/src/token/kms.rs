@@ -43,10 +43,21 @@ impl KmsSigner {
     async fn client(&self) -> &aws_sdk_kms::Client {
         self.client
             .get_or_init(|| async {
+                // The SDK's default HTTPS client, on ring instead of aws-lc: native roots,
+                // the runtime's connector settings and sleep, and the proxy of
+                // `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`.
                 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-                let https = aws_smithy_http_client::Builder::new()
-                    .tls_provider(Provider::Rustls(CryptoMode::Ring))
-                    .build_https();
+                use aws_smithy_http_client::{Builder, ConnectorBuilder, proxy::ProxyConfig};
+                let https = Builder::new().build_with_connector_fn(|settings, components| {
+                    let mut connector = ConnectorBuilder::default()
+                        .tls_provider(Provider::Rustls(CryptoMode::Ring));
+                    connector.set_connector_settings(settings.cloned());
+                    if let Some(components) = components {
+                        connector.set_sleep_impl(components.sleep_impl());
+                    }
+                    connector.set_proxy_config(Some(ProxyConfig::from_env()));
+                    connector.build()
+                });
                 let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
                     .http_client(https)
                     .region(aws_config::Region::new(self.region.clone()))
