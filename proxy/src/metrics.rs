@@ -169,7 +169,7 @@ impl Metrics {
         let token_expiry = Gauge::default();
         registry.register(
             "token_expiry_seconds",
-            "Seconds until the soonest cached installation token expires (NaN while none is)",
+            "Seconds until the soonest cached installation token expires (0 once one that could not be renewed has expired; NaN while none is cached)",
             token_expiry.clone(),
         );
         let upstream_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));

@@ -160,11 +160,13 @@ pub(crate) async fn inspect<'a>(
         stopped(policy, &verdict, record);
         return Inspected::Reply(response);
     }
-    let spooled = match state.spool.dir().await {
-        Ok(dir) => Spool::new(hash, dir, state.held_push_bytes.clone(), record.client.ip()).await,
-        Err(error) => Err(error),
-    };
-    let (spool, following) = match spooled {
+    let spooled = Spool::new(
+        hash,
+        &state.spool,
+        state.held_push_bytes.clone(),
+        record.client.ip(),
+    );
+    let (spool, following) = match spooled.await {
         Ok(spool) => spool,
         Err(error) => return spool_failed(&error, side_band),
     };

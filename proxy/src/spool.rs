@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use crate::body::BoxError;
 use crate::budget::{Budget, Reservation, Spent};
 use crate::pack::{self, Bases, Listing, PackError, ReadAt, Wants};
-use crate::spool_dir::SpoolDir;
+use crate::spool_dir::SpoolPlace;
 
 /// Read step when sending a spooled file.
 const READ_STEP: usize = 64 * 1024;
@@ -80,15 +80,16 @@ pub(crate) struct Spooled {
 }
 
 impl Spool {
-    /// A new spool in `dir` for a pack whose objects are hashed with `hash`, taking its
-    /// bytes from `client`'s share of `budget`, and the reader that follows what is
+    /// A new spool in `place` for a pack whose objects are hashed with `hash`, taking
+    /// its bytes from `client`'s share of `budget`, and the reader that follows what is
     /// written to it.
     pub(crate) async fn new(
         hash: gix_hash::Kind,
-        dir: Arc<SpoolDir>,
+        place: &SpoolPlace,
         budget: Arc<Budget>,
         client: IpAddr,
     ) -> io::Result<(Self, Following)> {
+        let dir = place.dir().await?;
         let temp = tokio::task::spawn_blocking(move || tempfile::NamedTempFile::new_in(dir.path()))
             .await
             .map_err(io::Error::other)??;
@@ -308,18 +309,18 @@ mod tests {
         Wants::default()
     }
 
-    /// The spool directory of the tests, in the system's temporary directory.
-    async fn dir() -> Arc<SpoolDir> {
-        static PLACE: std::sync::LazyLock<crate::spool_dir::SpoolPlace> =
-            std::sync::LazyLock::new(|| crate::spool_dir::SpoolPlace::new(std::env::temp_dir()));
-        PLACE.dir().await.unwrap()
+    /// Where the tests' packs go: the system's temporary directory.
+    fn place() -> &'static SpoolPlace {
+        static PLACE: std::sync::LazyLock<SpoolPlace> =
+            std::sync::LazyLock::new(|| SpoolPlace::new(std::env::temp_dir()));
+        &PLACE
     }
 
     /// A spool for one client's pack, unbounded.
     async fn unbounded() -> (Spool, Following) {
         Spool::new(
             gix_hash::Kind::Sha1,
-            dir().await,
+            place(),
             Budget::new(u64::MAX, u64::MAX, Default::default()),
             [127, 0, 0, 1].into(),
         )
@@ -391,11 +392,10 @@ mod tests {
     #[tokio::test]
     async fn held_packs_share_one_disk_budget_until_their_files_are_gone() {
         let budget = Budget::new(100, 70, Default::default());
-        let dir = dir().await;
         let spool = |client: u8| {
             Spool::new(
                 gix_hash::Kind::Sha1,
-                dir.clone(),
+                place(),
                 budget.clone(),
                 [10, 0, 0, client].into(),
             )

@@ -160,7 +160,7 @@ impl Watcher {
 
     /// The stamps of every watched file: the config file, and the files of
     /// `profilesDir`.
-    fn stamps(&self) -> Vec<(PathBuf, Option<Stamp>)> {
+    fn stamps(&self) -> Stamps {
         let dir = self
             .known()
             .profiles
@@ -178,10 +178,7 @@ impl Watcher {
 
     /// Waits until the watched files have not changed for [`QUIET`] (at most
     /// [`QUIET_AT_MOST`]), starting from `stamps`; returns their last stamps.
-    async fn quiet(
-        &self,
-        mut stamps: Vec<(PathBuf, Option<Stamp>)>,
-    ) -> Vec<(PathBuf, Option<Stamp>)> {
+    async fn quiet(&self, mut stamps: Stamps) -> Stamps {
         let give_up = tokio::time::Instant::now() + QUIET_AT_MOST;
         while tokio::time::Instant::now() < give_up {
             tokio::time::sleep(QUIET).await;
@@ -199,7 +196,7 @@ impl Watcher {
     fn reload(&self) {
         let file = self.path.display().to_string();
         // Stamped before they are read: an edit made during the reading is read again.
-        let stamped: Stamps = self.stamps().into_iter().collect();
+        let stamped = self.stamps();
         self.known().config = stamped.get(&self.path).copied().flatten();
         match Config::load(&self.path) {
             Ok(config) => {
