@@ -57,6 +57,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingerIo<T> {
         Pin::new(&mut self.inner).poll_write(cx, bytes)
     }
 
+    // Without these, hyper would see a stream that cannot take a vectored write and copy
+    // every response body into its own buffer before writing it.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
@@ -120,5 +134,62 @@ mod tests {
         ours.shutdown().await.unwrap();
         let waited = started.elapsed();
         assert!(waited >= LINGER && waited < LINGER * 2, "{waited:?}");
+    }
+
+    /// A stream that takes vectored writes and records how many pieces each one had.
+    #[derive(Default)]
+    struct Vectored(Vec<usize>);
+
+    impl AsyncRead for Vectored {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Vectored {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bytes: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().0.push(1);
+            Poll::Ready(Ok(bytes.len()))
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().0.push(bufs.len());
+            Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    // hyper copies every body into its own buffer for a stream that says it cannot take
+    // vectored writes: the wrapper must not hide that its TLS stream can.
+    #[tokio::test]
+    async fn vectored_writes_pass_through_whole() {
+        let mut ours = LingerIo::new(Vectored::default());
+        assert!(ours.is_write_vectored());
+        let pieces = [io::IoSlice::new(b"head"), io::IoSlice::new(b"body")];
+        assert_eq!(ours.write_vectored(&pieces).await.unwrap(), 8);
+        assert_eq!(ours.inner.0, [2]);
     }
 }
