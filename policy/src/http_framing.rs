@@ -3,6 +3,8 @@
 //!
 //! The scan is line-based: a line ending in ` HTTP/1.0` or ` HTTP/1.1` starts a head, a
 //! blank line ends it, and header lines in between are matched by name, case-insensitively.
+//! Inside a head such a line is a header like any other (`User-Agent: x HTTP/1.1`): it
+//! must not wipe what the head carried so far.
 //! It is incremental (any split of the stream gives the same answer), keeps a fixed 27
 //! bytes of state whatever the input, and can only err towards flagging: a body that
 //! itself contains such a head is flagged too.
@@ -89,7 +91,10 @@ impl HeadScan {
         let prefix = &self.prefix[..len.min(PREFIX)];
         if len == 0 {
             self.head = None;
-        } else if len >= TAIL && (&self.tail == b" http/1.1" || &self.tail == b" http/1.0") {
+        } else if len >= TAIL
+            && (&self.tail == b" http/1.1" || &self.tail == b" http/1.0")
+            && self.head.is_none()
+        {
             self.head = Some(Fields::default());
         } else if let Some(fields) = &mut self.head {
             if prefix.starts_with(b"content-length:") {
@@ -173,6 +178,18 @@ mod tests {
     }
 
     #[test]
+    fn a_header_ending_like_a_request_line_does_not_hide_the_other_framing_header() {
+        for pad in ["X-Pad: HTTP/1.1", "User-Agent: curl http/1.0"] {
+            assert!(scan(
+                format!("POST / HTTP/1.1\r\nContent-Length: 4\r\n{pad}\r\nTransfer-Encoding: chunked\r\n\r\n").as_bytes()
+            ), "{pad}");
+            assert!(scan(
+                format!("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n{pad}\r\nContent-Length: 4\r\n\r\n").as_bytes()
+            ), "{pad}");
+        }
+    }
+
+    #[test]
     fn the_flag_is_sticky() {
         let mut s = HeadScan::default();
         s.feed(BOTH.as_bytes());
@@ -193,7 +210,9 @@ mod tests {
                 .to_ascii_lowercase();
             if line.is_empty() {
                 head = None;
-            } else if line.ends_with(b" http/1.1") || line.ends_with(b" http/1.0") {
+            } else if head.is_none()
+                && (line.ends_with(b" http/1.1") || line.ends_with(b" http/1.0"))
+            {
                 head = Some((false, false));
             } else if let Some((length, encoding)) = &mut head {
                 *length |= line.starts_with(b"content-length:");
@@ -212,6 +231,7 @@ mod tests {
             Just(&b"TRANSFER-ENCODING: chunked"[..]),
             Just(&b"transfer-encoding:"[..]),
             Just(&b"Host: x"[..]),
+            Just(&b"X: HTTP/1.1"[..]),
             Just(&b"\r\n"[..]),
             Just(&b"\n"[..]),
             Just(&b"\r"[..]),

@@ -144,11 +144,14 @@ fn smuggling_shapes_and_header_floods_are_refused() {
         assert!(reply.starts_with("HTTP/1.1 400"), "{request:?}\n{reply}");
     }
     assert_eq!(upstream_count(&standin), before, "{:?}", standin.requests());
-    // Content-Length with Transfer-Encoding, in either order, with a second request
-    // behind the body: refused with 400, the connection closed, nothing upstream.
+    // Content-Length with Transfer-Encoding, in either order, also apart with a header
+    // between them that ends like a request line, with a second request behind the
+    // body: refused with 400, the connection closed, nothing upstream.
     for framing in [
         "Content-Length: 4\r\nTransfer-Encoding: chunked",
         "transfer-encoding: chunked\r\ncontent-length: 4",
+        "Content-Length: 4\r\nX-Pad: HTTP/1.1\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: chunked\r\nUser-Agent: git HTTP/1.0\r\nContent-Length: 4",
     ] {
         let mut tls = raw::mitm_tls(
             gitgate.addr,
