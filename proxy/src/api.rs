@@ -124,6 +124,13 @@ async fn rest_call(
             .repo
             .as_ref()
             .ok_or_else(|| internal("a ref change without a repository"))?;
+        let largest = call
+            .effect
+            .largest_blob(&json)
+            .map_err(|reason| deny_now(record, format!("{what}: {reason}")))?;
+        if let Some(too_large) = largest.and_then(|l| policy.decide_blob_size(l)) {
+            check(policy, record, &too_large)?;
+        }
         if !writes && !changes.is_empty() {
             // Moving a pull request's base names where its merges will write.
             check(policy, record, &policy.decide_push(repo))?;

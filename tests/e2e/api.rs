@@ -875,3 +875,41 @@ fn publishing_a_draft_release_is_decided_on_its_tag_looked_up() {
     );
     assert_eq!(tag("secret-1"), None);
 }
+
+/// A file written as a blob (or inline in a tree) and then put on a branch by moving a
+/// ref to a commit naming it: the ref move names an existing commit, so the size is
+/// decided where the blob is written.
+#[test]
+fn blobs_written_through_the_api_are_held_to_max_blob_size() {
+    let standin = standin();
+    let policy = "{allowedRepos: [acme/app], allowedRefs: ['agent/*'], api: [read, contents.write], maxBlobSize: 1KB}";
+    let gitgate = Gitgate::start(&app_config(&standin, policy));
+    let sandbox = Sandbox::new(&gitgate);
+    let big = "x".repeat(1001);
+    let blobs = "/repos/acme/app/git/blobs";
+    let trees = "/repos/acme/app/git/trees";
+    denied(
+        call(&sandbox, "POST", blobs, Some(&json!({"content": big}))),
+        "a file of 1001 bytes is larger than maxBlobSize (1.00 KB)",
+    );
+    let entry = json!({"path": "big.txt", "mode": "100644", "type": "blob", "content": big});
+    denied(
+        call(&sandbox, "POST", trees, Some(&json!({"tree": [entry]}))),
+        "a file of 1001 bytes is larger than maxBlobSize",
+    );
+    denied(
+        call(&sandbox, "POST", trees, Some(&json!({"tree": "abc"}))),
+        "\"tree\" is not a list of entries",
+    );
+    assert_eq!(reached(&standin, "POST", blobs), 0);
+    assert_eq!(reached(&standin, "POST", trees), 0);
+    // Base64 is measured decoded: 1,332 characters are 999 bytes, 1,336 are 1,002.
+    let small = json!({"content": "eHh4".repeat(333), "encoding": "base64"});
+    assert_ne!(call(&sandbox, "POST", blobs, Some(&small)).0, 403);
+    let large = json!({"content": "eHh4".repeat(334), "encoding": "base64"});
+    denied(
+        call(&sandbox, "POST", blobs, Some(&large)),
+        "a file of 1002 bytes",
+    );
+    assert_eq!(reached(&standin, "POST", blobs), 1);
+}

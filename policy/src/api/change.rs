@@ -12,8 +12,13 @@ use crate::refname::RefName;
 pub enum Effect {
     /// Nothing.
     None,
-    /// Writes git objects (blobs, trees, commits, tag objects) and no ref.
+    /// Writes git commits or tag objects and no ref.
     Objects,
+    /// `POST git/blobs`: writes the body's `content` as a blob, and no ref.
+    Blob,
+    /// `POST git/trees`: writes a tree, and a blob for each entry with inline `content`;
+    /// no ref.
+    Tree,
     /// `POST git/refs`: creates the body's `ref` at its `sha`.
     CreateRef,
     /// `PATCH git/refs/…`: moves this ref (`force` in the body).
@@ -136,7 +141,7 @@ impl Effect {
             content,
         };
         Ok(match self {
-            Effect::None | Effect::Objects => Vec::new(),
+            Effect::None | Effect::Objects | Effect::Blob | Effect::Tree => Vec::new(),
             Effect::CreateRef => vec![RefChange {
                 target: RefTarget::Named(full_ref(body, "ref")?),
                 kind: ChangeKind::Create,
@@ -227,6 +232,37 @@ impl Effect {
     }
 }
 
+impl Effect {
+    /// The size of the largest file the call writes without changing a ref (`Some(0)`
+    /// when it writes none), given its JSON body; `None` for calls that write no blob of
+    /// their own. A ref moved onto such a blob later only names an existing commit, so
+    /// `maxBlobSize` is applied here. `Err` says which field is unusable.
+    pub fn largest_blob(&self, body: &Value) -> Result<Option<u64>, String> {
+        Ok(Some(match self {
+            // Any encoding but base64 is counted as text, which is never less.
+            Effect::Blob => match optional_str(body, "encoding")? {
+                Some("base64") => base64_len(required_str(body, "content")?),
+                _ => required_str(body, "content")?.len() as u64,
+            },
+            Effect::Tree => {
+                let Some(Value::Array(entries)) = field(body, "tree") else {
+                    return Err("the body's \"tree\" is not a list of entries".into());
+                };
+                let mut largest = 0;
+                for entry in entries {
+                    if !entry.is_object() {
+                        return Err("an entry of the body's \"tree\" is not an object".into());
+                    }
+                    let content = optional_str(entry, "content")?.unwrap_or("");
+                    largest = largest.max(content.len() as u64);
+                }
+                largest
+            }
+            _ => return Ok(None),
+        }))
+    }
+}
+
 /// Whether `path` names a file plainly: no empty, `.` or `..` segment (so no leading,
 /// trailing or doubled `/`), no backslash, no control character. Another spelling could
 /// name a protected file without matching its pattern.
@@ -306,6 +342,18 @@ fn short_ref(prefix: &str, name: &str) -> Result<String, String> {
 }
 
 impl Policy {
+    /// A file of `largest` bytes written through the API, under `maxBlobSize`: the
+    /// denial when it is larger.
+    pub fn decide_blob_size(&self, largest: u64) -> Option<Decision> {
+        let max = self.max_blob_size?;
+        (largest > max.0).then(|| {
+            Decision::deny(
+                "maxBlobSize",
+                format!("a file of {largest} bytes is larger than maxBlobSize ({max})"),
+            )
+        })
+    }
+
     /// One ref change made through the API, under the push rules: a valid name that
     /// matches `allowedRefs`; a delete needs `allowDeletes`; a forced update needs
     /// `forcePush: allow` or `forcePushAllowedRefs`. GitHub writes API commits itself, so
@@ -353,13 +401,9 @@ impl Policy {
             );
         }
         if let Content::Files { largest, .. } = content
-            && let Some(max) = self.max_blob_size
-            && *largest > max.0
+            && let Some(denial) = self.decide_blob_size(*largest)
         {
-            return Decision::deny(
-                "maxBlobSize",
-                format!("a file of {largest} bytes is larger than maxBlobSize ({max})"),
-            );
+            return denial;
         }
         if !self.protected_paths.is_empty() {
             let Content::Files { paths, .. } = content else {
@@ -599,5 +643,52 @@ mod tests {
             p.decide_ref_change("refs/heads/main", ChangeKind::Delete, &Content::None)
                 .allowed
         );
+    }
+
+    #[test]
+    fn blobs_and_inline_tree_contents_are_measured() {
+        let blob = |body| Effect::Blob.largest_blob(&body);
+        assert_eq!(blob(json!({"content": "hello"})), Ok(Some(5)));
+        assert_eq!(
+            blob(json!({"content": "hello", "encoding": "utf-8"})),
+            Ok(Some(5))
+        );
+        assert_eq!(
+            blob(json!({"content": "aGVsbG8h", "encoding": "base64"})),
+            Ok(Some(6))
+        );
+        // Anything GitHub might read as other than base64 counts as text.
+        assert_eq!(
+            blob(json!({"content": "aGVsbG8h", "encoding": "Base64"})),
+            Ok(Some(8))
+        );
+        assert!(blob(json!({"encoding": "utf-8"})).is_err());
+        assert!(blob(json!({"content": 5})).is_err());
+        let tree = |body| Effect::Tree.largest_blob(&body);
+        let entries = json!({"base_tree": "a", "tree": [
+            {"path": "a", "mode": "100644", "type": "blob", "content": "12345678901"},
+            {"path": "b", "mode": "100644", "type": "blob", "sha": "b"},
+            {"path": "c", "mode": "100644", "type": "blob", "content": null, "sha": "c"},
+        ]});
+        assert_eq!(tree(entries), Ok(Some(11)));
+        assert_eq!(tree(json!({"tree": []})), Ok(Some(0)));
+        assert!(tree(json!({"tree": "abc"})).is_err());
+        assert!(tree(json!({})).is_err());
+        assert!(tree(json!({"tree": [1]})).is_err());
+        assert!(tree(json!({"tree": [{"path": "a", "content": []}]})).is_err());
+        let commit = json!({"message": "m", "tree": "a", "content": "x"});
+        assert_eq!(Effect::Objects.largest_blob(&commit), Ok(None));
+        assert_eq!(Effect::None.largest_blob(&Value::Null), Ok(None));
+    }
+
+    #[test]
+    fn max_blob_size_bounds_blobs_written_without_a_ref() {
+        let p = policy("{allowedRepos: [acme/app], allowedRefs: ['**'], maxBlobSize: 10B}");
+        assert_eq!(p.decide_blob_size(10), None);
+        let d = p.decide_blob_size(11).unwrap();
+        assert_eq!((d.allowed, d.rule.as_str()), (false, "maxBlobSize"));
+        assert!(d.reason.contains("11 bytes"), "{}", d.reason);
+        let p = policy("{allowedRepos: [acme/app], allowedRefs: ['**']}");
+        assert_eq!(p.decide_blob_size(u64::MAX), None);
     }
 }

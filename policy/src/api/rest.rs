@@ -167,9 +167,9 @@ fn repo_route(method: &str, read: bool, tail: &[&str]) -> Option<(&'static [Oper
             "POST" | "DELETE",
             ["issues", n, "reactions", ..] | ["issues", "comments", n, "reactions", ..],
         ) if is_number(n) => none(&[Op::IssuesWrite, Op::PullsComment]),
-        ("POST", ["git", "blobs" | "trees" | "commits" | "tags"]) => {
-            Some((CONTENTS_WRITE, Effect::Objects))
-        }
+        ("POST", ["git", "blobs"]) => Some((CONTENTS_WRITE, Effect::Blob)),
+        ("POST", ["git", "trees"]) => Some((CONTENTS_WRITE, Effect::Tree)),
+        ("POST", ["git", "commits" | "tags"]) => Some((CONTENTS_WRITE, Effect::Objects)),
         ("POST", ["git", "refs"]) => Some((CONTENTS_WRITE, Effect::CreateRef)),
         ("PATCH", ["git", "refs", name @ ..]) if !name.is_empty() => {
             Some((CONTENTS_WRITE, Effect::UpdateRef(ref_from_path(name)?)))
@@ -326,6 +326,18 @@ mod tests {
                 "/repos/acme/app/git/commits",
                 &[Op::ContentsWrite],
                 Effect::Objects,
+            ),
+            (
+                "POST",
+                "/repos/acme/app/git/blobs",
+                &[Op::ContentsWrite],
+                Effect::Blob,
+            ),
+            (
+                "POST",
+                "/repos/acme/app/git/trees",
+                &[Op::ContentsWrite],
+                Effect::Tree,
             ),
             (
                 "PATCH",
