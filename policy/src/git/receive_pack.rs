@@ -73,9 +73,10 @@ impl PushHeader {
         self.has_capability("report-status") || self.has_capability("report-status-v2")
     }
 
-    /// Whether the capability was sent (exact token, e.g. `atomic`).
+    /// Whether the capability was asked for, as git reads it (`atomic`, or with a value:
+    /// `push-options=x`).
     pub fn has_capability(&self, name: &str) -> bool {
-        self.capabilities.iter().any(|c| c == name)
+        self.capabilities.iter().any(|c| super::asks_for(c, name))
     }
 
     /// Whether this is git's `0000` probe before a large (chunked) push: no commands, no
@@ -979,6 +980,16 @@ pub(crate) mod tests {
         ]))
         .unwrap();
         assert_eq!(h.push_options, [""]);
+        // git reads a capability with a value as the capability: push options follow.
+        let h = read_all(&body(&[
+            &format!("{A} {B} refs/heads/x\0push-options=1 report-status=x"),
+            "0000",
+            "ci.skip",
+            "0000",
+        ]))
+        .unwrap();
+        assert_eq!(h.push_options, ["ci.skip"]);
+        assert!(h.wants_report());
         let mut reader = CommandReader::new(Limits::default());
         let mut data = body(&[&format!("{A} {Z} refs/heads/x\0report-status"), "0000"]);
         let header_len = data.len();

@@ -29,7 +29,11 @@ pub enum SideBand {
 impl SideBand {
     /// Picks the side-band from a capability list (`side-band-64k` wins).
     pub fn from_capabilities<S: AsRef<str>>(capabilities: &[S]) -> SideBand {
-        let has = |name: &str| capabilities.iter().any(|c| c.as_ref() == name);
+        let has = |name: &str| {
+            capabilities
+                .iter()
+                .any(|c| super::asks_for(c.as_ref(), name))
+        };
         if has("side-band-64k") {
             SideBand::Band64k
         } else if has("side-band") {
