@@ -17,6 +17,10 @@ use crate::upstream::Dialer;
 
 /// Cached answers of each kind kept before that cache is emptied and starts over.
 const CACHE_ENTRIES: usize = 4096;
+/// Bytes the cached answers of each kind may hold before that cache is emptied and
+/// starts over: a tree answer can hold megabytes, and a sandbox can make gitgate fetch
+/// trees of its choosing (the bases of a crafted thin pack).
+const CACHE_BYTES: usize = 32 << 20;
 /// The largest answer read.
 const MAX_ANSWER: usize = 8 << 20;
 
@@ -493,30 +497,76 @@ fn server_tree(api: ApiTree, id: &ObjectId) -> Result<ServerTree, String> {
     Ok(ServerTree { entries, raw })
 }
 
-/// A bounded map of definite answers.
-struct Cache<K, V>(Mutex<HashMap<K, V>>);
+/// Roughly the bytes a cached answer holds beyond its own size (its keys are a
+/// repository name and object ids: a few hundred bytes at most).
+trait Weight {
+    fn weight(&self) -> usize;
+}
 
-impl<K, V> Default for Cache<K, V> {
-    fn default() -> Self {
-        Self(Mutex::new(HashMap::new()))
+impl Weight for bool {
+    fn weight(&self) -> usize {
+        0
     }
 }
 
-impl<K: std::hash::Hash + Eq, V: Clone> Cache<K, V> {
+impl Weight for ObjectId {
+    fn weight(&self) -> usize {
+        self.as_str().len()
+    }
+}
+
+impl Weight for ServerTree {
+    fn weight(&self) -> usize {
+        let entries = self
+            .entries
+            .iter()
+            .map(|e| std::mem::size_of::<TreeEntry>() + e.name.len() + e.id.weight());
+        self.raw.len() + entries.sum::<usize>()
+    }
+}
+
+/// A map of definite answers, bounded in count and in bytes.
+struct Cache<K, V>(Mutex<Held<K, V>>);
+
+struct Held<K, V> {
+    map: HashMap<K, V>,
+    bytes: usize,
+}
+
+impl<K, V> Default for Cache<K, V> {
+    fn default() -> Self {
+        Self(Mutex::new(Held {
+            map: HashMap::new(),
+            bytes: 0,
+        }))
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone + Weight> Cache<K, V> {
     fn get(&self, key: &K) -> Option<V> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
+        self.lock().map.get(key).cloned()
     }
 
+    /// Keeps `value`, unless it alone would take more than a quarter of the bytes.
     fn put(&self, key: K, value: V) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= CACHE_ENTRIES {
-            map.clear();
+        let weight = |v: &V| std::mem::size_of::<(K, V)>() + v.weight();
+        let adds = weight(&value);
+        if adds > CACHE_BYTES / 4 {
+            return;
         }
-        map.insert(key, value);
+        let mut held = self.lock();
+        if held.map.len() >= CACHE_ENTRIES || held.bytes + adds > CACHE_BYTES {
+            held.map.clear();
+            held.bytes = 0;
+        }
+        held.bytes += adds;
+        if let Some(old) = held.map.insert(key, value) {
+            held.bytes -= weight(&old);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held<K, V>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -588,5 +638,36 @@ mod tests {
         };
         let error = server_tree(api, &id).unwrap_err();
         assert!(error.starts_with("does not hash to its id"), "{error}");
+    }
+
+    fn tree_of(bytes: usize) -> ServerTree {
+        ServerTree {
+            entries: Vec::new(),
+            raw: vec![0; bytes],
+        }
+    }
+
+    #[test]
+    fn the_caches_hold_a_bounded_number_of_bytes() {
+        let cache = Cache::<u32, ServerTree>::default();
+        // Trees of 1 MiB each: far fewer than CACHE_ENTRIES of them fill the bytes.
+        for key in 0..200 {
+            cache.put(key, tree_of(1 << 20));
+            assert!(cache.lock().bytes <= CACHE_BYTES, "after {key}");
+        }
+        let held = cache.lock();
+        assert!(held.map.len() < 32, "{}", held.map.len());
+        let counted: usize = held.map.values().map(|t| t.raw.len()).sum();
+        assert!(held.bytes >= counted, "{} < {counted}", held.bytes);
+        drop(held);
+        // A tree too large to keep is answered but not kept.
+        cache.put(1000, tree_of(CACHE_BYTES / 4));
+        assert!(cache.get(&1000).is_none());
+        // Putting the same key again does not count it twice.
+        let cache = Cache::<u32, ServerTree>::default();
+        cache.put(1, tree_of(1000));
+        let once = cache.lock().bytes;
+        cache.put(1, tree_of(1000));
+        assert_eq!(cache.lock().bytes, once);
     }
 }
