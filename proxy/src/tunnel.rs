@@ -17,6 +17,8 @@ use crate::budget::Spent;
 use crate::client_hello::{self, Hello};
 use crate::connect::Target;
 use crate::git::enforce;
+use crate::idle::IdleIo;
+use crate::settings::Limits;
 use crate::state::{ConnCtx, State};
 use crate::tap::{Tap, TapIo};
 
@@ -45,8 +47,9 @@ pub(crate) async fn run(
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let allowed = (&*policy, &target.host, &mut record);
     let client = (&mut client_read, &mut client_write);
+    let limits = &state.settings.limits;
     tokio::select! {
-        pumped = pump(client, (upstream, first), allowed) => {
+        pumped = pump(client, (upstream, first, limits), allowed) => {
             if let Err(error) = pumped {
                 tracing::debug!(%error, "tunnel ended with an error");
             }
@@ -63,24 +66,40 @@ pub(crate) async fn run(
 
 /// Copies both ways, the client's first bytes, gathered in `first` against the memory
 /// budget, checked before any reach `host`: a tunnel they take elsewhere is refused and
-/// recorded in `record` (in report mode, recorded and let through).
+/// recorded in `record` (in report mode, recorded and let through). First bytes that
+/// take longer than `tlsHandshakeTimeout` to show what they are end the tunnel, so a
+/// client cannot hold a tunnel by trickling an endless ClientHello; the upstream side
+/// has its own `idleTimeout`, so a client that closed its side cannot hold the tunnel
+/// open on a host that says nothing.
 async fn pump<R, W>(
     (client_read, client_write): (&mut R, &mut W),
-    (upstream, first): (TcpStream, Gathered),
+    (upstream, first, limits): (TcpStream, Gathered, &Limits),
     (policy, host, record): (&Policy, &HostName, &mut Record),
 ) -> std::io::Result<()>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
-    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+    let upstream = IdleIo::new(upstream, limits.idle_timeout);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+    let hello_within = limits.tls_handshake_timeout;
     let down = async {
         tokio::io::copy(&mut upstream_read, client_write).await?;
         client_write.shutdown().await
     };
     // `Ok(false)`: refused.
     let up = async {
-        let (hello, first) = match read_hello(client_read, first).await? {
+        let Ok(read) = tokio::time::timeout(hello_within, read_hello(client_read, first)).await
+        else {
+            // A limit, not policy: refused in report mode too.
+            let reason = format!(
+                "the tunnel's first bytes did not show what they are (a whole TLS ClientHello) within limits.tlsHandshakeTimeout ({hello_within:?})"
+            );
+            tracing::info!(%host, %reason, "tunnel refused");
+            record.decide(Verdict::Deny, "limits.tlsHandshakeTimeout", &reason);
+            return Ok(false);
+        };
+        let (hello, first) = match read? {
             Ok(read) => read,
             Err((spent, first)) => {
                 // Memory, not policy: refused in report mode too.

@@ -2,7 +2,7 @@
 //! status the client gets, that no token reaches the client or a non-GitHub host, and
 //! that gitgate still serves a normal clone afterwards.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -577,7 +577,8 @@ fn unfinished_client_hellos_in_tunnels_take_only_the_clients_share_of_memory() {
         harness::limited_config(
             &standin,
             "{allowedRepos: [acme/app], allowHosts: [tunnel.test]}",
-            "{maxBufferedBodyBytes: 16MiB, maxBufferedBodyBytesPerClient: 8MiB}",
+            // The unfinished hellos are held for the whole test, not cut off as slow.
+            "{maxBufferedBodyBytes: 16MiB, maxBufferedBodyBytesPerClient: 8MiB, tlsHandshakeTimeout: 10m}",
         )
     ));
     // A handshake record announcing a 60 KiB ClientHello, then 48 KiB of it in three full
@@ -1233,6 +1234,83 @@ fn max_tunnels_and_idle_tunnels_are_limited() {
     );
     gitgate.wait_for_record(|r| r["rule"] == "limits.maxTunnels");
     still_serves(&gitgate, &standin, "after");
+}
+
+/// A tunnel whose ClientHello trickles in a byte at a time, each in time for
+/// `idleTimeout`, is ended once `tlsHandshakeTimeout` is over: it cannot hold a tunnel
+/// slot without ever showing where it goes.
+#[test]
+fn a_trickled_client_hello_ends_the_tunnel_at_the_handshake_timeout() {
+    let standin = harness::standin();
+    let gitgate = limited(&standin, "{tlsHandshakeTimeout: 1s, idleTimeout: 30s}");
+    let mut tcp = TcpStream::connect(gitgate.addr).unwrap();
+    tcp.write_all(b"CONNECT tunnel.test:443 HTTP/1.1\r\nHost: tunnel.test:443\r\n\r\n")
+        .unwrap();
+    let head = raw::read_response(&mut tcp);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // A handshake record announcing 16 KiB, then one byte of it every 200 ms.
+    tcp.write_all(&[0x16, 0x03, 0x01, 0x40, 0x00]).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let started = Instant::now();
+    let closed = loop {
+        match (&tcp).read(&mut [0u8; 1]) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Ok(0) | Err(_) => break true,
+            Ok(_) => panic!("the host answered a ClientHello that never came"),
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+        if tcp.write_all(&[0]).is_err() {
+            break true;
+        }
+    };
+    let took = started.elapsed();
+    assert!(closed && took < Duration::from_secs(5), "{took:?}");
+    let record = gitgate.wait_for_record(|r| r["rule"] == "limits.tlsHandshakeTimeout");
+    assert_eq!(record["host"], "tunnel.test", "{record}");
+    assert_eq!(record["decision"], "deny", "{record}");
+    still_serves(&gitgate, &standin, "after");
+}
+
+/// A tunnel whose client closed its side, to a host that keeps its side open and says
+/// nothing, ends at `idleTimeout` like any idle connection.
+#[test]
+fn a_half_closed_tunnel_to_a_silent_host_ends_at_the_idle_timeout() {
+    let standin = harness::standin();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    // Accepts and holds each connection, never reading, writing or closing.
+    std::thread::spawn(move || {
+        let held: Vec<TcpStream> = silent.incoming().map_while(Result::ok).collect();
+        drop(held);
+    });
+    let config = harness::limited_config(
+        &standin,
+        "{allowedRepos: [acme/app], allowHosts: [silent.test]}",
+        "{idleTimeout: 2s}",
+    )
+    .replace(
+        "resolve: {",
+        &format!("resolve: {{silent.test: \"127.0.0.1:{port}\", "),
+    );
+    let gitgate = Gitgate::start(&config);
+    let mut tcp = TcpStream::connect(gitgate.addr).unwrap();
+    tcp.write_all(b"CONNECT silent.test:443 HTTP/1.1\r\nHost: silent.test:443\r\n\r\n")
+        .unwrap();
+    let head = raw::read_response(&mut tcp);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tcp.write_all(b"SSH-2.0-client\r\n").unwrap();
+    tcp.shutdown(std::net::Shutdown::Write).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let started = Instant::now();
+    let read = (&tcp).read(&mut [0u8; 1]);
+    let took = started.elapsed();
+    assert!(
+        matches!(read, Ok(0) | Err(_)) && took < Duration::from_secs(8),
+        "{read:?} after {took:?}"
+    );
 }
 
 #[test]
