@@ -600,3 +600,58 @@ fn a_slow_installation_lookup_for_one_owner_holds_up_no_other() {
     let out = stalled.join().unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// An owner wildcard lets a sandbox name any account: each unknown one costs GitHub App
+/// calls on the rate limit every mint shares, so gitgate looks up at most 30 a minute
+/// (one more every 2 s), says so past that, and known owners keep working.
+#[test]
+fn installation_lookups_of_unknown_owners_are_held_to_a_budget() {
+    let standin = harness::standin();
+    let gitgate = Gitgate::start(&app_config(
+        &standin,
+        "{allowedRepos: ['*/app', acme/lib-core]}",
+    ));
+    let sandbox = Sandbox::new(&gitgate);
+    let started = std::time::Instant::now();
+    sandbox.clone_repo("acme/lib-core", "known");
+    let lookups = || {
+        let requests = standin.requests();
+        let mut owners: Vec<String> = requests
+            .iter()
+            .filter(|r| r.path().ends_with("/installation"))
+            .filter_map(|r| r.path().split('/').nth(2).map(str::to_owned))
+            .collect();
+        owners.dedup();
+        owners.len()
+    };
+    let answer = |owner: &str| {
+        let url = format!("https://github.com/{owner}/app.git/info/refs?service=git-upload-pack");
+        text(&sandbox.curl(&["-sS", &url]))
+    };
+    let held = (1..=100).find_map(|n| {
+        let answer = answer(&format!("nobody{n}"));
+        match answer.contains("not installed") {
+            true => None,
+            false => Some((n, answer)),
+        }
+    });
+    let (n, held) = held.expect("100 unknown accounts were all looked up");
+    assert!(
+        held.contains("installations of 30 accounts in the last minute")
+            && held.contains("retry in a minute"),
+        "{n}: {held}"
+    );
+    // At most the budget, and what came back while the requests ran.
+    let refilled = started.elapsed().as_secs() as usize / 2 + 1;
+    let looked_up = lookups();
+    assert!(looked_up <= 30 + refilled, "{looked_up} lookups");
+    assert!(
+        !standin
+            .requests()
+            .iter()
+            .any(|r| r.path().contains(&format!("/nobody{n}/"))),
+        "a held-back lookup reached GitHub"
+    );
+    // An owner already known needs no lookup.
+    sandbox.clone_repo("acme/lib-core", "again");
+}

@@ -49,4 +49,7 @@ pub enum TokenError {
     /// No GitHub user is logged in, or the login failed; says what to do.
     #[error("{0}")]
     User(String),
+    /// gitgate held a call to GitHub back to spare the App's rate limit; says why.
+    #[error("{0}")]
+    Throttled(String),
 }

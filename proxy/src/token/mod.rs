@@ -552,11 +552,48 @@ struct Lookups {
     /// One lookup at a time per owner, held across its API calls; other owners, and
     /// owners already known, never wait for it.
     running: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    budget: LookupBudget,
 }
 
 /// A failed installation lookup is not repeated for this long (each lookup costs up to
 /// three API calls).
 const LOOKUP_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The most installation lookups a minute. Each spends up to three calls of the App's
+/// own rate limit, which every token mint needs, and an owner wildcard in `allowedRepos`
+/// (`*/tools`) lets a sandbox name as many owners as it likes; owners already known
+/// (or configured) need no lookup and are never held back.
+const LOOKUPS_PER_MINUTE: u32 = 30;
+
+/// Lookups left, refilled evenly over each minute up to [`LOOKUPS_PER_MINUTE`].
+struct LookupBudget {
+    left: f64,
+    at: std::time::Instant,
+}
+
+impl Default for LookupBudget {
+    fn default() -> Self {
+        Self {
+            left: f64::from(LOOKUPS_PER_MINUTE),
+            at: std::time::Instant::now(),
+        }
+    }
+}
+
+impl LookupBudget {
+    /// Takes one lookup at `now`, if one is left.
+    fn take(&mut self, now: std::time::Instant) -> bool {
+        let most = f64::from(LOOKUPS_PER_MINUTE);
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * most / 60.0;
+        self.left = (self.left + refill).min(most);
+        self.at = now;
+        let left = self.left >= 1.0;
+        if left {
+            self.left -= 1.0;
+        }
+        left
+    }
+}
 
 impl Installations {
     fn new(configured: std::collections::BTreeMap<String, u64>) -> Self {
@@ -612,6 +649,11 @@ impl Installations {
             installations: self,
             owner,
         };
+        if !self.lookups().budget.take(std::time::Instant::now()) {
+            return Err(TokenError::Throttled(format!(
+                "gitgate has looked up the GitHub App installations of {LOOKUPS_PER_MINUTE} accounts in the last minute, its most (each lookup spends the App's own rate limit, which every token needs); the installation for {owner} is not known yet: retry in a minute, or name it in github.app.installations"
+            )));
+        }
         let result = client.installation(owner, repo.name()).await;
         let now = SystemTime::now();
         let mut lookups = self.lookups();
@@ -684,4 +726,33 @@ pub(crate) fn api_client(dialer: &Dialer) -> reqwest::Result<reqwest::Client> {
         builder = builder.resolve(host, *addr);
     }
     builder.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_are_held_to_the_budget_and_it_refills_evenly() {
+        let start = std::time::Instant::now();
+        let mut budget = LookupBudget {
+            left: f64::from(LOOKUPS_PER_MINUTE),
+            at: start,
+        };
+        for n in 0..LOOKUPS_PER_MINUTE {
+            assert!(budget.take(start), "lookup {n}");
+        }
+        assert!(!budget.take(start));
+        // One lookup comes back every 60 / LOOKUPS_PER_MINUTE seconds.
+        let every = Duration::from_secs(60) / LOOKUPS_PER_MINUTE;
+        assert!(!budget.take(start + every / 2));
+        assert!(budget.take(start + every));
+        assert!(!budget.take(start + every));
+        // Idle for long, it holds no more than a minute's worth.
+        let later = start + Duration::from_secs(3600);
+        let taken = (0..LOOKUPS_PER_MINUTE * 2)
+            .take_while(|_| budget.take(later))
+            .count();
+        assert_eq!(taken, LOOKUPS_PER_MINUTE as usize);
+    }
 }
