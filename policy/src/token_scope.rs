@@ -117,6 +117,16 @@ impl Policy {
         })
     }
 
+    /// Whether an `allowedRepos` pattern names `owner` itself, not through a wildcard:
+    /// the operator chose it (a sandbox cannot make up more of them).
+    pub fn names_owner(&self, owner: &str) -> bool {
+        self.repos.iter().any(|pattern| {
+            pattern
+                .literal_owner()
+                .is_some_and(|named| named.eq_ignore_ascii_case(owner))
+        })
+    }
+
     /// The accounts `allowedRepos` names literally, each with one repository of it to
     /// look its installation up by (a literal one when the policy has it), for
     /// `gitgate doctor`. Accounts matched only by owner globs cannot be listed.
@@ -141,6 +151,17 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owners_named_without_a_wildcard_are_told_apart() {
+        let policy = Policy::from_yaml(
+            "{allowedRepos: ['*/tools', 'acme/*', Beta/app, 'gamma-*/x']}",
+            &["github.com".to_owned()],
+        )
+        .unwrap();
+        assert!(policy.names_owner("acme") && policy.names_owner("beta"));
+        assert!(!policy.names_owner("zeta") && !policy.names_owner("gamma-1"));
+    }
 
     fn scope(yaml: &str, owner: &str) -> Option<TokenScope> {
         Policy::from_yaml(yaml, &["github.com".to_owned()])

@@ -312,7 +312,10 @@ impl Tokens {
                     return Ok(None);
                 };
                 let narrow = scope.narrowed_to(repo.name());
-                let (key, minted) = match mint(client, cache, installations, repo, scope).await {
+                // Only owners a wildcard let the sandbox choose are held to the budget.
+                let budgeted = !policy.names_owner(repo.owner());
+                let installs = (installations, budgeted);
+                let (key, minted) = match mint(client, cache, installs, repo, scope).await {
                     // One repository of the list may be gone or outside the installation:
                     // that must not cut the sandbox off from the others, so this one gets
                     // a token of its own (`gitgate doctor` still reports the list refused).
@@ -322,7 +325,7 @@ impl Tokens {
                             %repo,
                             "GitHub refused a token for all of this owner's allowed repositories (is one deleted, renamed, or not in the App's installation? `gitgate doctor` says which list); using a token for this repository alone"
                         );
-                        mint(client, cache, installations, repo, narrow).await?
+                        mint(client, cache, installs, repo, narrow).await?
                     }
                     result => result?,
                 };
@@ -480,7 +483,8 @@ impl Tokens {
         let mut rows = Vec::new();
         for repo in repos {
             for scope in policy.token_scopes(repo.owner()) {
-                let (key, minted) = mint(client, cache, installations, repo, scope).await?;
+                let installs = (installations, false);
+                let (key, minted) = mint(client, cache, installs, repo, scope).await?;
                 rows.push(DoctorRow {
                     owner: key.owner,
                     installation: key.installation,
@@ -508,16 +512,17 @@ fn has_profile(policies: &Policies, profile: &str) -> bool {
 
 /// A token for `scope` on `repo`'s installation. When GitHub no longer knows a looked-up
 /// installation (404: the App was uninstalled or reinstalled), the installation is looked
-/// up again once, so the request gets a token from the new one.
+/// up again once, so the request gets a token from the new one. A lookup is held to the
+/// [`LOOKUPS_PER_MINUTE`] budget when `budgeted`.
 async fn mint(
     client: &AppClient,
     cache: &Arc<TokenCache>,
-    installations: &Installations,
+    (installations, budgeted): (&Installations, bool),
     repo: &RepoPath,
     scope: TokenScope,
 ) -> Result<(ScopeKey, app::Minted), TokenError> {
     let owner = repo.owner().to_owned();
-    let (installation, looked_up) = installations.get(client, repo).await?;
+    let (installation, looked_up) = installations.get(client, repo, budgeted).await?;
     let key = ScopeKey {
         owner,
         installation,
@@ -526,7 +531,7 @@ async fn mint(
     match cache.get(&key).await {
         Err(TokenError::Refused { status: 404, .. }) if looked_up => {
             installations.forget(&key.owner, installation);
-            let (installation, _) = installations.get(client, repo).await?;
+            let (installation, _) = installations.get(client, repo, budgeted).await?;
             let key = ScopeKey {
                 installation,
                 ..key
@@ -559,10 +564,11 @@ struct Lookups {
 /// three API calls).
 const LOOKUP_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The most installation lookups a minute. Each spends up to three calls of the App's
-/// own rate limit, which every token mint needs, and an owner wildcard in `allowedRepos`
-/// (`*/tools`) lets a sandbox name as many owners as it likes; owners already known
-/// (or configured) need no lookup and are never held back.
+/// The most installation lookups a minute of owners only a wildcard allows. Each spends
+/// up to three calls of the App's own rate limit, which every token mint needs, and an
+/// owner wildcard in `allowedRepos` (`*/tools`) lets a sandbox name as many owners as it
+/// likes. Owners a policy names, and owners already known or configured, are never held
+/// back.
 const LOOKUPS_PER_MINUTE: u32 = 30;
 
 /// Lookups left, refilled evenly over each minute up to [`LOOKUPS_PER_MINUTE`].
@@ -623,8 +629,14 @@ impl Installations {
             .map(|(error, _)| Err(error.clone()))
     }
 
-    /// The installation for `repo.owner`, and whether it was looked up (not configured).
-    async fn get(&self, client: &AppClient, repo: &RepoPath) -> Result<(u64, bool), TokenError> {
+    /// The installation for `repo.owner`, and whether it was looked up (not configured);
+    /// a lookup is held to the budget when `budgeted`.
+    async fn get(
+        &self,
+        client: &AppClient,
+        repo: &RepoPath,
+        budgeted: bool,
+    ) -> Result<(u64, bool), TokenError> {
         let owner = repo.owner();
         if let Some(id) = self.configured.get(owner) {
             return Ok((*id, false));
@@ -649,7 +661,7 @@ impl Installations {
             installations: self,
             owner,
         };
-        if !self.lookups().budget.take(std::time::Instant::now()) {
+        if budgeted && !self.lookups().budget.take(std::time::Instant::now()) {
             return Err(TokenError::Throttled(format!(
                 "gitgate has looked up the GitHub App installations of {LOOKUPS_PER_MINUTE} accounts in the last minute, its most (each lookup spends the App's own rate limit, which every token needs); the installation for {owner} is not known yet: retry in a minute, or name it in github.app.installations"
             )));
