@@ -67,8 +67,8 @@ pub(crate) async fn run(
 /// Copies both ways, the client's first bytes, gathered in `first` against the memory
 /// budget, checked before any reach `host`: a tunnel they take elsewhere is refused and
 /// recorded in `record` (in report mode, recorded and let through). First bytes that
-/// take longer than `tlsHandshakeTimeout` to show what they are end the tunnel, so a
-/// client cannot hold a tunnel by trickling an endless ClientHello; the upstream side
+/// take longer than `tlsHandshakeTimeout` from the first one to show what they are end
+/// the tunnel, so a client cannot hold it by trickling an endless ClientHello; the upstream side
 /// has its own `idleTimeout`, so a client that closed its side cannot hold the tunnel
 /// open on a host that says nothing.
 async fn pump<R, W>(
@@ -82,26 +82,25 @@ where
 {
     let upstream = IdleIo::new(upstream, limits.idle_timeout);
     let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
-    let hello_within = limits.tls_handshake_timeout;
     let down = async {
         tokio::io::copy(&mut upstream_read, client_write).await?;
         client_write.shutdown().await
     };
     // `Ok(false)`: refused.
     let up = async {
-        let Ok(read) = tokio::time::timeout(hello_within, read_hello(client_read, first)).await
-        else {
-            // A limit, not policy: refused in report mode too.
-            let reason = format!(
-                "the tunnel's first bytes did not show what they are (a whole TLS ClientHello) within limits.tlsHandshakeTimeout ({hello_within:?})"
-            );
-            tracing::info!(%host, %reason, "tunnel refused");
-            record.decide(Verdict::Deny, "limits.tlsHandshakeTimeout", &reason);
-            return Ok(false);
-        };
-        let (hello, first) = match read? {
-            Ok(read) => read,
-            Err((spent, first)) => {
+        let within = limits.tls_handshake_timeout;
+        let (hello, first) = match read_hello(client_read, first, within).await? {
+            FirstBytes::Read(hello, first) => (hello, first),
+            FirstBytes::TooSlow => {
+                // A limit, not policy: refused in report mode too.
+                let reason = format!(
+                    "the tunnel's first bytes did not make a whole TLS ClientHello within limits.tlsHandshakeTimeout ({within:?}) of the first one"
+                );
+                tracing::info!(%host, %reason, "tunnel refused");
+                record.decide(Verdict::Deny, "limits.tlsHandshakeTimeout", &reason);
+                return Ok(false);
+            }
+            FirstBytes::OverBudget(spent, first) => {
                 // Memory, not policy: refused in report mode too.
                 let reason = busy("this tunnel's first bytes", first.budget(), spent);
                 tracing::info!(%host, %reason, "tunnel refused");
@@ -137,21 +136,39 @@ where
     }
 }
 
-/// What the client's first bytes are, and the bytes; or, with what was gathered, why
-/// the memory budget let no more be held.
-type FirstBytes = Result<(Hello, Gathered), (Spent, Gathered)>;
+/// The client's first bytes, as far as it takes to know what they are.
+enum FirstBytes {
+    /// What they are, and the bytes.
+    Read(Hello, Gathered),
+    /// They did not show what they are in time.
+    TooSlow,
+    /// The memory budget let no more be held: why, and what was gathered.
+    OverBudget(Spent, Gathered),
+}
 
-/// Reads the client's first bytes into `first`, as far as it takes to know what they are.
+/// Reads the client's first bytes into `first`, as far as it takes to know what they
+/// are, within `within` of the first one. The time starts only then: a client may wait
+/// for the host to speak first (SMTP, FTP), for as long as `idleTimeout` allows.
 async fn read_hello(
     client: &mut (impl tokio::io::AsyncRead + Unpin),
     mut first: Gathered,
+    within: std::time::Duration,
 ) -> std::io::Result<FirstBytes> {
     let mut chunk = vec![0; READ_CHUNK];
     let mut needed = 1;
+    let mut deadline = None;
     loop {
-        let n = client.read(&mut chunk).await?;
+        let read = client.read(&mut chunk);
+        let n = match deadline {
+            None => read.await?,
+            Some(deadline) => match tokio::time::timeout_at(deadline, read).await {
+                Ok(n) => n?,
+                Err(_) => return Ok(FirstBytes::TooSlow),
+            },
+        };
+        deadline.get_or_insert_with(|| tokio::time::Instant::now() + within);
         if let Err(spent) = first.push(&chunk[..n], client_hello::MAX_HELLO) {
-            return Ok(Err((spent, first)));
+            return Ok(FirstBytes::OverBudget(spent, first));
         }
         if n == 0 {
             // The client closed its side: with nothing said, there is nothing to check;
@@ -160,14 +177,14 @@ async fn read_hello(
                 0 => Hello::NotTls,
                 _ => Hello::Unreadable("the client stopped sending mid-ClientHello".into()),
             };
-            return Ok(Ok((hello, first)));
+            return Ok(FirstBytes::Read(hello, first));
         }
         // Read again only once the bytes it waits for are there.
         if first.len() < needed {
             continue;
         }
         match client_hello::read(first.bytes()) {
-            Ok(hello) => return Ok(Ok((hello, first))),
+            Ok(hello) => return Ok(FirstBytes::Read(hello, first)),
             Err(more) => needed = more,
         }
     }

@@ -1274,36 +1274,48 @@ fn a_trickled_client_hello_ends_the_tunnel_at_the_handshake_timeout() {
     still_serves(&gitgate, &standin, "after");
 }
 
+/// gitgate with `limits`, allowing tunnels to `host.test`, which goes to a host run by
+/// `serve` on each connection it accepts; and a client connection with that tunnel open.
+fn tunnel_to(standin: &StandIn, limits: &str, serve: fn(TcpStream)) -> (Gitgate, TcpStream) {
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = host.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in host.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || serve(stream));
+        }
+    });
+    let config = harness::limited_config(
+        standin,
+        "{allowedRepos: [acme/app], allowHosts: [host.test]}",
+        limits,
+    )
+    .replace(
+        "resolve: {",
+        &format!("resolve: {{host.test: \"127.0.0.1:{port}\", "),
+    );
+    let gitgate = Gitgate::start(&config);
+    let mut tcp = TcpStream::connect(gitgate.addr).unwrap();
+    tcp.write_all(b"CONNECT host.test:443 HTTP/1.1\r\nHost: host.test:443\r\n\r\n")
+        .unwrap();
+    let head = raw::read_response(&mut tcp);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    (gitgate, tcp)
+}
+
 /// A tunnel whose client closed its side, to a host that keeps its side open and says
 /// nothing, ends at `idleTimeout` like any idle connection.
 #[test]
 fn a_half_closed_tunnel_to_a_silent_host_ends_at_the_idle_timeout() {
     let standin = harness::standin();
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
-    // Accepts and holds each connection, never reading, writing or closing.
-    std::thread::spawn(move || {
-        let held: Vec<TcpStream> = silent.incoming().map_while(Result::ok).collect();
-        drop(held);
-    });
-    let config = harness::limited_config(
-        &standin,
-        "{allowedRepos: [acme/app], allowHosts: [silent.test]}",
-        "{idleTimeout: 2s}",
-    )
-    .replace(
-        "resolve: {",
-        &format!("resolve: {{silent.test: \"127.0.0.1:{port}\", "),
-    );
-    let gitgate = Gitgate::start(&config);
-    let mut tcp = TcpStream::connect(gitgate.addr).unwrap();
-    tcp.write_all(b"CONNECT silent.test:443 HTTP/1.1\r\nHost: silent.test:443\r\n\r\n")
-        .unwrap();
-    let head = raw::read_response(&mut tcp);
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The host holds the connection, never reading, writing or closing.
+    let hold = |stream: TcpStream| {
+        std::thread::sleep(Duration::from_secs(60));
+        drop(stream);
+    };
+    let (_gitgate, mut tcp) = tunnel_to(&standin, "{idleTimeout: 2s}", hold);
     tcp.write_all(b"SSH-2.0-client\r\n").unwrap();
     tcp.shutdown(std::net::Shutdown::Write).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let started = Instant::now();
     let read = (&tcp).read(&mut [0u8; 1]);
     let took = started.elapsed();
@@ -1311,6 +1323,31 @@ fn a_half_closed_tunnel_to_a_silent_host_ends_at_the_idle_timeout() {
         matches!(read, Ok(0) | Err(_)) && took < Duration::from_secs(8),
         "{read:?} after {took:?}"
     );
+}
+
+/// A client that waits for the host to speak first (SMTP, FTP) is not held to
+/// `tlsHandshakeTimeout`: its time starts with its first byte.
+#[test]
+fn a_host_that_speaks_first_after_the_handshake_timeout_is_still_reached() {
+    let standin = harness::standin();
+    let greet_late = |mut stream: TcpStream| {
+        std::thread::sleep(Duration::from_millis(2500));
+        stream.write_all(b"220 ready\r\n").unwrap();
+        let mut line = [0u8; 8];
+        stream.read_exact(&mut line).unwrap();
+        assert_eq!(&line, b"EHLO x\r\n");
+        stream.write_all(b"250 ok\r\n").unwrap();
+        std::thread::sleep(Duration::from_secs(5));
+    };
+    let limits = "{tlsHandshakeTimeout: 1s, idleTimeout: 30s}";
+    let (_gitgate, mut tcp) = tunnel_to(&standin, limits, greet_late);
+    let mut greeting = [0u8; 11];
+    tcp.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"220 ready\r\n");
+    tcp.write_all(b"EHLO x\r\n").unwrap();
+    let mut ok = [0u8; 8];
+    tcp.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"250 ok\r\n");
 }
 
 #[test]
