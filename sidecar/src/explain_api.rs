@@ -58,6 +58,18 @@ pub(crate) fn explain(
         Some(text) => api::parse_strict(text.as_bytes())?,
         None => Value::Null,
     };
+    // Blobs written without a ref, as the proxy decides them.
+    match rest.effect.largest_blob(&body) {
+        Ok(largest) => {
+            if let Some(denial) = largest.and_then(|l| policy.decide_blob_size(l)) {
+                out.push(Line::Decided(format!("{what} body"), denial));
+            }
+        }
+        Err(reason) => out.push(Line::Decided(
+            format!("{what} body"),
+            gitgate_policy::Decision::deny("api", reason),
+        )),
+    }
     match rest.effect.changes(&body) {
         Ok(changes) => changes
             .iter()
@@ -197,6 +209,33 @@ mod tests {
         let (out, ok) = lines("GET /repos/acme/secret/pulls", None);
         assert!(
             !ok && out[1].contains("acme/secret is not in allowedRepos"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn blobs_written_without_a_ref_are_explained_under_max_blob_size() {
+        let policy = Policy::from_yaml(
+            "{allowedRepos: [acme/app], allowedRefs: ['agent/*'], api: [contents.write], maxBlobSize: 1KB}",
+            &["github.com".into()],
+        )
+        .unwrap();
+        let explain = |call: &str, body: &str| {
+            run(&policy, ExplainAction::Api, call, &[body.to_owned()]).unwrap()
+        };
+        let big = format!(r#"{{"content": "{}"}}"#, "x".repeat(1001));
+        let (out, ok) = explain("POST /repos/acme/app/git/blobs", &big);
+        assert!(!ok, "{out:?}");
+        assert!(
+            out.iter().any(|l| l.starts_with("deny")
+                && l.contains("a file of 1001 bytes is larger than maxBlobSize")),
+            "{out:?}"
+        );
+        let (out, ok) = explain("POST /repos/acme/app/git/blobs", r#"{"content": "small"}"#);
+        assert!(ok, "{out:?}");
+        let (out, ok) = explain("POST /repos/acme/app/git/trees", r#"{"tree": "a"}"#);
+        assert!(
+            !ok && out.iter().any(|l| l.contains("not a list of entries")),
             "{out:?}"
         );
     }
