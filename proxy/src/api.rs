@@ -124,11 +124,10 @@ async fn rest_call(
             .repo
             .as_ref()
             .ok_or_else(|| internal("a ref change without a repository"))?;
-        let largest = call
-            .effect
-            .largest_blob(&json)
+        let blobs = policy
+            .decide_blobs(&call.effect, &json)
             .map_err(|reason| deny_now(record, format!("{what}: {reason}")))?;
-        if let Some(too_large) = largest.and_then(|l| policy.decide_blob_size(l)) {
+        if let Some(too_large) = blobs {
             check(policy, record, &too_large)?;
         }
         if !writes && !changes.is_empty() {

@@ -59,12 +59,9 @@ pub(crate) fn explain(
         None => Value::Null,
     };
     // Blobs written without a ref, as the proxy decides them.
-    match rest.effect.largest_blob(&body) {
-        Ok(largest) => {
-            if let Some(denial) = largest.and_then(|l| policy.decide_blob_size(l)) {
-                out.push(Line::Decided(format!("{what} body"), denial));
-            }
-        }
+    match policy.decide_blobs(&rest.effect, &body) {
+        Ok(None) => {}
+        Ok(Some(denial)) => out.push(Line::Decided(format!("{what} body"), denial)),
         Err(reason) => out.push(Line::Decided(
             format!("{what} body"),
             gitgate_policy::Decision::deny("api", reason),

@@ -230,14 +230,11 @@ impl Effect {
             }
         })
     }
-}
 
-impl Effect {
     /// The size of the largest file the call writes without changing a ref (`Some(0)`
     /// when it writes none), given its JSON body; `None` for calls that write no blob of
-    /// their own. A ref moved onto such a blob later only names an existing commit, so
-    /// `maxBlobSize` is applied here. `Err` says which field is unusable.
-    pub fn largest_blob(&self, body: &Value) -> Result<Option<u64>, String> {
+    /// their own. `Err` says which field is unusable.
+    fn largest_blob(&self, body: &Value) -> Result<Option<u64>, String> {
         Ok(Some(match self {
             // Any encoding but base64 is counted as text, which is never less.
             Effect::Blob => match optional_str(body, "encoding")? {
@@ -342,9 +339,20 @@ fn short_ref(prefix: &str, name: &str) -> Result<String, String> {
 }
 
 impl Policy {
+    /// The blobs a call with `effect` writes without changing a ref (`POST git/blobs`,
+    /// inline contents of `POST git/trees`), given its JSON body, under `maxBlobSize`:
+    /// the denial when one is larger. A ref moved onto them later only names an existing
+    /// commit, so they are measured where they are written. `Err` says which field of
+    /// the body is unusable.
+    pub fn decide_blobs(&self, effect: &Effect, body: &Value) -> Result<Option<Decision>, String> {
+        Ok(effect
+            .largest_blob(body)?
+            .and_then(|largest| self.decide_blob_size(largest)))
+    }
+
     /// A file of `largest` bytes written through the API, under `maxBlobSize`: the
     /// denial when it is larger.
-    pub fn decide_blob_size(&self, largest: u64) -> Option<Decision> {
+    fn decide_blob_size(&self, largest: u64) -> Option<Decision> {
         let max = self.max_blob_size?;
         (largest > max.0).then(|| {
             Decision::deny(
@@ -688,6 +696,11 @@ mod tests {
         let d = p.decide_blob_size(11).unwrap();
         assert_eq!((d.allowed, d.rule.as_str()), (false, "maxBlobSize"));
         assert!(d.reason.contains("11 bytes"), "{}", d.reason);
+        let big = json!({"content": "12345678901"});
+        let d = p.decide_blobs(&Effect::Blob, &big).unwrap().unwrap();
+        assert_eq!(d.rule, "maxBlobSize");
+        assert_eq!(p.decide_blobs(&Effect::Objects, &big), Ok(None));
+        assert!(p.decide_blobs(&Effect::Tree, &big).is_err());
         let p = policy("{allowedRepos: [acme/app], allowedRefs: ['**']}");
         assert_eq!(p.decide_blob_size(u64::MAX), None);
     }
