@@ -313,8 +313,7 @@ impl Tokens {
                 };
                 let narrow = scope.narrowed_to(repo.name());
                 // Only owners a wildcard let the sandbox choose are held to the budget.
-                let budgeted = !policy.names_owner(repo.owner());
-                let installs = (installations, budgeted);
+                let installs = (installations, Some(policy));
                 let (key, minted) = match mint(client, cache, installs, repo, scope).await {
                     // One repository of the list may be gone or outside the installation:
                     // that must not cut the sandbox off from the others, so this one gets
@@ -483,7 +482,7 @@ impl Tokens {
         let mut rows = Vec::new();
         for repo in repos {
             for scope in policy.token_scopes(repo.owner()) {
-                let installs = (installations, false);
+                let installs = (installations, None);
                 let (key, minted) = mint(client, cache, installs, repo, scope).await?;
                 rows.push(DoctorRow {
                     owner: key.owner,
@@ -512,17 +511,18 @@ fn has_profile(policies: &Policies, profile: &str) -> bool {
 
 /// A token for `scope` on `repo`'s installation. When GitHub no longer knows a looked-up
 /// installation (404: the App was uninstalled or reinstalled), the installation is looked
-/// up again once, so the request gets a token from the new one. A lookup is held to the
-/// [`LOOKUPS_PER_MINUTE`] budget when `budgeted`.
+/// up again once, so the request gets a token from the new one. A lookup of an owner
+/// `named_by` does not name is held to the [`LOOKUPS_PER_MINUTE`] budget (`None`: none
+/// is).
 async fn mint(
     client: &AppClient,
     cache: &Arc<TokenCache>,
-    (installations, budgeted): (&Installations, bool),
+    (installations, named_by): (&Installations, Option<&Policy>),
     repo: &RepoPath,
     scope: TokenScope,
 ) -> Result<(ScopeKey, app::Minted), TokenError> {
     let owner = repo.owner().to_owned();
-    let (installation, looked_up) = installations.get(client, repo, budgeted).await?;
+    let (installation, looked_up) = installations.get(client, repo, named_by).await?;
     let key = ScopeKey {
         owner,
         installation,
@@ -531,7 +531,7 @@ async fn mint(
     match cache.get(&key).await {
         Err(TokenError::Refused { status: 404, .. }) if looked_up => {
             installations.forget(&key.owner, installation);
-            let (installation, _) = installations.get(client, repo, budgeted).await?;
+            let (installation, _) = installations.get(client, repo, named_by).await?;
             let key = ScopeKey {
                 installation,
                 ..key
@@ -630,12 +630,12 @@ impl Installations {
     }
 
     /// The installation for `repo.owner`, and whether it was looked up (not configured);
-    /// a lookup is held to the budget when `budgeted`.
+    /// a lookup of an owner `named_by` does not name is held to the budget.
     async fn get(
         &self,
         client: &AppClient,
         repo: &RepoPath,
-        budgeted: bool,
+        named_by: Option<&Policy>,
     ) -> Result<(u64, bool), TokenError> {
         let owner = repo.owner();
         if let Some(id) = self.configured.get(owner) {
@@ -661,6 +661,7 @@ impl Installations {
             installations: self,
             owner,
         };
+        let budgeted = named_by.is_some_and(|policy| !policy.names_owner(owner));
         if budgeted && !self.lookups().budget.take(std::time::Instant::now()) {
             return Err(TokenError::Throttled(format!(
                 "gitgate has looked up the GitHub App installations of {LOOKUPS_PER_MINUTE} accounts in the last minute, its most (each lookup spends the App's own rate limit, which every token needs); the installation for {owner} is not known yet: retry in a minute, or name it in github.app.installations"
