@@ -68,9 +68,9 @@ pub(crate) async fn run(
 /// budget, checked before any reach `host`: a tunnel they take elsewhere is refused and
 /// recorded in `record` (in report mode, recorded and let through). First bytes that
 /// take longer than `tlsHandshakeTimeout` from the first one to show what they are end
-/// the tunnel, so a client cannot hold it by trickling an endless ClientHello; the upstream side
-/// has its own `idleTimeout`, so a client that closed its side cannot hold the tunnel
-/// open on a host that says nothing.
+/// the tunnel, so a client cannot hold it by trickling an endless ClientHello; the
+/// upstream side has its own `idleTimeout`, so a client that closed its side cannot
+/// hold the tunnel open on a host that says nothing.
 async fn pump<R, W>(
     (client_read, client_write): (&mut R, &mut W),
     (upstream, first, limits): (TcpStream, Gathered, &Limits),
