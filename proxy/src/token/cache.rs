@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use gitgate_policy::TokenScope;
 
@@ -11,7 +11,8 @@ use super::TokenError;
 use super::app::{AppClient, Minted};
 use crate::metrics::{Metrics, Outcome};
 
-/// After a failure, the next mint waits this long, doubling up to [`MAX_BACKOFF`].
+/// After a failure, the next mint waits this long, doubling up to [`MAX_BACKOFF`]. Kept on
+/// the monotonic clock: a wall clock stepped backwards must not lengthen it.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -26,7 +27,7 @@ pub(crate) struct ScopeKey {
 #[derive(Default)]
 struct SlotState {
     token: Option<Minted>,
-    failure: Option<(TokenError, SystemTime)>,
+    failure: Option<(TokenError, Instant)>,
     failures: u32,
     refreshing: bool,
 }
@@ -52,7 +53,7 @@ impl Slot {
 
     /// Nothing to keep: no token that can still be sent, no mint running, no backoff to
     /// remember. Such a scope is minted again when asked for.
-    fn idle(&self, now: SystemTime) -> bool {
+    fn idle(&self, now: SystemTime, clock: Instant) -> bool {
         let Ok(_not_minting) = self.mint_lock.try_lock() else {
             return false;
         };
@@ -62,7 +63,7 @@ impl Slot {
             && state
                 .failure
                 .as_ref()
-                .is_none_or(|(_, until)| *until <= now)
+                .is_none_or(|(_, until)| *until <= clock)
     }
 }
 
@@ -121,8 +122,8 @@ impl TokenCache {
         }
         // A new scope: let go of the scopes left idle first, so that the cache holds
         // what is in use (many repository sets or profiles over a long run).
-        let now = SystemTime::now();
-        slots.retain(|_, slot| !slot.idle(now));
+        let (now, clock) = (SystemTime::now(), Instant::now());
+        slots.retain(|_, slot| !slot.idle(now, clock));
         slots.entry(key.clone()).or_default().clone()
     }
 
@@ -136,7 +137,7 @@ impl TokenCache {
                 let backing_off = state
                     .failure
                     .as_ref()
-                    .is_some_and(|(_, until)| now < *until);
+                    .is_some_and(|(_, until)| Instant::now() < *until);
                 if token.due(now, self.refresh_margin) && !state.refreshing && !backing_off {
                     state.refreshing = true;
                     let (cache, key, slot) = (self.clone(), key.clone(), slot.clone());
@@ -159,7 +160,7 @@ impl TokenCache {
                 return Ok(token);
             }
             if let Some((error, until)) = &state.failure
-                && now < *until
+                && Instant::now() < *until
             {
                 return Err(error.clone());
             }
@@ -193,7 +194,7 @@ impl TokenCache {
                 let backoff = FIRST_BACKOFF
                     .saturating_mul(1 << state.failures.min(6).saturating_sub(1))
                     .min(MAX_BACKOFF);
-                state.failure = Some((error.clone(), SystemTime::now() + backoff));
+                state.failure = Some((error.clone(), Instant::now() + backoff));
             }
         }
         result
@@ -262,24 +263,43 @@ mod tests {
 
     #[test]
     fn a_slot_is_idle_only_without_a_usable_token_a_mint_or_a_backoff() {
-        let now = SystemTime::now();
+        let (now, clock) = (SystemTime::now(), Instant::now());
         let slot = Slot::default();
-        assert!(slot.idle(now));
+        assert!(slot.idle(now, clock));
         let token = |left: u64| Minted {
             secret: Secret::new("t"),
             minted_at: now - Duration::from_secs(3600 - left),
             expires_at: now + Duration::from_secs(left),
         };
         slot.state().token = Some(token(600));
-        assert!(!slot.idle(now));
+        assert!(!slot.idle(now, clock));
         slot.state().token = Some(token(10));
-        assert!(slot.idle(now), "a token past its last usable minute");
-        slot.state().failure = Some((TokenError::Static("x".into()), now + Duration::from_secs(5)));
-        assert!(!slot.idle(now), "a backoff still running");
-        slot.state().failure = Some((TokenError::Static("x".into()), now));
-        assert!(slot.idle(now));
+        assert!(slot.idle(now, clock), "a token past its last usable minute");
+        slot.state().failure = Some((
+            TokenError::Static("x".into()),
+            clock + Duration::from_secs(5),
+        ));
+        assert!(!slot.idle(now, clock), "a backoff still running");
+        slot.state().failure = Some((TokenError::Static("x".into()), clock));
+        assert!(slot.idle(now, clock));
         let _minting = slot.mint_lock.try_lock().unwrap();
-        assert!(!slot.idle(now), "a mint running");
+        assert!(!slot.idle(now, clock), "a mint running");
+    }
+
+    #[test]
+    fn a_backoff_ends_by_the_monotonic_clock_whatever_the_wall_clock_says() {
+        let (now, clock) = (SystemTime::now(), Instant::now());
+        let slot = Slot::default();
+        slot.state().failure = Some((
+            TokenError::Static("x".into()),
+            clock + Duration::from_secs(5),
+        ));
+        let hour = Duration::from_secs(3600);
+        assert!(!slot.idle(now + hour, clock), "wall clock stepped forwards");
+        assert!(
+            slot.idle(now - hour, clock + Duration::from_secs(5)),
+            "wall clock stepped back"
+        );
     }
 
     #[test]
@@ -298,7 +318,10 @@ mod tests {
         assert_eq!(slot.expiry_on_record(now), Some(later(600)));
         slot.state().token = Some(token(earlier(5)));
         assert_eq!(slot.expiry_on_record(now), None, "expired unused");
-        slot.state().failure = Some((TokenError::Static("x".into()), later(30)));
+        slot.state().failure = Some((
+            TokenError::Static("x".into()),
+            Instant::now() + Duration::from_secs(30),
+        ));
         assert_eq!(
             slot.expiry_on_record(now),
             Some(earlier(5)),

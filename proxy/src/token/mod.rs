@@ -19,7 +19,7 @@ mod user;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use gitgate_policy::{Policies, Policy, RepoPath, TokenScope};
 use http::HeaderValue;
@@ -553,7 +553,8 @@ struct Installations {
 #[derive(Default)]
 struct Lookups {
     known: HashMap<String, u64>,
-    failed: HashMap<String, (TokenError, SystemTime)>,
+    /// Failed lookups, each until its backoff ends on the monotonic clock.
+    failed: HashMap<String, (TokenError, Instant)>,
     /// One lookup at a time per owner, held across its API calls; other owners, and
     /// owners already known, never wait for it.
     running: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
@@ -574,21 +575,21 @@ const LOOKUPS_PER_MINUTE: u32 = 30;
 /// Lookups left, refilled evenly over each minute up to [`LOOKUPS_PER_MINUTE`].
 struct LookupBudget {
     left: f64,
-    at: std::time::Instant,
+    at: Instant,
 }
 
 impl Default for LookupBudget {
     fn default() -> Self {
         Self {
             left: f64::from(LOOKUPS_PER_MINUTE),
-            at: std::time::Instant::now(),
+            at: Instant::now(),
         }
     }
 }
 
 impl LookupBudget {
     /// Takes one lookup at `now`, if one is left.
-    fn take(&mut self, now: std::time::Instant) -> bool {
+    fn take(&mut self, now: Instant) -> bool {
         let most = f64::from(LOOKUPS_PER_MINUTE);
         let refill = now.saturating_duration_since(self.at).as_secs_f64() * most / 60.0;
         self.left = (self.left + refill).min(most);
@@ -617,7 +618,7 @@ impl Installations {
     }
 
     /// A looked-up id, or a failed lookup still backing off.
-    fn cached(&self, owner: &str, now: SystemTime) -> Option<Result<u64, TokenError>> {
+    fn cached(&self, owner: &str, now: Instant) -> Option<Result<u64, TokenError>> {
         let lookups = self.lookups();
         if let Some(id) = lookups.known.get(owner) {
             return Some(Ok(*id));
@@ -641,7 +642,7 @@ impl Installations {
         if let Some(id) = self.configured.get(owner) {
             return Ok((*id, false));
         }
-        if let Some(hit) = self.cached(owner, SystemTime::now()) {
+        if let Some(hit) = self.cached(owner, Instant::now()) {
             return hit.map(|id| (id, true));
         }
         let turn = self
@@ -652,7 +653,7 @@ impl Installations {
             .clone();
         let _turn = turn.lock().await;
         // Another request may have finished the lookup while this one waited.
-        if let Some(hit) = self.cached(owner, SystemTime::now()) {
+        if let Some(hit) = self.cached(owner, Instant::now()) {
             return hit.map(|id| (id, true));
         }
         // Let go of the owner's entry however this ends, even when the request is dropped
@@ -662,13 +663,13 @@ impl Installations {
             owner,
         };
         let budgeted = named_by.is_some_and(|policy| !policy.names_owner(owner));
-        if budgeted && !self.lookups().budget.take(std::time::Instant::now()) {
+        if budgeted && !self.lookups().budget.take(Instant::now()) {
             return Err(TokenError::Throttled(format!(
                 "gitgate has looked up the GitHub App installations of {LOOKUPS_PER_MINUTE} accounts in the last minute, its most (each lookup spends the App's own rate limit, which every token needs); the installation for {owner} is not known yet: retry in a minute, or name it in github.app.installations"
             )));
         }
         let result = client.installation(owner, repo.name()).await;
-        let now = SystemTime::now();
+        let now = Instant::now();
         let mut lookups = self.lookups();
         match &result {
             Ok(id) => {
@@ -747,7 +748,7 @@ mod tests {
 
     #[test]
     fn lookups_are_held_to_the_budget_and_it_refills_evenly() {
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         let mut budget = LookupBudget {
             left: f64::from(LOOKUPS_PER_MINUTE),
             at: start,
