@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use crate::audit::{Record, Service, Verdict};
 use crate::body::{BUSY_RULE, Gathered, ProxyBody, busy, empty};
-use crate::budget::Reservation;
+use crate::budget::{Reservation, Spent};
 use crate::git::enforce;
 use crate::reply::{self, Failure, Shape};
 use crate::state::{ConnCtx, State};
@@ -74,14 +74,28 @@ pub(crate) async fn handle(
         tracing::info!(host = %target.host, port, rule = %decision.rule, reason = %decision.reason, "CONNECT denied");
         return refuse(&state, record, &Failure::Policy(decision.reason));
     }
-    let Ok(permit) = state.tunnels.clone().try_acquire_owned() else {
-        let reason = format!(
-            "too many open tunnels (limits.maxTunnels = {}); retry shortly",
-            state.settings.limits.max_tunnels
-        );
-        record.decide(Verdict::Deny, "limits.maxTunnels", &reason);
+    // A slot of `maxTunnels`, and of this client's share of it.
+    let mut slot = Reservation::new(Arc::clone(&state.tunnels), ctx.client.ip());
+    if let Err(spent) = slot.grow(1) {
+        let (rule, reason) = match spent {
+            Spent::All => (
+                "limits.maxTunnels",
+                format!(
+                    "too many open tunnels (limits.maxTunnels = {}); retry shortly",
+                    state.tunnels.limit()
+                ),
+            ),
+            Spent::Client => (
+                "limits.maxTunnelsPerClient",
+                format!(
+                    "this client already has {} tunnels open (limits.maxTunnelsPerClient); close some, or retry when they have finished",
+                    state.tunnels.per_client()
+                ),
+            ),
+        };
+        record.decide(Verdict::Deny, rule, &reason);
         return refuse(&state, record, &Failure::Overloaded(reason));
-    };
+    }
     // The first bytes are held (and the buffer they are read with) until they show where
     // the tunnel goes: refused now, with a status the client shows, if there is no room.
     let mut first = Gathered::new(Reservation::new(
@@ -115,7 +129,7 @@ pub(crate) async fn handle(
                     let allowed = (policy, target);
                     let ends = (upgraded, upstream, first);
                     tunnel::run(&state, ctx, allowed, record, ends).await;
-                    drop(permit);
+                    drop(slot);
                 }
                 Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
             }

@@ -111,7 +111,8 @@ pub(crate) struct Metrics {
     token_expiry: Gauge<f64, AtomicU64>,
     upstream_latency: Histogram,
     open_connections: Gauge,
-    open_tunnels: Gauge,
+    /// Tunnels open now, each from its admission.
+    pub(crate) open_tunnels: Gauge,
     /// Bytes of pushes held on disk for the content rules now.
     pub(crate) held_push_bytes: Gauge,
     /// Bytes of request bodies held in memory to decide on now.
@@ -344,11 +345,6 @@ impl Metrics {
     /// Counts an open client connection until the guard is dropped.
     pub(crate) fn connection_opened(&self) -> Open {
         Open::new(&self.open_connections)
-    }
-
-    /// Counts an open tunnel until the guard is dropped.
-    pub(crate) fn tunnel_opened(&self) -> Open {
-        Open::new(&self.open_tunnels)
     }
 
     /// Records a policy (re)load.

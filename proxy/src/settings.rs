@@ -102,6 +102,8 @@ pub struct Limits {
     pub max_connections_per_client: usize,
     /// The most open CONNECT tunnels to allow-listed hosts.
     pub max_tunnels: usize,
+    /// The share of `max_tunnels` one client address may hold.
+    pub max_tunnels_per_client: usize,
     /// The most bytes of a request head (request line and headers).
     pub max_header_bytes: usize,
     /// The most header fields in a request.
@@ -159,6 +161,7 @@ impl Default for Limits {
             max_connections: 4096,
             max_connections_per_client: 512,
             max_tunnels: 1024,
+            max_tunnels_per_client: 256,
             max_header_bytes: 64 << 10,
             max_headers: 100,
             push_hold: PushHold::Pack,

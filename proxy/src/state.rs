@@ -25,7 +25,7 @@ pub(crate) struct State {
     pub(crate) repo_api: RepoApi,
     pub(crate) observer: Observer,
     pub(crate) admission: Admission,
-    pub(crate) tunnels: Arc<tokio::sync::Semaphore>,
+    pub(crate) tunnels: Arc<crate::budget::Budget>,
     /// LFS storage hosts batch responses opened to their clients.
     pub(crate) storage: crate::storage::StorageGrants,
     /// Where held pushes are written.
@@ -57,7 +57,11 @@ impl State {
     ) -> Self {
         let limits = &settings.limits;
         let admission = Admission::new(limits.max_connections, limits.max_connections_per_client);
-        let tunnels = Arc::new(tokio::sync::Semaphore::new(limits.max_tunnels));
+        let tunnels = crate::budget::Budget::new(
+            limits.max_tunnels as u64,
+            limits.max_tunnels_per_client as u64,
+            observer.metrics.open_tunnels.clone(),
+        );
         let held_push_bytes = crate::budget::Budget::new(
             limits.max_held_push_bytes,
             limits.max_held_push_bytes_per_client,

@@ -42,7 +42,6 @@ pub(crate) async fn run(
     (client, upstream, first): (Upgraded, TcpStream, Gathered),
 ) {
     let mut lifecycle = ctx.lifecycle;
-    let _open = state.observer.metrics.tunnel_opened();
     let client = TapIo::new(TokioIo::new(client), Counter::default());
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let allowed = (&*policy, &target.host, &mut record);

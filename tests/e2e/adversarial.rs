@@ -1236,6 +1236,65 @@ fn max_tunnels_and_idle_tunnels_are_limited() {
     still_serves(&gitgate, &standin, "after");
 }
 
+/// One client address holds at most its share of `maxTunnels`: past it, it is refused
+/// naming `limits.maxTunnelsPerClient`, and another client still gets a tunnel.
+#[test]
+fn one_client_holds_at_most_its_share_of_the_tunnels() {
+    let standin = harness::standin();
+    let gitgate = limited(&standin, "{maxTunnels: 3, maxTunnelsPerClient: 2}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let open_from = |last: u8| {
+        let stream = runtime.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind(SocketAddr::new([127, 0, 0, last].into(), 0))
+                .unwrap();
+            socket.connect(gitgate.addr).await.unwrap()
+        });
+        let mut stream = stream.into_std().unwrap();
+        stream.set_nonblocking(false).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let head = answered(
+            &mut stream,
+            "CONNECT tunnel.test:443 HTTP/1.1\r\nHost: tunnel.test:443\r\n\r\n",
+        );
+        (stream, head)
+    };
+    let held: Vec<_> = [2, 2].map(open_from).into_iter().collect();
+    for (_, head) in &held {
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    let (_, past_share) = open_from(2);
+    assert!(
+        past_share.starts_with("HTTP/1.1 503") && past_share.contains("limits.maxTunnelsPerClient"),
+        "{past_share}"
+    );
+    let (_other, other) = open_from(3);
+    assert!(other.starts_with("HTTP/1.1 200"), "another client: {other}");
+    let (_, past_all) = open_from(3);
+    assert!(
+        past_all.starts_with("HTTP/1.1 503") && past_all.contains("limits.maxTunnels ="),
+        "{past_all}"
+    );
+    gitgate.wait_for_record(|r| r["rule"] == "limits.maxTunnelsPerClient");
+    // Closed tunnels give their slots back (once gitgate has seen them end).
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        let (_stream, head) = open_from(2);
+        if head.starts_with("HTTP/1.1 200") || Instant::now() > deadline {
+            break head;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(again.starts_with("HTTP/1.1 200"), "after closing: {again}");
+}
+
 /// A tunnel whose ClientHello trickles in a byte at a time, each in time for
 /// `idleTimeout`, is ended once `tlsHandshakeTimeout` is over: it cannot hold a tunnel
 /// slot without ever showing where it goes.

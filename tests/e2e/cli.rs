@@ -450,6 +450,10 @@ fn errors_found_after_parsing_name_the_line_and_column_of_their_key() {
             "limits.maxHeldPushesPerClient: must be at most limits.maxHeldPushes (8)",
         ),
         (
+            "limits: {maxTunnels: 4, maxTunnelsPerClient: 5}\npolicy: {allowedRepos: [a/b]}\n",
+            "limits.maxTunnelsPerClient: must be at most limits.maxTunnels (4)",
+        ),
+        (
             "limits: {maxHeldPushBytes: 1GiB, maxHeldPushBytesPerClient: 2GiB}\npolicy: {allowedRepos: [a/b]}\n",
             "limits.maxHeldPushBytesPerClient: must be at most limits.maxHeldPushBytes (1.07 GB)",
         ),

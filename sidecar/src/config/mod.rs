@@ -23,25 +23,20 @@ pub use raw::RawConfig;
 /// The most `limits.maxHeldPushes` may be: half the runtime's blocking threads.
 const MAX_HELD_PUSHES: usize = 256;
 
-/// Sets one client's share of a budget of `whole` bytes: as configured, which must not
-/// exceed the whole, or unset, the default or the whole, whichever is less. `keys` are the
-/// share's key and the whole's, for the error.
-fn share(
-    slot: &mut u64,
-    configured: Option<gitgate_policy::ByteSize>,
-    whole: u64,
+/// Sets one client's share of a limit of `whole` (bytes or a count, `shown` as the error
+/// writes it): as configured, which must not exceed the whole, or unset, the default or
+/// the whole, whichever is less. `keys` are the share's key and the whole's, for the
+/// error.
+fn share<T: Copy + Ord>(
+    slot: &mut T,
+    configured: Option<T>,
+    (whole, shown): (T, &dyn std::fmt::Display),
     (key, whole_key): (&'static str, &'static str),
 ) -> Result<(), (&'static str, String)> {
     match configured {
-        Some(bytes) if bytes.0 > whole => Err((
-            key,
-            format!(
-                "must be at most {whole_key} ({})",
-                gitgate_policy::ByteSize(whole)
-            ),
-        )),
-        Some(bytes) => {
-            *slot = bytes.0;
+        Some(n) if n > whole => Err((key, format!("must be at most {whole_key} ({shown})"))),
+        Some(n) => {
+            *slot = n;
             Ok(())
         }
         None => {
@@ -309,6 +304,13 @@ impl Config {
             l.max_connections_per_client,
         );
         count(&mut limits.max_tunnels, l.max_tunnels);
+        share(
+            &mut limits.max_tunnels_per_client,
+            l.max_tunnels_per_client.map(|n| n.0),
+            (limits.max_tunnels, &limits.max_tunnels),
+            ("limits.maxTunnelsPerClient", "limits.maxTunnels"),
+        )
+        .map_err(|(key, message)| error(key, message))?;
         count(&mut limits.max_header_bytes, l.max_header_bytes);
         count(&mut limits.max_headers, l.max_headers);
         count(&mut limits.max_push_header_bytes, l.max_push_header_bytes);
@@ -324,24 +326,13 @@ impl Config {
                 ),
             ));
         }
-        // Unset, one client's share is the default or the whole, whichever is less.
-        match l.max_held_pushes_per_client {
-            Some(raw::Count(n)) if n > limits.max_held_pushes => {
-                return Err(error(
-                    "limits.maxHeldPushesPerClient",
-                    format!(
-                        "must be at most limits.maxHeldPushes ({})",
-                        limits.max_held_pushes
-                    ),
-                ));
-            }
-            Some(raw::Count(n)) => limits.max_held_pushes_per_client = n,
-            None => {
-                limits.max_held_pushes_per_client = limits
-                    .max_held_pushes_per_client
-                    .min(limits.max_held_pushes)
-            }
-        }
+        share(
+            &mut limits.max_held_pushes_per_client,
+            l.max_held_pushes_per_client.map(|n| n.0),
+            (limits.max_held_pushes, &limits.max_held_pushes),
+            ("limits.maxHeldPushesPerClient", "limits.maxHeldPushes"),
+        )
+        .map_err(|(key, message)| error(key, message))?;
         if let Some(bytes) = l.max_drain_bytes {
             limits.max_drain_bytes = bytes.0;
         }
@@ -350,8 +341,11 @@ impl Config {
         }
         share(
             &mut limits.max_held_push_bytes_per_client,
-            l.max_held_push_bytes_per_client,
-            limits.max_held_push_bytes,
+            l.max_held_push_bytes_per_client.map(|b| b.0),
+            (
+                limits.max_held_push_bytes,
+                &gitgate_policy::ByteSize(limits.max_held_push_bytes),
+            ),
             (
                 "limits.maxHeldPushBytesPerClient",
                 "limits.maxHeldPushBytes",
@@ -363,8 +357,11 @@ impl Config {
         }
         share(
             &mut limits.max_push_check_bytes_per_client,
-            l.max_push_check_bytes_per_client,
-            limits.max_push_check_bytes,
+            l.max_push_check_bytes_per_client.map(|b| b.0),
+            (
+                limits.max_push_check_bytes,
+                &gitgate_policy::ByteSize(limits.max_push_check_bytes),
+            ),
             (
                 "limits.maxPushCheckBytesPerClient",
                 "limits.maxPushCheckBytes",

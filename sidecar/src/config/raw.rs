@@ -497,6 +497,9 @@ pub struct RawLimits {
     /// Most open tunnels.
     #[serde(default, deserialize_with = "some")]
     pub max_tunnels: Option<Count>,
+    /// The share of them one client address may hold.
+    #[serde(default, deserialize_with = "some")]
+    pub max_tunnels_per_client: Option<Count>,
     /// Most bytes of a request head.
     #[serde(default, deserialize_with = "some")]
     pub max_header_bytes: Option<Count>,
