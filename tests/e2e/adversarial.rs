@@ -1475,6 +1475,48 @@ fn a_tunnel_without_a_tls_handshake_is_closed_at_the_handshake_timeout() {
     still_serves(&gitgate, &standin, "after");
 }
 
+/// A push certificate whose header holds a `-----BEGIN` line git does not take for a
+/// signature: git runs every command after the blank line, so gitgate decides them all
+/// (here a branch outside `allowedRefs`, refused; upstream gets no request).
+#[test]
+fn commands_in_a_push_certificate_are_all_decided() {
+    let standin = harness::standin();
+    let gitgate = limited(&standin, "{}");
+    let main = standin
+        .rev_parse("acme", "app", "refs/heads/main")
+        .expect("main");
+    let pkt = |data: &str| format!("{:04x}{data}", data.len() + 4);
+    let mut body = [
+        "push-cert\0 report-status",
+        "certificate version 0.1\n",
+        "-----BEGIN X\n",
+        "\n",
+        &format!("{} {main} refs/heads/outside\n", "0".repeat(40)),
+        "push-cert-end\n",
+    ]
+    .map(pkt)
+    .concat()
+    .into_bytes();
+    body.extend_from_slice(b"0000");
+    // An empty pack: header (version 2, no objects) and its SHA-1.
+    let header = *b"PACK\0\0\0\x02\0\0\0\0";
+    body.extend_from_slice(&header);
+    body.extend_from_slice(
+        ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &header).as_ref(),
+    );
+    let reply = raw::post_receive_pack(
+        &gitgate,
+        "Content-Type: application/x-git-receive-pack-request\r\n",
+        &body,
+    );
+    assert!(
+        reply.contains("ng refs/heads/outside") && reply.contains("allowedRefs"),
+        "{reply}"
+    );
+    assert_eq!(standin.rev_parse("acme", "app", "refs/heads/outside"), None);
+    assert_eq!(harness::receive_pack_posts(&standin), 0);
+}
+
 #[test]
 fn a_denied_push_past_max_drain_bytes_is_cut_off_and_recorded() {
     let standin = harness::standin();

@@ -435,10 +435,10 @@ impl Parser {
     }
 
     /// The commands of a push certificate, found as git finds them: after the first blank
-    /// line (`\n\n`), before the last line that starts a signature, one per line. Every line
-    /// there must be a valid command (git dies on any other), so treating every
-    /// `-----BEGIN` line as a signature start, not just the formats git knows, can only
-    /// make a hidden command fail to parse, never hide it.
+    /// line (`\n\n`), before the last line that starts a signature in a format git knows,
+    /// one per line. Every line there must be a valid command (git dies on any other), so
+    /// an unknown `-----BEGIN` line among them fails to parse. A signature that begins
+    /// before the blank line leaves git no commands: refused, never read as none.
     fn cert_commands(&mut self) -> Result<(), ReceivePackError> {
         let cert = std::mem::take(&mut self.cert);
         if cert.is_empty() {
@@ -452,10 +452,19 @@ impl Parser {
                 ))?
                 + 2;
         let end = line_starts(&cert)
-            .filter(|&start| cert[start..].starts_with(b"-----BEGIN"))
+            .filter(|&start| {
+                SIGNATURE_STARTS
+                    .iter()
+                    .any(|marker| cert[start..].starts_with(marker))
+            })
             .last()
             .unwrap_or(cert.len());
-        let mut rest = cert.get(begin..end).unwrap_or_default();
+        if end < begin {
+            return Err(ReceivePackError::BadPushCert(
+                "a signature begins before the commands",
+            ));
+        }
+        let mut rest = &cert[begin..end];
         while !rest.is_empty() {
             let (line, next) = match rest.iter().position(|&b| b == b'\n') {
                 Some(eol) => (&rest[..eol], &rest[eol + 1..]),
@@ -583,6 +592,16 @@ impl Parser {
         }
     }
 }
+
+/// The lines that begin a signature, in the formats git knows (`gpg-interface.c`,
+/// `get_format_by_sig`). Knowing fewer than git is safe (an unknown marker among the
+/// commands fails to parse); knowing more would hide commands git runs.
+const SIGNATURE_STARTS: [&[u8]; 4] = [
+    b"-----BEGIN PGP SIGNATURE-----",
+    b"-----BEGIN PGP MESSAGE-----",
+    b"-----BEGIN SIGNED MESSAGE-----",
+    b"-----BEGIN SSH SIGNATURE-----",
+];
 
 /// Offsets at which the lines of `text` start.
 fn line_starts(text: &[u8]) -> impl Iterator<Item = usize> + '_ {
@@ -1180,13 +1199,17 @@ pub(crate) mod tests {
             ),
             // An empty certificate has no commands.
             (body(&["push-cert\0 report-status", "0000"]), vec![]),
-            // An unknown -----BEGIN line ends the commands here; git would die on it.
+            // Nor does one in the header: git runs every command after the blank line.
+            (
+                cert(&["-----BEGIN X\n", "\n", &secret, "push-cert-end\n", "0000"]),
+                vec!["refs/heads/secret"],
+            ),
+            // A signature in a format git knows ends the commands.
             (
                 cert(&[
                     "\n",
                     &a_lf,
-                    "-----BEGIN NOTHING-----\n",
-                    &secret,
+                    "-----BEGIN SSH SIGNATURE-----\n",
                     "push-cert-end\n",
                     "0000",
                 ]),
@@ -1215,6 +1238,30 @@ pub(crate) mod tests {
             (
                 with_sig(&["no blank line\n", &a_lf]),
                 "push certificate: no blank line after the header",
+            ),
+            // An unknown -----BEGIN line does not end the commands: git would run those
+            // after it.
+            (
+                cert(&[
+                    "\n",
+                    &a_lf,
+                    "-----BEGIN NOTHING-----\n",
+                    &secret,
+                    "push-cert-end\n",
+                    "0000",
+                ]),
+                "command 2: expected \"OLD-ID NEW-ID REFNAME\": \"-----BEGIN NOTHING-----\"",
+            ),
+            // A signature before the blank line leaves git no commands: refused.
+            (
+                cert(&[
+                    "-----BEGIN PGP SIGNATURE-----\n",
+                    "\n",
+                    &secret,
+                    "push-cert-end\n",
+                    "0000",
+                ]),
+                "push certificate: a signature begins before the commands",
             ),
             (
                 with_sig(&["\n", &a_lf, "-----BEGIN NOTHING-----\n", &secret]),
