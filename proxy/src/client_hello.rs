@@ -15,6 +15,8 @@ const MAX_RECORD: usize = 1 << 14;
 const CLIENT_HELLO: u8 = 1;
 const SERVER_NAME: u16 = 0;
 const HOST_NAME: u8 = 0;
+/// The longest DNS name (RFC 1035 §2.3.4, in text form).
+const MAX_NAME: usize = 253;
 
 /// What a client's first bytes are.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,10 +38,10 @@ const MAX_RECORDS: usize = 64;
 pub(crate) fn read(bytes: &[u8]) -> Result<Hello, usize> {
     match bytes {
         [] => Err(1),
-        // A TLS record: a record type, then major version 3.
+        // Bytes that begin with a TLS record type are read as TLS records, whatever version
+        // follows: some servers take a first record of any version below 16.0 (Go's), or
+        // skip an alert before the ClientHello, so either must not pass unchecked.
         [first, ..] if !RECORD_TYPES.contains(first) => Ok(Hello::NotTls),
-        [_] => Err(2),
-        [_, major, ..] if *major != 3 => Ok(Hello::NotTls),
         _ => match handshake(bytes) {
             Ok(Ok(message)) => Ok(match server_name(message) {
                 Ok(name) => Hello::Tls(name),
@@ -146,7 +148,11 @@ fn server_name(body: Vec<u8>) -> Result<Option<String>, String> {
                 if host.is_some() {
                     return Err("the ClientHello names its server twice".into());
                 }
-                host = Some(String::from_utf8_lossy(value).into_owned());
+                if value.len() > MAX_NAME {
+                    return Err(format!("a server name of {} bytes", value.len()));
+                }
+                // Shown in logs and refusals: never a raw control character.
+                host = Some(value.escape_ascii().to_string());
             }
         }
         name = Some(host);
@@ -247,10 +253,18 @@ pub(crate) mod tests {
         assert_eq!(read(b"SSH-2.0-OpenSSH_9.2\r\n"), Ok(Hello::NotTls));
         assert_eq!(read(b"GET / HTTP/1.1\r\n"), Ok(Hello::NotTls));
         assert_eq!(read(b""), Err(1));
-        // A record type with no TLS version after it is another protocol (a
-        // little-endian length, say).
-        assert_eq!(read(&[0x16]), Err(2));
-        assert_eq!(read(&[0x16, 0, 0, 0]), Ok(Hello::NotTls));
+        // A record type is TLS whatever version follows: Go's TLS server takes a first
+        // record of any version below 16.0.
+        assert_eq!(read(&[0x16]), Err(5));
+        let mut odd_version = hello.clone();
+        odd_version[1..3].copy_from_slice(&[0, 1]);
+        assert!(matches!(read(&odd_version), Ok(Hello::Unreadable(_))));
+        let alert_then_hello = [&[0x15, 0, 1, 0, 2, 1, 0x5a][..], &hello].concat();
+        assert!(matches!(read(&alert_then_hello), Ok(Hello::Unreadable(_))));
+        assert!(matches!(
+            read(&[0x16, 0x20, 0, 0, 1, 0]),
+            Ok(Hello::Unreadable(_))
+        ));
         // A handshake that is not a ClientHello.
         assert!(matches!(
             read(&[0x16, 3, 1, 0, 4, 2, 0, 0, 0]),
@@ -320,6 +334,21 @@ pub(crate) mod tests {
                 "{twice:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_server_name_is_never_read_with_control_characters_or_past_a_dns_name() {
+        let forged = "x\n2026-12-08T00:00:00Z  INFO gitgate: policy reloaded\r\x1b[2J";
+        let Ok(Hello::Tls(Some(name))) = read(&hello_with(&[(SERVER_NAME, sni(&[forged]))])) else {
+            panic!("not read");
+        };
+        assert!(!name.bytes().any(|b| b.is_ascii_control()), "{name}");
+        assert!(name.starts_with("x\\n2026"), "{name}");
+        let long = "a".repeat(MAX_NAME + 1);
+        assert!(matches!(
+            read(&hello_with(&[(SERVER_NAME, sni(&[&long]))])),
+            Ok(Hello::Unreadable(_))
+        ));
     }
 
     proptest::proptest! {

@@ -1362,6 +1362,66 @@ fn tunnel_to(standin: &StandIn, limits: &str, serve: fn(TcpStream)) -> (Gitgate,
     (gitgate, tcp)
 }
 
+/// The bytes a TLS client sends first, asking for `name`.
+fn client_hello(name: &str) -> Vec<u8> {
+    let config = rustls::ClientConfig::builder_with_provider(gitgate_certs::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut out = Vec::new();
+    conn.write_tls(&mut out).unwrap();
+    out
+}
+
+/// A ClientHello for another site in a record of an odd version, or after an alert, is
+/// still read as TLS (servers such as Go's take either), so the tunnel is refused before
+/// any byte reaches the host.
+#[test]
+fn a_client_hello_in_an_odd_record_is_still_checked() {
+    let standin = harness::standin();
+    let reached = |mut stream: TcpStream| {
+        if stream.read(&mut [0u8; 1]).unwrap_or(0) > 0 {
+            let _ = stream.write_all(b"reached");
+        }
+    };
+    let (gitgate, first) = tunnel_to(&standin, "{}", reached);
+    let mut odd_version = client_hello("other.test");
+    odd_version[1..3].copy_from_slice(&[0, 1]);
+    let alert_first = [
+        &[0x15, 3, 1, 0, 2, 1, 0x5a][..],
+        &client_hello("other.test"),
+    ]
+    .concat();
+    let tunnel = || {
+        let mut tcp = TcpStream::connect(gitgate.addr).unwrap();
+        let head = answered(
+            &mut tcp,
+            "CONNECT host.test:443 HTTP/1.1\r\nHost: host.test:443\r\n\r\n",
+        );
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        tcp
+    };
+    for (mut tcp, bytes) in [(first, odd_version), (tunnel(), alert_first)] {
+        tcp.write_all(&bytes).unwrap();
+        let mut got = Vec::new();
+        let _ = tcp.read_to_end(&mut got);
+        assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    }
+    for why in ["a TLS record of version 0.1", "a TLS record of type 21"] {
+        gitgate.wait_for_record(|r| {
+            r["rule"] == "allowHosts"
+                && r["host"] == "host.test"
+                && r["reason"]
+                    .as_str()
+                    .is_some_and(|reason| reason.contains(why))
+        });
+    }
+}
+
 /// A tunnel whose client closed its side, to a host that keeps its side open and says
 /// nothing, ends at `idleTimeout` like any idle connection.
 #[test]
