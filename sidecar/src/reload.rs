@@ -138,7 +138,7 @@ impl Watcher {
         loop {
             tokio::select! {
                 () = self.hangup.notified() => {
-                    self.reload();
+                    self.guarded(|| self.reload());
                     seen = self.stamps();
                     continue;
                 }
@@ -151,11 +151,31 @@ impl Watcher {
             let now = stamp(&self.path);
             let config_changed = now.is_some() && now != self.known().config;
             if config_changed {
-                self.reload();
+                self.guarded(|| self.reload());
             } else {
-                self.reload_profile_files(None);
+                self.guarded(|| self.reload_profile_files(None));
             }
         }
+    }
+
+    /// Runs one reading of the files. A panic in it (a bug) is reported as a refused
+    /// reload, the policy in force kept, instead of ending this task and with it every
+    /// later reload.
+    fn guarded(&self, reading: impl FnOnce()) {
+        let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(reading)) else {
+            return;
+        };
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let file = self.path.display().to_string();
+        let error = format!(
+            "gitgate failed while reading it ({what}), a bug: please report it; the policy in force stays, and later edits are still read"
+        );
+        tracing::error!(%file, %error, "policy reload refused");
+        self.proxy.reload_failed(&file, &error);
     }
 
     /// The stamps of every watched file: the config file, and the files of

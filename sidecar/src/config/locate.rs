@@ -17,7 +17,8 @@ fn steps(path: &str) -> Vec<Step<'_>> {
             steps.push(Step::Key(key));
         }
         while let Some(close) = rest.find(']') {
-            if let Ok(index) = rest[1..close].parse() {
+            // `rest` is what follows a `]` after the first step: any text at all.
+            if let Some(Ok(index)) = rest.get(1..close).map(str::parse) {
                 steps.push(Step::Index(index));
             }
             rest = &rest[close + 1..];
@@ -176,6 +177,14 @@ policy:
                 Step::Key("allowedRepos"),
                 Step::Index(2)
             ]
+        );
+        // Map keys are any text: brackets in them never make a step panic.
+        for key in ["x[]]", "x]]", "x[1]é]", "[", "]", "x[é]"] {
+            let _ = steps(key);
+        }
+        assert_eq!(
+            steps("upstream.resolve.x[]]"),
+            [Step::Key("upstream"), Step::Key("resolve"), Step::Key("x")]
         );
     }
 }

@@ -654,6 +654,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_bad_value_under_a_key_with_brackets_is_located() {
+        let text = "policy: {allowedRepos: [a/b]}\nupstream:\n  resolve:\n    \"x[]]\": nope\n";
+        let error = Config::from_str(text, Path::new("/nonexistent/gitgate.yaml")).unwrap_err();
+        assert!(
+            error.to_string().starts_with("/nonexistent/gitgate.yaml:"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("upstream.resolve"), "{error}");
+    }
+
+    #[test]
     fn a_reload_sees_the_https_listeners_names_as_a_restart_only_change() {
         let config = |names: &str| {
             let text = format!(
