@@ -68,7 +68,7 @@ pub(crate) async fn handle(
     )
     .await
     {
-        Ok(response) => answer(state, response, credential.as_ref()),
+        Ok(response) => answer(state, response, credential.as_ref(), record).await,
         Err(failure) => reply::failure(Shape::Json, &failure),
     }
 }
@@ -468,21 +468,54 @@ pub(crate) fn graphql_url(api: &str) -> String {
     }
 }
 
-/// Passes GitHub's answer on; a 401 drops the token gitgate used.
-fn answer(
+/// GitHub's message for a credential it does not accept (an unknown, expired or revoked
+/// token), as opposed to an endpoint that takes another kind of credential.
+const BAD_CREDENTIALS: &str = "Bad credentials";
+
+/// Passes GitHub's answer on. A 401 never reaches the client as a challenge; it drops the
+/// credential gitgate used only when GitHub says the credential is bad: other 401s
+/// (`GET /repos/{o}/{r}/installation` takes only an App JWT) are the request's, and
+/// dropping the token on them would let a sandbox make gitgate mint one per request.
+async fn answer(
     state: &State,
     response: Response<Incoming>,
     credential: Option<&Credential>,
+    record: &Record,
 ) -> Response<ProxyBody> {
-    if response.status() == StatusCode::UNAUTHORIZED {
-        if let Some(credential) = credential {
-            state.tokens.reject(credential);
-        }
-        let failure = Failure::Upstream(format!(
-            "{} refused gitgate's credential (HTTP 401); retry, and if it persists check the GitHub App's installation",
-            state.settings.api_host
-        ));
-        return reply::failure(Shape::Json, &failure);
+    if response.status() != StatusCode::UNAUTHORIZED {
+        return send::relay(response);
     }
-    send::relay(response)
+    let api = &state.settings.api_host;
+    let message = read_bounded(
+        response.into_body(),
+        64 << 10,
+        state.settings.limits.body_idle_timeout,
+        "response",
+        (&state.buffered_bodies, record.client.ip()),
+    )
+    .await
+    .ok()
+    .and_then(|body| serde_json::from_slice::<GitHubError>(body.bytes()).ok())
+    .map(|error| error.message);
+    let failure = match message.as_deref() {
+        Some(BAD_CREDENTIALS) => {
+            if let Some(credential) = credential {
+                state.tokens.reject(credential);
+            }
+            format!(
+                "{api} refused gitgate's credential (HTTP 401); retry, and if it persists check the GitHub App's installation"
+            )
+        }
+        Some(message) => format!(
+            "{api} answered HTTP 401 ({message}): this endpoint does not take the credential gitgate sends for the sandbox (it may take only an App's JWT)"
+        ),
+        None => format!("{api} answered HTTP 401 without saying why; retry"),
+    };
+    reply::failure(Shape::Json, &Failure::Upstream(failure))
+}
+
+/// The JSON body of a GitHub API error.
+#[derive(serde::Deserialize)]
+struct GitHubError {
+    message: String,
 }

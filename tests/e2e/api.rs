@@ -671,6 +671,50 @@ fn a_pull_requests_base_moves_only_onto_refs_it_may_merge_into() {
     assert_eq!(tip("refs/heads/release"), release);
 }
 
+/// A 401 for an endpoint that takes another kind of credential keeps the token (a sandbox
+/// calling it in a loop must not make gitgate mint a token per call); GitHub's "Bad
+/// credentials" drops it, and the next call gets a new one.
+#[test]
+fn only_a_bad_credential_401_drops_the_token() {
+    let standin = standin();
+    let gitgate = Gitgate::start(&app_config(&standin, POLICY));
+    let sandbox = Sandbox::new(&gitgate);
+    assert_eq!(call(&sandbox, "GET", "/repos/acme/app", None).0, 200);
+    let mints = standin.mints().len();
+    for _ in 0..10 {
+        let (status, body) = call(&sandbox, "GET", "/repos/acme/app/installation", None);
+        assert_eq!(status, 502, "{body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("HTTP 401 (A JSON web token could not be decoded)")
+                && message.contains("does not take the credential"),
+            "{body}"
+        );
+    }
+    assert_eq!(call(&sandbox, "GET", "/repos/acme/app", None).0, 200);
+    assert_eq!(
+        standin.mints().len(),
+        mints,
+        "minted on a 401 of the request's own"
+    );
+    // Reinstalling the App revokes its tokens: GitHub says "Bad credentials".
+    assert!(standin.reinstall("acme", 1003));
+    let (status, body) = call(&sandbox, "GET", "/repos/acme/app", None);
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("refused gitgate's credential (HTTP 401)")),
+        "{body}"
+    );
+    assert_eq!(call(&sandbox, "GET", "/repos/acme/app", None).0, 200);
+    assert_eq!(
+        standin.mints().last().map(|m| m.installation_id),
+        Some(1003)
+    );
+    gitgate.assert_no_secrets(&standin);
+}
+
 #[test]
 fn without_policy_api_the_api_stays_closed() {
     let standin = standin();
