@@ -201,6 +201,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_listener_that_checks_client_certificates_resumes_no_session() {
+        let now = SystemTime::now();
+        let (cert, key) = generate(now).unwrap();
+        let ca = CertificateAuthority::from_pem(&cert, &key).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject;
+        for der in rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes()) {
+            roots.add(der.unwrap()).unwrap();
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            crate::crypto_provider(),
+        )
+        .build()
+        .unwrap();
+        let names = ["proxy.internal".to_owned()];
+        let checked = ca.proxy_server_config(&names, Some(verifier), now).unwrap();
+        assert!(!checked.session_storage.can_cache());
+        assert_eq!(checked.send_tls13_tickets, 0);
+        // Without client certificates, sessions resume (a new connection per request
+        // costs no full handshake).
+        let open = ca.proxy_server_config(&names, None, now).unwrap();
+        assert!(open.session_storage.can_cache() && open.send_tls13_tickets > 0);
+    }
+
+    #[test]
     fn generated_ca_round_trips_through_pem() {
         let (cert, key) = generate(SystemTime::now()).unwrap();
         let ca = CertificateAuthority::from_pem(&cert, &key).unwrap();

@@ -99,11 +99,18 @@ impl LeafMinter {
         let builder = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| CaError::Generate(e.to_string()))?;
+        let checks_clients = clients.is_some();
         let builder = match clients {
             Some(verifier) => builder.with_client_cert_verifier(verifier),
             None => builder.with_no_client_auth(),
         };
         let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+        if checks_clients {
+            // A resumed session brings back the client certificate it began with, unchecked
+            // (an expired one too): every connection shows and is verified on its own.
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         // Our order (AES-128-GCM first) rather than the client's.
         config.ignore_client_order = true;
