@@ -11,15 +11,14 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// The deadline is pushed back at most this often, keeping the byte path cheap.
-const RESET_GRANULARITY: Duration = Duration::from_secs(1);
-
 /// `T` with an idle timeout.
 pub(crate) struct IdleIo<T> {
     inner: T,
     timeout: Duration,
+    /// Armed for the timeout after the activity seen when it was last set; moved on only
+    /// when it fires, so the byte path never touches the timer.
     deadline: Pin<Box<Sleep>>,
-    last_reset: Instant,
+    last_activity: Instant,
 }
 
 impl<T> IdleIo<T> {
@@ -29,20 +28,25 @@ impl<T> IdleIo<T> {
             inner,
             timeout,
             deadline: Box::pin(tokio::time::sleep_until(now + timeout)),
-            last_reset: now,
+            last_activity: now,
         }
     }
 
     fn activity(&mut self) {
-        let now = Instant::now();
-        if now.duration_since(self.last_reset) >= RESET_GRANULARITY {
-            self.last_reset = now;
-            self.deadline.as_mut().reset(now + self.timeout);
-        }
+        self.last_activity = Instant::now();
     }
 
+    /// Whether `timeout` has passed since the last activity; re-arms the deadline when it
+    /// fires early (there was activity since it was set).
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.deadline.as_mut().poll(cx).is_ready()
+        while self.deadline.as_mut().poll(cx).is_ready() {
+            let due = self.last_activity + self.timeout;
+            if due <= Instant::now() {
+                return true;
+            }
+            self.deadline.as_mut().reset(due);
+        }
+        false
     }
 }
 
@@ -105,4 +109,35 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
     }
 
     forward_write_control!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A timeout shorter than any clock granularity still holds while bytes keep coming,
+    /// and fires once they stop.
+    #[tokio::test]
+    async fn a_short_timeout_holds_while_bytes_move_and_fires_when_they_stop() {
+        let timeout = Duration::from_millis(300);
+        let (mut writer, reader) = tokio::io::duplex(64);
+        let mut idle = IdleIo::new(reader, timeout);
+        let started = Instant::now();
+        let mut byte = [0u8; 1];
+        for _ in 0..12 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            writer.write_all(b"x").await.unwrap();
+            idle.read_exact(&mut byte).await.unwrap();
+        }
+        assert!(started.elapsed() >= Duration::from_millis(1200));
+        let quiet = Instant::now();
+        let error = idle.read_exact(&mut byte).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        let waited = quiet.elapsed();
+        assert!(
+            waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
+    }
 }

@@ -272,7 +272,11 @@ fn check_refuses_what_run_would_refuse_naming_file_key_and_fix() {
         ),
         (
             "listen: 127.0.0.1:0\nlimits: {idleTimeout: 0s}\n",
-            "gitgate.yaml:2:23: limits.idleTimeout: a timeout of 0s would cut off every connection",
+            "gitgate.yaml:2:23: limits.idleTimeout: a timeout of 0s would give up at once, every time",
+        ),
+        (
+            "github:\n  app: {id: \"1\", signer: {command: [/bin/true], timeout: 0s}}\n",
+            "gitgate.yaml:2:58: github.app.signer.timeout: a timeout of 0s would give up at once",
         ),
         (
             "github:\n  app: {id: \"1\", signer: {command: [/nonexistent/sign]}}\n",

@@ -240,7 +240,7 @@ impl<'de> Deserialize<'de> for RawSigner {
             #[serde(default, deserialize_with = "some")]
             aws_kms: Option<RawKms>,
             #[serde(default, deserialize_with = "some")]
-            timeout: Option<HumanDuration>,
+            timeout: Option<Timeout>,
         }
         let fields = Fields::deserialize(d)?;
         let timeout = fields.timeout.map_or(SIGNER_TIMEOUT, |t| t.0);

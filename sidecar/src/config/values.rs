@@ -104,7 +104,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
-/// A duration that must be above zero: a timeout of 0 would cut off every connection.
+/// A duration that must be above zero: a timeout of 0 would give up at once, every time.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeout(pub Duration);
 
@@ -112,7 +112,7 @@ impl<'de> Deserialize<'de> for Timeout {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         parse_str(d, "a duration", |raw| match parse_duration(raw) {
             Some(Duration::ZERO) => Err(format!(
-                "a timeout of {raw} would cut off every connection; give a duration above 0, e.g. 30s"
+                "a timeout of {raw} would give up at once, every time; give a duration above 0, e.g. 30s"
             )),
             Some(duration) => Ok(Self(duration)),
             None => Err(format!(
