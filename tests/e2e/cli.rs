@@ -47,7 +47,11 @@ fn bad_configs_exit_64_naming_file_line_column_and_key() {
         ),
         (
             "limits:\n  maxConnections: 0\n",
-            "gitgate.yaml:2:19: limits.maxConnections: must be a whole number of at least 1",
+            "gitgate.yaml:2:19: limits.maxConnections: must be a whole number from 1 to 16777216",
+        ),
+        (
+            "limits:\n  maxTunnels: 99999999999999999\n",
+            "gitgate.yaml:2:15: limits.maxTunnels: must be a whole number from 1 to 16777216",
         ),
         (
             "limits:\n  bodyIdleTimeout: 10x\n",
@@ -452,6 +456,14 @@ fn errors_found_after_parsing_name_the_line_and_column_of_their_key() {
         (
             "limits: {maxHeldPushes: 8, maxHeldPushesPerClient: 9}\npolicy: {allowedRepos: [a/b]}\n",
             "limits.maxHeldPushesPerClient: must be at most limits.maxHeldPushes (8)",
+        ),
+        (
+            "limits: {maxHeaderBytes: 500000}\npolicy: {allowedRepos: [a/b]}\n",
+            "limits.maxHeaderBytes: must be at most 417792",
+        ),
+        (
+            "limits: {maxHeaders: 5000}\npolicy: {allowedRepos: [a/b]}\n",
+            "limits.maxHeaders: must be at most 1000",
         ),
         (
             "limits: {maxTunnels: 4, maxTunnelsPerClient: 5}\npolicy: {allowedRepos: [a/b]}\n",

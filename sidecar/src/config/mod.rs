@@ -23,6 +23,13 @@ pub use raw::RawConfig;
 /// The most `limits.maxHeldPushes` may be: half the runtime's blocking threads.
 const MAX_HELD_PUSHES: usize = 256;
 
+/// The most `limits.maxHeaderBytes` may be: hyper's largest read buffer (8 KiB + 100 ×
+/// 4 KiB), which bounds a request head whatever the setting.
+const MAX_HEADER_BYTES: usize = 8192 + 4096 * 100;
+
+/// The most `limits.maxHeaders` may be.
+const MAX_HEADERS: usize = 1000;
+
 /// Sets one client's share of a limit of `whole` (bytes or a count, `shown` as the error
 /// writes it): as configured, which must not exceed the whole, or unset, the default or
 /// the whole, whichever is less. `keys` are the share's key and the whole's, for the
@@ -313,6 +320,24 @@ impl Config {
         .map_err(|(key, message)| error(key, message))?;
         count(&mut limits.max_header_bytes, l.max_header_bytes);
         count(&mut limits.max_headers, l.max_headers);
+        // hyper reads a request head into a buffer of at most this many bytes, and sets
+        // aside room for every allowed header on each request it parses.
+        if limits.max_header_bytes > MAX_HEADER_BYTES {
+            return Err(error(
+                "limits.maxHeaderBytes",
+                format!(
+                    "must be at most {MAX_HEADER_BYTES}: gitgate's HTTP/1 server (hyper) reads a request head into a buffer of that size"
+                ),
+            ));
+        }
+        if limits.max_headers > MAX_HEADERS {
+            return Err(error(
+                "limits.maxHeaders",
+                format!(
+                    "must be at most {MAX_HEADERS}: room for every allowed header is set aside on each request parsed"
+                ),
+            ));
+        }
         count(&mut limits.max_push_header_bytes, l.max_push_header_bytes);
         count(&mut limits.max_push_commands, l.max_push_commands);
         count(&mut limits.max_held_pushes, l.max_held_pushes);

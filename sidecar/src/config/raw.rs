@@ -408,9 +408,15 @@ pub struct RawUpstream {
     pub connect_timeout: Option<Timeout>,
 }
 
-/// A limit: a whole number of at least 1.
+/// A limit: a whole number from 1 to [`Count::MAX`].
 #[derive(Debug, Clone, Copy)]
 pub struct Count(pub usize);
+
+impl Count {
+    /// The largest limit: far above any that fits a machine, low enough that no sum or
+    /// double of limits overflows and every semaphore can hold it.
+    pub const MAX: usize = 1 << 24;
+}
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -418,17 +424,17 @@ impl<'de> Deserialize<'de> for Count {
         impl de::Visitor<'_> for Visitor {
             type Value = Count;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a whole number of at least 1")
+                f.write_str("a whole number from 1 to 16777216")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Count, E> {
                 match usize::try_from(v) {
-                    Ok(0) | Err(_) => Err(E::custom("must be a whole number of at least 1")),
-                    Ok(n) => Ok(Count(n)),
+                    Ok(n @ 1..=Count::MAX) => Ok(Count(n)),
+                    _ => Err(E::custom("must be a whole number from 1 to 16777216")),
                 }
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Count, E> {
                 u64::try_from(v)
-                    .map_err(|_| E::custom("must be a whole number of at least 1"))
+                    .map_err(|_| E::custom("must be a whole number from 1 to 16777216"))
                     .and_then(|v| self.visit_u64(v))
             }
         }
