@@ -174,6 +174,34 @@ fn render_list<T: fmt::Display>(items: &[T]) -> String {
 }
 
 /// A readable summary for `gitgate check`.
+impl Policy {
+    /// Everything the policy decides with, exactly: its summary, then what the summary
+    /// rounds (sizes) or only counts (signing keys). What its fingerprint is taken of.
+    pub fn exact(&self) -> String {
+        use fmt::Write as _;
+        let mut text = self.to_string();
+        // Writing to a String cannot fail.
+        for (name, size) in [
+            ("maxBlobSize", self.max_blob_size),
+            ("maxPushSize", self.max_push_size),
+        ] {
+            if let Some(size) = size {
+                let _ = writeln!(text, "{name} in bytes: {}", size.0);
+            }
+        }
+        for key in self.signers.iter().flat_map(|s| s.keys()) {
+            let _ = writeln!(
+                text,
+                "signer: {} {} {}",
+                key.algorithm,
+                key.blob,
+                key.principals.join(",")
+            );
+        }
+        text
+    }
+}
+
 impl fmt::Display for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write_list(f, "allowedRepos", &self.repos, "no repository is reachable")?;
@@ -246,6 +274,33 @@ mod tests {
 
     fn hosts() -> Vec<String> {
         vec!["github.com".to_owned(), "api.github.com".to_owned()]
+    }
+
+    /// What the summary rounds or only counts still tells policies apart exactly.
+    #[test]
+    fn the_exact_text_tells_apart_what_the_summary_rounds_or_counts() {
+        let exact = |extra: &str| {
+            Policy::from_yaml(&format!("{{allowedRepos: [a/b]{extra}}}"), &hosts())
+                .unwrap()
+                .exact()
+        };
+        let key = |blob: &str| format!(", requireSignedCommits: {{keys: ['ssh-ed25519 {blob}']}}");
+        let one = key("AAAAC3NzaC1lZDI1NTE5AAAAIFVpK3wFtUrWpJcUuGbcl4XlBPbmA1ZqQ2Vn7nTlW5xc");
+        let two = key("AAAAC3NzaC1lZDI1NTE5AAAAIGUYnYfttuL+s4v2mESBs/1jvlK0/9G9+OQxa0ybH+r8");
+        for (a, b) in [
+            (", maxBlobSize: 50000000", ", maxBlobSize: 50001000"),
+            (one.as_str(), two.as_str()),
+        ] {
+            let policy = |extra| {
+                Policy::from_yaml(&format!("{{allowedRepos: [a/b]{extra}}}"), &hosts()).unwrap()
+            };
+            assert_eq!(
+                policy(a).to_string(),
+                policy(b).to_string(),
+                "the summaries agree"
+            );
+            assert_ne!(exact(a), exact(b), "{a} / {b}");
+        }
     }
 
     #[test]

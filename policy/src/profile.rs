@@ -320,6 +320,20 @@ impl ProfileError {
 }
 
 impl Profile {
+    /// Everything the profile decides with, exactly: its name, how its clients are
+    /// recognised, and its policy ([`Policy::exact`]). What its fingerprint is taken of.
+    pub fn exact(&self) -> String {
+        let list = |items: &mut dyn Iterator<Item = &str>| items.collect::<Vec<_>>().join(",");
+        format!(
+            "profile {}\nsecretSha256: {}\nsourceCidrs: {}\nclientCertSubjects: {}\n{}",
+            self.name,
+            self.secret.as_ref().map_or("", |s| s.as_str()),
+            list(&mut self.cidrs.iter().map(Cidr::as_str)),
+            list(&mut self.subjects.iter().map(CertSubject::as_str)),
+            self.policy.exact()
+        )
+    }
+
     /// Compiles `raw` as profile `name`; `github_hosts` as for [`Policy::compile`].
     pub fn compile(
         name: ProfileName,
@@ -365,6 +379,24 @@ impl Profile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exact_text_tells_apart_profiles_that_recognise_other_clients() {
+        let exact = |yaml: &str| {
+            let raw: RawProfile = serde_yaml::from_str(yaml).unwrap();
+            Profile::compile("a".parse().unwrap(), &raw, &["github.com".to_owned()])
+                .unwrap()
+                .exact()
+        };
+        let base = exact("{sourceCidrs: [10.0.0.0/8], policy: {allowedRepos: [a/b]}}");
+        for other in [
+            "{sourceCidrs: [10.0.0.0/16], policy: {allowedRepos: [a/b]}}",
+            "{sourceCidrs: [10.0.0.0/8], clientCertSubjects: [CN=x], policy: {allowedRepos: [a/b]}}",
+            "{sourceCidrs: [10.0.0.0/8], policy: {allowedRepos: [a/c]}}",
+        ] {
+            assert_ne!(exact(other), base, "{other}");
+        }
+    }
 
     #[test]
     fn names() {

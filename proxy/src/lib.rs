@@ -309,13 +309,13 @@ impl Proxy {
 /// How long the audit writer gets to write what is queued at shutdown.
 pub const AUDIT_CLOSE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A short, stable fingerprint of a policy (SHA-256 of its summary).
+/// A short, stable fingerprint of a policy (SHA-256 of all it decides with).
 pub fn policy_hash(policy: &Policy) -> String {
-    fingerprint(policy.to_string().as_bytes())
+    fingerprint(policy.exact().as_bytes())
 }
 
 /// A short, stable fingerprint of the policies: of the single policy, or of every
-/// profile's name and policy in name order.
+/// profile (name, identity and policy) in name order.
 pub fn policies_hash(policies: &Policies) -> String {
     match policies {
         Policies::Single(policy) => policy_hash(policy),
@@ -324,7 +324,8 @@ pub fn policies_hash(policies: &Policies) -> String {
             profiles.sort_by(|a, b| a.name.cmp(&b.name));
             let mut summary = String::new();
             for profile in profiles {
-                summary.push_str(&format!("profile {}\n{}\n", profile.name, profile.policy));
+                summary.push_str(&profile.exact());
+                summary.push('\n');
             }
             fingerprint(summary.as_bytes())
         }
