@@ -297,6 +297,8 @@ pub enum ProfileError {
     Conflict {
         /// The contested name, range or subject.
         what: String,
+        /// Where the second profile claims it (`sourceCidrs[0]`); empty for the name.
+        key: String,
         /// The profile that had it.
         first: String,
         /// The profile that also wants it.
@@ -314,6 +316,7 @@ impl ProfileError {
                     .key()
                     .map_or("policy".into(), |key| format!("policy.{key}")),
             ),
+            ProfileError::Conflict { key, .. } if !key.is_empty() => Some(key.clone()),
             _ => None,
         }
     }

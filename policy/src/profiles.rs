@@ -99,9 +99,11 @@ impl CidrIndex {
     }
 }
 
-fn conflict(what: String, first: &Profile, second: &Profile) -> ProfileError {
+/// `what` (at `key` in `second`'s entry) is claimed by both profiles.
+fn conflict(what: String, key: String, first: &Profile, second: &Profile) -> ProfileError {
     ProfileError::Conflict {
         what,
+        key,
         first: first.name.to_string(),
         second: second.name.to_string(),
     }
@@ -131,23 +133,26 @@ impl ProfileSet {
         if let Some(first) = self.by_name.get(profile.name.as_str()) {
             return Err(conflict(
                 format!("the name {}", profile.name),
+                String::new(),
                 first,
                 &profile,
             ));
         }
-        for subject in &profile.subjects {
+        for (i, subject) in profile.subjects.iter().enumerate() {
             if let Some(first) = self.by_subject.get(subject) {
                 return Err(conflict(
                     format!("client certificate {subject}"),
+                    format!("clientCertSubjects[{i}]"),
                     first,
                     &profile,
                 ));
             }
         }
-        for cidr in &profile.cidrs {
+        for (i, cidr) in profile.cidrs.iter().enumerate() {
             if let Some(first) = self.by_source.exact(cidr) {
                 return Err(conflict(
                     format!("source range {}/{}", cidr.network(), cidr.prefix()),
+                    format!("sourceCidrs[{i}]"),
                     first,
                     &profile,
                 ));

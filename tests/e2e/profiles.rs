@@ -793,7 +793,7 @@ fn check_and_explain_cover_profiles_and_errors_name_the_place() {
         ),
         (
             "profiles:\n  x:\n    sourceCidrs: [10.0.0.0/8]\n  y:\n    sourceCidrs: [10.0.0.0/8]\n",
-            "source range 10.0.0.0/8 is claimed by both profile x and profile y",
+            "gitgate.yaml:12:5: profiles.y.sourceCidrs[0]: source range 10.0.0.0/8 is claimed by both profile x and profile y",
         ),
         (
             "profiles:\n  bad/name:\n    sourceCidrs: [10.0.0.0/8]\n",
@@ -813,8 +813,29 @@ fn check_and_explain_cover_profiles_and_errors_name_the_place() {
         assert_eq!(out.status.code(), Some(64), "{rest}: {}", text(&out));
         assert!(text(&out).contains(want), "{rest}: {}", text(&out));
     }
-    // A profile file's error names its place in that file.
+    // A profile file's error names its place in that file, a clash with another
+    // profile's claim too.
     std::fs::create_dir(dir.path().join("pd")).unwrap();
+    std::fs::write(
+        dir.path().join("pd/w.yaml"),
+        "sourceCidrs: [10.1.0.0/16]\nclientCertSubjects: []\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &path,
+        config(
+            &standin,
+            "profilesDir: pd\nprofiles:\n  v:\n    sourceCidrs: [10.1.0.0/16]\n",
+        ),
+    )
+    .unwrap();
+    let out = cli(&["check", "--config", config_arg], dir.path());
+    assert!(
+        text(&out).contains("w.yaml:1:1: sourceCidrs[0]: source range 10.1.0.0/16 is claimed by both profile v and profile w"),
+        "{}",
+        text(&out)
+    );
+    std::fs::remove_file(dir.path().join("pd/w.yaml")).unwrap();
     std::fs::write(
         dir.path().join("pd/x.yaml"),
         "sourceCidrs: [10.0.0.0/8]\npolicy:\n  allowHosts:\n    - pypi.org\n    - api.github.com\n",

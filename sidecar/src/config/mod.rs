@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gitgate_policy::Policies;
-use gitgate_policy::{Policy, RawPolicy};
+use gitgate_policy::{Policy, ProfileError, RawPolicy};
 use gitgate_proxy::audit::AuditTarget;
 use gitgate_proxy::token::{AppConfig, SessionFiles, UserConfig};
 use gitgate_proxy::{Limits, ListenTls, Settings, TokenConfig, UpstreamSettings};
@@ -500,8 +500,15 @@ impl Config {
                 rules,
             };
             // Conflicts among the inline profiles are the config file's error.
-            gitgate_policy::ProfileSet::new(profiles.inline.iter().cloned())
-                .map_err(|e| error("profiles", e.to_string()))?;
+            gitgate_policy::ProfileSet::new(profiles.inline.iter().cloned()).map_err(|e| {
+                let key = match &e {
+                    ProfileError::Conflict { second, key, .. } if !key.is_empty() => {
+                        format!("profiles.{second}.{key}")
+                    }
+                    _ => "profiles".to_owned(),
+                };
+                error(&key, e.to_string())
+            })?;
             Some(profiles)
         } else {
             None

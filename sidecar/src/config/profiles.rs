@@ -60,11 +60,19 @@ pub(crate) fn assemble<'a>(
     let mut rejected = Vec::new();
     for (path, loaded) in files {
         let outcome = match loaded {
-            Ok(profile) => set.insert(profile.clone()).map_err(|e| ConfigError {
-                file: path.to_owned(),
-                location: None,
-                key: String::new(),
-                message: e.to_string(),
+            Ok(profile) => set.insert(profile.clone()).map_err(|e| {
+                let key = e.key().unwrap_or_default();
+                // The file loaded a moment ago: read again only to point at the key.
+                let location = std::fs::read_to_string(path)
+                    .ok()
+                    .and_then(|text| super::locate::locate(&text, &key, 0))
+                    .map(|(at, _)| at);
+                ConfigError {
+                    file: path.to_owned(),
+                    location,
+                    key,
+                    message: e.to_string(),
+                }
             }),
             Err(error) => Err(error.clone()),
         };
