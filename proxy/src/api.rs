@@ -57,6 +57,8 @@ pub(crate) async fn handle(
         return reply::failure(Shape::Json, &failure);
     };
     let authorization = credential.as_ref().map(Credential::bearer);
+    let mut parts = parts;
+    readable_encodings(&mut parts.headers);
     match send::upstream(
         state,
         &settings.api_host,
@@ -486,16 +488,36 @@ async fn answer(
         return send::relay(response);
     }
     let api = &state.settings.api_host;
+    let gzipped = response
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     let message = read_bounded(
         response.into_body(),
-        64 << 10,
+        MAX_ERROR_BODY,
         state.settings.limits.body_idle_timeout,
         "response",
         (&state.buffered_bodies, record.client.ip()),
     )
     .await
     .ok()
-    .and_then(|body| serde_json::from_slice::<GitHubError>(body.bytes()).ok())
+    .and_then(|body| {
+        let json = if gzipped {
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(
+                    flate2::read::GzDecoder::new(body.bytes().as_ref()),
+                    MAX_ERROR_BODY as u64,
+                ),
+                &mut plain,
+            )
+            .ok()?;
+            plain
+        } else {
+            body.bytes().to_vec()
+        };
+        serde_json::from_slice::<GitHubError>(&json).ok()
+    })
     .map(|error| error.message);
     let failure = match message.as_deref() {
         Some(BAD_CREDENTIALS) => {
@@ -512,6 +534,37 @@ async fn answer(
         None => format!("{api} answered HTTP 401 without saying why; retry"),
     };
     reply::failure(Shape::Json, &Failure::Upstream(failure))
+}
+
+/// The most bytes of a 401's body read for its reason (GitHub's are a few hundred).
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// Lets GitHub compress an API answer only in a way gitgate reads (a 401's reason decides
+/// whether the credential is dropped): gzip if the client takes it, else not at all.
+fn readable_encodings(headers: &mut http::HeaderMap) {
+    let takes_gzip = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut params = coding.split(';');
+            let name = params.next().unwrap_or_default().trim();
+            let refused = params.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            name.eq_ignore_ascii_case("gzip") && !refused
+        });
+    headers.remove(header::ACCEPT_ENCODING);
+    if takes_gzip {
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            http::HeaderValue::from_static("gzip"),
+        );
+    }
 }
 
 /// The JSON body of a GitHub API error.

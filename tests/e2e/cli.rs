@@ -47,11 +47,11 @@ fn bad_configs_exit_64_naming_file_line_column_and_key() {
         ),
         (
             "limits:\n  maxConnections: 0\n",
-            "gitgate.yaml:2:19: limits.maxConnections: must be a whole number from 1 to 16777216",
+            "gitgate.yaml:2:19: limits.maxConnections: must be a whole number from 1 to 1073741824",
         ),
         (
             "limits:\n  maxTunnels: 99999999999999999\n",
-            "gitgate.yaml:2:15: limits.maxTunnels: must be a whole number from 1 to 16777216",
+            "gitgate.yaml:2:15: limits.maxTunnels: must be a whole number from 1 to 1073741824",
         ),
         (
             "limits:\n  bodyIdleTimeout: 10x\n",

@@ -413,9 +413,10 @@ pub struct RawUpstream {
 pub struct Count(pub usize);
 
 impl Count {
-    /// The largest limit: far above any that fits a machine, low enough that no sum or
-    /// double of limits overflows and every semaphore can hold it.
-    pub const MAX: usize = 1 << 24;
+    /// The largest limit (1 GiB for the byte limits written as plain numbers): far above
+    /// any count a machine holds, low enough that no sum or double of limits overflows
+    /// and every semaphore can hold it.
+    pub const MAX: usize = 1 << 30;
 }
 
 impl<'de> Deserialize<'de> for Count {
@@ -424,17 +425,17 @@ impl<'de> Deserialize<'de> for Count {
         impl de::Visitor<'_> for Visitor {
             type Value = Count;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a whole number from 1 to 16777216")
+                f.write_str("a whole number from 1 to 1073741824")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Count, E> {
                 match usize::try_from(v) {
                     Ok(n @ 1..=Count::MAX) => Ok(Count(n)),
-                    _ => Err(E::custom("must be a whole number from 1 to 16777216")),
+                    _ => Err(E::custom("must be a whole number from 1 to 1073741824")),
                 }
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Count, E> {
                 u64::try_from(v)
-                    .map_err(|_| E::custom("must be a whole number from 1 to 16777216"))
+                    .map_err(|_| E::custom("must be a whole number from 1 to 1073741824"))
                     .and_then(|v| self.visit_u64(v))
             }
         }

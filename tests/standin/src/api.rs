@@ -342,6 +342,39 @@ pub(crate) fn json_response(status: StatusCode, body: impl Into<JsonBody>) -> Re
     resp
 }
 
+/// Whether the client asked for gzip (`Accept-Encoding`).
+pub(crate) fn takes_gzip(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| coding.trim().eq_ignore_ascii_case("gzip"))
+}
+
+/// `resp`, gzipped as api.github.com sends it to a client that takes gzip; done here for
+/// 401s, the answers whose reason gitgate reads.
+pub(crate) async fn compressed(gzip: bool, resp: Response<RespBody>) -> Response<RespBody> {
+    use http_body_util::BodyExt;
+    use std::io::Write;
+    if !gzip || resp.status() != StatusCode::UNAUTHORIZED {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(collected) = body.collect().await else {
+        return Response::from_parts(parts, full(bytes::Bytes::new()));
+    };
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let _ = encoder.write_all(&collected.to_bytes());
+    let zipped = encoder.finish().unwrap_or_default();
+    parts
+        .headers
+        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, full(zipped))
+}
+
 /// A GitHub error: `{"message": ..., "documentation_url": ...}`.
 pub(crate) fn error(status: StatusCode, message: &str) -> Response<RespBody> {
     json_response(

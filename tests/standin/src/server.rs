@@ -168,11 +168,17 @@ async fn route(
         }
         // GitHub Enterprise Server's layout: the API below /api/v3, GraphQL at /api/graphql.
         "github.com" if parts.uri.path().starts_with("/api/") => match ghes_api(parts) {
-            Some(parts) => crate::api::handle(&shared, parts, body).await,
+            Some(parts) => {
+                let gzip = crate::api::takes_gzip(&parts);
+                crate::api::compressed(gzip, crate::api::handle(&shared, parts, body).await).await
+            }
             None => text(StatusCode::NOT_FOUND, "Not Found\n"),
         },
         "github.com" => crate::git::handle(&shared, peer, parts, body).await,
-        "api.github.com" => crate::api::handle(&shared, parts, body).await,
+        "api.github.com" => {
+            let gzip = crate::api::takes_gzip(&parts);
+            crate::api::compressed(gzip, crate::api::handle(&shared, parts, body).await).await
+        }
         crate::lfs::STORAGE_HOST => crate::lfs::storage(&shared, &parts, body).await,
         "tunnel.test" | "other.test" => text(StatusCode::OK, format!("hello from {host}\n")),
         _ => text(
