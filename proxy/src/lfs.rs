@@ -62,11 +62,19 @@ pub(crate) async fn handle(
             )
             .await
             .map_err(|unread| unread.failure(record, Failure::Client))?;
-            let operation = lfs::batch_operation(buffered.bytes()).map_err(|reason| {
+            let request = lfs::batch_request(buffered.bytes()).map_err(|reason| {
                 record.decide(Verdict::Deny, "lfs", &reason);
                 Failure::Client(reason)
             })?;
-            match operation {
+            if let Some(denial) = policy.decide_lfs_upload(&request)
+                && !enforce(policy, record, &denial)
+            {
+                return Err(Failure::Policy(format!(
+                    "Git LFS upload to {repo} denied: {}",
+                    denial.reason
+                )));
+            }
+            match request.operation {
                 LfsOperation::Download => ("download", false, buffered.into_body()),
                 LfsOperation::Upload => ("upload", true, buffered.into_body()),
             }

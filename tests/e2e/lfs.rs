@@ -185,3 +185,27 @@ fn storage_hosts_stay_closed_without_a_batch_response_and_uploads_need_a_writabl
             .all(|r| r.host != LFS_STORAGE_HOST)
     );
 }
+
+/// `maxBlobSize` holds for files pushed to LFS too: the upload is refused at the batch
+/// call, by the size git-lfs gives each object, so neither the object nor the ref moves.
+#[test]
+fn lfs_uploads_are_held_to_max_blob_size() {
+    let standin = standin();
+    let gitgate = Gitgate::start(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app], allowedRefs: [main], maxBlobSize: 1MiB}",
+    ));
+    let (sandbox, bundle) = lfs_sandbox(&standin, &gitgate);
+    let (repo, oid) = commit_model(&sandbox, &bundle, 2);
+    let env = [("GIT_SSL_CAINFO", bundle.to_str().unwrap())];
+    let main = standin.rev_parse("acme", "app", "refs/heads/main");
+    let out = sandbox.git_with_env(&repo, &["push", "-q", "origin", "main"], &env);
+    assert!(!out.status.success(), "{}", text(&out));
+    let want = format!(
+        "gitgate: Git LFS upload to acme/app denied: the LFS object {oid} of 2097152 bytes is larger than maxBlobSize"
+    );
+    assert!(text(&out).contains(&want), "{}", text(&out));
+    assert!(standin.lfs_object("acme", "app", &oid).is_none());
+    assert_eq!(standin.rev_parse("acme", "app", "refs/heads/main"), main);
+    gitgate.wait_for_record(|r| r["rule"] == "maxBlobSize" && r["decision"] == "deny");
+}

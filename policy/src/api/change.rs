@@ -347,17 +347,17 @@ impl Policy {
     pub fn decide_blobs(&self, effect: &Effect, body: &Value) -> Result<Option<Decision>, String> {
         Ok(effect
             .largest_blob(body)?
-            .and_then(|largest| self.decide_blob_size(largest)))
+            .and_then(|largest| self.decide_blob_size("a file", largest)))
     }
 
-    /// A file of `largest` bytes written through the API, under `maxBlobSize`: the
-    /// denial when it is larger.
-    fn decide_blob_size(&self, largest: u64) -> Option<Decision> {
+    /// `what`, a file of `size` bytes written without a pack (through the API or to LFS
+    /// storage), under `maxBlobSize`: the denial when it is larger.
+    pub(crate) fn decide_blob_size(&self, what: &str, size: u64) -> Option<Decision> {
         let max = self.max_blob_size?;
-        (largest > max.0).then(|| {
+        (size > max.0).then(|| {
             Decision::deny(
                 "maxBlobSize",
-                format!("a file of {largest} bytes is larger than maxBlobSize ({max})"),
+                format!("{what} of {size} bytes is larger than maxBlobSize ({max})"),
             )
         })
     }
@@ -409,7 +409,7 @@ impl Policy {
             );
         }
         if let Content::Files { largest, .. } = content
-            && let Some(denial) = self.decide_blob_size(*largest)
+            && let Some(denial) = self.decide_blob_size("a file", *largest)
         {
             return denial;
         }
@@ -692,8 +692,8 @@ mod tests {
     #[test]
     fn max_blob_size_bounds_blobs_written_without_a_ref() {
         let p = policy("{allowedRepos: [acme/app], allowedRefs: ['**'], maxBlobSize: 10B}");
-        assert_eq!(p.decide_blob_size(10), None);
-        let d = p.decide_blob_size(11).unwrap();
+        assert_eq!(p.decide_blob_size("a file", 10), None);
+        let d = p.decide_blob_size("a file", 11).unwrap();
         assert_eq!((d.allowed, d.rule.as_str()), (false, "maxBlobSize"));
         assert!(d.reason.contains("11 bytes"), "{}", d.reason);
         let big = json!({"content": "12345678901"});
@@ -702,6 +702,6 @@ mod tests {
         assert_eq!(p.decide_blobs(&Effect::Objects, &big), Ok(None));
         assert!(p.decide_blobs(&Effect::Tree, &big).is_err());
         let p = policy("{allowedRepos: [acme/app], allowedRefs: ['**']}");
-        assert_eq!(p.decide_blob_size(u64::MAX), None);
+        assert_eq!(p.decide_blob_size("a file", u64::MAX), None);
     }
 }

@@ -61,17 +61,44 @@ pub fn classify_lfs(method: &str, rest: &str) -> Result<LfsCall, String> {
     }
 }
 
-/// The `operation` of a batch request body.
-pub fn batch_operation(body: &[u8]) -> Result<LfsOperation, String> {
+/// What a batch request asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchRequest {
+    /// Its `operation`.
+    pub operation: LfsOperation,
+    /// For an upload, the largest object it announces: `oid` and `size` (the storage
+    /// host holds each upload to the size the batch gave).
+    pub largest: Option<(String, u64)>,
+}
+
+/// Reads a batch request body: its operation, and the largest object of an upload, each
+/// of whose objects must give its `size` (as git-lfs always does).
+pub fn batch_request(body: &[u8]) -> Result<BatchRequest, String> {
     let request = parse_strict(body)?;
-    match request.get("operation").and_then(Value::as_str) {
-        Some("download") => Ok(LfsOperation::Download),
-        Some("upload") => Ok(LfsOperation::Upload),
-        Some(other) => Err(format!(
-            "the LFS batch operation {other:?} is neither download nor upload"
-        )),
-        None => Err("the LFS batch request has no \"operation\"".into()),
+    let operation = match request.get("operation").and_then(Value::as_str) {
+        Some("download") => LfsOperation::Download,
+        Some("upload") => LfsOperation::Upload,
+        Some(other) => {
+            return Err(format!(
+                "the LFS batch operation {other:?} is neither download nor upload"
+            ));
+        }
+        None => return Err("the LFS batch request has no \"operation\"".into()),
+    };
+    let mut largest: Option<(String, u64)> = None;
+    if operation == LfsOperation::Upload {
+        let objects = request.get("objects").and_then(Value::as_array);
+        for (n, object) in objects.into_iter().flatten().enumerate() {
+            let Some(size) = object.get("size").and_then(Value::as_u64) else {
+                return Err(format!("object {} of the LFS upload gives no size", n + 1));
+            };
+            if largest.as_ref().is_none_or(|(_, most)| size > *most) {
+                let oid = object.get("oid").and_then(Value::as_str).unwrap_or("?");
+                largest = Some((crate::text::printable(oid.as_bytes(), 80), size));
+            }
+        }
     }
+    Ok(BatchRequest { operation, largest })
 }
 
 /// A storage host a batch response points the client at, reachable until `until`.
@@ -153,6 +180,12 @@ fn https_authority(href: &str) -> Option<(HostName, u16)> {
 }
 
 impl Policy {
+    /// An LFS upload, under `maxBlobSize`: the denial when its largest object is larger.
+    pub fn decide_lfs_upload(&self, request: &BatchRequest) -> Option<Decision> {
+        let (oid, size) = request.largest.as_ref()?;
+        self.decide_blob_size(&format!("the LFS object {oid}"), *size)
+    }
+
     /// An LFS call on `repo`: downloads and lock listings need the repository allowed;
     /// uploads and lock writes need it writable (as a push).
     pub fn decide_lfs(&self, repo: &RepoPath, write: bool) -> Decision {
@@ -192,12 +225,13 @@ mod tests {
 
     #[test]
     fn batch_operations() {
+        let operation = |body: &[u8]| batch_request(body).map(|r| r.operation);
         assert_eq!(
-            batch_operation(br#"{"operation": "download", "objects": []}"#),
+            operation(br#"{"operation": "download", "objects": [{"oid": "a"}]}"#),
             Ok(LfsOperation::Download)
         );
         assert_eq!(
-            batch_operation(br#"{"operation": "upload"}"#),
+            operation(br#"{"operation": "upload"}"#),
             Ok(LfsOperation::Upload)
         );
         for body in [
@@ -205,9 +239,46 @@ mod tests {
             b"{}",
             br#"{"operation": "download", "operation": "upload"}"#,
             b"[",
+            br#"{"operation": "upload", "objects": [{"oid": "a"}]}"#,
+            br#"{"operation": "upload", "objects": [{"oid": "a", "size": -1}]}"#,
+            br#"{"operation": "upload", "objects": [{"oid": "a", "size": "5"}]}"#,
         ] {
-            assert!(batch_operation(body).is_err());
+            assert!(
+                batch_request(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
+    }
+
+    #[test]
+    fn uploads_are_held_to_max_blob_size_by_their_largest_object() {
+        let request = batch_request(
+            br#"{"operation": "upload", "objects": [{"oid": "small", "size": 10}, {"oid": "big", "size": 2000}, {"oid": "mid", "size": 1500}]}"#,
+        )
+        .unwrap();
+        assert_eq!(request.largest, Some(("big".to_owned(), 2000)));
+        let policy = |extra: &str| {
+            Policy::from_yaml(
+                &format!("{{allowedRepos: [a/b], allowedRefs: [main]{extra}}}"),
+                &["github.com".to_owned()],
+            )
+            .unwrap()
+        };
+        let denial = policy(", maxBlobSize: 1KB")
+            .decide_lfs_upload(&request)
+            .unwrap();
+        assert_eq!(denial.rule, "maxBlobSize");
+        assert!(
+            denial.reason.contains("the LFS object big of 2000 bytes"),
+            "{}",
+            denial.reason
+        );
+        assert_eq!(
+            policy(", maxBlobSize: 2KB").decide_lfs_upload(&request),
+            None
+        );
+        assert_eq!(policy("").decide_lfs_upload(&request), None);
     }
 
     #[test]
