@@ -66,8 +66,8 @@ pub fn classify_lfs(method: &str, rest: &str) -> Result<LfsCall, String> {
 pub struct BatchRequest {
     /// Its `operation`.
     pub operation: LfsOperation,
-    /// For an upload, the largest object it announces: `oid` and `size` (the storage
-    /// host holds each upload to the size the batch gave).
+    /// For an upload, the largest object it announces: `oid` and `size` (as git-lfs
+    /// states it; the storage tunnel is opaque to gitgate).
     pub largest: Option<(String, u64)>,
 }
 
