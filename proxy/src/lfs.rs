@@ -19,6 +19,8 @@ use crate::token::Purpose;
 
 /// The largest batch request read.
 const MAX_BATCH_REQUEST: usize = 1 << 20;
+/// The largest lock or unlock request read.
+const MAX_LOCK_REQUEST: usize = 64 << 10;
 /// The largest batch response read for its storage hosts.
 const MAX_BATCH_RESPONSE: usize = 8 << 20;
 
@@ -75,13 +77,18 @@ pub(crate) async fn handle(
                 )));
             }
             match request.operation {
-                LfsOperation::Download => ("download", false, buffered.into_body()),
-                LfsOperation::Upload => ("upload", true, buffered.into_body()),
+                LfsOperation::Download => ("download", false, Held::Read(buffered.into_body())),
+                LfsOperation::Upload => ("upload", true, Held::Read(buffered.into_body())),
             }
         }
-        LfsCall::ListLocks => ("lock listing", false, stream(body)),
-        LfsCall::WriteLocks => ("lock change", true, stream(body)),
-        LfsCall::VerifyLocks => ("lock verification before an upload", true, stream(body)),
+        LfsCall::ListLocks => ("lock listing", false, Held::Read(stream(body))),
+        // Read once the repository is known to be writable.
+        LfsCall::Lock | LfsCall::Unlock => ("lock change", true, Held::Unread(body)),
+        LfsCall::VerifyLocks => (
+            "lock verification before an upload",
+            true,
+            Held::Read(stream(body)),
+        ),
     };
     let decision = policy.decide_lfs(repo, write);
     if !enforce(policy, record, &decision) {
@@ -90,6 +97,28 @@ pub(crate) async fn handle(
             decision.reason
         )));
     }
+    let body = match body {
+        Held::Read(body) => body,
+        Held::Unread(body) => {
+            let buffered = read_bounded(
+                body,
+                MAX_LOCK_REQUEST,
+                idle,
+                "LFS lock request",
+                (&state.buffered_bodies, record.client.ip()),
+            )
+            .await
+            .map_err(|unread| unread.failure(record, Failure::Client))?;
+            let decision = policy.decide_lock_change(lfs_call, buffered.bytes());
+            if !enforce(policy, record, &decision) {
+                return Err(Failure::Policy(format!(
+                    "Git LFS lock change for {repo} denied: {}",
+                    decision.reason
+                )));
+            }
+            buffered.into_body()
+        }
+    };
     let credential = state
         .tokens
         .credential(policy, repo, Purpose::Git, record.profile.as_deref())
@@ -120,6 +149,12 @@ pub(crate) async fn handle(
     .map_err(|unread| unread.failure(record, Failure::Upstream))?;
     grant_storage(state, policy, record, buffered.bytes());
     Ok(Response::from_parts(parts, buffered.into_body()))
+}
+
+/// A request body, read already or still to be read once the call is allowed.
+enum Held {
+    Read(ProxyBody),
+    Unread(ClientBody),
 }
 
 /// Lets this client tunnel to the storage hosts of a batch response's actions.

@@ -209,3 +209,43 @@ fn lfs_uploads_are_held_to_max_blob_size() {
     assert_eq!(standin.rev_parse("acme", "app", "refs/heads/main"), main);
     gitgate.wait_for_record(|r| r["rule"] == "maxBlobSize" && r["decision"] == "deny");
 }
+
+/// Lock changes are decided like the pushes they would hold up: a lock on a protected
+/// path, or a forced unlock (another person's lock), is refused naming why; a lock on
+/// another path of a ref the sandbox may push reaches GitHub.
+#[test]
+fn lfs_locks_on_protected_paths_and_forced_unlocks_are_refused() {
+    let standin = standin();
+    let gitgate = Gitgate::start(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app], allowedRefs: [main], protectedPaths: ['.github/**']}",
+    ));
+    let (sandbox, bundle) = lfs_sandbox(&standin, &gitgate);
+    let (repo, _) = commit_model(&sandbox, &bundle, 1);
+    let env = [("GIT_SSL_CAINFO", bundle.to_str().unwrap())];
+    let lock_posts = || {
+        standin
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.target.contains("/info/lfs/locks"))
+            .count()
+    };
+    let out = sandbox.git_with_env(&repo, &["lfs", "lock", ".github/workflows/ci.yml"], &env);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(".github/workflows/ci.yml matches protectedPaths pattern .github/**"),
+        "{}",
+        text(&out)
+    );
+    let out = sandbox.git_with_env(&repo, &["lfs", "unlock", "--force", "--id", "1"], &env);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("a forced unlock drops another person's lock"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(lock_posts(), 0, "a refused lock change went upstream");
+    git_ok(&sandbox, &bundle, &repo, &["lfs", "lock", "model.bin"]);
+    assert_eq!(lock_posts(), 1);
+    gitgate.wait_for_record(|r| r["rule"] == "protectedPaths" && r["decision"] == "deny");
+}

@@ -25,8 +25,11 @@ pub enum LfsCall {
     Batch,
     /// `GET locks`: needs the repository readable.
     ListLocks,
-    /// `POST locks`, `locks/{id}/unlock`: need the repository writable.
-    WriteLocks,
+    /// `POST locks`: needs the repository writable, and the lock decided
+    /// ([`Policy::decide_lock_change`]).
+    Lock,
+    /// `POST locks/{id}/unlock`: the same.
+    Unlock,
     /// `POST locks/verify`, which git-lfs sends before it uploads: needs the repository
     /// writable.
     VerifyLocks,
@@ -48,12 +51,12 @@ pub fn classify_lfs(method: &str, rest: &str) -> Result<LfsCall, String> {
     match (method, segments.as_slice()) {
         ("POST", ["objects", "batch"]) => Ok(LfsCall::Batch),
         ("GET", ["locks"]) => Ok(LfsCall::ListLocks),
-        ("POST", ["locks"]) => Ok(LfsCall::WriteLocks),
+        ("POST", ["locks"]) => Ok(LfsCall::Lock),
         ("POST", ["locks", "verify"]) => Ok(LfsCall::VerifyLocks),
         ("POST", ["locks", id, "unlock"])
             if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
         {
-            Ok(LfsCall::WriteLocks)
+            Ok(LfsCall::Unlock)
         }
         _ => Err(format!(
             "{method} info/lfs/{path} is not an LFS endpoint gitgate forwards (the batch API and locks only)"
@@ -186,6 +189,65 @@ impl Policy {
         self.decide_blob_size(&format!("the LFS object {oid}"), *size)
     }
 
+    /// A lock change given its JSON body (`POST locks`: `{"path", "ref"}`; an unlock:
+    /// `{"force", "ref"}`). The ref it names, if any, must be one the sandbox may push. A
+    /// new lock's path must be canonical and not protected: the sandbox cannot change a
+    /// protected file, and its lock would hold up everyone else's pushes of it. An unlock
+    /// may not be forced: that drops another person's lock.
+    pub fn decide_lock_change(&self, call: LfsCall, body: &[u8]) -> Decision {
+        let deny = |reason: String| Decision::deny("lfs", reason);
+        let request = match parse_strict(body) {
+            Ok(request) => request,
+            Err(e) => return deny(format!("the LFS lock request cannot be read: {e}")),
+        };
+        match request.get("ref") {
+            None | Some(Value::Null) => {}
+            Some(named) => match named.get("name").and_then(Value::as_str) {
+                Some(name) => {
+                    let decision = self.decide_ref_name(name, false);
+                    if !decision.allowed {
+                        return decision;
+                    }
+                }
+                None => return deny("the LFS lock request's ref has no name".into()),
+            },
+        }
+        match call {
+            LfsCall::Lock => {
+                let Some(path) = request.get("path").and_then(Value::as_str) else {
+                    return deny("the LFS lock request has no path".into());
+                };
+                let canonical = !path.is_empty()
+                    && !path.contains('\\')
+                    && path.split('/').all(|s| !matches!(s, "" | "." | ".."));
+                if !canonical {
+                    return deny(format!(
+                        "the lock path {:?} is not a plain path from the repository root",
+                        crate::text::printable(path.as_bytes(), 200)
+                    ));
+                }
+                if let Some(pattern) = self.protected_paths.iter().find(|p| p.matches(path)) {
+                    return Decision::deny(
+                        "protectedPaths",
+                        format!(
+                            "{path} matches protectedPaths pattern {pattern}: the sandbox may not change it, so it may not lock it either"
+                        ),
+                    );
+                }
+            }
+            LfsCall::Unlock if request.get("force").and_then(Value::as_bool) == Some(true) => {
+                return deny(
+                    "a forced unlock drops another person's lock; ask its owner to unlock it, or unlock it outside the sandbox".into(),
+                );
+            }
+            _ => {}
+        }
+        Decision::allow(
+            "lfs",
+            "the lock change names no ref or path the policy refuses",
+        )
+    }
+
     /// An LFS call on `repo`: downloads and lock listings need the repository allowed;
     /// uploads and lock writes need it writable (as a push).
     pub fn decide_lfs(&self, repo: &RepoPath, write: bool) -> Decision {
@@ -206,9 +268,9 @@ mod tests {
         for (method, rest, want) in [
             ("POST", "objects/batch", Ok(LfsCall::Batch)),
             ("GET", "locks?path=a&limit=1", Ok(LfsCall::ListLocks)),
-            ("POST", "locks", Ok(LfsCall::WriteLocks)),
+            ("POST", "locks", Ok(LfsCall::Lock)),
             ("POST", "locks/verify", Ok(LfsCall::VerifyLocks)),
-            ("POST", "locks/12-ab/unlock", Ok(LfsCall::WriteLocks)),
+            ("POST", "locks/12-ab/unlock", Ok(LfsCall::Unlock)),
         ] {
             assert_eq!(classify_lfs(method, rest), want, "{method} {rest}");
         }
@@ -248,6 +310,67 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(body)
             );
+        }
+    }
+
+    #[test]
+    fn lock_changes_name_only_pushable_refs_and_unprotected_paths_and_are_never_forced() {
+        let policy = Policy::from_yaml(
+            "{allowedRepos: [a/b], allowedRefs: ['agent/*'], protectedPaths: ['.github/**']}",
+            &["github.com".to_owned()],
+        )
+        .unwrap();
+        let decide = |call, body: &str| policy.decide_lock_change(call, body.as_bytes());
+        for (call, body) in [
+            (
+                LfsCall::Lock,
+                r#"{"path": "assets/a.bin", "ref": {"name": "refs/heads/agent/x"}}"#,
+            ),
+            (LfsCall::Lock, r#"{"path": "assets/a.bin"}"#),
+            (
+                LfsCall::Unlock,
+                r#"{"force": false, "ref": {"name": "refs/heads/agent/x"}}"#,
+            ),
+            (LfsCall::Unlock, r#"{}"#),
+        ] {
+            let decision = decide(call, body);
+            assert!(decision.allowed, "{body}: {}", decision.reason);
+        }
+        for (call, body, rule) in [
+            (
+                LfsCall::Lock,
+                r#"{"path": "a.bin", "ref": {"name": "refs/heads/main"}}"#,
+                "allowedRefs",
+            ),
+            (
+                LfsCall::Lock,
+                r#"{"path": ".github/workflows/ci.yml"}"#,
+                "protectedPaths",
+            ),
+            (
+                LfsCall::Lock,
+                r#"{"path": "./.github/workflows/ci.yml"}"#,
+                "lfs",
+            ),
+            (LfsCall::Lock, r#"{"path": "x//.github"}"#, "lfs"),
+            (LfsCall::Lock, r#"{"path": "a\\b"}"#, "lfs"),
+            (
+                LfsCall::Lock,
+                r#"{"ref": {"name": "refs/heads/agent/x"}}"#,
+                "lfs",
+            ),
+            (LfsCall::Lock, r#"{"path": "a", "ref": {}}"#, "lfs"),
+            (LfsCall::Lock, r#"{"path": "a", "path": "b"}"#, "lfs"),
+            (LfsCall::Unlock, r#"{"force": true}"#, "lfs"),
+            (
+                LfsCall::Unlock,
+                r#"{"ref": {"name": "refs/heads/main"}}"#,
+                "allowedRefs",
+            ),
+        ] {
+            let decision = decide(call, body);
+            assert!(!decision.allowed, "{body}");
+            assert_eq!(decision.rule, rule, "{body}: {}", decision.reason);
         }
     }
 

@@ -75,7 +75,7 @@ pub(crate) async fn handle(
     };
     if matches!(
         path.endpoint,
-        Endpoint::LfsBatch | Endpoint::LfsLocks | Endpoint::LfsLocksVerify
+        Endpoint::LfsBatch | Endpoint::LfsLocks | Endpoint::LfsLocksVerify | Endpoint::LfsUnlock
     ) {
         return crate::lfs::handle(shared, &parts, body, &path).await;
     }

@@ -63,7 +63,9 @@ pub(crate) async fn handle(
             _ => return lfs_error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid operation"),
         },
         (&Method::GET, Endpoint::LfsLocks) => Access::Read,
-        (&Method::POST, Endpoint::LfsLocksVerify) => Access::Write,
+        (&Method::POST, Endpoint::LfsLocks | Endpoint::LfsLocksVerify | Endpoint::LfsUnlock) => {
+            Access::Write
+        }
         _ => return lfs_error(StatusCode::NOT_FOUND, "Not Found"),
     };
     let exists = |o: &str, r: &str| shared.repo_exists(o, r);
@@ -88,9 +90,22 @@ pub(crate) async fn handle(
             );
         }
     }
-    let answer = match path.endpoint {
-        Endpoint::LfsLocks => json!({"locks": []}),
-        Endpoint::LfsLocksVerify => json!({"ours": [], "theirs": []}),
+    // Locks are not kept: a new one is answered as git-lfs expects, and an unlock as of a
+    // lock on the path the request names (or none).
+    let lock = |path: &Value| {
+        json!({"lock": {"id": "1", "path": path, "locked_at": "2024-01-01T00:00:00Z",
+                        "owner": {"name": "gitgate-app"}}})
+    };
+    let answer = match (&parts.method, path.endpoint) {
+        (&Method::POST, Endpoint::LfsLocks) => {
+            let mut resp = json_response(StatusCode::CREATED, lock(&request["path"]));
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(LFS_JSON));
+            return resp;
+        }
+        (_, Endpoint::LfsUnlock) => lock(&request["path"]),
+        (_, Endpoint::LfsLocks) => json!({"locks": []}),
+        (_, Endpoint::LfsLocksVerify) => json!({"ours": [], "theirs": []}),
         _ => batch(
             shared,
             &path.owner,

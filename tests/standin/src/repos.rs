@@ -25,6 +25,7 @@ pub(crate) enum Endpoint {
     LfsBatch,
     LfsLocks,
     LfsLocksVerify,
+    LfsUnlock,
 }
 
 /// `/<owner>/<repo>[.git]/<endpoint>`, owner and repo lowercased, `.git` stripped.
@@ -45,6 +46,7 @@ impl GitPath {
             Endpoint::LfsBatch => "info/lfs/objects/batch",
             Endpoint::LfsLocks => "info/lfs/locks",
             Endpoint::LfsLocksVerify => "info/lfs/locks/verify",
+            Endpoint::LfsUnlock => "info/lfs/locks/ID/unlock",
         };
         format!("/{}/{}.git/{tail}", self.owner, self.repo)
     }
@@ -63,6 +65,14 @@ pub(crate) fn parse_git_path(path: &str) -> Option<GitPath> {
         "info/lfs/objects/batch" => Endpoint::LfsBatch,
         "info/lfs/locks" => Endpoint::LfsLocks,
         "info/lfs/locks/verify" => Endpoint::LfsLocksVerify,
+        unlock
+            if unlock
+                .strip_prefix("info/lfs/locks/")
+                .and_then(|r| r.strip_suffix("/unlock"))
+                .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            Endpoint::LfsUnlock
+        }
         _ => return None,
     };
     let repo = repo.strip_suffix(".git").unwrap_or(repo);
