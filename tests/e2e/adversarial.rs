@@ -1364,13 +1364,7 @@ fn tunnel_to(standin: &StandIn, limits: &str, serve: fn(TcpStream)) -> (Gitgate,
 
 /// The bytes a TLS client sends first, asking for `name`.
 fn client_hello(name: &str) -> Vec<u8> {
-    let config = rustls::ClientConfig::builder_with_provider(gitgate_certs::crypto_provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
-    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut conn = raw::tls_client(rustls::RootCertStore::empty(), name);
     let mut out = Vec::new();
     conn.write_tls(&mut out).unwrap();
     out

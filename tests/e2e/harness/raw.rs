@@ -156,6 +156,11 @@ fn mitm_tls_on(
     for cert in rustls_pemfile_certs(&pem) {
         roots.add(cert).expect("root");
     }
+    rustls::StreamOwned::new(tls_client(roots, sni), tcp)
+}
+
+/// A TLS client (gitgate's crypto provider) trusting `roots`, for the server `sni`.
+pub fn tls_client(roots: rustls::RootCertStore, sni: &str) -> rustls::ClientConnection {
     let provider = gitgate_certs::crypto_provider();
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -163,8 +168,7 @@ fn mitm_tls_on(
         .with_root_certificates(roots)
         .with_no_client_auth();
     let name = rustls_pki_types::ServerName::try_from(sni.to_owned()).expect("name");
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("tls");
-    rustls::StreamOwned::new(conn, tcp)
+    rustls::ClientConnection::new(Arc::new(config), name).expect("tls")
 }
 
 fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls_pki_types::CertificateDer<'static>> {
