@@ -9,7 +9,7 @@ use gitgate_policy::{Policy, RepoPath};
 use http::{Request, Response, StatusCode, header};
 
 use crate::audit::{Record, Verdict};
-use crate::body::{ProxyBody, read_bounded, stream};
+use crate::body::{Buffered, ProxyBody, Unread, read_bounded, stream};
 use crate::git::{enforce, forward};
 use crate::github::ClientBody;
 use crate::reply::Failure;
@@ -48,19 +48,17 @@ pub(crate) async fn handle(
         )));
     }
     let (mut parts, body) = req.into_parts();
-    let idle = state.settings.limits.body_idle_timeout;
     if lfs_call == LfsCall::Batch {
         // gitgate reads the answer for its storage hosts: ask for it uncompressed.
         parts.headers.remove(header::ACCEPT_ENCODING);
     }
     let (what, write, body) = match lfs_call {
         LfsCall::Batch => {
-            let buffered = read_bounded(
+            let buffered = read(
+                state,
                 body,
-                MAX_BATCH_REQUEST,
-                idle,
-                "LFS batch request",
-                (&state.buffered_bodies, record.client.ip()),
+                (MAX_BATCH_REQUEST, "LFS batch request"),
+                record,
             )
             .await
             .map_err(|unread| unread.failure(record, Failure::Client))?;
@@ -100,15 +98,9 @@ pub(crate) async fn handle(
     let body = match body {
         Held::Read(body) => body,
         Held::Unread(body) => {
-            let buffered = read_bounded(
-                body,
-                MAX_LOCK_REQUEST,
-                idle,
-                "LFS lock request",
-                (&state.buffered_bodies, record.client.ip()),
-            )
-            .await
-            .map_err(|unread| unread.failure(record, Failure::Client))?;
+            let buffered = read(state, body, (MAX_LOCK_REQUEST, "LFS lock request"), record)
+                .await
+                .map_err(|unread| unread.failure(record, Failure::Client))?;
             let decision = policy.decide_lock_change(lfs_call, buffered.bytes());
             if !enforce(policy, record, &decision) {
                 return Err(Failure::Policy(format!(
@@ -138,17 +130,33 @@ pub(crate) async fn handle(
         return Ok(send::relay(Response::from_parts(parts, body)));
     }
     send::clean_head(&mut parts);
-    let buffered = read_bounded(
+    let buffered = read(
+        state,
         body,
-        MAX_BATCH_RESPONSE,
-        idle,
-        "LFS batch response",
-        (&state.buffered_bodies, record.client.ip()),
+        (MAX_BATCH_RESPONSE, "LFS batch response"),
+        record,
     )
     .await
     .map_err(|unread| unread.failure(record, Failure::Upstream))?;
     grant_storage(state, policy, record, buffered.bytes());
     Ok(Response::from_parts(parts, buffered.into_body()))
+}
+
+/// Reads a body gitgate decides on: at most `limit` bytes, each frame within
+/// `bodyIdleTimeout`, held against this client's share of `maxBufferedBodyBytes`.
+async fn read<B>(
+    state: &State,
+    body: B,
+    (limit, what): (usize, &str),
+    record: &Record,
+) -> Result<Buffered, Unread>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let idle = state.settings.limits.body_idle_timeout;
+    let budget = (&state.buffered_bodies, record.client.ip());
+    read_bounded(body, limit, idle, what, budget).await
 }
 
 /// A request body, read already or still to be read once the call is allowed.
