@@ -65,7 +65,13 @@ pub(crate) async fn handle<B>(
         (&Method::POST, "/login") => match tokens.login(profile).await {
             None => not_configured(),
             Some(Ok(status)) => show(&status, json, listen),
-            Some(Err(error)) => reply::text(StatusCode::BAD_GATEWAY, &format!("gitgate: {error}")),
+            Some(Err(error)) => {
+                let status = match error {
+                    crate::token::TokenError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                reply::text(status, &format!("gitgate: {error}"))
+            }
         },
         (&Method::GET, "/login") => match tokens.login_status(profile) {
             None => not_configured(),

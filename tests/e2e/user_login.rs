@@ -384,6 +384,60 @@ fn the_sandbox_logs_in_with_post_login_on_the_proxy_port() {
     gitgate.assert_no_secrets(&standin);
 }
 
+/// A sandbox cannot make gitgate ask GitHub for device codes without end: logins at once
+/// share one code, and a profile starts at most ten logins in ten minutes (429 past it).
+#[test]
+fn device_codes_are_asked_for_one_at_a_time_and_held_to_a_budget() {
+    let standin = standin();
+    let gitgate = start(&standin);
+    let sandbox = std::sync::Arc::new(Sandbox::new(&gitgate));
+    let login = format!("http://{}/login", gitgate.addr);
+    let logout = format!("http://{}/logout", gitgate.addr);
+    let codes_asked = || {
+        standin
+            .requests()
+            .iter()
+            .filter(|r| r.target == "/login/device/code")
+            .count()
+    };
+    let post = |url: &str| {
+        let out = sandbox.curl(&["--noproxy", "*", "-X", "POST", "-w", "\n%{http_code}", url]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let at_once: Vec<_> = (0..8)
+        .map(|_| {
+            let (sandbox, login) = (sandbox.clone(), login.clone());
+            std::thread::spawn(move || {
+                let out = sandbox.curl(&["--noproxy", "*", "-X", "POST", &login]);
+                user_code(&String::from_utf8_lossy(&out.stdout))
+            })
+        })
+        .collect();
+    let shown: std::collections::BTreeSet<_> =
+        at_once.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(shown.len(), 1, "one code for all: {shown:?}");
+    assert!(shown.iter().all(Option::is_some), "{shown:?}");
+    assert_eq!(codes_asked(), 1);
+    // Logging out and in again asks for a new code each time, up to the budget.
+    let mut refused = None;
+    for round in 2..=12 {
+        post(&logout);
+        let answer = post(&login);
+        if answer.ends_with("\n429") {
+            refused = Some((round, answer));
+            break;
+        }
+        assert!(answer.ends_with("\n200"), "{answer}");
+    }
+    let (round, answer) = refused.expect("never held back");
+    assert_eq!(round, 11, "{answer}");
+    assert!(
+        answer.contains("started 10 GitHub logins in the last 10 minutes"),
+        "{answer}"
+    );
+    assert_eq!(codes_asked(), 10);
+}
+
 #[test]
 fn the_token_is_renewed_before_it_expires_and_git_never_sees_a_gap() {
     let standin = standin();

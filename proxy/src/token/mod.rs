@@ -9,6 +9,7 @@ mod jwt;
 mod key;
 #[cfg(feature = "aws-kms")]
 mod kms;
+mod rate;
 mod sealed;
 mod secret;
 mod session_saver;
@@ -29,6 +30,7 @@ pub use error::TokenError;
 pub use key::{AppKey, KeyError};
 #[cfg(feature = "aws-kms")]
 pub use kms::KmsSigner;
+use rate::RateBudget;
 pub use sealed::{SavedSession, SessionFileError, SessionFiles, SessionKey, SessionStore};
 pub use secret::Secret;
 use secret::sensitive;
@@ -550,7 +552,6 @@ struct Installations {
     lookups: std::sync::Mutex<Lookups>,
 }
 
-#[derive(Default)]
 struct Lookups {
     known: HashMap<String, u64>,
     /// Failed lookups, each until its backoff ends on the monotonic clock.
@@ -558,7 +559,7 @@ struct Lookups {
     /// One lookup at a time per owner, held across its API calls; other owners, and
     /// owners already known, never wait for it.
     running: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
-    budget: LookupBudget,
+    budget: RateBudget,
 }
 
 /// A failed installation lookup is not repeated for this long (each lookup costs up to
@@ -572,36 +573,6 @@ const LOOKUP_BACKOFF: Duration = Duration::from_secs(30);
 /// back.
 const LOOKUPS_PER_MINUTE: u32 = 30;
 
-/// Lookups left, refilled evenly over each minute up to [`LOOKUPS_PER_MINUTE`].
-struct LookupBudget {
-    left: f64,
-    at: Instant,
-}
-
-impl Default for LookupBudget {
-    fn default() -> Self {
-        Self {
-            left: f64::from(LOOKUPS_PER_MINUTE),
-            at: Instant::now(),
-        }
-    }
-}
-
-impl LookupBudget {
-    /// Takes one lookup at `now`, if one is left.
-    fn take(&mut self, now: Instant) -> bool {
-        let most = f64::from(LOOKUPS_PER_MINUTE);
-        let refill = now.saturating_duration_since(self.at).as_secs_f64() * most / 60.0;
-        self.left = (self.left + refill).min(most);
-        self.at = now;
-        let left = self.left >= 1.0;
-        if left {
-            self.left -= 1.0;
-        }
-        left
-    }
-}
-
 impl Installations {
     fn new(configured: std::collections::BTreeMap<String, u64>) -> Self {
         Self {
@@ -609,7 +580,16 @@ impl Installations {
                 .into_iter()
                 .map(|(owner, id)| (owner.to_ascii_lowercase(), id))
                 .collect(),
-            lookups: std::sync::Mutex::default(),
+            lookups: std::sync::Mutex::new(Lookups {
+                known: HashMap::new(),
+                failed: HashMap::new(),
+                running: HashMap::new(),
+                budget: RateBudget::new(
+                    LOOKUPS_PER_MINUTE,
+                    Duration::from_secs(60),
+                    Instant::now(),
+                ),
+            }),
         }
     }
 
@@ -740,33 +720,4 @@ pub(crate) fn api_client(dialer: &Dialer) -> reqwest::Result<reqwest::Client> {
         builder = builder.resolve(host, *addr);
     }
     builder.build()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lookups_are_held_to_the_budget_and_it_refills_evenly() {
-        let start = Instant::now();
-        let mut budget = LookupBudget {
-            left: f64::from(LOOKUPS_PER_MINUTE),
-            at: start,
-        };
-        for n in 0..LOOKUPS_PER_MINUTE {
-            assert!(budget.take(start), "lookup {n}");
-        }
-        assert!(!budget.take(start));
-        // One lookup comes back every 60 / LOOKUPS_PER_MINUTE seconds.
-        let every = Duration::from_secs(60) / LOOKUPS_PER_MINUTE;
-        assert!(!budget.take(start + every / 2));
-        assert!(budget.take(start + every));
-        assert!(!budget.take(start + every));
-        // Idle for long, it holds no more than a minute's worth.
-        let later = start + Duration::from_secs(3600);
-        let taken = (0..LOOKUPS_PER_MINUTE * 2)
-            .take_while(|_| budget.take(later))
-            .count();
-        assert_eq!(taken, LOOKUPS_PER_MINUTE as usize);
-    }
 }

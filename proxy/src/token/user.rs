@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::device::{DeviceCode, Grant, Step, TokenReply};
+use super::rate::RateBudget;
 use super::sealed::{Saved, SessionFileError, SessionFiles};
 use super::session_saver::{Persistence, Sessions};
 use super::{Secret, TokenError};
@@ -127,6 +128,10 @@ struct Inner {
     flow: u64,
     /// Bumped to stop the renewal task of a forgotten session.
     epoch: u64,
+    /// The profile is gone (a reload removed it): nothing starts again.
+    forgotten: bool,
+    /// New device codes asked of GitHub ([`CODES_PER_PERIOD`]).
+    codes: Option<RateBudget>,
 }
 
 /// One person's session per profile (a single `default` one without profiles), each
@@ -180,6 +185,7 @@ impl UserSessions {
             audit: self.audit.clone(),
             profile: profile.clone(),
             persistence: self.persistence.clone(),
+            starting: tokio::sync::Mutex::new(()),
         });
         sessions.insert(profile, session.clone());
         session
@@ -327,7 +333,16 @@ pub(crate) struct UserSource {
     profile: Arc<str>,
     /// The session file, told when the session starts, is renewed or ends.
     persistence: Arc<Persistence>,
+    /// One device code asked of GitHub at a time: callers meanwhile share it.
+    starting: tokio::sync::Mutex<()>,
 }
+
+/// The most new device codes one profile asks GitHub for per [`CODES_PERIOD`]. Every
+/// `POST /login` while a code is still good shares that code; a sandbox looping over
+/// login and logout would otherwise spend the App's device-flow limit, which every
+/// profile's logins and renewals share.
+const CODES_PER_PERIOD: u32 = 10;
+const CODES_PERIOD: Duration = Duration::from_secs(600);
 
 impl UserSource {
     /// Writes a `user_session` audit record.
@@ -358,6 +373,7 @@ impl UserSource {
     /// Drops the session and stops its tasks, without revoking (the profile is gone).
     fn forget(&self) {
         let mut inner = self.inner();
+        inner.forgotten = true;
         inner.flow += 1;
         inner.epoch += 1;
         inner.waiting = None;
@@ -431,14 +447,34 @@ impl UserSource {
     /// Starts the device flow (or returns the code already waiting) and polls for the
     /// person's answer in the background.
     pub(crate) async fn login(self: &Arc<Self>) -> Result<LoginStatus, TokenError> {
+        let _one_at_a_time = self.starting.lock().await;
         let now = SystemTime::now();
-        if self
-            .inner()
-            .waiting
-            .as_ref()
-            .is_some_and(|w| w.expires_at > now + Duration::from_secs(60))
         {
-            return Ok(self.status());
+            let mut inner = self.inner();
+            if inner
+                .waiting
+                .as_ref()
+                .is_some_and(|w| w.expires_at > now + Duration::from_secs(60))
+            {
+                drop(inner);
+                return Ok(self.status());
+            }
+            if inner.forgotten {
+                return Err(TokenError::User(format!(
+                    "the profile {} was removed; nobody can log in to it",
+                    self.profile
+                )));
+            }
+            let clock = std::time::Instant::now();
+            let codes = inner
+                .codes
+                .get_or_insert_with(|| RateBudget::new(CODES_PER_PERIOD, CODES_PERIOD, clock));
+            if !codes.take(clock) {
+                return Err(TokenError::Throttled(format!(
+                    "this profile has started {CODES_PER_PERIOD} GitHub logins in the last {} minutes, its most (each asks GitHub for a new code, a limit every profile shares); enter the code already shown, or retry in a minute",
+                    CODES_PERIOD.as_secs() / 60
+                )));
+            }
         }
         let form = [("client_id", self.config.client_id.as_str())];
         let (status, body) = self.post("/login/device/code", &form).await?;
@@ -455,6 +491,13 @@ impl UserSource {
         };
         let flow = {
             let mut inner = self.inner();
+            // Removed while GitHub answered: the code is never shown nor polled for.
+            if inner.forgotten {
+                return Err(TokenError::User(format!(
+                    "the profile {} was removed; nobody can log in to it",
+                    self.profile
+                )));
+            }
             inner.flow += 1;
             inner.last_error = None;
             inner.waiting = Some(Waiting {
@@ -510,16 +553,18 @@ impl UserSource {
                 Step::Granted(grant) => self.who(&grant).await.map(|login| (login, grant)),
                 Step::Failed(why) => Err(why),
             };
-            if current() {
-                self.finish(outcome);
-            }
+            self.finish(flow, outcome);
             return;
         }
     }
 
-    /// Records the end of a login.
-    fn finish(self: &Arc<Self>, outcome: Result<(String, Grant), String>) {
+    /// Records the end of login `flow`, unless a later login, a logout or the profile's
+    /// removal superseded it (checked under the lock that installs the session).
+    fn finish(self: &Arc<Self>, flow: u64, outcome: Result<(String, Grant), String>) {
         let mut inner = self.inner();
+        if inner.flow != flow || inner.forgotten {
+            return;
+        }
         inner.waiting = None;
         match outcome {
             Ok((login, grant)) => {
@@ -872,6 +917,38 @@ mod tests {
         assert!(sessions.existing("c").is_none(), "looking makes no session");
         sessions.retain(|profile| profile == "a", |_| false);
         assert!(sessions.existing("a").is_some() && sessions.existing("b").is_none());
+    }
+
+    /// A login that a logout, a later login or the profile's removal superseded never
+    /// installs its session, and a removed profile starts no login.
+    #[tokio::test]
+    async fn a_superseded_login_installs_nothing_and_a_removed_profile_starts_none() {
+        let sessions = sessions();
+        let source = sessions.session("gone");
+        let now = SystemTime::now();
+        let grant = || Grant {
+            access: Secret::new("ghu_a"),
+            obtained_at: now,
+            expires_at: Some(now + Duration::from_secs(28_800)),
+            refresh: None,
+            refresh_expires_at: None,
+        };
+        let stale = source.inner().flow;
+        source.inner().flow += 1;
+        source.finish(stale, Ok(("octo".into(), grant())));
+        assert!(source.inner().session.is_none(), "a superseded login");
+        sessions.retain(|_| false, |_| false);
+        let current = source.inner().flow;
+        source.finish(current, Ok(("octo".into(), grant())));
+        assert!(
+            source.inner().session.is_none(),
+            "a removed profile's login"
+        );
+        let refused = source.login().await.unwrap_err().to_string();
+        assert!(
+            refused.contains("the profile gone was removed"),
+            "{refused}"
+        );
     }
 
     #[test]
