@@ -95,10 +95,7 @@ async fn rest_call(
         &policy.decide_operation(call.operations, &what),
     )?;
     refuse_ambiguous_write(&req, record)?;
-    let writes = call
-        .operations
-        .iter()
-        .any(|op| matches!(op, Operation::ContentsWrite | Operation::PullsMerge));
+    let writes = call.writes_contents();
     if let Some(repo) = &call.repo {
         record.repo = Some(repo.to_string());
         check(policy, record, &policy.decide_repo(repo))?;

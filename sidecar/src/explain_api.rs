@@ -47,17 +47,23 @@ pub(crate) fn explain(
         format!("repository {repo}"),
         policy.decide_repo(repo),
     ));
+    let writes = Line::Decided(format!("writes to {repo}"), policy.decide_push(repo));
     if rest.effect == Effect::None {
+        if rest.writes_contents() {
+            out.push(writes);
+        }
         return Ok(());
     }
-    out.push(Line::Decided(
-        format!("writes to {repo}"),
-        policy.decide_push(repo),
-    ));
     let body = match body {
         Some(text) => api::parse_strict(text.as_bytes())?,
         None => Value::Null,
     };
+    // As the proxy decides it: before the body for contents and merges, else once the
+    // body shows the call moves a ref.
+    let moves_refs = rest.effect.changes(&body).is_ok_and(|c| !c.is_empty());
+    if rest.writes_contents() || moves_refs {
+        out.push(writes);
+    }
     // Blobs written without a ref, as the proxy decides them.
     match policy.decide_blobs(&rest.effect, &body) {
         Ok(None) => {}
@@ -198,6 +204,12 @@ mod tests {
                 .contains("acme/app's default branch, looked up"),
             "{out:?}"
         );
+        // Opening a pull request writes nothing the push rules decide, as in the proxy.
+        let (out, ok) = lines(
+            "POST /repos/acme/app/pulls",
+            Some(r#"{"title": "t", "head": "agent/x", "base": "main"}"#),
+        );
+        assert!(ok && !out.iter().any(|l| l.contains("writes to")), "{out:?}");
         let (out, ok) = lines("DELETE /repos/acme/app", None);
         assert!(
             !ok && out[0].contains("not an operation in gitgate's API catalogue"),

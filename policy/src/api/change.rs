@@ -423,9 +423,11 @@ impl Policy {
                 );
             };
             if let Some((path, pattern)) = paths.iter().find_map(|path| {
+                // As for pushes: a file put where a protected directory is, or that
+                // directory deleted, stands for the protected files below it.
                 self.protected_paths
                     .iter()
-                    .find(|p| p.matches(path))
+                    .find(|p| p.matches(path) || p.names_below(path))
                     .map(|p| (path, p))
             }) {
                 return Decision::deny(
@@ -631,6 +633,18 @@ mod tests {
             &files(".github/workflows/ci.yml", 1),
         );
         assert_eq!(d.rule, "protectedPaths[.github/**]");
+        // The protected directory itself: a file put there, or the directory deleted.
+        let p2 = policy(
+            "{allowedRepos: [acme/app], allowedRefs: ['**'], protectedPaths: ['.github/workflows/**']}",
+        );
+        for dir in [".github", ".github/workflows"] {
+            let d = p2.decide_ref_change("refs/heads/main", update, &files(dir, 1));
+            assert_eq!(d.rule, "protectedPaths[.github/workflows/**]", "{dir}");
+        }
+        assert!(
+            p2.decide_ref_change("refs/heads/main", update, &files(".github/other.yml", 1))
+                .allowed
+        );
         let d = p.decide_ref_change("refs/heads/main", update, &Content::Merge);
         assert_eq!(d.rule, "protectedPaths");
         // A pull request's base may move onto any ref it may merge into, whatever the

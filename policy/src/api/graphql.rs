@@ -247,8 +247,136 @@ fn query_check(name: &str, arguments: &Map<String, Value>) -> Result<FieldCheck,
     })
 }
 
+/// The input fields of each catalogued mutation, as GitHub's schema has them. A field not
+/// listed is refused: GitHub keeps adding fields that name other objects by id
+/// (`parentIssueId`), and one gitgate does not read could reach another repository.
+fn known_inputs(name: &str) -> &'static [&'static str] {
+    match name {
+        "createPullRequest" => &[
+            "repositoryId",
+            "baseRefName",
+            "headRefName",
+            "headRepositoryId",
+            "title",
+            "body",
+            "draft",
+            "maintainerCanModify",
+        ],
+        "updatePullRequest" => &[
+            "pullRequestId",
+            "baseRefName",
+            "title",
+            "body",
+            "state",
+            "maintainerCanModify",
+            "assigneeIds",
+            "labelIds",
+            "milestoneId",
+            "projectIds",
+        ],
+        "closePullRequest"
+        | "reopenPullRequest"
+        | "markPullRequestReadyForReview"
+        | "convertPullRequestToDraft" => &["pullRequestId"],
+        "requestReviews" => &["pullRequestId", "userIds", "teamIds", "botIds", "union"],
+        "addPullRequestReview" => &[
+            "pullRequestId",
+            "body",
+            "event",
+            "commitOID",
+            "comments",
+            "threads",
+        ],
+        // Not `pullRequestReviewId`: GitHub would follow that review, which may be in
+        // another repository, rather than the pull request gitgate decided on.
+        "addPullRequestReviewThread" => &[
+            "pullRequestId",
+            "body",
+            "path",
+            "line",
+            "side",
+            "startLine",
+            "startSide",
+            "subjectType",
+        ],
+        "addComment" => &["subjectId", "body"],
+        "createIssue" => &[
+            "repositoryId",
+            "title",
+            "body",
+            "assigneeIds",
+            "labelIds",
+            "milestoneId",
+            "projectIds",
+            "issueTemplate",
+            "issueTypeId",
+            "parentIssueId",
+        ],
+        "updateIssue" => &[
+            "id",
+            "title",
+            "body",
+            "state",
+            "assigneeIds",
+            "labelIds",
+            "milestoneId",
+            "projectIds",
+            "issueTypeId",
+        ],
+        "closeIssue" => &["issueId", "stateReason", "duplicateIssueId"],
+        "reopenIssue" => &["issueId"],
+        "mergePullRequest" => &[
+            "pullRequestId",
+            "mergeMethod",
+            "commitHeadline",
+            "commitBody",
+            "expectedHeadOid",
+            "authorEmail",
+        ],
+        "createRef" => &["repositoryId", "name", "oid"],
+        "updateRef" => &["refId", "oid", "force"],
+        "deleteRef" => &["refId"],
+        "updateRefs" => &["repositoryId", "refUpdates"],
+        "createCommitOnBranch" => &["branch", "expectedHeadOid", "message", "fileChanges"],
+        "mergeBranch" => &[
+            "repositoryId",
+            "base",
+            "head",
+            "commitMessage",
+            "authorEmail",
+        ],
+        _ => &[],
+    }
+}
+
+/// Refuses arguments of mutation `name` beyond `input`, and input fields it does not
+/// know ([`known_inputs`]; `clientMutationId` is every mutation's).
+fn only_known_inputs(name: &str, arguments: &Map<String, Value>) -> Result<(), String> {
+    if let Some(other) = arguments.keys().find(|k| *k != "input") {
+        return Err(format!(
+            "the GraphQL mutation {name} takes only `input`, not `{other}`"
+        ));
+    }
+    let Some(input) = arguments.get("input").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    let known = known_inputs(name);
+    match input
+        .keys()
+        .find(|k| *k != "clientMutationId" && !known.contains(&k.as_str()))
+    {
+        Some(field) => Err(format!(
+            "the GraphQL mutation {name}'s input field {field} is not one gitgate decides on; leave it out"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn mutation_check(name: &str, arguments: &Map<String, Value>) -> Result<FieldCheck, String> {
     use Operation as Op;
+    if !known_inputs(name).is_empty() {
+        only_known_inputs(name, arguments)?;
+    }
     let node = |key: &str| -> Result<RepoRef, String> {
         Ok(RepoRef::Node(
             string_at(arguments, &["input", key])?.to_owned(),
@@ -292,9 +420,32 @@ fn mutation_check(name: &str, arguments: &Map<String, Value>) -> Result<FieldChe
             vec![node("subjectId")?],
             vec![],
         ),
-        "createIssue" => (&[Op::IssuesWrite], vec![node("repositoryId")?], vec![]),
+        // An issue named besides the one written to (a parent, or the issue it duplicates)
+        // is written to as well (its sub-issues, its timeline): it must be allowed too.
+        "createIssue" => (
+            &[Op::IssuesWrite],
+            [
+                Some(node("repositoryId")?),
+                optional_node(arguments, "parentIssueId")?,
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            vec![],
+        ),
         "updateIssue" => (&[Op::IssuesWrite], vec![node("id")?], vec![]),
-        "closeIssue" | "reopenIssue" => (&[Op::IssuesWrite], vec![node("issueId")?], vec![]),
+        "closeIssue" => (
+            &[Op::IssuesWrite],
+            [
+                Some(node("issueId")?),
+                optional_node(arguments, "duplicateIssueId")?,
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            vec![],
+        ),
+        "reopenIssue" => (&[Op::IssuesWrite], vec![node("issueId")?], vec![]),
         "mergePullRequest" => {
             let id = string_at(arguments, &["input", "pullRequestId"])?;
             (
@@ -388,6 +539,15 @@ fn mutation_check(name: &str, arguments: &Map<String, Value>) -> Result<FieldChe
         repos,
         changes,
     })
+}
+
+/// The node `input.KEY` names, if it is given.
+fn optional_node(arguments: &Map<String, Value>, key: &str) -> Result<Option<RepoRef>, String> {
+    match at(arguments, &["input", key]) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(id)) => Ok(Some(RepoRef::Node(id.clone()))),
+        Some(_) => Err(format!("the GraphQL argument input.{key} is not a string")),
+    }
 }
 
 /// `updateRefs`' `refUpdates`: a zero `afterOid` deletes, a zero `beforeOid` creates.
@@ -575,6 +735,43 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("query field search"), "{err}");
+    }
+
+    /// Every issue a mutation names is decided on; an input field gitgate does not know,
+    /// or a review named besides its pull request, is refused.
+    #[test]
+    fn every_object_a_mutation_names_is_decided_or_the_mutation_refused() {
+        let nodes =
+            |query: &str| -> Vec<RepoRef> { analysed(query, json!({})).unwrap()[0].repos.clone() };
+        assert_eq!(
+            nodes(
+                "mutation { createIssue(input: {repositoryId: \"R_1\", title: \"t\", parentIssueId: \"I_9\"}) { clientMutationId } }"
+            ),
+            [RepoRef::Node("R_1".into()), RepoRef::Node("I_9".into())]
+        );
+        assert_eq!(
+            nodes(
+                "mutation { closeIssue(input: {issueId: \"I_1\", duplicateIssueId: \"I_9\", clientMutationId: \"c\"}) { clientMutationId } }"
+            ),
+            [RepoRef::Node("I_1".into()), RepoRef::Node("I_9".into())]
+        );
+        for (query, want) in [
+            (
+                "mutation { addPullRequestReviewThread(input: {pullRequestId: \"PR_1\", pullRequestReviewId: \"PRR_9\", path: \"a\", body: \"x\"}) { clientMutationId } }",
+                "input field pullRequestReviewId is not one gitgate decides on",
+            ),
+            (
+                "mutation { createIssue(input: {repositoryId: \"R_1\", title: \"t\", agentAssignment: {}}) { clientMutationId } }",
+                "input field agentAssignment",
+            ),
+            (
+                "mutation { addComment(input: {subjectId: \"I_1\", body: \"x\"}, extra: 1) { clientMutationId } }",
+                "takes only `input`, not `extra`",
+            ),
+        ] {
+            let err = analysed(query, json!({})).unwrap_err();
+            assert!(err.contains(want), "{query}: {err}");
+        }
     }
 
     #[test]

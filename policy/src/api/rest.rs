@@ -23,6 +23,17 @@ pub struct RestCall {
     pub target: String,
 }
 
+impl RestCall {
+    /// Whether the call writes to its repository as a push does (contents, or a merge):
+    /// decided like a push before its body is read. A call that otherwise moves a ref
+    /// (a pull request's base) is decided like a push once its body shows it does.
+    pub fn writes_contents(&self) -> bool {
+        self.operations
+            .iter()
+            .any(|op| matches!(op, Operation::ContentsWrite | Operation::PullsMerge))
+    }
+}
+
 /// Classifies `method path` (the path after any GHES `/api/v3` prefix, without the query).
 /// `Err` says why the call is not in the catalogue or is malformed.
 pub fn classify(method: &str, path: &str) -> Result<RestCall, String> {
