@@ -52,7 +52,9 @@ pub(crate) async fn handle(
         // gitgate reads the answer for its storage hosts: ask for it uncompressed.
         parts.headers.remove(header::ACCEPT_ENCODING);
     }
-    let (what, write, body) = match lfs_call {
+    // What the body says is decided once the repository is known to be writable enough,
+    // and recorded only when it refuses (an allow must not hide a report-mode verdict).
+    let (what, write, body, upload) = match lfs_call {
         LfsCall::Batch => {
             let buffered = read(
                 state,
@@ -66,34 +68,38 @@ pub(crate) async fn handle(
                 record.decide(Verdict::Deny, "lfs", &reason);
                 Failure::Client(reason)
             })?;
-            if let Some(denial) = policy.decide_lfs_upload(&request)
-                && !enforce(policy, record, &denial)
-            {
-                return Err(Failure::Policy(format!(
-                    "Git LFS upload to {repo} denied: {}",
-                    denial.reason
-                )));
-            }
+            let too_large = policy.decide_lfs_upload(&request);
+            let body = Held::Read(buffered.into_body());
             match request.operation {
-                LfsOperation::Download => ("download", false, Held::Read(buffered.into_body())),
-                LfsOperation::Upload => ("upload", true, Held::Read(buffered.into_body())),
+                LfsOperation::Download => ("download", false, body, None),
+                LfsOperation::Upload => ("upload", true, body, too_large),
             }
         }
-        LfsCall::ListLocks => ("lock listing", false, Held::Read(stream(body))),
+        LfsCall::ListLocks => ("lock listing", false, Held::Read(stream(body)), None),
         // Read once the repository is known to be writable.
-        LfsCall::Lock | LfsCall::Unlock => ("lock change", true, Held::Unread(body)),
+        LfsCall::Lock | LfsCall::Unlock => ("lock change", true, Held::Unread(body), None),
         LfsCall::VerifyLocks => (
             "lock verification before an upload",
             true,
             Held::Read(stream(body)),
+            None,
         ),
+    };
+    let denied = |decision: &gitgate_policy::Decision| {
+        Failure::Policy(format!(
+            "Git LFS {what} for {repo} denied: {}",
+            decision.reason
+        ))
+    };
+    let refused = |record: &mut Record, decision: &gitgate_policy::Decision| {
+        (!decision.allowed && !enforce(policy, record, decision)).then(|| denied(decision))
     };
     let decision = policy.decide_lfs(repo, write);
     if !enforce(policy, record, &decision) {
-        return Err(Failure::Policy(format!(
-            "Git LFS {what} for {repo} denied: {}",
-            decision.reason
-        )));
+        return Err(denied(&decision));
+    }
+    if let Some(failure) = upload.and_then(|too_large| refused(record, &too_large)) {
+        return Err(failure);
     }
     let body = match body {
         Held::Read(body) => body,
@@ -102,11 +108,8 @@ pub(crate) async fn handle(
                 .await
                 .map_err(|unread| unread.failure(record, Failure::Client))?;
             let decision = policy.decide_lock_change(lfs_call, buffered.bytes());
-            if !enforce(policy, record, &decision) {
-                return Err(Failure::Policy(format!(
-                    "Git LFS lock change for {repo} denied: {}",
-                    decision.reason
-                )));
+            if let Some(failure) = refused(record, &decision) {
+                return Err(failure);
             }
             buffered.into_body()
         }

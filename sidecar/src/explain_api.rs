@@ -209,7 +209,10 @@ mod tests {
             "POST /repos/acme/app/pulls",
             Some(r#"{"title": "t", "head": "agent/x", "base": "main"}"#),
         );
-        assert!(ok && !out.iter().any(|l| l.contains("writes to")), "{out:?}");
+        assert!(
+            ok && !out.iter().any(|l| l.contains("writes to")),
+            "{out:?}"
+        );
         let (out, ok) = lines("DELETE /repos/acme/app", None);
         assert!(
             !ok && out[0].contains("not an operation in gitgate's API catalogue"),

@@ -202,7 +202,7 @@ fn lfs_uploads_are_held_to_max_blob_size() {
     let out = sandbox.git_with_env(&repo, &["push", "-q", "origin", "main"], &env);
     assert!(!out.status.success(), "{}", text(&out));
     let want = format!(
-        "gitgate: Git LFS upload to acme/app denied: the LFS object {oid} of 2097152 bytes is larger than maxBlobSize"
+        "gitgate: Git LFS upload for acme/app denied: the LFS object {oid} of 2097152 bytes is larger than maxBlobSize"
     );
     assert!(text(&out).contains(&want), "{}", text(&out));
     assert!(standin.lfs_object("acme", "app", &oid).is_none());
@@ -211,17 +211,24 @@ fn lfs_uploads_are_held_to_max_blob_size() {
 }
 
 /// Lock changes are decided like the pushes they would hold up: a lock on a protected
-/// path, or a forced unlock (another person's lock), is refused naming why; a lock on
-/// another path of a ref the sandbox may push reaches GitHub.
+/// path, a forced unlock (another person's lock), or a lock change with parameters in a
+/// query string is refused naming why; a lock on another path reaches GitHub, whatever
+/// branch git-lfs names (the upstream of the sandbox's branch, here one it may not push).
 #[test]
 fn lfs_locks_on_protected_paths_and_forced_unlocks_are_refused() {
     let standin = standin();
     let gitgate = Gitgate::start(&app_config(
         &standin,
-        "{allowedRepos: [acme/app], allowedRefs: [main], protectedPaths: ['.github/**']}",
+        "{allowedRepos: [acme/app], allowedRefs: ['agent/*'], protectedPaths: ['.github/**']}",
     ));
     let (sandbox, bundle) = lfs_sandbox(&standin, &gitgate);
     let (repo, _) = commit_model(&sandbox, &bundle, 1);
+    git_ok(
+        &sandbox,
+        &bundle,
+        &repo,
+        &["checkout", "-q", "-b", "agent/x", "--track", "origin/main"],
+    );
     let env = [("GIT_SSL_CAINFO", bundle.to_str().unwrap())];
     let lock_posts = || {
         standin
@@ -244,8 +251,40 @@ fn lfs_locks_on_protected_paths_and_forced_unlocks_are_refused() {
         "{}",
         text(&out)
     );
+    let out = sandbox.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/vnd.git-lfs+json",
+        "--data-binary",
+        "{}",
+        "https://github.com/acme/app.git/info/lfs/locks/1/unlock?force=true",
+    ]);
+    assert!(text(&out).contains("with a query string"), "{}", text(&out));
     assert_eq!(lock_posts(), 0, "a refused lock change went upstream");
     git_ok(&sandbox, &bundle, &repo, &["lfs", "lock", "model.bin"]);
     assert_eq!(lock_posts(), 1);
+    let sent = standin
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.target.ends_with("/info/lfs/locks"))
+        .expect("the lock request");
+    assert!(sent.target.starts_with("/acme/app.git/"), "{}", sent.target);
     gitgate.wait_for_record(|r| r["rule"] == "protectedPaths" && r["decision"] == "deny");
+}
+
+/// In report mode an LFS upload over `maxBlobSize` goes through, and its record says
+/// what enforce mode would have refused.
+#[test]
+fn report_mode_records_an_lfs_upload_over_max_blob_size() {
+    let standin = standin();
+    let gitgate = Gitgate::start(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app], allowedRefs: [main], maxBlobSize: 1MiB, mode: report}",
+    ));
+    let (sandbox, bundle) = lfs_sandbox(&standin, &gitgate);
+    let (repo, oid) = commit_model(&sandbox, &bundle, 2);
+    git_ok(&sandbox, &bundle, &repo, &["push", "-q", "origin", "main"]);
+    assert!(standin.lfs_object("acme", "app", &oid).is_some());
+    gitgate.wait_for_record(|r| r["rule"] == "maxBlobSize" && r["decision"] == "report");
 }

@@ -46,7 +46,16 @@ pub enum LfsOperation {
 
 /// Classifies `method` on `rest` (the path after `info/lfs/`, with any `?query`).
 pub fn classify_lfs(method: &str, rest: &str) -> Result<LfsCall, String> {
-    let path = rest.split('?').next().unwrap_or_default();
+    let (path, query) = rest
+        .split_once('?')
+        .map_or((rest, None), |(p, q)| (p, Some(q)));
+    // gitgate decides a POST on its body; a server could read parameters from the query
+    // too (git-lfs sends a query only on `GET locks`).
+    if method == "POST" && query.is_some() {
+        return Err(format!(
+            "POST info/lfs/{path} with a query string: gitgate decides on the JSON body, so send the parameters there"
+        ));
+    }
     let segments: Vec<&str> = path.split('/').collect();
     match (method, segments.as_slice()) {
         ("POST", ["objects", "batch"]) => Ok(LfsCall::Batch),
@@ -190,28 +199,17 @@ impl Policy {
     }
 
     /// A lock change given its JSON body (`POST locks`: `{"path", "ref"}`; an unlock:
-    /// `{"force", "ref"}`). The ref it names, if any, must be one the sandbox may push. A
-    /// new lock's path must be canonical and not protected: the sandbox cannot change a
-    /// protected file, and its lock would hold up everyone else's pushes of it. An unlock
-    /// may not be forced: that drops another person's lock.
+    /// `{"force", "ref"}`). A new lock's path must be canonical and not protected: the
+    /// sandbox cannot change a protected file, and its lock would hold up everyone else's
+    /// pushes of it. An unlock may not be forced: that drops another person's lock. The
+    /// `ref` is not decided on: GitHub's locks hold for the whole repository, and git-lfs
+    /// names the branch's upstream (or `HEAD`), not what the sandbox pushes to.
     pub fn decide_lock_change(&self, call: LfsCall, body: &[u8]) -> Decision {
         let deny = |reason: String| Decision::deny("lfs", reason);
         let request = match parse_strict(body) {
             Ok(request) => request,
             Err(e) => return deny(format!("the LFS lock request cannot be read: {e}")),
         };
-        match request.get("ref") {
-            None | Some(Value::Null) => {}
-            Some(named) => match named.get("name").and_then(Value::as_str) {
-                Some(name) => {
-                    let decision = self.decide_ref_name(name, false);
-                    if !decision.allowed {
-                        return decision;
-                    }
-                }
-                None => return deny("the LFS lock request's ref has no name".into()),
-            },
-        }
         match call {
             LfsCall::Lock => {
                 let Some(path) = request.get("path").and_then(Value::as_str) else {
@@ -235,7 +233,13 @@ impl Policy {
                     );
                 }
             }
-            LfsCall::Unlock if request.get("force").and_then(Value::as_bool) == Some(true) => {
+            // Anything but an explicit false (a string, a number) may read as true.
+            LfsCall::Unlock
+                if !matches!(
+                    request.get("force"),
+                    None | Some(Value::Null | Value::Bool(false))
+                ) =>
+            {
                 return deny(
                     "a forced unlock drops another person's lock; ask its owner to unlock it, or unlock it outside the sandbox".into(),
                 );
@@ -279,6 +283,9 @@ mod tests {
             ("POST", "objects/abc"),
             ("PUT", "objects/abc"),
             ("POST", "locks/../unlock"),
+            ("POST", "locks/1/unlock?force=true"),
+            ("POST", "locks?path=.github/x"),
+            ("POST", "objects/batch?operation=upload"),
             ("DELETE", "locks"),
         ] {
             assert!(classify_lfs(method, rest).is_err(), "{method} {rest}");
@@ -314,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn lock_changes_name_only_pushable_refs_and_unprotected_paths_and_are_never_forced() {
+    fn locks_are_on_unprotected_plain_paths_and_unlocks_are_never_forced() {
         let policy = Policy::from_yaml(
             "{allowedRepos: [a/b], allowedRefs: ['agent/*'], protectedPaths: ['.github/**']}",
             &["github.com".to_owned()],
@@ -327,21 +334,23 @@ mod tests {
                 r#"{"path": "assets/a.bin", "ref": {"name": "refs/heads/agent/x"}}"#,
             ),
             (LfsCall::Lock, r#"{"path": "assets/a.bin"}"#),
+            // The ref is the branch's upstream as git-lfs sees it (or HEAD), whatever the
+            // sandbox pushes to: not decided on.
+            (
+                LfsCall::Lock,
+                r#"{"path": "a.bin", "ref": {"name": "refs/heads/main"}}"#,
+            ),
             (
                 LfsCall::Unlock,
-                r#"{"force": false, "ref": {"name": "refs/heads/agent/x"}}"#,
+                r#"{"force": false, "ref": {"name": "HEAD"}}"#,
             ),
+            (LfsCall::Unlock, r#"{"force": null}"#),
             (LfsCall::Unlock, r#"{}"#),
         ] {
             let decision = decide(call, body);
             assert!(decision.allowed, "{body}: {}", decision.reason);
         }
         for (call, body, rule) in [
-            (
-                LfsCall::Lock,
-                r#"{"path": "a.bin", "ref": {"name": "refs/heads/main"}}"#,
-                "allowedRefs",
-            ),
             (
                 LfsCall::Lock,
                 r#"{"path": ".github/workflows/ci.yml"}"#,
@@ -359,14 +368,10 @@ mod tests {
                 r#"{"ref": {"name": "refs/heads/agent/x"}}"#,
                 "lfs",
             ),
-            (LfsCall::Lock, r#"{"path": "a", "ref": {}}"#, "lfs"),
             (LfsCall::Lock, r#"{"path": "a", "path": "b"}"#, "lfs"),
             (LfsCall::Unlock, r#"{"force": true}"#, "lfs"),
-            (
-                LfsCall::Unlock,
-                r#"{"ref": {"name": "refs/heads/main"}}"#,
-                "allowedRefs",
-            ),
+            (LfsCall::Unlock, r#"{"force": "true"}"#, "lfs"),
+            (LfsCall::Unlock, r#"{"force": 1}"#, "lfs"),
         ] {
             let decision = decide(call, body);
             assert!(!decision.allowed, "{body}");

@@ -132,6 +132,9 @@ struct Inner {
     forgotten: bool,
     /// New device codes asked of GitHub ([`CODES_PER_PERIOD`]).
     codes: Option<RateBudget>,
+    /// The last request for a device code failed, when and why: logins that waited on it
+    /// get the same answer for [`START_RETRY`] rather than each asking again.
+    start_failed: Option<(std::time::Instant, TokenError)>,
 }
 
 /// One person's session per profile (a single `default` one without profiles), each
@@ -337,12 +340,15 @@ pub(crate) struct UserSource {
     starting: tokio::sync::Mutex<()>,
 }
 
-/// The most new device codes one profile asks GitHub for per [`CODES_PERIOD`]. Every
+/// The most new device codes one profile asks GitHub for in a row, one more coming back
+/// every [`CODES_PERIOD`] / [`CODES_PER_PERIOD`] (a minute). Every
 /// `POST /login` while a code is still good shares that code; a sandbox looping over
 /// login and logout would otherwise spend the App's device-flow limit, which every
 /// profile's logins and renewals share.
 const CODES_PER_PERIOD: u32 = 10;
 const CODES_PERIOD: Duration = Duration::from_secs(600);
+/// How long a failed request for a device code answers the logins that come after it.
+const START_RETRY: Duration = Duration::from_secs(5);
 
 impl UserSource {
     /// Writes a `user_session` audit record.
@@ -460,44 +466,38 @@ impl UserSource {
                 return Ok(self.status());
             }
             if inner.forgotten {
-                return Err(TokenError::User(format!(
-                    "the profile {} was removed; nobody can log in to it",
-                    self.profile
-                )));
+                return Err(self.removed());
             }
             let clock = std::time::Instant::now();
+            if let Some((at, error)) = &inner.start_failed
+                && clock.duration_since(*at) < START_RETRY
+            {
+                return Err(error.clone());
+            }
             let codes = inner
                 .codes
                 .get_or_insert_with(|| RateBudget::new(CODES_PER_PERIOD, CODES_PERIOD, clock));
             if !codes.take(clock) {
                 return Err(TokenError::Throttled(format!(
-                    "this profile has started {CODES_PER_PERIOD} GitHub logins in the last {} minutes, its most (each asks GitHub for a new code, a limit every profile shares); enter the code already shown, or retry in a minute",
-                    CODES_PERIOD.as_secs() / 60
+                    "this profile has started {CODES_PER_PERIOD} GitHub logins in a row, its most (then one every {} s; each asks GitHub for a new code, a limit every profile shares); enter the code already shown, or retry in a minute",
+                    CODES_PERIOD.as_secs() / u64::from(CODES_PER_PERIOD)
                 )));
             }
         }
-        let form = [("client_id", self.config.client_id.as_str())];
-        let (status, body) = self.post("/login/device/code", &form).await?;
-        let code = match serde_json::from_slice::<DeviceCode>(&body) {
-            Ok(code) if status.is_success() => code,
-            _ => {
-                let detail = serde_json::from_slice::<TokenReply>(&body)
-                    .map(|r| r.refusal())
-                    .unwrap_or_else(|_| format!("HTTP {status}"));
-                return Err(TokenError::User(format!(
-                    "cannot start a GitHub login: {detail}"
-                )));
+        let code = match self.ask_for_code().await {
+            Ok(code) => code,
+            Err(error) => {
+                self.inner().start_failed = Some((std::time::Instant::now(), error.clone()));
+                return Err(error);
             }
         };
         let flow = {
             let mut inner = self.inner();
             // Removed while GitHub answered: the code is never shown nor polled for.
             if inner.forgotten {
-                return Err(TokenError::User(format!(
-                    "the profile {} was removed; nobody can log in to it",
-                    self.profile
-                )));
+                return Err(self.removed());
             }
+            inner.start_failed = None;
             inner.flow += 1;
             inner.last_error = None;
             inner.waiting = Some(Waiting {
@@ -511,6 +511,30 @@ impl UserSource {
         let expires_at = code.expires_at(now);
         tokio::spawn(async move { source.poll(flow, code, expires_at).await });
         Ok(self.status())
+    }
+
+    /// A new device code from GitHub.
+    async fn ask_for_code(&self) -> Result<DeviceCode, TokenError> {
+        let form = [("client_id", self.config.client_id.as_str())];
+        let (status, body) = self.post("/login/device/code", &form).await?;
+        match serde_json::from_slice::<DeviceCode>(&body) {
+            Ok(code) if status.is_success() => Ok(code),
+            _ => {
+                let detail = serde_json::from_slice::<TokenReply>(&body)
+                    .map(|r| r.refusal())
+                    .unwrap_or_else(|_| format!("HTTP {status}"));
+                Err(TokenError::User(format!(
+                    "cannot start a GitHub login: {detail}"
+                )))
+            }
+        }
+    }
+
+    fn removed(&self) -> TokenError {
+        TokenError::User(format!(
+            "the profile {} was removed; nobody can log in to it",
+            self.profile
+        ))
     }
 
     /// Polls until the person approves, refuses or the code expires.
@@ -949,6 +973,20 @@ mod tests {
             refused.contains("the profile gone was removed"),
             "{refused}"
         );
+    }
+
+    /// Logins that come just after GitHub failed to give a code get that failure, rather
+    /// than each asking GitHub again (nothing here can reach GitHub: asking would fail
+    /// with another error).
+    #[tokio::test]
+    async fn a_failed_start_answers_the_logins_just_after_it() {
+        let source = sessions().session("default");
+        let failure = TokenError::User("cannot start a GitHub login: HTTP 502".into());
+        source.inner().start_failed = Some((std::time::Instant::now(), failure.clone()));
+        assert_eq!(source.login().await.unwrap_err(), failure);
+        let long_ago = std::time::Instant::now() - START_RETRY;
+        source.inner().start_failed = Some((long_ago, failure.clone()));
+        assert_ne!(source.login().await.unwrap_err(), failure, "asked again");
     }
 
     #[test]
