@@ -10,7 +10,7 @@ use crate::body::{ProxyBody, stream};
 use crate::git::enforce;
 use crate::headers::strip_hop_by_hop;
 use crate::identity;
-use crate::observe::Counted;
+use crate::observe::{Counted, Pending};
 use crate::reply::{self, Failure, Shape};
 use crate::state::{ConnCtx, State};
 
@@ -25,7 +25,7 @@ pub(crate) async fn plain(
         .map(|a| a.as_str().to_owned())
         .unwrap_or_default();
     let uri = req.uri().to_string();
-    let mut record = Record::new(
+    let record = Record::new(
         ctx.id,
         ctx.client,
         &authority,
@@ -35,11 +35,13 @@ pub(crate) async fn plain(
     );
     let (parts, body) = req.into_parts();
     let (body, bytes_in) = Counted::new(body);
-    let response = match decide(state, ctx, &mut record, &parts) {
+    let mut pending = Pending::new(record, bytes_in, &state.observer);
+    let record = pending.record();
+    let response = match decide(state, ctx, record, &parts) {
         Err(failure) => reply::failure(Shape::Text, &failure),
-        Ok(canonical) => send(state, &mut record, parts, body, &canonical).await,
+        Ok(canonical) => send(state, record, parts, body, &canonical).await,
     };
-    state.observer.finish(record, bytes_in, response)
+    pending.finish(response)
 }
 
 /// Decides on a plain HTTP request; returns the authority to send it to, canonical (the

@@ -10,7 +10,7 @@ use crate::audit::{Record, Service, Verdict};
 use crate::body::ProxyBody;
 use crate::connect::Target;
 use crate::framing::{CONFLICTING_FRAMING, Framing};
-use crate::observe::Counted;
+use crate::observe::{Counted, Pending};
 use crate::reply::{self, Failure, Shape};
 use crate::state::{ConnCtx, State};
 use crate::{api, git, identity};
@@ -45,10 +45,12 @@ pub(crate) async fn handle(
         .to_owned();
     let ctx = &session.ctx;
     let method = req.method().as_str().to_owned();
-    let mut record = Record::new(ctx.id, ctx.client, &host, &method, &target, Service::Other);
+    let record = Record::new(ctx.id, ctx.client, &host, &method, &target, Service::Other);
     let (parts, body) = req.into_parts();
     let (body, bytes_in) = Counted::new(body);
     let req = Request::from_parts(parts, body);
+    let mut pending = Pending::new(record, bytes_in, &state.observer);
+    let record = pending.record();
     let response = if let Err(message) = check_request(session, &req) {
         tracing::info!(%method, %target, reason = %message, "refused request");
         record.decide(Verdict::Deny, "request", &message);
@@ -57,21 +59,21 @@ pub(crate) async fn handle(
         reply::closing(reply::failure(Shape::Text, &Failure::Client(message)))
     } else {
         let who = (&session.presented, session.profile.as_ref());
-        match identity::again(state, ctx, who, &mut record) {
+        match identity::again(state, ctx, who, record) {
             Err(failure) => reply::failure(Shape::Text, &failure),
             Ok(identity) => {
                 let settings = &state.settings;
                 let for_api = host == settings.api_host
                     && (host != settings.github_host || req.uri().path().starts_with("/api/"));
                 if for_api {
-                    api::handle(state, &identity.policy, req, &mut record).await
+                    api::handle(state, &identity.policy, req, record).await
                 } else {
-                    git::handle(state, &identity.policy, req, &mut record).await
+                    git::handle(state, &identity.policy, req, record).await
                 }
             }
         }
     };
-    state.observer.finish(record, bytes_in, response)
+    pending.finish(response)
 }
 
 /// The request must be for exactly the host the tunnel was opened to, and framed

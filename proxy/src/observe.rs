@@ -58,6 +58,66 @@ impl Observer {
     }
 }
 
+/// A request's record until its answer goes out. If the request ends before that (the
+/// client went away, or shutdown cut it off, and hyper dropped its handler), the record
+/// is still written, saying so: a push GitHub applied must not go unrecorded.
+pub(crate) struct Pending {
+    record: Record,
+    bytes_in: Arc<AtomicU64>,
+    observer: Observer,
+    answered: bool,
+}
+
+impl Pending {
+    pub(crate) fn new(record: Record, bytes_in: Arc<AtomicU64>, observer: &Observer) -> Self {
+        Self {
+            record,
+            bytes_in,
+            observer: observer.clone(),
+            answered: false,
+        }
+    }
+
+    pub(crate) fn record(&mut self) -> &mut Record {
+        &mut self.record
+    }
+
+    /// Sends `response` ([`Observer::finish`]): from here its body writes the record.
+    pub(crate) fn finish(mut self, response: Response<ProxyBody>) -> Response<ProxyBody> {
+        self.answered = true;
+        let record = self.take();
+        self.observer
+            .finish(record, Arc::clone(&self.bytes_in), response)
+    }
+
+    /// The record, leaving an empty one in its place.
+    fn take(&mut self) -> Record {
+        let empty = Record::new(
+            self.record.connection,
+            self.record.client,
+            "",
+            "",
+            "",
+            self.record.service,
+        );
+        std::mem::replace(&mut self.record, empty)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let mut record = self.take();
+        record.error.get_or_insert_with(|| {
+            "the request ended before gitgate answered: the client went away, or shutdown cut it off".into()
+        });
+        record.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        self.observer.emit(record);
+    }
+}
+
 /// Notes in `record` the status gitgate answers with and, if the answer reports a
 /// failure (not a refusal), the failure.
 pub(crate) fn answered(record: &mut Record, response: &mut Response<ProxyBody>) {

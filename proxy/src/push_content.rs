@@ -704,6 +704,7 @@ async fn protected(
                     tried.insert(id.clone());
                     match api.tree(&id).await? {
                         Some(tree) => {
+                            hold(pack, &tree)?;
                             add_base(&mut bases, &id, tree.raw)?;
                             server.trees.insert(id, tree.entries);
                             new_bases = true;
@@ -725,6 +726,7 @@ async fn protected(
             for base in untried {
                 tried.insert(base.clone());
                 if let Some(tree) = api.tree(&base).await? {
+                    hold(pack, &tree)?;
                     add_base(&mut bases, &base, tree.raw)?;
                     server.trees.insert(base, tree.entries);
                     new_bases = true;
@@ -739,6 +741,12 @@ async fn protected(
         *decoded = pack.decode(bases.clone()).await?;
         new_bases = false;
     }
+}
+
+/// Charges a tree read from GitHub, kept for the rest of the check (its entries, and its
+/// bytes as a delta base), to the push's share of `maxPushCheckBytes`.
+fn hold(pack: &Pack<'_>, tree: &crate::repo_api::ServerTree) -> Result<(), String> {
+    pack.meter.charge(tree.bytes()).map_err(|e| e.to_string())
 }
 
 fn add_base(bases: &mut Bases, id: &ObjectId, raw: Vec<u8>) -> Result<(), String> {

@@ -32,6 +32,13 @@ pub(crate) struct ServerTree {
     pub(crate) raw: Vec<u8>,
 }
 
+impl ServerTree {
+    /// The memory it holds, about.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.weight() as u64
+    }
+}
+
 /// The API client and its caches.
 pub(crate) struct RepoApi {
     http: reqwest::Client,

@@ -881,6 +881,42 @@ fn an_upstream_error_on_a_push_or_fetch_reaches_git_in_githubs_words() {
     still_serves(&gitgate, &standin, "after");
 }
 
+/// A request whose client goes away before gitgate answers (here while GitHub stalls)
+/// is still recorded, saying so: a push GitHub applies after its client left must not go
+/// unrecorded.
+#[test]
+fn a_request_its_client_abandons_before_the_answer_is_still_recorded() {
+    let standin = harness::standin();
+    let gitgate = limited(&standin, "{}");
+    standin.set_fault(Some(Fault::GitStall));
+    let mut tls = raw::mitm_tls(
+        gitgate.addr,
+        "github.com:443",
+        "github.com",
+        &gitgate.ca_file(),
+    );
+    tls.write_all(
+        b"GET /acme/app.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: github.com\r\n\r\n",
+    )
+    .unwrap();
+    tls.flush().unwrap();
+    crate::core::wait_until(|| {
+        standin
+            .requests()
+            .iter()
+            .any(|r| r.target.contains("/info/refs"))
+    });
+    drop(tls);
+    let record = gitgate.wait_for_record(|r| {
+        r["path"].as_str().is_some_and(|p| p.contains("info/refs"))
+            && r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("ended before gitgate answered"))
+    });
+    assert_eq!(record["decision"], "allow", "{record}");
+    standin.set_fault(None);
+}
+
 #[test]
 fn an_upstream_that_stalls_or_cuts_off_gives_a_clear_error() {
     let standin = harness::standin();

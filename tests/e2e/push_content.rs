@@ -960,6 +960,49 @@ fn what_checking_a_push_holds_in_memory_is_bounded_per_client() {
     assert_eq!(upstream(&standin, "main").as_deref(), Some(small.as_str()));
 }
 
+/// Trees read from GitHub to check a push are held to the same per-client share as
+/// those read from the pack: deleting a directory of 20,000 files makes the check read
+/// its tree from the API, which is more than the 1 MiB share.
+#[test]
+fn trees_read_from_github_count_against_the_push_check_share() {
+    let standin = harness::standin();
+    // First a permissive gitgate (no content rule) puts the wide directory on GitHub.
+    let open = Gitgate::start(&app_config(
+        &standin,
+        "{allowedRepos: [acme/app], allowedRefs: [main]}",
+    ));
+    let sandbox = Sandbox::new(&open);
+    let repo = sandbox.clone_repo("acme/app", "app");
+    let wide = repo.join("wide");
+    std::fs::create_dir(&wide).unwrap();
+    for i in 0..20_000 {
+        std::fs::write(wide.join(format!("f{i:05}")), "").unwrap();
+    }
+    sandbox.git_ok(&repo, &["add", "wide"]);
+    sandbox.git_ok(&repo, &["commit", "-q", "-m", "wide"]);
+    sandbox.git_ok(&repo, &["push", "-q", "origin", "HEAD:main"]);
+    let main = upstream(&standin, "main");
+    drop(open);
+    let policy =
+        "{allowedRepos: [acme/app], allowedRefs: [main], protectedPaths: ['**/CODEOWNERS']}";
+    let config = harness::limited_config(
+        &standin,
+        policy,
+        "{maxPushCheckBytes: 8MiB, maxPushCheckBytesPerClient: 1MiB}",
+    );
+    let gitgate = Gitgate::start(&config);
+    let sandbox = Sandbox::new(&gitgate);
+    let repo = sandbox.clone_repo("acme/app", "again");
+    sandbox.git_ok(&repo, &["rm", "-r", "-q", "wide"]);
+    sandbox.git_ok(&repo, &["commit", "-q", "-m", "no more wide"]);
+    let denied = sandbox.git_fails(&repo, &["push", "origin", "HEAD:main"]);
+    assert!(
+        denied.contains("past limits.maxPushCheckBytesPerClient"),
+        "{denied}"
+    );
+    assert_eq!(upstream(&standin, "main"), main);
+}
+
 #[test]
 fn pushes_held_at_once_are_bounded_overall_and_per_client() {
     // Each held push keeps a thread reading its pack: a client that opens many and never

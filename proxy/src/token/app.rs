@@ -257,11 +257,17 @@ fn access_json(access: Access) -> serde_json::Value {
     serde_json::Value::String(access.as_str().to_owned())
 }
 
-/// GitHub's `message` field, or a short excerpt of the body.
+/// GitHub's `message` field, or a short excerpt of a body that is not JSON (an HTML
+/// error page). Other JSON is never quoted: it could be a token answered with an
+/// unexpected status, and the message reaches the sandbox.
 fn message(body: &[u8]) -> String {
-    serde_json::from_slice::<GitHubError>(body)
-        .map(|e| e.message)
-        .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
+    if let Ok(error) = serde_json::from_slice::<GitHubError>(body) {
+        return error.message;
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+        return "an answer in JSON without a message".into();
+    }
+    String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(
@@ -279,4 +285,17 @@ fn parse<T: for<'de> Deserialize<'de>>(
         return Err(unexpected(message(body)));
     }
     serde_json::from_slice(body).map_err(|e| unexpected(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message;
+
+    #[test]
+    fn a_json_answer_without_a_message_is_never_quoted() {
+        assert_eq!(message(br#"{"message": "Not Found"}"#), "Not Found");
+        let token = message(br#"{"token": "ghs_secret", "expires_at": "x"}"#);
+        assert!(!token.contains("ghs_secret"), "{token}");
+        assert_eq!(message(b"<html>busy</html>"), "<html>busy</html>");
+    }
 }
