@@ -39,7 +39,11 @@ impl Metered {
         if more == 0 {
             return Ok(());
         }
-        reservation.grow(more.max(Self::STEP)).map_err(|spent| {
+        // A step at a time, or what is needed exactly when a whole step no longer fits.
+        let grown = reservation
+            .grow(more.max(Self::STEP))
+            .or_else(|_| reservation.grow(more));
+        grown.map_err(|spent| {
             let budget = reservation.budget();
             let reason = match spent {
                 Spent::All => format!(
@@ -103,5 +107,18 @@ mod tests {
         assert_eq!(meter.rule(), "limits.maxPushCheckBytesPerClient");
         drop(meter);
         assert_eq!(budget.used(), 0);
+    }
+
+    /// Near the share's end a whole step no longer fits, but what is needed still does.
+    #[test]
+    fn a_charge_that_fits_the_share_exactly_is_taken() {
+        let budget = Budget::new(8 << 20, 1 << 20, Default::default());
+        let meter = Metered::new(&budget, [10, 0, 0, 1].into());
+        meter.charge(3000).unwrap();
+        meter.give_back(0);
+        assert_eq!(budget.used(), 3000);
+        meter.charge(200).unwrap();
+        assert_eq!(meter.used(), 3200);
+        assert!(meter.charge(1 << 20).is_err());
     }
 }
